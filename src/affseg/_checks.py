@@ -1,0 +1,121 @@
+"""Validation and documented conversions of user input, done before any work.
+
+Every public entry point calls these, so that bad input fails with a message that names the
+offending value (shape, dtype, offsets) instead of crashing a numba kernel.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = [
+    "as_affinities",
+    "as_labels",
+    "as_mask",
+    "as_offsets",
+    "as_unit_float32",
+    "default_offsets",
+]
+
+
+def default_offsets(ndim: int) -> np.ndarray:
+    """The nearest-neighbour offsets ``-e_d`` for each axis (waterz and gunpowder)."""
+    if ndim not in (2, 3):
+        raise ValueError(f"only 2D (yx) and 3D (zyx) volumes are supported, not ndim={ndim}")
+    return -np.eye(ndim, dtype=np.int64)
+
+
+def as_offsets(offsets, ndim: int, *, channels: int | None = None) -> np.ndarray:
+    """Offsets as a ``(C, ndim)`` int64 array, or a ValueError that shows them."""
+    if offsets is None:
+        result = default_offsets(ndim)
+    else:
+        raw = np.asarray(offsets)
+        if raw.ndim != 2 or raw.shape[1] != ndim or raw.shape[0] == 0:
+            raise ValueError(
+                f"offsets must be a list of {ndim}-vectors for a {ndim}D volume, got shape "
+                f"{raw.shape}: {np.asarray(offsets).tolist()}"
+            )
+        if raw.dtype.kind == "f":
+            if not np.all(np.isfinite(raw)) or np.any(raw != np.round(raw)):
+                raise ValueError(f"offsets must be integers, got {raw.tolist()}")
+        elif raw.dtype.kind not in "iu":
+            raise ValueError(f"offsets must be integers, got dtype {raw.dtype}")
+        result = raw.astype(np.int64)
+        zero = np.flatnonzero(~result.any(axis=1))
+        if zero.size:
+            raise ValueError(f"offset {zero[0]} is all zero, which links a voxel to itself")
+    if channels is not None and result.shape[0] != channels:
+        raise ValueError(
+            f"the affinities have {channels} channels but {result.shape[0]} offsets were given: "
+            f"{result.tolist()}"
+        )
+    return result
+
+
+def as_affinities(affs, offsets=None, *, name: str = "affs") -> tuple[np.ndarray, np.ndarray]:
+    """Affinities as C-contiguous float32 in [0, 1] with matching offsets.
+
+    Documented conversions: float64 and float16 are cast to float32; uint8 is divided by 255
+    (0..255 -> 0..1); Fortran-ordered or strided arrays are copied to C order. NaN, inf or values
+    outside [0, 1] raise a ValueError.
+    """
+    arr = np.asarray(affs)
+    if arr.ndim not in (3, 4):
+        raise ValueError(
+            f"{name} must have the shape (channels, z, y, x) or (channels, y, x), got {arr.shape}"
+        )
+    offsets = as_offsets(offsets, arr.ndim - 1, channels=arr.shape[0])
+    return as_unit_float32(arr, name=name), offsets
+
+
+def as_unit_float32(values, *, name: str) -> np.ndarray:
+    """Values in [0, 1] as C-contiguous float32 (float64/float16 cast, uint8 divided by 255)."""
+    arr = np.asarray(values)
+    if arr.dtype == np.uint8:
+        arr = arr.astype(np.float32) / np.float32(255)
+    elif arr.dtype.kind == "f":
+        if arr.dtype != np.float32:
+            arr = arr.astype(np.float32)
+    else:
+        raise ValueError(f"{name} must be float32 (or float64, float16, uint8), got dtype {arr.dtype}")
+    if arr.size == 0:
+        raise ValueError(f"{name} is empty, shape {arr.shape}")
+    arr = np.ascontiguousarray(arr)
+    lo, hi = _finite_range(arr, name)
+    if lo < 0 or hi > 1:
+        raise ValueError(f"{name} must lie in [0, 1], found values in [{lo}, {hi}]")
+    return arr
+
+
+def _finite_range(arr: np.ndarray, name: str) -> tuple[float, float]:
+    lo, hi = float(arr.min()), float(arr.max())
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        bad = int(np.count_nonzero(~np.isfinite(arr)))
+        raise ValueError(f"{name} contains {bad} NaN or infinite values")
+    return lo, hi
+
+
+def as_labels(labels, *, name: str = "labels", shape: tuple[int, ...] | None = None) -> np.ndarray:
+    """Labels as C-contiguous uint64; negative or non-integer labels raise a ValueError."""
+    arr = np.asarray(labels)
+    if arr.dtype.kind not in "iub":
+        raise ValueError(f"{name} must have an integer dtype, got {arr.dtype}")
+    if arr.dtype.kind == "i" and arr.size and arr.min() < 0:
+        raise ValueError(f"{name} must not be negative, found {arr.min()}")
+    if arr.ndim not in (2, 3):
+        raise ValueError(f"{name} must be a 2D (y, x) or 3D (z, y, x) volume, got shape {arr.shape}")
+    if shape is not None and tuple(arr.shape) != tuple(shape):
+        raise ValueError(f"{name} has shape {arr.shape}, which does not match {tuple(shape)}")
+    return np.ascontiguousarray(arr, dtype=np.uint64)
+
+
+def as_mask(mask, shape: tuple[int, ...], *, name: str = "mask") -> np.ndarray | None:
+    """A boolean mask of the given shape, or None."""
+    if mask is None:
+        return None
+    arr = np.asarray(mask)
+    if tuple(arr.shape) != tuple(shape):
+        raise ValueError(f"{name} has shape {arr.shape}, which does not match {tuple(shape)}")
+    if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return np.ascontiguousarray(arr != 0)

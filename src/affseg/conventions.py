@@ -1,0 +1,176 @@
+"""affseg's affinity convention and converters to the other conventions in use.
+
+affseg: ``affs[c][u]`` is the affinity between voxel ``u`` and ``u + offsets[c]``, 1 = same
+object, float32 in [0, 1], channel-first, spatial axes ``zyx`` (or ``yx``). The default
+neighbourhood is ``[[-1, 0, 0], [0, -1, 0], [0, 0, -1]]``. See ``docs/conventions.md``.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ._checks import as_affinities, as_labels, as_mask, as_offsets, as_unit_float32, default_offsets
+
+__all__ = [
+    "DEFAULT_OFFSETS",
+    "affinities_from_labels",
+    "default_offsets",
+    "from_boundaries",
+    "from_mwatershed",
+    "from_waterz",
+    "invert_offsets",
+    "nearest_neighbour_affinities",
+    "reorder_channels",
+    "to_boundaries",
+    "to_mwatershed",
+    "to_waterz",
+]
+
+DEFAULT_OFFSETS = ((-1, 0, 0), (0, -1, 0), (0, 0, -1))
+
+
+def _edge_slices(offset: np.ndarray, shape: tuple[int, ...]) -> tuple[tuple[slice, ...], tuple[slice, ...]]:
+    """Slices of ``u`` and ``u + offset`` over the voxels whose partner lies inside the volume."""
+    src, dst = [], []
+    for o, n in zip(offset.tolist(), shape):
+        src.append(slice(max(0, -o), n - max(0, o)))
+        dst.append(slice(max(0, o), n - max(0, -o)))
+    return tuple(src), tuple(dst)
+
+
+def affinities_from_labels(labels, offsets=None, mask=None) -> tuple[np.ndarray, np.ndarray]:
+    """Ground-truth affinities of a label volume, and where they are defined.
+
+    Parameters
+    ----------
+    labels : (z, y, x) or (y, x) array of int
+        Object ids; 0 is background (or unlabelled) and has affinity 0 to every voxel.
+    offsets : (C, ndim) array_like of int, optional
+        Neighbourhood; defaults to the nearest neighbours ``-e_d``.
+    mask : array_like of bool, shape of ``labels``, optional
+        Voxels whose labels are known; an affinity touching a voxel outside it is masked.
+
+    Returns
+    -------
+    affs : (C, *labels.shape) float32
+        1 where ``u`` and ``u + offsets[c]`` carry the same non-zero label, else 0.
+    affs_mask : (C, *labels.shape) float32
+        1 where ``u + offsets[c]`` lies in the volume and both voxels lie in ``mask``.
+    """
+    labels = as_labels(labels)
+    offsets = as_offsets(offsets, labels.ndim)
+    mask = as_mask(mask, labels.shape)
+    affs = np.zeros((len(offsets),) + labels.shape, dtype=np.float32)
+    affs_mask = np.zeros_like(affs)
+    for c, offset in enumerate(offsets):
+        src, dst = _edge_slices(offset, labels.shape)
+        a, b = labels[src], labels[dst]
+        affs[c][src] = (a == b) & (a != 0)
+        affs_mask[c][src] = 1 if mask is None else mask[src] & mask[dst]
+    return affs, affs_mask
+
+
+def nearest_neighbour_affinities(affs, offsets=None) -> np.ndarray:
+    """The ``ndim`` nearest-neighbour channels in the ``-e_d`` convention, in axis order.
+
+    A ``-e_d`` channel is taken as it is; a ``+e_d`` channel is shifted onto its partner voxel
+    (the edge ``(u, u + e_d)`` is stored at ``u + e_d``), with 0 where the partner is outside.
+    """
+    affs, offsets = as_affinities(affs, offsets)
+    ndim = affs.ndim - 1
+    out = np.empty((ndim,) + affs.shape[1:], dtype=np.float32)
+    for d in range(ndim):
+        unit = np.zeros(ndim, dtype=np.int64)
+        unit[d] = -1
+        match = np.flatnonzero((offsets == unit).all(axis=1))
+        if match.size:
+            out[d] = affs[match[0]]
+            continue
+        match = np.flatnonzero((offsets == -unit).all(axis=1))
+        if not match.size:
+            raise ValueError(
+                f"the offsets {offsets.tolist()} have no nearest-neighbour channel along axis {d} "
+                f"({unit.tolist()} or {(-unit).tolist()})"
+            )
+        out[d] = _shift(affs[match[0]], -unit)
+    return out
+
+
+def _shift(channel: np.ndarray, offset: np.ndarray) -> np.ndarray:
+    """``out[u + offset] = channel[u]``, 0 where nothing lands."""
+    out = np.zeros_like(channel)
+    src, dst = _edge_slices(offset, channel.shape)
+    out[dst] = channel[src]
+    return out
+
+
+def invert_offsets(affs, offsets) -> tuple[np.ndarray, np.ndarray]:
+    """Express the same edges with negated offsets (the ``+1`` vs ``-1`` conventions).
+
+    The edge ``(u, u + o)`` stored at ``u`` moves to ``w = u + o`` as the edge ``(w, w - o)``.
+    Edges whose partner falls outside the volume get affinity 0.
+    """
+    affs, offsets = as_affinities(affs, offsets)
+    out = np.stack([_shift(affs[c], offsets[c]) for c in range(len(offsets))])
+    return out, -offsets
+
+
+def reorder_channels(affs, offsets, new_offsets) -> np.ndarray:
+    """Pick the channels of ``affs`` in the order of ``new_offsets`` (e.g. ``xyz`` channel order)."""
+    affs, offsets = as_affinities(affs, offsets)
+    new = as_offsets(new_offsets, affs.ndim - 1)
+    index = []
+    for o in new:
+        match = np.flatnonzero((offsets == o).all(axis=1))
+        if not match.size:
+            raise ValueError(f"offset {o.tolist()} is not among the offsets {offsets.tolist()}")
+        index.append(int(match[0]))
+    return np.ascontiguousarray(affs[index])
+
+
+def to_waterz(affs, offsets=None) -> np.ndarray:
+    """waterz's input: ``(3, z, y, x)`` float32, channel ``d`` linking ``u`` and ``u - e_d``."""
+    out = nearest_neighbour_affinities(affs, offsets)
+    if out.shape[0] != 3:
+        raise ValueError(f"waterz needs 3D affinities, got spatial shape {out.shape[1:]}")
+    return out
+
+
+def from_waterz(affs) -> tuple[np.ndarray, np.ndarray]:
+    """waterz affinities in affseg's convention: the same array and the default offsets."""
+    affs, offsets = as_affinities(affs, default_offsets(3), name="waterz affs")
+    return affs, offsets
+
+
+def to_mwatershed(affs, offsets=None, bias=0.5) -> tuple[np.ndarray, list[list[int]]]:
+    """mwatershed's input: float64 signed weights ``affinity - bias`` and offsets as lists.
+
+    ``bias`` is a scalar or one value per channel; positive weights attract, negative repel.
+    """
+    affs, offsets = as_affinities(affs, offsets)
+    bias = np.asarray(bias, dtype=np.float64)
+    if bias.ndim == 1 and bias.shape[0] != affs.shape[0]:
+        raise ValueError(f"bias has {bias.shape[0]} values for {affs.shape[0]} channels")
+    if bias.ndim > 1:
+        raise ValueError(f"bias must be a scalar or one value per channel, got shape {bias.shape}")
+    per_channel = bias.reshape((-1,) + (1,) * (affs.ndim - 1)) if bias.ndim else bias
+    weights = affs.astype(np.float64) - per_channel
+    return np.ascontiguousarray(weights), offsets.tolist()
+
+
+def from_mwatershed(weights, offsets, bias=0.5) -> tuple[np.ndarray, np.ndarray]:
+    """Inverse of :func:`to_mwatershed`: affinities ``weights + bias``, clipped to [0, 1]."""
+    weights = np.asarray(weights, dtype=np.float64)
+    bias = np.asarray(bias, dtype=np.float64)
+    per_channel = bias.reshape((-1,) + (1,) * (weights.ndim - 1)) if bias.ndim else bias
+    affs = np.clip(weights + per_channel, 0.0, 1.0).astype(np.float32)
+    return as_affinities(affs, offsets)
+
+
+def to_boundaries(affs) -> np.ndarray:
+    """Boundary maps (1 = boundary) from affinities, any layout: ``1 - affs`` as float32."""
+    return np.float32(1) - as_unit_float32(affs, name="affs")
+
+
+def from_boundaries(boundaries) -> np.ndarray:
+    """Affinities from boundary maps, any layout: ``1 - boundaries`` as float32."""
+    return np.float32(1) - as_unit_float32(boundaries, name="boundaries")

@@ -1,0 +1,1 @@
+"""Graph kernels: numpy arrays in, numpy arrays out, no I/O."""

@@ -1,0 +1,112 @@
+"""Threshold + connected components of an affinity graph (MALIS's inference), in numba."""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from .._checks import as_affinities, as_mask
+from ._unionfind import find, union
+
+__all__ = ["connected_components", "relabel_consecutive"]
+
+
+@njit(cache=True, nogil=True)
+def _join_edges(affs, offsets, threshold, mask, parent):
+    nc, nz, ny, nx = affs.shape
+    for c in range(nc):
+        oz, oy, ox = offsets[c, 0], offsets[c, 1], offsets[c, 2]
+        for z in range(max(0, -oz), min(nz, nz - oz)):
+            for y in range(max(0, -oy), min(ny, ny - oy)):
+                for x in range(max(0, -ox), min(nx, nx - ox)):
+                    if affs[c, z, y, x] > threshold:
+                        i = (z * ny + y) * nx + x
+                        j = ((z + oz) * ny + y + oy) * nx + x + ox
+                        if mask[i] and mask[j]:
+                            union(parent, i, j)
+
+
+@njit(cache=True, nogil=True)
+def _roots_to_labels(parent, mask, start):
+    n = parent.shape[0]
+    out = np.zeros(n, dtype=np.uint64)
+    next_label = np.uint64(start)
+    for i in range(n):
+        if not mask[i]:
+            continue
+        r = find(parent, i)
+        if r == i:
+            out[i] = next_label
+            next_label += np.uint64(1)
+        else:
+            out[i] = out[r]
+    return out
+
+
+def connected_components(affs, offsets=None, *, threshold: float = 0.5, mask=None) -> np.ndarray:
+    """Segment by joining every edge whose affinity exceeds ``threshold``.
+
+    Parameters
+    ----------
+    affs : (C, z, y, x) or (C, y, x) float32
+        Affinities in affseg's convention (see ``docs/conventions.md``).
+    offsets : (C, ndim) array_like of int, optional
+        Default: nearest neighbours ``-e_d``.
+    threshold : float
+        Edges with ``affinity > threshold`` join their voxels.
+    mask : bool array, spatial shape, optional
+        Voxels outside get label 0 and join nothing.
+
+    Returns
+    -------
+    labels : uint64 array, spatial shape; 1..n in raster order of first voxel, 0 where masked.
+    """
+    affs, offsets = as_affinities(affs, offsets)
+    shape = affs.shape[1:]
+    mask = as_mask(mask, shape)
+    if mask is None:
+        mask = np.ones(shape, dtype=bool)
+    if affs.ndim == 3:
+        affs = affs[:, None]
+        offsets = np.concatenate([np.zeros((len(offsets), 1), np.int64), offsets], axis=1)
+    parent = np.arange(mask.size, dtype=np.int64)
+    flat_mask = mask.reshape(-1)
+    _join_edges(affs, np.ascontiguousarray(offsets), np.float32(threshold), flat_mask, parent)
+    return _roots_to_labels(parent, flat_mask, 1).reshape(shape)
+
+
+@njit(cache=True, nogil=True)
+def _relabel_flat(flat, lut_keys, start):
+    # first-appearance order relabelling through a dense lut
+    out = np.empty(flat.shape[0], dtype=np.uint64)
+    nxt = np.uint64(start)
+    for i in range(flat.shape[0]):
+        v = flat[i]
+        if v == 0:
+            out[i] = 0
+            continue
+        if lut_keys[v] == 0:
+            lut_keys[v] = nxt
+            nxt += np.uint64(1)
+        out[i] = lut_keys[v]
+    return out, nxt - np.uint64(start)
+
+
+def relabel_consecutive(labels, *, start: int = 1) -> tuple[np.ndarray, int]:
+    """Relabel to ``start, start+1, ...`` in order of first appearance; 0 stays 0.
+
+    Returns the relabelled uint64 volume and the number of labels.
+    """
+    labels = np.asarray(labels)
+    flat = np.ascontiguousarray(labels, dtype=np.uint64).reshape(-1)
+    if flat.size == 0:
+        return flat.reshape(labels.shape), 0
+    top = int(flat.max())
+    if top <= 4 * flat.size + 1024:
+        out, n = _relabel_flat(flat, np.zeros(top + 1, dtype=np.uint64), start)
+        return out.reshape(labels.shape), int(n)
+    ids, first, inverse = np.unique(flat, return_index=True, return_inverse=True)
+    order = np.argsort(first[ids != 0] if ids[0] == 0 else first, kind="stable")
+    nonzero = ids != 0
+    rank = np.zeros(ids.size, dtype=np.uint64)
+    rank[np.flatnonzero(nonzero)[order]] = np.arange(start, start + order.size, dtype=np.uint64)
+    return rank[inverse].reshape(labels.shape), int(order.size)

@@ -1,0 +1,245 @@
+"""Watershed fragments from affinities, the MALA recipe (Funke et al. 2018), in numba."""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from .._checks import as_affinities, as_mask
+from ..conventions import nearest_neighbour_affinities
+from ._unionfind import find, union
+from .components import relabel_consecutive
+from .distance import distance_transform
+from .filters import maximum_filter
+from .rag import region_adjacency_graph
+from .watershed import _flood, ordered_keys
+
+__all__ = ["boundary_map", "extract_fragments"]
+
+
+def boundary_map(affs, offsets=None, *, in_plane: bool = False) -> np.ndarray:
+    """Mean nearest-neighbour affinity per voxel (high inside objects), float32.
+
+    With ``in_plane`` only the in-section (y, x) channels are averaged.
+    """
+    nn = nearest_neighbour_affinities(affs, offsets)
+    channels = nn[1:] if in_plane and nn.shape[0] == 3 else nn
+    out = channels[0].copy()
+    for c in channels[1:]:
+        out += c
+    out /= np.float32(len(channels))
+    return out
+
+
+@njit(cache=True, nogil=True)
+def _label_maxima(dist, maxfilt, in_plane):
+    """Connected plateaus (face connectivity) of local maxima with positive distance."""
+    nz, ny, nx = dist.shape
+    n = dist.size
+    parent = np.arange(n, dtype=np.int64)
+    is_max = np.zeros(n, dtype=np.bool_)
+    fd = dist.reshape(n)
+    fm = maxfilt.reshape(n)
+    for i in range(n):
+        is_max[i] = fd[i] > 0 and fd[i] == fm[i]
+    for z in range(nz):
+        for y in range(ny):
+            for x in range(nx):
+                i = (z * ny + y) * nx + x
+                if not is_max[i]:
+                    continue
+                if x > 0 and is_max[i - 1]:
+                    union(parent, i, i - 1)
+                if y > 0 and is_max[i - nx]:
+                    union(parent, i, i - nx)
+                if not in_plane and z > 0 and is_max[i - nx * ny]:
+                    union(parent, i, i - nx * ny)
+    seeds = np.zeros(n, dtype=np.uint64)
+    label = np.uint64(0)
+    for i in range(n):
+        if is_max[i]:
+            r = find(parent, i)
+            if r == i:
+                label += np.uint64(1)
+                seeds[i] = label
+            else:
+                seeds[i] = seeds[r]
+    return seeds.reshape(dist.shape)
+
+
+@njit(cache=True, nogil=True)
+def _label_unreached(labels, mask, in_plane, start):
+    """Give each connected part of unlabelled, unmasked voxels its own label."""
+    nz, ny, nx = labels.shape
+    n = labels.size
+    flat = labels.reshape(n)
+    fm = mask.reshape(n)
+    parent = np.arange(n, dtype=np.int64)
+    for z in range(nz):
+        for y in range(ny):
+            for x in range(nx):
+                i = (z * ny + y) * nx + x
+                if flat[i] != 0 or not fm[i]:
+                    continue
+                if x > 0 and flat[i - 1] == 0 and fm[i - 1]:
+                    union(parent, i, i - 1)
+                if y > 0 and flat[i - nx] == 0 and fm[i - nx]:
+                    union(parent, i, i - nx)
+                if not in_plane and z > 0 and flat[i - nx * ny] == 0 and fm[i - nx * ny]:
+                    union(parent, i, i - nx * ny)
+    label = np.uint64(start)
+    for i in range(n):
+        if flat[i] == 0 and fm[i]:
+            r = find(parent, i)
+            if r == i:
+                flat[i] = label
+                label += np.uint64(1)
+    for i in range(n):
+        if flat[i] == 0 and fm[i]:
+            flat[i] = flat[find(parent, i)]
+    return label
+
+
+@njit(cache=True, nogil=True)
+def _merge_small(u, v, mean_aff, sizes, min_size):
+    """Merge fragments under ``min_size`` into their best-linked neighbours until none is left.
+
+    Each round, every small segment (smallest first) joins the segment across its edge of the
+    highest mean affinity; rounds repeat while anything merges (segments without neighbours
+    stay small).
+    """
+    n = sizes.shape[0]
+    parent = np.arange(n, dtype=np.int64)
+    size = sizes.copy()
+    best = np.empty(n, dtype=np.int64)
+    best_aff = np.empty(n, dtype=np.float32)
+    while True:
+        best[:] = -1
+        best_aff[:] = -1.0
+        for e in range(u.shape[0]):
+            a = find(parent, u[e])
+            b = find(parent, v[e])
+            if a == b:
+                continue
+            w = mean_aff[e]
+            if size[a] < min_size and w > best_aff[a]:
+                best_aff[a] = w
+                best[a] = b
+            if size[b] < min_size and w > best_aff[b]:
+                best_aff[b] = w
+                best[b] = a
+        order = np.argsort(size, kind="mergesort")
+        merged = 0
+        for k in range(n):
+            i = order[k]
+            if i == 0 or best[i] < 0 or parent[i] != i or size[i] >= min_size:
+                continue
+            j = find(parent, best[i])
+            if j == i:
+                continue
+            total = size[i] + size[j]
+            size[union(parent, i, j)] = total
+            merged += 1
+        if merged == 0:
+            break
+    out = np.empty(n, dtype=np.int64)
+    for i in range(n):
+        out[i] = find(parent, i)
+    return out
+
+
+def extract_fragments(
+    affs,
+    offsets=None,
+    *,
+    threshold: float = 0.5,
+    min_seed_distance: int = 10,
+    fragments_in_xy: bool = False,
+    mask=None,
+    min_size: int = 0,
+    sampling=None,
+    id_offset: int = 0,
+) -> np.ndarray:
+    """Over-segment affinities into fragments, the MALA recipe.
+
+    1. boundary map = mean nearest-neighbour affinity (in-plane channels with ``fragments_in_xy``);
+    2. interior = boundary map > ``threshold``; its Euclidean distance transform (``sampling``);
+    3. seeds = plateaus of local maxima of the distance within a box of ``min_seed_distance``
+       voxels (``scipy.ndimage.maximum_filter`` size), on positive distances;
+    4. seeded watershed (face connectivity) on the height ``-distance`` inside objects and
+       ``1 - boundary map`` on boundaries, so that every unmasked voxel joins a fragment (parts
+       that no seed reaches, e.g. cut off by the mask, become fragments of their own);
+    5. fragments under ``min_size`` voxels merge, smallest first, into the neighbour they share
+       the highest mean affinity with.
+
+    Parameters
+    ----------
+    affs : (C, z, y, x) or (C, y, x) float32
+    offsets : (C, ndim) array_like of int, optional
+    threshold : float
+        Boundary-map threshold between boundary and interior.
+    min_seed_distance : int
+        Size of the maximum filter for seeds (voxels).
+    fragments_in_xy : bool
+        Fragments per z-section (anisotropic data): 2D distance, seeds and watershed per section.
+    mask : bool array, spatial shape, optional
+        Voxels outside get 0.
+    min_size : int
+        Minimum fragment size in voxels.
+    sampling : sequence of float, optional
+        Voxel size for the distance transform (zyx or yx).
+    id_offset : int
+        Fragment ids start at ``id_offset + 1``.
+
+    Returns
+    -------
+    fragments : uint64 array, spatial shape; consecutive ids from ``id_offset + 1``, 0 only masked.
+    """
+    affs, offsets = as_affinities(affs, offsets)
+    shape = affs.shape[1:]
+    mask = as_mask(mask, shape)
+    if min_seed_distance < 1 or min_size < 0 or id_offset < 0:
+        raise ValueError(
+            f"min_seed_distance must be >= 1, min_size and id_offset >= 0; got {min_seed_distance}, "
+            f"{min_size}, {id_offset}"
+        )
+    if not 0 <= threshold < 1:
+        raise ValueError(f"threshold must lie in [0, 1), got {threshold}")
+    in_plane = fragments_in_xy and len(shape) == 3
+    bmap = boundary_map(affs, offsets, in_plane=in_plane)
+    inside = bmap > np.float32(threshold)
+    if mask is not None:
+        inside &= mask
+    dist = distance_transform(inside, sampling=sampling, in_plane=in_plane)
+    # no boundary at all (in a section): every voxel is equally deep
+    dist[np.isinf(dist)] = np.float32(np.finfo(np.float32).max / 4)
+    size = (1, min_seed_distance, min_seed_distance) if in_plane else min_seed_distance
+    lift = (lambda a: a) if len(shape) == 3 else (lambda a: a[None])
+    seeds = _label_maxima(lift(dist), lift(maximum_filter(dist, size)), in_plane)
+    heights = np.where(inside, -dist, np.float32(1) - bmap).astype(np.float32)
+    del dist, bmap, inside
+    full = np.ones(shape, bool) if mask is None else mask
+    _flood(lift(ordered_keys(heights)), seeds, lift(full), in_plane or len(shape) == 2)
+    del heights
+    _label_unreached(seeds, lift(full), in_plane or len(shape) == 2, int(seeds.max()) + 1)
+    fragments = seeds if len(shape) == 3 else seeds[0]
+    if min_size > 1:
+        fragments = _apply_min_size(affs, offsets, fragments, min_size)
+    fragments, _ = relabel_consecutive(fragments, start=id_offset + 1)
+    return fragments
+
+
+def _apply_min_size(affs, offsets, fragments, min_size):
+    nn = nearest_neighbour_affinities(affs, offsets)
+    if nn.shape[0] == 2:
+        nn = np.concatenate([np.zeros((1,) + nn.shape[1:], np.float32), nn])[:, None]
+        vol = fragments[None]
+    else:
+        vol = fragments
+    rag = region_adjacency_graph(nn, vol)
+    counts = np.diff(rag.contact_ptr)
+    sums = np.add.reduceat(rag.contact_aff, rag.contact_ptr[:-1]) if rag.num_edges else np.zeros(0)
+    mean = (sums / np.maximum(counts, 1)).astype(np.float32)
+    roots = _merge_small(rag.u, rag.v, mean, rag.sizes, min_size)
+    from .agglomeration import relabel
+
+    return relabel(fragments, rag.ids, rag.ids[roots])
