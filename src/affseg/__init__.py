@@ -1,2 +1,37 @@
-"""affseg: learned, affinity-based instance segmentation of EM volumes."""
+"""affseg: learned, affinity-based instance segmentation of EM volumes.
+
+Public functions are imported lazily, so ``import affseg`` stays cheap.
+"""
+from __future__ import annotations
+
+import importlib
+
 __version__ = "0.1.0"
+
+_EXPORTS = {
+    "affinities_from_labels": "affseg.conventions",
+    "agglomerate": "affseg.graph.agglomeration",
+    "connected_components": "affseg.graph.components",
+    "evaluate": "affseg.evaluate.metrics",
+    "extract_fragments": "affseg.graph.fragments",
+    "open_volume": "affseg.io.volumes",
+    "read_volume": "affseg.io.volumes",
+    "segment": "affseg.pipeline",
+    "split_merge_curve": "affseg.evaluate.curves",
+    "write_volume": "affseg.io.volumes",
+}
+_SUBMODULES = {"conventions", "evaluate", "graph", "io", "synthetic", "pipeline", "cli"}
+
+__all__ = sorted(_EXPORTS) + sorted(_SUBMODULES)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    if name in _SUBMODULES:
+        return importlib.import_module(f"affseg.{name}")
+    raise AttributeError(f"module 'affseg' has no attribute {name!r}")
+
+
+def __dir__():
+    return __all__

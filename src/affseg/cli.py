@@ -1,0 +1,313 @@
+"""The ``affseg`` command line: synth, segment, evaluate, demo."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+DEFAULT_THRESHOLDS = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
+
+
+def _progress(total: int, desc: str):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="step", leave=False, disable=None)
+
+
+def _offsets(text: str | None):
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise SystemExit(f"error: --offsets must be JSON like '[[-1,0,0],[0,-1,0],[0,0,-1]]': {e}")
+
+
+# ------------------------------------------------------------------ synth
+
+
+def cmd_synth(args) -> int:
+    from .io import write_volume
+    from .synthetic import make_volume
+
+    out = Path(args.output)
+    if out.suffix.lower() not in (".zarr", ".h5", ".hdf5"):
+        raise SystemExit(f"error: output {out} must be a .zarr or .h5 container")
+    bar = _progress(4, "synth")
+    vol = make_volume(tuple(args.shape), seed=args.seed, anisotropic=args.anisotropic,
+                      offsets=_offsets(args.offsets), defects=args.defects)
+    bar.update()
+    names = {"raw": vol.raw, "labels": vol.labels, "affs": vol.affs}
+    for name, data in names.items():
+        axes = ["c^", "z", "y", "x"][-data.ndim:] if name == "affs" else None
+        attrs = {"offsets": vol.offsets.tolist()} if name == "affs" else None
+        write_volume(out / name, data, voxel_size=vol.voxel_size, axes=axes, overwrite=args.overwrite,
+                     attrs=attrs)
+        bar.update()
+    bar.close()
+    print(f"wrote {out}/raw, {out}/labels, {out}/affs  (shape {vol.labels.shape}, {int(vol.labels.max())} objects)")
+    return 0
+
+
+# ------------------------------------------------------------------ segment
+
+
+def _read_affs(address: str):
+    from .io import open_volume
+
+    with open_volume(address) as vol:
+        affs = vol.read()
+        offsets = vol.data.attrs.get("offsets")
+        return affs, (None if offsets is None else np.asarray(offsets)), vol
+
+
+def threshold_name(threshold: float) -> str:
+    return f"threshold_{threshold:.4f}"
+
+
+def cmd_segment(args) -> int:
+    from .io import volume_exists, write_volume
+    from .pipeline import segment
+
+    affs, offsets, meta = _read_affs(args.affs)
+    if args.offsets is not None:
+        offsets = _offsets(args.offsets)
+    out = args.output.rstrip("/")
+    thresholds = sorted(args.thresholds)
+    targets = [f"{out}/{threshold_name(t)}" for t in thresholds]
+    if not args.overwrite:
+        existing = [t for t in targets + [f"{out}/fragments"] if volume_exists(t)]
+        if existing:
+            raise SystemExit(f"error: {existing[0]} exists; pass --overwrite to replace it")
+    bar = _progress(len(thresholds) + 1, "segment")
+    result = segment(affs, thresholds, offsets=offsets, method=args.method,
+                     merge_function=args.merge_function, fragments_in_xy=args.fragments_in_xy,
+                     min_seed_distance=args.min_seed_distance, min_size=args.min_size)
+    bar.update()
+    spatial = dict(voxel_size=meta.voxel_size, offset=meta.offset, overwrite=args.overwrite)
+    if result.fragments is not None:
+        write_volume(f"{out}/fragments", result.fragments, **spatial)
+    for i, target in enumerate(targets):
+        write_volume(target, result.segmentation(i), attrs={"threshold": float(thresholds[i])}, **spatial)
+        bar.update()
+    bar.close()
+    print(f"wrote {len(targets)} segmentations to {out}/threshold_*")
+    return 0
+
+
+# ------------------------------------------------------------------ evaluate
+
+
+def _segmentations_under(address: str) -> list[tuple[float | None, str]]:
+    """A dataset, or the ``threshold_*`` datasets of a group."""
+    from .io import parse_address, volume_exists
+
+    if volume_exists(address):
+        return [(None, address)]
+    container, group, kind = parse_address(address)
+    if kind == "zarr":
+        names = sorted(p.name for p in (container / group).glob("threshold_*") if (p / "zarr.json").exists())
+    else:
+        import h5py
+
+        with h5py.File(container, "r") as f:
+            names = sorted(n for n in f.get(group, {}) if n.startswith("threshold_"))
+    if not names:
+        raise SystemExit(f"error: {address} is neither a dataset nor a group with threshold_* datasets")
+    return [(float(n.split("_", 1)[1]), f"{address.rstrip('/')}/{n}") for n in names]
+
+
+def print_table(rows: list[dict], title: str = "") -> None:
+    cols = ["threshold", "voi_split", "voi_merge", "voi", "arand", "cremi_score"]
+    if title:
+        print(title)
+    print("  ".join(f"{c:>11}" for c in cols))
+    for r in rows:
+        cells = []
+        for c in cols:
+            v = r.get(c)
+            cells.append(f"{'-':>11}" if v is None else f"{v:>11.4f}")
+        print("  ".join(cells))
+
+
+def cmd_evaluate(args) -> int:
+    from .evaluate import best_threshold, evaluate, plot_split_merge
+    from .io import read_volume, write_json
+
+    if args.json and Path(args.json).exists() and not args.overwrite:
+        raise SystemExit(f"error: {args.json} exists; pass --overwrite to replace it")
+    if args.plot and Path(args.plot).exists() and not args.overwrite:
+        raise SystemExit(f"error: {args.plot} exists; pass --overwrite to replace it")
+    gt, _ = read_volume(args.ground_truth)
+    items = _segmentations_under(args.segmentation)
+    rows = []
+    bar = _progress(len(items), "evaluate")
+    for threshold, address in items:
+        seg, _ = read_volume(address)
+        row = {"threshold": threshold, "segmentation": address}
+        row.update(evaluate(seg, gt))
+        rows.append(row)
+        bar.update()
+    bar.close()
+    print_table(rows)
+    if len(rows) > 1:
+        best = best_threshold(rows)
+        print(f"best threshold {best['threshold']}: VOI {best['voi']:.4f}, CREMI score {best['cremi_score']:.4f}")
+    if args.json:
+        write_json(args.json, rows, overwrite=True)
+    if args.plot:
+        plot_split_merge({Path(args.segmentation).name: rows}, args.plot)
+    return 0
+
+
+# ------------------------------------------------------------------ demo
+
+
+def _staging_dir(out: Path, overwrite: bool) -> Path:
+    if out.exists() and not overwrite:
+        raise SystemExit(f"error: {out} exists; pass --overwrite to replace it")
+    staging = out.with_name(f".{out.name}.tmp-{uuid.uuid4().hex[:8]}")
+    staging.mkdir(parents=True)
+    return staging
+
+
+def _publish(staging: Path, out: Path) -> None:
+    trash = None
+    if out.exists():
+        trash = out.with_name(f".{out.name}.old-{uuid.uuid4().hex[:8]}")
+        os.rename(out, trash)
+    os.rename(staging, out)
+    if trash is not None:
+        shutil.rmtree(trash)
+
+
+def cmd_demo(args) -> int:
+    from tqdm.auto import tqdm
+
+    from .evaluate import best_threshold, evaluate, plot_split_merge
+    from .graph.agglomeration import agglomerate
+    from .graph.components import connected_components
+    from .graph.fragments import extract_fragments
+    from .io import write_json, write_volume
+    from .synthetic import make_volume
+
+    out = Path(args.output)
+    staging = _staging_dir(out, args.overwrite)
+    thresholds = DEFAULT_THRESHOLDS
+    started = time.perf_counter()
+    try:
+        steps = tqdm(total=5, desc="demo", unit="stage", disable=None)
+        steps.set_postfix_str("synthesize")
+        vol = make_volume(tuple(args.shape), seed=args.seed, defects=True)
+        steps.update()
+        steps.set_postfix_str("fragments")
+        fragments = extract_fragments(vol.affs, vol.offsets, min_seed_distance=args.min_seed_distance)
+        steps.update()
+        steps.set_postfix_str("agglomerate")
+        agg = agglomerate(vol.affs, fragments, thresholds, merge_function=args.merge_function)
+        steps.update()
+        steps.set_postfix_str("evaluate")
+        mala_rows, cc_rows = [], []
+        for i, t in enumerate(agg.thresholds):
+            mala_rows.append({"threshold": float(t), **evaluate(agg.segmentation(i), vol.labels)})
+            cc = connected_components(vol.affs, vol.offsets, threshold=float(t))
+            cc_rows.append({"threshold": float(t), **evaluate(cc, vol.labels)})
+        steps.update()
+        steps.set_postfix_str("write")
+        best = best_threshold(mala_rows)
+        best_index = [r["threshold"] for r in mala_rows].index(best["threshold"])
+        data = staging / "demo.zarr"
+        meta = dict(voxel_size=vol.voxel_size)
+        write_volume(data / "raw", vol.raw, **meta)
+        write_volume(data / "labels", vol.labels, **meta)
+        write_volume(data / "affs", vol.affs, axes=["c^", "z", "y", "x"], attrs={"offsets": vol.offsets.tolist()}, **meta)
+        write_volume(data / "fragments", fragments, **meta)
+        write_volume(data / "segmentation", agg.segmentation(best_index), attrs={"threshold": best["threshold"]}, **meta)
+        plot_split_merge({f"MALA ({args.merge_function})": mala_rows, "threshold + CC": cc_rows},
+                         staging / "split_merge.png", title="synthetic demo")
+        write_json(staging / "scores.json", {"mala": mala_rows, "connected_components": cc_rows})
+        steps.update()
+        steps.close()
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    _publish(staging, out)
+    print_table(mala_rows, title=f"MALA fragments + agglomeration ({args.merge_function}), {int(fragments.max())} fragments, {int(vol.labels.max())} objects")
+    print()
+    print_table(cc_rows, title="threshold + connected components")
+    print()
+    print(f"best: threshold {best['threshold']:.2f}, VOI split {best['voi_split']:.3f}, VOI merge "
+          f"{best['voi_merge']:.3f}, ARAND {best['arand']:.3f}, CREMI score {best['cremi_score']:.3f}")
+    print(f"wrote {out}/demo.zarr (raw, labels, affs, fragments, segmentation), {out}/split_merge.png, "
+          f"{out}/scores.json in {time.perf_counter() - started:.1f} s")
+    return 0
+
+
+# ------------------------------------------------------------------ main
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="affseg", description="Affinity-based segmentation of EM volumes.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("synth", help="write a synthetic dataset (raw, labels, affs)")
+    s.add_argument("output", help="container, e.g. synth.zarr")
+    s.add_argument("--shape", type=int, nargs="+", default=[32, 128, 128])
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--anisotropic", action="store_true", help="voxels of (4, 1, 1)")
+    s.add_argument("--defects", action="store_true", help="a missing and a low-contrast section")
+    s.add_argument("--offsets", help="JSON list of offsets (default nearest neighbours)")
+    s.add_argument("--overwrite", action="store_true")
+    s.set_defaults(func=cmd_synth)
+
+    g = sub.add_parser("segment", help="affinities -> one segmentation per threshold")
+    g.add_argument("affs", help="affinities dataset, e.g. synth.zarr/affs")
+    g.add_argument("output", help="output group, e.g. out.zarr/seg (writes fragments, threshold_*)")
+    g.add_argument("--thresholds", type=float, nargs="+", default=DEFAULT_THRESHOLDS)
+    g.add_argument("--method", choices=["mala", "cc"], default="mala")
+    g.add_argument("--merge-function", default="hist_quant_75")
+    g.add_argument("--fragments-in-xy", action="store_true")
+    g.add_argument("--min-seed-distance", type=int, default=10)
+    g.add_argument("--min-size", type=int, default=0)
+    g.add_argument("--offsets", help="JSON offsets (default: the dataset's 'offsets' attribute)")
+    g.add_argument("--overwrite", action="store_true")
+    g.set_defaults(func=cmd_segment)
+
+    e = sub.add_parser("evaluate", help="segmentation(s) vs ground truth -> table, JSON, curve PNG")
+    e.add_argument("segmentation", help="a dataset, or a group with threshold_* datasets")
+    e.add_argument("ground_truth", help="ground-truth dataset (0 = unlabelled)")
+    e.add_argument("--json", help="write the scores here")
+    e.add_argument("--plot", help="write the split/merge curve PNG here")
+    e.add_argument("--overwrite", action="store_true")
+    e.set_defaults(func=cmd_evaluate)
+
+    d = sub.add_parser("demo", help="synthesize, segment, evaluate, plot")
+    d.add_argument("--output", default="affseg-demo")
+    d.add_argument("--shape", type=int, nargs=3, default=[48, 160, 160])
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--merge-function", default="hist_quant_75")
+    d.add_argument("--min-seed-distance", type=int, default=10)
+    d.add_argument("--overwrite", action="store_true")
+    d.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError, FileExistsError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

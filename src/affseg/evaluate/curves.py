@@ -1,0 +1,67 @@
+"""Split/merge curves over agglomeration thresholds, and their plot (MALA, Fig. 7)."""
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .metrics import evaluate
+
+__all__ = ["best_threshold", "plot_split_merge", "split_merge_curve"]
+
+
+def split_merge_curve(segmentations: Iterable[np.ndarray], ground_truth, thresholds: Sequence[float]) -> list[dict]:
+    """Scores of each segmentation (one per threshold) against ``ground_truth``.
+
+    Returns one :func:`~affseg.evaluate.evaluate` dict per threshold, with ``threshold`` added.
+    """
+    rows = []
+    thresholds = list(thresholds)
+    for threshold, seg in zip(thresholds, segmentations, strict=True):
+        row = {"threshold": float(threshold)}
+        row.update(evaluate(seg, ground_truth))
+        rows.append(row)
+    return rows
+
+
+def best_threshold(rows: Sequence[dict], key: str = "voi") -> dict:
+    """The row with the lowest ``key`` (default total VOI)."""
+    if not rows:
+        raise ValueError("no scores to choose from")
+    return min(rows, key=lambda r: r[key])
+
+
+def plot_split_merge(curves: dict[str, Sequence[dict]], path, *, title: str = "split / merge") -> Path:
+    """Draw VOI merge over VOI split per method (one point per threshold) as a PNG.
+
+    ``curves`` maps a method name to its rows from :func:`split_merge_curve`. The best threshold
+    (lowest total VOI) of each method is circled. The file is written atomically.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..io.atomic import atomic_path
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.5))
+    for name, rows in curves.items():
+        split = [r["voi_split"] for r in rows]
+        merge = [r["voi_merge"] for r in rows]
+        line = axes[0].plot(split, merge, "o-", label=name, markersize=3)[0]
+        best = best_threshold(rows)
+        axes[0].plot(best["voi_split"], best["voi_merge"], "o", mfc="none", ms=10, color=line.get_color())
+        axes[1].plot([r["rand_split"] for r in rows], [r["rand_merge"] for r in rows], "o-",
+                     label=name, markersize=3, color=line.get_color())
+    axes[0].set(xlabel="VOI split (bits)", ylabel="VOI merge (bits)", title=title)
+    axes[1].set(xlabel="Rand split", ylabel="Rand merge", title="Rand (1 = perfect)")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    return path
