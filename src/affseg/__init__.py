@@ -12,15 +12,15 @@ _EXPORTS = {
     "affinities_from_labels": "affseg.conventions",
     "agglomerate": "affseg.graph.agglomeration",
     "connected_components": "affseg.graph.components",
-    "evaluate": "affseg.evaluate.metrics",
+    "evaluate": "affseg.evaluation.metrics",
     "extract_fragments": "affseg.graph.fragments",
     "open_volume": "affseg.io.volumes",
     "read_volume": "affseg.io.volumes",
     "segment": "affseg.pipeline",
-    "split_merge_curve": "affseg.evaluate.curves",
+    "split_merge_curve": "affseg.evaluation.curves",
     "write_volume": "affseg.io.volumes",
 }
-_SUBMODULES = {"conventions", "evaluate", "graph", "io", "synthetic", "pipeline", "cli"}
+_SUBMODULES = {"conventions", "evaluation", "graph", "io", "synthetic", "pipeline", "cli"}
 
 __all__ = sorted(_EXPORTS) + sorted(_SUBMODULES)
 

@@ -95,14 +95,18 @@ def _finite_range(arr: np.ndarray, name: str) -> tuple[float, float]:
     return lo, hi
 
 
-def as_labels(labels, *, name: str = "labels", shape: tuple[int, ...] | None = None) -> np.ndarray:
-    """Labels as C-contiguous uint64; negative or non-integer labels raise a ValueError."""
+def as_labels(labels, *, name: str = "labels", shape: tuple[int, ...] | None = None,
+              any_ndim: bool = False) -> np.ndarray:
+    """Labels as C-contiguous uint64; negative or non-integer labels raise a ValueError.
+
+    Volumes must be 2D or 3D unless ``any_ndim`` (voxel sets, as for metrics).
+    """
     arr = np.asarray(labels)
     if arr.dtype.kind not in "iub":
         raise ValueError(f"{name} must have an integer dtype, got {arr.dtype}")
     if arr.dtype.kind == "i" and arr.size and arr.min() < 0:
         raise ValueError(f"{name} must not be negative, found {arr.min()}")
-    if arr.ndim not in (2, 3):
+    if arr.ndim not in (2, 3) and not any_ndim:
         raise ValueError(f"{name} must be a 2D (y, x) or 3D (z, y, x) volume, got shape {arr.shape}")
     if shape is not None and tuple(arr.shape) != tuple(shape):
         raise ValueError(f"{name} has shape {arr.shape}, which does not match {tuple(shape)}")

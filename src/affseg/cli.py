@@ -138,7 +138,7 @@ def print_table(rows: list[dict], title: str = "") -> None:
 
 
 def cmd_evaluate(args) -> int:
-    from .evaluate import best_threshold, evaluate, plot_split_merge
+    from .evaluation import best_threshold, evaluate, plot_split_merge
     from .io import read_volume, write_json
 
     if args.json and Path(args.json).exists() and not args.overwrite:
@@ -191,7 +191,7 @@ def _publish(staging: Path, out: Path) -> None:
 def cmd_demo(args) -> int:
     from tqdm.auto import tqdm
 
-    from .evaluate import best_threshold, evaluate, plot_split_merge
+    from .evaluation import best_threshold, evaluate, plot_split_merge
     from .graph.agglomeration import agglomerate
     from .graph.components import connected_components
     from .graph.fragments import extract_fragments

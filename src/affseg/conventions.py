@@ -32,8 +32,9 @@ def _edge_slices(offset: np.ndarray, shape: tuple[int, ...]) -> tuple[tuple[slic
     """Slices of ``u`` and ``u + offset`` over the voxels whose partner lies inside the volume."""
     src, dst = [], []
     for o, n in zip(offset.tolist(), shape):
-        src.append(slice(max(0, -o), n - max(0, o)))
-        dst.append(slice(max(0, o), n - max(0, -o)))
+        length = max(0, n - abs(o))
+        src.append(slice(max(0, -o), max(0, -o) + length))
+        dst.append(slice(max(0, o), max(0, o) + length))
     return tuple(src), tuple(dst)
 
 

@@ -14,7 +14,7 @@ __all__ = ["best_threshold", "plot_split_merge", "split_merge_curve"]
 def split_merge_curve(segmentations: Iterable[np.ndarray], ground_truth, thresholds: Sequence[float]) -> list[dict]:
     """Scores of each segmentation (one per threshold) against ``ground_truth``.
 
-    Returns one :func:`~affseg.evaluate.evaluate` dict per threshold, with ``threshold`` added.
+    Returns one :func:`~affseg.evaluate` dict per threshold, with ``threshold`` added.
     """
     rows = []
     thresholds = list(thresholds)

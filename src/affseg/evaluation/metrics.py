@@ -63,8 +63,8 @@ def _pair_sums(g, s, n_g, n_s):
 
 
 def _sums(segmentation, ground_truth):
-    seg = as_labels(segmentation, name="segmentation")
-    gt = as_labels(ground_truth, name="ground_truth", shape=seg.shape)
+    seg = as_labels(segmentation, name="segmentation", any_ndim=True)
+    gt = as_labels(ground_truth, name="ground_truth", shape=seg.shape, any_ndim=True)
     g, gids = compact_fragments(gt.reshape(-1))
     s, sids = _compact_with_zero(seg.reshape(-1))
     return _pair_sums(g, s, len(gids) - 1, len(sids) - 1)

@@ -1,0 +1,46 @@
+"""Shared test helpers: partitions, quiet reference tools, the real data folder."""
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import settings
+
+settings.register_profile("ci", max_examples=40, deadline=None)
+settings.load_profile("ci")
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def same_partition(a: np.ndarray, b: np.ndarray) -> bool:
+    """True if the two label volumes group voxels identically (ids may differ)."""
+    a = np.asarray(a).ravel()
+    b = np.asarray(b).ravel()
+    pairs = np.unique(np.stack([a, b]), axis=1)
+    return len(np.unique(pairs[0])) == pairs.shape[1] == len(np.unique(pairs[1]))
+
+
+@contextlib.contextmanager
+def quiet_stdout():
+    """Silence C++ code that prints to the process's stdout (waterz)."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 1)
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(devnull)
+        os.close(saved)
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real EM data folder {SHARED_DATA} is absent (see DEVELOPERS.md)")
+    return SHARED_DATA

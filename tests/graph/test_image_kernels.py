@@ -1,0 +1,110 @@
+"""Distance transform, maximum filter, watershed, connected components vs scipy / scikit-image."""
+import numpy as np
+import pytest
+import scipy.ndimage as ndi
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+from skimage.measure import label as sk_label
+from skimage.segmentation import watershed as sk_watershed
+
+from affseg import affinities_from_labels, connected_components
+from affseg.graph.distance import distance_transform
+from affseg.graph.filters import maximum_filter
+from affseg.graph.watershed import seeded_watershed
+
+SHAPES = [(7, 23, 31), (40, 33)]
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("sampling", [None, "aniso"])
+def test_distance_transform_equals_scipy(shape, sampling):
+    inside = np.random.default_rng(0).random(shape) > 0.2
+    s = None if sampling is None else (4.0, 1.0, 1.5)[-len(shape):]
+    np.testing.assert_allclose(distance_transform(inside, sampling=s), ndi.distance_transform_edt(inside, sampling=s),
+                               rtol=1e-6, atol=1e-5)
+
+
+def test_distance_transform_in_plane_equals_scipy_per_section():
+    inside = np.random.default_rng(1).random((5, 20, 30)) > 0.1
+    ours = distance_transform(inside, in_plane=True)
+    for z in range(5):
+        np.testing.assert_allclose(ours[z], ndi.distance_transform_edt(inside[z]), rtol=1e-6)
+
+
+def test_distance_transform_without_outside_is_infinite():
+    assert np.all(np.isinf(distance_transform(np.ones((3, 4), bool))))
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("size", [1, 2, 3, 10, (1, 4, 5)])
+def test_maximum_filter_equals_scipy(shape, size):
+    if isinstance(size, tuple) and len(size) != len(shape):
+        size = size[-len(shape):]
+    x = np.random.default_rng(2).random(shape).astype(np.float32)
+    np.testing.assert_array_equal(maximum_filter(x, size), ndi.maximum_filter(x, size))
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("use_mask", [False, True])
+def test_seeded_watershed_equals_skimage(shape, use_mask):
+    rng = np.random.default_rng(3)
+    heights = rng.random(shape).astype(np.float32)
+    seeds = np.zeros(shape, np.int64)
+    seeds.flat[rng.choice(heights.size, 25, replace=False)] = np.arange(1, 26)
+    mask = rng.random(shape) > 0.15 if use_mask else None
+    ours = seeded_watershed(heights, seeds, mask=mask)
+    ref = sk_watershed(heights, seeds * (mask if mask is not None else 1), mask=mask)
+    np.testing.assert_array_equal(ours, ref)
+    assert ours.dtype == np.uint64
+
+
+def test_seeded_watershed_rejects_nan_heights():
+    with pytest.raises(ValueError, match="NaN"):
+        seeded_watershed(np.full((3, 3), np.nan), np.ones((3, 3), int))
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_connected_components_of_gt_affinities_equal_skimage_label(shape):
+    labels = np.random.default_rng(4).integers(1, 4, shape).astype(np.uint64)
+    affs, _ = affinities_from_labels(labels)
+    ours = connected_components(affs, threshold=0.5)
+    # voxels of one label that touch along faces form a component
+    ref = sk_label(labels.astype(np.int64), background=-1, connectivity=1)
+    np.testing.assert_array_equal(ours, ref)
+
+
+def brute_force_components(affs, offsets, threshold):
+    shape = affs.shape[1:]
+    parent = {u: u for u in np.ndindex(shape)}
+
+    def find(u):
+        while parent[u] != u:
+            u = parent[u]
+        return u
+
+    for c, o in enumerate(offsets):
+        for u in np.ndindex(shape):
+            w = tuple(np.add(u, o))
+            if all(0 <= w[d] < shape[d] for d in range(len(shape))) and affs[(c,) + u] > threshold:
+                parent[find(u)] = find(w)
+    return np.array([hash(find(u)) for u in np.ndindex(shape)]).reshape(shape)
+
+
+@given(arrays(np.float32, st.tuples(st.just(3), st.integers(1, 4), st.integers(1, 5), st.integers(1, 5)),
+              elements=st.floats(0, 1, width=32)))
+def test_connected_components_long_range_match_brute_force(affs):
+    from conftest import same_partition
+
+    offsets = [[-1, 0, 0], [0, 0, -1], [0, -2, 1]]
+    ours = connected_components(affs, offsets, threshold=0.5)
+    assert same_partition(ours, brute_force_components(affs, offsets, 0.5))
+    assert ours.min() >= 1 and ours.max() == len(np.unique(ours))  # consecutive
+
+
+def test_connected_components_mask_gives_zero():
+    affs = np.ones((2, 4, 4), np.float32)
+    mask = np.ones((4, 4), bool)
+    mask[:, 2] = False
+    seg = connected_components(affs, mask=mask)
+    assert np.all(seg[:, 2] == 0) and len(np.unique(seg[:, :2])) == 1 and seg[0, 0] != seg[0, 3]
