@@ -148,6 +148,7 @@ def read_volume(address: str | os.PathLike) -> tuple[np.ndarray, Volume]:
 
 
 def volume_exists(address: str | os.PathLike) -> bool:
+    """True if ``address`` names an existing dataset (not a group)."""
     container, dataset, kind = parse_address(address)
     if kind == "hdf5":
         if not container.exists():
@@ -155,8 +156,13 @@ def volume_exists(address: str | os.PathLike) -> bool:
         import h5py
 
         with h5py.File(container, "r") as f:
-            return dataset in f
-    return (container / dataset / "zarr.json").exists()
+            return isinstance(f.get(dataset), h5py.Dataset)
+    meta = container / dataset / "zarr.json"
+    if not meta.exists():
+        return False
+    import json
+
+    return json.loads(meta.read_text()).get("node_type") == "array"
 
 
 def write_volume(
@@ -201,12 +207,21 @@ def _write_h5(container: Path, dataset: str, data, meta, chunks) -> None:
     container.parent.mkdir(parents=True, exist_ok=True)
     tmp = f"{dataset}.tmp-{uuid.uuid4().hex[:8]}"
     with h5py.File(container, "a") as f:
-        ds = f.create_dataset(tmp, data=data, chunks=chunks or True, compression="gzip")
-        for k, v in meta.items():
-            ds.attrs[k] = v
-        if dataset in f:
-            del f[dataset]
-        f.move(tmp, dataset)
+        try:
+            ds = f.create_dataset(tmp, data=data, chunks=chunks or True, compression="gzip")
+            for k, v in meta.items():
+                ds.attrs[k] = v
+            if dataset in f:
+                f.move(dataset, f"{tmp}.old")
+            f.move(tmp, dataset)
+        except BaseException:
+            if tmp in f:
+                del f[tmp]
+            if f"{tmp}.old" in f and dataset not in f:
+                f.move(f"{tmp}.old", dataset)
+            raise
+        if f"{tmp}.old" in f:
+            del f[f"{tmp}.old"]
 
 
 def _write_zarr(container: Path, dataset: str, data, meta, chunks) -> None:
@@ -218,18 +233,22 @@ def _write_zarr(container: Path, dataset: str, data, meta, chunks) -> None:
     tmp_name = f".{name}.tmp-{uuid.uuid4().hex[:8]}"
     if chunks is None:
         chunks = tuple(min(s, c) for s, c in zip(data.shape, _default_chunks(data.ndim)))
-    arr = group.create_array(tmp_name, shape=data.shape, dtype=data.dtype, chunks=chunks)
-    arr[...] = data
-    arr.attrs.update(meta)
     final = container / dataset
-    staged = container / (f"{parent}/" if parent else "") / tmp_name
-    trash = None
-    if final.exists():
-        trash = final.with_name(f".{name}.old-{uuid.uuid4().hex[:8]}")
-        os.rename(final, trash)
-    os.rename(staged, final)
-    if trash is not None:
-        shutil.rmtree(trash)
+    staged = final.with_name(tmp_name)
+    trash = final.with_name(f".{name}.old-{uuid.uuid4().hex[:8]}")
+    try:
+        arr = group.create_array(tmp_name, shape=data.shape, dtype=data.dtype, chunks=chunks)
+        arr[...] = data
+        arr.attrs.update(meta)
+        if final.exists():
+            os.rename(final, trash)
+        os.rename(staged, final)
+    except BaseException:
+        shutil.rmtree(staged, ignore_errors=True)
+        if trash.exists() and not final.exists():
+            os.rename(trash, final)
+        raise
+    shutil.rmtree(trash, ignore_errors=True)
 
 
 def _default_chunks(ndim: int) -> tuple[int, ...]:

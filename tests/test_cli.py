@@ -1,0 +1,51 @@
+import json
+
+import numpy as np
+import pytest
+
+from affseg.cli import main
+from affseg.io import read_volume
+
+
+def test_synth_segment_evaluate(tmp_path, capsys):
+    data = tmp_path / "data.zarr"
+    assert main(["synth", str(data), "--shape", "8", "48", "48", "--seed", "1"]) == 0
+    affs, vol = read_volume(data / "affs")
+    assert affs.shape == (3, 8, 48, 48) and vol.axes == ("c^", "z", "y", "x")
+    assert main(["segment", str(data / "affs"), str(tmp_path / "out.zarr/seg"), "--thresholds", "0.2", "0.5"]) == 0
+    seg, _ = read_volume(tmp_path / "out.zarr/seg/threshold_0.5000")
+    frags, _ = read_volume(tmp_path / "out.zarr/seg/fragments")
+    assert seg.shape == (8, 48, 48) and frags.max() >= len(np.unique(seg))
+    out_json, out_png = tmp_path / "scores.json", tmp_path / "curve.png"
+    assert main(["evaluate", str(tmp_path / "out.zarr/seg"), str(data / "labels"), "--json", str(out_json),
+                 "--plot", str(out_png)]) == 0
+    rows = json.loads(out_json.read_text())
+    assert [r["threshold"] for r in rows] == [0.2, 0.5]
+    assert out_png.read_bytes()[:4] == b"\x89PNG"
+    assert "best threshold" in capsys.readouterr().out
+
+
+def test_outputs_are_not_overwritten(tmp_path, capsys):
+    data = tmp_path / "data.h5"
+    assert main(["synth", str(data), "--shape", "4", "24", "24"]) == 0
+    assert main(["synth", str(data), "--shape", "4", "24", "24"]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert main(["synth", str(data), "--shape", "4", "24", "24", "--overwrite"]) == 0
+
+
+def test_missing_input_is_named(tmp_path, capsys):
+    assert main(["segment", str(tmp_path / "nope.zarr/affs"), str(tmp_path / "o.zarr/s")]) == 2
+    assert "nope.zarr" in capsys.readouterr().err
+
+
+def test_demo_writes_everything(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--output", str(out), "--shape", "12", "64", "64"]) == 0
+    text = capsys.readouterr().out
+    assert "CREMI score" in text and "best: threshold" in text
+    assert (out / "split_merge.png").exists() and (out / "scores.json").exists()
+    seg, _ = read_volume(out / "demo.zarr" / "segmentation")
+    assert seg.shape == (12, 64, 64)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    with pytest.raises(SystemExit):
+        main(["demo", "--output", str(out), "--shape", "12", "64", "64"])
