@@ -30,10 +30,10 @@ def test_fragments_agree_with_the_lsd_recipe_inside_objects(volume):
     inside = ref != 0
     # lsd leaves boundaries at 0 and interior parts without a seed unlabelled; elsewhere the two
     # have the same seeds and differ only where equal distances are flooded in another order
-    # (both use a heap; the kernel itself equals scikit-image's on tie-free heights)
+    # (distances of sqrt(integer) tie a lot; a heap and a bucket queue break ties differently)
     assert len(np.unique(ours[inside])) == len(np.unique(ref[inside]))
     scores = evaluate(ours[inside], ref[inside])
-    assert scores["voi"] < 0.1 and scores["arand"] < 0.01
+    assert scores["voi"] < 0.15 and scores["arand"] < 0.02
 
 
 @pytest.mark.parametrize("ndim", [2, 3])

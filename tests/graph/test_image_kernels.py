@@ -108,3 +108,25 @@ def test_connected_components_mask_gives_zero():
     mask[:, 2] = False
     seg = connected_components(affs, mask=mask)
     assert np.all(seg[:, 2] == 0) and len(np.unique(seg[:, :2])) == 1 and seg[0, 0] != seg[0, 3]
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("n_levels", [7, 300, 2**16])
+def test_bucket_flood_equals_heap_flood_on_integer_levels(shape, n_levels):
+    from affseg.graph.watershed import flood_levels
+
+    rng = np.random.default_rng(5)
+    levels = rng.integers(0, n_levels, shape).astype(np.uint16 if n_levels <= 2**16 else np.int64)
+    n_seeds = min(20, n_levels)
+    seeds = np.zeros(shape, np.uint64)
+    where = rng.choice(levels.size, n_seeds, replace=False)
+    seeds.flat[where] = np.arange(1, n_seeds + 1)
+    # seeds on distinct levels (the heap breaks ties among seeds its own way); elsewhere ties
+    # are frequent and arrival order decides, as in the heap
+    levels.flat[where] = rng.permutation(n_levels)[:n_seeds]
+    seeds_at = seeds != 0
+    mask = rng.random(shape) > 0.1
+    mask[seeds_at] = True
+    expected = seeded_watershed(levels.astype(np.float32), seeds, mask=mask)
+    ours = flood_levels(levels, seeds, mask, n_levels=n_levels)
+    np.testing.assert_array_equal(ours, expected)

@@ -51,37 +51,55 @@ def _envelope_1d(f, w, n, out, v, z):
 @njit(cache=True, nogil=True)
 def _squared_edt(inside, wz, wy, wx, in_plane):
     nz, ny, nx = inside.shape
-    sq = np.empty(inside.shape, dtype=np.float64)
+    big = np.inf
+    sq = np.empty(inside.shape, dtype=np.float32)
+    # x: distance to the nearest outside voxel along the row, two linear scans
     for i in range(nz):
         for j in range(ny):
+            last = -1
             for k in range(nx):
-                sq[i, j, k] = np.inf if inside[i, j, k] else 0.0
+                if not inside[i, j, k]:
+                    last = k
+                sq[i, j, k] = big if last < 0 else ((k - last) * wx) ** 2
+            last = -1
+            for k in range(nx - 1, -1, -1):
+                if not inside[i, j, k]:
+                    last = k
+                if last >= 0:
+                    d = ((last - k) * wx) ** 2
+                    if d < sq[i, j, k]:
+                        sq[i, j, k] = d
     m = max(nz, ny, nx)
     f = np.empty(m, dtype=np.float64)
     out = np.empty(m, dtype=np.float64)
     v = np.empty(m, dtype=np.int64)
     z = np.empty(m + 1, dtype=np.float64)
+    # y: per section, columns gathered into rows of a small buffer (cache friendly)
+    buf = np.empty((nx, ny), dtype=np.float64)
     for i in range(nz):
         for j in range(ny):
             for k in range(nx):
-                f[k] = sq[i, j, k]
-            _envelope_1d(f, wx, nx, out, v, z)
-            for k in range(nx):
-                sq[i, j, k] = out[k]
+                buf[k, j] = sq[i, j, k]
         for k in range(nx):
+            _envelope_1d(buf[k], wy, ny, out, v, z)
             for j in range(ny):
-                f[j] = sq[i, j, k]
-            _envelope_1d(f, wy, ny, out, v, z)
-            for j in range(ny):
-                sq[i, j, k] = out[j]
-    if not in_plane and nz > 1:
+                buf[k, j] = out[j]
         for j in range(ny):
             for k in range(nx):
+                sq[i, j, k] = buf[k, j]
+    if not in_plane and nz > 1:
+        buf = np.empty((nx, nz), dtype=np.float64)
+        for j in range(ny):
+            for i in range(nz):
+                for k in range(nx):
+                    buf[k, i] = sq[i, j, k]
+            for k in range(nx):
+                _envelope_1d(buf[k], wz, nz, out, v, z)
                 for i in range(nz):
-                    f[i] = sq[i, j, k]
-                _envelope_1d(f, wz, nz, out, v, z)
-                for i in range(nz):
-                    sq[i, j, k] = out[i]
+                    buf[k, i] = out[i]
+            for i in range(nz):
+                for k in range(nx):
+                    sq[i, j, k] = buf[k, i]
     return sq
 
 
@@ -113,5 +131,5 @@ def distance_transform(inside, *, sampling=None, in_plane: bool = False) -> np.n
     vol = inside if ndim == 3 else inside[None]
     wz, wy, wx = (w if ndim == 3 else np.concatenate([[1.0], w])).tolist()
     sq = _squared_edt(np.ascontiguousarray(vol), wz, wy, wx, in_plane or ndim == 2)
-    dist = np.sqrt(sq).astype(np.float32)
+    dist = np.sqrt(sq, out=sq)
     return dist if ndim == 3 else dist[0]

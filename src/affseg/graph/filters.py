@@ -8,22 +8,37 @@ __all__ = ["maximum_filter"]
 
 
 @njit(cache=True, nogil=True)
-def _max_1d(line, n, before, after, out, dq):
-    """Sliding maximum over ``[i - before, i + after]`` clipped to the line (monotonic deque)."""
-    head = 0
-    tail = 0
-    nxt = 0
+def _max_1d(line, n, before, after, out, pre, suf):
+    """``out[i] = max(line[i - before : i + after + 1])``, clipped to the line.
+
+    van Herk / Gil-Werman: prefix and suffix maxima within blocks of the window size; a full
+    window spans the suffix of one block and the prefix of the next.
+    """
+    size = before + after + 1
+    for start in range(0, n, size):
+        stop = min(start + size, n)
+        pre[start] = line[start]
+        for k in range(start + 1, stop):
+            pre[k] = max(pre[k - 1], line[k])
+        suf[stop - 1] = line[stop - 1]
+        for k in range(stop - 2, start - 1, -1):
+            suf[k] = max(suf[k + 1], line[k])
     for i in range(n):
-        hi = min(n - 1, i + after)
-        while nxt <= hi:
-            while tail > head and line[dq[tail - 1]] <= line[nxt]:
-                tail -= 1
-            dq[tail] = nxt
-            tail += 1
-            nxt += 1
-        while dq[head] < i - before:
-            head += 1
-        out[i] = line[dq[head]]
+        lo = max(i - before, 0)
+        hi = min(i + after, n - 1)
+        block_lo = lo - lo % size
+        if block_lo + size > hi:  # one block
+            if lo == block_lo:
+                out[i] = pre[hi]
+            elif hi == min(block_lo + size, n) - 1:
+                out[i] = suf[lo]
+            else:
+                m = line[lo]
+                for k in range(lo + 1, hi + 1):
+                    m = max(m, line[k])
+                out[i] = m
+        else:
+            out[i] = max(suf[lo], pre[hi])
 
 
 @njit(cache=True, nogil=True)
@@ -33,7 +48,8 @@ def _max_filter_3d(vol, sizes):
     m = max(nz, ny, nx)
     line = np.empty(m, dtype=vol.dtype)
     out = np.empty(m, dtype=vol.dtype)
-    dq = np.empty(m, dtype=np.int64)
+    pre = np.empty(m, dtype=vol.dtype)
+    suf = np.empty(m, dtype=vol.dtype)
     shape = (nz, ny, nx)
     for axis in range(3):
         size = sizes[axis]
@@ -47,7 +63,7 @@ def _max_filter_3d(vol, sizes):
                 for k in range(nx):
                     for i in range(n):
                         line[i] = res[i, j, k]
-                    _max_1d(line, n, before, after, out, dq)
+                    _max_1d(line, n, before, after, out, pre, suf)
                     for i in range(n):
                         res[i, j, k] = out[i]
         elif axis == 1:
@@ -55,13 +71,13 @@ def _max_filter_3d(vol, sizes):
                 for k in range(nx):
                     for j in range(n):
                         line[j] = res[i, j, k]
-                    _max_1d(line, n, before, after, out, dq)
+                    _max_1d(line, n, before, after, out, pre, suf)
                     for j in range(n):
                         res[i, j, k] = out[j]
         else:
             for i in range(nz):
                 for j in range(ny):
-                    _max_1d(res[i, j], n, before, after, out, dq)
+                    _max_1d(res[i, j], n, before, after, out, pre, suf)
                     for k in range(n):
                         res[i, j, k] = out[k]
     return res

@@ -11,7 +11,7 @@ from .components import relabel_consecutive
 from .distance import distance_transform
 from .filters import maximum_filter
 from .rag import region_adjacency_graph
-from .watershed import _flood, ordered_keys
+from .watershed import flood_levels
 
 __all__ = ["boundary_map", "extract_fragments"]
 
@@ -147,6 +147,24 @@ def _merge_small(u, v, mean_aff, sizes, min_size):
     return out
 
 
+FLOOD_LEVELS = 2**16
+
+
+def _flood_levels(dist, bmap, inside) -> np.ndarray:
+    """Flooding order as uint16 levels: deep interior first, then boundaries by their affinity.
+
+    Interior voxels take ``-distance`` on the lower 3/4 of the levels (resolution ``max
+    distance / 49152``, finer than the gap between distinct distances of any realistic object),
+    boundary voxels ``1 - boundary map`` on the upper quarter.
+    """
+    interior = (FLOOD_LEVELS * 3) // 4
+    top = float(dist.max()) if inside.any() else 1.0
+    scale = (interior - 1) / max(top, 1e-6)
+    deep = np.rint((top - dist) * scale)
+    edge = interior + np.rint((1.0 - bmap) * (FLOOD_LEVELS - interior - 1))
+    return np.where(inside, deep, edge).astype(np.uint16)
+
+
 def extract_fragments(
     affs,
     offsets=None,
@@ -167,7 +185,8 @@ def extract_fragments(
        voxels (``scipy.ndimage.maximum_filter`` size), on positive distances;
     4. seeded watershed (face connectivity) on the height ``-distance`` inside objects and
        ``1 - boundary map`` on boundaries, so that every unmasked voxel joins a fragment (parts
-       that no seed reaches, e.g. cut off by the mask, become fragments of their own);
+       that no seed reaches, e.g. cut off by the mask, become fragments of their own); heights
+       are quantized to 65536 levels for a linear-time bucket queue;
     5. fragments under ``min_size`` voxels merge, smallest first, into the neighbour they share
        the highest mean affinity with.
 
@@ -211,15 +230,20 @@ def extract_fragments(
         inside &= mask
     dist = distance_transform(inside, sampling=sampling, in_plane=in_plane)
     # no boundary at all (in a section): every voxel is equally deep
-    dist[np.isinf(dist)] = np.float32(np.finfo(np.float32).max / 4)
+    infinite = np.isinf(dist)
+    if infinite.any():
+        dist[infinite] = dist[~infinite].max() + 1 if (~infinite).any() else 1
     size = (1, min_seed_distance, min_seed_distance) if in_plane else min_seed_distance
     lift = (lambda a: a) if len(shape) == 3 else (lambda a: a[None])
     seeds = _label_maxima(lift(dist), lift(maximum_filter(dist, size)), in_plane)
-    heights = np.where(inside, -dist, np.float32(1) - bmap).astype(np.float32)
+    levels = _flood_levels(dist, bmap, inside)
     del dist, bmap, inside
     full = np.ones(shape, bool) if mask is None else mask
-    _flood(lift(ordered_keys(heights)), seeds, lift(full), in_plane or len(shape) == 2)
-    del heights
+    flooded = flood_levels(levels, seeds if len(shape) == 3 else seeds[0], mask, n_levels=FLOOD_LEVELS,
+                           in_plane=in_plane)
+    del levels
+    seeds = lift(flooded.astype(np.uint64))
+    del flooded
     _label_unreached(seeds, lift(full), in_plane or len(shape) == 2, int(seeds.max()) + 1)
     fragments = seeds if len(shape) == 3 else seeds[0]
     if min_size > 1:

@@ -6,7 +6,7 @@ from numba import njit
 
 from .._checks import as_labels, as_mask
 
-__all__ = ["seeded_watershed", "ordered_keys"]
+__all__ = ["flood_levels", "ordered_keys", "seeded_watershed"]
 
 
 def ordered_keys(values: np.ndarray) -> np.ndarray:
@@ -117,6 +117,132 @@ def _flood(height_keys, labels, mask, in_plane):
             items[size] = j
             size += 1
             _sift_up(keys, items, size - 1)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _lowest_bit(word):
+    """Index of the lowest set bit of a non-zero uint64."""
+    k = 0
+    while (word >> np.uint64(k)) & np.uint64(1) == 0:
+        k += 1
+    return k
+
+
+@njit(cache=True, nogil=True)
+def _next_level(words, summary, level, n_levels):
+    """The lowest non-empty level >= ``level`` (two-level bitmap), or ``n_levels``."""
+    if level >= n_levels:
+        return n_levels
+    w = level >> 6
+    word = words[w] & (~np.uint64(0) << np.uint64(level & 63))
+    if word != 0:
+        return (w << 6) + _lowest_bit(word)
+    w += 1
+    s = w >> 6
+    while s < summary.shape[0]:
+        sword = summary[s] if (w & 63) == 0 else summary[s] & (~np.uint64(0) << np.uint64(w & 63))
+        if sword != 0:
+            w = (s << 6) + _lowest_bit(sword)
+            return (w << 6) + _lowest_bit(words[w])
+        s += 1
+        w = s << 6
+    return n_levels
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _mark(words, summary, level, on):
+    w = level >> 6
+    if on:
+        words[w] |= np.uint64(1) << np.uint64(level & 63)
+        summary[w >> 6] |= np.uint64(1) << np.uint64(w & 63)
+    else:
+        words[w] &= ~(np.uint64(1) << np.uint64(level & 63))
+        if words[w] == 0:
+            summary[w >> 6] &= ~(np.uint64(1) << np.uint64(w & 63))
+
+
+@njit(cache=True, nogil=True)
+def _flood_buckets(lv, n_levels, flat, steps):
+    """:func:`_flood` on integer levels with a bucket queue: (level, arrival) order in O(n).
+
+    ``flat`` (uint32, raveled, padded with a border of ``MASKED``) holds the seeds, 0 for voxels
+    to flood and ``MASKED`` for voxels to leave alone, so that a neighbour ``i + step`` needs no
+    bounds check and one array read. Each voxel enters the queue at most once (it is labelled
+    on arrival) and its level is known in advance, so every level gets a contiguous slice of
+    one array, sized by counting, as its first-in, first-out queue: pushes to a level are
+    sequential in memory. A bitmap of non-empty levels finds the next one. The order is exactly
+    that of a heap on (level, arrival).
+    """
+    n = flat.shape[0]
+    masked = np.uint32(MASKED)
+    start = np.zeros(n_levels + 1, dtype=np.int64)
+    for i in range(n):
+        if flat[i] != masked:
+            start[np.int64(lv[i]) + 1] += 1
+    for b in range(n_levels):
+        start[b + 1] += start[b]
+    queue = np.empty(start[n_levels], dtype=np.int32)
+    head = start[:n_levels].copy()
+    tail = start[:n_levels].copy()
+    n_words = (n_levels + 63) >> 6
+    words = np.zeros(n_words, dtype=np.uint64)
+    summary = np.zeros((n_words + 63) >> 6, dtype=np.uint64)
+    for i in range(n):
+        if flat[i] != 0 and flat[i] != masked:
+            b = np.int64(lv[i])
+            queue[tail[b]] = i
+            tail[b] += 1
+            _mark(words, summary, b, True)
+    cursor = _next_level(words, summary, 0, n_levels)
+    while cursor < n_levels:
+        i = queue[head[cursor]]
+        head[cursor] += 1
+        if head[cursor] == tail[cursor]:
+            _mark(words, summary, cursor, False)
+        lab = flat[i]
+        for step in steps:
+            j = i + step
+            if flat[j] != 0:
+                continue
+            flat[j] = lab
+            b = np.int64(lv[j])
+            if head[b] == tail[b]:
+                _mark(words, summary, b, True)
+            queue[tail[b]] = j
+            tail[b] += 1
+            if b < cursor:
+                cursor = b
+        if head[cursor] == tail[cursor]:
+            cursor = _next_level(words, summary, cursor, n_levels)
+
+
+MASKED = 2**32 - 1
+
+
+def flood_levels(levels, seeds, mask, *, n_levels: int, in_plane: bool = False) -> np.ndarray:
+    """Seeded watershed on integer ``levels`` (< ``n_levels``); returns uint32 labels.
+
+    Same order as :func:`seeded_watershed` on heights that sort like ``levels``, in linear time.
+    ``seeds`` are ids below 2**32 - 1; voxels outside ``mask`` (or not reached) get 0.
+    """
+    if seeds.size and int(seeds.max()) >= MASKED:
+        raise ValueError(f"seed ids must be below {MASKED}, got {int(seeds.max())}")
+    vol = seeds if seeds.ndim == 3 else seeds[None]
+    lev = levels if levels.ndim == 3 else levels[None]
+    nz, ny, nx = vol.shape
+    padded = np.full((nz + 2, ny + 2, nx + 2), MASKED, dtype=np.uint32)
+    inner = padded[1:-1, 1:-1, 1:-1]
+    inner[...] = vol
+    if mask is not None:
+        inner[~(mask if mask.ndim == 3 else mask[None])] = MASKED
+    padded_levels = np.zeros(padded.shape, dtype=np.uint16 if n_levels <= 2**16 else np.int64)
+    padded_levels[1:-1, 1:-1, 1:-1] = lev
+    sy, sz = nx + 2, (ny + 2) * (nx + 2)
+    steps = [-1, 1, -sy, sy] if in_plane or seeds.ndim == 2 else [-sz, sz, -sy, sy, -1, 1]
+    _flood_buckets(padded_levels.reshape(-1), n_levels, padded.reshape(-1), np.array(steps, dtype=np.int64))
+    labels = np.ascontiguousarray(inner)
+    labels[labels == MASKED] = 0
+    return labels if seeds.ndim == 3 else labels[0]
 
 
 def seeded_watershed(heights, seeds, *, mask=None, in_plane: bool = False) -> np.ndarray:

@@ -1,0 +1,240 @@
+"""Fragments + agglomeration: affseg against the lsd recipe + waterz, in one run, on one core.
+
+    python benchmarks/bench_segmentation.py                      # synthetic 64 x 256 x 256
+    python benchmarks/bench_segmentation.py --dataset neuroproof  # ../shared/data, noisy GT affinities
+    python benchmarks/bench_segmentation.py --jit                 # cold / warm numba start-up
+
+Each method runs in its own process pinned to one core (numba and BLAS threads set to 1); the
+time and the peak resident memory cover the whole pipeline (fragments, region graph,
+agglomeration, one segmentation volume per threshold), not the loading of the input. The scores
+(VOI, ARAND) of every threshold are computed afterwards, untimed, with affseg.evaluate.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+THRESHOLDS = [0.1, 0.3, 0.5, 0.7, 0.9]
+MERGE_FUNCTION = "hist_quant_75"
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _peak_mb() -> float:
+    """This process's peak resident memory (VmHWM: unlike ru_maxrss, not inherited over exec)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def run_affseg(affs, thresholds):
+    from affseg import agglomerate, extract_fragments
+
+    fragments = extract_fragments(affs)
+    result = agglomerate(affs, fragments, thresholds, merge_function=MERGE_FUNCTION)
+    segs = []
+    for i in range(len(thresholds)):
+        segs.append(result.segmentation(i))
+        if len(segs) > 1:  # keep one volume at a time, as waterz's generator does
+            segs.pop(0)
+    return result, fragments
+
+
+def lsd_fragments(affs):
+    """lsd.post.fragments.watershed_from_affinities (default options)."""
+    from scipy.ndimage import distance_transform_edt, label, maximum_filter
+    from skimage.segmentation import watershed
+
+    boundary_mask = np.mean(affs, axis=0) > 0.5
+    boundary_distances = distance_transform_edt(boundary_mask)
+    maxima = maximum_filter(boundary_distances, 10) == boundary_distances
+    seeds, _ = label(maxima)
+    fragments = watershed(boundary_distances.max() - boundary_distances, seeds, mask=boundary_mask)
+    return fragments.astype(np.uint64)
+
+
+def run_reference(affs, thresholds):
+    import waterz
+
+    from affseg.graph.agglomeration import waterz_scoring_function
+
+    fragments = lsd_fragments(affs)
+    scoring = waterz_scoring_function(MERGE_FUNCTION)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    saved = os.dup(1)
+    os.dup2(devnull, 1)  # waterz prints progress to stdout
+    try:
+        for _ in waterz.agglomerate(affs, thresholds, fragments=fragments.copy(), scoring_function=scoring,
+                                    discretize_queue=256):
+            pass
+    finally:
+        os.dup2(saved, 1)
+    return fragments
+
+
+def worker(method: str, data_dir: Path) -> dict:
+    os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
+    affs = np.load(data_dir / "affs.npy")
+    labels = np.load(data_dir / "labels.npy")
+    if method == "affseg":
+        # numba's one-time start in a process (about 0.3 s, see --jit), like the imports below
+        run_affseg(np.ascontiguousarray(affs[:, :4, :16, :16]), THRESHOLDS)
+    else:
+        import skimage.segmentation  # noqa: F401
+        import waterz  # noqa: F401
+    rss_before = _rss_mb()
+    start = time.perf_counter()
+    if method == "affseg":
+        result, fragments = run_affseg(affs, THRESHOLDS)
+    else:
+        fragments = run_reference(affs, THRESHOLDS)
+    seconds = time.perf_counter() - start
+    peak = _peak_mb()
+    # quality, untimed
+    from affseg import evaluate
+
+    if method == "affseg":
+        segs = result.segmentations()
+    else:
+        import waterz
+
+        from affseg.graph.agglomeration import waterz_scoring_function
+
+        saved = os.dup(1)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+        segs = [s.copy() for s in waterz.agglomerate(
+            affs, THRESHOLDS, fragments=fragments.copy(), discretize_queue=256,
+            scoring_function=waterz_scoring_function(MERGE_FUNCTION))]
+        os.dup2(saved, 1)
+    scores = [{"threshold": t, **evaluate(s, labels)} for t, s in zip(THRESHOLDS, segs)]
+    return {
+        "method": method,
+        "seconds": seconds,
+        "peak_rss_mb": peak,
+        "rss_before_mb": rss_before,
+        "peak_increase_mb": peak - rss_before,
+        "fragments": int(len(np.unique(fragments)) - (1 if (fragments == 0).any() else 0)),
+        "scores": scores,
+    }
+
+
+def make_input(dataset: str, data_dir: Path, seed: int) -> str:
+    if dataset == "synthetic":
+        from affseg.synthetic import make_volume
+
+        vol = make_volume((64, 256, 256), seed=seed)
+        affs, labels = vol.affs, vol.labels
+        desc = "synthetic 64 x 256 x 256, noisy affinities (affseg.synthetic, seed %d)" % seed
+    else:
+        from affseg.io import open_volume
+        from affseg.synthetic import noisy_affinities
+
+        path = ROOT.parent / "shared" / "data" / "neuroproof_train.h5"
+        with open_volume(path / "labels") as vol:
+            labels = vol.read()
+        affs = noisy_affinities(labels, seed=seed)
+        desc = f"neuroproof_train.h5 {labels.shape}, ground-truth affinities made noisy (seed {seed})"
+    np.save(data_dir / "affs.npy", np.ascontiguousarray(affs, dtype=np.float32))
+    np.save(data_dir / "labels.npy", labels)
+    return desc
+
+
+def run_in_process(args: list[str], env_extra: dict | None = None) -> dict:
+    env = dict(os.environ, NUMBA_NUM_THREADS="1", OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1",
+               MKL_NUM_THREADS="1", **(env_extra or {}))
+    out = subprocess.run([sys.executable, __file__, *args], check=True, capture_output=True, text=True, env=env)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def best(scores):
+    return min(scores, key=lambda s: s["voi"])
+
+
+def benchmark(dataset: str, seed: int, repeats: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        data_dir = Path(tmp)
+        desc = make_input(dataset, data_dir, seed)
+        run_in_process(["--worker", "affseg", str(data_dir)])  # warm the numba cache
+        rows = {}
+        for method in ("affseg", "reference"):
+            runs = [run_in_process(["--worker", method, str(data_dir)]) for _ in range(repeats)]
+            fastest = min(runs, key=lambda r: r["seconds"])
+            fastest["peak_rss_mb"] = max(r["peak_rss_mb"] for r in runs)
+            fastest["peak_increase_mb"] = max(r["peak_increase_mb"] for r in runs)
+            rows[method] = fastest
+    ours, ref = rows["affseg"], rows["reference"]
+    print(f"input: {desc}; thresholds {THRESHOLDS}; merge function {MERGE_FUNCTION}; 256-bucket queue")
+    print(f"{'method':<34}{'time (s)':>10}{'peak RSS (MB)':>15}{'peak - start (MB)':>19}{'fragments':>11}"
+          f"{'best thr':>10}{'VOI split':>11}{'VOI merge':>11}{'VOI':>8}{'ARAND':>8}")
+    names = {"affseg": "affseg fragments + agglomerate", "reference": "lsd recipe + waterz 0.10.1"}
+    for method, r in rows.items():
+        b = best(r["scores"])
+        print(f"{names[method]:<34}{r['seconds']:>10.2f}{r['peak_rss_mb']:>15.0f}{r['peak_increase_mb']:>19.0f}"
+              f"{r['fragments']:>11}{b['threshold']:>10.1f}{b['voi_split']:>11.3f}{b['voi_merge']:>11.3f}"
+              f"{b['voi']:>8.3f}{b['arand']:>8.3f}")
+    print(f"speed-up {ref['seconds'] / ours['seconds']:.1f}x; peak memory ratio (affseg / reference) "
+          f"{ours['peak_rss_mb'] / ref['peak_rss_mb']:.2f} (whole process), "
+          f"{ours['peak_increase_mb'] / ref['peak_increase_mb']:.2f} (above start)")
+
+
+JIT_SNIPPET = """
+import time, numpy as np
+t = time.perf_counter()
+from affseg import agglomerate, evaluate, extract_fragments
+from affseg.synthetic import make_volume
+vol = make_volume((8, 48, 48), seed=0)
+t0 = time.perf_counter()
+f = extract_fragments(vol.affs)
+agglomerate(vol.affs, f, [0.5]).segmentation(0)
+evaluate(f, vol.labels)
+print(time.perf_counter() - t0)
+"""
+
+
+def jit_times() -> None:
+    with tempfile.TemporaryDirectory() as cache:
+        env = dict(os.environ, NUMBA_CACHE_DIR=cache)
+        times = []
+        for _ in range(2):
+            out = subprocess.run([sys.executable, "-c", JIT_SNIPPET], check=True, capture_output=True, text=True,
+                                 env=env)
+            times.append(float(out.stdout.strip().splitlines()[-1]))
+    print(f"first call of fragments + agglomerate + evaluate on 8 x 48 x 48: cold (empty numba cache) "
+          f"{times[0]:.1f} s, warm (cached, new process) {times[1]:.2f} s")
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--worker":
+        print(json.dumps(worker(sys.argv[2], Path(sys.argv[3]))))
+        return
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", choices=["synthetic", "neuroproof"], default="synthetic")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--jit", action="store_true", help="only measure numba's cold and warm start")
+    args = p.parse_args()
+    if args.jit:
+        jit_times()
+    else:
+        benchmark(args.dataset, args.seed, args.repeats)
+
+
+if __name__ == "__main__":
+    main()
