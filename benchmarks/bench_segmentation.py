@@ -27,19 +27,12 @@ THRESHOLDS = [0.1, 0.3, 0.5, 0.7, 0.9]
 MERGE_FUNCTION = "hist_quant_75"
 
 
-def _rss_mb() -> float:
+def _status_mb(key: str) -> float:
+    """A memory figure of this process from /proc (VmRSS now, VmHWM peak; unlike ru_maxrss, the
+    peak is not inherited from the parent over exec)."""
     with open("/proc/self/status") as f:
         for line in f:
-            if line.startswith("VmRSS"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def _peak_mb() -> float:
-    """This process's peak resident memory (VmHWM: unlike ru_maxrss, not inherited over exec)."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM"):
+            if line.startswith(key):
                 return int(line.split()[1]) / 1024
     return float("nan")
 
@@ -99,14 +92,14 @@ def worker(method: str, data_dir: Path) -> dict:
     else:
         import skimage.segmentation  # noqa: F401
         import waterz  # noqa: F401
-    rss_before = _rss_mb()
+    rss_before = _status_mb("VmRSS")
     start = time.perf_counter()
     if method == "affseg":
         result, fragments = run_affseg(affs, THRESHOLDS)
     else:
         fragments = run_reference(affs, THRESHOLDS)
     seconds = time.perf_counter() - start
-    peak = _peak_mb()
+    peak = _status_mb("VmHWM")
     # quality, untimed
     from affseg import evaluate
 

@@ -9,9 +9,8 @@ import numpy as np
 from numba import njit
 
 from .._checks import as_affinities, as_labels
-from ..conventions import nearest_neighbour_affinities
 from . import _agglomeration_kernels as K
-from .rag import RegionGraph, region_adjacency_graph
+from .rag import RegionGraph, fragment_graph
 
 __all__ = ["Agglomeration", "agglomerate", "parse_merge_function", "relabel", "waterz_scoring_function"]
 
@@ -259,14 +258,7 @@ def agglomerate(
     if thr.size == 0 or not np.all(np.isfinite(thr)):
         raise ValueError(f"thresholds must be a non-empty list of finite numbers, got {thresholds!r}")
     thr = np.sort(thr).astype(np.float32)
-    nn = nearest_neighbour_affinities(affs, offsets)
-    if nn.shape[0] == 2:  # 2D: lift to a single section with an unused z channel
-        nn = np.concatenate([np.zeros((1,) + nn.shape[1:], np.float32), nn])[:, None]
-        vol = frags[None]
-    else:
-        vol = frags
-    rag = region_adjacency_graph(nn, vol)
-    del nn
+    rag = fragment_graph(affs, offsets, frags)
     state = _State(rag, function, int(discretize_queue))
     initial = state.region_graph()
     segment_ids = np.empty((len(thr), rag.num_nodes), np.uint64)

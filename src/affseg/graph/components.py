@@ -101,7 +101,7 @@ def relabel_consecutive(labels, *, start: int = 1) -> tuple[np.ndarray, int]:
     if flat.size == 0:
         return flat.reshape(labels.shape), 0
     top = int(flat.max())
-    if top <= 4 * flat.size + 1024:
+    if top < max(2**20, flat.size // 4):  # a dense lut of at most 2 bytes per voxel
         out, n = _relabel_flat(flat, np.zeros(top + 1, dtype=np.uint64), start)
         return out.reshape(labels.shape), int(n)
     ids, first, inverse = np.unique(flat, return_index=True, return_inverse=True)

@@ -10,7 +10,7 @@ from ._unionfind import find, union
 from .components import relabel_consecutive
 from .distance import distance_transform
 from .filters import maximum_filter
-from .rag import region_adjacency_graph
+from .rag import fragment_graph
 from .watershed import flood_levels
 
 __all__ = ["boundary_map", "extract_fragments"]
@@ -253,13 +253,7 @@ def extract_fragments(
 
 
 def _apply_min_size(affs, offsets, fragments, min_size):
-    nn = nearest_neighbour_affinities(affs, offsets)
-    if nn.shape[0] == 2:
-        nn = np.concatenate([np.zeros((1,) + nn.shape[1:], np.float32), nn])[:, None]
-        vol = fragments[None]
-    else:
-        vol = fragments
-    rag = region_adjacency_graph(nn, vol)
+    rag = fragment_graph(affs, offsets, fragments)
     counts = np.diff(rag.contact_ptr)
     sums = np.add.reduceat(rag.contact_aff, rag.contact_ptr[:-1]) if rag.num_edges else np.zeros(0)
     mean = (sums / np.maximum(counts, 1)).astype(np.float32)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
-__all__ = ["RegionGraph", "compact_fragments", "region_adjacency_graph"]
+__all__ = ["RegionGraph", "compact_fragments", "fragment_graph", "region_adjacency_graph"]
 
 
 @dataclass(frozen=True)
@@ -88,6 +88,16 @@ def compact_fragments(fragments: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return inverse.astype(np.uint32).reshape(fragments.shape), uniq.astype(np.uint64)
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _lower_neighbour(nodes, z, y, x, d):
+    """The node at ``(z, y, x) - e_d``, or 0 (no edge) outside the volume."""
+    if d == 0:
+        return nodes[z - 1, y, x] if z > 0 else nodes.dtype.type(0)
+    if d == 1:
+        return nodes[z, y - 1, x] if y > 0 else nodes.dtype.type(0)
+    return nodes[z, y, x - 1] if x > 0 else nodes.dtype.type(0)
+
+
 @njit(cache=True, nogil=True)
 def _count_contacts(nodes, n_nodes):
     nz, ny, nx = nodes.shape
@@ -99,18 +109,7 @@ def _count_contacts(nodes, n_nodes):
                 a = nodes[z, y, x]
                 sizes[a] += 1
                 for d in range(3):
-                    if d == 0:
-                        if z == 0:
-                            continue
-                        b = nodes[z - 1, y, x]
-                    elif d == 1:
-                        if y == 0:
-                            continue
-                        b = nodes[z, y - 1, x]
-                    else:
-                        if x == 0:
-                            continue
-                        b = nodes[z, y, x - 1]
+                    b = _lower_neighbour(nodes, z, y, x, d)
                     if a != b and a != 0 and b != 0:
                         counts[min(a, b) + 1] += 1
     return counts, sizes
@@ -128,18 +127,7 @@ def _bucket_contacts(nodes, affs, starts):
             for x in range(nx):
                 a = nodes[z, y, x]
                 for d in range(3):
-                    if d == 0:
-                        if z == 0:
-                            continue
-                        b = nodes[z - 1, y, x]
-                    elif d == 1:
-                        if y == 0:
-                            continue
-                        b = nodes[z, y - 1, x]
-                    else:
-                        if x == 0:
-                            continue
-                        b = nodes[z, y, x - 1]
+                    b = _lower_neighbour(nodes, z, y, x, d)
                     if a != b and a != 0 and b != 0:
                         lo = min(a, b)
                         k = fill[lo]
@@ -186,6 +174,20 @@ def _group_edges(starts, other, value, n_nodes):
             slot[w] += 1
     ptr[n_edges] = total
     return eu[:n_edges].copy(), ev[:n_edges].copy(), ptr[: n_edges + 1].copy(), contact_aff
+
+
+def fragment_graph(affs: np.ndarray, offsets: np.ndarray, fragments: np.ndarray) -> RegionGraph:
+    """Region graph of 2D or 3D ``fragments`` over the nearest-neighbour channels of ``affs``.
+
+    A 2D problem becomes one section with an unused z channel.
+    """
+    from ..conventions import nearest_neighbour_affinities
+
+    nn = nearest_neighbour_affinities(affs, offsets)
+    if nn.shape[0] == 2:
+        nn = np.concatenate([np.zeros((1,) + nn.shape[1:], np.float32), nn])[:, None]
+        fragments = fragments[None]
+    return region_adjacency_graph(nn, fragments)
 
 
 def region_adjacency_graph(nn_affs: np.ndarray, fragments: np.ndarray) -> RegionGraph:
