@@ -282,7 +282,8 @@ def merge_until(
 ):
     """Merge edges cheaper than ``threshold``; returns 0 when done, 1 if the hash needs room.
 
-    ``hstate = [keys in table, merged_until (as float32 bits in int64 is avoided: see caller)]``.
+    ``hstate[0]`` counts the keys in the node-pair table; the caller rebuilds the table from
+    the live edges and calls again, which resumes where this stopped.
     """
     while True:
         e = queue_top(n_bins, qs, bin_head, q_edge)
