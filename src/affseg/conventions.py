@@ -76,7 +76,11 @@ def nearest_neighbour_affinities(affs, offsets=None) -> np.ndarray:
     A ``-e_d`` channel is taken as it is; a ``+e_d`` channel is shifted onto its partner voxel
     (the edge ``(u, u + e_d)`` is stored at ``u + e_d``), with 0 where the partner is outside.
     """
-    affs, offsets = as_affinities(affs, offsets)
+    return _nearest_neighbour(*as_affinities(affs, offsets))
+
+
+def _nearest_neighbour(affs: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """:func:`nearest_neighbour_affinities` of affinities already validated by ``as_affinities``."""
     ndim = affs.ndim - 1
     if affs.shape[0] >= ndim and np.array_equal(offsets[:ndim], -np.eye(ndim, dtype=np.int64)):
         return affs[:ndim]  # already in this layout: a view, no copy
@@ -150,23 +154,25 @@ def to_mwatershed(affs, offsets=None, bias=0.5) -> tuple[np.ndarray, list[list[i
     ``bias`` is a scalar or one value per channel; positive weights attract, negative repel.
     """
     affs, offsets = as_affinities(affs, offsets)
-    bias = np.asarray(bias, dtype=np.float64)
-    if bias.ndim == 1 and bias.shape[0] != affs.shape[0]:
-        raise ValueError(f"bias has {bias.shape[0]} values for {affs.shape[0]} channels")
-    if bias.ndim > 1:
-        raise ValueError(f"bias must be a scalar or one value per channel, got shape {bias.shape}")
-    per_channel = bias.reshape((-1,) + (1,) * (affs.ndim - 1)) if bias.ndim else bias
-    weights = affs.astype(np.float64) - per_channel
+    weights = affs.astype(np.float64) - _per_channel(bias, affs.shape)
     return np.ascontiguousarray(weights), offsets.tolist()
 
 
 def from_mwatershed(weights, offsets, bias=0.5) -> tuple[np.ndarray, np.ndarray]:
     """Inverse of :func:`to_mwatershed`: affinities ``weights + bias``, clipped to [0, 1]."""
     weights = np.asarray(weights, dtype=np.float64)
-    bias = np.asarray(bias, dtype=np.float64)
-    per_channel = bias.reshape((-1,) + (1,) * (weights.ndim - 1)) if bias.ndim else bias
-    affs = np.clip(weights + per_channel, 0.0, 1.0).astype(np.float32)
+    affs = np.clip(weights + _per_channel(bias, weights.shape), 0.0, 1.0).astype(np.float32)
     return as_affinities(affs, offsets)
+
+
+def _per_channel(bias, shape: tuple[int, ...]) -> np.ndarray:
+    """A scalar bias, or one per channel shaped to broadcast over ``(C, *spatial)``."""
+    bias = np.asarray(bias, dtype=np.float64)
+    if bias.ndim == 0:
+        return bias
+    if bias.ndim > 1 or bias.shape[0] != shape[0]:
+        raise ValueError(f"bias must be a scalar or {shape[0]} values (one per channel), got shape {bias.shape}")
+    return bias.reshape((-1,) + (1,) * (len(shape) - 1))
 
 
 def to_boundaries(affs) -> np.ndarray:

@@ -104,7 +104,7 @@ def raw_from_labels(labels, *, seed: int = 0, voxel_size=None, noise: float = 0.
     tone = rng.uniform(0.55, 0.8, size=int(labels.max()) + 1)
     raw = tone[labels].astype(np.float32)
     texture = ndi.gaussian_filter(rng.normal(size=labels.shape).astype(np.float32), 1.5 * sigma)
-    raw += 0.6 * texture / (texture.std() + 1e-6) * 0.05
+    raw += 0.03 * texture / (texture.std() + 1e-6)
     membrane = ndi.gaussian_filter(_membranes(labels).astype(np.float32), 0.5 * sigma)
     raw *= 1.0 - 0.8 * np.clip(membrane * 2.0, 0.0, 1.0)
     raw = ndi.gaussian_filter(raw, sigma)

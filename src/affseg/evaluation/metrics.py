@@ -63,11 +63,15 @@ def _pair_sums(g, s, n_g, n_s):
 
 
 def _sums(segmentation, ground_truth):
+    """Contingency sums of :func:`_pair_sums` over the labelled voxels; none is an error."""
     seg = as_labels(segmentation, name="segmentation", any_ndim=True)
     gt = as_labels(ground_truth, name="ground_truth", shape=seg.shape, any_ndim=True)
     g, gids = compact_fragments(gt.reshape(-1))
     s, sids = _compact_with_zero(seg.reshape(-1))
-    return _pair_sums(g, s, len(gids) - 1, len(sids) - 1)
+    sums = _pair_sums(g, s, len(gids) - 1, len(sids) - 1)
+    if sums[0] == 0:
+        raise ValueError("the ground truth has no labelled voxel (all 0)")
+    return sums
 
 
 def _compact_with_zero(flat):
@@ -91,8 +95,6 @@ def _entropies(n, plogp, aloga, blogb):
 def variation_of_information(segmentation, ground_truth) -> tuple[float, float]:
     """``(voi_split, voi_merge) = (H(seg | gt), H(gt | seg))`` in bits, gt 0 ignored."""
     n, _, plogp, _, aloga, _, blogb = _sums(segmentation, ground_truth)
-    if n == 0:
-        raise ValueError("the ground truth has no labelled voxel (all 0)")
     h_st, h_t, h_s = _entropies(n, plogp, aloga, blogb)
     return max(h_st - h_t, 0.0), max(h_st - h_s, 0.0)
 
@@ -106,8 +108,6 @@ def adapted_rand_error(segmentation, ground_truth, *, count_self_pairs: bool = T
     ``skimage.metrics.adapted_rand_error(gt, seg, ignore_labels=(0,))``.
     """
     n, p2, _, a2, _, b2, _ = _sums(segmentation, ground_truth)
-    if n == 0:
-        raise ValueError("the ground truth has no labelled voxel (all 0)")
     return _arand(n, p2, a2, b2, count_self_pairs)
 
 
@@ -137,8 +137,6 @@ def evaluate(segmentation, ground_truth) -> dict[str, float]:
         ``cremi_score`` = sqrt((voi_split + voi_merge) * arand); ``n_voxels`` scored.
     """
     n, p2, plogp, a2, aloga, b2, blogb = _sums(segmentation, ground_truth)
-    if n == 0:
-        raise ValueError("the ground truth has no labelled voxel (all 0)")
     h_st, h_t, h_s = _entropies(n, plogp, aloga, blogb)
     voi_split, voi_merge = max(h_st - h_t, 0.0), max(h_st - h_s, 0.0)
     arand, rand_split, rand_merge = _arand(n, p2, a2, b2, True)

@@ -77,6 +77,8 @@ class Agglomeration:
         Fragment ``b`` merged into ``a`` giving ``c`` (= a) at ``score``, in merge order.
     region_graph : structured array (u, v, score)
         The initial region graph with every edge's initial score.
+    fragments : uint64 array
+        The fragments the segmentations are made of.
     region_graphs : list of structured arrays (u, v, score), or None
         The region graph of segments after each threshold (``return_region_graph=True``).
     """
@@ -86,13 +88,11 @@ class Agglomeration:
     segment_ids: np.ndarray
     merge_history: np.ndarray
     region_graph: np.ndarray
+    fragments: np.ndarray = field(repr=False)
     region_graphs: list[np.ndarray] | None = None
-    fragments: np.ndarray | None = field(default=None, repr=False)
 
     def segmentation(self, index: int) -> np.ndarray:
         """The segmentation (uint64 volume) at ``thresholds[index]``."""
-        if self.fragments is None:
-            raise ValueError("this result holds no fragments volume; use relabel() with yours")
         return relabel(self.fragments, self.fragment_ids, self.segment_ids[index])
 
     def segmentations(self) -> Iterator[np.ndarray]:

@@ -74,39 +74,16 @@ def connected_components(affs, offsets=None, *, threshold: float = 0.5, mask=Non
     return _roots_to_labels(parent, flat_mask, 1).reshape(shape)
 
 
-@njit(cache=True, nogil=True)
-def _relabel_flat(flat, lut_keys, start):
-    # first-appearance order relabelling through a dense lut
-    out = np.empty(flat.shape[0], dtype=np.uint64)
-    nxt = np.uint64(start)
-    for i in range(flat.shape[0]):
-        v = flat[i]
-        if v == 0:
-            out[i] = 0
-            continue
-        if lut_keys[v] == 0:
-            lut_keys[v] = nxt
-            nxt += np.uint64(1)
-        out[i] = lut_keys[v]
-    return out, nxt - np.uint64(start)
-
-
 def relabel_consecutive(labels, *, start: int = 1) -> tuple[np.ndarray, int]:
-    """Relabel to ``start, start+1, ...`` in order of first appearance; 0 stays 0.
+    """Relabel to ``start, start+1, ...`` in increasing order of the old ids; 0 stays 0.
 
     Returns the relabelled uint64 volume and the number of labels.
     """
-    labels = np.asarray(labels)
-    flat = np.ascontiguousarray(labels, dtype=np.uint64).reshape(-1)
-    if flat.size == 0:
-        return flat.reshape(labels.shape), 0
-    top = int(flat.max())
-    if top < max(2**20, flat.size // 4):  # a dense lut of at most 2 bytes per voxel
-        out, n = _relabel_flat(flat, np.zeros(top + 1, dtype=np.uint64), start)
-        return out.reshape(labels.shape), int(n)
-    ids, first, inverse = np.unique(flat, return_index=True, return_inverse=True)
-    order = np.argsort(first[ids != 0] if ids[0] == 0 else first, kind="stable")
-    nonzero = ids != 0
-    rank = np.zeros(ids.size, dtype=np.uint64)
-    rank[np.flatnonzero(nonzero)[order]] = np.arange(start, start + order.size, dtype=np.uint64)
-    return rank[inverse].reshape(labels.shape), int(order.size)
+    from .rag import compact_fragments
+
+    labels = np.ascontiguousarray(labels, dtype=np.uint64)
+    index, ids = compact_fragments(labels)
+    out = index.astype(np.uint64)
+    if start != 1:
+        out[index != 0] += np.uint64(start - 1)
+    return out, len(ids) - 1

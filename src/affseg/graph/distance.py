@@ -70,7 +70,6 @@ def _squared_edt(inside, wz, wy, wx, in_plane):
                     if d < sq[i, j, k]:
                         sq[i, j, k] = d
     m = max(nz, ny, nx)
-    f = np.empty(m, dtype=np.float64)
     out = np.empty(m, dtype=np.float64)
     v = np.empty(m, dtype=np.int64)
     z = np.empty(m + 1, dtype=np.float64)

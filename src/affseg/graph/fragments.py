@@ -5,7 +5,7 @@ import numpy as np
 from numba import njit
 
 from .._checks import as_affinities, as_mask
-from ..conventions import nearest_neighbour_affinities
+from ..conventions import _nearest_neighbour
 from ._unionfind import find, union
 from .components import relabel_consecutive
 from .distance import distance_transform
@@ -21,7 +21,11 @@ def boundary_map(affs, offsets=None, *, in_plane: bool = False) -> np.ndarray:
 
     With ``in_plane`` only the in-section (y, x) channels are averaged.
     """
-    nn = nearest_neighbour_affinities(affs, offsets)
+    return _boundary_map(*as_affinities(affs, offsets), in_plane=in_plane)
+
+
+def _boundary_map(affs: np.ndarray, offsets: np.ndarray, *, in_plane: bool) -> np.ndarray:
+    nn = _nearest_neighbour(affs, offsets)
     channels = nn[1:] if in_plane and nn.shape[0] == 3 else nn
     out = channels[0].copy()
     for c in channels[1:]:
@@ -224,7 +228,7 @@ def extract_fragments(
     if not 0 <= threshold < 1:
         raise ValueError(f"threshold must lie in [0, 1), got {threshold}")
     in_plane = fragments_in_xy and len(shape) == 3
-    bmap = boundary_map(affs, offsets, in_plane=in_plane)
+    bmap = _boundary_map(affs, offsets, in_plane=in_plane)
     inside = bmap > np.float32(threshold)
     if mask is not None:
         inside &= mask

@@ -179,11 +179,12 @@ def _group_edges(starts, other, value, n_nodes):
 def fragment_graph(affs: np.ndarray, offsets: np.ndarray, fragments: np.ndarray) -> RegionGraph:
     """Region graph of 2D or 3D ``fragments`` over the nearest-neighbour channels of ``affs``.
 
-    A 2D problem becomes one section with an unused z channel.
+    ``affs`` and ``offsets`` are validated already (``as_affinities``). A 2D problem becomes one
+    section with an unused z channel.
     """
-    from ..conventions import nearest_neighbour_affinities
+    from ..conventions import _nearest_neighbour
 
-    nn = nearest_neighbour_affinities(affs, offsets)
+    nn = _nearest_neighbour(affs, offsets)
     if nn.shape[0] == 2:
         nn = np.concatenate([np.zeros((1,) + nn.shape[1:], np.float32), nn])[:, None]
         fragments = fragments[None]

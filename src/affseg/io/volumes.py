@@ -185,14 +185,11 @@ def write_volume(
     data = np.asarray(data)
     if volume_exists(address) and not overwrite:
         raise FileExistsError(f"{address} exists; pass overwrite=True (--overwrite) to replace it")
-    n_spatial = min(3, data.ndim) if axes is None else sum(1 for a in axes if not a.endswith("^"))
-    meta = {
-        "voxel_size": [float(v) for v in (voxel_size if voxel_size is not None else (1,) * n_spatial)],
-        "offset": [float(v) for v in (offset if offset is not None else (0,) * n_spatial)],
-        "axes": list(axes) if axes is not None else None,
-        "units": units,
-    }
-    meta["axes"] = list(_metadata({k: v for k, v in meta.items() if v is not None}, data.shape, address)["axes"])
+    given = {"axes": axes, "voxel_size": voxel_size, "offset": offset, "units": units}
+    # the same defaults and checks as for reading
+    meta = _metadata({k: v for k, v in given.items() if v is not None}, data.shape, address)
+    meta = {k: list(v) for k, v in meta.items()}
+    meta["units"] = units
     meta.update(attrs or {})
     if kind == "hdf5":
         _write_h5(container, dataset, data, meta, chunks)
