@@ -49,3 +49,19 @@ def test_demo_writes_everything(tmp_path, capsys):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
     with pytest.raises(SystemExit):
         main(["demo", "--output", str(out), "--shape", "12", "64", "64"])
+
+
+def test_segment_and_evaluate_refuse_to_overwrite(tmp_path, capsys):
+    data = tmp_path / "data.zarr"
+    assert main(["synth", str(data), "--shape", "4", "24", "24"]) == 0
+    out = str(tmp_path / "out.zarr/seg")
+    assert main(["segment", str(data / "affs"), out, "--thresholds", "0.5", "--method", "cc"]) == 0
+    with pytest.raises(SystemExit, match="--overwrite"):
+        main(["segment", str(data / "affs"), out, "--thresholds", "0.5", "--method", "cc"])
+    report = tmp_path / "s.json"
+    report.write_text("{}")
+    with pytest.raises(SystemExit, match="--overwrite"):
+        main(["evaluate", out, str(data / "labels"), "--json", str(report)])
+    assert report.read_text() == "{}"
+    assert main(["evaluate", out, str(data / "labels"), "--json", str(report), "--overwrite"]) == 0
+    assert json.loads(report.read_text())[0]["threshold"] == 0.5

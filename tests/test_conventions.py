@@ -79,7 +79,7 @@ def test_invert_offsets_twice_is_identity_inside(labels):
 def test_nearest_neighbour_from_plus_one_offsets_equals_minus_one():
     labels = np.random.default_rng(1).integers(1, 4, (3, 6, 7)).astype(np.uint64)
     minus, _ = affinities_from_labels(labels)
-    plus, _ = affinities_from_labels(labels, -np.eye(3, dtype=int) * -1)
+    plus, _ = affinities_from_labels(labels, np.eye(3, dtype=int))
     np.testing.assert_array_equal(nearest_neighbour_affinities(plus, np.eye(3, dtype=int)), minus)
     np.testing.assert_array_equal(to_waterz(plus, np.eye(3, dtype=int)), minus)
 
@@ -140,3 +140,16 @@ def test_labels_must_be_integer_and_non_negative():
         affinities_from_labels(-np.ones((2, 2, 2), np.int64))
     with pytest.raises(ValueError, match="does not match"):
         affinities_from_labels(np.ones((2, 2, 2), np.int64), mask=np.ones((2, 2)))
+
+
+def test_mwatershed_bias_must_match_the_channels():
+    affs = np.zeros((3, 2, 2, 2), np.float32)
+    with pytest.raises(ValueError, match="one per channel"):
+        to_mwatershed(affs, bias=[0.5, 0.5])
+    with pytest.raises(ValueError, match="one per channel"):
+        from_mwatershed(np.zeros((3, 2, 2, 2)), None, bias=[[0.5]])
+
+
+def test_missing_nearest_neighbour_channel_is_named():
+    with pytest.raises(ValueError, match="no nearest-neighbour channel along axis 1"):
+        nearest_neighbour_affinities(np.zeros((2, 3, 3, 3), np.float32), [[-1, 0, 0], [0, 0, -1]])

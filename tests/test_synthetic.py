@@ -54,3 +54,5 @@ def test_defects_and_noisy_affinities_for_long_range_offsets():
 def test_bad_shape():
     with pytest.raises(ValueError, match="shape"):
         make_volume((0, 4, 4))
+    with pytest.raises(ValueError, match="anisotropic volumes are 3D"):
+        make_volume((16, 16), anisotropic=True)

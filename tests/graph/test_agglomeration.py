@@ -218,3 +218,5 @@ def test_waterz_names_and_relabel():
     assert parse_merge_function("hist_quant_60_initmax").init_with_max
     out = relabel(np.array([[0, 5, 7], [7, 9, 5]]), [5, 7], [1, 1])
     np.testing.assert_array_equal(out, [[0, 1, 1], [1, 9, 1]])
+    with pytest.raises(ValueError, match="differ in shape"):
+        relabel(np.ones((2, 2), np.uint64), [1, 2], [1])

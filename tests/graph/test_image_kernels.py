@@ -130,3 +130,24 @@ def test_bucket_flood_equals_heap_flood_on_integer_levels(shape, n_levels):
     expected = seeded_watershed(levels.astype(np.float32), seeds, mask=mask)
     ours = flood_levels(levels, seeds, mask, n_levels=n_levels)
     np.testing.assert_array_equal(ours, expected)
+
+
+def test_kernel_options_are_checked():
+    from affseg.graph.watershed import MASKED, flood_levels
+
+    with pytest.raises(ValueError, match="sampling"):
+        distance_transform(np.ones((3, 3), bool), sampling=(1.0, 0.0))
+    with pytest.raises(ValueError, match="at least 1"):
+        maximum_filter(np.ones((3, 3)), 0)
+    seeds = np.full((2, 2), MASKED, np.uint64)
+    with pytest.raises(ValueError, match="below"):
+        flood_levels(np.zeros((2, 2), np.uint16), seeds, None, n_levels=4)
+
+
+def test_relabel_consecutive_keeps_zero_and_the_order_of_ids():
+    from affseg.graph.components import relabel_consecutive
+
+    labels = np.array([[0, 2**40, 7], [7, 0, 3]], dtype=np.uint64)
+    out, n = relabel_consecutive(labels, start=10)
+    np.testing.assert_array_equal(out, [[0, 12, 11], [11, 0, 10]])
+    assert n == 3

@@ -109,7 +109,9 @@ def test_writes_leave_no_temporary_nodes(container):
 
 
 def test_addresses():
-    assert parse_address("x/y.zarr/a/b") == (parse_address("x/y.zarr/a/b")[0], "a/b", "zarr")
+    from pathlib import Path
+
+    assert parse_address("x/y.zarr/a/b") == (Path("x/y.zarr"), "a/b", "zarr")
     assert parse_address("f.h5/raw")[2] == "hdf5"
     with pytest.raises(ValueError, match="no dataset"):
         parse_address("f.h5")
