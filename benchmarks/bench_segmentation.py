@@ -3,6 +3,7 @@
     python benchmarks/bench_segmentation.py                      # synthetic 64 x 256 x 256
     python benchmarks/bench_segmentation.py --dataset neuroproof  # ../shared/data, noisy GT affinities
     python benchmarks/bench_segmentation.py --jit                 # cold / warm numba start-up
+    python benchmarks/bench_segmentation.py --profile             # where affseg's time goes
 
 Each method runs in its own process pinned to one core (numba and BLAS threads set to 1); the
 time and the peak resident memory cover the whole pipeline (fragments, region graph,
@@ -240,6 +241,21 @@ print(time.perf_counter() - t0)
 """
 
 
+def profile_stages(seed: int) -> None:
+    """Time per kernel of affseg's pipeline (cProfile sees each numba kernel as one call)."""
+    import cProfile
+    import pstats
+
+    from affseg.synthetic import make_volume
+
+    os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
+    affs = make_volume((64, 256, 256), seed=seed).affs
+    run_affseg(np.ascontiguousarray(affs[:, :4, :16, :16]), THRESHOLDS)  # numba's one-time start
+    profiler = cProfile.Profile()
+    profiler.runcall(run_affseg, affs, THRESHOLDS)
+    pstats.Stats(profiler).sort_stats("tottime").print_stats(12)
+
+
 def jit_times() -> None:
     with tempfile.TemporaryDirectory() as cache:
         env = dict(os.environ, NUMBA_CACHE_DIR=cache)
@@ -261,9 +277,12 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--jit", action="store_true", help="only measure numba's cold and warm start")
+    p.add_argument("--profile", action="store_true", help="only profile affseg's pipeline per kernel")
     args = p.parse_args()
     if args.jit:
         jit_times()
+    elif args.profile:
+        profile_stages(args.seed)
     else:
         benchmark(args.dataset, args.seed, args.repeats)
 
