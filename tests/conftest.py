@@ -42,5 +42,5 @@ def quiet_stdout():
 @pytest.fixture
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
-        pytest.skip(f"real EM data folder {SHARED_DATA} is absent (see DEVELOPERS.md)")
+        pytest.skip(f"real EM data folder {SHARED_DATA} is absent (see its README.md: the data sits beside the checkout)")
     return SHARED_DATA
