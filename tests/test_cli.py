@@ -42,10 +42,13 @@ def test_demo_writes_everything(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--output", str(out), "--shape", "12", "64", "64"]) == 0
     text = capsys.readouterr().out
-    assert "CREMI score" in text and "best: threshold" in text
-    assert (out / "split_merge.png").exists() and (out / "scores.json").exists()
-    seg, _ = read_volume(out / "demo.zarr" / "segmentation")
-    assert seg.shape == (12, 64, 64)
+    assert "CREMI score" in text and "best MALA: threshold" in text and "mutex watershed" in text
+    assert (out / "split_merge.png").exists()
+    scores = json.loads((out / "scores.json").read_text())
+    assert {"mala", "connected_components", "mutex_watershed", "gasp"} <= set(scores)
+    for name in ("segmentation", "mws", "gasp"):
+        seg, _ = read_volume(out / "demo.zarr" / name)
+        assert seg.shape == (12, 64, 64) and seg.min() >= 1
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
     with pytest.raises(SystemExit):
         main(["demo", "--output", str(out), "--shape", "12", "64", "64"])
@@ -65,3 +68,24 @@ def test_segment_and_evaluate_refuse_to_overwrite(tmp_path, capsys):
     assert report.read_text() == "{}"
     assert main(["evaluate", out, str(data / "labels"), "--json", str(report), "--overwrite"]) == 0
     assert json.loads(report.read_text())[0]["threshold"] == 0.5
+
+
+@pytest.mark.parametrize("method,extra", [("mws", ["--long-range-bias", "0.7", "--strides", "1", "2", "2"]),
+                                          ("gasp", ["--superpixels", "--cannot-link"])])
+def test_segment_signed_graph_methods(tmp_path, method, extra):
+    offsets = "[[-1,0,0],[0,-1,0],[0,0,-1],[-2,0,0],[0,-4,0],[0,0,-4]]"
+    data = tmp_path / "data.zarr"
+    assert main(["synth", str(data), "--shape", "4", "32", "32", "--offsets", offsets]) == 0
+    out = tmp_path / "out.zarr" / "seg"
+    assert main(["segment", str(data / "affs"), str(out), "--method", method, "--bias", "0.4", *extra]) == 0
+    seg, _ = read_volume(out / "segmentation")
+    affs, _ = read_volume(data / "affs")
+    from affseg import gasp, mutex_watershed
+
+    if method == "mws":
+        expected = mutex_watershed(affs, json.loads(offsets), bias=0.4, long_range_bias=0.7, strides=[1, 2, 2])
+    else:
+        fragments, _ = read_volume(out / "fragments")
+        expected = gasp(affs, json.loads(offsets), bias=0.4, cannot_link=True, fragments=fragments)
+    np.testing.assert_array_equal(seg, expected)
+    assert main(["evaluate", str(out / "segmentation"), str(data / "labels")]) == 0

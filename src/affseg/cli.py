@@ -13,6 +13,9 @@ from pathlib import Path
 import numpy as np
 
 DEFAULT_THRESHOLDS = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
+# the demo's neighbourhood: nearest neighbours for MALA, long-range ones for MWS and GASP
+DEMO_OFFSETS = [[-1, 0, 0], [0, -1, 0], [0, 0, -1], [-2, 0, 0], [0, -8, 0], [0, 0, -8]]
+DEMO_BIASES = {"bias": 0.3, "long_range_bias": 0.7}
 
 
 def _progress(total: int, desc: str):
@@ -80,25 +83,34 @@ def cmd_segment(args) -> int:
     if args.offsets is not None:
         offsets = _offsets(args.offsets)
     out = args.output.rstrip("/")
-    thresholds = sorted(args.thresholds)
-    targets = [f"{out}/{threshold_name(t)}" for t in thresholds]
+    signed = args.method in ("mws", "gasp")
+    thresholds = [] if signed else sorted(args.thresholds)
+    targets = [f"{out}/segmentation"] if signed else [f"{out}/{threshold_name(t)}" for t in thresholds]
     if not args.overwrite:
         existing = [t for t in targets + [f"{out}/fragments"] if volume_exists(t)]
         if existing:
             raise SystemExit(f"error: {existing[0]} exists; pass --overwrite to replace it")
-    bar = _progress(len(thresholds) + 1, "segment")
+    strides = None if args.strides is None else [int(v) for v in args.strides]
+    bar = _progress(len(targets) + 1, "segment")
     result = segment(affs, thresholds, offsets=offsets, method=args.method,
                      merge_function=args.merge_function, fragments_in_xy=args.fragments_in_xy,
-                     min_seed_distance=args.min_seed_distance, min_size=args.min_size)
+                     min_seed_distance=args.min_seed_distance, min_size=args.min_size,
+                     bias=args.bias, long_range_bias=args.long_range_bias, linkage=args.linkage,
+                     cannot_link=args.cannot_link, superpixels=args.superpixels, strides=strides)
     bar.update()
     spatial = dict(voxel_size=meta.voxel_size, offset=meta.offset, overwrite=args.overwrite)
     if result.fragments is not None:
         write_volume(f"{out}/fragments", result.fragments, **spatial)
     for i, target in enumerate(targets):
-        write_volume(target, result.segmentation(i), attrs={"threshold": float(thresholds[i])}, **spatial)
+        attrs = {"method": args.method}
+        attrs.update({"bias": args.bias, "long_range_bias": args.long_range_bias} if signed
+                     else {"threshold": float(thresholds[i])})
+        if args.method == "gasp":
+            attrs.update(linkage=args.linkage, cannot_link=args.cannot_link, superpixels=args.superpixels)
+        write_volume(target, result.segmentation(i), attrs=attrs, **spatial)
         bar.update()
     bar.close()
-    print(f"wrote {len(targets)} segmentations to {out}/threshold_*")
+    print(f"wrote {out}/segmentation" if signed else f"wrote {len(targets)} segmentations to {out}/threshold_*")
     return 0
 
 
@@ -195,6 +207,8 @@ def cmd_demo(args) -> int:
     from .graph.agglomeration import agglomerate
     from .graph.components import connected_components
     from .graph.fragments import extract_fragments
+    from .graph.gasp import gasp
+    from .graph.mutex import mutex_watershed
     from .io import write_json, write_volume
     from .synthetic import make_volume
 
@@ -203,15 +217,21 @@ def cmd_demo(args) -> int:
     thresholds = DEFAULT_THRESHOLDS
     started = time.perf_counter()
     try:
-        steps = tqdm(total=5, desc="demo", unit="stage", disable=None)
+        steps = tqdm(total=7, desc="demo", unit="stage", disable=None)
         steps.set_postfix_str("synthesize")
-        vol = make_volume(tuple(args.shape), seed=args.seed, defects=True)
+        vol = make_volume(tuple(args.shape), seed=args.seed, defects=True, offsets=DEMO_OFFSETS)
         steps.update()
         steps.set_postfix_str("fragments")
         fragments = extract_fragments(vol.affs, vol.offsets, min_seed_distance=args.min_seed_distance)
         steps.update()
         steps.set_postfix_str("agglomerate")
-        agg = agglomerate(vol.affs, fragments, thresholds, merge_function=args.merge_function)
+        agg = agglomerate(vol.affs, fragments, thresholds, offsets=vol.offsets, merge_function=args.merge_function)
+        steps.update()
+        steps.set_postfix_str("mutex watershed")
+        mws = mutex_watershed(vol.affs, vol.offsets, **DEMO_BIASES)
+        steps.update()
+        steps.set_postfix_str("gasp")
+        gasp_seg = gasp(vol.affs, vol.offsets, linkage="mean", fragments=fragments, **DEMO_BIASES)
         steps.update()
         steps.set_postfix_str("evaluate")
         mala_rows, cc_rows = [], []
@@ -219,6 +239,8 @@ def cmd_demo(args) -> int:
             mala_rows.append({"threshold": float(t), **evaluate(agg.segmentation(i), vol.labels)})
             cc = connected_components(vol.affs, vol.offsets, threshold=float(t))
             cc_rows.append({"threshold": float(t), **evaluate(cc, vol.labels)})
+        signed_rows = {"mutex watershed (voxels)": evaluate(mws, vol.labels),
+                       "GASP mean (fragments)": evaluate(gasp_seg, vol.labels)}
         steps.update()
         steps.set_postfix_str("write")
         best = best_threshold(mala_rows)
@@ -230,9 +252,14 @@ def cmd_demo(args) -> int:
         write_volume(data / "affs", vol.affs, axes=["c^", "z", "y", "x"], attrs={"offsets": vol.offsets.tolist()}, **meta)
         write_volume(data / "fragments", fragments, **meta)
         write_volume(data / "segmentation", agg.segmentation(best_index), attrs={"threshold": best["threshold"]}, **meta)
-        plot_split_merge({f"MALA ({args.merge_function})": mala_rows, "threshold + CC": cc_rows},
-                         staging / "split_merge.png", title="synthetic demo")
-        write_json(staging / "scores.json", {"mala": mala_rows, "connected_components": cc_rows})
+        write_volume(data / "mws", mws, attrs=DEMO_BIASES, **meta)
+        write_volume(data / "gasp", gasp_seg, attrs={"linkage": "mean", **DEMO_BIASES}, **meta)
+        curves = {f"MALA ({args.merge_function})": mala_rows, "threshold + CC": cc_rows}
+        curves.update({name: [row] for name, row in signed_rows.items()})
+        plot_split_merge(curves, staging / "split_merge.png", title="synthetic demo")
+        write_json(staging / "scores.json", {"mala": mala_rows, "connected_components": cc_rows,
+                                             "mutex_watershed": signed_rows["mutex watershed (voxels)"],
+                                             "gasp": signed_rows["GASP mean (fragments)"]})
         steps.update()
         steps.close()
     except BaseException:
@@ -243,10 +270,16 @@ def cmd_demo(args) -> int:
     print()
     print_table(cc_rows, title="threshold + connected components")
     print()
-    print(f"best: threshold {best['threshold']:.2f}, VOI split {best['voi_split']:.3f}, VOI merge "
+    print(f"signed graphs, offsets {DEMO_OFFSETS}, bias {DEMO_BIASES['bias']} (long range "
+          f"{DEMO_BIASES['long_range_bias']}):")
+    for name, row in signed_rows.items():
+        print(f"  {name:<26} VOI split {row['voi_split']:.3f}, VOI merge {row['voi_merge']:.3f}, "
+              f"ARAND {row['arand']:.3f}, CREMI score {row['cremi_score']:.3f}")
+    print()
+    print(f"best MALA: threshold {best['threshold']:.2f}, VOI split {best['voi_split']:.3f}, VOI merge "
           f"{best['voi_merge']:.3f}, ARAND {best['arand']:.3f}, CREMI score {best['cremi_score']:.3f}")
-    print(f"wrote {out}/demo.zarr (raw, labels, affs, fragments, segmentation), {out}/split_merge.png, "
-          f"{out}/scores.json in {time.perf_counter() - started:.1f} s")
+    print(f"wrote {out}/demo.zarr (raw, labels, affs, fragments, segmentation, mws, gasp), "
+          f"{out}/split_merge.png, {out}/scores.json in {time.perf_counter() - started:.1f} s")
     return 0
 
 
@@ -271,12 +304,20 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("affs", help="affinities dataset, e.g. synth.zarr/affs")
     g.add_argument("output", help="output group, e.g. out.zarr/seg (writes fragments, threshold_*)")
     g.add_argument("--thresholds", type=float, nargs="+", default=DEFAULT_THRESHOLDS)
-    g.add_argument("--method", choices=["mala", "cc"], default="mala")
+    g.add_argument("--method", choices=["mala", "cc", "mws", "gasp"], default="mala",
+                   help="mala: fragments + agglomeration; cc: threshold + components; mws: Mutex "
+                        "Watershed; gasp: GASP (mws and gasp need long-range offsets, no thresholds)")
     g.add_argument("--merge-function", default="hist_quant_75")
     g.add_argument("--fragments-in-xy", action="store_true")
     g.add_argument("--min-seed-distance", type=int, default=10)
     g.add_argument("--min-size", type=int, default=0)
     g.add_argument("--offsets", help="JSON offsets (default: the dataset's 'offsets' attribute)")
+    g.add_argument("--bias", type=float, default=0.5, help="mws/gasp: weight = affinity - bias")
+    g.add_argument("--long-range-bias", type=float, help="mws/gasp: bias of the long-range channels")
+    g.add_argument("--strides", type=int, nargs="+", help="mws: sub-sampling of long-range edges (zyx)")
+    g.add_argument("--linkage", default="mean", choices=["mean", "sum", "max", "min", "abs_max"])
+    g.add_argument("--cannot-link", action="store_true", help="gasp: add cannot-link constraints")
+    g.add_argument("--superpixels", action="store_true", help="gasp: on MALA fragments, not voxels")
     g.add_argument("--overwrite", action="store_true")
     g.set_defaults(func=cmd_segment)
 

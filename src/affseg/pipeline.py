@@ -12,7 +12,7 @@ from .graph.fragments import extract_fragments
 
 __all__ = ["Segmentation", "segment"]
 
-METHODS = ("mala", "cc")
+METHODS = ("mala", "cc", "mws", "gasp")
 
 
 @dataclass
@@ -23,20 +23,20 @@ class Segmentation:
     thresholds: np.ndarray
     fragments: np.ndarray | None
     agglomeration: Agglomeration | None
-    _cc: list[np.ndarray] | None = None
+    _segs: list[np.ndarray] | None = None
 
     def __len__(self) -> int:
         return len(self.thresholds)
 
     def segmentation(self, index: int) -> np.ndarray:
-        if self._cc is not None:
-            return self._cc[index]
+        if self._segs is not None:
+            return self._segs[index]
         return self.agglomeration.segmentation(index)
 
 
 def segment(
     affs,
-    thresholds: Sequence[float],
+    thresholds: Sequence[float] = (),
     *,
     offsets=None,
     method: str = "mala",
@@ -46,16 +46,33 @@ def segment(
     min_size: int = 0,
     mask=None,
     sampling=None,
+    bias=0.5,
+    long_range_bias=None,
+    linkage: str = "mean",
+    cannot_link: bool = False,
+    superpixels: bool = False,
+    strides=None,
 ) -> Segmentation:
-    """Segment affinities at each threshold.
+    """Segment affinities, at each threshold where the method has one.
 
     ``method="mala"``: :func:`~affseg.extract_fragments` then :func:`~affseg.agglomerate` with
     ``merge_function`` (thresholds on the merge score, 1 - affinity statistic).
     ``method="cc"``: threshold + connected components (thresholds on the affinity).
+    ``method="mws"``: :func:`~affseg.mutex_watershed` (``bias``, ``long_range_bias``,
+    ``strides``, ``min_size``); ``method="gasp"``: :func:`~affseg.gasp` (``linkage``,
+    ``cannot_link``; on MALA fragments with ``superpixels``). These two have no threshold:
+    they give one segmentation and ``thresholds`` is ignored.
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
+    if method in ("mws", "gasp"):
+        return _signed(affs, offsets, method, bias=bias, long_range_bias=long_range_bias, linkage=linkage,
+                       cannot_link=cannot_link, superpixels=superpixels, strides=strides, min_size=min_size,
+                       mask=mask, fragments_in_xy=fragments_in_xy, min_seed_distance=min_seed_distance,
+                       sampling=sampling)
     thresholds = np.sort(np.asarray(thresholds, dtype=np.float32).reshape(-1))
+    if thresholds.size == 0:
+        raise ValueError(f"method {method!r} needs at least one threshold")
     if method == "cc":
         segs = [connected_components(affs, offsets, threshold=float(t), mask=mask) for t in thresholds]
         return Segmentation(method, thresholds, None, None, segs)
@@ -64,3 +81,22 @@ def segment(
                                   mask=mask, sampling=sampling)
     result = agglomerate(affs, fragments, thresholds, offsets=offsets, merge_function=merge_function)
     return Segmentation(method, result.thresholds, fragments, result)
+
+
+def _signed(affs, offsets, method, *, bias, long_range_bias, linkage, cannot_link, superpixels, strides,
+            min_size, mask, fragments_in_xy, min_seed_distance, sampling) -> Segmentation:
+    from .graph.gasp import gasp
+    from .graph.mutex import mutex_watershed
+
+    fragments = None
+    if method == "mws":
+        seg = mutex_watershed(affs, offsets, bias=bias, long_range_bias=long_range_bias, strides=strides,
+                              mask=mask, min_size=min_size)
+    else:
+        if superpixels:
+            fragments = extract_fragments(affs, offsets, fragments_in_xy=fragments_in_xy,
+                                          min_seed_distance=min_seed_distance, min_size=min_size,
+                                          mask=mask, sampling=sampling)
+        seg = gasp(affs, offsets, bias=bias, long_range_bias=long_range_bias, linkage=linkage,
+                   cannot_link=cannot_link, mask=mask, fragments=fragments)
+    return Segmentation(method, np.array([np.nan], np.float32), fragments, None, [seg])

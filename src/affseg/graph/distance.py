@@ -67,8 +67,7 @@ def _squared_edt(inside, wz, wy, wx, in_plane):
                     last = k
                 if last >= 0:
                     d = ((last - k) * wx) ** 2
-                    if d < sq[i, j, k]:
-                        sq[i, j, k] = d
+                    sq[i, j, k] = min(sq[i, j, k], d)
     m = max(nz, ny, nx)
     out = np.empty(m, dtype=np.float64)
     v = np.empty(m, dtype=np.int64)

@@ -104,12 +104,13 @@ def _label_unreached(labels, mask, in_plane, start):
 
 
 @njit(cache=True, nogil=True)
-def _merge_small(u, v, mean_aff, sizes, min_size):
+def _merge_small(u, v, mean_aff, sizes, min_size, frozen):
     """Merge fragments under ``min_size`` into their best-linked neighbours until none is left.
 
     Each round, every small segment (smallest first) joins the segment across its edge of the
-    highest mean affinity; rounds repeat while anything merges (segments without neighbours
-    stay small).
+    highest mean affinity, which stays the root; rounds repeat while anything merges (segments
+    without neighbours stay small). ``frozen`` segments (e.g. seeded ones) are never merged
+    away, only merged into, so no two frozen segments end up together.
     """
     n = sizes.shape[0]
     parent = np.arange(n, dtype=np.int64)
@@ -135,13 +136,13 @@ def _merge_small(u, v, mean_aff, sizes, min_size):
         merged = 0
         for k in range(n):
             i = order[k]
-            if i == 0 or best[i] < 0 or parent[i] != i or size[i] >= min_size:
+            if i == 0 or best[i] < 0 or parent[i] != i or size[i] >= min_size or frozen[i]:
                 continue
             j = find(parent, best[i])
             if j == i:
                 continue
-            total = size[i] + size[j]
-            size[union(parent, i, j)] = total
+            parent[i] = j  # the neighbour keeps its id
+            size[j] += size[i]
             merged += 1
         if merged == 0:
             break
@@ -256,12 +257,15 @@ def extract_fragments(
     return fragments
 
 
-def _apply_min_size(affs, offsets, fragments, min_size):
+def _apply_min_size(affs, offsets, fragments, min_size, frozen_ids=None):
+    """Merge segments under ``min_size`` voxels (see ``_merge_small``); ids in ``frozen_ids``
+    are never merged away. A segment that absorbs others keeps its id."""
     rag = fragment_graph(affs, offsets, fragments)
     counts = np.diff(rag.contact_ptr)
     sums = np.add.reduceat(rag.contact_aff, rag.contact_ptr[:-1]) if rag.num_edges else np.zeros(0)
     mean = (sums / np.maximum(counts, 1)).astype(np.float32)
-    roots = _merge_small(rag.u, rag.v, mean, rag.sizes, min_size)
+    frozen = np.zeros(rag.ids.shape[0], bool) if frozen_ids is None else np.isin(rag.ids, frozen_ids)
+    roots = _merge_small(rag.u, rag.v, mean, rag.sizes, min_size, frozen)
     from .agglomeration import relabel
 
     return relabel(fragments, rag.ids, rag.ids[roots])

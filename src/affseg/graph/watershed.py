@@ -210,8 +210,7 @@ def _flood_buckets(lv, n_levels, flat, steps):
                 _mark(words, summary, b, True)
             queue[tail[b]] = j
             tail[b] += 1
-            if b < cursor:
-                cursor = b
+            cursor = min(cursor, b)
         if head[cursor] == tail[cursor]:
             cursor = _next_level(words, summary, cursor, n_levels)
 

@@ -1,0 +1,200 @@
+"""numba kernels of GASP (Bailoni et al.): greedy average-linkage-like agglomeration of signed graphs.
+
+The graph is contracted edge by edge. Each live edge between two clusters carries the linkage
+of the original edges between them: MEAN (size-weighted mean weight), SUM (sum of weight x
+size), MAX, MIN, or ABS_MAX (the weight of largest magnitude, which makes GASP the Mutex
+Watershed). A binary heap with lazy deletion (entries carry a version) orders the edges.
+
+Without cannot-link constraints the heap is ordered by the signed linkage and merging stops at
+the first edge that is not positive. With constraints it is ordered by ``|linkage|``: a positive
+edge merges unless it is constrained, a non-positive one constrains its two clusters.
+Constraints live on the (unique) live edge between two clusters and are inherited by merged
+edges. Only mergeable (e.g. nearest-neighbour) edges may merge; the others can still constrain.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from ._agglomeration_kernels import hash_fill, hash_get, hash_put, pair_key
+from ._unionfind import find
+
+MEAN, SUM, MAX, MIN, ABS_MAX = 0, 1, 2, 3, 4
+
+
+@njit(cache=True, nogil=True)
+def _heap_push(h_pri, h_edge, h_ver, size, pri, e, ver):
+    """Push into a max-heap on (priority, -edge); returns the (possibly grown) arrays."""
+    if size >= h_pri.shape[0]:
+        m = h_pri.shape[0] * 2
+        p2, e2, v2 = np.empty(m), np.empty(m, np.int64), np.empty(m, np.int64)
+        p2[:size], e2[:size], v2[:size] = h_pri[:size], h_edge[:size], h_ver[:size]
+        h_pri, h_edge, h_ver = p2, e2, v2
+    pos = size
+    while pos > 0:
+        up = (pos - 1) >> 1
+        if h_pri[up] > pri or (h_pri[up] == pri and h_edge[up] < e):
+            break
+        h_pri[pos], h_edge[pos], h_ver[pos] = h_pri[up], h_edge[up], h_ver[up]
+        pos = up
+    h_pri[pos], h_edge[pos], h_ver[pos] = pri, e, ver
+    return h_pri, h_edge, h_ver
+
+
+@njit(cache=True, nogil=True)
+def _heap_pop(h_pri, h_edge, h_ver, size):
+    """Remove the top; ``size`` is the size before the pop."""
+    size -= 1
+    pri, e, ver = h_pri[size], h_edge[size], h_ver[size]
+    pos = 0
+    while True:
+        c = 2 * pos + 1
+        if c >= size:
+            break
+        if c + 1 < size and (h_pri[c + 1] > h_pri[c] or (h_pri[c + 1] == h_pri[c] and h_edge[c + 1] < h_edge[c])):
+            c += 1
+        if h_pri[c] < pri or (h_pri[c] == pri and h_edge[c] > e):
+            break
+        h_pri[pos], h_edge[pos], h_ver[pos] = h_pri[c], h_edge[c], h_ver[c]
+        pos = c
+    if size > 0:
+        h_pri[pos], h_edge[pos], h_ver[pos] = pri, e, ver
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _queued(val, local, constrained, cannot_link):
+    """Whether an edge belongs in the heap, and its priority."""
+    if constrained:
+        return False, 0.0
+    if cannot_link:
+        if local or val <= 0:
+            return True, abs(val)
+        return False, 0.0
+    return local, val
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _merge_linkage(kind, g, f, val, acc, size):
+    """Fold edge ``f`` into edge ``g``."""
+    if kind == MEAN or kind == SUM:
+        acc[g] += acc[f]
+        size[g] += size[f]
+        val[g] = acc[g] / size[g] if kind == MEAN else acc[g]
+    elif kind == MAX:
+        val[g] = max(val[g], val[f])
+    elif kind == MIN:
+        val[g] = min(val[g], val[f])
+    elif abs(val[f]) > abs(val[g]):
+        val[g] = val[f]
+
+
+@njit(cache=True, nogil=True)
+def gasp(n_nodes, eu, ev, weights, sizes, mergeable, kind, cannot_link):
+    """Run GASP; returns the union-find parent array (roots = clusters) and the merges in
+    order, as the (surviving, absorbed) roots of each."""
+    n_edges = eu.shape[0]
+    eu = eu.copy()
+    ev = ev.copy()
+    val = np.empty(n_edges)
+    acc = np.empty(n_edges)
+    size = sizes.copy()
+    local = mergeable.copy()
+    constrained = np.zeros(n_edges, dtype=np.bool_)
+    dead = np.zeros(n_edges, dtype=np.bool_)
+    version = np.zeros(n_edges, dtype=np.int64)
+    parent = np.arange(n_nodes, dtype=np.int64)
+    merged = np.empty((max(n_nodes - 1, 0), 2), dtype=np.int64)
+    n_merged = 0
+    capacity = 1024
+    while capacity < 4 * n_edges:
+        capacity *= 2
+    hkeys = np.zeros(capacity, dtype=np.uint64)
+    hvals = np.zeros(capacity, dtype=np.int64)
+    n_keys = 0
+    for e in range(n_edges):
+        val[e] = weights[e] * sizes[e] if kind == SUM else weights[e]
+        acc[e] = weights[e] * sizes[e]
+        g = hash_get(hkeys, hvals, pair_key(eu[e], ev[e], n_nodes))
+        if g >= 0:  # a parallel edge: fold it into the first one
+            _merge_linkage(kind, g, e, val, acc, size)
+            local[g] = local[g] or local[e]
+            dead[e] = True
+        else:
+            hash_put(hkeys, hvals, pair_key(eu[e], ev[e], n_nodes), e)
+            n_keys += 1
+    # incidence lists (slot 2e in u's list, 2e + 1 in v's), live edges only
+    slot_next = np.full(2 * n_edges, -1, dtype=np.int64)
+    head = np.full(n_nodes, -1, dtype=np.int64)
+    degree = np.zeros(n_nodes, dtype=np.int64)
+    for e in range(n_edges):
+        if dead[e]:
+            continue
+        for side in range(2):
+            node = eu[e] if side == 0 else ev[e]
+            slot_next[2 * e + side] = head[node]
+            head[node] = 2 * e + side
+            degree[node] += 1
+    h_pri = np.empty(max(16, n_edges))
+    h_edge = np.empty(max(16, n_edges), dtype=np.int64)
+    h_ver = np.empty(max(16, n_edges), dtype=np.int64)
+    h_size = 0
+    for e in range(n_edges):
+        if not dead[e]:
+            ok, pri = _queued(val[e], local[e], False, cannot_link)
+            if ok:
+                h_pri, h_edge, h_ver = _heap_push(h_pri, h_edge, h_ver, h_size, pri, e, 0)
+                h_size += 1
+    while h_size > 0:
+        e, ver = h_edge[0], h_ver[0]
+        _heap_pop(h_pri, h_edge, h_ver, h_size)
+        h_size -= 1
+        if dead[e] or ver != version[e] or constrained[e]:
+            continue
+        if not (val[e] > 0 and local[e]):
+            if not cannot_link:
+                break  # the best edge left does not attract: done
+            constrained[e] = True
+            continue
+        # contract e: the endpoint with more edges survives
+        a, b = eu[e], ev[e]
+        keep, gone = (a, b) if degree[a] >= degree[b] else (b, a)
+        parent[gone] = keep
+        merged[n_merged, 0], merged[n_merged, 1] = keep, gone
+        n_merged += 1
+        dead[e] = True
+        degree[keep] -= 1
+        s = head[gone]
+        while s >= 0:
+            nxt = slot_next[s]
+            f = s >> 1
+            if not dead[f]:
+                other = eu[f] if ev[f] == gone else ev[f]
+                g = hash_get(hkeys, hvals, pair_key(keep, other, n_nodes))
+                if g >= 0 and not dead[g] and g != f:
+                    _merge_linkage(kind, g, f, val, acc, size)
+                    local[g] = local[g] or local[f]
+                    constrained[g] = constrained[g] or constrained[f]
+                    dead[f] = True
+                    degree[other] -= 1
+                    version[g] += 1
+                    ok, pri = _queued(val[g], local[g], constrained[g], cannot_link)
+                    if ok:
+                        h_pri, h_edge, h_ver = _heap_push(h_pri, h_edge, h_ver, h_size, pri, g, version[g])
+                        h_size += 1
+                else:
+                    if eu[f] == gone:
+                        eu[f] = keep
+                    else:
+                        ev[f] = keep
+                    if n_keys * 2 > hkeys.shape[0]:
+                        n_keys = hash_fill(hkeys, hvals, eu, ev, dead, n_nodes)
+                    if hash_put(hkeys, hvals, pair_key(keep, other, n_nodes), f):
+                        n_keys += 1
+                    slot_next[s] = head[keep]
+                    head[keep] = s
+                    degree[keep] += 1
+            s = nxt
+        head[gone] = -1
+    for i in range(n_nodes):
+        find(parent, i)
+    return parent, merged[:n_merged]

@@ -1,0 +1,278 @@
+"""The Mutex Watershed (Wolf et al.): signed-graph partitioning of short- and long-range affinities.
+
+Each affinity becomes an edge of weight ``affinity - bias``: attractive if positive, repulsive
+otherwise (as mwatershed: a weight of exactly 0 repels). Edges are processed once, strongest
+``|weight|`` first, ties in channel then raster order; see :mod:`._mutex_kernels`.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .._checks import as_affinities, as_labels, as_mask
+from . import _mutex_kernels as k
+
+__all__ = ["channel_biases", "mutex_watershed", "mutex_watershed_graph", "signed_weights"]
+
+
+def channel_biases(offsets: np.ndarray, bias=0.5, long_range_bias=None) -> np.ndarray:
+    """One bias per channel, float64, each in (0, 1).
+
+    ``bias`` is a scalar or one value per channel. With ``long_range_bias`` (a scalar), channels
+    whose offset is not a nearest-neighbour unit vector take it and ``bias`` applies to the
+    nearest-neighbour channels only.
+    """
+    n = len(offsets)
+    values = np.asarray(bias, dtype=np.float64)
+    if values.ndim == 0:
+        values = np.full(n, float(values))
+    elif values.shape != (n,):
+        raise ValueError(f"bias must be a scalar or {n} values (one per channel), got shape {values.shape}")
+    else:
+        values = values.copy()
+    if long_range_bias is not None:
+        if not 0 < float(long_range_bias) < 1:
+            raise ValueError(f"biases must lie in (0, 1), got long_range_bias={long_range_bias}")
+        long_range = np.abs(offsets).sum(axis=1) > 1
+        values[long_range] = float(long_range_bias)
+    bad = ~((values > 0) & (values < 1))
+    if bad.any():
+        raise ValueError(f"biases must lie in (0, 1), got {values[bad].tolist()} for channels "
+                         f"{np.flatnonzero(bad).tolist()}")
+    return values
+
+
+def signed_weights(affs, offsets=None, *, bias=0.5, long_range_bias=None) -> np.ndarray:
+    """The signed edge weights ``affinity - bias`` (float64) the Mutex Watershed and GASP use."""
+    affs, offsets = as_affinities(affs, offsets)
+    biases = channel_biases(offsets, bias, long_range_bias)
+    return affs.astype(np.float64) - biases.reshape((-1,) + (1,) * (affs.ndim - 1))
+
+
+def _channel_strides(strides, offsets: np.ndarray) -> np.ndarray:
+    """Strides as ``(C, ndim)`` int64: ``ndim`` values apply to the long-range channels only."""
+    c, ndim = offsets.shape
+    out = np.ones((c, ndim), dtype=np.int64)
+    if strides is None:
+        return out
+    raw = np.asarray(strides)
+    if raw.dtype.kind not in "iu" or raw.shape not in ((ndim,), (c, ndim)) or raw.size == 0 or (raw < 1).any():
+        raise ValueError(
+            f"strides must be {ndim} positive integers (for the long-range channels) or one such "
+            f"row per channel, shape ({c}, {ndim}); got {np.asarray(strides).tolist()}"
+        )
+    if raw.shape == (ndim,):
+        long_range = np.abs(offsets).sum(axis=1) > 1
+        out[long_range] = raw
+        return out
+    return raw.astype(np.int64)
+
+
+def mutex_watershed(
+    affs,
+    offsets=None,
+    *,
+    bias=0.5,
+    long_range_bias=None,
+    strides=None,
+    randomized_strides: bool = False,
+    rng_seed: int = 0,
+    mask=None,
+    seeds=None,
+    min_size: int = 0,
+) -> np.ndarray:
+    """Segment affinities with the Mutex Watershed.
+
+    Parameters
+    ----------
+    affs : (C, z, y, x) or (C, y, x) float32
+        Affinities in affseg's convention (``docs/conventions.md``): channel ``c`` at ``u`` links
+        ``u`` and ``u + offsets[c]``; 1 = same object.
+    offsets : (C, ndim) array_like of int, optional
+        Short- and long-range offsets; default: nearest neighbours.
+    bias : float or (C,) array_like of float
+        Edge weight is ``affinity - bias``; each bias in (0, 1).
+    long_range_bias : float, optional
+        Bias of the long-range (non nearest-neighbour) channels; ``bias`` then applies to the
+        nearest-neighbour channels.
+    strides : (ndim,) or (C, ndim) array_like of int, optional
+        Keep only the long-range edges on a grid with this step (``ndim`` values: long-range
+        channels only; one row per channel: as mwatershed). The grid starts at the first voxel
+        whose partner lies inside the volume.
+    randomized_strides : bool
+        Instead of a grid, keep each edge with probability ``1 / prod(stride)``, deterministically
+        from ``rng_seed``.
+    rng_seed : int
+        Seed of the randomized strides.
+    mask : bool array, spatial shape, optional
+        Voxels outside get label 0 and take part in no edge.
+    seeds : integer array, spatial shape, optional
+        Non-zero voxels keep their seed id; voxels of one id are one segment (even if apart);
+        different seeds never merge. Seeds on masked voxels are ignored.
+    min_size : int
+        Segments smaller than this many voxels merge into the neighbour of highest mean
+        nearest-neighbour affinity (seeded segments absorb but are never merged away). Needs
+        the nearest-neighbour channels among the offsets.
+
+    Returns
+    -------
+    labels : uint64 array, spatial shape
+        Seeded segments carry their seed id, the others consecutive ids from ``max(seeds) + 1``
+        (from 1 without seeds) in raster order of their first voxel; 0 only where masked.
+    """
+    affs, offsets = as_affinities(affs, offsets)
+    shape = affs.shape[1:]
+    ndim = len(shape)
+    biases = channel_biases(offsets, bias, long_range_bias)
+    channel_strides = _channel_strides(strides, offsets)
+    mask = as_mask(mask, shape)
+    if seeds is not None:
+        seeds = as_labels(seeds, name="seeds", shape=shape)
+    if min_size < 0:
+        raise ValueError(f"min_size must be >= 0, got {min_size}")
+    if randomized_strides:
+        keep_prob = 1.0 / channel_strides.prod(axis=1).astype(np.float64)
+        grid_strides = np.ones_like(channel_strides)
+    else:
+        keep_prob = np.ones(len(offsets))
+        grid_strides = channel_strides
+    if ndim == 2:
+        affs, mask3, seeds3 = affs[:, None], _lift(mask), _lift(seeds)
+        offsets3 = np.concatenate([np.zeros((len(offsets), 1), np.int64), offsets], axis=1)
+        grid_strides = np.concatenate([np.ones((len(offsets), 1), np.int64), grid_strides], axis=1)
+    else:
+        mask3, seeds3, offsets3 = mask, seeds, offsets
+    labels = _grid_mutex_watershed(affs, offsets3, biases, grid_strides, keep_prob,
+                                   rng_seed, mask3, seeds3).reshape(shape)
+    if min_size > 1:
+        labels = _clean_small(affs.reshape((-1,) + shape), offsets, labels, min_size, seeds)
+    return labels
+
+
+def _lift(arr):
+    return None if arr is None else arr[None]
+
+
+def _grid_mutex_watershed(affs, offsets, biases, strides, keep_prob, rng_seed, mask, seeds):
+    n = affs[0].size
+    if affs.size >= 2**31:
+        raise ValueError(f"affinities of shape {affs.shape} have too many edges for one call "
+                         "(2**31); segment blockwise")
+    use_mask = mask is not None
+    mask_arr = mask if use_mask else np.ones((1, 1, 1), dtype=bool)
+    seed_mask = mask_arr if use_mask else np.ones(affs.shape[1:], dtype=bool)
+    packed = k.grid_edges(affs, offsets, biases, strides, keep_prob, int(rng_seed) % 2**64,
+                          mask_arr, use_mask)
+    use_seeds = seeds is not None and bool((seeds[seed_mask] != 0).any())
+    parent, head, count, seed, *store = k.new_state(n, use_seeds, int(k.count_repulsive(packed)))
+    if use_seeds:
+        _premerge(seeds.reshape(-1), seed_mask.reshape(-1), parent, seed)
+    k.process_grid(affs, offsets, biases, packed, parent, head, count, seed, use_seeds, *store)
+    del packed, head, count, store
+    start = int(seeds.max()) + 1 if use_seeds else 1
+    return k.labels_from_roots(parent, seed, use_seeds, mask_arr, use_mask, start)
+
+
+def _premerge(flat_seeds, flat_mask, parent, seed):
+    nodes = np.flatnonzero((flat_seeds != 0) & flat_mask)
+    ids = flat_seeds[nodes]
+    by_id = np.argsort(ids, kind="stable")
+    k.premerge_seeds(nodes[by_id], ids[by_id], parent, seed)
+
+
+def _clean_small(affs, offsets, labels, min_size, seeds):
+    """Merge segments under ``min_size`` voxels; seeded ones are never merged away."""
+    from .agglomeration import relabel
+    from .fragments import _apply_min_size
+
+    top_seed = int(seeds.max()) if seeds is not None else 0
+    frozen = np.arange(1, top_seed + 1, dtype=np.uint64) if top_seed else None
+    merged = _apply_min_size(affs, offsets, labels, min_size, frozen_ids=frozen)
+    ids = np.unique(merged)
+    unseeded = ids[ids > top_seed]
+    return relabel(merged, unseeded, np.arange(top_seed + 1, top_seed + 1 + unseeded.size, dtype=np.uint64))
+
+
+def mutex_watershed_graph(
+    num_nodes: int,
+    uv_ids,
+    weights,
+    *,
+    mutex_uv_ids=None,
+    mutex_weights=None,
+) -> np.ndarray:
+    """The Mutex Watershed on an explicit graph, e.g. the region graph of fragments.
+
+    Parameters
+    ----------
+    num_nodes : int
+        Nodes are ``0 .. num_nodes - 1``.
+    uv_ids : (E, 2) array_like of int
+        Edges; no self-loops, no edge twice.
+    weights : (E,) array_like of float
+        Signed weights (positive attracts, zero or negative repels); or, with ``mutex_uv_ids``,
+        the non-negative strengths of the attractive edges.
+    mutex_uv_ids : (M, 2) array_like of int, optional
+        Repulsive edges, given apart (affogato's convention).
+    mutex_weights : (M,) array_like of float, optional
+        Their non-negative strengths.
+
+    Returns
+    -------
+    labels : (num_nodes,) uint64
+        Segment of each node, ``1 .. k`` in order of the segment's first node.
+    """
+    num_nodes = _as_num_nodes(num_nodes)
+    uv, w = _as_edges(num_nodes, uv_ids, weights, name="uv_ids")
+    if (mutex_uv_ids is None) != (mutex_weights is None):
+        raise ValueError("mutex_uv_ids and mutex_weights go together: give both or neither")
+    if mutex_uv_ids is not None:
+        muv, mw = _as_edges(num_nodes, mutex_uv_ids, mutex_weights, name="mutex_uv_ids")
+        for name, values in (("weights", w), ("mutex_weights", mw)):
+            if (values < 0).any():
+                raise ValueError(f"{name} are strengths here and must be >= 0, found {values.min()}")
+        uv = np.concatenate([uv, muv])
+        attractive = np.concatenate([np.ones(len(w), bool), np.zeros(len(mw), bool)])
+        strength = np.concatenate([w, mw])
+    else:
+        attractive = w > 0
+        strength = np.abs(w)
+    # strongest first; ties: attractive before repulsive, then in the given order
+    order = np.lexsort((~attractive, -strength))
+    parent, head, count, seed, *store = k.new_state(num_nodes, False, int((~attractive).sum()))
+    k.process_sorted(np.ascontiguousarray(uv[order, 0]), np.ascontiguousarray(uv[order, 1]),
+                     attractive[order], num_nodes, parent, head, count, seed, False, *store)
+    return k.labels_from_roots(parent, seed, False, np.ones(1, bool), False, 1)
+
+
+def _as_num_nodes(num_nodes) -> int:
+    if isinstance(num_nodes, (bool, np.bool_)) or not isinstance(num_nodes, (int, np.integer)) or num_nodes < 1:
+        raise ValueError(f"num_nodes must be a positive integer, got {num_nodes!r}")
+    return int(num_nodes)
+
+
+def _as_edges(num_nodes: int, uv_ids, weights, *, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """Edges as (E, 2) int64 and weights as (E,) float64, checked before any work."""
+    uv = np.asarray(uv_ids)
+    if uv.ndim != 2 or uv.shape[1] != 2:
+        raise ValueError(f"{name} must have the shape (E, 2), got {uv.shape}")
+    if uv.size and uv.dtype.kind not in "iu":
+        raise ValueError(f"{name} must be integers, got dtype {uv.dtype}")
+    uv = uv.astype(np.int64)
+    w = np.asarray(weights, dtype=np.float64)
+    if w.shape != (uv.shape[0],):
+        raise ValueError(f"weights must have the shape ({uv.shape[0]},) to match {name}, got {w.shape}")
+    if not np.isfinite(w).all():
+        raise ValueError(f"weights contain {int((~np.isfinite(w)).sum())} NaN or infinite values")
+    if uv.size:
+        bad = (uv < 0) | (uv >= num_nodes)
+        if bad.any():
+            raise ValueError(f"{name} has node id {uv[bad][0]} outside [0, {num_nodes})")
+        loops = np.flatnonzero(uv[:, 0] == uv[:, 1])
+        if loops.size:
+            raise ValueError(f"{name} has a self-loop at edge {loops[0]}: {uv[loops[0]].tolist()}")
+        pairs = np.sort(uv, axis=1)
+        uniq, counts = np.unique(pairs, axis=0, return_counts=True)
+        if (counts > 1).any():
+            dup = uniq[np.argmax(counts > 1)]
+            raise ValueError(f"{name} lists the edge {dup.tolist()} more than once")
+    return uv, w

@@ -1,0 +1,186 @@
+"""GASP: merge order and result against a brute force for every linkage; MWS equivalence."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import same_partition
+from hypothesis import given
+from hypothesis import strategies as st
+
+from affseg import (
+    extract_fragments,
+    gasp,
+    gasp_graph,
+    mutex_watershed,
+    mutex_watershed_graph,
+)
+from affseg.graph import _gasp_kernels
+from affseg.graph.gasp import LINKAGES, signed_region_graph
+
+LINKAGE_OF = {
+    "mean": lambda w, s: float(np.sum(w * s) / np.sum(s)),
+    "sum": lambda w, s: float(np.sum(w * s)),
+    "max": lambda w, s: float(np.max(w)),
+    "min": lambda w, s: float(np.min(w)),
+    "abs_max": lambda w, s: float(w[np.argmax(np.abs(w))]),
+}
+
+
+def brute_force_gasp(n, uv, w, sizes, mergeable, linkage, cannot_link):
+    """Recompute every cluster interaction from the original edges at each step."""
+    cluster = list(range(n))
+    constrained = set()
+    merges = []
+    while True:
+        between = {}
+        for k, (u, v) in enumerate(uv):
+            a, b = cluster[u], cluster[v]
+            if a != b:
+                between.setdefault((min(a, b), max(a, b)), []).append(k)
+        candidates = []
+        for pair, edges in between.items():
+            if pair in constrained:
+                continue
+            value = LINKAGE_OF[linkage](w[edges], sizes[edges])
+            local = bool(mergeable[edges].any())
+            if cannot_link and (local or value <= 0):
+                candidates.append((abs(value), pair, value, local))
+            elif not cannot_link and local:
+                candidates.append((value, pair, value, local))
+        if not candidates:
+            break
+        _, (a, b), value, local = max(candidates, key=lambda c: c[0])
+        if value > 0 and local:
+            merges.append(frozenset([frozenset(np.flatnonzero(np.array(cluster) == a)),
+                                     frozenset(np.flatnonzero(np.array(cluster) == b))]))
+            cluster = [a if c == b else c for c in cluster]
+            constrained = {(min(a if x == b else x, a if y == b else y), max(a if x == b else x, a if y == b else y))
+                           for x, y in constrained}
+        elif cannot_link:
+            constrained.add((a, b))
+        else:
+            break
+    return np.array(cluster), merges
+
+
+def kernel_merges(n, uv, w, sizes, mergeable, linkage, cannot_link):
+    _, merged = _gasp_kernels.gasp(n, uv[:, 0].copy(), uv[:, 1].copy(), w, sizes, mergeable,
+                                        LINKAGES[linkage], cannot_link)
+    members = {i: {i} for i in range(n)}
+    order = []
+    for keep, gone in merged:
+        order.append(frozenset([frozenset(members[keep]), frozenset(members[gone])]))
+        members[keep] |= members.pop(gone)
+    return order
+
+
+def random_graph(rng, n):
+    pairs = {tuple(sorted(rng.choice(n, 2, replace=False))) for _ in range(3 * n)}
+    uv = np.array(sorted(pairs), dtype=np.int64)
+    w = rng.normal(size=len(uv))
+    sizes = rng.integers(1, 5, len(uv)).astype(np.float64)
+    mergeable = rng.random(len(uv)) < 0.7
+    return uv, w, sizes, mergeable
+
+
+@pytest.mark.parametrize("linkage", sorted(LINKAGES))
+@pytest.mark.parametrize("cannot_link", [False, True])
+def test_merge_order_and_result_match_brute_force(linkage, cannot_link):
+    rng = np.random.default_rng(len(linkage) + 10 * cannot_link)
+    for _ in range(25):
+        n = int(rng.integers(2, 10))
+        uv, w, sizes, mergeable = random_graph(rng, n)
+        expected, expected_merges = brute_force_gasp(n, uv, w, sizes, mergeable, linkage, cannot_link)
+        labels = gasp_graph(n, uv, w, edge_sizes=sizes, mergeable=mergeable, linkage=linkage,
+                            cannot_link=cannot_link)
+        assert same_partition(labels, expected)
+        assert kernel_merges(n, uv, w, sizes, mergeable, linkage, cannot_link) == expected_merges
+
+
+@pytest.mark.parametrize("cannot_link", [False, True])
+def test_abs_max_equals_mutex_watershed_on_graphs(cannot_link):
+    rng = np.random.default_rng(3)
+    for _ in range(30):
+        n = int(rng.integers(2, 15))
+        uv, w, _, _ = random_graph(rng, n)
+        assert same_partition(gasp_graph(n, uv, w, linkage="abs_max", cannot_link=cannot_link),
+                              mutex_watershed_graph(n, uv, w))
+
+
+@given(seed=st.integers(0, 2**32 - 1), three_d=st.booleans(), cannot_link=st.booleans())
+def test_abs_max_with_long_range_merges_equals_mutex_watershed_on_grids(seed, three_d, cannot_link):
+    rng = np.random.default_rng(seed)
+    offsets = [[-1, 0, 0], [0, -1, 0], [0, 0, -1], [-2, 0, 0], [0, -3, 0]] if three_d else [[-1, 0], [0, -1], [-3, 1]]
+    shape = (3, 8, 9) if three_d else (10, 11)
+    affs = rng.random((len(offsets),) + shape).astype(np.float32)
+    labels = gasp(affs, offsets, linkage="abs_max", cannot_link=cannot_link, long_range_merges=True)
+    assert same_partition(labels, mutex_watershed(affs, offsets))
+
+
+def test_known_answers():
+    # merging stops at the first edge that does not attract
+    np.testing.assert_array_equal(gasp_graph(3, [[0, 1], [1, 2]], [0.5, -0.2]), [1, 1, 2])
+    # a long-range (not mergeable) attraction alone does not merge
+    np.testing.assert_array_equal(gasp_graph(3, [[0, 1], [0, 2]], [0.5, 0.9], mergeable=[True, False]),
+                                  [1, 1, 2])
+    # ... but it weighs in once a local edge links the same clusters: mean(-0.2, 0.9) > 0
+    uv, w = [[0, 1], [1, 2], [0, 2]], [0.5, -0.2, 0.9]
+    np.testing.assert_array_equal(gasp_graph(3, uv, w, mergeable=[True, True, False]), [1, 1, 1])
+    # with min linkage the repulsion wins
+    np.testing.assert_array_equal(gasp_graph(3, uv, w, mergeable=[True, True, False], linkage="min"),
+                                  [1, 1, 2])
+
+
+def test_signed_region_graph_by_hand():
+    affs = np.array([[[0.9, 0.2], [0.9, 0.4]], [[0.0, 0.8], [0.0, 0.6]]], np.float32)  # (2, 2, 2)
+    fragments = np.array([[1, 2], [1, 2]], np.uint64)
+    uv, w, sizes, local, ids = signed_region_graph(affs, [[-1, 0], [0, -1]], fragments, bias=0.5)
+    np.testing.assert_array_equal(ids, [1, 2])
+    np.testing.assert_array_equal(uv, [[0, 1]])
+    # the only contacts between 1 and 2 are the x-channel edges at x = 1: 0.8 and 0.6
+    np.testing.assert_allclose(w, [0.2])
+    np.testing.assert_array_equal(sizes, [2])
+    assert local.tolist() == [True]
+
+
+@pytest.mark.parametrize("linkage", ["mean", "abs_max"])
+def test_superpixel_gasp_is_a_union_of_fragments(linkage):
+    from affseg.synthetic import make_volume
+
+    offsets = [[-1, 0, 0], [0, -1, 0], [0, 0, -1], [-2, 0, 0], [0, -5, 0], [0, 0, -5]]
+    vol = make_volume((6, 48, 48), seed=2, offsets=offsets)
+    fragments = extract_fragments(vol.affs, offsets)
+    labels = gasp(vol.affs, offsets, linkage=linkage, fragments=fragments)
+    assert labels.min() >= 1
+    assert all(len(np.unique(labels[fragments == f])) == 1 for f in np.unique(fragments))
+    assert len(np.unique(labels)) < len(np.unique(fragments))
+
+
+def test_grid_mask():
+    affs = np.ones((2, 6, 8), np.float32)
+    mask = np.ones((6, 8), bool)
+    mask[:, 4] = False
+    labels = gasp(affs, [[-1, 0], [0, -1]], mask=mask)
+    assert (labels[:, 4] == 0).all()
+    np.testing.assert_array_equal(np.unique(labels), [0, 1, 2])
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"linkage": "median"}, "unknown linkage"),
+        ({"edge_sizes": [1.0, 0.0]}, "edge_sizes must be positive"),
+        ({"edge_sizes": [1.0]}, "edge_sizes must have the shape"),
+        ({"mergeable": [True]}, "mergeable must have the shape"),
+    ],
+)
+def test_bad_graph_options(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        gasp_graph(3, [[0, 1], [1, 2]], [0.5, -0.5], **kwargs)
+
+
+def test_bad_grid_input():
+    with pytest.raises(ValueError, match="fragments has shape"):
+        gasp(np.ones((2, 4, 4), np.float32), fragments=np.ones((3, 3), np.uint64))
+    with pytest.raises(ValueError, match=r"biases must lie in \(0, 1\)"):
+        gasp(np.ones((2, 4, 4), np.float32), bias=0)

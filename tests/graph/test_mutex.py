@@ -1,0 +1,262 @@
+"""Mutex Watershed: parity with mwatershed 0.5.4, invariants, seeds, masks, strides, bad input."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import same_partition
+from hypothesis import given
+from hypothesis import strategies as st
+
+from affseg import mutex_watershed, mutex_watershed_graph
+from affseg.conventions import _edge_slices
+from affseg.graph.mutex import signed_weights
+
+OFFSETS_2D = [[-1, 0], [0, -1], [-3, 0], [0, -3], [-2, 2]]
+OFFSETS_3D = [[-1, 0, 0], [0, -1, 0], [0, 0, -1], [-2, 0, 0], [0, -4, 0], [0, 0, -4]]
+
+
+def mwatershed_partition(weights: np.ndarray, offsets, strides=None, seeds=None) -> np.ndarray:
+    """mwatershed.agglom's partition: it labels voxels without any (kept) attractive edge 0
+    (each is a segment of its own), so those get unique negative ids here."""
+    import mwatershed
+
+    offsets = [list(map(int, o)) for o in offsets]
+    out = mwatershed.agglom(weights, offsets, seeds=seeds, strides=strides).astype(np.int64)
+    has_attractive = np.zeros(out.shape, bool)
+    for c, o in enumerate(offsets):
+        step = strides[c] if strides is not None else [1] * len(o)
+        src, dst = _edge_slices(np.array(o), out.shape)
+        src = tuple(slice(s.start, s.stop, k) for s, k in zip(src, step))
+        dst = tuple(slice(s.start, s.stop, k) for s, k in zip(dst, step))
+        positive = weights[c][src] > 0
+        has_attractive[src] |= positive
+        has_attractive[dst] |= positive
+    single = (out == 0) & ~has_attractive
+    out[single] = -1 - np.arange(int(single.sum()))
+    return out
+
+
+def brute_force_mws(num_nodes, edges):
+    """Textbook Mutex Watershed: sets of nodes and sets of mutex pairs, strongest edge first."""
+    cluster = list(range(num_nodes))
+    mutex = set()
+    for w, u, v in sorted(edges, key=lambda e: -abs(e[0])):
+        a, b = cluster[u], cluster[v]
+        if a == b or (min(a, b), max(a, b)) in mutex:
+            continue
+        if w > 0:
+            cluster = [a if c == b else c for c in cluster]
+            mutex = {(min(a if x == b else x, a if y == b else y), max(a if x == b else x, a if y == b else y))
+                     for x, y in mutex}
+        else:
+            mutex.add((min(a, b), max(a, b)))
+    return np.array(cluster)
+
+
+@pytest.mark.parametrize("shape,offsets", [((24, 31), OFFSETS_2D), ((7, 18, 21), OFFSETS_3D)])
+@pytest.mark.parametrize("seed", range(4))
+def test_same_partition_as_mwatershed(shape, offsets, seed):
+    rng = np.random.default_rng(seed)
+    affs = rng.random((len(offsets),) + shape).astype(np.float32)
+    ours = mutex_watershed(affs, offsets, bias=0.5)
+    reference = mwatershed_partition(signed_weights(affs, offsets, bias=0.5), offsets)
+    assert same_partition(ours, reference)
+
+
+def test_parity_with_separate_long_range_bias_on_synthetic_data():
+    from affseg.synthetic import make_volume
+
+    vol = make_volume((8, 40, 40), seed=3, offsets=OFFSETS_3D)
+    # break exact ties of clipped affinities, which mwatershed orders arbitrarily
+    jitter = np.random.default_rng(0).uniform(0, 1e-3, vol.affs.shape)
+    affs = (vol.affs * 0.998 + jitter).astype(np.float32)
+    ours = mutex_watershed(affs, OFFSETS_3D, bias=0.4, long_range_bias=0.7)
+    weights = signed_weights(affs, OFFSETS_3D, bias=0.4, long_range_bias=0.7)
+    assert same_partition(ours, mwatershed_partition(weights, OFFSETS_3D))
+
+
+def test_matches_brute_force_on_graphs():
+    rng = np.random.default_rng(5)
+    for _ in range(30):
+        n = int(rng.integers(2, 12))
+        pairs = {tuple(sorted(rng.choice(n, 2, replace=False))) for _ in range(3 * n)}
+        uv = np.array(sorted(pairs))
+        w = rng.normal(size=len(uv))
+        ours = mutex_watershed_graph(n, uv, w)
+        assert same_partition(ours, brute_force_mws(n, list(zip(w, uv[:, 0], uv[:, 1]))))
+
+
+def test_graph_with_separate_mutex_edges_equals_signed_weights():
+    rng = np.random.default_rng(2)
+    uv = np.array([[0, 1], [1, 2], [2, 3], [3, 4], [0, 4], [1, 3]])
+    w = rng.normal(size=len(uv))
+    signed = mutex_watershed_graph(5, uv, w)
+    split = mutex_watershed_graph(5, uv[w > 0], w[w > 0], mutex_uv_ids=uv[w <= 0], mutex_weights=-w[w <= 0])
+    np.testing.assert_array_equal(signed, split)
+
+
+def test_known_answer_mutex_blocks_a_weaker_merge():
+    # 0-1 attract strongly, 1-2 attract, 0-2 repel more strongly than 1-2 attracts: {0, 1}, {2}
+    labels = mutex_watershed_graph(3, [[0, 1], [1, 2], [0, 2]], [0.9, 0.3, -0.6])
+    np.testing.assert_array_equal(labels, [1, 1, 2])
+
+
+def test_labels_are_consecutive_in_raster_order():
+    affs = np.random.default_rng(0).random((5, 15, 16)).astype(np.float32)
+    labels = mutex_watershed(affs, OFFSETS_2D)
+    _, first = np.unique(labels, return_index=True)
+    np.testing.assert_array_equal(labels.ravel()[np.sort(first)], np.arange(1, labels.max() + 1))
+    assert labels.dtype == np.uint64 and labels.min() == 1
+
+
+def attractive_components(labels, affs, offsets, bias):
+    """Connected components of each segment through attractive edges inside it."""
+    from affseg.graph.components import connected_components
+
+    inside = np.stack([np.zeros(labels.shape, bool)] * len(offsets))
+    for c, o in enumerate(np.asarray(offsets)):
+        src, dst = _edge_slices(o, labels.shape)
+        inside[c][src] = (labels[src] == labels[dst]) & (affs[c][src] > bias)
+    return connected_components(inside.astype(np.float32), offsets, threshold=0.5)
+
+
+@given(seed=st.integers(0, 2**32 - 1), three_d=st.booleans())
+def test_segments_connected_through_attractive_edges_and_order_free(seed, three_d):
+    rng = np.random.default_rng(seed)
+    offsets = OFFSETS_3D if three_d else OFFSETS_2D
+    shape = (4, 9, 10) if three_d else (11, 12)
+    affs = rng.random((len(offsets),) + shape).astype(np.float32)
+    labels = mutex_watershed(affs, offsets)
+    assert same_partition(labels, attractive_components(labels, affs, offsets, 0.5))
+    fortran = np.asfortranarray(affs)
+    np.testing.assert_array_equal(mutex_watershed(fortran, offsets), labels)
+    np.testing.assert_array_equal(mutex_watershed(affs.astype(np.float64), offsets), labels)
+
+
+@given(seed=st.integers(0, 2**32 - 1), n_seeds=st.integers(2, 6))
+def test_seeds_never_join_and_keep_their_ids(seed, n_seeds):
+    rng = np.random.default_rng(seed)
+    affs = rng.uniform(0.3, 1.0, (5, 14, 15)).astype(np.float32)  # mostly attractive
+    seeds = np.zeros((14, 15), np.uint32)
+    spots = rng.choice(14 * 15, n_seeds, replace=False)
+    ids = rng.choice(np.arange(1, 1000), n_seeds, replace=False)
+    seeds.ravel()[spots] = ids
+    labels = mutex_watershed(affs, OFFSETS_2D, seeds=seeds)
+    np.testing.assert_array_equal(labels.ravel()[spots], ids)
+    unseeded = labels[~np.isin(labels, ids)]
+    assert unseeded.size == 0 or unseeded.min() == ids.max() + 1
+
+
+def test_seeds_match_mwatershed():
+    import mwatershed
+
+    rng = np.random.default_rng(4)
+    affs = rng.random((5, 20, 22)).astype(np.float32)
+    seeds = np.zeros((20, 22), np.uint64)
+    seeds[2, 3] = seeds[15, 18] = 7  # one seed id in two places: one segment
+    seeds[10, 10] = 3
+    ours = mutex_watershed(affs, OFFSETS_2D, seeds=seeds)
+    ref = mwatershed.agglom(signed_weights(affs, OFFSETS_2D), OFFSETS_2D, seeds=seeds)
+    assert ours[2, 3] == ours[15, 18] == 7 and ours[10, 10] == 3
+    for seed_id in (3, 7):
+        np.testing.assert_array_equal(ours == seed_id, ref == seed_id)
+
+
+def test_mask_gives_zero_and_cuts_edges():
+    affs = np.ones((2, 10, 12), np.float32)
+    mask = np.ones((10, 12), bool)
+    mask[:, 6] = False  # a masked column splits the image in two
+    labels = mutex_watershed(affs, OFFSETS_2D[:2], mask=mask)
+    assert (labels[:, 6] == 0).all() and labels[mask].min() == 1
+    np.testing.assert_array_equal(np.unique(labels), [0, 1, 2])
+
+
+def test_strides_follow_mwatershed():
+    rng = np.random.default_rng(6)
+    affs = rng.random((5, 16, 17)).astype(np.float32)
+    strides = [[1, 1], [1, 1], [2, 2], [2, 2], [3, 1]]
+    ours = mutex_watershed(affs, OFFSETS_2D, strides=strides)
+    reference = mwatershed_partition(signed_weights(affs, OFFSETS_2D), OFFSETS_2D, strides=strides)
+    assert same_partition(ours, reference)
+    assert not same_partition(ours, mutex_watershed(affs, OFFSETS_2D))
+
+
+def test_long_range_strides_shorthand_and_randomized_are_deterministic():
+    affs = np.random.default_rng(7).random((5, 16, 17)).astype(np.float32)
+    full = [[1, 1], [1, 1], [2, 2], [2, 2], [2, 2]]
+    np.testing.assert_array_equal(mutex_watershed(affs, OFFSETS_2D, strides=[2, 2]),
+                                  mutex_watershed(affs, OFFSETS_2D, strides=full))
+    a = mutex_watershed(affs, OFFSETS_2D, strides=[2, 2], randomized_strides=True, rng_seed=1)
+    b = mutex_watershed(affs, OFFSETS_2D, strides=[2, 2], randomized_strides=True, rng_seed=1)
+    c = mutex_watershed(affs, OFFSETS_2D, strides=[2, 2], randomized_strides=True, rng_seed=2)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+@pytest.mark.parametrize("three_d", [False, True])
+def test_min_size_merges_small_segments(three_d):
+    rng = np.random.default_rng(8)
+    offsets = OFFSETS_3D if three_d else OFFSETS_2D
+    shape = (5, 16, 16) if three_d else (30, 30)
+    affs = rng.random((len(offsets),) + shape).astype(np.float32)
+    plain = mutex_watershed(affs, offsets)
+    cleaned = mutex_watershed(affs, offsets, min_size=4)
+    assert np.bincount(cleaned.ravel())[1:].min() >= 4
+    # every cleaned segment is a union of plain segments
+    assert all(len(np.unique(cleaned[plain == s])) == 1 for s in np.unique(plain))
+    assert cleaned.max() == len(np.unique(cleaned))
+
+
+def test_min_size_keeps_seeds_apart():
+    affs = np.full((2, 6, 6), 0.2, np.float32)  # everything repels: singletons
+    seeds = np.zeros((6, 6), np.uint64)
+    seeds[0, 0], seeds[0, 1] = 5, 9
+    labels = mutex_watershed(affs, None, seeds=seeds, min_size=40)
+    assert labels[0, 0] == 5 and labels[0, 1] == 9
+    assert set(np.unique(labels)) <= {5, 9}
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"offsets": [[-1, 0, 0], [0, -1, 0]]}, "offsets must be a list of 2-vectors"),
+        ({"offsets": [[-1, 0], [0, 0]]}, "all zero"),
+        ({"offsets": [[-1, 0]]}, "2 channels but 1 offsets"),
+        ({"bias": 1.0}, r"biases must lie in \(0, 1\)"),
+        ({"bias": [0.5, 0.5, 0.5]}, "one per channel"),
+        ({"long_range_bias": 0.0}, r"biases must lie in \(0, 1\)"),
+        ({"seeds": np.zeros((3, 3), np.uint64)}, "seeds has shape"),
+        ({"seeds": np.zeros((6, 7), np.float32)}, "seeds must have an integer dtype"),
+        ({"strides": [0, 1]}, "strides must be 2 positive integers"),
+        ({"min_size": -1}, "min_size must be >= 0"),
+    ],
+)
+def test_bad_input_is_rejected(kwargs, match):
+    affs = np.full((2, 6, 7), 0.6, np.float32)
+    offsets = kwargs.pop("offsets", [[-1, 0], [0, -1]])
+    with pytest.raises(ValueError, match=match):
+        mutex_watershed(affs, offsets, **kwargs)
+
+
+def test_nan_affinities_are_rejected():
+    affs = np.full((2, 6, 7), 0.6, np.float32)
+    affs[0, 1, 1] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        mutex_watershed(affs, [[-1, 0], [0, -1]])
+
+
+@pytest.mark.parametrize(
+    "uv,w,match",
+    [
+        ([[0, 0], [0, 1]], [1.0, 1.0], "self-loop"),
+        ([[0, 1], [1, 0]], [1.0, -1.0], "more than once"),
+        ([[0, 5]], [1.0], "outside"),
+        ([[0, -1]], [1.0], "outside"),
+        ([[0, 1]], [np.nan], "NaN"),
+        ([[0, 1]], [1.0, 2.0], "shape"),
+        ([0, 1], [1.0], r"\(E, 2\)"),
+    ],
+)
+def test_bad_graphs_are_rejected(uv, w, match):
+    with pytest.raises(ValueError, match=match):
+        mutex_watershed_graph(3, uv, w)
