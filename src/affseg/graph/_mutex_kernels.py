@@ -183,7 +183,8 @@ def new_state(n_nodes: int, use_seeds: bool, n_repulsive: int):
     """Fresh state arrays (see the module docstring), 32-bit ids where they fit.
 
     The pair set starts at room for ``n_repulsive`` pairs at half load (it grows if merges
-    add more), allocated here so that numpy can back it with huge pages.
+    add more), and the entry lists at their upper bound, ``2 * n_repulsive``; both are
+    allocated here so that numpy can back them with huge pages.
     """
     node = np.int32 if n_nodes < 2**31 else np.int64
     entry = np.int32 if 2 * n_repulsive < 2**31 else np.int64
@@ -193,8 +194,9 @@ def new_state(n_nodes: int, use_seeds: bool, n_repulsive: int):
     seed = np.zeros(n_nodes if use_seeds else 1, dtype=np.uint64)
     capacity = 1 << max(16, int(2 * n_repulsive).bit_length())
     keys = np.zeros(capacity, dtype=np.uint64)
-    ent_node = np.empty(max(16, n_repulsive // 2), dtype=node)
-    ent_next = np.empty(max(16, n_repulsive // 2), dtype=entry)
+    # each repulsive edge adds at most two entries and joins only move them: never grows
+    ent_node = np.empty(max(16, 2 * n_repulsive), dtype=node)
+    ent_next = np.empty(max(16, 2 * n_repulsive), dtype=entry)
     return parent, head, count, seed, keys, ent_node, ent_next, np.zeros(2, dtype=np.int64)
 
 
