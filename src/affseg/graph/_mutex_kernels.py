@@ -33,28 +33,29 @@ def _mix(x):
     return x ^ (x >> np.uint64(31))
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _probe(keys, key):
+    """The slot holding ``key``, or the empty slot where it would go (linear probing)."""
+    mask = np.int64(keys.shape[0] - 1)
+    i = np.int64(_mix(key) & np.uint64(mask))
+    while keys[i] != 0 and keys[i] != key:
+        i = (i + 1) & mask
+    return i
+
+
 @njit(cache=True, nogil=True)
 def set_add(keys, key):
-    """Add ``key`` to the set; True if it was new."""
-    mask = np.uint64(keys.shape[0] - 1)
-    i = np.int64(_mix(key) & mask)
-    while keys[i] != 0:
-        if keys[i] == key:
-            return False
-        i = (i + 1) & np.int64(mask)
+    """Add ``key`` (non-zero) to the set; True if it was new."""
+    i = _probe(keys, key)
+    if keys[i] == key:
+        return False
     keys[i] = key
     return True
 
 
 @njit(cache=True, nogil=True)
 def set_contains(keys, key):
-    mask = np.uint64(keys.shape[0] - 1)
-    i = np.int64(_mix(key) & mask)
-    while keys[i] != 0:
-        if keys[i] == key:
-            return True
-        i = (i + 1) & np.int64(mask)
-    return False
+    return keys[_probe(keys, key)] == key
 
 
 @njit(cache=True, nogil=True, inline="always")
