@@ -28,6 +28,11 @@ THRESHOLDS = [0.1, 0.3, 0.5, 0.7, 0.9]
 MERGE_FUNCTION = "hist_quant_75"
 
 
+def pin_to_one_core() -> None:
+    """Run this process on its first allowed core only (with single-threaded numba/BLAS)."""
+    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+
+
 def _status_mb(key: str) -> float:
     """A memory figure of this process from /proc (VmRSS now, VmHWM peak; unlike ru_maxrss, the
     peak is not inherited from the parent over exec)."""
@@ -85,7 +90,7 @@ def run_reference(affs, thresholds):
 
 def agglomeration_only(method: str, data_dir: Path) -> dict:
     """Agglomeration alone on the same fragments (affseg's), affseg against waterz."""
-    os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
+    pin_to_one_core()
     affs = np.load(data_dir / "affs.npy")
     fragments = np.load(data_dir / "fragments.npy")
     from affseg import agglomerate
@@ -114,7 +119,7 @@ def agglomeration_only(method: str, data_dir: Path) -> dict:
 def worker(method: str, data_dir: Path) -> dict:
     if method.endswith("-agglomerate"):
         return agglomeration_only(method, data_dir)
-    os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
+    pin_to_one_core()
     affs = np.load(data_dir / "affs.npy")
     labels = np.load(data_dir / "labels.npy")
     if method == "affseg":
@@ -249,7 +254,7 @@ def profile_stages(seed: int) -> None:
 
     from affseg.synthetic import make_volume
 
-    os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
+    pin_to_one_core()
     affs = make_volume((64, 256, 256), seed=seed).affs
     run_affseg(np.ascontiguousarray(affs[:, :4, :16, :16]), THRESHOLDS)  # numba's one-time start
     profiler = cProfile.Profile()

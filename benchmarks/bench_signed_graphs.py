@@ -2,6 +2,7 @@
 
     python benchmarks/bench_signed_graphs.py               # synthetic 64 x 256 x 256, 6 offsets
     python benchmarks/bench_signed_graphs.py --repeats 3
+    python benchmarks/bench_signed_graphs.py --profile     # where the time goes, one core
 
 Input: affseg.synthetic noisy affinities for the offsets 3 nearest neighbours, [-3, 0, 0],
 [0, -9, 0], [0, 0, -9]; edge weights ``affinity - 0.5`` (float64 for mwatershed, as it needs).
@@ -24,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_segmentation import _status_mb, run_in_process  # noqa: E402
+from bench_segmentation import _status_mb, pin_to_one_core, run_in_process
 
 OFFSETS = [[-1, 0, 0], [0, -1, 0], [0, 0, -1], [-3, 0, 0], [0, -9, 0], [0, 0, -9]]
 BIAS = 0.5
@@ -73,7 +74,7 @@ def segment(method: str, affs: np.ndarray):
 
 
 def worker(method: str, data_dir: Path) -> dict:
-    os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
+    pin_to_one_core()
     affs = np.load(data_dir / "affs.npy")
     labels = np.load(data_dir / "labels.npy")
     small = np.ascontiguousarray(affs[:, :4, :24, :24])
@@ -95,7 +96,7 @@ def worker(method: str, data_dir: Path) -> dict:
         gt = labels[GRID_GASP_CROP] if method.startswith("affseg-gasp-grid") else labels
         seg = singletons_apart(result) if method == "mwatershed" else result
         scores = evaluate(seg, gt)
-        scores["segments"] = int(len(np.unique(seg)))
+        scores["segments"] = len(np.unique(seg))
     return {"method": method, "seconds": seconds, "peak_increase_mb": peak, "scores": scores}
 
 
@@ -130,14 +131,62 @@ def benchmark(seed: int, repeats: int) -> None:
           f"all runs: affseg {ours['all_seconds']}, mwatershed {ref['all_seconds']}")
 
 
+def profile(seed: int) -> None:
+    """Stages of affseg's Mutex Watershed and of GASP on fragments, timed one by one."""
+    pin_to_one_core()
+    from affseg import extract_fragments, mutex_watershed
+    from affseg.graph import _gasp_kernels, _mutex_kernels
+    from affseg.graph.gasp import _signed_region_graph
+    from affseg.graph.mutex import channel_biases
+    from affseg.synthetic import make_volume
+
+    affs = np.ascontiguousarray(make_volume((64, 256, 256), seed=seed, offsets=OFFSETS).affs)
+    offsets = np.asarray(OFFSETS)
+    mutex_watershed(affs[:, :4, :24, :24], OFFSETS)  # compile / load the kernels
+    biases = channel_biases(offsets, BIAS)
+    n = affs[0].size
+    ones = np.ones((len(offsets), 3), np.int64)
+    no_mask = np.ones((1, 1, 1), bool)
+
+    def timed(label, fn, *args):
+        start = time.perf_counter()
+        out = fn(*args)
+        print(f"{label:<58}{time.perf_counter() - start:>8.2f} s")
+        return out
+
+    clipped = float(np.mean((affs == 0) | (affs == 1)))
+    print(f"affinities exactly 0 or 1 (|weight| {BIAS}, ties): {clipped:.1%}")
+    packed, n_repulsive = timed("MWS: edges bucket-sorted by |weight|", _mutex_kernels.grid_edges, affs, offsets,
+                                biases, ones, np.ones(len(offsets)), 0, no_mask, False)
+    parent, head, count, seed_arr, *store = _mutex_kernels.new_state(n, False, int(n_repulsive))
+    timed("MWS: union-find + mutexes over the sorted edges", _mutex_kernels.process_grid, affs, offsets,
+          biases, packed, parent, head, count, seed_arr, False, *store)
+    timed("MWS: labels", _mutex_kernels.labels_from_roots, parent, seed_arr, False, no_mask, False, 1)
+    state = store[-1]
+    print(f"MWS: {len(packed)} edges, {n_repulsive} repulsive, {state[0] // 2} mutexes recorded, "
+          f"{state[1]} cluster pairs in the set ({store[0].nbytes / 2**20:.0f} MB), "
+          f"sorted edges {packed.nbytes / 2**20:.0f} MB")
+    del packed, parent, head, count, store
+    fragments = timed("GASP: extract_fragments", extract_fragments, affs, OFFSETS)
+    uv, w, sizes, local, ids = timed("GASP: signed region graph of the fragments, all offsets",
+                                     _signed_region_graph, affs, offsets, fragments, biases)
+    timed(f"GASP: mean linkage on {len(ids)} fragments, {len(uv)} edges", _gasp_kernels.gasp, len(ids),
+          uv[:, 0].copy(), uv[:, 1].copy(), w, sizes, local, _gasp_kernels.MEAN, False)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--profile", action="store_true", help="time affseg's stages instead")
     parser.add_argument("--worker", nargs=2, metavar=("METHOD", "DIR"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         print(json.dumps(worker(args.worker[0], Path(args.worker[1]))))
+        return
+    if args.profile:
+        os.environ.setdefault("NUMBA_NUM_THREADS", "1")
+        profile(args.seed)
         return
     benchmark(args.seed, args.repeats)
 

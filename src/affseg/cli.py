@@ -90,13 +90,12 @@ def cmd_segment(args) -> int:
         existing = [t for t in targets + [f"{out}/fragments"] if volume_exists(t)]
         if existing:
             raise SystemExit(f"error: {existing[0]} exists; pass --overwrite to replace it")
-    strides = None if args.strides is None else [int(v) for v in args.strides]
     bar = _progress(len(targets) + 1, "segment")
     result = segment(affs, thresholds, offsets=offsets, method=args.method,
                      merge_function=args.merge_function, fragments_in_xy=args.fragments_in_xy,
                      min_seed_distance=args.min_seed_distance, min_size=args.min_size,
                      bias=args.bias, long_range_bias=args.long_range_bias, linkage=args.linkage,
-                     cannot_link=args.cannot_link, superpixels=args.superpixels, strides=strides)
+                     cannot_link=args.cannot_link, superpixels=args.superpixels, strides=args.strides)
     bar.update()
     spatial = dict(voxel_size=meta.voxel_size, offset=meta.offset, overwrite=args.overwrite)
     if result.fragments is not None:

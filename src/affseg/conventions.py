@@ -38,6 +38,13 @@ def _edge_slices(offset: np.ndarray, shape: tuple[int, ...]) -> tuple[tuple[slic
     return tuple(src), tuple(dst)
 
 
+def _as_3d(affs: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A 2D problem as one z-section: ``(C, 1, y, x)`` affinities and offsets with a zero z."""
+    if affs.ndim == 4:
+        return affs, offsets
+    return affs[:, None], np.concatenate([np.zeros((len(offsets), 1), np.int64), offsets], axis=1)
+
+
 def affinities_from_labels(labels, offsets=None, mask=None) -> tuple[np.ndarray, np.ndarray]:
     """Ground-truth affinities of a label volume, and where they are defined.
 

@@ -184,3 +184,17 @@ def test_bad_grid_input():
         gasp(np.ones((2, 4, 4), np.float32), fragments=np.ones((3, 3), np.uint64))
     with pytest.raises(ValueError, match=r"biases must lie in \(0, 1\)"):
         gasp(np.ones((2, 4, 4), np.float32), bias=0)
+
+
+def test_masked_fragments_give_consecutive_labels():
+    affs = np.ones((2, 4, 6), np.float32)
+    fragments = np.repeat(np.array([[1, 1, 2, 2, 3, 3]], np.uint64), 4, axis=0)
+    mask = fragments != 2  # fragment 2 is masked out entirely: 1 and 3 no longer touch
+    labels = gasp(affs, [[-1, 0], [0, -1]], fragments=fragments, mask=mask)
+    np.testing.assert_array_equal(np.unique(labels), [0, 1, 2])
+    assert (labels[~mask] == 0).all()
+
+
+def test_nan_edge_sizes_are_rejected():
+    with pytest.raises(ValueError, match="edge_sizes contains NaN"):
+        gasp_graph(3, [[0, 1], [1, 2]], [0.5, -0.5], edge_sizes=[1.0, np.nan])

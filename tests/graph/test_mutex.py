@@ -260,3 +260,45 @@ def test_nan_affinities_are_rejected():
 def test_bad_graphs_are_rejected(uv, w, match):
     with pytest.raises(ValueError, match=match):
         mutex_watershed_graph(3, uv, w)
+
+
+@pytest.mark.parametrize(
+    "num_nodes,uv,w,kwargs,match",
+    [
+        (0, [[0, 1]], [1.0], {}, "num_nodes must be a positive integer"),
+        (True, [[0, 1]], [1.0], {}, "num_nodes must be a positive integer"),
+        (3, [[0.0, 1.0]], [1.0], {}, "must be integers"),
+        (3, [[0, 1]], [1.0], {"mutex_uv_ids": [[1, 2]]}, "give both or neither"),
+        (3, [[0, 1]], [1.0], {"mutex_uv_ids": [[1, 2]], "mutex_weights": [-0.5]}, "strengths"),
+        (3, [[0, 1]], [-1.0], {"mutex_uv_ids": [[1, 2]], "mutex_weights": [0.5]}, "strengths"),
+    ],
+)
+def test_bad_graph_options_are_rejected(num_nodes, uv, w, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        mutex_watershed_graph(num_nodes, uv, w, **kwargs)
+
+
+def test_randomized_strides_keep_the_expected_share_of_edges():
+    from affseg.graph import _mutex_kernels as kernels
+    from affseg.graph.mutex import _channel_strides
+
+    affs = np.random.default_rng(9).random((5, 1, 200, 200)).astype(np.float32)
+    offsets = np.array([[0, -1, 0], [0, 0, -1], [0, -3, 0], [0, 0, -3], [0, -2, 2]])
+    keep = 1.0 / _channel_strides([1, 2, 2], offsets).prod(axis=1)
+    packed, _ = kernels.grid_edges(affs, offsets, np.full(5, 0.5), np.ones((5, 3), np.int64), keep, 3,
+                                   np.ones((1, 1, 1), bool), False)
+    channel = (packed & np.uint64(0x7FFFFFFF)) // np.uint64(200 * 200)
+    counts = np.bincount(channel.astype(np.int64), minlength=5)
+    full = np.array([199 * 200, 200 * 199, 197 * 200, 200 * 197, 198 * 198])
+    np.testing.assert_array_equal(counts[:2], full[:2])  # nearest neighbours: all kept
+    np.testing.assert_allclose(counts[2:] / full[2:], 0.25, atol=0.01)
+
+
+def test_ties_go_attractive_first_on_graphs_and_grids():
+    # |weight| 0.5 everywhere: 1-2 and 0-2 attract, 0-1 repels; listed repulsive first
+    labels = mutex_watershed_graph(3, [[0, 1], [1, 2], [0, 2]], [-0.5, 0.5, 0.5])
+    np.testing.assert_array_equal(labels, [1, 1, 1])
+    affs = np.zeros((2, 1, 3), np.float32)  # channel 0: (2, 0) repels; it comes first by channel
+    affs[1, 0, 1:] = 1.0  # channel 1: (x, x - 1) attract with the same |weight|
+    labels = mutex_watershed(affs, [[0, -2], [0, -1]])
+    np.testing.assert_array_equal(labels, [[1, 1, 1]])

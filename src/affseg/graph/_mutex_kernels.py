@@ -12,9 +12,10 @@ Mutexes are kept per cluster as linked lists of partner nodes plus a set of clus
 other's list is moved over (small into large), so each mutex moves O(log n) times.
 
 State, passed around as plain arrays: ``parent`` (union-find), ``head``/``count`` (mutex list
-per root), ``ent_node``/``ent_next`` (list entries), ``keys`` (set of root pairs),
-``seed`` (seed id per root, 0 = none), ``state[0]`` entries used, ``state[1]`` pairs in the set.
-The growable arrays are returned by every call that may grow them.
+per root), ``ent_node``/``ent_next`` (list entries, allocated at their bound: two per repulsive
+edge), ``keys`` (set of root pairs), ``seed`` (seed id per root, 0 = none), ``state[0]`` entries
+used, ``state[1]`` pairs in the set. The pair set may grow, so every call that may grow it
+returns it.
 """
 from __future__ import annotations
 
@@ -75,16 +76,8 @@ def _rank(key):
 
 
 @njit(cache=True, nogil=True)
-def count_repulsive(packed):
-    n = 0
-    for k in range(packed.shape[0]):
-        n += (packed[k] >> np.uint64(31)) & np.uint64(1)
-    return n
-
-
-@njit(cache=True, nogil=True)
 def grid_edges(affs, offsets, bias, strides, keep_prob, rng_seed, mask, use_mask):
-    """The kept grid edges as packed uint64 in processing order, bucket by bucket.
+    """The kept grid edges as packed uint64 in processing order, and how many repel.
 
     An entry is ``rank << 32 | repulsive << 31 | c * n + i`` (see :func:`_rank`); entries are
     scattered into linear buckets of ``|w|`` (one pass to count, one to scatter) and each
@@ -107,6 +100,7 @@ def grid_edges(affs, offsets, bias, strides, keep_prob, rng_seed, mask, use_mask
     scale = (n_buckets - 1) / top if top > 0 else 0.0
     starts = np.zeros(n_buckets + 1, dtype=np.int64)
     packed = np.empty(0, dtype=np.uint64)
+    n_repulsive = 0
     for phase in range(2):
         for c in range(nc):
             oz, oy, ox = offsets[c, 0], offsets[c, 1], offsets[c, 2]
@@ -125,6 +119,7 @@ def grid_edges(affs, offsets, bias, strides, keep_prob, rng_seed, mask, use_mask
                         b = int(abs(w) * scale) ^ (n_buckets - 1)  # strongest first
                         if phase == 0:
                             starts[b + 1] += 1
+                            n_repulsive += not w > 0
                             continue
                         entry = (_rank(abs(w)) << np.uint64(32)) | np.uint64(base + i)
                         if not w > 0:
@@ -139,7 +134,7 @@ def grid_edges(affs, offsets, bias, strides, keep_prob, rng_seed, mask, use_mask
         lo = 0 if b == 0 else starts[b - 1]
         if starts[b] - lo > 1:
             _sort_bucket(packed[lo:starts[b]])
-    return packed
+    return packed, n_repulsive
 
 
 @njit(cache=True, nogil=True)
@@ -170,22 +165,12 @@ def _grow(keys):
     return new_keys
 
 
-@njit(cache=True, nogil=True)
-def _grow_entries(nodes, nxt):
-    m = nodes.shape[0] * 2
-    new_nodes = np.empty(m, dtype=nodes.dtype)
-    new_next = np.empty(m, dtype=nxt.dtype)
-    new_nodes[: nodes.shape[0]] = nodes
-    new_next[: nxt.shape[0]] = nxt
-    return new_nodes, new_next
-
-
 def new_state(n_nodes: int, use_seeds: bool, n_repulsive: int):
     """Fresh state arrays (see the module docstring), 32-bit ids where they fit.
 
     The pair set starts at room for ``n_repulsive`` pairs at half load (it grows if merges
-    add more), and the entry lists at their upper bound, ``2 * n_repulsive``; both are
-    allocated here so that numpy can back them with huge pages.
+    add more), the entry lists at their bound, ``2 * n_repulsive`` (joins only move entries);
+    both are allocated here so that numpy can back them with huge pages.
     """
     node = np.int32 if n_nodes < 2**31 else np.int64
     entry = np.int32 if 2 * n_repulsive < 2**31 else np.int64
@@ -195,7 +180,6 @@ def new_state(n_nodes: int, use_seeds: bool, n_repulsive: int):
     seed = np.zeros(n_nodes if use_seeds else 1, dtype=np.uint64)
     capacity = 1 << max(16, int(2 * n_repulsive).bit_length())
     keys = np.zeros(capacity, dtype=np.uint64)
-    # each repulsive edge adds at most two entries and joins only move them: never grows
     ent_node = np.empty(max(16, 2 * n_repulsive), dtype=node)
     ent_next = np.empty(max(16, 2 * n_repulsive), dtype=entry)
     return parent, head, count, seed, keys, ent_node, ent_next, np.zeros(2, dtype=np.int64)
@@ -206,10 +190,10 @@ def process_sorted(us, vs, attractive, n_nodes, parent, head, count, seed, use_s
                    keys, ent_node, ent_next, state):
     """Run the Mutex Watershed over edges given in processing order (explicit graphs)."""
     for k in range(us.shape[0]):
-        keys, ent_node, ent_next = _process_edge(
+        keys = _process_edge(
             us[k], vs[k], attractive[k], n_nodes, parent, head, count, seed, use_seeds,
             keys, ent_node, ent_next, state)
-    return keys, ent_node, ent_next
+    return keys
 
 
 @njit(cache=True, nogil=True)
@@ -241,11 +225,11 @@ def process_grid(affs, offsets, bias, packed, parent, head, count, seed, use_see
             c = e // n
             i = e - c * n
             attractive = (packed[j] >> np.uint64(31)) & np.uint64(1) == 0
-            keys, ent_node, ent_next = _process_edge(
+            keys = _process_edge(
                 i, i + deltas[c], attractive, n, parent, head, count, seed, use_seeds,
                 keys, ent_node, ent_next, state)
         k = end
-    return keys, ent_node, ent_next
+    return keys
 
 
 @njit(cache=True, nogil=True)
@@ -272,12 +256,12 @@ def _process_edge(u, v, attractive, n_nodes, parent, head, count, seed, use_seed
     ru = find(parent, u)
     rv = find(parent, v)
     if ru == rv:
-        return keys, ent_node, ent_next
+        return keys
     if count[ru] > 0 and count[rv] > 0 and set_contains(keys, pair_key(ru, rv, n_nodes)):
-        return keys, ent_node, ent_next
+        return keys
     if attractive:
         if use_seeds and seed[ru] != 0 and seed[rv] != 0 and seed[ru] != seed[rv]:
-            return keys, ent_node, ent_next
+            return keys
         return _join(ru, rv, n_nodes, parent, head, count, seed, use_seeds,
                      keys, ent_node, ent_next, state)
     # repulsive: a new mutex between the two clusters
@@ -286,8 +270,6 @@ def _process_edge(u, v, attractive, n_nodes, parent, head, count, seed, use_seed
     if set_add(keys, pair_key(ru, rv, n_nodes)):
         state[1] += 1
     for side in range(2):
-        if state[0] >= ent_node.shape[0]:
-            ent_node, ent_next = _grow_entries(ent_node, ent_next)
         a, b = (ru, rv) if side == 0 else (rv, ru)
         s = state[0]
         state[0] = s + 1
@@ -295,7 +277,7 @@ def _process_edge(u, v, attractive, n_nodes, parent, head, count, seed, use_seed
         ent_next[s] = head[a]
         head[a] = s
         count[a] += 1
-    return keys, ent_node, ent_next
+    return keys
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -320,7 +302,7 @@ def _join(ru, rv, n_nodes, parent, head, count, seed, use_seeds, keys, ent_node,
         s = nxt
     head[small] = -1
     count[small] = 0
-    return keys, ent_node, ent_next
+    return keys
 
 
 @njit(cache=True, nogil=True)

@@ -5,6 +5,7 @@ import numpy as np
 from numba import njit
 
 from .._checks import as_affinities, as_mask
+from ..conventions import _as_3d
 from ._unionfind import find, union
 
 __all__ = ["connected_components", "relabel_consecutive"]
@@ -65,9 +66,7 @@ def connected_components(affs, offsets=None, *, threshold: float = 0.5, mask=Non
     mask = as_mask(mask, shape)
     if mask is None:
         mask = np.ones(shape, dtype=bool)
-    if affs.ndim == 3:
-        affs = affs[:, None]
-        offsets = np.concatenate([np.zeros((len(offsets), 1), np.int64), offsets], axis=1)
+    affs, offsets = _as_3d(affs, offsets)
     parent = np.arange(mask.size, dtype=np.int64)
     flat_mask = mask.reshape(-1)
     _join_edges(affs, np.ascontiguousarray(offsets), np.float32(threshold), flat_mask, parent)

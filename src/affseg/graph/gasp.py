@@ -7,7 +7,10 @@ from .._checks import as_affinities, as_labels, as_mask
 from ..conventions import _edge_slices
 from . import _gasp_kernels as k
 from ._mutex_kernels import labels_from_roots
-from .mutex import _as_edges, _as_num_nodes, channel_biases
+from .agglomeration import relabel
+from .components import relabel_consecutive
+from .mutex import _as_edges, _as_num_nodes, channel_biases, is_long_range
+from .rag import compact_fragments
 
 __all__ = ["LINKAGES", "gasp", "gasp_graph", "signed_region_graph"]
 
@@ -103,34 +106,30 @@ def gasp(
     Edge weights are ``affinity - bias`` (see :func:`~affseg.mutex_watershed` for ``bias`` and
     ``long_range_bias``). Nearest-neighbour edges may merge; long-range edges only weigh in
     and constrain, unless ``long_range_merges`` (then ``linkage="abs_max"`` equals the Mutex
-    Watershed). With ``fragments`` the nodes are fragments: an edge joins two touching
-    fragments with the mean weight and the number of voxel pairs of all offsets between them,
-    mergeable if any nearest-neighbour pair touches.
+    Watershed). With ``fragments`` the nodes are fragments: see :func:`signed_region_graph`.
 
     Returns
     -------
-    labels : uint64 array, spatial shape; ``1 .. k`` in raster order of each segment's first
-        voxel (or fragment), 0 only where masked (or where ``fragments`` is 0).
+    labels : uint64 array, spatial shape
+        ``1 .. k`` in raster order of each segment's first voxel (with ``fragments``: in order
+        of each segment's smallest fragment id); 0 only where masked or ``fragments`` is 0.
     """
     affs, offsets = as_affinities(affs, offsets)
     shape = affs.shape[1:]
     code = _linkage_code(linkage)
     mask = as_mask(mask, shape)
+    biases = channel_biases(offsets, bias, long_range_bias)
     if fragments is not None:
         fragments = as_labels(fragments, name="fragments", shape=shape)
-        graph = signed_region_graph(affs, offsets, fragments, bias=bias, long_range_bias=long_range_bias,
-                                    mask=mask)
-        uv, w, sizes, local, ids = graph
-        merge = local | bool(long_range_merges)
-        node_labels = _run(len(ids), uv, w, sizes, merge, code, cannot_link)
-        from .agglomeration import relabel
-
-        out = relabel(fragments if mask is None else np.where(mask, fragments, 0), ids, node_labels)
-        return out
-    biases = channel_biases(offsets, bias, long_range_bias)
+        if mask is not None:
+            fragments = np.where(mask, fragments, 0)
+        uv, w, sizes, local, ids = _signed_region_graph(affs, offsets, fragments, biases)
+        node_labels = _run(len(ids), uv, w, sizes, local | bool(long_range_merges), code, cannot_link)
+        return relabel(fragments, ids, node_labels)
     n = int(np.prod(shape))
     index = np.arange(n, dtype=np.int64).reshape(shape)
     keep = np.ones(shape, bool) if mask is None else mask
+    mergeable = ~is_long_range(offsets) | bool(long_range_merges)
     us, vs, ws, local = [], [], [], []
     for c, o in enumerate(offsets):
         src, dst = _edge_slices(o, shape)
@@ -138,23 +137,28 @@ def gasp(
         us.append(index[src][ok])
         vs.append(index[dst][ok])
         ws.append(affs[c][src][ok].astype(np.float64) - biases[c])
-        local.append(np.full(int(ok.sum()), long_range_merges or np.abs(o).sum() == 1))
+        local.append(np.full(int(ok.sum()), mergeable[c]))
     uv = np.stack([np.concatenate(us), np.concatenate(vs)], axis=1)
     labels = _run(n, uv, np.concatenate(ws), np.ones(len(uv)), np.concatenate(local), code, cannot_link)
     labels = labels.reshape(shape)
     if mask is not None:
-        labels, _ = _relabel_masked(labels, mask)
+        labels, _ = relabel_consecutive(np.where(mask, labels, 0))
     return labels
 
 
-def _relabel_masked(labels, mask):
-    from .components import relabel_consecutive
-
-    return relabel_consecutive(np.where(mask, labels, 0))
-
-
 def signed_region_graph(affs, offsets, fragments, *, bias=0.5, long_range_bias=None, mask=None):
-    """The signed graph of fragments over all offsets.
+    """The signed graph of fragments over all offsets (GASP's and the Mutex Watershed's input).
+
+    Parameters
+    ----------
+    affs : (C, z, y, x) or (C, y, x) float32
+    offsets : (C, ndim) array_like of int
+    fragments : uint64 array, spatial shape
+        0 is background: not a node.
+    bias, long_range_bias : float
+        As for :func:`~affseg.mutex_watershed`.
+    mask : bool array, spatial shape, optional
+        Voxels outside take part in no edge.
 
     Returns
     -------
@@ -167,33 +171,37 @@ def signed_region_graph(affs, offsets, fragments, *, bias=0.5, long_range_bias=N
     local : (E,) bool
         Whether a nearest-neighbour pair is among them.
     ids : (n,) uint64
-        Fragment id of each node (background 0 is not a node).
+        Fragment id of each node, increasing.
     """
     affs, offsets = as_affinities(affs, offsets)
     shape = affs.shape[1:]
     fragments = as_labels(fragments, name="fragments", shape=shape)
     mask = as_mask(mask, shape)
-    biases = channel_biases(offsets, bias, long_range_bias)
-    ids, nodes = np.unique(fragments, return_inverse=True)
-    nodes = nodes.reshape(shape).astype(np.int64)
-    if ids[0] == 0:
-        ids, nodes = ids[1:], nodes - 1  # background becomes -1
     if mask is not None:
-        nodes = np.where(mask, nodes, -1)
-    keys, ws, locals_ = [], [], []
+        fragments = np.where(mask, fragments, 0)
+    return _signed_region_graph(affs, offsets, fragments, channel_biases(offsets, bias, long_range_bias))
+
+
+def _signed_region_graph(affs, offsets, fragments, biases):
+    """:func:`signed_region_graph` of validated input (masked fragments already 0)."""
+    index, ids = compact_fragments(fragments)
+    nodes = index.astype(np.int64) - 1  # background: -1
+    del index
+    ids = ids[1:]
     n = len(ids)
+    local_channel = ~is_long_range(offsets)
+    keys, ws, locals_ = [], [], []
     for c, o in enumerate(offsets):
-        src, dst = _edge_slices(o, shape)
+        src, dst = _edge_slices(o, fragments.shape)
         a, b = nodes[src], nodes[dst]
         ok = (a != b) & (a >= 0) & (b >= 0)
         a, b = a[ok], b[ok]
         keys.append(np.minimum(a, b) * n + np.maximum(a, b))
         ws.append(affs[c][src][ok].astype(np.float64) - biases[c])
-        locals_.append(np.full(a.size, np.abs(o).sum() == 1))
-    key = np.concatenate(keys)
-    pairs, inverse = np.unique(key, return_inverse=True)
+        locals_.append(np.full(a.size, local_channel[c]))
+    pairs, inverse = np.unique(np.concatenate(keys), return_inverse=True)
     sizes = np.bincount(inverse, minlength=len(pairs)).astype(np.float64)
-    weights = np.bincount(inverse, weights=np.concatenate(ws), minlength=len(pairs)) / np.maximum(sizes, 1)
-    local = np.bincount(inverse, weights=np.concatenate(locals_).astype(np.float64), minlength=len(pairs)) > 0
+    weights = np.bincount(inverse, weights=np.concatenate(ws), minlength=len(pairs)) / sizes
+    local = np.bincount(inverse, weights=np.concatenate(locals_), minlength=len(pairs)) > 0
     uv = np.stack([pairs // n, pairs % n], axis=1).astype(np.int64)
     return uv, weights, sizes, local, ids

@@ -9,9 +9,15 @@ from __future__ import annotations
 import numpy as np
 
 from .._checks import as_affinities, as_labels, as_mask
+from ..conventions import _as_3d
 from . import _mutex_kernels as k
 
 __all__ = ["channel_biases", "mutex_watershed", "mutex_watershed_graph", "signed_weights"]
+
+
+def is_long_range(offsets: np.ndarray) -> np.ndarray:
+    """Per channel: whether the offset is not a nearest-neighbour unit vector."""
+    return np.abs(offsets).sum(axis=1) > 1
 
 
 def channel_biases(offsets: np.ndarray, bias=0.5, long_range_bias=None) -> np.ndarray:
@@ -32,8 +38,7 @@ def channel_biases(offsets: np.ndarray, bias=0.5, long_range_bias=None) -> np.nd
     if long_range_bias is not None:
         if not 0 < float(long_range_bias) < 1:
             raise ValueError(f"biases must lie in (0, 1), got long_range_bias={long_range_bias}")
-        long_range = np.abs(offsets).sum(axis=1) > 1
-        values[long_range] = float(long_range_bias)
+        values[is_long_range(offsets)] = float(long_range_bias)
     bad = ~((values > 0) & (values < 1))
     if bad.any():
         raise ValueError(f"biases must lie in (0, 1), got {values[bad].tolist()} for channels "
@@ -61,8 +66,7 @@ def _channel_strides(strides, offsets: np.ndarray) -> np.ndarray:
             f"row per channel, shape ({c}, {ndim}); got {np.asarray(strides).tolist()}"
         )
     if raw.shape == (ndim,):
-        long_range = np.abs(offsets).sum(axis=1) > 1
-        out[long_range] = raw
+        out[is_long_range(offsets)] = raw
         return out
     return raw.astype(np.int64)
 
@@ -135,48 +139,38 @@ def mutex_watershed(
     else:
         keep_prob = np.ones(len(offsets))
         grid_strides = channel_strides
-    if ndim == 2:
-        affs, mask3, seeds3 = affs[:, None], _lift(mask), _lift(seeds)
-        offsets3 = np.concatenate([np.zeros((len(offsets), 1), np.int64), offsets], axis=1)
-        grid_strides = np.concatenate([np.ones((len(offsets), 1), np.int64), grid_strides], axis=1)
-    else:
-        mask3, seeds3, offsets3 = mask, seeds, offsets
-    labels = _grid_mutex_watershed(affs, offsets3, biases, grid_strides, keep_prob,
-                                   rng_seed, mask3, seeds3).reshape(shape)
-    if min_size > 1:
-        labels = _clean_small(affs.reshape((-1,) + shape), offsets, labels, min_size, seeds)
-    return labels
-
-
-def _lift(arr):
-    return None if arr is None else arr[None]
-
-
-def _grid_mutex_watershed(affs, offsets, biases, strides, keep_prob, rng_seed, mask, seeds):
-    n = affs[0].size
     if affs.size >= 2**31:
         raise ValueError(f"affinities of shape {affs.shape} have too many edges for one call "
                          "(2**31); segment blockwise")
+    if ndim == 2:  # strides of the added z axis: 1
+        grid_strides = np.concatenate([np.ones((len(offsets), 1), np.int64), grid_strides], axis=1)
+    affs3, offsets3 = _as_3d(affs, offsets)
+    labels = _grid_mutex_watershed(affs3, offsets3, biases, grid_strides, keep_prob, rng_seed,
+                                   mask, seeds).reshape(shape)
+    if min_size > 1:
+        labels = _clean_small(affs, offsets, labels, min_size, seeds)
+    return labels
+
+
+def _grid_mutex_watershed(affs, offsets, biases, strides, keep_prob, rng_seed, mask, seeds):
+    """The kernels on a (C, z, y, x) problem; ``mask`` and ``seeds`` have any matching shape."""
     use_mask = mask is not None
-    mask_arr = mask if use_mask else np.ones((1, 1, 1), dtype=bool)
-    seed_mask = mask_arr if use_mask else np.ones(affs.shape[1:], dtype=bool)
-    packed = k.grid_edges(affs, offsets, biases, strides, keep_prob, int(rng_seed) % 2**64,
-                          mask_arr, use_mask)
-    use_seeds = seeds is not None and bool((seeds[seed_mask] != 0).any())
-    parent, head, count, seed, *store = k.new_state(n, use_seeds, int(k.count_repulsive(packed)))
+    mask_arr = mask.reshape(affs.shape[1:]) if use_mask else np.ones((1, 1, 1), dtype=bool)
+    packed, n_repulsive = k.grid_edges(affs, offsets, biases, strides, keep_prob,
+                                       int(rng_seed) % 2**64, mask_arr, use_mask)
+    seeded = None
+    if seeds is not None:
+        seeded = np.flatnonzero((seeds != 0) & mask if use_mask else seeds != 0)
+    use_seeds = seeded is not None and seeded.size > 0
+    parent, head, count, seed, *store = k.new_state(affs[0].size, use_seeds, int(n_repulsive))
     if use_seeds:
-        _premerge(seeds.reshape(-1), seed_mask.reshape(-1), parent, seed)
+        ids = seeds.reshape(-1)[seeded]
+        by_id = np.argsort(ids, kind="stable")
+        k.premerge_seeds(seeded[by_id], ids[by_id], parent, seed)
     k.process_grid(affs, offsets, biases, packed, parent, head, count, seed, use_seeds, *store)
     del packed, head, count, store
     start = int(seeds.max()) + 1 if use_seeds else 1
     return k.labels_from_roots(parent, seed, use_seeds, mask_arr, use_mask, start)
-
-
-def _premerge(flat_seeds, flat_mask, parent, seed):
-    nodes = np.flatnonzero((flat_seeds != 0) & flat_mask)
-    ids = flat_seeds[nodes]
-    by_id = np.argsort(ids, kind="stable")
-    k.premerge_seeds(nodes[by_id], ids[by_id], parent, seed)
 
 
 def _clean_small(affs, offsets, labels, min_size, seeds):
