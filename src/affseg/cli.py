@@ -1,4 +1,4 @@
-"""The ``affseg`` command line: synth, segment, evaluate, demo."""
+"""The ``affseg`` command line: synth, segment, evaluate, train, predict, demo."""
 from __future__ import annotations
 
 import argparse
@@ -199,16 +199,58 @@ def _publish(staging: Path, out: Path) -> None:
         shutil.rmtree(trash)
 
 
+def demo_config(train_data: Path, iterations: int, seed: int) -> dict:
+    """The demo's small U-Net (two (1, 3, 3) levels) on the synthetic training volume."""
+    return {
+        "data": {"train": [{"raw": str(train_data / "raw"), "labels": str(train_data / "labels")}],
+                 "min_labelled": 0.5},
+        "model": {"num_fmaps": 12, "fmap_inc_factor": 3, "downsample_factors": [[1, 3, 3], [1, 3, 3]],
+                  "output_shape": [8, 38, 38]},
+        "targets": {"offsets": DEMO_OFFSETS},
+        "augment": {"elastic_sigma": 1.0},
+        "train": {"iterations": iterations, "learning_rate": 1e-3, "checkpoint_every": max(1, iterations // 4),
+                  "loss": "mse", "seed": seed, "device": "cpu"},
+    }
+
+
+def plot_loss(log: Path, path: Path) -> None:
+    import csv
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .io.atomic import atomic_path
+
+    rows = list(csv.DictReader(log.open()))
+    it = np.array([int(r["iteration"]) for r in rows])
+    loss = np.array([float(r["loss"]) for r in rows])
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.plot(it, loss, lw=0.5, alpha=0.4, label="loss")
+    k = max(1, len(loss) // 20)
+    ax.plot(it[k - 1:], np.convolve(loss, np.ones(k) / k, mode="valid"), label=f"mean of {k}")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("weighted MSE (affinities)")
+    ax.set_yscale("log")
+    ax.legend()
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+
+
 def cmd_demo(args) -> int:
     from tqdm.auto import tqdm
 
     from .evaluation import best_threshold, evaluate, plot_split_merge
     from .graph.agglomeration import agglomerate
-    from .graph.components import connected_components
     from .graph.fragments import extract_fragments
     from .graph.gasp import gasp
     from .graph.mutex import mutex_watershed
-    from .io import write_json, write_volume
+    from .io import read_volume, write_json, write_volume
+    from .learn.predict import predict
+    from .learn.train import train
     from .synthetic import make_volume
 
     out = Path(args.output)
@@ -218,56 +260,64 @@ def cmd_demo(args) -> int:
     try:
         steps = tqdm(total=7, desc="demo", unit="stage", disable=None)
         steps.set_postfix_str("synthesize")
-        vol = make_volume(tuple(args.shape), seed=args.seed, defects=True, offsets=DEMO_OFFSETS)
+        data = staging / "demo.zarr"
+        train_vol = make_volume(tuple(args.train_shape), seed=args.seed, defects=True)
+        vol = make_volume(tuple(args.shape), seed=args.seed + 1, defects=True)
+        meta = dict(voxel_size=vol.voxel_size)
+        write_volume(data / "train" / "raw", train_vol.raw, **meta)
+        write_volume(data / "train" / "labels", train_vol.labels, **meta)
+        write_volume(data / "raw", vol.raw, **meta)
+        write_volume(data / "labels", vol.labels, **meta)
         steps.update()
-        steps.set_postfix_str("fragments")
-        fragments = extract_fragments(vol.affs, vol.offsets, min_seed_distance=args.min_seed_distance)
+        steps.set_postfix_str("train")
+        run = train(demo_config(data / "train", args.iterations, args.seed), staging / "run", progress=True)
         steps.update()
-        steps.set_postfix_str("agglomerate")
-        agg = agglomerate(vol.affs, fragments, thresholds, offsets=vol.offsets, merge_function=args.merge_function)
+        steps.set_postfix_str("predict")
+        predict(run.last_checkpoint, str(data / "raw"), data, progress=True)
+        affs, _ = read_volume(data / "affs")
+        offsets = np.array(DEMO_OFFSETS)
         steps.update()
-        steps.set_postfix_str("mutex watershed")
-        mws = mutex_watershed(vol.affs, vol.offsets, **DEMO_BIASES)
+        steps.set_postfix_str("fragments + agglomerate")
+        nearest = affs[:3]
+        fragments = extract_fragments(nearest, offsets[:3], min_seed_distance=args.min_seed_distance)
+        agg = agglomerate(nearest, fragments, thresholds, offsets=offsets[:3], merge_function=args.merge_function)
         steps.update()
-        steps.set_postfix_str("gasp")
-        gasp_seg = gasp(vol.affs, vol.offsets, linkage="mean", fragments=fragments, **DEMO_BIASES)
+        steps.set_postfix_str("mutex watershed + gasp")
+        mws = mutex_watershed(affs, offsets, **DEMO_BIASES)
+        gasp_seg = gasp(affs, offsets, linkage="mean", fragments=fragments, **DEMO_BIASES)
         steps.update()
         steps.set_postfix_str("evaluate")
-        mala_rows, cc_rows = [], []
-        for i, t in enumerate(agg.thresholds):
-            mala_rows.append({"threshold": float(t), **evaluate(agg.segmentation(i), vol.labels)})
-            cc = connected_components(vol.affs, vol.offsets, threshold=float(t))
-            cc_rows.append({"threshold": float(t), **evaluate(cc, vol.labels)})
+        mala_rows = [{"threshold": float(t), **evaluate(agg.segmentation(i), vol.labels)}
+                     for i, t in enumerate(agg.thresholds)]
         signed_rows = {"mutex watershed (voxels)": evaluate(mws, vol.labels),
                        "GASP mean (fragments)": evaluate(gasp_seg, vol.labels)}
         steps.update()
         steps.set_postfix_str("write")
         best = best_threshold(mala_rows)
         best_index = [r["threshold"] for r in mala_rows].index(best["threshold"])
-        data = staging / "demo.zarr"
-        meta = dict(voxel_size=vol.voxel_size)
-        write_volume(data / "raw", vol.raw, **meta)
-        write_volume(data / "labels", vol.labels, **meta)
-        write_volume(data / "affs", vol.affs, axes=["c^", "z", "y", "x"], attrs={"offsets": vol.offsets.tolist()}, **meta)
         write_volume(data / "fragments", fragments, **meta)
         write_volume(data / "segmentation", agg.segmentation(best_index), attrs={"threshold": best["threshold"]}, **meta)
         write_volume(data / "mws", mws, attrs=DEMO_BIASES, **meta)
         write_volume(data / "gasp", gasp_seg, attrs={"linkage": "mean", **DEMO_BIASES}, **meta)
-        curves = {f"MALA ({args.merge_function})": mala_rows, "threshold + CC": cc_rows}
+        curves = {f"MALA ({args.merge_function})": mala_rows}
         curves.update({name: [row] for name, row in signed_rows.items()})
-        plot_split_merge(curves, staging / "split_merge.png", title="synthetic demo")
-        write_json(staging / "scores.json", {"mala": mala_rows, "connected_components": cc_rows,
+        plot_split_merge(curves, staging / "split_merge.png", title="demo: predicted affinities, held-out volume")
+        plot_loss(run.log, staging / "loss.png")
+        write_json(staging / "scores.json", {"mala": mala_rows,
                                              "mutex_watershed": signed_rows["mutex watershed (voxels)"],
-                                             "gasp": signed_rows["GASP mean (fragments)"]})
+                                             "gasp": signed_rows["GASP mean (fragments)"],
+                                             "train": {"iterations": run.iterations,
+                                                       "checkpoint": str(out / run.last_checkpoint.relative_to(staging))}})
         steps.update()
         steps.close()
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     _publish(staging, out)
-    print_table(mala_rows, title=f"MALA fragments + agglomeration ({args.merge_function}), {int(fragments.max())} fragments, {int(vol.labels.max())} objects")
+    print(f"trained a U-Net for {run.iterations} iterations on a synthetic {tuple(args.train_shape)} volume, "
+          f"predicted {len(DEMO_OFFSETS)} affinity channels on a held-out {tuple(args.shape)} volume")
     print()
-    print_table(cc_rows, title="threshold + connected components")
+    print_table(mala_rows, title=f"MALA fragments + agglomeration ({args.merge_function}), {int(fragments.max())} fragments, {int(vol.labels.max())} objects")
     print()
     print(f"signed graphs, offsets {DEMO_OFFSETS}, bias {DEMO_BIASES['bias']} (long range "
           f"{DEMO_BIASES['long_range_bias']}):")
@@ -277,8 +327,36 @@ def cmd_demo(args) -> int:
     print()
     print(f"best MALA: threshold {best['threshold']:.2f}, VOI split {best['voi_split']:.3f}, VOI merge "
           f"{best['voi_merge']:.3f}, ARAND {best['arand']:.3f}, CREMI score {best['cremi_score']:.3f}")
-    print(f"wrote {out}/demo.zarr (raw, labels, affs, fragments, segmentation, mws, gasp), "
-          f"{out}/split_merge.png, {out}/scores.json in {time.perf_counter() - started:.1f} s")
+    print(f"wrote {out}/demo.zarr (raw, labels, affs, fragments, segmentation, mws, gasp), {out}/run "
+          f"(checkpoints, log.csv), {out}/loss.png, {out}/split_merge.png, {out}/scores.json "
+          f"in {time.perf_counter() - started:.1f} s")
+    return 0
+
+
+# ------------------------------------------------------------------ train / predict
+
+
+def cmd_train(args) -> int:
+    from .learn.config import load_config
+    from .learn.train import TrainingError, train
+
+    cfg = load_config(args.config)
+    output = Path(args.output) if args.output else Path(args.config).with_suffix("")
+    try:
+        result = train(cfg, output, overwrite=args.overwrite, progress=True)
+    except TrainingError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 3
+    print(f"trained {result.iterations} iterations; last checkpoint {result.last_checkpoint}; log {result.log}")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from .learn.predict import predict
+
+    written = predict(args.checkpoint, args.raw, args.output, tile=args.tile, device=args.device,
+                      overwrite=args.overwrite, progress=True)
+    print("wrote " + ", ".join(written.values()))
     return 0
 
 
@@ -328,9 +406,26 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--overwrite", action="store_true")
     e.set_defaults(func=cmd_evaluate)
 
-    d = sub.add_parser("demo", help="synthesize, segment, evaluate, plot")
+    t = sub.add_parser("train", help="train a U-Net from a YAML/TOML config (resumes an existing run)")
+    t.add_argument("config", help="config file (.yaml, .yml or .toml)")
+    t.add_argument("--output", help="run folder (default: the config's path without suffix)")
+    t.add_argument("--overwrite", action="store_true", help="delete an existing run folder first")
+    t.set_defaults(func=cmd_train)
+
+    r = sub.add_parser("predict", help="run a checkpoint over a volume, tile by tile, into zarr")
+    r.add_argument("checkpoint", help="a .pt file from affseg train")
+    r.add_argument("raw", help="raw dataset, e.g. data.h5/raw")
+    r.add_argument("output", help="zarr group for the outputs, e.g. pred.zarr (writes affs, lsds)")
+    r.add_argument("--tile", type=int, nargs="+", help="output tile shape (default about 64 per axis)")
+    r.add_argument("--device", default="cpu")
+    r.add_argument("--overwrite", action="store_true")
+    r.set_defaults(func=cmd_predict)
+
+    d = sub.add_parser("demo", help="synthesize, train, predict, segment, evaluate, plot")
     d.add_argument("--output", default="affseg-demo")
-    d.add_argument("--shape", type=int, nargs=3, default=[48, 160, 160])
+    d.add_argument("--shape", type=int, nargs=3, default=[48, 160, 160], help="held-out test volume")
+    d.add_argument("--train-shape", type=int, nargs=3, default=[48, 160, 160])
+    d.add_argument("--iterations", type=int, default=400, help="training iterations (about 0.3 s each on 2 cores)")
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--merge-function", default="hist_quant_75")
     d.add_argument("--min-seed-distance", type=int, default=10)
@@ -344,6 +439,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
+    except ModuleNotFoundError as e:
+        if e.name not in ("torch", "yaml"):
+            raise
+        print(f"error: {args.command} needs {e.name}; install the train extra: "
+              f"pip install -c constraints.txt -e '.[train]'", file=sys.stderr)
+        return 2
     except (ValueError, FileNotFoundError, FileExistsError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -1,0 +1,361 @@
+"""MALIS pair counts (Turaga et al. 2009) and constrained MALIS (Funke et al. 2018).
+
+Kruskal's algorithm over the edges in decreasing affinity builds the maximum spanning tree; the
+edge that joins two trees is the maximin edge of every voxel pair across them, so it receives
+the number of those pairs that carry the same ground-truth label (``same``) and different labels
+(``diff``). Each tree keeps its label counts in a list; the shorter list is merged into the
+longer one (counts found by scanning short lists and through a hash table for long ones), so
+the whole pass costs O(E log E + n log n) instead of the O(n^2) of counting pairs directly.
+
+Ties are broken by edge index: channel-major, then raster order of ``u`` (documented in
+``docs/conventions.md``). Ground-truth label 0 forms no pairs.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from .._checks import as_affinities, as_labels, as_mask
+from ..conventions import _edge_slices, affinities_from_labels
+from ._agglomeration_kernels import hash_get, hash_put
+from ._unionfind import find
+
+__all__ = ["constrained_malis_weights", "malis_pair_counts", "malis_weights"]
+
+_SHORT = 8  # lists up to this length are scanned; longer ones are hashed
+_LOW = np.int64(0xFFFFFFFF)  # an entry packs its label (low 32 bits) and count (high 32 bits)
+_HIGH = ~_LOW
+_ONE_COUNT = np.int64(1) << 32
+
+
+# ---------------------------------------------------------------- kernels
+
+
+@njit(cache=True, nogil=True)
+def _radix_descending(bits, index_order):
+    """Stable order of ``bits`` (uint32), largest first; ties keep ``index_order`` (LSD radix)."""
+    n = index_order.shape[0]
+    keys = np.empty(n, np.uint32)
+    for i in range(n):
+        keys[i] = ~bits[index_order[i]]
+    order = index_order.copy()
+    tmp_order = np.empty_like(order)
+    tmp_keys = np.empty_like(keys)
+    for shift in (0, 11, 22):
+        counts = np.zeros(2049, np.int64)
+        for i in range(n):
+            counts[((keys[i] >> shift) & 2047) + 1] += 1
+        for b in range(2048):
+            counts[b + 1] += counts[b]
+        for i in range(n):
+            b = (keys[i] >> shift) & 2047
+            tmp_order[counts[b]] = order[i]
+            tmp_keys[counts[b]] = keys[i]
+            counts[b] += 1
+        order, tmp_order = tmp_order, order
+        keys, tmp_keys = tmp_keys, keys
+    return order
+
+
+# One record (a row of 9 int64) per node keeps a merge within a few cache lines. Entries (a
+# label and its count in a tree's list) are indexed by node id: node i holds its own label at first.
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _key(list_id, label, n_labels):
+    return np.uint64(list_id) * np.uint64(n_labels + 1) + np.uint64(label) + np.uint64(1)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _root(rec, i):
+    while rec[i, 0] != i:
+        rec[i, 0] = rec[rec[i, 0], 0]
+        i = rec[i, 0]
+    return i
+
+
+@njit(cache=True, nogil=True)
+def _find_entry(rec, list_id, label, hashed, keys, vals, n_labels):
+    if not hashed:
+        e = rec[list_id, 3]
+        while e >= 0:
+            if (rec[e, 6] & _LOW) == label:
+                return e
+            e = rec[e, 7]
+        return -1
+    return hash_get(keys, vals, _key(list_id, label, n_labels))
+
+
+@njit(cache=True, nogil=True)
+def _rehash(keys, vals, rec, n_labels):
+    """Rebuild the table from the long lists of the live trees (drops keys of dead lists)."""
+    keys[:] = 0
+    live = 0
+    for r in range(rec.shape[0]):
+        if rec[r, 0] == r:
+            lst = rec[r, 2]
+            if rec[lst, 4] > _SHORT:
+                e = rec[lst, 3]
+                while e >= 0:
+                    hash_put(keys, vals, _key(lst, rec[e, 6] & _LOW, n_labels), e)
+                    live += 1
+                    e = rec[e, 7]
+    return live
+
+
+@njit(cache=True, nogil=True)
+def _kruskal_pair_counts(node_label, n_labels, edge_u, edge_v, same, diff):
+    """Process the edges in the given order; the edge joining two trees gets their pair counts.
+
+    Record columns: 0 parent, 1 size, 2 list id (roots), 3 head, 4 length, 5 total labelled
+    (list ids), 6 count << 32 | label, 7 next (entries): 64 bytes.
+    """
+    n_nodes = node_label.shape[0]
+    rec = np.empty((n_nodes, 8), np.int64)
+    for i in range(n_nodes):
+        labelled = node_label[i] != 0
+        rec[i, 0] = i
+        rec[i, 1] = 1
+        rec[i, 2] = i
+        rec[i, 3] = i if labelled else -1
+        rec[i, 4] = 1 if labelled else 0
+        rec[i, 5] = rec[i, 4]
+        rec[i, 6] = _ONE_COUNT | node_label[i]
+        rec[i, 7] = -1
+    capacity = 1024
+    keys = np.zeros(capacity, np.uint64)
+    vals = np.zeros(capacity, np.int64)
+    used = 0
+    for k in range(edge_u.shape[0]):
+        ru = _root(rec, edge_u[k])
+        rv = _root(rec, edge_v[k])
+        if ru == rv:
+            continue
+        small, large = rec[ru, 2], rec[rv, 2]
+        if rec[small, 4] > rec[large, 4]:
+            small, large = large, small
+        was_long = rec[large, 4] > _SHORT
+        n_same = 0
+        x = rec[small, 3]
+        while x >= 0:
+            nxt = rec[x, 7]
+            label = rec[x, 6] & _LOW
+            f = _find_entry(rec, large, label, was_long, keys, vals, n_labels)
+            if f >= 0:
+                n_same += (rec[x, 6] >> 32) * (rec[f, 6] >> 32)
+                rec[f, 6] += rec[x, 6] & _HIGH
+            else:
+                rec[x, 7] = rec[large, 3]
+                rec[large, 3] = x
+                rec[large, 4] += 1
+                if was_long:
+                    hash_put(keys, vals, _key(large, label, n_labels), x)
+                    used += 1
+            x = nxt
+        if not was_long and rec[large, 4] > _SHORT:
+            x = rec[large, 3]
+            while x >= 0:
+                hash_put(keys, vals, _key(large, rec[x, 6] & _LOW, n_labels), x)
+                used += 1
+                x = rec[x, 7]
+        same[k] = n_same
+        diff[k] = rec[small, 5] * rec[large, 5] - n_same
+        rec[large, 5] += rec[small, 5]
+        if rec[ru, 1] < rec[rv, 1]:
+            ru, rv = rv, ru
+        rec[rv, 0] = ru
+        rec[ru, 1] += rec[rv, 1]
+        rec[ru, 2] = large
+        if 2 * used > capacity:
+            live = _rehash(keys, vals, rec, n_labels)
+            while 4 * live > capacity:
+                capacity *= 2
+            if keys.shape[0] != capacity:
+                keys = np.zeros(capacity, np.uint64)
+                vals = np.zeros(capacity, np.int64)
+                live = _rehash(keys, vals, rec, n_labels)
+            used = live
+
+
+# ---------------------------------------------------------------- numpy API
+
+
+def _descending_order(values: np.ndarray, index_order: np.ndarray) -> np.ndarray:
+    """Stable order of float32 ``values`` >= 0, largest first; ties keep ``index_order``.
+
+    The bit patterns of non-negative floats sort like the floats (+ 0 turns -0.0 into 0.0).
+    """
+    bits = (np.asarray(values, np.float32) + np.float32(0)).view(np.uint32)
+    return _radix_descending(bits, index_order)
+
+
+def _grid_edges(shape: tuple[int, ...], offsets: np.ndarray):
+    """(u, v, flat index into the affinities) of the edges inside the volume, channel-major."""
+    n = int(np.prod(shape))
+    ids = np.arange(n, dtype=np.int64).reshape(shape)
+    us, vs, es = [], [], []
+    for c, offset in enumerate(offsets):
+        src, dst = _edge_slices(offset, shape)
+        u = ids[src].ravel()
+        v = ids[dst].ravel()
+        us.append(u)
+        vs.append(v)
+        es.append(u + c * n)
+    return np.concatenate(us), np.concatenate(vs), np.concatenate(es)
+
+
+def _compact_labels(labels: np.ndarray) -> tuple[np.ndarray, int]:
+    """Labels as consecutive int64 ids, 0 kept as 0."""
+    if labels.size >= 2**31:
+        raise ValueError(f"MALIS counts support up to 2**31 voxels, got shape {labels.shape}")
+    ids, inverse = np.unique(labels.ravel(), return_inverse=True)
+    compact = inverse.astype(np.int64)
+    if ids[0] != 0:
+        compact += 1
+    return compact, int(len(ids))
+
+
+def _counts_in_order(compact: np.ndarray, n_labels: int, u, v, order) -> tuple[np.ndarray, np.ndarray]:
+    """Pair counts of the edges ``(u, v)`` processed in ``order``, aligned with ``u``."""
+    in_order = np.zeros((2, len(order)), np.int64)
+    _kruskal_pair_counts(compact, n_labels, u[order], v[order], in_order[0], in_order[1])
+    same = np.zeros(len(u), np.int64)
+    diff = np.zeros(len(u), np.int64)
+    same[order] = in_order[0]
+    diff[order] = in_order[1]
+    return same, diff
+
+
+def _scatter(values: np.ndarray, flat_index: np.ndarray, shape) -> np.ndarray:
+    out = np.zeros(int(np.prod(shape)), np.float64)
+    out[flat_index] = values
+    return out.reshape(shape)
+
+
+def _check(affs, labels, offsets, mask):
+    affs, offsets = as_affinities(affs, offsets)
+    labels = as_labels(labels, shape=affs.shape[1:])
+    mask = as_mask(mask, affs.shape, name="affinity mask") if mask is not None and np.ndim(mask) == affs.ndim \
+        else as_mask(mask, labels.shape)
+    return affs, labels, offsets, mask
+
+
+def _split_mask(mask, labels, offsets):
+    """Labels with the voxels outside a voxel mask unlabelled, and the edges whose ground truth
+    is known: all, or those inside an affinity mask, or those with both voxels in a voxel mask."""
+    if mask is None:
+        return labels, None
+    if mask.ndim == labels.ndim:
+        return np.where(mask, labels, np.uint64(0)), _both_inside(mask, offsets)
+    return labels, mask
+
+
+def malis_pair_counts(affs, labels, offsets=None, *, mask=None) -> tuple[np.ndarray, np.ndarray]:
+    """MALIS pair counts of each affinity edge on the maximum spanning tree (Turaga 2009).
+
+    Parameters
+    ----------
+    affs : (C, z, y, x) or (C, y, x) float32
+        Predicted affinities in [0, 1].
+    labels : (z, y, x) or (y, x) array of int
+        Ground truth; 0 is unlabelled and forms no pairs.
+    offsets : (C, ndim) array_like of int, optional
+    mask : bool array of the shape of ``labels`` or of ``affs``, optional
+        Where the ground truth is known. Edges outside it (an affinity mask, or edges touching a
+        voxel outside a voxel mask) stay in the graph with their predicted affinity but get no
+        counts; a voxel mask also unlabels the voxels outside it.
+
+    Returns
+    -------
+    same, diff : (C, ...) float64
+        For each maximum-spanning-tree edge, the number of voxel pairs with the same (``same``)
+        and with different (``diff``) non-zero labels whose maximin edge it is; 0 elsewhere.
+    """
+    affs, labels, offsets, mask = _check(affs, labels, offsets, mask)
+    labels, known = _split_mask(mask, labels, offsets)
+    u, v, flat = _grid_edges(labels.shape, offsets)
+    order = _descending_order(affs.ravel()[flat], np.arange(len(flat), dtype=np.int64))
+    same, diff = _counts_in_order(*_compact_labels(labels), u, v, order)
+    same, diff = _scatter(same, flat, affs.shape), _scatter(diff, flat, affs.shape)
+    if known is not None:
+        same, diff = same * known, diff * known
+    return same, diff
+
+
+def _both_inside(voxel_mask: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    inside = np.zeros((len(offsets),) + voxel_mask.shape, bool)
+    for c, offset in enumerate(offsets):
+        src, dst = _edge_slices(offset, voxel_mask.shape)
+        inside[c][src] = voxel_mask[src] & voxel_mask[dst]
+    return inside
+
+
+def constrained_malis_weights(affs, labels, offsets=None, *, mask=None, normalize: bool = True):
+    """Constrained MALIS weights (Funke et al. 2018): a positive and a negative pass.
+
+    Positive pass: affinities of edges whose ground-truth affinity is 0 (between objects or
+    touching label 0) are set to 0, and each tree edge counts the same-label pairs it joins.
+    Negative pass: affinities of edges whose ground-truth affinity is 1 are set to 1, and each
+    tree edge counts the pairs of different labels it joins. Weights of an edge on the wrong
+    side (positive weight on a ground-truth-0 edge, negative on a ground-truth-1 edge) are 0.
+    Edges outside ``mask`` keep their predicted affinity in both passes and get no weight.
+
+    The loss is ``sum(w_pos * (1 - a)**2 + w_neg * a**2)`` (see
+    :func:`affseg.learn.losses.malis_loss`).
+
+    Parameters
+    ----------
+    affs, labels, offsets, mask
+        As for :func:`malis_pair_counts`.
+    normalize : bool
+        Divide each pass by its number of pairs, so both passes weigh the same (as in Funke's
+        implementation); else return raw pair counts.
+
+    Returns
+    -------
+    w_pos, w_neg : (C, ...) float64
+    """
+    affs, labels, offsets, mask = _check(affs, labels, offsets, mask)
+    labels, known_edges = _split_mask(mask, labels, offsets)
+
+    gt, _ = affinities_from_labels(labels, offsets)
+    gt = gt.ravel() != 0
+    u, v, flat = _grid_edges(labels.shape, offsets)
+    values = affs.ravel()[flat]
+    known = np.ones(len(flat), bool) if known_edges is None else known_edges.ravel()[flat]
+    within = gt[flat] & known
+    between = ~gt[flat] & known
+    base = _descending_order(values, np.arange(len(flat), dtype=np.int64))
+    # positive pass: within-object edges by affinity, then every edge at 0 in index order
+    at_zero = between | (values == 0)
+    pos_order = np.concatenate([base[~at_zero[base]], np.flatnonzero(at_zero)])
+    # negative pass: every edge at 1 in index order, then the rest by affinity
+    at_one = within | (values == 1)
+    neg_order = np.concatenate([np.flatnonzero(at_one), base[~at_one[base]]])
+    compact, n_labels = _compact_labels(labels)
+    same, _ = _counts_in_order(compact, n_labels, u, v, pos_order)
+    _, diff = _counts_in_order(compact, n_labels, u, v, neg_order)
+    w_pos = np.where(within, same, 0).astype(np.float64)
+    w_neg = np.where(between, diff, 0).astype(np.float64)
+    if normalize:
+        for w in (w_pos, w_neg):
+            if w.sum() > 0:
+                w /= w.sum()
+    return _scatter(w_pos, flat, affs.shape), _scatter(w_neg, flat, affs.shape)
+
+
+def malis_weights(affs, labels, offsets=None, *, mask=None, constrained: bool = True,
+                  normalize: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Weights ``(w_pos, w_neg)`` of the MALIS loss; constrained (Funke 2018) by default.
+
+    Unconstrained MALIS (Turaga 2009) runs one pass on the predicted affinities and gives each
+    tree edge its same-label pairs as positive and different-label pairs as negative weight.
+    """
+    if constrained:
+        return constrained_malis_weights(affs, labels, offsets, mask=mask, normalize=normalize)
+    same, diff = malis_pair_counts(affs, labels, offsets, mask=mask)
+    if normalize:
+        total = same.sum() + diff.sum()
+        if total > 0:
+            same, diff = same / total, diff / total
+    return same, diff

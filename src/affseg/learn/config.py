@@ -1,0 +1,164 @@
+"""Training configuration: YAML or TOML, validated before any work with messages that name the key."""
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+
+__all__ = ["DEFAULTS", "load_config", "validate_config"]
+
+# section -> key -> (allowed types, default); ``None`` in the types means the key may be null
+DEFAULTS: dict[str, dict[str, tuple]] = {
+    "data": {
+        "train": ((list,), []),
+        "voxel_size": ((list, None), None),
+        "min_labelled": ((float, int), 0.5),
+        "grow_boundary": ((int,), 0),
+        "num_workers": ((int,), 0),
+    },
+    "model": {
+        "num_fmaps": ((int,), 12),
+        "fmap_inc_factor": ((int,), 5),
+        "downsample_factors": ((list,), [[1, 3, 3], [1, 3, 3], [3, 3, 3]]),
+        "kernel_sizes": ((int, list), 3),
+        "padding": ((str,), "valid"),
+        "upsampling": ((str,), "constant"),
+        "output_shape": ((list,), [8, 44, 44]),
+    },
+    "targets": {
+        "offsets": ((list,), [[-1, 0, 0], [0, -1, 0], [0, 0, -1]]),
+        "lsd_sigma": ((float, int, None), None),
+        "lsd_downsample": ((int,), 1),
+    },
+    "augment": {
+        "mirror": ((bool,), True),
+        "transpose": ((bool,), True),
+        "elastic_spacing": ((float, int), 10.0),
+        "elastic_sigma": ((float, int), 1.0),
+        "rotation": ((bool,), True),
+        "intensity_scale": ((float, int), 0.1),
+        "intensity_shift": ((float, int), 0.1),
+        "missing_section": ((float, int), 0.0),
+        "low_contrast": ((float, int), 0.0),
+        "contrast_factor": ((float, int), 0.1),
+    },
+    "train": {
+        "iterations": ((int,), 1000),
+        "batch_size": ((int,), 1),
+        "learning_rate": ((float,), 0.5e-4),  # MALA (Funke 2018): Adam, lr 0.5e-4, betas 0.95, 0.999
+        "betas": ((list,), [0.95, 0.999]),
+        "loss": ((str,), "mse"),
+        "malis_start": ((int, None), None),
+        "malis_constrained": ((bool,), True),
+        "checkpoint_every": ((int,), 100),
+        "keep_checkpoints": ((int,), 3),
+        "snapshot_every": ((int,), 0),
+        "log_every": ((int,), 1),
+        "seed": ((int,), 0),
+        "device": ((str,), "auto"),
+    },
+}
+_SOURCE_KEYS = {"raw", "labels", "mask", "roi"}
+
+
+def _type_ok(value, types) -> bool:
+    if value is None:
+        return None in types
+    if isinstance(value, bool):
+        return bool in types
+    if isinstance(value, int) and float in types:
+        return True
+    return any(t is not None and isinstance(value, t) for t in types)
+
+
+def _type_names(types) -> str:
+    return " or ".join("null" if t is None else t.__name__ for t in types)
+
+
+def validate_config(config: dict, *, where: str = "config") -> dict:
+    """The config with defaults filled in, or a ValueError naming the first bad key."""
+    if not isinstance(config, dict):
+        raise ValueError(f"{where} must be a mapping of sections, got {type(config).__name__}")
+    unknown = set(config) - set(DEFAULTS)
+    if unknown:
+        raise ValueError(f"{where}: unknown section(s) {sorted(unknown)}; known: {sorted(DEFAULTS)}")
+    out = {}
+    for section, keys in DEFAULTS.items():
+        given = config.get(section) or {}
+        if not isinstance(given, dict):
+            raise ValueError(f"{where}: section '{section}' must be a mapping, got {given!r}")
+        unknown = set(given) - set(keys)
+        if unknown:
+            raise ValueError(f"{where}: unknown key(s) {sorted(unknown)} in '{section}'; known: {sorted(keys)}")
+        out[section] = {}
+        for key, (types, default) in keys.items():
+            value = given.get(key, copy.deepcopy(default))
+            if not _type_ok(value, types):
+                raise ValueError(f"{where}: {section}.{key} must be {_type_names(types)}, got {value!r}")
+            out[section][key] = value
+    _check_values(out, where)
+    return out
+
+
+def _check_values(cfg: dict, where: str) -> None:
+    def bad(key, why):
+        raise ValueError(f"{where}: {key} {why}")
+
+    train = cfg["train"]
+    for key in ("iterations", "batch_size", "checkpoint_every", "keep_checkpoints", "log_every"):
+        if train[key] < 1:
+            bad(f"train.{key}", f"must be >= 1, got {train[key]}")
+    if train["loss"] not in ("mse", "bce"):
+        bad("train.loss", f"must be 'mse' or 'bce', got {train['loss']!r}")
+    if train["device"] not in ("auto", "cpu", "cuda") and not train["device"].startswith("cuda:"):
+        bad("train.device", f"must be auto, cpu or cuda[:N], got {train['device']!r}")
+    if train["learning_rate"] <= 0:
+        bad("train.learning_rate", f"must be positive, got {train['learning_rate']}")
+    if len(train["betas"]) != 2 or not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in train["betas"]):
+        bad("train.betas", f"must be two numbers in [0, 1), got {train['betas']}")
+    if train["snapshot_every"] < 0:
+        bad("train.snapshot_every", f"must be >= 0, got {train['snapshot_every']}")
+    data = cfg["data"]
+    if not data["train"]:
+        bad("data.train", "must list at least one volume, e.g. [{raw: data.h5/raw, labels: data.h5/labels}]")
+    for i, source in enumerate(data["train"]):
+        if not isinstance(source, dict) or not {"raw", "labels"} <= set(source) or set(source) - _SOURCE_KEYS:
+            bad(f"data.train[{i}]", f"must have the keys raw, labels (and optionally mask, roi), got {source!r}")
+    if data["num_workers"] < 0:
+        bad("data.num_workers", f"must be >= 0, got {data['num_workers']}")
+    if not 0 <= data["min_labelled"] <= 1:
+        bad("data.min_labelled", f"must lie in [0, 1], got {data['min_labelled']}")
+    model = cfg["model"]
+    if not all(isinstance(s, int) and s > 0 for s in model["output_shape"]):
+        bad("model.output_shape", f"must be positive integers, got {model['output_shape']}")
+
+
+def load_config(path: str | os.PathLike) -> dict:
+    """Read a ``.yaml``/``.yml`` or ``.toml`` config and validate it; relative data paths are
+    resolved against the config file's folder."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {path} does not exist")
+    text = path.read_text()
+    if path.suffix.lower() in (".yaml", ".yml"):
+        import yaml
+
+        try:
+            raw = yaml.safe_load(text) or {}
+        except yaml.YAMLError as e:
+            raise ValueError(f"{path} is not valid YAML: {e}") from None
+    elif path.suffix.lower() == ".toml":
+        import tomllib
+
+        try:
+            raw = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as e:
+            raise ValueError(f"{path} is not valid TOML: {e}") from None
+    else:
+        raise ValueError(f"config {path} must end in .yaml, .yml or .toml")
+    cfg = validate_config(raw, where=str(path))
+    for source in cfg["data"]["train"]:
+        for key in ("raw", "labels", "mask"):
+            if isinstance(source.get(key), str) and not Path(source[key]).is_absolute():
+                source[key] = str((path.parent / source[key]).resolve())
+    return cfg

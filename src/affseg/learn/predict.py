@@ -1,0 +1,135 @@
+"""Tiled prediction of a trained network over a large volume, written to zarr chunk by chunk.
+
+Tiles are placed on a grid whose step is a multiple of the network's total downsampling factor,
+so a valid-padding U-Net computes exactly what one pass over the whole (zero-padded) volume
+would. Each tile's output is one zarr chunk; the volume is never held in memory. The output is
+written under a hidden name and renamed into place when complete; an interrupted run resumes
+from the chunks already written.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .data import _read, _to_unit
+from .train import load_checkpoint
+
+__all__ = ["predict", "tile_shape"]
+
+
+def tile_shape(model, wanted) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """A valid output shape near ``wanted`` (at least the total factor) and the tile step: the
+    largest multiple of the total factor that fits in it. Neighbouring tiles overlap by the
+    difference, which is recomputed and discarded."""
+    factor = np.array(model.total_factor)
+    near = model.valid_output_shapes_near(tuple(int(w) for w in np.maximum(tuple(wanted), factor)))
+    below, above = np.array(near[0]), np.array(near[-1])
+    output = np.where(below >= factor, below, above)  # each axis valid on its own
+    step = (output // factor) * factor
+    return tuple(int(o) for o in output), tuple(int(s) for s in step)
+
+
+def predict(checkpoint, raw, output, *, tile=None, device="cpu", overwrite: bool = False,
+            progress: bool = False, batch_size: int = 1) -> dict[str, str]:
+    """Run a checkpoint over ``raw`` and write each head to ``output/<head>`` (zarr).
+
+    Parameters
+    ----------
+    checkpoint : path
+        A ``.pt`` file written by :func:`affseg.learn.train.train`.
+    raw : str or array
+        A volume address (``data.h5/raw``) or a uint8/float array, axes as the network's.
+    output : path
+        A zarr group, e.g. ``pred.zarr``; writes ``pred.zarr/affs`` (and ``lsds``) with the
+        raw's voxel size and the affinity ``offsets`` attribute.
+    tile : tuple of int, optional
+        Wanted output tile shape; default about 64 voxels per axis. The chunks of the output are
+        the tile step (see :func:`tile_shape`).
+    """
+    model, state = load_checkpoint(checkpoint, device)
+    if model.padding != "valid":
+        raise ValueError("tiled prediction needs a valid-padding U-Net (same padding sees the tile borders)")
+    data, voxel_size = _open_raw(raw)
+    if data.ndim != model.dims:
+        raise ValueError(f"raw has shape {tuple(data.shape)} but the network is {model.dims}D")
+    out_tile, step = tile_shape(model, tile if tile is not None else [64] * model.dims)
+    in_tile = np.array(model.input_shape(out_tile))
+    context = (in_tile - np.array(out_tile)) // 2
+    grid = [range(0, s, t) for s, t in zip(data.shape, step)]
+    offsets = state["config"]["targets"]["offsets"]
+    container = Path(output)
+    staged = _stage(container, model.head_channels, data.shape, step, voxel_size, offsets, overwrite)
+    done = set(map(tuple, json.loads(staged["progress"].read_text()) if staged["progress"].exists() else []))
+    corners = [c for c in np.ndindex(*[len(g) for g in grid]) if c not in done]
+    from tqdm.auto import tqdm
+
+    with torch.no_grad():
+        for index in tqdm(corners, desc="predict", unit="tile", disable=not progress):
+            start = np.array([g[i] for g, i in zip(grid, index)])
+            x = _to_unit(_read(data, start - context, in_tile))
+            outputs = model(torch.from_numpy(x)[None, None].to(device))
+            for name, arr in staged["arrays"].items():
+                block = outputs[name][0].cpu().numpy()
+                stop = np.minimum(start + step, data.shape)
+                region = tuple(slice(a, b) for a, b in zip(start, stop))
+                arr[(slice(None),) + region] = block[(slice(None),) + tuple(slice(0, b - a) for a, b in zip(start, stop))]
+            done.add(tuple(int(i) for i in index))
+            _write_progress(staged["progress"], done)
+    return _publish(container, staged)
+
+
+def _open_raw(raw):
+    if isinstance(raw, np.ndarray):
+        return raw, None
+    from ..io import open_volume
+
+    vol = open_volume(raw)
+    return vol.data, list(vol.voxel_size)
+
+
+def _stage(container: Path, heads: dict, shape, out_tile, voxel_size, offsets, overwrite: bool) -> dict:
+    import zarr
+
+    for name in heads:
+        if (container / name).exists() and not overwrite:
+            raise FileExistsError(f"{container / name} exists; pass overwrite=True (--overwrite) to replace it")
+    root = zarr.open_group(store=str(container), mode="a")
+    arrays = {}
+    for name, channels in heads.items():
+        hidden = f".{name}.partial"
+        full = (channels,) + tuple(shape)
+        chunks = (channels,) + tuple(int(t) for t in out_tile)
+        if hidden in root and (root[hidden].shape != full or root[hidden].chunks != chunks):
+            shutil.rmtree(container / hidden)  # a partial run of another geometry
+        if hidden not in root:
+            arr = root.create_array(hidden, shape=full, dtype=np.float32, chunks=chunks, fill_value=0)
+            axes = ["c^"] + ["z", "y", "x"][-len(shape):]
+            arr.attrs.update({"axes": axes, "voxel_size": voxel_size or [1.0] * len(shape), "units": ["nm"] * len(shape),
+                              "offset": [0.0] * len(shape)})
+            if name == "affs":
+                arr.attrs["offsets"] = offsets
+        arrays[name] = root[hidden]
+    return {"arrays": arrays, "progress": container / f".{'-'.join(heads)}.progress.json"}
+
+
+def _write_progress(path: Path, done: set) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(sorted(done)))
+    os.replace(tmp, path)
+
+
+def _publish(container: Path, staged: dict) -> dict[str, str]:
+    written = {}
+    for name in staged["arrays"]:
+        final = container / name
+        if final.exists():
+            shutil.rmtree(final)
+        os.rename(container / f".{name}.partial", final)
+        written[name] = str(final)
+    staged["progress"].unlink(missing_ok=True)
+    return written

@@ -1,0 +1,168 @@
+"""MALIS and constrained MALIS pair counts against a brute-force O(n^2) count on small grids."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, strategies as st
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+from affseg.conventions import affinities_from_labels
+from affseg.graph.malis import constrained_malis_weights, malis_pair_counts, malis_weights
+
+OFFSETS = {2: [[-1, 0], [0, -1], [0, -3]], 3: [[-1, 0, 0], [0, -1, 0], [0, 0, -1], [0, -2, -2]]}
+
+
+def grid_edge_list(shape, offsets):
+    """(u, v, flat affinity index) in edge-index order: channel-major, then raster order of u."""
+    n = int(np.prod(shape))
+    coords = np.indices(shape).reshape(len(shape), -1).T
+    us, vs, fs = [], [], []
+    for c, off in enumerate(offsets):
+        for i, p in enumerate(coords):
+            q = p + off
+            if np.all(q >= 0) and np.all(q < shape):
+                us.append(i)
+                vs.append(int(np.ravel_multi_index(tuple(q), shape)))
+                fs.append(c * n + i)
+    return np.array(us), np.array(vs), np.array(fs)
+
+
+def brute_force_counts(values, labels, u, v):
+    """For every pair of labelled voxels, the first edge (value desc, index asc) that connects them."""
+    n = labels.size
+    lab = labels.ravel()
+    order = np.lexsort((np.arange(len(values)), -values))
+    same = np.zeros(len(values))
+    diff = np.zeros(len(values))
+    comp_before = np.arange(n)
+    labelled = lab != 0
+    for k in range(len(order)):
+        chosen = order[: k + 1]
+        graph = coo_matrix((np.ones(k + 1), (u[chosen], v[chosen])), shape=(n, n))
+        _, comp = connected_components(graph, directed=False)
+        newly = (comp[:, None] == comp[None, :]) & (comp_before[:, None] != comp_before[None, :])
+        newly &= labelled[:, None] & labelled[None, :]
+        newly = np.triu(newly, 1)
+        equal = lab[:, None] == lab[None, :]
+        same[order[k]] = np.count_nonzero(newly & equal)
+        diff[order[k]] = np.count_nonzero(newly & ~equal)
+        comp_before = comp
+    return same, diff
+
+
+def small_problem(seed, ndim, ties):
+    rng = np.random.default_rng(seed)
+    shape = (3, 4, 5) if ndim == 3 else (6, 7)
+    labels = rng.integers(0, 4, size=shape).astype(np.uint64)
+    offsets = np.array(OFFSETS[ndim])
+    affs = rng.random((len(offsets),) + shape).astype(np.float32)
+    if ties:
+        affs = np.round(affs * 3) / 3  # many equal values, exact 0 and 1
+    return affs.astype(np.float32), labels, offsets
+
+
+@pytest.mark.parametrize("ndim", [2, 3])
+@pytest.mark.parametrize("ties", [False, True])
+@pytest.mark.parametrize("seed", range(3))
+def test_pair_counts_equal_brute_force(ndim, ties, seed):
+    affs, labels, offsets = small_problem(seed, ndim, ties)
+    u, v, flat = grid_edge_list(labels.shape, offsets)
+    want_same, want_diff = brute_force_counts(affs.ravel()[flat], labels, u, v)
+    same, diff = malis_pair_counts(affs, labels, offsets)
+    np.testing.assert_array_equal(same.ravel()[flat], want_same)
+    np.testing.assert_array_equal(diff.ravel()[flat], want_diff)
+    # off-grid entries (partner outside the volume) carry nothing
+    assert same.sum() == want_same.sum() and diff.sum() == want_diff.sum()
+
+
+@pytest.mark.parametrize("ndim", [2, 3])
+@pytest.mark.parametrize("ties", [False, True])
+@pytest.mark.parametrize("seed", range(3))
+def test_constrained_passes_equal_brute_force(ndim, ties, seed):
+    affs, labels, offsets = small_problem(seed + 10, ndim, ties)
+    u, v, flat = grid_edge_list(labels.shape, offsets)
+    gt = affinities_from_labels(labels, offsets)[0].ravel()[flat] == 1
+    a = affs.ravel()[flat]
+    pos_same, _ = brute_force_counts(np.where(gt, a, 0), labels, u, v)
+    _, neg_diff = brute_force_counts(np.where(gt, 1, a), labels, u, v)
+    w_pos, w_neg = constrained_malis_weights(affs, labels, offsets, normalize=False)
+    np.testing.assert_array_equal(w_pos.ravel()[flat], np.where(gt, pos_same, 0))
+    np.testing.assert_array_equal(w_neg.ravel()[flat], np.where(gt, 0, neg_diff))
+
+
+def test_long_label_lists_use_the_hash_table():
+    """Many labels per tree exercise the hashed lists and the table's growth."""
+    rng = np.random.default_rng(5)
+    shape = (4, 9, 9)
+    labels = rng.integers(0, 40, size=shape).astype(np.uint64)
+    offsets = np.array(OFFSETS[3])
+    affs = rng.random((len(offsets),) + shape).astype(np.float32)
+    u, v, flat = grid_edge_list(shape, offsets)
+    want_same, want_diff = brute_force_counts(affs.ravel()[flat], labels, u, v)
+    same, diff = malis_pair_counts(affs, labels, offsets)
+    np.testing.assert_array_equal(same.ravel()[flat], want_same)
+    np.testing.assert_array_equal(diff.ravel()[flat], want_diff)
+
+
+@given(seed=st.integers(0, 2**31), n_labels=st.integers(1, 6))
+def test_every_labelled_pair_counted_once(seed, n_labels):
+    """The tree joins all voxels, so the counts add up to all same- and different-label pairs."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, n_labels + 1, size=(3, 5, 6)).astype(np.uint64)
+    affs = rng.random((3, 3, 5, 6)).astype(np.float32)
+    same, diff = malis_pair_counts(affs, labels)
+    sizes = np.bincount(labels.ravel().astype(np.int64))[1:]
+    n = sizes.sum()
+    assert same.sum() == (sizes * (sizes - 1) // 2).sum()
+    assert same.sum() + diff.sum() == n * (n - 1) // 2
+    assert np.all(same >= 0) and np.all(diff >= 0)
+
+
+def test_known_answer_two_objects():
+    """A 1x4 line: objects {0,1} and {2,3}; the weakest link of each pair takes the counts."""
+    labels = np.array([[1, 1, 2, 2]], np.uint64)
+    affs = np.zeros((2, 1, 4), np.float32)
+    affs[1, 0, 1:] = [0.9, 0.2, 0.8]  # x-edges (u, u-1): (1,0)=0.9, (2,1)=0.2, (3,2)=0.8
+    same, diff = malis_pair_counts(affs, labels)
+    np.testing.assert_array_equal(same[1, 0], [0, 1, 0, 1])
+    np.testing.assert_array_equal(diff[1, 0], [0, 0, 4, 0])
+    # constrained: the pair (1,2) is wrongly merged only if the boundary edge is high
+    affs[1, 0, 2] = 0.95
+    w_pos, w_neg = constrained_malis_weights(affs, labels, normalize=False)
+    np.testing.assert_array_equal(w_pos[1, 0], [0, 1, 0, 1])
+    np.testing.assert_array_equal(w_neg[1, 0], [0, 0, 4, 0])
+
+
+def test_label_zero_forms_no_pairs_and_mask_removes_weight():
+    rng = np.random.default_rng(2)
+    labels = rng.integers(1, 3, size=(6, 6)).astype(np.uint64)
+    affs = rng.random((2, 6, 6)).astype(np.float32)
+    unlabelled = labels.copy()
+    unlabelled[:, :3] = 0
+    mask = np.ones((6, 6), bool)
+    mask[:, :3] = False
+    by_zero = constrained_malis_weights(affs, unlabelled, normalize=False)
+    by_mask = constrained_malis_weights(affs, labels, mask=mask, normalize=False)
+    total = 18  # labelled voxels
+    assert by_zero[0].sum() + by_zero[1].sum() <= total * (total - 1) // 2
+    for w in by_mask:
+        assert not np.any(w[:, :, :4][:, :, :3])  # no weight on edges touching the masked half
+    assert np.all(by_mask[0][:, :, 4:] >= 0)
+
+
+def test_normalized_passes_sum_to_one():
+    affs, labels, offsets = small_problem(1, 3, False)
+    w_pos, w_neg = malis_weights(affs, labels, offsets)
+    assert w_pos.sum() == pytest.approx(1) and w_neg.sum() == pytest.approx(1)
+    same, diff = malis_weights(affs, labels, offsets, constrained=False)
+    assert same.sum() + diff.sum() == pytest.approx(1)
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match="shape"):
+        malis_pair_counts(np.zeros((3, 4, 4, 4), np.float32), np.zeros((4, 4, 5), np.uint64))
+    with pytest.raises(ValueError, match="channels"):
+        malis_pair_counts(np.zeros((2, 4, 4, 4), np.float32), np.zeros((4, 4, 4), np.uint64))
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        constrained_malis_weights(np.full((3, 4, 4, 4), 2, np.float32), np.zeros((4, 4, 4), np.uint64))

@@ -1,0 +1,3 @@
+import pytest
+
+pytest.importorskip("torch", reason="the learning tests need the 'train' extra (torch)")

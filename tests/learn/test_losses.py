@@ -1,0 +1,62 @@
+"""Weighted losses and the MALIS loss with its gradient."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from affseg.graph.malis import malis_weights
+from affseg.learn.losses import dice_loss, malis_loss, weighted_bce, weighted_mse
+
+
+def test_weighted_mse_and_bce_known_values():
+    pred = torch.tensor([0.2, 0.9, 0.5])
+    target = torch.tensor([0.0, 1.0, 1.0])
+    weights = torch.tensor([1.0, 2.0, 0.0])
+    assert float(weighted_mse(pred, target, weights)) == pytest.approx((0.04 + 2 * 0.01) / 2)
+    expected = torch.nn.functional.binary_cross_entropy(pred[:2], target[:2], weight=weights[:2], reduction="sum") / 2
+    assert float(weighted_bce(pred, target, weights)) == pytest.approx(float(expected), rel=1e-5)
+    with pytest.raises(ValueError, match="shape"):
+        weighted_mse(pred, target[:2])
+
+
+def test_dice_loss_is_zero_for_a_perfect_prediction():
+    target = (torch.rand(2, 1, 8, 8) > 0.5).float()
+    assert float(dice_loss(target, target)) == pytest.approx(0, abs=1e-6)
+    assert float(dice_loss(1 - target, target)) == pytest.approx(1, abs=1e-5)
+
+
+@pytest.mark.parametrize("ndim", [2, 3])
+@pytest.mark.parametrize("constrained", [True, False])
+def test_malis_loss_gradient_uses_the_pair_weights(ndim, constrained):
+    rng = np.random.default_rng(ndim)
+    spatial = (4, 6, 6) if ndim == 3 else (8, 8)
+    offsets = np.array([[-1, 0, 0], [0, -1, 0], [0, 0, -1]])[:, -ndim:][-ndim:]
+    labels = rng.integers(0, 3, size=(2,) + spatial).astype(np.uint64)
+    affs = torch.tensor(rng.random((2, ndim) + spatial), dtype=torch.float64, requires_grad=True)
+    loss = malis_loss(affs, labels, offsets, constrained=constrained)
+    loss.backward()
+    a = affs.detach().numpy()
+    expected_grad = np.zeros_like(a)
+    expected_loss = 0.0
+    for b in range(2):
+        w_pos, w_neg = malis_weights(a[b].astype(np.float32), labels[b], offsets, constrained=constrained)
+        expected_loss += (w_pos * (1 - a[b]) ** 2 + w_neg * a[b] ** 2).sum() / 2
+        expected_grad[b] = (-2 * w_pos * (1 - a[b]) + 2 * w_neg * a[b]) / 2
+    assert float(loss.detach()) == pytest.approx(expected_loss, rel=1e-6)
+    np.testing.assert_allclose(affs.grad.numpy(), expected_grad, rtol=1e-6, atol=1e-12)
+
+
+def test_a_gradient_step_lowers_the_merge_error():
+    """Two objects joined by one strong boundary edge: MALIS pushes that edge down."""
+    labels = np.array([[[1, 1, 2, 2]]], np.uint64)
+    affs = torch.tensor([[[[0.0, 0.9, 0.95, 0.8]]]], requires_grad=True)
+    loss = malis_loss(affs, labels, [[0, -1]])
+    loss.backward()
+    assert affs.grad[0, 0, 0, 2] > 0  # gradient descent lowers the boundary affinity
+    assert affs.grad[0, 0, 0, 1] < 0 and affs.grad[0, 0, 0, 3] < 0  # and raises the within-object ones
+
+
+def test_malis_loss_bad_input():
+    with pytest.raises(ValueError, match="do not match"):
+        malis_loss(torch.rand(1, 3, 4, 4, 4), np.zeros((1, 4, 4, 5), np.uint64), np.eye(3) * -1)

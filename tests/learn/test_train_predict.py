@@ -1,0 +1,155 @@
+"""Training runs, resumes, refuses bad configs and diverging losses; tiled prediction equals one pass."""
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+import torch
+
+from affseg.io import read_volume, write_volume
+from affseg.learn.config import load_config, validate_config
+from affseg.learn.predict import predict, tile_shape
+from affseg.learn.train import TrainingError, latest_checkpoint, load_checkpoint, train
+from affseg.synthetic import make_volume
+
+
+def small_config(tmp_path, **train):
+    vol = make_volume((16, 48, 48), seed=0)
+    write_volume(tmp_path / "data.zarr" / "raw", vol.raw)
+    write_volume(tmp_path / "data.zarr" / "labels", vol.labels)
+    return {
+        "data": {"train": [{"raw": str(tmp_path / "data.zarr" / "raw"), "labels": str(tmp_path / "data.zarr" / "labels")}],
+                 "min_labelled": 0.1},
+        "model": {"num_fmaps": 2, "fmap_inc_factor": 2, "downsample_factors": [[1, 2, 2]],
+                  "output_shape": [4, 12, 12]},
+        "targets": {"lsd_sigma": 3.0},
+        "augment": {"elastic_sigma": 0.0},
+        "train": {"iterations": 4, "checkpoint_every": 2, "snapshot_every": 2, "seed": 1, "device": "cpu", **train},
+    }
+
+
+def test_train_writes_checkpoints_log_snapshots_and_resumes(tmp_path):
+    cfg = small_config(tmp_path)
+    result = train(cfg, tmp_path / "run")
+    assert result.last_checkpoint.name == "iteration_00000004.pt"
+    rows = list(csv.DictReader((tmp_path / "run" / "log.csv").open()))
+    assert [int(r["iteration"]) for r in rows] == [1, 2, 3, 4]
+    assert all(float(r["time_forward"]) > 0 and r["loss_lsds"] for r in rows)
+    assert read_volume(tmp_path / "run" / "snapshots.zarr" / "iteration_00000002" / "pred_affs")[0].shape == (3, 4, 12, 12)
+    # resume: more iterations continue from the last checkpoint, the log keeps one row per iteration
+    cfg["train"]["iterations"] = 6
+    train(cfg, tmp_path / "run")
+    rows = list(csv.DictReader((tmp_path / "run" / "log.csv").open()))
+    assert [int(r["iteration"]) for r in rows] == [1, 2, 3, 4, 5, 6]
+    model, state = load_checkpoint(latest_checkpoint(tmp_path / "run"))
+    assert state["iteration"] == 6
+    # a different config in the same folder is refused
+    cfg["model"]["num_fmaps"] = 3
+    with pytest.raises(FileExistsError, match="different config"):
+        train(cfg, tmp_path / "run")
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_resumed_run_equals_an_uninterrupted_one(tmp_path, workers):
+    """Resuming reloads weights, optimizer state and the per-iteration data: 2 + 2 iterations
+    give the weights of 4 uninterrupted ones."""
+    cfg = small_config(tmp_path, iterations=4)
+    cfg["data"]["num_workers"] = workers
+    train(cfg, tmp_path / "straight")
+    cfg["train"]["iterations"] = 2
+    train(cfg, tmp_path / "resumed")
+    cfg["train"]["iterations"] = 4
+    train(cfg, tmp_path / "resumed")
+    straight, _ = load_checkpoint(latest_checkpoint(tmp_path / "straight"))
+    resumed, _ = load_checkpoint(latest_checkpoint(tmp_path / "resumed"))
+    for p, q in zip(straight.parameters(), resumed.parameters()):
+        torch.testing.assert_close(p, q)
+
+
+def test_malis_phase_and_bad_loss(tmp_path):
+    cfg = small_config(tmp_path, iterations=3, malis_start=2)
+    cfg["targets"]["lsd_sigma"] = None
+    train(cfg, tmp_path / "run")
+    phases = [r["phase"] for r in csv.DictReader((tmp_path / "run" / "log.csv").open())]
+    assert phases == ["mse", "malis", "malis"]
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
+    cfg = small_config(tmp_path, iterations=6)
+    import affseg.learn.train as T
+
+    real = T._losses
+
+    def exploding(cfg, outputs, batch, iteration):
+        loss, parts, phase = real(cfg, outputs, batch, iteration)
+        return (loss * float("nan") if iteration == 3 else loss), parts, phase
+
+    monkeypatch.setattr(T, "_losses", exploding)
+    with pytest.raises(TrainingError, match="iteration 3.*iteration_00000002.pt"):
+        train(cfg, tmp_path / "run")
+    assert latest_checkpoint(tmp_path / "run").name == "iteration_00000002.pt"
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"model": {"num_fmap": 3}}, "unknown key"),
+    ({"train": {"iterations": "ten"}}, "train.iterations must be int"),
+    ({"optimizer": {}}, "unknown section"),
+    ({"train": {"loss": "l1"}}, "train.loss"),
+    ({"data": {"train": [{"raw": "x.h5/raw"}]}}, r"data.train\[0\]"),
+])
+def test_bad_configs(bad, message):
+    cfg = {"data": {"train": [{"raw": "a.h5/raw", "labels": "a.h5/labels"}]}}
+    for section, values in bad.items():
+        cfg.setdefault(section, {}).update(values)
+    with pytest.raises(ValueError, match=message):
+        validate_config(cfg)
+
+
+def test_config_files(tmp_path):
+    (tmp_path / "c.yaml").write_text("data:\n  train:\n    - {raw: d.h5/raw, labels: d.h5/labels}\ntrain:\n  iterations: 5\n")
+    cfg = load_config(tmp_path / "c.yaml")
+    assert cfg["train"]["iterations"] == 5 and cfg["data"]["train"][0]["raw"] == str(tmp_path / "d.h5" / "raw")
+    (tmp_path / "c.toml").write_text('[train]\niterations = 7\n[[data.train]]\nraw = "d.h5/raw"\nlabels = "d.h5/labels"\n')
+    assert load_config(tmp_path / "c.toml")["train"]["iterations"] == 7
+    (tmp_path / "bad.yaml").write_text("train: [1, 2\n")
+    with pytest.raises(ValueError, match="not valid YAML"):
+        load_config(tmp_path / "bad.yaml")
+    with pytest.raises(FileNotFoundError):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_impossible_output_shape_is_rejected_before_writing(tmp_path):
+    cfg = small_config(tmp_path)
+    cfg["model"]["output_shape"] = [4, 13, 13]
+    with pytest.raises(ValueError, match="no input gives the output shape"):
+        train(cfg, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_tiled_prediction_equals_one_pass(tmp_path):
+    cfg = small_config(tmp_path, iterations=1)
+    cfg["model"]["downsample_factors"] = [[1, 3, 3]]
+    cfg["model"]["output_shape"] = [4, 14, 14]
+    train(cfg, tmp_path / "run")
+    ckpt = latest_checkpoint(tmp_path / "run")
+    model, _ = load_checkpoint(ckpt)
+    raw = make_volume((10, 40, 38), seed=4).raw
+    written = predict(ckpt, raw, tmp_path / "pred.zarr", tile=(4, 12, 12))
+    tiled, _ = read_volume(written["affs"])
+    # one pass over the whole volume, zero-padded by the context
+    out, step = tile_shape(model, (4, 12, 12))
+    assert all(s % f == 0 for s, f in zip(step, model.total_factor))
+    context = (np.array(model.input_shape(out)) - np.array(out)) // 2
+    whole_out = [int(np.ceil(s / f)) * f for s, f in zip(raw.shape, model.total_factor)]
+    whole_out = model.valid_output_shapes_near(tuple(whole_out))[-1]
+    whole_in = model.input_shape(whole_out)
+    padded = np.zeros(whole_in, np.float32)
+    padded[tuple(slice(c, c + s) for c, s in zip(context, raw.shape))] = raw / 255
+    with torch.no_grad():
+        one = model(torch.from_numpy(padded)[None, None])["affs"][0].numpy()
+    one = one[(slice(None),) + tuple(slice(0, s) for s in raw.shape)]
+    np.testing.assert_allclose(tiled, one, atol=1e-5)
+    assert read_volume(written["lsds"])[0].shape == (10,) + raw.shape
+    with pytest.raises(FileExistsError):
+        predict(ckpt, raw, tmp_path / "pred.zarr")
