@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -38,20 +39,47 @@ def test_missing_input_is_named(tmp_path, capsys):
     assert "nope.zarr" in capsys.readouterr().err
 
 
+DEMO_ARGS = ["--shape", "12", "64", "64", "--train-shape", "16", "80", "80", "--iterations", "3"]
+
+
 def test_demo_writes_everything(tmp_path, capsys):
+    pytest.importorskip("torch", reason="the demo trains a network: it needs the 'train' extra")
     out = tmp_path / "demo"
-    assert main(["demo", "--output", str(out), "--shape", "12", "64", "64"]) == 0
+    assert main(["demo", "--output", str(out), *DEMO_ARGS]) == 0
     text = capsys.readouterr().out
     assert "CREMI score" in text and "best MALA: threshold" in text and "mutex watershed" in text
-    assert (out / "split_merge.png").exists()
+    assert (out / "split_merge.png").exists() and (out / "loss.png").exists()
     scores = json.loads((out / "scores.json").read_text())
-    assert {"mala", "connected_components", "mutex_watershed", "gasp"} <= set(scores)
+    assert {"mala", "mutex_watershed", "gasp", "train"} <= set(scores)
+    assert scores["train"]["iterations"] == 3 and Path(scores["train"]["checkpoint"]).is_file()
+    affs, _ = read_volume(out / "demo.zarr" / "affs")
+    assert affs.shape == (6, 12, 64, 64) and 0 <= affs.min() and affs.max() <= 1
     for name in ("segmentation", "mws", "gasp"):
         seg, _ = read_volume(out / "demo.zarr" / name)
         assert seg.shape == (12, 64, 64) and seg.min() >= 1
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    assert not [p for p in (out / "demo.zarr").iterdir() if p.name.startswith(".")]
     with pytest.raises(SystemExit):
-        main(["demo", "--output", str(out), "--shape", "12", "64", "64"])
+        main(["demo", "--output", str(out), *DEMO_ARGS])
+
+
+def test_train_and_predict_commands(tmp_path, capsys):
+    pytest.importorskip("torch", reason="needs the 'train' extra")
+    assert main(["synth", str(tmp_path / "d.zarr"), "--shape", "12", "48", "48"]) == 0
+    (tmp_path / "c.yaml").write_text(
+        "data:\n  train: [{raw: d.zarr/raw, labels: d.zarr/labels}]\n  min_labelled: 0.1\n"
+        "model: {num_fmaps: 2, fmap_inc_factor: 2, downsample_factors: [[1, 2, 2]], output_shape: [4, 12, 12]}\n"
+        "train: {iterations: 2, checkpoint_every: 1}\n")
+    assert main(["train", str(tmp_path / "c.yaml")]) == 0
+    ckpt = tmp_path / "c" / "checkpoints" / "iteration_00000002.pt"
+    assert ckpt.is_file()
+    assert main(["predict", str(ckpt), str(tmp_path / "d.zarr/raw"), str(tmp_path / "p.zarr")]) == 0
+    assert read_volume(tmp_path / "p.zarr" / "affs")[0].shape == (3, 12, 48, 48)
+    assert main(["predict", str(ckpt), str(tmp_path / "d.zarr/raw"), str(tmp_path / "p.zarr")]) == 2
+    assert "exists" in capsys.readouterr().err
+    (tmp_path / "bad.yaml").write_text("model: {num_fmap: 2}\n")
+    assert main(["train", str(tmp_path / "bad.yaml")]) == 2
+    assert "unknown key" in capsys.readouterr().err
 
 
 def test_segment_and_evaluate_refuse_to_overwrite(tmp_path, capsys):

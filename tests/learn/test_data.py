@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
+
+torch = pytest.importorskip("torch", reason="the learning tests need the 'train' extra (torch)")
 
 from affseg.conventions import affinities_from_labels
 from affseg.io import write_volume

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
+
+torch = pytest.importorskip("torch", reason="the learning tests need the 'train' extra (torch)")
 
 from affseg.graph.malis import malis_weights
 from affseg.learn.losses import dice_loss, malis_loss, weighted_bce, weighted_mse

@@ -5,7 +5,8 @@ import csv
 
 import numpy as np
 import pytest
-import torch
+
+torch = pytest.importorskip("torch", reason="the learning tests need the 'train' extra (torch)")
 
 from affseg.io import read_volume, write_volume
 from affseg.learn.config import load_config, validate_config

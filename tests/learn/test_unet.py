@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
+
+torch = pytest.importorskip("torch", reason="the learning tests need the 'train' extra (torch)")
 
 from affseg.learn.unet import UNet
 

@@ -220,12 +220,13 @@ class UNet(nn.Module):
     # ------------------------------------------------------------------ forward
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """``(batch, in_channels, *input_shape)`` -> {head: ``(batch, channels, *output_shape)``}."""
+        """``(batch, in_channels, *input_shape)`` raw in [0, 1] -> {head: ``(batch, channels, *output_shape)``}."""
         if x.ndim != self.dims + 2:
             raise ValueError(
                 f"input must have the shape (batch, channels, {'z, ' if self.dims == 3 else ''}y, x), got {tuple(x.shape)}"
             )
         self.output_shape(tuple(x.shape[2:]))  # a clear error for shapes the net cannot take
+        x = 2 * x - 1  # raw in [0, 1] -> [-1, 1], as the MALA/lsd pipelines feed it
         skips = []
         for level, pool in enumerate(self.pool):
             x = self.down[level](x)
