@@ -205,9 +205,13 @@ def _grid_edges(shape: tuple[int, ...], offsets: np.ndarray):
 
 
 def _compact_labels(labels: np.ndarray) -> tuple[np.ndarray, int]:
-    """Labels as consecutive int64 ids, 0 kept as 0."""
+    """Labels as int64 ids below 2**32 (consecutive if they were larger), 0 kept as 0, and the
+    number of ids."""
     if labels.size >= 2**31:
         raise ValueError(f"MALIS counts support up to 2**31 voxels, got shape {labels.shape}")
+    top = int(labels.max()) if labels.size else 0
+    if top < 2**32:  # small ids fit the entry packing as they are: skip the sort of np.unique
+        return labels.ravel().astype(np.int64), top + 1
     ids, inverse = np.unique(labels.ravel(), return_inverse=True)
     compact = inverse.astype(np.int64)
     if ids[0] != 0:
