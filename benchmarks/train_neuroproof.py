@@ -15,7 +15,6 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "neuroproof_train.h5"
 SPLIT = 120

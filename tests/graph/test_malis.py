@@ -134,21 +134,40 @@ def test_known_answer_two_objects():
     np.testing.assert_array_equal(w_neg[1, 0], [0, 0, 4, 0])
 
 
-def test_label_zero_forms_no_pairs_and_mask_removes_weight():
-    rng = np.random.default_rng(2)
-    labels = rng.integers(1, 3, size=(6, 6)).astype(np.uint64)
-    affs = rng.random((2, 6, 6)).astype(np.float32)
-    unlabelled = labels.copy()
-    unlabelled[:, :3] = 0
-    mask = np.ones((6, 6), bool)
-    mask[:, :3] = False
-    by_zero = constrained_malis_weights(affs, unlabelled, normalize=False)
-    by_mask = constrained_malis_weights(affs, labels, mask=mask, normalize=False)
-    total = 18  # labelled voxels
-    assert by_zero[0].sum() + by_zero[1].sum() <= total * (total - 1) // 2
-    for w in by_mask:
-        assert not np.any(w[:, :, :4][:, :, :3])  # no weight on edges touching the masked half
-    assert np.all(by_mask[0][:, :, 4:] >= 0)
+@pytest.mark.parametrize("kind", ["voxel", "affinity"])
+def test_masks_equal_brute_force(kind):
+    """Edges outside the mask keep their predicted affinity in both passes and get no weight; a
+    voxel mask also unlabels the voxels outside it."""
+    affs, labels, offsets = small_problem(7, 3, True)
+    rng = np.random.default_rng(8)
+    u, v, flat = grid_edge_list(labels.shape, offsets)
+    if kind == "voxel":
+        mask = rng.random(labels.shape) < 0.7
+        ref_labels = np.where(mask, labels, 0)
+        known = mask.ravel()[u] & mask.ravel()[v]
+    else:
+        mask = rng.random(affs.shape) < 0.7
+        ref_labels = labels
+        known = mask.ravel()[flat]
+    gt = affinities_from_labels(ref_labels, offsets)[0].ravel()[flat] == 1
+    a = affs.ravel()[flat]
+    within, between = gt & known, ~gt & known
+    pos_same, _ = brute_force_counts(np.where(between, 0, a), ref_labels, u, v)
+    _, neg_diff = brute_force_counts(np.where(within, 1, a), ref_labels, u, v)
+    w_pos, w_neg = constrained_malis_weights(affs, labels, offsets, mask=mask, normalize=False)
+    np.testing.assert_array_equal(w_pos.ravel()[flat], np.where(within, pos_same, 0))
+    np.testing.assert_array_equal(w_neg.ravel()[flat], np.where(between, neg_diff, 0))
+    same, diff = brute_force_counts(a, ref_labels, u, v)
+    got_same, got_diff = malis_pair_counts(affs, labels, offsets, mask=mask)
+    np.testing.assert_array_equal(got_same.ravel()[flat], np.where(known, same, 0))
+    np.testing.assert_array_equal(got_diff.ravel()[flat], np.where(known, diff, 0))
+
+
+def test_ids_above_2_32_count_like_small_ones():
+    affs, labels, offsets = small_problem(3, 3, False)
+    big = np.where(labels > 0, labels + np.uint64(2**40), 0).astype(np.uint64)
+    for small, large in zip(constrained_malis_weights(affs, labels, offsets), constrained_malis_weights(affs, big, offsets)):
+        np.testing.assert_array_equal(small, large)
 
 
 def test_normalized_passes_sum_to_one():

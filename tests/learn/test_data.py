@@ -87,6 +87,23 @@ def test_roi_restricts_sampling_and_mismatched_volumes_fail(tmp_path):
                     OFFSETS[:3]).sample(rng)
 
 
+def test_raw_of_an_unsupported_dtype_is_refused_on_open():
+    raw, labels = coded_volume((8, 20, 20))
+    with pytest.raises(ValueError, match="uint8 or float.*int16"):
+        Source(raw.astype(np.int16), labels).open()
+
+
+def test_a_mask_unlabels_and_masks_affinities():
+    raw, labels = coded_volume((8, 24, 24))
+    mask = np.ones(labels.shape, bool)
+    mask[:, :, :12] = False
+    sampler = CropSampler([Source(raw, labels, mask=mask)], (8, 24, 24), (8, 24, 24), OFFSETS[:3],
+                          augment=Augment.off(), min_labelled=0)
+    s = sampler.sample(np.random.default_rng(0))
+    assert np.all(s["labels"][:, :, :12] == 0) and np.array_equal(s["labels"][:, :, 12:], labels[:, :, 12:])
+    assert np.all(s["affs_mask"][:, :, :, :12] == 0) and np.all(s["affs_weights"][:, :, :, :12] == 0)
+
+
 def test_empty_crops_give_a_clear_error():
     raw, labels = coded_volume((8, 20, 20))
     sampler = CropSampler([Source(raw, np.zeros_like(labels))], (4, 16, 16), (4, 16, 16), OFFSETS[:3], max_tries=5)

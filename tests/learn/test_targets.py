@@ -81,6 +81,16 @@ def test_lsds_downsampling_repeats_subsampled_values():
     assert np.mean(np.abs(half - full)[:, inside]) < 0.05
 
 
+def test_objects_missed_by_downsampling_get_full_resolution_descriptors():
+    labels = np.zeros((9, 12, 12), np.uint64)
+    labels[:, :, :6] = 1
+    labels[3, 5, 9] = 2  # odd coordinates: not on the grid of every second voxel
+    half = local_shape_descriptors(labels, 2.0, downsample=2)
+    full = local_shape_descriptors(labels, 2.0, downsample=1)
+    np.testing.assert_allclose(half[:, 3, 5, 9], full[:, 3, 5, 9], atol=1e-6)
+    assert half[-1, 3, 5, 9] > 0  # it has a size, unlike an unvisited voxel
+
+
 def test_lsds_match_the_lsd_package():
     local_shape_descriptor = pytest.importorskip(
         "lsd.train.local_shape_descriptor", reason="the lsds package does not install from wheels; "

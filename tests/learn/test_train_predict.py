@@ -40,9 +40,11 @@ def test_train_writes_checkpoints_log_snapshots_and_resumes(tmp_path):
     assert read_volume(tmp_path / "run" / "snapshots.zarr" / "iteration_00000002" / "pred_affs")[0].shape == (3, 4, 12, 12)
     # resume: more iterations continue from the last checkpoint, the log keeps one row per iteration
     cfg["train"]["iterations"] = 6
+    cfg["train"]["keep_checkpoints"] = 1
     train(cfg, tmp_path / "run")
     rows = list(csv.DictReader((tmp_path / "run" / "log.csv").open()))
     assert [int(r["iteration"]) for r in rows] == [1, 2, 3, 4, 5, 6]
+    assert [p.name for p in (tmp_path / "run" / "checkpoints").iterdir()] == ["iteration_00000006.pt"]
     model, state = load_checkpoint(latest_checkpoint(tmp_path / "run"))
     assert state["iteration"] == 6
     # a different config in the same folder is refused
@@ -68,7 +70,34 @@ def test_resumed_run_equals_an_uninterrupted_one(tmp_path, workers):
         torch.testing.assert_close(p, q)
 
 
-def test_malis_phase_and_bad_loss(tmp_path):
+def test_log_rows_of_a_run_without_checkpoint_are_dropped_on_restart(tmp_path, monkeypatch):
+    cfg = small_config(tmp_path, iterations=4, checkpoint_every=3)
+    import affseg.learn.train as T
+
+    real = T._losses
+
+    def exploding(cfg, outputs, batch, iteration):
+        loss, parts, phase = real(cfg, outputs, batch, iteration)
+        return (loss * float("nan") if iteration == 2 else loss), parts, phase
+
+    monkeypatch.setattr(T, "_losses", exploding)
+    with pytest.raises(TrainingError, match="none"):
+        train(cfg, tmp_path / "run")
+    monkeypatch.setattr(T, "_losses", real)
+    train(cfg, tmp_path / "run")
+    rows = list(csv.DictReader((tmp_path / "run" / "log.csv").open()))
+    assert [int(r["iteration"]) for r in rows] == [1, 2, 3, 4]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="tests the message for a missing GPU")
+def test_cuda_without_a_gpu_is_refused_before_writing(tmp_path):
+    cfg = small_config(tmp_path, device="cuda")
+    with pytest.raises(ValueError, match="no CUDA device"):
+        train(cfg, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_malis_phase_switch(tmp_path):
     cfg = small_config(tmp_path, iterations=3, malis_start=2)
     cfg["targets"]["lsd_sigma"] = None
     train(cfg, tmp_path / "run")
@@ -154,3 +183,38 @@ def test_tiled_prediction_equals_one_pass(tmp_path):
     assert read_volume(written["lsds"])[0].shape == (10,) + raw.shape
     with pytest.raises(FileExistsError):
         predict(ckpt, raw, tmp_path / "pred.zarr")
+    with pytest.raises(ValueError, match="uint8 or float"):
+        predict(ckpt, raw.astype(np.int32), tmp_path / "other.zarr")
+    assert not (tmp_path / "other.zarr").exists()
+
+
+def test_interrupted_prediction_resumes_from_finished_tiles(tmp_path, monkeypatch):
+    cfg = small_config(tmp_path, iterations=1)
+    train(cfg, tmp_path / "run")
+    ckpt = latest_checkpoint(tmp_path / "run")
+    raw = make_volume((8, 40, 40), seed=4).raw
+    write_volume(tmp_path / "raw.zarr" / "raw", raw)
+    address = str(tmp_path / "raw.zarr" / "raw")
+    reference, _ = read_volume(predict(ckpt, address, tmp_path / "ref.zarr", tile=(4, 12, 12))["affs"])
+    import affseg.learn.unet as unet_module
+
+    real_forward = unet_module.UNet.forward
+    calls = []
+
+    def failing_forward(self, x):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # the run stops after two finished tiles
+        return real_forward(self, x)
+
+    monkeypatch.setattr(unet_module.UNet, "forward", failing_forward)
+    with pytest.raises(KeyboardInterrupt):
+        predict(ckpt, address, tmp_path / "pred.zarr", tile=(4, 12, 12))
+    assert not (tmp_path / "pred.zarr" / "affs").exists()
+    calls.clear()
+    monkeypatch.setattr(unet_module.UNet, "forward", lambda self, x: (calls.append(1), real_forward(self, x))[1])
+    resumed, _ = read_volume(predict(ckpt, address, tmp_path / "pred.zarr", tile=(4, 12, 12))["affs"])
+    np.testing.assert_array_equal(resumed, reference)
+    total_tiles = int(np.prod([int(np.ceil(s / t)) for s, t in zip(raw.shape, tile_shape(load_checkpoint(ckpt)[0], (4, 12, 12))[1])]))
+    assert len(calls) == total_tiles - 2  # only the unfinished tiles were computed
+    assert not [p for p in (tmp_path / "pred.zarr").iterdir() if p.name.startswith(".")]

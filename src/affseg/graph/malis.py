@@ -18,7 +18,6 @@ from numba import njit
 from .._checks import as_affinities, as_labels, as_mask
 from ..conventions import _edge_slices, affinities_from_labels
 from ._agglomeration_kernels import hash_get, hash_put
-from ._unionfind import find
 
 __all__ = ["constrained_malis_weights", "malis_pair_counts", "malis_weights"]
 
@@ -57,7 +56,7 @@ def _radix_descending(bits, index_order):
     return order
 
 
-# One record (a row of 9 int64) per node keeps a merge within a few cache lines. Entries (a
+# One record (a row of 8 int64, 64 bytes) per node keeps a merge within a few cache lines. Entries (a
 # label and its count in a tree's list) are indexed by node id: node i holds its own label at first.
 
 
@@ -250,7 +249,7 @@ def _split_mask(mask, labels, offsets):
     if mask is None:
         return labels, None
     if mask.ndim == labels.ndim:
-        return np.where(mask, labels, np.uint64(0)), _both_inside(mask, offsets)
+        return np.where(mask, labels, np.uint64(0)), affinities_from_labels(labels, offsets, mask=mask)[1] != 0
     return labels, mask
 
 
@@ -284,14 +283,6 @@ def malis_pair_counts(affs, labels, offsets=None, *, mask=None) -> tuple[np.ndar
     if known is not None:
         same, diff = same * known, diff * known
     return same, diff
-
-
-def _both_inside(voxel_mask: np.ndarray, offsets: np.ndarray) -> np.ndarray:
-    inside = np.zeros((len(offsets),) + voxel_mask.shape, bool)
-    for c, offset in enumerate(offsets):
-        src, dst = _edge_slices(offset, voxel_mask.shape)
-        inside[c][src] = voxel_mask[src] & voxel_mask[dst]
-    return inside
 
 
 def constrained_malis_weights(affs, labels, offsets=None, *, mask=None, normalize: bool = True):

@@ -35,19 +35,10 @@ class Source:
 
     def open(self):
         if not self._opened:
-            from ..io import open_volume
-
-            def arr(x, name):
-                if x is None:
-                    return None, None
-                if isinstance(x, np.ndarray):
-                    return x, None
-                vol = open_volume(x)
-                return vol.data, vol.voxel_size
-
-            raw, vs = arr(self.raw, "raw")
-            labels, _ = arr(self.labels, "labels")
-            mask, _ = arr(self.mask, "mask")
+            raw, vs = open_array(self.raw)
+            labels, _ = open_array(self.labels)
+            mask, _ = open_array(self.mask) if self.mask is not None else (None, None)
+            check_raw_dtype(raw, self.raw)
             if tuple(raw.shape) != tuple(labels.shape):
                 raise ValueError(f"labels {self.labels!r} have shape {tuple(labels.shape)}, raw {self.raw!r} "
                                  f"has {tuple(raw.shape)}: they must cover the same voxels")
@@ -67,6 +58,21 @@ class Source:
         return state
 
 
+def open_array(source) -> tuple[object, tuple[float, ...] | None]:
+    """An array, or a lazily read volume address, with its voxel size (None for arrays)."""
+    if isinstance(source, np.ndarray):
+        return source, None
+    from ..io import open_volume
+
+    vol = open_volume(source)
+    return vol.data, tuple(vol.voxel_size)
+
+
+def check_raw_dtype(raw, name) -> None:
+    if not (np.dtype(raw.dtype) == np.uint8 or np.dtype(raw.dtype).kind == "f"):
+        raise ValueError(f"raw {name if isinstance(name, str) else ''} must be uint8 or float, got dtype {raw.dtype}")
+
+
 def _read(array, start, shape, fill=0):
     """``array[start:start+shape]`` with everything outside the array set to ``fill``."""
     start = np.asarray(start)
@@ -82,11 +88,8 @@ def _read(array, start, shape, fill=0):
 
 
 def _to_unit(raw: np.ndarray) -> np.ndarray:
-    if raw.dtype == np.uint8:
-        return raw.astype(np.float32) / 255
-    if raw.dtype.kind == "f":
-        return raw.astype(np.float32)
-    raise ValueError(f"raw must be uint8 or float, got dtype {raw.dtype}")
+    """uint8 / 255 or float as float32 (the dtype is checked when a volume is opened)."""
+    return raw.astype(np.float32) / 255 if raw.dtype == np.uint8 else raw.astype(np.float32)
 
 
 class CropSampler:
@@ -160,31 +163,38 @@ class CropSampler:
         room = vol["stop"] - vol["start"] - shape
         # crops larger than the roi are centred on it and padded
         corner = vol["start"] + np.where(room >= 0, [rng.integers(r + 1) if r >= 0 else 0 for r in room], room // 2)
-        margin = (shape - np.array(self.output_shape)) // 2
-        out_labels = _read(vol["labels"], corner + margin, self.output_shape)
-        if np.mean(out_labels != 0) < self.min_labelled:
-            return None
-        anisotropic = len(shape) == 3 and (lambda v: v[0] > 1.5 * v[1:].max())(self._voxel_size(source))
+        voxel_size = self._voxel_size(source)
         coords = sample_transform(self.input_shape, rng, self.augment)
         if coords is None:
-            raw = _to_unit(_read(vol["raw"], corner, shape))
-            labels = _read(vol["labels"], corner, shape)
-            mask = None if vol["mask"] is None else _read(vol["mask"], corner, shape) != 0
-            known = self._inside(vol, corner, shape, None)
+            box, box_shape, local = corner, shape, None
         else:
             lo = np.floor(coords.reshape(len(shape), -1).min(axis=1)).astype(int) - 1
             hi = np.ceil(coords.reshape(len(shape), -1).max(axis=1)).astype(int) + 2
-            box = corner + lo
+            box, box_shape = corner + lo, hi - lo
             local = coords - lo.reshape((-1,) + (1,) * len(shape))
-            raw = warp(_to_unit(_read(vol["raw"], box, hi - lo)), local, order=1)
-            labels = warp(_read(vol["labels"], box, hi - lo), local, order=0)
-            mask = None if vol["mask"] is None else warp((_read(vol["mask"], box, hi - lo) != 0).astype(np.uint8),
-                                                         local, order=0) != 0
-            known = self._inside(vol, box, hi - lo, local)
-        mask = known if mask is None else mask & known
+
+        def crop(array, order, convert=None):
+            """Read the box, convert, and sample it through the transform (if any)."""
+            block = _read(array, box, box_shape)
+            block = block if convert is None else convert(block)
+            return block if local is None else warp(block, local, order=order)
+
+        labels = crop(vol["labels"], 0)
+        mask = self._inside(vol, box, box_shape, local)
+        if vol["mask"] is not None:
+            mask &= crop(vol["mask"], 0, lambda m: (m != 0).astype(np.uint8)) != 0
+        region = self._output_region()
+        if np.mean((labels != 0)[region] & mask[region]) < self.min_labelled:
+            return None  # raw is read only for accepted crops
+        raw = crop(vol["raw"], 1, _to_unit)
+        anisotropic = len(shape) == 3 and voxel_size[0] > 1.5 * voxel_size[1:].max()
         raw, labels, mask = mirror_transpose([raw, labels, mask], rng, self.augment, anisotropic=anisotropic)
         raw = apply_intensity(raw, rng, self.augment)
-        return self._targets(raw, labels, mask, self._voxel_size(source))
+        return self._targets(raw, labels, mask, voxel_size)
+
+    def _output_region(self) -> tuple[slice, ...]:
+        margin = (np.array(self.input_shape) - np.array(self.output_shape)) // 2
+        return tuple(slice(m, m + o) for m, o in zip(margin, self.output_shape))
 
     @staticmethod
     def _inside(vol, box, shape, local):
@@ -202,18 +212,18 @@ class CropSampler:
         if self.grow_boundary:
             labels = grow_boundary(labels, self.grow_boundary, only_xy=labels.ndim == 3)
         affs, affs_mask = affinities_from_labels(labels, self.offsets, mask=mask)
-        margin = (np.array(self.input_shape) - np.array(self.output_shape)) // 2
-        region = tuple(slice(m, m + o) for m, o in zip(margin, self.output_shape))
+        region = self._output_region()
         affs, affs_mask = affs[(slice(None),) + region], affs_mask[(slice(None),) + region]
+        labelled = np.where(mask, labels, np.uint64(0))
         sample = {
             "raw": raw[None].astype(np.float32),
-            "labels": np.where(mask, labels, 0)[region].astype(np.uint64),
+            "labels": labelled[region],
             "affs": affs,
             "affs_mask": affs_mask,
             "affs_weights": balance_weights(affs, affs_mask),
         }
         if self.lsd_sigma is not None:
-            lsds = local_shape_descriptors(np.where(mask, labels, 0), self.lsd_sigma, voxel_size=voxel_size,
+            lsds = local_shape_descriptors(labelled, self.lsd_sigma, voxel_size=voxel_size,
                                            downsample=self.lsd_downsample)
             sample["lsds"] = lsds[(slice(None),) + region]
             sample["lsds_mask"] = np.broadcast_to(mask[region], lsds[(slice(None),) + region].shape).astype(np.float32)

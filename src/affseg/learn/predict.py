@@ -3,20 +3,21 @@
 Tiles are placed on a grid whose step is a multiple of the network's total downsampling factor,
 so a valid-padding U-Net computes exactly what one pass over the whole (zero-padded) volume
 would. Each tile's output is one zarr chunk; the volume is never held in memory. The output is
-written under a hidden name and renamed into place when complete; an interrupted run resumes
-from the chunks already written.
+written under a hidden name and renamed into place when complete; an interrupted run of the same
+prediction (checkpoint, raw address, geometry) resumes from the tiles already written.
 """
 from __future__ import annotations
 
 import json
 import os
+import uuid
 import shutil
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .data import _read, _to_unit
+from .data import _read, _to_unit, check_raw_dtype, open_array
 from .train import load_checkpoint
 
 __all__ = ["predict", "tile_shape"]
@@ -35,7 +36,7 @@ def tile_shape(model, wanted) -> tuple[tuple[int, ...], tuple[int, ...]]:
 
 
 def predict(checkpoint, raw, output, *, tile=None, device="cpu", overwrite: bool = False,
-            progress: bool = False, batch_size: int = 1) -> dict[str, str]:
+            progress: bool = False) -> dict[str, str]:
     """Run a checkpoint over ``raw`` and write each head to ``output/<head>`` (zarr).
 
     Parameters
@@ -54,7 +55,8 @@ def predict(checkpoint, raw, output, *, tile=None, device="cpu", overwrite: bool
     model, state = load_checkpoint(checkpoint, device)
     if model.padding != "valid":
         raise ValueError("tiled prediction needs a valid-padding U-Net (same padding sees the tile borders)")
-    data, voxel_size = _open_raw(raw)
+    data, voxel_size = open_array(raw)
+    check_raw_dtype(data, raw)
     if data.ndim != model.dims:
         raise ValueError(f"raw has shape {tuple(data.shape)} but the network is {model.dims}D")
     out_tile, step = tile_shape(model, tile if tile is not None else [64] * model.dims)
@@ -63,12 +65,16 @@ def predict(checkpoint, raw, output, *, tile=None, device="cpu", overwrite: bool
     grid = [range(0, s, t) for s, t in zip(data.shape, step)]
     offsets = state["config"]["targets"]["offsets"]
     container = Path(output)
+    identity = {"checkpoint": str(Path(checkpoint).resolve()), "checkpoint_bytes": Path(checkpoint).stat().st_size,
+                "checkpoint_mtime": Path(checkpoint).stat().st_mtime, # an in-memory raw is never resumed: nothing identifies it
+                "raw": str(raw) if not isinstance(raw, np.ndarray) else uuid.uuid4().hex,
+                "shape": list(data.shape), "step": list(step)}
     staged = _stage(container, model.head_channels, data.shape, step, voxel_size, offsets, overwrite)
-    done = set(map(tuple, json.loads(staged["progress"].read_text()) if staged["progress"].exists() else []))
+    done = _read_progress(staged["progress"], identity)
     corners = [c for c in np.ndindex(*[len(g) for g in grid]) if c not in done]
     from tqdm.auto import tqdm
 
-    with torch.no_grad():
+    with staged["progress"].open("a") as log, torch.no_grad():
         for index in tqdm(corners, desc="predict", unit="tile", disable=not progress):
             start = np.array([g[i] for g, i in zip(grid, index)])
             x = _to_unit(_read(data, start - context, in_tile))
@@ -78,18 +84,9 @@ def predict(checkpoint, raw, output, *, tile=None, device="cpu", overwrite: bool
                 stop = np.minimum(start + step, data.shape)
                 region = tuple(slice(a, b) for a, b in zip(start, stop))
                 arr[(slice(None),) + region] = block[(slice(None),) + tuple(slice(0, b - a) for a, b in zip(start, stop))]
-            done.add(tuple(int(i) for i in index))
-            _write_progress(staged["progress"], done)
+            log.write(json.dumps([int(i) for i in index]) + "\n")
+            log.flush()
     return _publish(container, staged)
-
-
-def _open_raw(raw):
-    if isinstance(raw, np.ndarray):
-        return raw, None
-    from ..io import open_volume
-
-    vol = open_volume(raw)
-    return vol.data, list(vol.voxel_size)
 
 
 def _stage(container: Path, heads: dict, shape, out_tile, voxel_size, offsets, overwrite: bool) -> dict:
@@ -100,6 +97,7 @@ def _stage(container: Path, heads: dict, shape, out_tile, voxel_size, offsets, o
             raise FileExistsError(f"{container / name} exists; pass overwrite=True (--overwrite) to replace it")
     root = zarr.open_group(store=str(container), mode="a")
     arrays = {}
+    progress = container / f".{'-'.join(heads)}.progress.jsonl"
     for name, channels in heads.items():
         hidden = f".{name}.partial"
         full = (channels,) + tuple(shape)
@@ -107,6 +105,7 @@ def _stage(container: Path, heads: dict, shape, out_tile, voxel_size, offsets, o
         if hidden in root and (root[hidden].shape != full or root[hidden].chunks != chunks):
             shutil.rmtree(container / hidden)  # a partial run of another geometry
         if hidden not in root:
+            progress.unlink(missing_ok=True)  # finished tiles of a partial array that is gone
             arr = root.create_array(hidden, shape=full, dtype=np.float32, chunks=chunks, fill_value=0)
             axes = ["c^"] + ["z", "y", "x"][-len(shape):]
             arr.attrs.update({"axes": axes, "voxel_size": voxel_size or [1.0] * len(shape), "units": ["nm"] * len(shape),
@@ -114,13 +113,28 @@ def _stage(container: Path, heads: dict, shape, out_tile, voxel_size, offsets, o
             if name == "affs":
                 arr.attrs["offsets"] = offsets
         arrays[name] = root[hidden]
-    return {"arrays": arrays, "progress": container / f".{'-'.join(heads)}.progress.json"}
+    return {"arrays": arrays, "progress": progress}
 
 
-def _write_progress(path: Path, done: set) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(sorted(done)))
-    os.replace(tmp, path)
+def _read_progress(path: Path, identity: dict) -> set:
+    """Tiles finished by an interrupted run of the same prediction; the file's first line names
+    the prediction, one line per finished tile follows (a torn last line is ignored). Tiles of a
+    different prediction (checkpoint, raw, geometry) are not reused: the file starts over."""
+    done = set()
+    if path.exists():
+        lines = path.read_text().splitlines()
+        if lines and _parse(lines[0]) == identity:
+            done = {tuple(t) for t in map(_parse, lines[1:]) if isinstance(t, list)}
+    if not done:
+        path.write_text(json.dumps(identity) + "\n")
+    return done
+
+
+def _parse(line: str):
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError:
+        return None
 
 
 def _publish(container: Path, staged: dict) -> dict[str, str]:

@@ -61,15 +61,13 @@ def local_shape_descriptors(labels, sigma, *, voxel_size=None, downsample: int =
     downsample = int(downsample)
     out = np.zeros((lsd_channels(ndim),) + labels.shape, np.float32)
     sub = labels[(slice(None, None, downsample),) * ndim]
-    found = _boxes(sub)
-    for label in np.unique(labels):
-        if label == 0:
-            continue
-        if label in found:
-            _add_object(out, labels, sub, label, found[label], downsample, voxel_size, sigma)
-        else:
-            full = _boxes(np.where(labels == label, labels, 0))[label]
-            _add_object(out, labels, labels, label, full, 1, voxel_size, sigma)
+    boxes = _boxes(labels)
+    sub_boxes = boxes if downsample == 1 else _boxes(sub)
+    for label, box in boxes.items():
+        if label in sub_boxes:
+            _add_object(out, labels, sub, label, sub_boxes[label], downsample, voxel_size, sigma)
+        else:  # missed by the subsampling
+            _add_object(out, labels, labels, label, box, 1, voxel_size, sigma)
     _normalize(out, labels, ndim)
     return out
 

@@ -60,12 +60,16 @@ def latest_checkpoint(output: str | Path) -> Path | None:
     return found[-1] if found else None
 
 
-def load_checkpoint(path: str | Path, device="cpu") -> tuple[UNet, dict]:
-    """The model of a checkpoint (in eval mode) and the checkpoint's contents."""
+def _read_checkpoint(path: str | Path, device) -> dict:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
-    state = torch.load(path, map_location=device, weights_only=False)
+    return torch.load(path, map_location=device, weights_only=False)
+
+
+def load_checkpoint(path: str | Path, device="cpu") -> tuple[UNet, dict]:
+    """The model of a checkpoint (in eval mode) and the checkpoint's contents."""
+    state = _read_checkpoint(path, device)
     model = build_model(state["config"])
     model.load_state_dict(state["model"])
     return model.to(device).eval(), state
@@ -141,7 +145,7 @@ def _save_checkpoint(output: Path, iteration: int, model, optimizer, cfg, keep: 
 
 
 def _truncate_log(log: Path, iteration: int) -> None:
-    """Drop log rows after the checkpoint a run resumes from."""
+    """Drop log rows after the iteration a run (re)starts from."""
     if not log.exists():
         return
     with log.open() as f:
@@ -192,12 +196,12 @@ def train(config: dict, output: str | Path, *, overwrite: bool = False, progress
     start = 0
     log = output / "log.csv"
     if resume is not None:
-        state = torch.load(resume, map_location=device, weights_only=False)
+        state = _read_checkpoint(resume, device)
         net.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["torch_rng"])
         start = state["iteration"]
-        _truncate_log(log, start)
+    _truncate_log(log, start)  # rows of iterations after the checkpoint (or of a run that never saved one)
     total = cfg["train"]["iterations"]
     last = resume
     if start >= total:

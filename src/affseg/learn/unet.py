@@ -215,7 +215,8 @@ class UNet(nn.Module):
     @staticmethod
     def _check_positive(shape, input_shape, where: str) -> None:
         if np.any(shape < 1):
-            raise ValueError(f"input shape {tuple(input_shape)} is too small for the U-Net: {tuple(int(v) for v in shape)} {where}")
+            sizes = tuple(int(v) for v in shape)
+            raise ValueError(f"input shape {tuple(input_shape)} is too small for the U-Net: {sizes} {where}")
 
     # ------------------------------------------------------------------ forward
 
