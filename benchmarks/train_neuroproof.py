@@ -71,7 +71,7 @@ def main() -> None:
         run = train(config(args, malis), out / "run", overwrite=False, progress=True)
         seconds = time.perf_counter() - started
         results[name] = {"train_seconds": seconds, **evaluate_run(run.last_checkpoint, out)}
-    Path(args.output, "results.json").write_text(json.dumps(results, indent=2))
+    Path(args.output, "results.json").write_text(json.dumps(results, indent=2, default=float))
     print("| model | best threshold | VOI split | VOI merge | VOI | ARAND | VOI at 0.5 | ARAND at 0.5 |")
     print("|---|---|---|---|---|---|---|---|")
     for name, r in results.items():
