@@ -24,5 +24,36 @@ def test_mala_method_merges_its_fragments(volume):
 
 
 def test_unknown_method(volume):
-    with pytest.raises(ValueError, match="unknown method 'rw'"):
-        segment(volume.affs, [0.5], method="rw")
+    with pytest.raises(ValueError, match="unknown method 'ws'"):
+        segment(volume.affs, [0.5], method="ws")
+
+
+def test_random_walker_seeded_by_fragments_refines_mala_boundaries():
+    from affseg.evaluation import evaluate
+    from affseg.graph.fragments import boundary_map
+    from affseg.synthetic import make_volume
+
+    vol = make_volume((12, 48, 48), seed=3)
+    mala = segment(vol.affs, [0.3], method="mala")
+    rw = segment(vol.affs, [0.3], method="rw")
+    interior = boundary_map(vol.affs) > 0.5
+    seg = rw.segmentation(0)
+    # the interior keeps MALA's labels; the walk only decides the boundary voxels
+    np.testing.assert_array_equal(seg[interior], mala.segmentation(0)[interior])
+    assert set(np.unique(seg)) <= set(np.unique(mala.segmentation(0)[interior]))
+    assert evaluate(seg, vol.labels)["arand"] < 0.5
+
+
+def test_random_walker_seeded_by_distance_maxima():
+    from affseg.graph.fragments import distance_seeds
+    from affseg.graph.random_walker import random_walker
+    from affseg.synthetic import make_volume
+
+    vol = make_volume((8, 32, 32), seed=4)
+    result = segment(vol.affs, method="rw", rw_seeds="maxima", min_seed_distance=6)
+    seeds = distance_seeds(vol.affs, min_seed_distance=6)
+    np.testing.assert_array_equal(result.segmentation(0), random_walker(np.maximum(vol.affs, 1e-6), seeds))
+    assert result.segmentation(0).all()  # affinities of 0 are floored: every voxel is reached
+    assert len(result) == 1 and np.isnan(result.thresholds[0])
+    with pytest.raises(ValueError, match="rw_seeds"):
+        segment(vol.affs, [0.5], method="rw", rw_seeds="blobs")

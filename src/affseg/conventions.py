@@ -38,6 +38,21 @@ def _edge_slices(offset: np.ndarray, shape: tuple[int, ...]) -> tuple[tuple[slic
     return tuple(src), tuple(dst)
 
 
+def _grid_edges(shape: tuple[int, ...], offsets: np.ndarray):
+    """(u, v, flat index into the affinities) of the edges inside the volume, channel-major."""
+    n = int(np.prod(shape))
+    ids = np.arange(n, dtype=np.int64).reshape(shape)
+    us, vs, es = [], [], []
+    for c, offset in enumerate(offsets):
+        src, dst = _edge_slices(offset, shape)
+        u = ids[src].ravel()
+        v = ids[dst].ravel()
+        us.append(u)
+        vs.append(v)
+        es.append(u + c * n)
+    return np.concatenate(us), np.concatenate(vs), np.concatenate(es)
+
+
 def _as_3d(affs: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """A 2D problem as one z-section: ``(C, 1, y, x)`` affinities and offsets with a zero z."""
     if affs.ndim == 4:

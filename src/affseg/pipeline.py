@@ -12,7 +12,9 @@ from .graph.fragments import extract_fragments
 
 __all__ = ["Segmentation", "segment"]
 
-METHODS = ("mala", "cc", "mws", "gasp")
+METHODS = ("mala", "cc", "mws", "gasp", "rw")
+RW_SEEDS = ("fragments", "maxima")
+RW_MIN_WEIGHT = 1e-6
 
 
 @dataclass
@@ -52,6 +54,7 @@ def segment(
     cannot_link: bool = False,
     superpixels: bool = False,
     strides=None,
+    rw_seeds: str = "fragments",
 ) -> Segmentation:
     """Segment affinities, at each threshold where the method has one.
 
@@ -62,6 +65,11 @@ def segment(
     ``strides``, ``min_size``); ``method="gasp"``: :func:`~affseg.gasp` (``linkage``,
     ``cannot_link``; on MALA fragments with ``superpixels``). These two have no threshold:
     they give one segmentation and ``thresholds`` is ignored.
+    ``method="rw"``: the seeded :func:`~affseg.random_walker` on the affinities (all offsets are
+    edges, affinities the diffusivities). ``rw_seeds="fragments"``: at each threshold, the MALA
+    segmentation restricted to the interior (boundary map > 0.5) seeds the walk, which then
+    decides the boundary voxels; ``rw_seeds="maxima"``: MALA's distance-transform maxima (one
+    seed per plateau) give one segmentation and ``thresholds`` is ignored.
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
@@ -70,6 +78,11 @@ def segment(
                        cannot_link=cannot_link, superpixels=superpixels, strides=strides, min_size=min_size,
                        mask=mask, fragments_in_xy=fragments_in_xy, min_seed_distance=min_seed_distance,
                        sampling=sampling)
+    if method == "rw" and rw_seeds not in RW_SEEDS:
+        raise ValueError(f"unknown rw_seeds {rw_seeds!r}; choose one of {RW_SEEDS}")
+    if method == "rw" and rw_seeds == "maxima":
+        return _random_walker(affs, offsets, None, mask=mask, fragments_in_xy=fragments_in_xy,
+                              min_seed_distance=min_seed_distance, sampling=sampling)
     thresholds = np.sort(np.asarray(thresholds, dtype=np.float32).reshape(-1))
     if thresholds.size == 0:
         raise ValueError(f"method {method!r} needs at least one threshold")
@@ -80,7 +93,34 @@ def segment(
                                   min_seed_distance=min_seed_distance, min_size=min_size,
                                   mask=mask, sampling=sampling)
     result = agglomerate(affs, fragments, thresholds, offsets=offsets, merge_function=merge_function)
+    if method == "rw":
+        return _random_walker(affs, offsets, result, mask=mask, fragments=fragments)
     return Segmentation(method, result.thresholds, fragments, result)
+
+
+def _random_walker(affs, offsets, agglomeration, *, mask, fragments=None, fragments_in_xy=False,
+                   min_seed_distance=10, sampling=None) -> Segmentation:
+    from ._checks import as_affinities
+    from .graph.fragments import _boundary_map, distance_seeds
+    from .graph.random_walker import random_walker
+
+    affs, offsets = as_affinities(affs, offsets)
+    # an affinity of exactly 0 would cut the voxel off the walk (label 0): let it through, barely
+    weights = np.maximum(affs, np.float32(RW_MIN_WEIGHT))
+    if agglomeration is None:
+        seeds = distance_seeds(affs, offsets, min_seed_distance=min_seed_distance,
+                               fragments_in_xy=fragments_in_xy, mask=mask, sampling=sampling)
+        if not seeds.any():
+            raise ValueError("the affinities hold no interior (boundary map > 0.5) to place seeds in")
+        return Segmentation("rw", np.array([np.nan], np.float32), None, None,
+                            [random_walker(weights, seeds, offsets, mask=mask)])
+    interior = _boundary_map(affs, offsets, in_plane=False) > 0.5
+    segs = []
+    for i in range(len(agglomeration.thresholds)):
+        seeds = np.where(interior, agglomeration.segmentation(i), np.uint64(0))
+        segs.append(random_walker(weights, seeds, offsets, mask=mask) if seeds.any()
+                    else agglomeration.segmentation(i))
+    return Segmentation("rw", agglomeration.thresholds, fragments, agglomeration, segs)
 
 
 def _signed(affs, offsets, method, *, bias, long_range_bias, linkage, cannot_link, superpixels, strides,

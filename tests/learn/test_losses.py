@@ -61,3 +61,24 @@ def test_a_gradient_step_lowers_the_merge_error():
 def test_malis_loss_bad_input():
     with pytest.raises(ValueError, match="do not match"):
         malis_loss(torch.rand(1, 3, 4, 4, 4), np.zeros((1, 4, 4, 5), np.uint64), np.eye(3) * -1)
+
+
+@pytest.mark.parametrize("shape", [(24, 24), (6, 16, 16)])
+def test_random_walker_loss_prefers_ground_truth_affinities(shape):
+    from affseg.conventions import affinities_from_labels
+    from affseg.learn.losses import random_walker_loss
+    from affseg.synthetic import make_volume
+
+    labels = make_volume((6, 16, 16) if len(shape) == 3 else (1,) + shape, seed=1).labels.reshape(shape)
+    offsets = -np.eye(len(shape), dtype=int)
+    gt, _ = affinities_from_labels(labels, offsets)
+    good = torch.from_numpy(np.clip(gt, 0.05, 0.95)[None]).requires_grad_()
+    flat = torch.full_like(good, 0.5, requires_grad=True)
+    loss_good = random_walker_loss(good, labels[None], offsets)
+    loss_flat = random_walker_loss(flat, labels[None], offsets)
+    assert float(loss_good.detach()) < float(loss_flat.detach())
+    loss_flat.backward()
+    grad = flat.grad.numpy()[0]
+    # raising an affinity inside an object helps (negative gradient) more often than across a boundary
+    inside, across = grad[gt == 1], grad[gt == 0]
+    assert np.mean(inside) < np.mean(across)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from affseg.learn.targets import balance_weights, grow_boundary, local_shape_descriptors
-from affseg.synthetic import neurite_labels
+from affseg.synthetic import make_volume, neurite_labels
 
 
 def gaussian_kernel(sigma_vox):
@@ -139,3 +139,28 @@ def test_balance_weights_equalize_classes():
         assert per[c][(target[c] == 1) & m].sum() == pytest.approx(per[c][(target[c] == 0) & m].sum(), rel=1e-5)
     with pytest.raises(ValueError, match="binary"):
         balance_weights(np.full((2, 2), 0.5))
+
+
+@pytest.mark.parametrize("shape", [(30, 40), (8, 20, 24)])
+def test_oracle_seeds_one_blob_per_object_at_its_deepest_voxel(shape):
+    from scipy import ndimage
+
+    from affseg.learn.targets import oracle_seeds
+
+    labels = make_volume((8, 20, 24) if len(shape) == 3 else (1,) + shape, seed=2).labels.reshape(shape).copy()
+    labels[labels == labels.max()] = 0  # an unlabelled object gets no seed
+    seeds, target = oracle_seeds(labels, radius=2)
+    ids = np.unique(labels[labels > 0])
+    assert target.max() == len(ids) and seeds.max() == len(ids)
+    for k, obj in enumerate(ids, start=1):
+        np.testing.assert_array_equal(target == k, labels == obj)
+        blob = seeds == k
+        assert blob.any() and np.all(labels[blob] == obj)
+        assert ndimage.label(blob)[1] == 1 or blob.sum() <= 3  # one blob (thin objects may split it)
+        depth = ndimage.distance_transform_edt(np.pad(labels == obj, 1))[(slice(1, -1),) * len(shape)]
+        assert depth[blob].max() == depth[labels == obj].max()
+    assert np.all(seeds[labels == 0] == 0) and np.all(target[labels == 0] == 0)
+    single, _ = oracle_seeds(labels, radius=0)
+    assert all(np.count_nonzero(single == k) == 1 for k in range(1, len(ids) + 1))
+    with pytest.raises(ValueError, match="radius"):
+        oracle_seeds(labels, radius=-1)

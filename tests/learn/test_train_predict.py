@@ -11,7 +11,7 @@ torch = pytest.importorskip("torch", reason="the learning tests need the 'train'
 from affseg.io import read_volume, write_volume
 from affseg.learn.config import load_config, validate_config
 from affseg.learn.predict import predict, tile_shape
-from affseg.learn.train import TrainingError, latest_checkpoint, load_checkpoint, train
+from affseg.learn.train import TrainingError, build_model, latest_checkpoint, load_checkpoint, train
 from affseg.synthetic import make_volume
 
 
@@ -105,6 +105,19 @@ def test_malis_phase_switch(tmp_path):
     assert phases == ["mse", "malis", "malis"]
 
 
+def test_random_walker_training_moves_the_weights(tmp_path):
+    cfg = small_config(tmp_path, iterations=2, loss="random_walker", learning_rate=1e-2)
+    cfg["targets"]["lsd_sigma"] = None
+    result = train(cfg, tmp_path / "run")
+    rows = list(csv.DictReader((tmp_path / "run" / "log.csv").open()))
+    assert [r["phase"] for r in rows] == ["random_walker", "random_walker"]
+    assert all(np.isfinite(float(r["loss"])) and float(r["loss"]) > 0 for r in rows)
+    first = torch.load(result.last_checkpoint, weights_only=False)["model"]
+    torch.manual_seed(cfg["train"]["seed"])  # the initial weights, as train() makes them
+    fresh = build_model(validate_config(cfg))
+    assert any(not torch.equal(first[k], v) for k, v in fresh.state_dict().items())
+
+
 def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
     cfg = small_config(tmp_path, iterations=6)
     import affseg.learn.train as T
@@ -126,6 +139,8 @@ def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path, monkeypat
     ({"train": {"iterations": "ten"}}, "train.iterations must be int"),
     ({"optimizer": {}}, "unknown section"),
     ({"train": {"loss": "l1"}}, "train.loss"),
+    ({"train": {"loss": "random_walker", "malis_start": 10}}, "train.malis_start"),
+    ({"train": {"rw_gradient": "approx"}}, "train.rw_gradient"),
     ({"data": {"train": [{"raw": "x.h5/raw"}]}}, r"data.train\[0\]"),
 ])
 def test_bad_configs(bad, message):

@@ -13,7 +13,7 @@ from .filters import maximum_filter
 from .rag import fragment_graph
 from .watershed import flood_levels
 
-__all__ = ["boundary_map", "extract_fragments"]
+__all__ = ["boundary_map", "distance_seeds", "extract_fragments"]
 
 
 def boundary_map(affs, offsets=None, *, in_plane: bool = False) -> np.ndarray:
@@ -170,6 +170,45 @@ def _flood_levels(dist, bmap, inside) -> np.ndarray:
     return np.where(inside, deep, edge).astype(np.uint16)
 
 
+def _distance_seeds(affs, offsets, threshold, min_seed_distance, in_plane, mask, sampling):
+    """MALA's seeds: plateaus of local maxima of the distance to the boundary (boundary map at
+    ``threshold``), with the distance, boundary map and interior they came from."""
+    bmap = _boundary_map(affs, offsets, in_plane=in_plane)
+    inside = bmap > np.float32(threshold)
+    if mask is not None:
+        inside &= mask
+    dist = distance_transform(inside, sampling=sampling, in_plane=in_plane)
+    # no boundary at all (in a section): every voxel is equally deep
+    infinite = np.isinf(dist)
+    if infinite.any():
+        dist[infinite] = dist[~infinite].max() + 1 if (~infinite).any() else 1
+    size = (1, min_seed_distance, min_seed_distance) if in_plane else min_seed_distance
+    lift = (lambda a: a) if dist.ndim == 3 else (lambda a: a[None])
+    seeds = _label_maxima(lift(dist), lift(maximum_filter(dist, size)), in_plane)
+    return seeds.reshape(dist.shape), dist, bmap, inside
+
+
+def distance_seeds(affs, offsets=None, *, threshold: float = 0.5, min_seed_distance: int = 10,
+                   fragments_in_xy: bool = False, mask=None, sampling=None) -> np.ndarray:
+    """The seeds of :func:`extract_fragments` (steps 1-3) as a label volume: each plateau of local
+    maxima of the boundary distance gets its own id (1, 2, ...), other voxels 0.
+
+    Parameters are those of :func:`extract_fragments`.
+
+    Returns
+    -------
+    seeds : uint64 array, spatial shape
+    """
+    affs, offsets = as_affinities(affs, offsets)
+    mask = as_mask(mask, affs.shape[1:])
+    if min_seed_distance < 1:
+        raise ValueError(f"min_seed_distance must be >= 1, got {min_seed_distance}")
+    if not 0 <= threshold < 1:
+        raise ValueError(f"threshold must lie in [0, 1), got {threshold}")
+    in_plane = fragments_in_xy and affs.ndim == 4
+    return _distance_seeds(affs, offsets, threshold, min_seed_distance, in_plane, mask, sampling)[0]
+
+
 def extract_fragments(
     affs,
     offsets=None,
@@ -229,18 +268,10 @@ def extract_fragments(
     if not 0 <= threshold < 1:
         raise ValueError(f"threshold must lie in [0, 1), got {threshold}")
     in_plane = fragments_in_xy and len(shape) == 3
-    bmap = _boundary_map(affs, offsets, in_plane=in_plane)
-    inside = bmap > np.float32(threshold)
-    if mask is not None:
-        inside &= mask
-    dist = distance_transform(inside, sampling=sampling, in_plane=in_plane)
-    # no boundary at all (in a section): every voxel is equally deep
-    infinite = np.isinf(dist)
-    if infinite.any():
-        dist[infinite] = dist[~infinite].max() + 1 if (~infinite).any() else 1
-    size = (1, min_seed_distance, min_seed_distance) if in_plane else min_seed_distance
     lift = (lambda a: a) if len(shape) == 3 else (lambda a: a[None])
-    seeds = _label_maxima(lift(dist), lift(maximum_filter(dist, size)), in_plane)
+    seeds, dist, bmap, inside = _distance_seeds(affs, offsets, threshold, min_seed_distance, in_plane, mask,
+                                                sampling)
+    seeds = lift(seeds)
     levels = _flood_levels(dist, bmap, inside)
     del dist, bmap, inside
     full = np.ones(shape, bool) if mask is None else mask

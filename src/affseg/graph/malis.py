@@ -16,7 +16,7 @@ import numpy as np
 from numba import njit
 
 from .._checks import as_affinities, as_labels, as_mask
-from ..conventions import _edge_slices, affinities_from_labels
+from ..conventions import _grid_edges, affinities_from_labels
 from ._agglomeration_kernels import hash_get, hash_put
 
 __all__ = ["constrained_malis_weights", "malis_pair_counts", "malis_weights"]
@@ -186,21 +186,6 @@ def _descending_order(values: np.ndarray, index_order: np.ndarray) -> np.ndarray
     """
     bits = (np.asarray(values, np.float32) + np.float32(0)).view(np.uint32)
     return _radix_descending(bits, index_order)
-
-
-def _grid_edges(shape: tuple[int, ...], offsets: np.ndarray):
-    """(u, v, flat index into the affinities) of the edges inside the volume, channel-major."""
-    n = int(np.prod(shape))
-    ids = np.arange(n, dtype=np.int64).reshape(shape)
-    us, vs, es = [], [], []
-    for c, offset in enumerate(offsets):
-        src, dst = _edge_slices(offset, shape)
-        u = ids[src].ravel()
-        v = ids[dst].ravel()
-        us.append(u)
-        vs.append(v)
-        es.append(u + c * n)
-    return np.concatenate(us), np.concatenate(vs), np.concatenate(es)
 
 
 def _compact_labels(labels: np.ndarray) -> tuple[np.ndarray, int]:

@@ -7,6 +7,10 @@ from pathlib import Path
 
 __all__ = ["DEFAULTS", "load_config", "validate_config"]
 
+# mse/bce: affinities against ground truth; random_walker: the affinities are the diffusivities of
+# a random walker seeded from the ground truth (one blob per object), cross-entropy on its output
+LOSSES = ("mse", "bce", "random_walker")
+
 # section -> key -> (allowed types, default); ``None`` in the types means the key may be null
 DEFAULTS: dict[str, dict[str, tuple]] = {
     "data": {
@@ -29,6 +33,7 @@ DEFAULTS: dict[str, dict[str, tuple]] = {
         "offsets": ((list,), [[-1, 0, 0], [0, -1, 0], [0, 0, -1]]),
         "lsd_sigma": ((float, int, None), None),
         "lsd_downsample": ((int,), 1),
+        "rw_seed_radius": ((int,), 2),
     },
     "augment": {
         "mirror": ((bool,), True),
@@ -50,6 +55,8 @@ DEFAULTS: dict[str, dict[str, tuple]] = {
         "loss": ((str,), "mse"),
         "malis_start": ((int, None), None),
         "malis_constrained": ((bool,), True),
+        "rw_gradient": ((str,), "exact"),
+        "rw_samples": ((int,), 1000),
         "checkpoint_every": ((int,), 100),
         "keep_checkpoints": ((int,), 3),
         "snapshot_every": ((int,), 0),
@@ -108,8 +115,14 @@ def _check_values(cfg: dict, where: str) -> None:
     for key in ("iterations", "batch_size", "checkpoint_every", "keep_checkpoints", "log_every"):
         if train[key] < 1:
             bad(f"train.{key}", f"must be >= 1, got {train[key]}")
-    if train["loss"] not in ("mse", "bce"):
-        bad("train.loss", f"must be 'mse' or 'bce', got {train['loss']!r}")
+    if train["loss"] not in LOSSES:
+        bad("train.loss", f"must be one of {LOSSES}, got {train['loss']!r}")
+    if train["loss"] == "random_walker" and train["malis_start"] is not None:
+        bad("train.malis_start", "must be null with the random_walker loss")
+    if train["rw_gradient"] not in ("exact", "sampled"):
+        bad("train.rw_gradient", f"must be 'exact' or 'sampled', got {train['rw_gradient']!r}")
+    if train["rw_samples"] < 1 or cfg["targets"]["rw_seed_radius"] < 0:
+        bad("train.rw_samples / targets.rw_seed_radius", "must be >= 1 / >= 0")
     if train["device"] not in ("auto", "cpu", "cuda") and not train["device"].startswith("cuda:"):
         bad("train.device", f"must be auto, cpu or cuda[:N], got {train['device']!r}")
     if train["learning_rate"] <= 0:

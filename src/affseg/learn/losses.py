@@ -6,7 +6,7 @@ import torch
 
 from ..graph.malis import malis_weights
 
-__all__ = ["dice_loss", "malis_loss", "weighted_bce", "weighted_mse"]
+__all__ = ["dice_loss", "malis_loss", "random_walker_loss", "weighted_bce", "weighted_mse"]
 
 
 def _checked(pred: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None):
@@ -77,6 +77,50 @@ def malis_loss(affs: torch.Tensor, labels, offsets, *, mask=None, constrained: b
     w_pos_t = torch.from_numpy(w_pos).to(affs.device, affs.dtype)
     w_neg_t = torch.from_numpy(w_neg).to(affs.device, affs.dtype)
     return (w_pos_t * (1 - affs) ** 2 + w_neg_t * affs**2).sum() / affs.shape[0]
+
+
+# diffusivities below this would let float32 affinities cut voxels off the walk
+RW_MIN_WEIGHT = 1e-6
+
+
+def random_walker_loss(affs: torch.Tensor, labels, offsets, *, seed_radius: int = 2, gradient: str = "exact",
+                       num_samples: int = 1000, eps: float = 1e-6) -> torch.Tensor:
+    """The Learned Random Walker loss: the affinities are the diffusivities of a random walker
+    seeded with one blob per ground-truth object (:func:`affseg.learn.targets.oracle_seeds`),
+    and the loss is the cross-entropy ``-log p[object]`` of its probabilities, averaged over the
+    labelled unseeded voxels of the batch (0 if a crop holds a single object).
+
+    Parameters
+    ----------
+    affs : (B, C, z, y, x) or (B, C, y, x) tensor
+        Predicted affinities in [0, 1]; floored at 1e-6 so that every voxel is reached.
+    labels : (B, z, y, x) or (B, y, x) int array or tensor
+        Ground truth of the output region, 0 = unlabelled (no loss there).
+    offsets : (C, ndim) array_like of int
+    seed_radius : int
+    gradient, num_samples
+        See :class:`affseg.learn.random_walker.RandomWalker`.
+    eps : float
+        Added inside the logarithm.
+    """
+    from .random_walker import random_walker_probabilities
+    from .targets import oracle_seeds
+
+    labels = _numpy(labels)
+    if labels.shape[0] != affs.shape[0] or labels.shape[1:] != tuple(affs.shape[2:]):
+        raise ValueError(f"labels {labels.shape} do not match the affinities {tuple(affs.shape)} (batch, channels, ...)")
+    seeds, targets = zip(*(oracle_seeds(item, seed_radius) for item in labels))
+    seeds_t = torch.from_numpy(np.stack(seeds))
+    target_t = torch.from_numpy(np.stack(targets)).to(affs.device)
+    num_labels = max(1, int(seeds_t.max()))
+    probs = random_walker_probabilities(affs.clamp_min(RW_MIN_WEIGHT), seeds_t, offsets, num_labels=num_labels,
+                                        gradient=gradient, num_samples=num_samples)
+    where = (target_t > 0) & (seeds_t.to(affs.device) == 0)
+    if not where.any():
+        return affs.sum() * 0
+    index = (target_t - 1).clamp_min(0).unsqueeze(1)
+    picked = torch.gather(probs, 1, index).squeeze(1)
+    return -torch.log(picked[where] + eps).mean()
 
 
 def _numpy(x) -> np.ndarray:

@@ -21,7 +21,7 @@ from ..io.atomic import atomic_path
 from .augment import Augment
 from .config import validate_config
 from .data import CropDataset, CropSampler, Source
-from .losses import malis_loss, weighted_bce, weighted_mse
+from .losses import malis_loss, random_walker_loss, weighted_bce, weighted_mse
 from .unet import UNet
 
 __all__ = ["TrainingError", "build_model", "latest_checkpoint", "load_checkpoint", "train"]
@@ -118,7 +118,11 @@ def _losses(cfg: dict, outputs: dict, batch: dict, iteration: int) -> tuple[torc
     train = cfg["train"]
     malis = train["malis_start"] is not None and iteration >= train["malis_start"]
     pred = outputs["affs"]
-    if malis:
+    if train["loss"] == "random_walker":
+        loss_affs = random_walker_loss(pred, batch["labels"], cfg["targets"]["offsets"],
+                                       seed_radius=cfg["targets"]["rw_seed_radius"], gradient=train["rw_gradient"],
+                                       num_samples=train["rw_samples"])
+    elif malis:
         loss_affs = malis_loss(pred, batch["labels"], cfg["targets"]["offsets"], mask=batch["affs_mask"] > 0,
                                constrained=train["malis_constrained"])
     elif train["loss"] == "bce":

@@ -1,0 +1,235 @@
+"""The seeded random walker: parity with scikit-image (bf and cg), a dense brute force for any
+offsets and masks, known answers, invariants and bad input."""
+from __future__ import annotations
+
+import itertools
+import warnings
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from scipy import ndimage as ndi
+
+from affseg.graph.random_walker import RandomWalkerSystem, image_weights, random_walker
+
+skimage_rw = pytest.importorskip("skimage.segmentation").random_walker
+
+LONG_RANGE_2D = [[-1, 0], [0, -1], [-2, 1], [0, -3]]
+LONG_RANGE_3D = [[-1, 0, 0], [0, -1, 0], [0, 0, -1], [-1, -2, 0], [0, 0, -3]]
+
+
+def _smooth_image(shape, seed):
+    rng = np.random.default_rng(seed)
+    return ndi.gaussian_filter(rng.random(shape), 1.5)
+
+
+def _random_seeds(shape, n_labels, seed, ids=None):
+    rng = np.random.default_rng(seed)
+    seeds = np.zeros(shape, np.uint64)
+    ids = np.arange(1, n_labels + 1) if ids is None else ids
+    flat = rng.choice(seeds.size, size=2 * n_labels, replace=False)
+    seeds.reshape(-1)[flat] = np.repeat(np.asarray(ids, np.uint64), 2)
+    return seeds
+
+
+def _brute_force(weights, seeds, offsets, mask=None):
+    """Dense Laplacian over all voxels, reachability by flooding, numpy solve: (K, n) probabilities."""
+    shape = seeds.shape
+    n = seeds.size
+    active = np.ones(n, bool) if mask is None else np.asarray(mask).reshape(-1)
+    coords = list(itertools.product(*[range(s) for s in shape]))
+    lap = np.zeros((n, n))
+    neighbours = [[] for _ in range(n)]
+    for c, off in enumerate(offsets):
+        for i, u in enumerate(coords):
+            v = tuple(a + b for a, b in zip(u, off))
+            if not all(0 <= a < s for a, s in zip(v, shape)):
+                continue
+            j = np.ravel_multi_index(v, shape)
+            w = weights[(c,) + u]
+            if w == 0 or not (active[i] and active[j]):
+                continue
+            lap[i, j] -= w
+            lap[j, i] -= w
+            lap[i, i] += w
+            lap[j, j] += w
+            neighbours[i].append(j)
+            neighbours[j].append(i)
+    flat = seeds.reshape(-1)
+    reached = np.zeros(n, bool)
+    stack = list(np.flatnonzero(flat))
+    reached[stack] = True
+    while stack:
+        i = stack.pop()
+        for j in neighbours[i]:
+            if not reached[j]:
+                reached[j] = True
+                stack.append(j)
+    labels = np.unique(flat[flat > 0])
+    unknown = np.flatnonzero(reached & (flat == 0))
+    seeded = np.flatnonzero(flat)
+    probs = np.zeros((labels.size, n))
+    for k, label in enumerate(labels):
+        probs[k, seeded] = flat[seeded] == label
+        if unknown.size:
+            rhs = -lap[np.ix_(unknown, seeded)] @ (flat[seeded] == label)
+            probs[k, unknown] = np.linalg.solve(lap[np.ix_(unknown, unknown)], rhs)
+    return probs.reshape((labels.size,) + shape), reached.reshape(shape)
+
+
+@pytest.mark.parametrize("shape", [(40, 50), (12, 20, 24)])
+@pytest.mark.parametrize("mode", ["bf", "cg"])
+@pytest.mark.parametrize("solver", ["direct", "cg"])
+def test_matches_skimage(shape, mode, solver):
+    image = _smooth_image(shape, 0)
+    seeds = _random_seeds(shape, 4, 1).astype(np.int64)
+    spacing = (2.0,) + (1.0,) * (len(shape) - 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # skimage: "cg mode may be slow because UMFPACK ..."
+        expected = skimage_rw(image, seeds, beta=90, mode=mode, tol=1e-10, spacing=spacing, return_full_prob=True)
+        expected_seg = skimage_rw(image, seeds, beta=90, mode=mode, tol=1e-10, spacing=spacing)
+    weights = image_weights(image, beta=90, spacing=spacing)
+    seg, probs = random_walker(weights, seeds, solver=solver, tol=1e-10, return_probabilities=True)
+    assert probs.shape == expected.shape
+    np.testing.assert_allclose(probs, expected, atol=1e-5)
+    np.testing.assert_array_equal(seg, expected_seg)
+
+
+@pytest.mark.parametrize("offsets", [LONG_RANGE_2D, LONG_RANGE_3D])
+@pytest.mark.parametrize("solver", ["direct", "cg"])
+def test_matches_brute_force_with_long_range_offsets_and_mask(offsets, solver):
+    shape = (7, 9) if len(offsets[0]) == 2 else (4, 5, 6)
+    rng = np.random.default_rng(3)
+    weights = rng.uniform(0.05, 1.0, size=(len(offsets),) + shape)
+    weights[rng.random(weights.shape) < 0.15] = 0  # removed edges
+    mask = rng.random(shape) > 0.15
+    seeds = _random_seeds(shape, 3, 4)
+    seeds[~mask] = 0
+    expected, reached = _brute_force(weights, seeds, offsets, mask)
+    seg, probs = random_walker(weights, seeds, offsets, mask=mask, solver=solver, tol=1e-12, return_probabilities=True)
+    np.testing.assert_allclose(probs, expected, atol=1e-6)
+    labels = np.unique(seeds[seeds > 0])
+    want = np.where(reached & mask, labels[np.argmax(expected, axis=0)], 0)
+    np.testing.assert_array_equal(seg, want)
+
+
+def test_chain_is_linear_between_two_seeds():
+    n = 11
+    seeds = np.zeros((1, n), np.uint64)
+    seeds[0, 0], seeds[0, -1] = 5, 9
+    weights = np.ones((2, 1, n))
+    _, probs = random_walker(weights, seeds, return_probabilities=True)
+    np.testing.assert_allclose(probs[0, 0], 1 - np.arange(n) / (n - 1), atol=1e-12)
+    np.testing.assert_allclose(probs[1, 0], np.arange(n) / (n - 1), atol=1e-12)
+
+
+def test_conductances_in_series():
+    # chain seed(1) -a- x -b- seed(2): P(reach 1 from x) = a / (a + b)
+    a, b = 0.3, 0.9
+    weights = np.zeros((2, 1, 3))
+    weights[1, 0, 1], weights[1, 0, 2] = a, b  # channel (0, -1) at u links u and u - 1
+    seeds = np.array([[1, 0, 2]])
+    _, probs = random_walker(weights, seeds, return_probabilities=True)
+    assert probs[0, 0, 1] == pytest.approx(a / (a + b), abs=1e-7)
+
+
+def test_unreached_region_gets_zero_label_and_probability():
+    weights = np.ones((2, 6, 6))
+    weights[1][:, 3] = 0  # cut between columns 2 and 3: the right half holds no seed
+    seeds = np.zeros((6, 6), np.uint64)
+    seeds[0, 0], seeds[5, 1] = 1, 2
+    seg, probs = random_walker(weights, seeds, return_probabilities=True)
+    assert np.all(seg[:, 3:] == 0) and np.all(probs[:, :, 3:] == 0)
+    assert np.all(seg[:, :3] > 0)
+    np.testing.assert_allclose(probs[:, :, :3].sum(axis=0), 1, atol=1e-6)
+
+
+def test_single_label_fills_what_it_reaches_without_solving():
+    weights = np.ones((3, 3, 4, 5))
+    weights[0, 2] = 0  # sections 2.. are cut off from 0..1 along z
+    seeds = np.zeros((3, 4, 5), np.uint64)
+    seeds[0, 0, 0] = 7
+    seg, probs = random_walker(weights, seeds, return_probabilities=True)
+    assert np.all(seg[:2] == 7) and np.all(seg[2] == 0)
+    assert probs.shape == (1, 3, 4, 5) and np.all(probs[0, :2] == 1) and np.all(probs[0, 2] == 0)
+
+
+def test_all_voxels_seeded_returns_the_seeds():
+    seeds = np.arange(1, 13, dtype=np.uint64).reshape(3, 4)
+    seg, probs = random_walker(np.ones((2, 3, 4)), seeds, return_probabilities=True)
+    np.testing.assert_array_equal(seg, seeds)
+    np.testing.assert_array_equal(probs.argmax(axis=0) + 1, seeds)
+
+
+def test_large_ids_are_kept():
+    image = _smooth_image((20, 20), 5)
+    ids = np.array([2**40 + 3, 2**63 + 11, 17], np.uint64)
+    seeds = _random_seeds((20, 20), 3, 6, ids=ids)
+    small = _random_seeds((20, 20), 3, 6)
+    seg = random_walker(image_weights(image), seeds)
+    ref = random_walker(image_weights(image), small)
+    lookup = np.concatenate([np.zeros(1, np.uint64), ids])
+    np.testing.assert_array_equal(seg, lookup[ref.astype(np.int64)])
+
+
+@given(
+    st.integers(2, 4), st.integers(1, 4), st.integers(0, 2**16),
+    st.sampled_from([(6, 7), (3, 4, 5)]), st.sampled_from(["direct", "cg"]),
+)
+def test_probabilities_are_a_distribution(n_labels, _, seed, shape, solver):
+    rng = np.random.default_rng(seed)
+    weights = rng.uniform(0.01, 1.0, size=(len(shape),) + shape)
+    seeds = _random_seeds(shape, n_labels, seed)
+    seg, probs = random_walker(weights, seeds, solver=solver, tol=1e-10, return_probabilities=True)
+    np.testing.assert_allclose(probs.sum(axis=0), 1, atol=1e-5)
+    assert probs.min() >= -1e-6 and probs.max() <= 1 + 1e-6
+    np.testing.assert_array_equal(seg[seeds > 0], seeds[seeds > 0])
+    # the maximum principle: each probability peaks on its own seeds
+    labels = np.unique(seeds[seeds > 0])
+    for k, label in enumerate(labels):
+        assert probs[k][seeds == label].min() == pytest.approx(probs[k].max())
+
+
+def test_system_adjoint_solves_reuse_the_same_operator():
+    rng = np.random.default_rng(0)
+    weights = rng.uniform(0.1, 1.0, size=(3, 4, 5, 6))
+    seeds = _random_seeds((4, 5, 6), 3, 2)
+    for solver in ("direct", "cg"):
+        system = RandomWalkerSystem(weights, seeds, solver=solver, tol=1e-12)
+        rhs = rng.normal(size=(system.unknown.size, 2))
+        x = system.solve(rhs)
+        np.testing.assert_allclose(system.laplacian @ x, rhs, atol=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"seeds": np.zeros((5, 6), np.uint64)}, "no seed"),
+        ({"seeds": np.ones((5, 7), np.uint64)}, r"shape \(5, 7\)"),
+        ({"seeds": -np.ones((5, 6), np.int64)}, "negative"),
+        ({"weights": -np.ones((2, 5, 6))}, "negative"),
+        ({"weights": np.full((2, 5, 6), np.nan)}, "NaN"),
+        ({"weights": np.ones((3, 5, 6))}, "3 channels but 2 offsets"),
+        ({"weights": np.ones((5, 6))}, r"got \(5, 6\)"),
+        ({"solver": "lu"}, "unknown solver"),
+        ({"tol": 0.0}, "tol"),
+        ({"mask": np.zeros((5, 6), bool)}, "outside the mask"),
+        ({"mask": np.ones((4, 6), bool)}, "mask has shape"),
+    ],
+)
+def test_bad_input(kwargs, message):
+    seeds = np.zeros((5, 6), np.uint64)
+    seeds[0, 0], seeds[4, 5] = 1, 2
+    args = {"weights": np.ones((2, 5, 6)), "seeds": seeds}
+    args.update(kwargs)
+    weights, seeds = args.pop("weights"), args.pop("seeds")
+    with pytest.raises(ValueError, match=message):
+        random_walker(weights, seeds, **args)
+
+
+def test_image_weights_bad_input():
+    with pytest.raises(ValueError, match="spacing"):
+        image_weights(np.ones((4, 4)), spacing=(1.0,))
+    with pytest.raises(ValueError, match=r"shape \(4,\)"):
+        image_weights(np.ones(4))
