@@ -117,3 +117,23 @@ def test_segment_signed_graph_methods(tmp_path, method, extra):
         expected = gasp(affs, json.loads(offsets), bias=0.4, cannot_link=True, fragments=fragments)
     np.testing.assert_array_equal(seg, expected)
     assert main(["evaluate", str(out / "segmentation"), str(data / "labels")]) == 0
+
+
+@pytest.mark.parametrize("seeds", ["fragments", "maxima"])
+def test_segment_random_walker(tmp_path, seeds):
+    from affseg.pipeline import segment
+
+    data = tmp_path / "data.zarr"
+    assert main(["synth", str(data), "--shape", "4", "32", "32", "--seed", "2"]) == 0
+    out = tmp_path / "out.zarr" / "seg"
+    assert main(["segment", str(data / "affs"), str(out), "--method", "rw", "--rw-seeds", seeds,
+                 "--thresholds", "0.3", "--min-seed-distance", "6"]) == 0
+    affs, _ = read_volume(data / "affs")
+    expected = segment(affs, [0.3], method="rw", rw_seeds=seeds, min_seed_distance=6).segmentation(0)
+    name = "threshold_0.3000" if seeds == "fragments" else "segmentation"
+    seg, _ = read_volume(out / name)
+    np.testing.assert_array_equal(seg, expected)
+    from affseg.io import open_volume
+
+    with open_volume(out / name) as vol:
+        assert vol.data.attrs["rw_seeds"] == seeds and vol.data.attrs["method"] == "rw"
