@@ -34,7 +34,8 @@ def problem(shape, n_labels: int, seed: int = 0):
     rng = np.random.default_rng(seed)
     seeds = np.zeros(shape, np.int64)
     ids, sizes = np.unique(vol.labels, return_counts=True)
-    for k, obj in enumerate(rng.choice(ids[sizes > 500], n_labels, replace=False), start=1):
+    largest = ids[np.argsort(sizes)[::-1][:2 * n_labels]]
+    for k, obj in enumerate(rng.choice(largest, n_labels, replace=False), start=1):
         where = np.argwhere(vol.labels == obj)
         z, y, x = where[rng.integers(len(where))]
         seeds[max(z - 1, 0):z + 2, max(y - 2, 0):y + 3, max(x - 2, 0):x + 3] = k
@@ -63,14 +64,17 @@ def run_one(method: str, shape, n_labels: int, tol: float, one_core: bool) -> di
     return {"method": method, "seconds": seconds, "peak_mb": _status_mb("VmHWM")}
 
 
-def bench_solver(shape=(64, 256, 256), n_labels: int = 50, tol: float = 1e-3) -> list[dict]:
+ALL_RUNS = ("affseg:cg:1", "affseg:cg:all", "skimage:cg_mg:1", "skimage:cg_j:1")
+
+
+def bench_solver(shape=(64, 256, 256), n_labels: int = 50, tol: float = 1e-3, runs=ALL_RUNS) -> list[dict]:
     """affseg vs skimage (cg_mg: pyamg Ruge-Stuben; cg_j: Jacobi, skimage's default)."""
     import tempfile
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         outputs = {}
-        runs = [("affseg:cg", True), ("affseg:cg", False), ("skimage:cg_mg", True), ("skimage:cg_j", True)]
+        runs = [(run.rsplit(":", 1)[0], run.endswith(":1")) for run in runs]
         # warm the numba cache so that compilation is not timed
         subprocess.run([sys.executable, __file__, "--one", "affseg:cg", "--shape", "8", "32", "32",
                         "--labels", "3", "--tol", str(tol)], check=True, env={**os.environ, "RW_BENCH_OUT": f"{tmp}/warm.npy"},
@@ -87,23 +91,23 @@ def bench_solver(shape=(64, 256, 256), n_labels: int = 50, tol: float = 1e-3) ->
             rows.append(row)
             print(f"{method:<15} {row['cores']} core(s): {row['seconds']:7.2f} s, peak {row['peak_mb']:7.0f} MB", flush=True)
         ours = np.load(outputs[("affseg:cg", True)])
-        for method in ("skimage:cg_mg", "skimage:cg_j"):
+        for method in [m for m, one in outputs if m.startswith("skimage")]:
             diff = float(np.abs(np.load(outputs[(method, True)]) - ours).max())
             print(f"max |p_affseg - p_{method.split(':')[1]}| at tol {tol}: {diff:.2e}")
     base = {r["method"]: r for r in rows if r["cores"] == 1}
-    for ref in ("skimage:cg_mg", "skimage:cg_j"):
+    for ref in [m for m in base if m.startswith("skimage")]:
         print(f"speed-up over {ref} (one core each): {base[ref]['seconds'] / base['affseg:cg']['seconds']:.2f}x, "
               f"memory ratio {base['affseg:cg']['peak_mb'] / base[ref]['peak_mb']:.2f}")
     return rows
 
 
-def bench_gradient(samples: int = 1000) -> None:
+def bench_gradient(samples_2d: int = 1000, samples_3d: int = 100) -> None:
     """Forward, exact backward and the paper's sampled backward; cosine similarity of the two."""
     import torch
 
     from affseg.learn.random_walker import random_walker_probabilities
 
-    for shape, n_labels in (((256, 256), 20), ((64, 64, 64), 20)):
+    for shape, n_labels, samples in (((256, 256), 20, samples_2d), ((64, 64, 64), 20, samples_3d)):
         image, seeds = problem((1,) + shape if len(shape) == 2 else shape, n_labels, seed=1)
         if len(shape) == 2:
             image, seeds = image[0], seeds[0]
@@ -136,6 +140,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--solver", action="store_true")
     parser.add_argument("--gradient", action="store_true")
+    parser.add_argument("--runs", nargs="+", default=list(ALL_RUNS),
+                        help="method:cores pairs (cores 1 = pinned to one core, all = the machine)")
+    parser.add_argument("--samples-2d", type=int, default=1000, help="sampled gradient: voxels (256x256)")
+    parser.add_argument("--samples-3d", type=int, default=100, help="sampled gradient: voxels (64^3)")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     parser.add_argument("--shape", type=int, nargs="+", default=[64, 256, 256])
     parser.add_argument("--labels", type=int, default=50)
@@ -147,9 +155,9 @@ def main() -> None:
         return
     both = not (args.solver or args.gradient)
     if args.solver or both:
-        bench_solver(tuple(args.shape), args.labels, args.tol)
+        bench_solver(tuple(args.shape), args.labels, args.tol, args.runs)
     if args.gradient or both:
-        bench_gradient()
+        bench_gradient(args.samples_2d, args.samples_3d)
 
 
 if __name__ == "__main__":

@@ -106,7 +106,8 @@ def test_malis_phase_switch(tmp_path):
 
 
 def test_random_walker_training_moves_the_weights(tmp_path):
-    cfg = small_config(tmp_path, iterations=2, loss="random_walker", learning_rate=1e-2)
+    # the random-walker loss alone (no MSE share): its gradient must reach the network
+    cfg = small_config(tmp_path, iterations=2, loss="random_walker", learning_rate=1e-2, rw_affinity_weight=0.0)
     cfg["targets"]["lsd_sigma"] = None
     result = train(cfg, tmp_path / "run")
     rows = list(csv.DictReader((tmp_path / "run" / "log.csv").open()))
@@ -141,6 +142,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path, monkeypat
     ({"train": {"loss": "l1"}}, "train.loss"),
     ({"train": {"loss": "random_walker", "malis_start": 10}}, "train.malis_start"),
     ({"train": {"rw_gradient": "approx"}}, "train.rw_gradient"),
+    ({"train": {"rw_affinity_weight": -1.0}}, "train.rw_affinity_weight"),
     ({"data": {"train": [{"raw": "x.h5/raw"}]}}, r"data.train\[0\]"),
 ])
 def test_bad_configs(bad, message):
@@ -233,3 +235,22 @@ def test_interrupted_prediction_resumes_from_finished_tiles(tmp_path, monkeypatc
     total_tiles = int(np.prod([int(np.ceil(s / t)) for s, t in zip(raw.shape, tile_shape(load_checkpoint(ckpt)[0], (4, 12, 12))[1])]))
     assert len(calls) == total_tiles - 2  # only the unfinished tiles were computed
     assert not [p for p in (tmp_path / "pred.zarr").iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.parametrize("loss", ["mse", "random_walker"])
+def test_2d_training_and_prediction_end_to_end(tmp_path, loss):
+    vol = make_volume((1, 64, 64), seed=3)
+    write_volume(tmp_path / "d.zarr" / "raw", vol.raw[0])
+    write_volume(tmp_path / "d.zarr" / "labels", vol.labels[0])
+    cfg = {
+        "data": {"train": [{"raw": str(tmp_path / "d.zarr" / "raw"), "labels": str(tmp_path / "d.zarr" / "labels")}],
+                 "min_labelled": 0.1},
+        "model": {"num_fmaps": 2, "fmap_inc_factor": 2, "downsample_factors": [[2, 2]], "output_shape": [20, 20]},
+        "targets": {"offsets": [[-1, 0], [0, -1]]},
+        "augment": {"elastic_sigma": 0.0},
+        "train": {"iterations": 2, "checkpoint_every": 2, "seed": 0, "device": "cpu", "loss": loss},
+    }
+    result = train(cfg, tmp_path / "run")
+    written = predict(result.last_checkpoint, vol.raw[0], tmp_path / "pred.zarr")
+    affs, meta = read_volume(written["affs"])
+    assert affs.shape == (2, 64, 64) and np.isfinite(affs).all() and affs.min() >= 0 and affs.max() <= 1

@@ -57,6 +57,10 @@ DEFAULTS: dict[str, dict[str, tuple]] = {
         "malis_constrained": ((bool,), True),
         "rw_gradient": ((str,), "exact"),
         "rw_samples": ((int,), 1000),
+        # the random-walker loss is blind to a global scale of the diffusivities: alone, the
+        # sigmoid head drifts to saturation (all 1 or all ~0); this share of the balanced MSE
+        # anchors the scale (docs/conventions.md, Random walker)
+        "rw_affinity_weight": ((float, int), 1.0),
         "checkpoint_every": ((int,), 100),
         "keep_checkpoints": ((int,), 3),
         "snapshot_every": ((int,), 0),
@@ -121,6 +125,8 @@ def _check_values(cfg: dict, where: str) -> None:
         bad("train.malis_start", "must be null with the random_walker loss")
     if train["rw_gradient"] not in ("exact", "sampled"):
         bad("train.rw_gradient", f"must be 'exact' or 'sampled', got {train['rw_gradient']!r}")
+    if train["rw_affinity_weight"] < 0:
+        bad("train.rw_affinity_weight", f"must be >= 0, got {train['rw_affinity_weight']}")
     if train["rw_samples"] < 1 or cfg["targets"]["rw_seed_radius"] < 0:
         bad("train.rw_samples / targets.rw_seed_radius", "must be >= 1 / >= 0")
     if train["device"] not in ("auto", "cpu", "cuda") and not train["device"].startswith("cuda:"):

@@ -122,6 +122,9 @@ def _losses(cfg: dict, outputs: dict, batch: dict, iteration: int) -> tuple[torc
         loss_affs = random_walker_loss(pred, batch["labels"], cfg["targets"]["offsets"],
                                        seed_radius=cfg["targets"]["rw_seed_radius"], gradient=train["rw_gradient"],
                                        num_samples=train["rw_samples"])
+        if train["rw_affinity_weight"]:
+            loss_affs = loss_affs + train["rw_affinity_weight"] * weighted_mse(pred, batch["affs"],
+                                                                               batch["affs_weights"])
     elif malis:
         loss_affs = malis_loss(pred, batch["labels"], cfg["targets"]["offsets"], mask=batch["affs_mask"] > 0,
                                constrained=train["malis_constrained"])
