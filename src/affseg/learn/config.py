@@ -57,10 +57,9 @@ DEFAULTS: dict[str, dict[str, tuple]] = {
         "malis_constrained": ((bool,), True),
         "rw_gradient": ((str,), "exact"),
         "rw_samples": ((int,), 1000),
-        # the random-walker loss is blind to a global scale of the diffusivities: alone, the
-        # sigmoid head drifts to saturation (all 1 or all ~0); this share of the balanced MSE
-        # anchors the scale (docs/conventions.md, Random walker)
-        "rw_affinity_weight": ((float, int), 1.0),
+        # optional share of the balanced affinity MSE added to the random-walker loss (0: the
+        # paper's loss alone, best on ISBI 2012 at lr 1e-4; see docs/benchmarks.md)
+        "rw_affinity_weight": ((float, int), 0.0),
         "checkpoint_every": ((int,), 100),
         "keep_checkpoints": ((int,), 3),
         "snapshot_every": ((int,), 0),
