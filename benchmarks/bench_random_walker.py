@@ -25,8 +25,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_segmentation import _status_mb, pin_to_one_core
 
 
-def problem(shape, n_labels: int, seed: int = 0):
-    """A synthetic EM image in [0, 1] and one 3x5x5 seed blob in each of ``n_labels`` objects."""
+def problem(shape, n_labels: int, seed: int = 0, min_size: int | None = 500):
+    """A synthetic EM image in [0, 1] and one 3x5x5 seed blob in each of ``n_labels`` objects,
+    drawn among the objects over ``min_size`` voxels (``None``: among the ``2 n_labels`` largest,
+    for small images)."""
     from affseg.synthetic import make_volume
 
     vol = make_volume(shape, seed=seed)
@@ -34,8 +36,8 @@ def problem(shape, n_labels: int, seed: int = 0):
     rng = np.random.default_rng(seed)
     seeds = np.zeros(shape, np.int64)
     ids, sizes = np.unique(vol.labels, return_counts=True)
-    largest = ids[np.argsort(sizes)[::-1][:2 * n_labels]]
-    for k, obj in enumerate(rng.choice(largest, n_labels, replace=False), start=1):
+    candidates = ids[np.argsort(sizes)[::-1][:2 * n_labels]] if min_size is None else ids[sizes > min_size]
+    for k, obj in enumerate(rng.choice(candidates, n_labels, replace=False), start=1):
         where = np.argwhere(vol.labels == obj)
         z, y, x = where[rng.integers(len(where))]
         seeds[max(z - 1, 0):z + 2, max(y - 2, 0):y + 3, max(x - 2, 0):x + 3] = k
@@ -108,7 +110,7 @@ def bench_gradient(samples_2d: int = 1000, samples_3d: int = 100) -> None:
     from affseg.learn.random_walker import random_walker_probabilities
 
     for shape, n_labels, samples in (((256, 256), 20, samples_2d), ((64, 64, 64), 20, samples_3d)):
-        image, seeds = problem((1,) + shape if len(shape) == 2 else shape, n_labels, seed=1)
+        image, seeds = problem((1,) + shape if len(shape) == 2 else shape, n_labels, seed=1, min_size=None)
         if len(shape) == 2:
             image, seeds = image[0], seeds[0]
         from affseg.graph.random_walker import image_weights

@@ -14,7 +14,6 @@ __all__ = ["Segmentation", "segment"]
 
 METHODS = ("mala", "cc", "mws", "gasp", "rw")
 RW_SEEDS = ("fragments", "maxima")
-RW_MIN_WEIGHT = 1e-6
 
 
 @dataclass
@@ -102,11 +101,11 @@ def _random_walker(affs, offsets, agglomeration, *, mask, fragments=None, fragme
                    min_seed_distance=10, sampling=None) -> Segmentation:
     from ._checks import as_affinities
     from .graph.fragments import _boundary_map, distance_seeds
-    from .graph.random_walker import random_walker
+    from .graph.random_walker import MIN_AFFINITY_WEIGHT, random_walker
 
     affs, offsets = as_affinities(affs, offsets)
     # an affinity of exactly 0 would cut the voxel off the walk (label 0): let it through, barely
-    weights = np.maximum(affs, np.float32(RW_MIN_WEIGHT))
+    weights = np.maximum(affs, np.float32(MIN_AFFINITY_WEIGHT))
     if agglomeration is None:
         seeds = distance_seeds(affs, offsets, min_seed_distance=min_seed_distance,
                                fragments_in_xy=fragments_in_xy, mask=mask, sampling=sampling)

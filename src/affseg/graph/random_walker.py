@@ -34,12 +34,18 @@ from ._random_walker_kernels import residual as block_residual
 __all__ = ["RandomWalkerSystem", "image_weights", "random_walker"]
 
 SOLVERS = ("auto", "direct", "cg")
-# above these numbers of unknowns the sparse LU fill grows faster than multigrid CG's work
+# "auto" factorises up to these numbers of unknowns (SuperLU's fill grows much faster in 3D than
+# in 2D); a rule of thumb, the crossover with multigrid CG was not measured
 DIRECT_MAX_UNKNOWNS = {2: 250_000, 3: 40_000}
+# weight given to affinities of exactly 0 by the pipeline and the training loss, so that the
+# walk still reaches every voxel (a weight of 0 removes the edge)
+MIN_AFFINITY_WEIGHT = 1e-6
 # columns solved together by the direct solver: bounds the dense right-hand sides in memory
 _DIRECT_BLOCK = 32
-# memory for the work arrays of block CG (8 blocks of unknowns x columns, float64)
-_CG_BLOCK_BYTES = 1 << 30
+# memory for the work arrays of block CG (8 blocks of unknowns x columns, float64), and the
+# fewest columns per block: wider blocks lose cache locality, narrower ones the shared matrix reads
+_CG_BLOCK_BYTES = 1 << 28
+_CG_MIN_BLOCK = 3
 
 
 def image_weights(image, *, beta: float = 130.0, spacing=None, eps: float = 1e-10) -> np.ndarray:
@@ -226,7 +232,7 @@ class RandomWalkerSystem:
         """How many right-hand sides are solved together."""
         if self.solver == "direct":
             return _DIRECT_BLOCK
-        return max(1, _CG_BLOCK_BYTES // (8 * 8 * max(1, self.unknown.size)))
+        return max(_CG_MIN_BLOCK, _CG_BLOCK_BYTES // (8 * 8 * max(1, self.unknown.size)))
 
     def _lu(self):
         if self._factor is None:
@@ -238,9 +244,11 @@ class RandomWalkerSystem:
     def _cg(self, columns: np.ndarray) -> np.ndarray:
         out = np.zeros_like(columns)
         width = self.block_width()
+        multigrid = self._amg()
         for start in range(0, columns.shape[1], width):
             block = slice(start, start + width)
-            out[:, block], failed = _block_pcg(self._amg().matrices[0], columns[:, block], self._amg(), self.tol)
+            # level 0 of the hierarchy is L_U itself, already in the kernels' layout
+            out[:, block], failed = _block_pcg(multigrid.matrices[0], columns[:, block], multigrid, self.tol)
             self.not_converged += failed
         return out
 
@@ -273,13 +281,12 @@ class RandomWalkerSystem:
         x = x_full.reshape((k,) + self.shape)
         lam = adjoint_full.reshape((k,) + self.shape)
         grad = np.zeros((len(self.offsets),) + self.shape)
-        active = None if self.mask is None else self.mask
         for c, offset in enumerate(self.offsets):
             src, dst = _edge_slices(offset, self.shape)
             ks = (slice(None),)
             g = -np.einsum("k...,k...->...", lam[ks + src] - lam[ks + dst], x[ks + src] - x[ks + dst])
-            if active is not None:
-                g *= active[src] & active[dst]
+            if self.mask is not None:
+                g *= self.mask[src] & self.mask[dst]
             grad[c][src] = g
         return grad
 

@@ -79,10 +79,6 @@ def malis_loss(affs: torch.Tensor, labels, offsets, *, mask=None, constrained: b
     return (w_pos_t * (1 - affs) ** 2 + w_neg_t * affs**2).sum() / affs.shape[0]
 
 
-# diffusivities below this would let float32 affinities cut voxels off the walk
-RW_MIN_WEIGHT = 1e-6
-
-
 def random_walker_loss(affs: torch.Tensor, labels, offsets, *, seed_radius: int = 2, gradient: str = "exact",
                        num_samples: int = 1000, eps: float = 1e-6) -> torch.Tensor:
     """The Learned Random Walker loss: the affinities are the diffusivities of a random walker
@@ -103,6 +99,7 @@ def random_walker_loss(affs: torch.Tensor, labels, offsets, *, seed_radius: int 
     eps : float
         Added inside the logarithm.
     """
+    from ..graph.random_walker import MIN_AFFINITY_WEIGHT
     from .random_walker import random_walker_probabilities
     from .targets import oracle_seeds
 
@@ -113,7 +110,7 @@ def random_walker_loss(affs: torch.Tensor, labels, offsets, *, seed_radius: int 
     seeds_t = torch.from_numpy(np.stack(seeds))
     target_t = torch.from_numpy(np.stack(targets)).to(affs.device)
     num_labels = max(1, int(seeds_t.max()))
-    probs = random_walker_probabilities(affs.clamp_min(RW_MIN_WEIGHT), seeds_t, offsets, num_labels=num_labels,
+    probs = random_walker_probabilities(affs.clamp_min(MIN_AFFINITY_WEIGHT), seeds_t, offsets, num_labels=num_labels,
                                         gradient=gradient, num_samples=num_samples)
     where = (target_t > 0) & (seeds_t.to(affs.device) == 0)
     if not where.any():
