@@ -156,17 +156,21 @@ def profile(seed: int) -> None:
 
     clipped = float(np.mean((affs == 0) | (affs == 1)))
     print(f"affinities exactly 0 or 1 (|weight| {BIAS}, ties): {clipped:.1%}")
-    packed, n_repulsive = timed("MWS: edges bucket-sorted by |weight|", _mutex_kernels.grid_edges, affs, offsets,
+    packed, n_repulsive = timed("MWS: edges radix-sorted by |weight|", _mutex_kernels.grid_edges, affs, offsets,
                                 biases, ones, np.ones(len(offsets)), 0, no_mask, False)
-    parent, head, count, seed_arr, *store = _mutex_kernels.new_state(n, False, int(n_repulsive))
-    timed("MWS: union-find + mutexes over the sorted edges", _mutex_kernels.process_grid, affs, offsets,
-          biases, packed, parent, head, count, seed_arr, False, *store)
-    timed("MWS: labels", _mutex_kernels.labels_from_roots, parent, seed_arr, False, no_mask, False, 1)
-    state = store[-1]
-    print(f"MWS: {len(packed)} edges, {n_repulsive} repulsive, {state[0] // 2} mutexes recorded, "
-          f"{state[1]} cluster pairs in the set ({store[0].nbytes / 2**20:.0f} MB), "
-          f"sorted edges {packed.nbytes / 2**20:.0f} MB")
-    del packed, parent, head, count, store
+    timed("MWS: float32 ties put in exact float64 order", _mutex_kernels.exact_order, packed, affs, biases)
+    entries = timed("MWS: entries compacted to 32 bits", lambda p: _mutex_kernels.compact(p).copy(), packed)
+    n_edges = len(packed)
+    del packed
+    node, seed_arr, keys, blocks, state = _mutex_kernels.new_state(n, False, int(n_repulsive))
+    keys, blocks = timed("MWS: union-find + mutexes over the sorted edges", _mutex_kernels.run,
+                         _mutex_kernels.process_grid, (_mutex_kernels.grid_deltas(affs.shape[1:], offsets), n, entries), node, seed_arr, False,
+                         keys, blocks, state)
+    timed("MWS: labels", _mutex_kernels.labels_from_roots, node[:, 0], seed_arr, False, no_mask, False, 1)
+    print(f"MWS: {n_edges} edges, {n_repulsive} repulsive, {state[_mutex_kernels.PAIRS]} cluster pairs in the "
+          f"set ({keys.nbytes / 2**20:.0f} MB), {state[_mutex_kernels.USED]} partner blocks "
+          f"({blocks[:state[_mutex_kernels.USED]].nbytes / 2**20:.0f} MB), sorted edges {entries.nbytes / 2**20:.0f} MB")
+    del entries, node, keys, blocks
     fragments = timed("GASP: extract_fragments", extract_fragments, affs, OFFSETS)
     uv, w, sizes, local, ids = timed("GASP: signed region graph of the fragments, all offsets",
                                      _signed_region_graph, affs, offsets, fragments, biases)

@@ -86,6 +86,57 @@ def test_matches_brute_force_on_graphs():
         assert same_partition(ours, brute_force_mws(n, list(zip(w, uv[:, 0], uv[:, 1]))))
 
 
+def grid_as_graph(affs: np.ndarray, offsets, bias: float):
+    """The grid's edges listed in channel then raster order (the grid's tie order), with their
+    float64 signed weights."""
+    shape = affs.shape[1:]
+    index = np.arange(int(np.prod(shape))).reshape(shape)
+    uv, w = [], []
+    for c, o in enumerate(offsets):
+        src, dst = _edge_slices(np.array(o), shape)
+        uv.append(np.stack([index[src].ravel(), index[dst].ravel()], axis=1))
+        w.append(affs[c][src].astype(np.float64).ravel() - bias)
+    return np.concatenate(uv), np.concatenate(w)
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("shape", [(4, 5), (13, 14)])  # tie runs under and over 32 edges
+def test_grid_orders_float32_ties_exactly_as_the_graph(seed, shape):
+    # |w| of all these round to 0.5 in float32 but differ in float64: stronger, exactly 0.5 and
+    # weaker, attractive and repulsive, so the grid's float32 sort must be refined exactly
+    bias = 0.5 + 2.0**-40
+    pool = np.array([0.0, 2.0**-40, 2.0**-41, 2.0**-39, 2.0**-30, 1.0, 1 - 2.0**-24, 0.3, 0.8], np.float32)
+    rng = np.random.default_rng(seed)
+    offsets = OFFSETS_2D
+    affs = rng.choice(pool, size=(len(offsets),) + shape).astype(np.float32)
+    uv, w = grid_as_graph(affs, offsets, bias)
+    assert len(np.unique(np.float32(np.abs(w[np.abs(np.abs(w) - 0.5) < 1e-8])))) == 1
+    grid = mutex_watershed(affs, offsets, bias=bias)
+    graph = mutex_watershed_graph(affs[0].size, uv, w).reshape(grid.shape)
+    np.testing.assert_array_equal(grid, graph)
+
+
+@pytest.mark.parametrize("size", [4, 40])  # tie runs under and over 32 edges
+def test_grid_edge_order_is_exact_strength_then_sign_then_channel_and_voxel(size):
+    from affseg.graph import _mutex_kernels as kernels
+
+    bias = 0.5 + 2.0**-40
+    rng = np.random.default_rng(size)
+    pool = np.array([0.0, 2.0**-40, 2.0**-41, 2.0**-39, 2.0**-30, 1.0, 0.3, 0.8], np.float32)
+    affs = rng.choice(pool, size=(2, 1, size, 3)).astype(np.float32)
+    affs[:, :, ::2] = rng.random((2, 1, (size + 1) // 2, 3))  # many distinct values too
+    offsets = np.array([[0, 0, -1], [0, -1, 0]])
+    packed, _ = kernels.grid_edges(affs, offsets, np.full(2, bias), np.ones((2, 3), np.int64), np.ones(2), 0,
+                                   np.ones((1, 1, 1), bool), False)
+    kernels.exact_order(packed, affs, np.full(2, bias))
+    entries = kernels.compact(packed).copy()
+    edge = (entries & np.uint32(0x7FFFFFFF)).astype(np.int64)
+    w = affs.reshape(-1)[edge].astype(np.float64) - bias
+    expected = np.lexsort((edge, w <= 0, -np.abs(w)))  # strongest, attractive first, then c * n + i
+    np.testing.assert_array_equal(edge, edge[expected])
+    np.testing.assert_array_equal(entries >> np.uint32(31), w <= 0)
+
+
 def test_graph_with_separate_mutex_edges_equals_signed_weights():
     rng = np.random.default_rng(2)
     uv = np.array([[0, 1], [1, 2], [2, 3], [3, 4], [0, 4], [1, 3]])

@@ -4,18 +4,23 @@ Edges are processed once, strongest ``|weight|`` first: an attractive edge (weig
 its two clusters unless a mutex (a repulsive edge processed earlier) or two different seeds
 separate them; a repulsive edge (weight <= 0) adds a mutex between its clusters.
 
-Ordering is a bucket sort on ``|weight|`` (linear in the number of edges) with an exact, stable
-sort inside each bucket, so ties keep the edge order (channel, then raster order).
+Ordering (grids) is a stable LSD radix sort on a 33-bit key, the float32 ``|w|`` and the sign,
+so ties keep the edge order (channel, then raster order); runs that float32 ties but float64
+tells apart are then put in exact order.
 
-Mutexes are kept per cluster as linked lists of partner nodes plus a set of cluster pairs
-(open addressing). When two clusters join, the cluster with more mutexes stays the root and the
-other's list is moved over (small into large), so each mutex moves O(log n) times.
+State, passed around as plain arrays:
 
-State, passed around as plain arrays: ``parent`` (union-find), ``head``/``count`` (mutex list
-per root), ``ent_node``/``ent_next`` (list entries, allocated at their bound: two per repulsive
-edge), ``keys`` (set of root pairs), ``seed`` (seed id per root, 0 = none), ``state[0]`` entries
-used, ``state[1]`` pairs in the set. The pair set may grow, so every call that may grow it
-returns it.
+- ``node`` ``(n, 3)``: per node its union-find ``PARENT`` and, on roots, the ``COUNT`` of mutex
+  partners listed and the ``HEAD`` block of that list (one row, so one cache miss brings all).
+- ``blocks`` ``(b, BLOCK + 1)``: the partner lists, ``BLOCK`` partners per block plus the index
+  of the next block; only a list's head block is partly filled (``COUNT % BLOCK``).
+- ``keys``: the set of root pairs with a mutex (open addressing, at most 3/4 full).
+- ``seed``: seed id per root (0 = none), ``state``: blocks used, free-block list head, pairs
+  in the set, free blocks.
+
+When two clusters join, the one with more partners stays root and the other's partners are
+re-keyed and moved over (small into large, so each moves O(log n) times). The run is bound by
+cache misses on random nodes and pair slots; the loops prefetch them some edges ahead.
 """
 from __future__ import annotations
 
@@ -23,7 +28,17 @@ import numpy as np
 from numba import njit
 
 from ._agglomeration_kernels import pair_key
-from ._unionfind import find
+from ._prefetch import prefetch
+
+PARENT, COUNT, HEAD = 0, 1, 2
+BLOCK = 7  # partners per block: a block row is 8 ids, 32 bytes with 32-bit ids
+USED, FREE, PAIRS, N_FREE = 0, 1, 2, 3  # entries of ``state``
+NODES_AHEAD = 32  # edges ahead whose end nodes are prefetched
+ROOTS_AHEAD = 16  # edges ahead whose roots and pair slot are prefetched
+EXACT_AHEAD = 64  # entries ahead whose exact weight is prefetched while runs are scanned
+SHORT_RUN = 32  # runs of float32 ties up to this length are sorted without allocating
+MOVE_BATCH = 63  # partners gathered (and prefetched) at a time when a list moves
+KEY_SHIFT = 33  # grid entries: the sort key above an inexact flag, the repulsive bit and the id
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -35,16 +50,21 @@ def _mix(x):
 
 
 @njit(cache=True, nogil=True, inline="always")
+def _home(keys, key):
+    return np.int64(_mix(key) & np.uint64(keys.shape[0] - 1))
+
+
+@njit(cache=True, nogil=True, inline="always")
 def _probe(keys, key):
     """The slot holding ``key``, or the empty slot where it would go (linear probing)."""
     mask = np.int64(keys.shape[0] - 1)
-    i = np.int64(_mix(key) & np.uint64(mask))
+    i = _home(keys, key)
     while keys[i] != 0 and keys[i] != key:
         i = (i + 1) & mask
     return i
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def set_add(keys, key):
     """Add ``key`` (non-zero) to the set; True if it was new."""
     i = _probe(keys, key)
@@ -54,10 +74,22 @@ def set_add(keys, key):
     return True
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def set_contains(keys, key):
     return keys[_probe(keys, key)] == key
 
+
+@njit(cache=True, nogil=True)
+def _grow(keys):
+    """The set at twice the capacity."""
+    new_keys = np.zeros(keys.shape[0] * 2, dtype=np.uint64)
+    for k in range(keys.shape[0]):
+        if keys[k] != 0:
+            set_add(new_keys, keys[k])
+    return new_keys
+
+
+# ---------------------------------------------------------------------------------- edge order
 
 @njit(cache=True, nogil=True, inline="always")
 def _kept(c, i, delta, n, keep_prob, threshold, rng_seed, flat_mask, use_mask):
@@ -70,257 +102,427 @@ def _kept(c, i, delta, n, keep_prob, threshold, rng_seed, flat_mask, use_mask):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _rank(key):
-    """32-bit rank, ascending = processing order: the float32 bits of ``|w|``, inverted."""
-    return np.uint64(0xFFFFFFFF) - np.uint64(np.float32(key).view(np.uint32))
+def _entry(w, edge_id):
+    """The packed grid entry of an edge of weight ``w`` (``|w| < 1``), see :func:`grid_edges`."""
+    strength = abs(w)
+    single = np.float32(strength)
+    rank = np.uint64(0x3FFFFFFF) - np.uint64(single.view(np.uint32))  # 30 bits as |w| < 2
+    repulsive = np.uint64(0 if w > 0 else 1)
+    inexact = np.uint64(np.float64(single) != strength)
+    return ((rank << np.uint64(1) | repulsive) << np.uint64(KEY_SHIFT) | inexact << np.uint64(32)
+            | repulsive << np.uint64(31) | np.uint64(edge_id))
 
 
 @njit(cache=True, nogil=True)
 def grid_edges(affs, offsets, bias, strides, keep_prob, rng_seed, mask, use_mask):
     """The kept grid edges as packed uint64 in processing order, and how many repel.
 
-    An entry is ``rank << 32 | repulsive << 31 | c * n + i`` (see :func:`_rank`); entries are
-    scattered into linear buckets of ``|w|`` (one pass to count, one to scatter) and each
-    bucket is then sorted, so the array ends sorted by (rank, repulsive, channel, voxel).
-    Needs ``C * n < 2**31``.
+    An entry holds, from the top: a 31-bit sort key (the float32 bits of ``|w|`` inverted, then
+    a repulsive bit, so attractive edges go first on exact ties), a bit set where float32 does
+    not hold ``|w|`` exactly, the repulsive bit again and the edge id ``c * n + i`` (31 bits;
+    the low 32 bits are the compact entry of :func:`compact`). Order: a stable radix sort of
+    the key in three 11-bit digits, so ties stay in channel then raster order; see
+    :func:`exact_order` for the float32 ties. Needs ``C * n < 2**31``.
     """
     nc, nz, ny, nx = affs.shape
     n = nz * ny * nx
     flat = affs.reshape(-1)
     flat_mask = mask.reshape(-1)
     seed = np.uint64(rng_seed)
-    top = 0.0
+    n_kept = 0
+    for c in range(nc):  # size the buffers
+        n_kept += _edge_loop(affs, offsets, bias, strides, keep_prob, seed, flat_mask, use_mask, c, n_kept,
+                             np.empty(0, dtype=np.uint64), False)
+    entries = np.empty(n_kept, dtype=np.uint64)
+    done = 0
     for c in range(nc):
-        base = c * n
-        for i in range(n):
-            top = max(top, abs(np.float64(flat[base + i]) - bias[c]))
-    n_buckets = 1024
-    while n_buckets < 65536 and n_buckets * 64 < flat.shape[0]:
-        n_buckets *= 2
-    scale = (n_buckets - 1) / top if top > 0 else 0.0
-    starts = np.zeros(n_buckets + 1, dtype=np.int64)
-    packed = np.empty(0, dtype=np.uint64)
+        done += _edge_loop(affs, offsets, bias, strides, keep_prob, seed, flat_mask, use_mask, c, done,
+                           entries, True)
+    counts = np.zeros((3, 2049), dtype=np.int64)
     n_repulsive = 0
-    for phase in range(2):
-        for c in range(nc):
-            oz, oy, ox = offsets[c, 0], offsets[c, 1], offsets[c, 2]
-            sz, sy, sx = strides[c, 0], strides[c, 1], strides[c, 2]
-            delta = (oz * ny + oy) * nx + ox
-            threshold = np.uint64(min(keep_prob[c], 1.0) * 18446744073709549568.0)
-            b_c = bias[c]
-            base = c * n
-            for z in range(max(0, -oz), min(nz, nz - oz), sz):
-                for y in range(max(0, -oy), min(ny, ny - oy), sy):
-                    for x in range(max(0, -ox), min(nx, nx - ox), sx):
-                        i = (z * ny + y) * nx + x
-                        if not _kept(c, i, delta, n, keep_prob[c], threshold, seed, flat_mask, use_mask):
-                            continue
-                        w = np.float64(flat[base + i]) - b_c
-                        b = int(abs(w) * scale) ^ (n_buckets - 1)  # strongest first
-                        if phase == 0:
-                            starts[b + 1] += 1
-                            n_repulsive += not w > 0
-                            continue
-                        entry = (_rank(abs(w)) << np.uint64(32)) | np.uint64(base + i)
-                        if not w > 0:
-                            entry |= np.uint64(1) << np.uint64(31)
-                        packed[starts[b]] = entry
-                        starts[b] += 1
-        if phase == 0:
-            for b in range(n_buckets):
-                starts[b + 1] += starts[b]
-            packed = np.empty(starts[n_buckets], dtype=np.uint64)
-    for b in range(n_buckets):
-        lo = 0 if b == 0 else starts[b - 1]
-        if starts[b] - lo > 1:
-            _sort_bucket(packed[lo:starts[b]])
-    return packed, n_repulsive
+    for j in range(n_kept):
+        for d in range(3):
+            counts[d, _digit(entries[j], d) + 1] += 1
+        n_repulsive += np.int64((entries[j] >> np.uint64(31)) & np.uint64(1))
+    for d in range(3):
+        for b in range(2048):
+            counts[d, b + 1] += counts[d, b]
+    other = np.empty_like(entries)
+    for d in range(3):
+        if _one_bucket(counts[d]):
+            continue  # every key has this digit: already in order
+        _scatter(entries, other, d, counts[d])
+        entries, other = other, entries
+    return entries, n_repulsive
 
 
 @njit(cache=True, nogil=True)
-def _sort_bucket(entries):
-    """Sort in place; a bucket of one rank (exact ties) only needs attractive before repulsive,
-    which a stable partition does in linear time."""
-    rank = entries[0] >> np.uint64(32)
-    for k in range(1, entries.shape[0]):
-        if entries[k] >> np.uint64(32) != rank:
-            entries.sort()
-            return
-    repulsive = entries[(entries >> np.uint64(31)) & np.uint64(1) == 1]
-    k = 0
-    for j in range(entries.shape[0]):
-        if (entries[j] >> np.uint64(31)) & np.uint64(1) == 0:
-            entries[k] = entries[j]
-            k += 1
-    entries[k:] = repulsive
-
-
-@njit(cache=True, nogil=True)
-def _grow(keys):
-    """The set of node pairs at twice the capacity."""
-    new_keys = np.zeros(keys.shape[0] * 2, dtype=np.uint64)
-    for k in range(keys.shape[0]):
-        if keys[k] != 0:
-            set_add(new_keys, keys[k])
-    return new_keys
-
-
-def new_state(n_nodes: int, use_seeds: bool, n_repulsive: int):
-    """Fresh state arrays (see the module docstring), 32-bit ids where they fit.
-
-    The pair set starts at room for ``n_repulsive`` pairs at half load (it grows if merges
-    add more), the entry lists at their bound, ``2 * n_repulsive`` (joins only move entries);
-    both are allocated here so that numpy can back them with huge pages.
-    """
-    node = np.int32 if n_nodes < 2**31 else np.int64
-    entry = np.int32 if 2 * n_repulsive < 2**31 else np.int64
-    parent = np.arange(n_nodes, dtype=node)
-    head = np.full(n_nodes, -1, dtype=entry)
-    count = np.zeros(n_nodes, dtype=node)
-    seed = np.zeros(n_nodes if use_seeds else 1, dtype=np.uint64)
-    capacity = 1 << max(16, int(2 * n_repulsive).bit_length())
-    keys = np.zeros(capacity, dtype=np.uint64)
-    ent_node = np.empty(max(16, 2 * n_repulsive), dtype=node)
-    ent_next = np.empty(max(16, 2 * n_repulsive), dtype=entry)
-    return parent, head, count, seed, keys, ent_node, ent_next, np.zeros(2, dtype=np.int64)
-
-
-@njit(cache=True, nogil=True)
-def process_sorted(us, vs, attractive, n_nodes, parent, head, count, seed, use_seeds,
-                   keys, ent_node, ent_next, state):
-    """Run the Mutex Watershed over edges given in processing order (explicit graphs)."""
-    for k in range(us.shape[0]):
-        keys = _process_edge(
-            us[k], vs[k], attractive[k], n_nodes, parent, head, count, seed, use_seeds,
-            keys, ent_node, ent_next, state)
-    return keys
-
-
-@njit(cache=True, nogil=True)
-def process_grid(affs, offsets, bias, packed, parent, head, count, seed, use_seeds,
-                 keys, ent_node, ent_next, state):
-    """Run the Mutex Watershed over packed grid edges (see :func:`grid_edges`).
-
-    Entries of equal 32-bit rank whose exact float64 ``|w|`` differ are put in exact order
-    first (float32 rounding can tie weights that float64 tells apart).
-    """
-    nc, nz, ny, nx = affs.shape
+def _edge_loop(affs, offsets, bias, strides, keep_prob, seed, flat_mask, use_mask, c, start, out, write):
+    """Channel ``c``'s kept edges in raster order: their number, and with ``write`` their
+    entries (:func:`_entry`) written to ``out`` from ``start``."""
+    _, nz, ny, nx = affs.shape
     n = nz * ny * nx
     flat = affs.reshape(-1)
-    deltas = np.empty(nc, dtype=np.int64)
-    for c in range(nc):
-        deltas[c] = (offsets[c, 0] * ny + offsets[c, 1]) * nx + offsets[c, 2]
-    id_mask = np.uint64(0x7FFFFFFF)
-    m = packed.shape[0]
-    k = 0
-    while k < m:
-        rank = packed[k] >> np.uint64(32)
-        end = k + 1
-        while end < m and (packed[end] >> np.uint64(32)) == rank:
-            end += 1
-        if end - k > 1:
-            _exact_order(packed[k:end], flat, bias, n, id_mask)
-        for j in range(k, end):
-            e = np.int64(packed[j] & id_mask)
-            c = e // n
-            i = e - c * n
-            attractive = (packed[j] >> np.uint64(31)) & np.uint64(1) == 0
-            keys = _process_edge(
-                i, i + deltas[c], attractive, n, parent, head, count, seed, use_seeds,
-                keys, ent_node, ent_next, state)
-        k = end
-    return keys
-
-
-@njit(cache=True, nogil=True)
-def _exact_order(run, flat, bias, n, id_mask):
-    """Stable re-sort of a run of equal float32 rank by the exact float64 ``|w|``, descending."""
-    m = run.shape[0]
-    exact = np.empty(m, dtype=np.float64)
-    tied = True
-    for j in range(m):
-        e = np.int64(run[j] & id_mask)
-        exact[j] = -abs(np.float64(flat[e]) - bias[e // n])
-        tied = tied and exact[j] == exact[0]
-    if tied:
-        return
-    order = np.argsort(exact, kind="mergesort")
-    copy = run.copy()
-    for j in range(m):
-        run[j] = copy[order[j]]
+    oz, oy, ox = offsets[c, 0], offsets[c, 1], offsets[c, 2]
+    sz, sy, sx = strides[c, 0], strides[c, 1], strides[c, 2]
+    delta = (oz * ny + oy) * nx + ox
+    threshold = np.uint64(min(keep_prob[c], 1.0) * 18446744073709549568.0)
+    b_c = bias[c]
+    base = c * n
+    k = start
+    for z in range(max(0, -oz), min(nz, nz - oz), sz):
+        for y in range(max(0, -oy), min(ny, ny - oy), sy):
+            for x in range(max(0, -ox), min(nx, nx - ox), sx):
+                i = (z * ny + y) * nx + x
+                if not _kept(c, i, delta, n, keep_prob[c], threshold, seed, flat_mask, use_mask):
+                    continue
+                if write:
+                    out[k] = _entry(np.float64(flat[base + i]) - b_c, base + i)
+                k += 1
+    return k - start
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _process_edge(u, v, attractive, n_nodes, parent, head, count, seed, use_seeds,
-                  keys, ent_node, ent_next, state):
-    ru = find(parent, u)
-    rv = find(parent, v)
+def _digit(entry, d):
+    return np.int64((entry >> np.uint64(KEY_SHIFT + 11 * d)) & np.uint64(2047))
+
+
+@njit(cache=True, nogil=True)
+def _one_bucket(starts):
+    total = starts[starts.shape[0] - 1]
+    for b in range(starts.shape[0] - 1):
+        if starts[b + 1] - starts[b] == total:
+            return True
+    return False
+
+
+@njit(cache=True, nogil=True)
+def _scatter(src, dst, d, starts):
+    """One stable counting-sort pass on digit ``d`` (``starts``: bucket offsets, consumed)."""
+    for j in range(src.shape[0]):
+        digit = _digit(src[j], d)
+        dst[starts[digit]] = src[j]
+        starts[digit] += 1
+
+
+@njit(cache=True, nogil=True)
+def exact_order(packed, affs, bias):
+    """Put runs of equal float32 ``|w|`` in exact float64 order, in place.
+
+    Only entries flagged inexact can differ from their run's float32 value, so only they are
+    looked up (random reads) and sorted; the exact ones keep their order between the inexact
+    entries that are stronger and those that are weaker.
+    """
+    n = affs[0].size
+    flat = affs.reshape(-1)
+    m = packed.shape[0]
+    scratch = np.empty(SHORT_RUN, dtype=np.float64)
+    run_start = 0
+    n_inexact = 0
+    for j in range(m + 1):
+        if j + EXACT_AHEAD < m and (packed[j + EXACT_AHEAD] >> np.uint64(32)) & np.uint64(1):
+            prefetch(flat, np.int64(packed[j + EXACT_AHEAD] & np.uint64(0x7FFFFFFF)))
+        if j == m or (packed[j] >> np.uint64(KEY_SHIFT + 1)) != (packed[run_start] >> np.uint64(KEY_SHIFT + 1)):
+            if n_inexact > 0 and j - run_start > 1:
+                if j - run_start <= SHORT_RUN:
+                    _exact_order_short_run(packed[run_start:j], scratch, flat, bias, n)
+                else:
+                    _exact_order_run(packed[run_start:j], n_inexact, flat, bias, n)
+            run_start = j
+            n_inexact = 0
+        if j < m:
+            n_inexact += np.int64((packed[j] >> np.uint64(32)) & np.uint64(1))
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _exact_strength(entry, flat, bias, n):
+    e = np.int64(entry & np.uint64(0x7FFFFFFF))
+    return abs(np.float64(flat[e]) - bias[e // n])
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _exact_order_short_run(run, strength, flat, bias, n):
+    """Stable insertion sort, strongest first, with no allocation (most runs are a few edges)."""
+    value = np.float64(np.float32(_exact_strength(run[0], flat, bias, n)))
+    for j in range(run.shape[0]):
+        entry = run[j]
+        s = _exact_strength(entry, flat, bias, n) if (entry >> np.uint64(32)) & np.uint64(1) else value
+        k = j
+        while k > 0 and strength[k - 1] < s:
+            run[k] = run[k - 1]
+            strength[k] = strength[k - 1]
+            k -= 1
+        run[k] = entry
+        strength[k] = s
+
+
+@njit(cache=True, nogil=True)
+def _exact_order_run(run, n_inexact, flat, bias, n):
+    value = np.float64(np.float32(_exact_strength(run[0], flat, bias, n)))  # the run's float32 |w|
+    inexact = np.empty(n_inexact, dtype=np.uint64)
+    strength = np.empty(n_inexact, dtype=np.float64)
+    k = 0
+    for j in range(run.shape[0]):
+        if (run[j] >> np.uint64(32)) & np.uint64(1):
+            inexact[k] = run[j]
+            strength[k] = -_exact_strength(run[j], flat, bias, n)
+            k += 1
+    order = np.argsort(strength, kind="mergesort")  # stable, strongest first
+    exact = run.copy()
+    out = 0
+    for k in range(n_inexact):
+        if -strength[order[k]] > value:
+            run[out] = inexact[order[k]]
+            out += 1
+    for j in range(exact.shape[0]):
+        if not (exact[j] >> np.uint64(32)) & np.uint64(1):
+            run[out] = exact[j]
+            out += 1
+    for k in range(n_inexact):
+        if -strength[order[k]] < value:
+            run[out] = inexact[order[k]]
+            out += 1
+
+
+@njit(cache=True, nogil=True)
+def compact(packed):
+    """The entries without their sort key, as uint32 ``repulsive << 31 | c * n + i``, written
+    in place over the front half of ``packed``; returns that view."""
+    low = packed.view(np.uint32)
+    for j in range(packed.shape[0]):  # entry j's 4 bytes land at or before its own 8
+        low[j] = np.uint32(packed[j] & np.uint64(0xFFFFFFFF))
+    return low[:packed.shape[0]]
+
+
+# ---------------------------------------------------------------------------------- state
+
+def new_state(n_nodes: int, use_seeds: bool, n_repulsive: int):
+    """Fresh state (see the module docstring), 32-bit ids where they fit.
+
+    The pair set starts at room for ``n_repulsive`` pairs at 3/4 load, the block pool at one
+    block per 4 repulsive edges; :func:`run` grows either when an edge needs more.
+    """
+    node_type = np.int32 if max(n_nodes, 2 * n_repulsive + 16) < 2**31 else np.int64
+    node = np.empty((n_nodes, 3), dtype=node_type)
+    node[:, PARENT] = np.arange(n_nodes, dtype=node_type)
+    node[:, COUNT] = 0
+    node[:, HEAD] = -1
+    seed = np.zeros(n_nodes if use_seeds else 1, dtype=np.uint64)
+    capacity = 1 << max(16, int(-(-4 * n_repulsive // 3)).bit_length())
+    keys = np.zeros(capacity, dtype=np.uint64)
+    blocks = np.empty((max(1024, n_repulsive // 4), BLOCK + 1), dtype=node_type)
+    state = np.array([0, -1, 0, 0], dtype=np.int64)
+    return node, seed, keys, blocks, state
+
+
+def run(process, edges, node, seed, use_seeds, keys, blocks, state):
+    """Call ``process_grid`` or ``process_sorted`` (``edges``: their leading arguments) until
+    every edge is processed, growing the pair set or the block pool whenever it stops for
+    room. Returns the final ``keys`` and ``blocks``."""
+    scratch = np.empty((2, MOVE_BATCH), dtype=node.dtype)
+    done = 0
+    while True:
+        done = process(*edges, done, node, node.reshape(-1), seed, use_seeds, keys, blocks, state, scratch)
+        if done < 0:
+            return keys, blocks
+        if _pairs_short(keys, state, 0):
+            keys = _grow(keys)
+        else:
+            grown = np.empty((2 * len(blocks), BLOCK + 1), dtype=blocks.dtype)
+            grown[:len(blocks)] = blocks
+            blocks = grown
+
+
+def grid_deltas(shape, offsets) -> np.ndarray:
+    """Per channel, the flat-index step of its offset in a C-ordered ``(z, y, x)`` volume."""
+    _, ny, nx = shape
+    offsets = np.asarray(offsets, dtype=np.int64)
+    return (offsets[:, 0] * ny + offsets[:, 1]) * nx + offsets[:, 2]
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _pairs_short(keys, state, extra):
+    """Whether ``extra`` more pairs (and one more) would fill the set beyond 3/4."""
+    return (state[PAIRS] + extra + 1) * 4 > keys.shape[0] * 3
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _has_room(keys, blocks, state, n_pairs, n_blocks):
+    """Whether the set takes ``n_pairs`` more pairs and the pool ``n_blocks`` more blocks."""
+    return (not _pairs_short(keys, state, n_pairs)
+            and blocks.shape[0] - state[USED] + state[N_FREE] >= n_blocks)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def find(node, i):
+    """Root of ``i``, halving the path on the way."""
+    while node[i, PARENT] != i:
+        node[i, PARENT] = node[node[i, PARENT], PARENT]
+        i = node[i, PARENT]
+    return i
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _append(node, a, b, blocks, state):
+    """List ``b`` as a partner of root ``a`` (the caller made room)."""
+    pos = node[a, COUNT] % BLOCK
+    if pos == 0:  # no head block yet, or a full one
+        if state[FREE] >= 0:
+            blk = state[FREE]
+            state[FREE] = blocks[blk, BLOCK]
+            state[N_FREE] -= 1
+        else:
+            blk = state[USED]
+            state[USED] += 1
+        blocks[blk, BLOCK] = node[a, HEAD]
+        node[a, HEAD] = blk
+    blocks[node[a, HEAD], pos] = b
+    node[a, COUNT] += 1
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _prefetch_ahead(node_flat, keys, node, u_far, v_far, u_near, v_near, n_nodes):
+    """Prefetch the end nodes of a far edge, and the pair slot of a near one's roots (even if
+    they are one root: a wasted prefetch costs less than a mispredicted branch)."""
+    prefetch(node_flat, u_far * 3)
+    prefetch(node_flat, v_far * 3)
+    ru = find(node, u_near)
+    rv = find(node, v_near)
+    prefetch(keys, _home(keys, pair_key(ru, rv, n_nodes)))
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _process_edge(u, v, attractive, n_nodes, node, node_flat, seed, use_seeds, keys, blocks, state, scratch):
+    """Process one edge; False (and nothing changed) if the set or the pool needs room first."""
+    ru = find(node, u)
+    rv = find(node, v)
     if ru == rv:
-        return keys
-    if count[ru] > 0 and count[rv] > 0 and set_contains(keys, pair_key(ru, rv, n_nodes)):
-        return keys
+        return True
+    # a root pair is in the set only if both roots list partners
+    if node[ru, COUNT] > 0 and node[rv, COUNT] > 0 and set_contains(keys, pair_key(ru, rv, n_nodes)):
+        return True
     if attractive:
         if use_seeds and seed[ru] != 0 and seed[rv] != 0 and seed[ru] != seed[rv]:
-            return keys
-        return _join(ru, rv, n_nodes, parent, head, count, seed, use_seeds,
-                     keys, ent_node, ent_next, state)
-    # repulsive: a new mutex between the two clusters
-    if (state[1] + 1) * 2 > keys.shape[0]:
-        keys = _grow(keys)
-    if set_add(keys, pair_key(ru, rv, n_nodes)):
-        state[1] += 1
-    for side in range(2):
-        a, b = (ru, rv) if side == 0 else (rv, ru)
-        s = state[0]
-        state[0] = s + 1
-        ent_node[s] = b
-        ent_next[s] = head[a]
-        head[a] = s
-        count[a] += 1
-    return keys
+            return True
+        moved = min(node[ru, COUNT], node[rv, COUNT])
+        if not _has_room(keys, blocks, state, moved, 1):  # freed blocks cover the rest
+            return False
+        _join(ru, rv, n_nodes, node, node_flat, seed, use_seeds, keys, blocks, state, scratch[0], scratch[1])
+        return True
+    if not _has_room(keys, blocks, state, 1, 2):
+        return False
+    set_add(keys, pair_key(ru, rv, n_nodes))  # new: checked above
+    state[PAIRS] += 1
+    _append(node, ru, rv, blocks, state)
+    _append(node, rv, ru, blocks, state)
+    return True
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _join(ru, rv, n_nodes, parent, head, count, seed, use_seeds, keys, ent_node, ent_next, state):
-    """Join two roots: the one with more mutexes stays root and takes the other's mutexes."""
-    big, small = (ru, rv) if count[ru] >= count[rv] else (rv, ru)
-    parent[small] = big
+def _join(ru, rv, n_nodes, node, node_flat, seed, use_seeds, keys, blocks, state, gathered, roots):
+    """Join two roots: the one with more partners stays root and takes the other's partners.
+
+    The small root's blocks are read ``MOVE_BATCH`` partners at a time (prefetching their
+    nodes, then their pair slots) and returned to the free list as they are read, before
+    any partner is appended to the big root.
+    """
+    big, small = (ru, rv) if node[ru, COUNT] >= node[rv, COUNT] else (rv, ru)
+    node[small, PARENT] = big
     if use_seeds and seed[big] == 0:
         seed[big] = seed[small]
-    s = head[small]
-    while s >= 0:
-        nxt = ent_next[s]
-        q = find(parent, ent_node[s])
-        if (state[1] + 1) * 2 > keys.shape[0]:
-            keys = _grow(keys)
-        if set_add(keys, pair_key(big, q, n_nodes)):
-            state[1] += 1
-            ent_node[s] = q
-            ent_next[s] = head[big]
-            head[big] = s
-            count[big] += 1
-        s = nxt
-    head[small] = -1
-    count[small] = 0
-    return keys
+    blk = node[small, HEAD]
+    fill = node[small, COUNT] % BLOCK
+    if fill == 0:
+        fill = BLOCK
+    node[small, HEAD] = -1
+    node[small, COUNT] = 0
+    while blk >= 0:
+        k = 0
+        while blk >= 0 and k + BLOCK <= gathered.shape[0]:
+            for t in range(fill):
+                gathered[k] = blocks[blk, t]
+                prefetch(node_flat, gathered[k] * 3)
+                k += 1
+            nxt = blocks[blk, BLOCK]
+            blocks[blk, BLOCK] = state[FREE]
+            state[FREE] = blk
+            state[N_FREE] += 1
+            blk = nxt
+            fill = BLOCK
+        for t in range(k):
+            roots[t] = find(node, gathered[t])
+            prefetch(keys, _home(keys, pair_key(big, roots[t], n_nodes)))
+        for t in range(k):
+            if set_add(keys, pair_key(big, roots[t], n_nodes)):
+                state[PAIRS] += 1
+                _append(node, big, roots[t], blocks, state)
+
+
+# The two loops below are compiled without reference counting (``_nrt=False``): they allocate
+# nothing, and numba's reference counts on the arrays that the inlined helpers share would
+# otherwise cost about a third of the run. ``node_flat`` is ``node.reshape(-1)`` (for the
+# prefetches), ``scratch`` two rows of ``MOVE_BATCH`` ids for the joins.
+
+@njit(cache=True, nogil=True, _nrt=False)
+def process_sorted(us, vs, attractive, n_nodes, start, node, node_flat, seed, use_seeds, keys, blocks, state,
+                   scratch):
+    """Run the Mutex Watershed over edges given in processing order (explicit graphs), from
+    edge ``start``; returns -1 when done, or the edge at which it stopped for room."""
+    m = us.shape[0]
+    for j in range(start, m):
+        if j + NODES_AHEAD < m:
+            _prefetch_ahead(node_flat, keys, node, us[j + NODES_AHEAD], vs[j + NODES_AHEAD],
+                            us[j + ROOTS_AHEAD], vs[j + ROOTS_AHEAD], n_nodes)
+        if not _process_edge(us[j], vs[j], attractive[j], n_nodes, node, node_flat, seed, use_seeds,
+                             keys, blocks, state, scratch):
+            return j
+    return -1
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _ends(entry, n, deltas):
+    """The two voxels of a compact grid entry."""
+    e = np.int64(entry & np.uint32(0x7FFFFFFF))
+    c = e // n
+    i = e - c * n
+    return i, i + deltas[c]
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def process_grid(deltas, n, entries, start, node, node_flat, seed, use_seeds, keys, blocks, state, scratch):
+    """Run the Mutex Watershed over compact grid entries in processing order (see
+    :func:`grid_edges` and :func:`compact`; ``deltas`` from :func:`grid_deltas`, ``n`` voxels),
+    from entry ``start``; returns -1 when done, or the entry at which it stopped for room."""
+    m = entries.shape[0]
+    for j in range(start, m):
+        if j + NODES_AHEAD < m:
+            u_far, v_far = _ends(entries[j + NODES_AHEAD], n, deltas)
+            u_near, v_near = _ends(entries[j + ROOTS_AHEAD], n, deltas)
+            _prefetch_ahead(node_flat, keys, node, u_far, v_far, u_near, v_near, n)
+        u, v = _ends(entries[j], n, deltas)
+        attractive = entries[j] >> np.uint32(31) == 0
+        if not _process_edge(u, v, attractive, n, node, node_flat, seed, use_seeds, keys, blocks, state, scratch):
+            return j
+    return -1
 
 
 @njit(cache=True, nogil=True)
-def premerge_seeds(seed_nodes, seed_ids, parent, seed):
+def premerge_seeds(seed_nodes, seed_ids, node, seed):
     """Join all nodes of each seed id (given sorted by id) and record the id on the root."""
     for k in range(seed_nodes.shape[0]):
         i = seed_nodes[k]
         if k > 0 and seed_ids[k] == seed_ids[k - 1]:
-            r = find(parent, seed_nodes[k - 1])
-            parent[find(parent, i)] = r
+            r = find(node, seed_nodes[k - 1])
+            node[find(node, i), PARENT] = r
         else:
-            seed[find(parent, i)] = seed_ids[k]
+            seed[find(node, i)] = seed_ids[k]
 
 
 @njit(cache=True, nogil=True)
 def labels_from_roots(parent, seed, use_seeds, mask, use_mask, start):
-    """uint64 labels: a seeded cluster gets its seed id, the others ``start, start + 1, ...``
-    in raster order of their first node; masked nodes get 0."""
+    """uint64 labels from a union-find ``parent`` array (1D, e.g. ``node[:, PARENT]``): a seeded
+    cluster gets its seed id, the others ``start, start + 1, ...`` in raster order of their
+    first node; masked nodes get 0."""
     n = parent.shape[0]
     out = np.zeros(n, dtype=np.uint64)
     flat_mask = mask.reshape(-1)
@@ -328,7 +530,10 @@ def labels_from_roots(parent, seed, use_seeds, mask, use_mask, start):
     for i in range(n):
         if use_mask and not flat_mask[i]:
             continue
-        r = find(parent, i)
+        r = i
+        while parent[r] != r:
+            parent[r] = parent[parent[r]]
+            r = parent[r]
         if use_seeds and seed[r] != 0:
             out[i] = seed[r]
             continue

@@ -158,19 +158,23 @@ def _grid_mutex_watershed(affs, offsets, biases, strides, keep_prob, rng_seed, m
     mask_arr = mask.reshape(affs.shape[1:]) if use_mask else np.ones((1, 1, 1), dtype=bool)
     packed, n_repulsive = k.grid_edges(affs, offsets, biases, strides, keep_prob,
                                        int(rng_seed) % 2**64, mask_arr, use_mask)
+    k.exact_order(packed, affs, biases)
+    entries = k.compact(packed).copy()  # 4 bytes per edge from here on
+    del packed
     seeded = None
     if seeds is not None:
         seeded = np.flatnonzero((seeds != 0) & mask if use_mask else seeds != 0)
     use_seeds = seeded is not None and seeded.size > 0
-    parent, head, count, seed, *store = k.new_state(affs[0].size, use_seeds, int(n_repulsive))
+    node, seed, *store = k.new_state(affs[0].size, use_seeds, int(n_repulsive))
     if use_seeds:
         ids = seeds.reshape(-1)[seeded]
         by_id = np.argsort(ids, kind="stable")
-        k.premerge_seeds(seeded[by_id], ids[by_id], parent, seed)
-    k.process_grid(affs, offsets, biases, packed, parent, head, count, seed, use_seeds, *store)
-    del packed, head, count, store
+        k.premerge_seeds(seeded[by_id], ids[by_id], node, seed)
+    edges = (k.grid_deltas(affs.shape[1:], offsets), affs[0].size, entries)
+    k.run(k.process_grid, edges, node, seed, use_seeds, *store)
+    del entries, store
     start = int(seeds.max()) + 1 if use_seeds else 1
-    return k.labels_from_roots(parent, seed, use_seeds, mask_arr, use_mask, start)
+    return k.labels_from_roots(node[:, k.PARENT], seed, use_seeds, mask_arr, use_mask, start)
 
 
 def _clean_small(affs, offsets, labels, min_size, seeds):
@@ -232,10 +236,10 @@ def mutex_watershed_graph(
         strength = np.abs(w)
     # strongest first; ties: attractive before repulsive, then in the given order
     order = np.lexsort((~attractive, -strength))
-    parent, head, count, seed, *store = k.new_state(num_nodes, False, int((~attractive).sum()))
-    k.process_sorted(np.ascontiguousarray(uv[order, 0]), np.ascontiguousarray(uv[order, 1]),
-                     attractive[order], num_nodes, parent, head, count, seed, False, *store)
-    return k.labels_from_roots(parent, seed, False, np.ones(1, bool), False, 1)
+    node, seed, *store = k.new_state(num_nodes, False, int((~attractive).sum()))
+    edges = (np.ascontiguousarray(uv[order, 0]), np.ascontiguousarray(uv[order, 1]), attractive[order], num_nodes)
+    k.run(k.process_sorted, edges, node, seed, False, *store)
+    return k.labels_from_roots(node[:, k.PARENT], seed, False, np.ones(1, bool), False, 1)
 
 
 def _as_num_nodes(num_nodes) -> int:
