@@ -126,7 +126,7 @@ def test_grid_edge_order_is_exact_strength_then_sign_then_channel_and_voxel(size
     affs = rng.choice(pool, size=(2, 1, size, 3)).astype(np.float32)
     affs[:, :, ::2] = rng.random((2, 1, (size + 1) // 2, 3))  # many distinct values too
     offsets = np.array([[0, 0, -1], [0, -1, 0]])
-    packed, _ = kernels.grid_edges(affs, offsets, np.full(2, bias), np.ones((2, 3), np.int64), np.ones(2), 0,
+    packed, _, _ = kernels.grid_edges(affs, offsets, np.full(2, bias), np.ones((2, 3), np.int64), np.ones(2), 0,
                                    np.ones((1, 1, 1), bool), False)
     kernels.exact_order(packed, affs, np.full(2, bias))
     entries = kernels.compact(packed).copy()
@@ -336,7 +336,7 @@ def test_randomized_strides_keep_the_expected_share_of_edges():
     affs = np.random.default_rng(9).random((5, 1, 200, 200)).astype(np.float32)
     offsets = np.array([[0, -1, 0], [0, 0, -1], [0, -3, 0], [0, 0, -3], [0, -2, 2]])
     keep = 1.0 / _channel_strides([1, 2, 2], offsets).prod(axis=1)
-    packed, _ = kernels.grid_edges(affs, offsets, np.full(5, 0.5), np.ones((5, 3), np.int64), keep, 3,
+    packed, _, _ = kernels.grid_edges(affs, offsets, np.full(5, 0.5), np.ones((5, 3), np.int64), keep, 3,
                                    np.ones((1, 1, 1), bool), False)
     channel = (packed & np.uint64(0x7FFFFFFF)) // np.uint64(200 * 200)
     counts = np.bincount(channel.astype(np.int64), minlength=5)
@@ -353,3 +353,40 @@ def test_ties_go_attractive_first_on_graphs_and_grids():
     affs[1, 0, 1:] = 1.0  # channel 1: (x, x - 1) attract with the same |weight|
     labels = mutex_watershed(affs, [[0, -2], [0, -1]])
     np.testing.assert_array_equal(labels, [[1, 1, 1]])
+
+
+@pytest.mark.parametrize("graph", [False, True])
+def test_results_do_not_depend_on_the_initial_pair_set_and_block_pool(graph):
+    # start the kernels with a 16-slot pair set and a one-block pool: they stop for room and
+    # resume many times, and must end where a run with room to spare ends
+    from affseg.graph import _mutex_kernels as kernels
+    from affseg.graph.mutex import channel_biases
+
+    affs = np.random.default_rng(11).random((5, 30, 31)).astype(np.float32)
+    offsets = np.array([[0, -1, 0], [0, 0, -1], [0, -3, 0], [0, 0, -3], [0, -2, 2]])
+    biases = channel_biases(offsets, 0.5)
+    packed, _, n_repulsive = kernels.grid_edges(affs[:, None], offsets, biases, np.ones((5, 3), np.int64),
+                                             np.ones(5), 0, np.ones((1, 1, 1), bool), False)
+    kernels.exact_order(packed, affs[:, None], biases)
+    entries = kernels.compact(packed).copy()
+    n = affs[0].size
+    if graph:
+        deltas = kernels.grid_deltas((1,) + affs.shape[1:], offsets)
+        e = (entries & np.uint32(0x7FFFFFFF)).astype(np.int64)
+        us = e % n
+        edges = (us, us + deltas[e // n], entries >> np.uint32(31) == 0, n)
+        process = kernels.process_sorted
+    else:
+        edges = (kernels.grid_deltas((1,) + affs.shape[1:], offsets), n, entries)
+        process = kernels.process_grid
+    labels = []
+    for tiny in (False, True):
+        node, seed, keys, blocks, state = kernels.new_state(n, False, int(n_repulsive))
+        if tiny:
+            keys, blocks = np.zeros(16, np.uint64), blocks[:1]
+        keys, blocks = kernels.run(process, edges, node, seed, False, keys, blocks, state)
+        if tiny:
+            assert len(keys) > 16 and len(blocks) > 1
+        labels.append(kernels.labels_from_roots(node[:, kernels.PARENT], seed, False, np.ones(1, bool), False, 1))
+    np.testing.assert_array_equal(labels[0], labels[1])
+    np.testing.assert_array_equal(labels[0].reshape(affs.shape[1:]), mutex_watershed(affs, offsets[:, 1:]))

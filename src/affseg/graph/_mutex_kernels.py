@@ -4,9 +4,9 @@ Edges are processed once, strongest ``|weight|`` first: an attractive edge (weig
 its two clusters unless a mutex (a repulsive edge processed earlier) or two different seeds
 separate them; a repulsive edge (weight <= 0) adds a mutex between its clusters.
 
-Ordering (grids) is a stable LSD radix sort on a 33-bit key, the float32 ``|w|`` and the sign,
+Ordering (grids) is a stable LSD radix sort on a 31-bit key, the float32 ``|w|`` and the sign,
 so ties keep the edge order (channel, then raster order); runs that float32 ties but float64
-tells apart are then put in exact order.
+tells apart are then put in exact order. The sorted edges are then kept as 4-byte entries.
 
 State, passed around as plain arrays:
 
@@ -16,11 +16,13 @@ State, passed around as plain arrays:
   of the next block; only a list's head block is partly filled (``COUNT % BLOCK``).
 - ``keys``: the set of root pairs with a mutex (open addressing, at most 3/4 full).
 - ``seed``: seed id per root (0 = none), ``state``: blocks used, free-block list head, pairs
-  in the set, free blocks.
+  in the set, free blocks, and the room the last stopped edge needed.
 
 When two clusters join, the one with more partners stays root and the other's partners are
 re-keyed and moved over (small into large, so each moves O(log n) times). The run is bound by
-cache misses on random nodes and pair slots; the loops prefetch them some edges ahead.
+cache misses on random nodes and pair slots; the loops prefetch them some edges ahead. When the
+pair set or the block pool is short, the loop stops before the edge and :func:`run` grows them
+and resumes, so the loops allocate nothing and compile without reference counting.
 """
 from __future__ import annotations
 
@@ -32,7 +34,7 @@ from ._prefetch import prefetch
 
 PARENT, COUNT, HEAD = 0, 1, 2
 BLOCK = 7  # partners per block: a block row is 8 ids, 32 bytes with 32-bit ids
-USED, FREE, PAIRS, N_FREE = 0, 1, 2, 3  # entries of ``state``
+USED, FREE, PAIRS, N_FREE, NEED_PAIRS, NEED_BLOCKS = range(6)  # entries of ``state``
 NODES_AHEAD = 32  # edges ahead whose end nodes are prefetched
 ROOTS_AHEAD = 16  # edges ahead whose roots and pair slot are prefetched
 EXACT_AHEAD = 64  # entries ahead whose exact weight is prefetched while runs are scanned
@@ -115,7 +117,8 @@ def _entry(w, edge_id):
 
 @njit(cache=True, nogil=True)
 def grid_edges(affs, offsets, bias, strides, keep_prob, rng_seed, mask, use_mask):
-    """The kept grid edges as packed uint64 in processing order, and how many repel.
+    """The kept grid edges as packed uint64 in processing order, a scratch buffer of the same
+    size (free memory for the later stages), and how many edges repel.
 
     An entry holds, from the top: a 31-bit sort key (the float32 bits of ``|w|`` inverted, then
     a repulsive bit, so attractive edges go first on exact ties), a bit set where float32 does
@@ -124,9 +127,7 @@ def grid_edges(affs, offsets, bias, strides, keep_prob, rng_seed, mask, use_mask
     the key in three 11-bit digits, so ties stay in channel then raster order; see
     :func:`exact_order` for the float32 ties. Needs ``C * n < 2**31``.
     """
-    nc, nz, ny, nx = affs.shape
-    n = nz * ny * nx
-    flat = affs.reshape(-1)
+    nc = affs.shape[0]
     flat_mask = mask.reshape(-1)
     seed = np.uint64(rng_seed)
     n_kept = 0
@@ -153,7 +154,7 @@ def grid_edges(affs, offsets, bias, strides, keep_prob, rng_seed, mask, use_mask
             continue  # every key has this digit: already in order
         _scatter(entries, other, d, counts[d])
         entries, other = other, entries
-    return entries, n_repulsive
+    return entries, other, n_repulsive
 
 
 @njit(cache=True, nogil=True)
@@ -296,23 +297,45 @@ def compact(packed):
 
 # ---------------------------------------------------------------------------------- state
 
-def new_state(n_nodes: int, use_seeds: bool, n_repulsive: int):
+def new_state(n_nodes: int, use_seeds: bool, n_repulsive: int, *, spare=()):
     """Fresh state (see the module docstring), 32-bit ids where they fit.
 
     The pair set starts at room for ``n_repulsive`` pairs at 3/4 load, the block pool at one
-    block per 4 repulsive edges; :func:`run` grows either when an edge needs more.
+    block per 4 repulsive edges; :func:`run` grows either when an edge needs more. Arrays are
+    carved from the ``spare`` buffers (uint8, e.g. the sort's scratch) where they fit: memory
+    already in use costs a fill, fresh memory a page fault per page as well.
     """
+    spare = list(spare)
     node_type = np.int32 if max(n_nodes, 2 * n_repulsive + 16) < 2**31 else np.int64
-    node = np.empty((n_nodes, 3), dtype=node_type)
+    capacity = 1 << max(16, int(-(-4 * n_repulsive // 3)).bit_length())
+    keys = _carve(spare, (capacity,), np.uint64)
+    keys[:] = 0
+    node = _carve(spare, (n_nodes, 3), node_type)
     node[:, PARENT] = np.arange(n_nodes, dtype=node_type)
     node[:, COUNT] = 0
     node[:, HEAD] = -1
+    blocks = _carve(spare, (max(1024, n_repulsive // 4), BLOCK + 1), node_type)
     seed = np.zeros(n_nodes if use_seeds else 1, dtype=np.uint64)
-    capacity = 1 << max(16, int(-(-4 * n_repulsive // 3)).bit_length())
-    keys = np.zeros(capacity, dtype=np.uint64)
-    blocks = np.empty((max(1024, n_repulsive // 4), BLOCK + 1), dtype=node_type)
-    state = np.array([0, -1, 0, 0], dtype=np.int64)
+    state = np.array([0, -1, 0, 0, 0, 0], dtype=np.int64)
     return node, seed, keys, blocks, state
+
+
+def _carve(spare: list, shape: tuple, dtype) -> np.ndarray:
+    """An uninitialised C-ordered array taken off the front of the first buffer in ``spare``
+    with room (at a 64-byte boundary), or a new one."""
+    nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    for k, buf in enumerate(spare):
+        if buf.nbytes >= nbytes:
+            spare[k] = buf[-(-nbytes // 64) * 64:]
+            return buf[:nbytes].view(dtype).reshape(shape)
+    return np.empty(shape, dtype=dtype)
+
+
+def spare_bytes(buffer: np.ndarray, used_bytes: int = 0) -> np.ndarray:
+    """The bytes of a C-contiguous ``buffer`` after its first ``used_bytes``, as uint8, from a
+    64-byte boundary."""
+    start = -(-used_bytes // 64) * 64
+    return buffer.reshape(-1).view(np.uint8)[start:]
 
 
 def run(process, edges, node, seed, use_seeds, keys, blocks, state):
@@ -325,10 +348,10 @@ def run(process, edges, node, seed, use_seeds, keys, blocks, state):
         done = process(*edges, done, node, node.reshape(-1), seed, use_seeds, keys, blocks, state, scratch)
         if done < 0:
             return keys, blocks
-        if _pairs_short(keys, state, 0):
+        while _pairs_short(keys, state, state[NEED_PAIRS]):
             keys = _grow(keys)
-        else:
-            grown = np.empty((2 * len(blocks), BLOCK + 1), dtype=blocks.dtype)
+        if blocks.shape[0] - state[USED] + state[N_FREE] < state[NEED_BLOCKS]:
+            grown = np.empty((2 * len(blocks) + state[NEED_BLOCKS], BLOCK + 1), dtype=blocks.dtype)
             grown[:len(blocks)] = blocks
             blocks = grown
 
@@ -348,17 +371,26 @@ def _pairs_short(keys, state, extra):
 
 @njit(cache=True, nogil=True, inline="always")
 def _has_room(keys, blocks, state, n_pairs, n_blocks):
-    """Whether the set takes ``n_pairs`` more pairs and the pool ``n_blocks`` more blocks."""
-    return (not _pairs_short(keys, state, n_pairs)
-            and blocks.shape[0] - state[USED] + state[N_FREE] >= n_blocks)
+    """Whether the set takes ``n_pairs`` more pairs and the pool ``n_blocks`` more blocks; if
+    not, the needs are left in ``state`` for :func:`run`."""
+    if not _pairs_short(keys, state, n_pairs) and blocks.shape[0] - state[USED] + state[N_FREE] >= n_blocks:
+        return True
+    state[NEED_PAIRS] = n_pairs
+    state[NEED_BLOCKS] = n_blocks
+    return False
 
 
 @njit(cache=True, nogil=True, inline="always")
 def find(node, i):
     """Root of ``i``, halving the path on the way."""
-    while node[i, PARENT] != i:
-        node[i, PARENT] = node[node[i, PARENT], PARENT]
-        i = node[i, PARENT]
+    p = node[i, PARENT]
+    while p != i:
+        g = node[p, PARENT]
+        if g == p:
+            return p
+        node[i, PARENT] = g  # no store where the path is already short: fewer dirty lines
+        i = g
+        p = node[i, PARENT]
     return i
 
 

@@ -156,23 +156,26 @@ def _grid_mutex_watershed(affs, offsets, biases, strides, keep_prob, rng_seed, m
     """The kernels on a (C, z, y, x) problem; ``mask`` and ``seeds`` have any matching shape."""
     use_mask = mask is not None
     mask_arr = mask.reshape(affs.shape[1:]) if use_mask else np.ones((1, 1, 1), dtype=bool)
-    packed, n_repulsive = k.grid_edges(affs, offsets, biases, strides, keep_prob,
-                                       int(rng_seed) % 2**64, mask_arr, use_mask)
+    packed, scratch, n_repulsive = k.grid_edges(affs, offsets, biases, strides, keep_prob,
+                                                int(rng_seed) % 2**64, mask_arr, use_mask)
     k.exact_order(packed, affs, biases)
-    entries = k.compact(packed).copy()  # 4 bytes per edge from here on
-    del packed
+    entries = k.compact(packed)  # 4 bytes per edge from here on, in the front half of packed
+    # the sort's scratch and packed's back half hold the rest of the state
+    spare = (k.spare_bytes(scratch), k.spare_bytes(packed, entries.nbytes))
+    del scratch
     seeded = None
     if seeds is not None:
         seeded = np.flatnonzero((seeds != 0) & mask if use_mask else seeds != 0)
     use_seeds = seeded is not None and seeded.size > 0
-    node, seed, *store = k.new_state(affs[0].size, use_seeds, int(n_repulsive))
+    node, seed, *store = k.new_state(affs[0].size, use_seeds, int(n_repulsive), spare=spare)
+    del spare
     if use_seeds:
         ids = seeds.reshape(-1)[seeded]
         by_id = np.argsort(ids, kind="stable")
         k.premerge_seeds(seeded[by_id], ids[by_id], node, seed)
     edges = (k.grid_deltas(affs.shape[1:], offsets), affs[0].size, entries)
     k.run(k.process_grid, edges, node, seed, use_seeds, *store)
-    del entries, store
+    del entries, store, packed
     start = int(seeds.max()) + 1 if use_seeds else 1
     return k.labels_from_roots(node[:, k.PARENT], seed, use_seeds, mask_arr, use_mask, start)
 
