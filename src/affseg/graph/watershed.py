@@ -5,6 +5,7 @@ import numpy as np
 from numba import njit
 
 from .._checks import as_labels, as_mask
+from ._prefetch import prefetch
 
 __all__ = ["flood_levels", "ordered_keys", "seeded_watershed"]
 
@@ -128,7 +129,7 @@ def _lowest_bit(word):
     return k
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _next_level(words, summary, level, n_levels):
     """The lowest non-empty level >= ``level`` (two-level bitmap), or ``n_levels``."""
     if level >= n_levels:
@@ -193,10 +194,25 @@ def _flood_buckets(lv, n_levels, flat, steps):
             queue[tail[b]] = i
             tail[b] += 1
             _mark(words, summary, b, True)
+    _flood_queue(lv, n_levels, flat, steps, queue, head, tail, words, summary)
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def _flood_queue(lv, n_levels, flat, steps, queue, head, tail, words, summary):
+    """The flooding loop of :func:`_flood_buckets`. It allocates nothing and is compiled
+    without reference counting, which would otherwise cost on every level change; the
+    neighbours of the voxel ``FLOOD_AHEAD`` places further on in the current level's queue are
+    prefetched (the queue is known in advance, the voxels' memory is not in cache)."""
     cursor = _next_level(words, summary, 0, n_levels)
     while cursor < n_levels:
-        i = queue[head[cursor]]
-        head[cursor] += 1
+        k = head[cursor]
+        i = queue[k]
+        if k + FLOOD_AHEAD < tail[cursor]:
+            ahead = queue[k + FLOOD_AHEAD]
+            for step in steps:
+                prefetch(flat, ahead + step)
+                prefetch(lv, ahead + step)
+        head[cursor] = k + 1
         if head[cursor] == tail[cursor]:
             _mark(words, summary, cursor, False)
         lab = flat[i]
@@ -214,8 +230,8 @@ def _flood_buckets(lv, n_levels, flat, steps):
         if head[cursor] == tail[cursor]:
             cursor = _next_level(words, summary, cursor, n_levels)
 
-
 MASKED = 2**32 - 1
+FLOOD_AHEAD = 8  # queue places ahead whose neighbours are prefetched
 
 
 def flood_levels(levels, seeds, mask, *, n_levels: int, in_plane: bool = False) -> np.ndarray:
