@@ -16,12 +16,14 @@ import numpy as np
 from numba import njit
 
 from .._checks import as_affinities, as_labels, as_mask
-from ..conventions import _grid_edges, affinities_from_labels
+from ..conventions import affinities_from_labels
 from ._agglomeration_kernels import hash_get, hash_put
+from ._prefetch import prefetch
 
 __all__ = ["constrained_malis_weights", "malis_pair_counts", "malis_weights"]
 
 _SHORT = 8  # lists up to this length are scanned; longer ones are hashed
+_AHEAD = 16  # edges ahead whose voxel records are prefetched
 _LOW = np.int64(0xFFFFFFFF)  # an entry packs its label (low 32 bits) and count (high 32 bits)
 _HIGH = ~_LOW
 _ONE_COUNT = np.int64(1) << 32
@@ -73,7 +75,7 @@ def _root(rec, i):
     return i
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _find_entry(rec, list_id, label, hashed, keys, vals, n_labels):
     if not hashed:
         e = rec[list_id, 3]
@@ -103,8 +105,42 @@ def _rehash(keys, vals, rec, n_labels):
 
 
 @njit(cache=True, nogil=True)
-def _kruskal_pair_counts(node_label, n_labels, edge_u, edge_v, same, diff):
-    """Process the edges in the given order; the edge joining two trees gets their pair counts.
+def _edge_ids(shape, offsets):
+    """Ids ``c * n + u`` of the edges inside a ``(z, y, x)`` volume, channel-major then raster
+    order of ``u`` (the index of the edge's affinity in the raveled ``(C, z, y, x)`` array)."""
+    nz, ny, nx = shape
+    n = nz * ny * nx
+    total = 0
+    for c in range(offsets.shape[0]):
+        oz, oy, ox = offsets[c, 0], offsets[c, 1], offsets[c, 2]
+        total += max(0, nz - abs(oz)) * max(0, ny - abs(oy)) * max(0, nx - abs(ox))
+    ids = np.empty(total, np.int64)
+    k = 0
+    for c in range(offsets.shape[0]):
+        oz, oy, ox = offsets[c, 0], offsets[c, 1], offsets[c, 2]
+        for z in range(max(0, -oz), min(nz, nz - oz)):
+            for y in range(max(0, -oy), min(ny, ny - oy)):
+                for x in range(max(0, -ox), min(nx, nx - ox)):
+                    ids[k] = c * n + (z * ny + y) * nx + x
+                    k += 1
+    return ids
+
+
+@njit(cache=True, nogil=True)
+def _same_label(ids, labels, n, deltas):
+    """Per edge: whether both voxels carry the same non-zero label (ground-truth affinity 1)."""
+    out = np.empty(ids.shape[0], np.bool_)
+    for k in range(ids.shape[0]):
+        c = ids[k] // n
+        u = ids[k] - c * n
+        out[k] = labels[u] != 0 and labels[u] == labels[u + deltas[c]]
+    return out
+
+
+@njit(cache=True, nogil=True)
+def _kruskal_pair_counts(node_label, n_labels, edge_ids, deltas, same, diff):
+    """Process the edges (ids ``c * n + u``, see :func:`_edge_ids`) in the given order; the
+    edge joining two trees gets their pair counts, written at its id in ``same`` and ``diff``.
 
     Record columns: 0 parent, 1 size, 2 list id (roots), 3 head, 4 length, 5 total labelled
     (list ids), 6 count << 32 | label, 7 next (entries): 64 bytes.
@@ -125,9 +161,19 @@ def _kruskal_pair_counts(node_label, n_labels, edge_u, edge_v, same, diff):
     keys = np.zeros(capacity, np.uint64)
     vals = np.zeros(capacity, np.int64)
     used = 0
-    for k in range(edge_u.shape[0]):
-        ru = _root(rec, edge_u[k])
-        rv = _root(rec, edge_v[k])
+    rec_flat = rec.reshape(-1)
+    n_edges = edge_ids.shape[0]
+    for k in range(n_edges):
+        if k + _AHEAD < n_edges:  # the records of an edge ahead: random voxels, not in cache
+            ahead = edge_ids[k + _AHEAD]
+            c = ahead // n_nodes
+            prefetch(rec_flat, (ahead - c * n_nodes) * 8)
+            prefetch(rec_flat, (ahead - c * n_nodes + deltas[c]) * 8)
+        edge = edge_ids[k]
+        c = edge // n_nodes
+        u = edge - c * n_nodes
+        ru = _root(rec, u)
+        rv = _root(rec, u + deltas[c])
         if ru == rv:
             continue
         small, large = rec[ru, 2], rec[rv, 2]
@@ -157,8 +203,8 @@ def _kruskal_pair_counts(node_label, n_labels, edge_u, edge_v, same, diff):
                 hash_put(keys, vals, _key(large, rec[x, 6] & _LOW, n_labels), x)
                 used += 1
                 x = rec[x, 7]
-        same[k] = n_same
-        diff[k] = rec[small, 5] * rec[large, 5] - n_same
+        same[edge] = n_same
+        diff[edge] = rec[small, 5] * rec[large, 5] - n_same
         rec[large, 5] += rec[small, 5]
         if rec[ru, 1] < rec[rv, 1]:
             ru, rv = rv, ru
@@ -203,21 +249,21 @@ def _compact_labels(labels: np.ndarray) -> tuple[np.ndarray, int]:
     return compact, int(len(ids))
 
 
-def _counts_in_order(compact: np.ndarray, n_labels: int, u, v, order) -> tuple[np.ndarray, np.ndarray]:
-    """Pair counts of the edges ``(u, v)`` processed in ``order``, aligned with ``u``."""
-    in_order = np.zeros((2, len(order)), np.int64)
-    _kruskal_pair_counts(compact, n_labels, u[order], v[order], in_order[0], in_order[1])
-    same = np.zeros(len(u), np.int64)
-    diff = np.zeros(len(u), np.int64)
-    same[order] = in_order[0]
-    diff[order] = in_order[1]
+def _edges(shape, offsets) -> tuple[np.ndarray, np.ndarray, int]:
+    """Edge ids (see :func:`_edge_ids`), the flat-index step of each channel, and the voxel count."""
+    shape3 = (1,) * (3 - len(shape)) + tuple(shape)
+    offsets3 = np.concatenate([np.zeros((len(offsets), 3 - len(shape)), np.int64), offsets], axis=1)
+    _, ny, nx = shape3
+    deltas = (offsets3[:, 0] * ny + offsets3[:, 1]) * nx + offsets3[:, 2]
+    return _edge_ids(shape3, offsets3), deltas, int(np.prod(shape))
+
+
+def _counts_in_order(compact: np.ndarray, n_labels: int, edge_ids, deltas, n_edges_total: int):
+    """Pair counts ``(same, diff)`` of every edge id (0 off the tree), edges in the given order."""
+    same = np.zeros(n_edges_total, np.float64)
+    diff = np.zeros(n_edges_total, np.float64)
+    _kruskal_pair_counts(compact, n_labels, edge_ids, deltas, same, diff)
     return same, diff
-
-
-def _scatter(values: np.ndarray, flat_index: np.ndarray, shape) -> np.ndarray:
-    out = np.zeros(int(np.prod(shape)), np.float64)
-    out[flat_index] = values
-    return out.reshape(shape)
 
 
 def _check(affs, labels, offsets, mask):
@@ -261,10 +307,10 @@ def malis_pair_counts(affs, labels, offsets=None, *, mask=None) -> tuple[np.ndar
     """
     affs, labels, offsets, mask = _check(affs, labels, offsets, mask)
     labels, known = _split_mask(mask, labels, offsets)
-    u, v, flat = _grid_edges(labels.shape, offsets)
-    order = _descending_order(affs.ravel()[flat], np.arange(len(flat), dtype=np.int64))
-    same, diff = _counts_in_order(*_compact_labels(labels), u, v, order)
-    same, diff = _scatter(same, flat, affs.shape), _scatter(diff, flat, affs.shape)
+    ids, deltas, _ = _edges(labels.shape, offsets)
+    order = _descending_order(affs.ravel()[ids], np.arange(len(ids), dtype=np.int64))
+    same, diff = _counts_in_order(*_compact_labels(labels), ids[order], deltas, affs.size)
+    same, diff = same.reshape(affs.shape), diff.reshape(affs.shape)
     if known is not None:
         same, diff = same * known, diff * known
     return same, diff
@@ -298,30 +344,30 @@ def constrained_malis_weights(affs, labels, offsets=None, *, mask=None, normaliz
     affs, labels, offsets, mask = _check(affs, labels, offsets, mask)
     labels, known_edges = _split_mask(mask, labels, offsets)
 
-    gt, _ = affinities_from_labels(labels, offsets)
-    gt = gt.ravel() != 0
-    u, v, flat = _grid_edges(labels.shape, offsets)
-    values = affs.ravel()[flat]
-    known = np.ones(len(flat), bool) if known_edges is None else known_edges.ravel()[flat]
-    within = gt[flat] & known
-    between = ~gt[flat] & known
-    base = _descending_order(values, np.arange(len(flat), dtype=np.int64))
+    compact, n_labels = _compact_labels(labels)
+    ids, deltas, n = _edges(labels.shape, offsets)
+    values = affs.ravel()[ids]
+    same_label = _same_label(ids, compact, n, deltas)
+    known = np.ones(len(ids), bool) if known_edges is None else known_edges.ravel()[ids]
+    within = same_label & known
+    between = ~same_label & known
+    base = _descending_order(values, np.arange(len(ids), dtype=np.int64))
     # positive pass: within-object edges by affinity, then every edge at 0 in index order
     at_zero = between | (values == 0)
     pos_order = np.concatenate([base[~at_zero[base]], np.flatnonzero(at_zero)])
     # negative pass: every edge at 1 in index order, then the rest by affinity
     at_one = within | (values == 1)
     neg_order = np.concatenate([np.flatnonzero(at_one), base[~at_one[base]]])
-    compact, n_labels = _compact_labels(labels)
-    same, _ = _counts_in_order(compact, n_labels, u, v, pos_order)
-    _, diff = _counts_in_order(compact, n_labels, u, v, neg_order)
-    w_pos = np.where(within, same, 0).astype(np.float64)
-    w_neg = np.where(between, diff, 0).astype(np.float64)
+    del base
+    w_pos, _ = _counts_in_order(compact, n_labels, ids[pos_order], deltas, affs.size)
+    _, w_neg = _counts_in_order(compact, n_labels, ids[neg_order], deltas, affs.size)
+    w_pos[ids[~within]] = 0  # weights on the wrong side of the ground truth
+    w_neg[ids[~between]] = 0
     if normalize:
         for w in (w_pos, w_neg):
             if w.sum() > 0:
                 w /= w.sum()
-    return _scatter(w_pos, flat, affs.shape), _scatter(w_neg, flat, affs.shape)
+    return w_pos.reshape(affs.shape), w_neg.reshape(affs.shape)
 
 
 def malis_weights(affs, labels, offsets=None, *, mask=None, constrained: bool = True,
