@@ -6,10 +6,13 @@ iterations ahead of the access, so that several misses are in flight at a time i
 """
 from __future__ import annotations
 
-from llvmlite import ir
+from llvmlite import binding, ir
 from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
+
+# the intrinsic's name carries its pointer type: opaque pointers from LLVM 15 on
+_PREFETCH = "llvm.prefetch.p0" if binding.llvm_version_info >= (15,) else "llvm.prefetch.p0i8"
 
 
 @intrinsic
@@ -25,7 +28,7 @@ def prefetch(typingctx, array, index):
         byte_pointer = ir.IntType(8).as_pointer()
         int32 = ir.IntType(32)
         fn_type = ir.FunctionType(ir.VoidType(), [byte_pointer, int32, int32, int32])
-        fn = cgutils.get_or_insert_function(builder.module, fn_type, "llvm.prefetch.p0")
+        fn = cgutils.get_or_insert_function(builder.module, fn_type, _PREFETCH)
         # read access, highest temporal locality, data cache
         builder.call(fn, [builder.bitcast(pointer, byte_pointer), int32(0), int32(3), int32(1)])
         return context.get_dummy_value()
