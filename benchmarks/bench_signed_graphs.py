@@ -141,6 +141,7 @@ def profile(seed: int) -> None:
     """Stages of affseg's Mutex Watershed and of GASP on fragments, timed one by one."""
     pin_to_one_core()
     from affseg import extract_fragments, mutex_watershed
+    from affseg.conventions import flat_steps
     from affseg.graph import _gasp_kernels, _mutex_kernels
     from affseg.graph.gasp import _signed_region_graph
     from affseg.graph.mutex import channel_biases
@@ -154,9 +155,9 @@ def profile(seed: int) -> None:
     ones = np.ones((len(offsets), 3), np.int64)
     no_mask = np.ones((1, 1, 1), bool)
 
-    def timed(label, fn, *args):
+    def timed(label, fn, *args, **kwargs):
         start = time.perf_counter()
-        out = fn(*args)
+        out = fn(*args, **kwargs)
         print(f"{label:<58}{time.perf_counter() - start:>8.2f} s")
         return out
 
@@ -171,7 +172,7 @@ def profile(seed: int) -> None:
     node, seed_arr, keys, blocks, state = timed("MWS: state (in the sort's buffers)", _mutex_kernels.new_state, n,
                                                 False, int(n_repulsive), spare=spare)
     keys, blocks = timed("MWS: union-find + mutexes over the sorted edges", _mutex_kernels.run,
-                         _mutex_kernels.process_grid, (_mutex_kernels.grid_deltas(affs.shape[1:], offsets), n, entries), node, seed_arr, False,
+                         _mutex_kernels.process_grid, (flat_steps(affs.shape[1:], offsets), n, entries), node, seed_arr, False,
                          keys, blocks, state)
     timed("MWS: labels", _mutex_kernels.labels_from_roots, node[:, 0], seed_arr, False, no_mask, False, 1)
     print(f"MWS: {n_edges} edges, {n_repulsive} repulsive, {state[_mutex_kernels.PAIRS]} cluster pairs in the "

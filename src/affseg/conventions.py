@@ -38,6 +38,12 @@ def _edge_slices(offset: np.ndarray, shape: tuple[int, ...]) -> tuple[tuple[slic
     return tuple(src), tuple(dst)
 
 
+def flat_steps(shape: tuple[int, ...], offsets) -> np.ndarray:
+    """Per offset, the step of the flat (C-order) voxel index from ``u`` to ``u + offset``, int64."""
+    strides = np.cumprod((1,) + tuple(shape)[:0:-1])[::-1]
+    return np.asarray(offsets, dtype=np.int64) @ strides.astype(np.int64)
+
+
 def _grid_edges(shape: tuple[int, ...], offsets: np.ndarray):
     """(u, v, flat index into the affinities) of the edges inside the volume, channel-major."""
     n = int(np.prod(shape))

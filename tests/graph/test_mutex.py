@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from affseg import mutex_watershed, mutex_watershed_graph
-from affseg.conventions import _edge_slices
+from affseg.conventions import _edge_slices, flat_steps
 from affseg.graph.mutex import signed_weights
 
 OFFSETS_2D = [[-1, 0], [0, -1], [-3, 0], [0, -3], [-2, 2]]
@@ -371,13 +371,13 @@ def test_results_do_not_depend_on_the_initial_pair_set_and_block_pool(graph):
     entries = kernels.compact(packed).copy()
     n = affs[0].size
     if graph:
-        deltas = kernels.grid_deltas((1,) + affs.shape[1:], offsets)
+        deltas = flat_steps((1,) + affs.shape[1:], offsets)
         e = (entries & np.uint32(0x7FFFFFFF)).astype(np.int64)
         us = e % n
         edges = (us, us + deltas[e // n], entries >> np.uint32(31) == 0, n)
         process = kernels.process_sorted
     else:
-        edges = (kernels.grid_deltas((1,) + affs.shape[1:], offsets), n, entries)
+        edges = (flat_steps((1,) + affs.shape[1:], offsets), n, entries)
         process = kernels.process_grid
     labels = []
     for tiny in (False, True):

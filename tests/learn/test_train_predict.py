@@ -70,20 +70,26 @@ def test_resumed_run_equals_an_uninterrupted_one(tmp_path, workers):
         torch.testing.assert_close(p, q)
 
 
-def test_log_rows_of_a_run_without_checkpoint_are_dropped_on_restart(tmp_path, monkeypatch):
-    cfg = small_config(tmp_path, iterations=4, checkpoint_every=3)
+def nan_loss_at(monkeypatch, bad_iteration: int):
+    """Make the training loss NaN at one iteration; returns the real loss function."""
     import affseg.learn.train as T
 
     real = T._losses
 
     def exploding(cfg, outputs, batch, iteration):
         loss, parts, phase = real(cfg, outputs, batch, iteration)
-        return (loss * float("nan") if iteration == 2 else loss), parts, phase
+        return (loss * float("nan") if iteration == bad_iteration else loss), parts, phase
 
     monkeypatch.setattr(T, "_losses", exploding)
+    return real
+
+
+def test_log_rows_of_a_run_without_checkpoint_are_dropped_on_restart(tmp_path, monkeypatch):
+    cfg = small_config(tmp_path, iterations=4, checkpoint_every=3)
+    real = nan_loss_at(monkeypatch, 2)
     with pytest.raises(TrainingError, match="none"):
         train(cfg, tmp_path / "run")
-    monkeypatch.setattr(T, "_losses", real)
+    monkeypatch.setattr("affseg.learn.train._losses", real)
     train(cfg, tmp_path / "run")
     rows = list(csv.DictReader((tmp_path / "run" / "log.csv").open()))
     assert [int(r["iteration"]) for r in rows] == [1, 2, 3, 4]
@@ -121,15 +127,7 @@ def test_random_walker_training_moves_the_weights(tmp_path):
 
 def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
     cfg = small_config(tmp_path, iterations=6)
-    import affseg.learn.train as T
-
-    real = T._losses
-
-    def exploding(cfg, outputs, batch, iteration):
-        loss, parts, phase = real(cfg, outputs, batch, iteration)
-        return (loss * float("nan") if iteration == 3 else loss), parts, phase
-
-    monkeypatch.setattr(T, "_losses", exploding)
+    nan_loss_at(monkeypatch, 3)
     with pytest.raises(TrainingError, match="iteration 3.*iteration_00000002.pt"):
         train(cfg, tmp_path / "run")
     assert latest_checkpoint(tmp_path / "run").name == "iteration_00000002.pt"

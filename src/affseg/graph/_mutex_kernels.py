@@ -31,6 +31,7 @@ from numba import njit
 
 from ._agglomeration_kernels import pair_key
 from ._prefetch import prefetch
+from ._unionfind import find as find_parent
 
 PARENT, COUNT, HEAD = 0, 1, 2
 BLOCK = 7  # partners per block: a block row is 8 ids, 32 bytes with 32-bit ids
@@ -356,13 +357,6 @@ def run(process, edges, node, seed, use_seeds, keys, blocks, state):
             blocks = grown
 
 
-def grid_deltas(shape, offsets) -> np.ndarray:
-    """Per channel, the flat-index step of its offset in a C-ordered ``(z, y, x)`` volume."""
-    _, ny, nx = shape
-    offsets = np.asarray(offsets, dtype=np.int64)
-    return (offsets[:, 0] * ny + offsets[:, 1]) * nx + offsets[:, 2]
-
-
 @njit(cache=True, nogil=True, inline="always")
 def _pairs_short(keys, state, extra):
     """Whether ``extra`` more pairs (and one more) would fill the set beyond 3/4."""
@@ -523,7 +517,7 @@ def _ends(entry, n, deltas):
 @njit(cache=True, nogil=True, _nrt=False)
 def process_grid(deltas, n, entries, start, node, node_flat, seed, use_seeds, keys, blocks, state, scratch):
     """Run the Mutex Watershed over compact grid entries in processing order (see
-    :func:`grid_edges` and :func:`compact`; ``deltas`` from :func:`grid_deltas`, ``n`` voxels),
+    :func:`grid_edges` and :func:`compact`; ``deltas`` from :func:`affseg.conventions.flat_steps`, ``n`` voxels),
     from entry ``start``; returns -1 when done, or the entry at which it stopped for room."""
     m = entries.shape[0]
     for j in range(start, m):
@@ -562,10 +556,7 @@ def labels_from_roots(parent, seed, use_seeds, mask, use_mask, start):
     for i in range(n):
         if use_mask and not flat_mask[i]:
             continue
-        r = i
-        while parent[r] != r:
-            parent[r] = parent[parent[r]]
-            r = parent[r]
+        r = find_parent(parent, i)
         if use_seeds and seed[r] != 0:
             out[i] = seed[r]
             continue

@@ -24,32 +24,31 @@ def spmm(indptr, indices, data, x, out):
                 out[i, j] += a * x[col, j]
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _residual_row(indptr, indices, data, x, b, out, i):
+    """``out[i] = b[i] - (A @ x)[i]``."""
+    for j in range(x.shape[1]):
+        out[i, j] = b[i, j]
+    for p in range(indptr[i], indptr[i + 1]):
+        a = data[p]
+        col = indices[p]
+        for j in range(x.shape[1]):
+            out[i, j] -= a * x[col, j]
+
+
 @njit(cache=True, parallel=True, nogil=True)
 def residual(indptr, indices, data, x, b, out):
     """``out = b - A @ x``."""
-    m = x.shape[1]
     for i in prange(indptr.size - 1):
-        for j in range(m):
-            out[i, j] = b[i, j]
-        for p in range(indptr[i], indptr[i + 1]):
-            a = data[p]
-            col = indices[p]
-            for j in range(m):
-                out[i, j] -= a * x[col, j]
+        _residual_row(indptr, indices, data, x, b, out, i)
 
 
 @njit(cache=True, parallel=True, nogil=True)
 def jacobi_sweep(indptr, indices, data, damped_inverse_diagonal, x, b, out):
-    """``out = x + D^-1 omega (b - A @ x)``, one damped Jacobi sweep."""
+    """``out = x + D^-1 omega (b - A @ x)``, one damped Jacobi sweep (one pass over ``A``)."""
     m = x.shape[1]
     for i in prange(indptr.size - 1):
-        for j in range(m):
-            out[i, j] = b[i, j]
-        for p in range(indptr[i], indptr[i + 1]):
-            a = data[p]
-            col = indices[p]
-            for j in range(m):
-                out[i, j] -= a * x[col, j]
+        _residual_row(indptr, indices, data, x, b, out, i)
         d = damped_inverse_diagonal[i]
         for j in range(m):
             out[i, j] = x[i, j] + d * out[i, j]

@@ -16,7 +16,7 @@ import numpy as np
 from numba import njit
 
 from .._checks import as_affinities, as_labels, as_mask
-from ..conventions import affinities_from_labels
+from ..conventions import affinities_from_labels, flat_steps
 from ._agglomeration_kernels import hash_get, hash_put
 from ._prefetch import prefetch
 
@@ -253,9 +253,7 @@ def _edges(shape, offsets) -> tuple[np.ndarray, np.ndarray, int]:
     """Edge ids (see :func:`_edge_ids`), the flat-index step of each channel, and the voxel count."""
     shape3 = (1,) * (3 - len(shape)) + tuple(shape)
     offsets3 = np.concatenate([np.zeros((len(offsets), 3 - len(shape)), np.int64), offsets], axis=1)
-    _, ny, nx = shape3
-    deltas = (offsets3[:, 0] * ny + offsets3[:, 1]) * nx + offsets3[:, 2]
-    return _edge_ids(shape3, offsets3), deltas, int(np.prod(shape))
+    return _edge_ids(shape3, offsets3), flat_steps(shape, offsets), int(np.prod(shape))
 
 
 def _counts_in_order(compact: np.ndarray, n_labels: int, edge_ids, deltas, n_edges_total: int):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._checks import as_affinities, as_labels, as_mask
-from ..conventions import _as_3d
+from ..conventions import _as_3d, flat_steps
 from . import _mutex_kernels as k
 
 __all__ = ["channel_biases", "mutex_watershed", "mutex_watershed_graph", "signed_weights"]
@@ -173,7 +173,7 @@ def _grid_mutex_watershed(affs, offsets, biases, strides, keep_prob, rng_seed, m
         ids = seeds.reshape(-1)[seeded]
         by_id = np.argsort(ids, kind="stable")
         k.premerge_seeds(seeded[by_id], ids[by_id], node, seed)
-    edges = (k.grid_deltas(affs.shape[1:], offsets), affs[0].size, entries)
+    edges = (flat_steps(affs.shape[1:], offsets), affs[0].size, entries)
     k.run(k.process_grid, edges, node, seed, use_seeds, *store)
     del entries, store, packed
     start = int(seeds.max()) + 1 if use_seeds else 1
