@@ -165,7 +165,7 @@ def profile(seed: int) -> None:
     print(f"affinities exactly 0 or 1 (|weight| {BIAS}, ties): {clipped:.1%}")
     packed, scratch, n_repulsive = timed("MWS: edges radix-sorted by |weight|", _mutex_kernels.grid_edges, affs,
                                          offsets, biases, ones, np.ones(len(offsets)), 0, no_mask, False)
-    timed("MWS: float32 ties put in exact float64 order", _mutex_kernels.exact_order, packed, affs, biases)
+    timed("MWS: ties of the sort key put in exact order", _mutex_kernels.exact_order, packed, affs, biases)
     entries = timed("MWS: entries compacted to 32 bits", _mutex_kernels.compact, packed)
     n_edges = len(packed)
     spare = (_mutex_kernels.spare_bytes(scratch), _mutex_kernels.spare_bytes(packed, entries.nbytes))

@@ -122,7 +122,8 @@ def test_grid_edge_order_is_exact_strength_then_sign_then_channel_and_voxel(size
 
     bias = 0.5 + 2.0**-40
     rng = np.random.default_rng(size)
-    pool = np.array([0.0, 2.0**-40, 2.0**-41, 2.0**-39, 2.0**-30, 1.0, 0.3, 0.8], np.float32)
+    # 0.5: |w| = 2**-40, below the key's smallest binade (key 0, inexact)
+    pool = np.array([0.0, 2.0**-40, 2.0**-41, 2.0**-39, 2.0**-30, 1.0, 0.3, 0.8, 0.5], np.float32)
     affs = rng.choice(pool, size=(2, 1, size, 3)).astype(np.float32)
     affs[:, :, ::2] = rng.random((2, 1, (size + 1) // 2, 3))  # many distinct values too
     offsets = np.array([[0, 0, -1], [0, -1, 0]])
@@ -135,6 +136,23 @@ def test_grid_edge_order_is_exact_strength_then_sign_then_channel_and_voxel(size
     expected = np.lexsort((edge, w <= 0, -np.abs(w)))  # strongest, attractive first, then c * n + i
     np.testing.assert_array_equal(edge, edge[expected])
     np.testing.assert_array_equal(entries >> np.uint32(31), w <= 0)
+
+
+@given(st.floats(0, 1, exclude_max=True), st.floats(0, 1, exclude_max=True))
+def test_sort_key_is_monotone_and_exact_where_not_flagged(a, b):
+    from affseg.graph import _mutex_kernels as kernels
+
+    def key_value_inexact(strength):
+        entry = int(kernels._entry(-strength, 0))  # repulsive: w <= 0 for every strength
+        rank = entry >> (kernels.KEY_SHIFT + 1)
+        return rank, kernels._key_value(np.uint64(entry)), bool(entry >> 32 & 1)
+
+    (rank_a, value_a, inexact_a), (rank_b, value_b, _) = key_value_inexact(a), key_value_inexact(b)
+    assert value_a <= a and (value_a == a) != inexact_a
+    if a < b:
+        assert rank_a >= rank_b  # weaker: later or tied
+    if value_a < value_b:
+        assert a < b and rank_a > rank_b
 
 
 def test_graph_with_separate_mutex_edges_equals_signed_weights():

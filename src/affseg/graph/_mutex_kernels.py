@@ -4,8 +4,8 @@ Edges are processed once, strongest ``|weight|`` first: an attractive edge (weig
 its two clusters unless a mutex (a repulsive edge processed earlier) or two different seeds
 separate them; a repulsive edge (weight <= 0) adds a mutex between its clusters.
 
-Ordering (grids) is a stable LSD radix sort on a 31-bit key, the float32 ``|w|`` and the sign,
-so ties keep the edge order (channel, then raster order); runs that float32 ties but float64
+Ordering (grids) is a stable LSD radix sort on a 31-bit key, ``|w|`` cut to 30 bits and the
+sign, so ties keep the edge order (channel, then raster order); runs that the key ties but float64
 tells apart are then put in exact order. The sorted edges are then kept as 4-byte entries.
 
 State, passed around as plain arrays:
@@ -30,6 +30,7 @@ import numpy as np
 from numba import njit
 
 from ._agglomeration_kernels import pair_key
+from ._edge_ids import edge_ends
 from ._prefetch import prefetch
 from ._unionfind import find as find_parent
 
@@ -39,9 +40,11 @@ USED, FREE, PAIRS, N_FREE, NEED_PAIRS, NEED_BLOCKS = range(6)  # entries of ``st
 NODES_AHEAD = 32  # edges ahead whose end nodes are prefetched
 ROOTS_AHEAD = 16  # edges ahead whose roots and pair slot are prefetched
 EXACT_AHEAD = 64  # entries ahead whose exact weight is prefetched while runs are scanned
-SHORT_RUN = 32  # runs of float32 ties up to this length are sorted without allocating
+SHORT_RUN = 32  # runs of key ties up to this length are sorted without allocating
 MOVE_BATCH = 63  # partners gathered (and prefetched) at a time when a list moves
 KEY_SHIFT = 33  # grid entries: the sort key above an inexact flag, the repulsive bit and the id
+KEY_MANTISSA = 25  # mantissa bits of |w| in the sort key, below a 5-bit binade
+KEY_BINADE_ZERO = 992  # float64 biased exponent of 2**-31: binade 1 is [2**-30, 2**-29)
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -77,11 +80,6 @@ def set_add(keys, key):
     return True
 
 
-@njit(cache=True, nogil=True, inline="always")
-def set_contains(keys, key):
-    return keys[_probe(keys, key)] == key
-
-
 @njit(cache=True, nogil=True)
 def _grow(keys):
     """The set at twice the capacity."""
@@ -105,51 +103,91 @@ def _kept(c, i, delta, n, keep_prob, threshold, rng_seed, flat_mask, use_mask):
 
 
 @njit(cache=True, nogil=True, inline="always")
+def _strength_key(strength):
+    """The 30-bit key of ``|w|`` (``0 <= |w| < 1``), monotone, and whether it is inexact.
+
+    Float64 bits cut to a 5-bit binade (1 for ``[2**-30, 2**-29)`` ... 30 for ``[0.5, 1)``,
+    0 below ``2**-30``) and the top ``KEY_MANTISSA`` = 25 mantissa bits: float32 affinities
+    minus a bias mostly fit, so few keys are inexact, and ties between inexact keys (the only
+    ones :func:`exact_order` must look up) are rare; a float32 key had 27x more.
+    """
+    bits = np.float64(strength).view(np.uint64)
+    binade = np.int64(bits >> np.uint64(52)) - KEY_BINADE_ZERO
+    if binade <= 0:
+        return np.uint64(0), strength != 0.0
+    cut = 52 - KEY_MANTISSA
+    key = np.uint64(binade) << np.uint64(KEY_MANTISSA) | (bits & np.uint64((1 << 52) - 1)) >> np.uint64(cut)
+    return key, (bits & np.uint64((1 << cut) - 1)) != 0
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _key_value(entry):
+    """The ``|w|`` that the key of a packed entry stands for (exact for exact entries)."""
+    key = np.uint64(0x3FFFFFFF) - (entry >> np.uint64(KEY_SHIFT + 1))
+    binade = np.int64(key >> np.uint64(KEY_MANTISSA))
+    if binade == 0:
+        return 0.0
+    mantissa = key & np.uint64((1 << KEY_MANTISSA) - 1)
+    bits = np.uint64(binade + KEY_BINADE_ZERO) << np.uint64(52) | mantissa << np.uint64(52 - KEY_MANTISSA)
+    return np.uint64(bits).view(np.float64)
+
+
+@njit(cache=True, nogil=True, inline="always")
 def _entry(w, edge_id):
     """The packed grid entry of an edge of weight ``w`` (``|w| < 1``), see :func:`grid_edges`."""
-    strength = abs(w)
-    single = np.float32(strength)
-    rank = np.uint64(0x3FFFFFFF) - np.uint64(single.view(np.uint32))  # 30 bits as |w| < 2
+    key, inexact = _strength_key(abs(w))
+    rank = np.uint64(0x3FFFFFFF) - key  # strongest first
     repulsive = np.uint64(0 if w > 0 else 1)
-    inexact = np.uint64(np.float64(single) != strength)
-    return ((rank << np.uint64(1) | repulsive) << np.uint64(KEY_SHIFT) | inexact << np.uint64(32)
+    return ((rank << np.uint64(1) | repulsive) << np.uint64(KEY_SHIFT) | np.uint64(inexact) << np.uint64(32)
             | repulsive << np.uint64(31) | np.uint64(edge_id))
 
 
-@njit(cache=True, nogil=True)
 def grid_edges(affs, offsets, bias, strides, keep_prob, rng_seed, mask, use_mask):
     """The kept grid edges as packed uint64 in processing order, a scratch buffer of the same
     size (free memory for the later stages), and how many edges repel.
 
-    An entry holds, from the top: a 31-bit sort key (the float32 bits of ``|w|`` inverted, then
-    a repulsive bit, so attractive edges go first on exact ties), a bit set where float32 does
-    not hold ``|w|`` exactly, the repulsive bit again and the edge id ``c * n + i`` (31 bits;
+    An entry holds, from the top: a 31-bit sort key (the key of ``|w|``, :func:`_strength_key`,
+    inverted, then a repulsive bit, so attractive edges go first on exact ties), a bit set where
+    the key does not hold ``|w|`` exactly, the repulsive bit again and the edge id ``c * n + i`` (31 bits;
     the low 32 bits are the compact entry of :func:`compact`). Order: a stable radix sort of
     the key in three 11-bit digits, so ties stay in channel then raster order; see
-    :func:`exact_order` for the float32 ties. Needs ``C * n < 2**31``.
+    :func:`exact_order` for the inexact ties. Needs ``C * n < 2**31``.
+
+    The two buffers are numpy's, not numba's: numpy advises the kernel to back large arrays
+    with huge pages, and the state carved from them later is read at random (TLB misses cost
+    about a tenth of the run on 4 KiB pages).
     """
-    nc = affs.shape[0]
-    flat_mask = mask.reshape(-1)
-    seed = np.uint64(rng_seed)
-    n_kept = 0
-    for c in range(nc):  # size the buffers
-        n_kept += _edge_loop(affs, offsets, bias, strides, keep_prob, seed, flat_mask, use_mask, c, n_kept,
-                             np.empty(0, dtype=np.uint64), False)
+    args = (affs, offsets, bias, strides, keep_prob, np.uint64(rng_seed), mask.reshape(-1), use_mask)
+    n_kept = _count_edges(*args)
     entries = np.empty(n_kept, dtype=np.uint64)
+    other = np.empty(n_kept, dtype=np.uint64)
+    return _sorted_edges(*args, entries, other)
+
+
+@njit(cache=True, nogil=True)
+def _count_edges(affs, offsets, bias, strides, keep_prob, seed, flat_mask, use_mask):
+    n_kept = 0
+    for c in range(affs.shape[0]):
+        n_kept += _edge_loop(affs, offsets, bias, strides, keep_prob, seed, flat_mask, use_mask, c, n_kept,
+                             np.empty(0, dtype=np.uint64), np.empty((0, 0), dtype=np.int64), False)
+    return n_kept
+
+
+@njit(cache=True, nogil=True)
+def _sorted_edges(affs, offsets, bias, strides, keep_prob, seed, flat_mask, use_mask, entries, other):
+    """:func:`grid_edges` into the given buffers (which come back swapped where the sort
+    ends in ``other``)."""
+    counts = np.zeros((3, 2049), dtype=np.int64)  # digit histograms, filled as entries are written
     done = 0
-    for c in range(nc):
+    for c in range(affs.shape[0]):
         done += _edge_loop(affs, offsets, bias, strides, keep_prob, seed, flat_mask, use_mask, c, done,
-                           entries, True)
-    counts = np.zeros((3, 2049), dtype=np.int64)
+                           entries, counts, True)
     n_repulsive = 0
-    for j in range(n_kept):
-        for d in range(3):
-            counts[d, _digit(entries[j], d) + 1] += 1
-        n_repulsive += np.int64((entries[j] >> np.uint64(31)) & np.uint64(1))
+    for b in range(2048):  # the repulsive bit is the lowest bit of the lowest digit
+        n_repulsive += counts[0, b + 1] * (b & 1)
     for d in range(3):
         for b in range(2048):
             counts[d, b + 1] += counts[d, b]
-    other = np.empty_like(entries)
     for d in range(3):
         if _one_bucket(counts[d]):
             continue  # every key has this digit: already in order
@@ -159,9 +197,10 @@ def grid_edges(affs, offsets, bias, strides, keep_prob, rng_seed, mask, use_mask
 
 
 @njit(cache=True, nogil=True)
-def _edge_loop(affs, offsets, bias, strides, keep_prob, seed, flat_mask, use_mask, c, start, out, write):
+def _edge_loop(affs, offsets, bias, strides, keep_prob, seed, flat_mask, use_mask, c, start, out, counts, write):
     """Channel ``c``'s kept edges in raster order: their number, and with ``write`` their
-    entries (:func:`_entry`) written to ``out`` from ``start``."""
+    entries (:func:`_entry`) written to ``out`` from ``start`` and their digits counted in
+    ``counts`` (:func:`_digit`, ``counts[d, digit + 1]``)."""
     _, nz, ny, nx = affs.shape
     n = nz * ny * nx
     flat = affs.reshape(-1)
@@ -179,7 +218,10 @@ def _edge_loop(affs, offsets, bias, strides, keep_prob, seed, flat_mask, use_mas
                 if not _kept(c, i, delta, n, keep_prob[c], threshold, seed, flat_mask, use_mask):
                     continue
                 if write:
-                    out[k] = _entry(np.float64(flat[base + i]) - b_c, base + i)
+                    entry = _entry(np.float64(flat[base + i]) - b_c, base + i)
+                    out[k] = entry
+                    for d in range(3):
+                        counts[d, _digit(entry, d) + 1] += 1
                 k += 1
     return k - start
 
@@ -209,11 +251,11 @@ def _scatter(src, dst, d, starts):
 
 @njit(cache=True, nogil=True)
 def exact_order(packed, affs, bias):
-    """Put runs of equal float32 ``|w|`` in exact float64 order, in place.
+    """Put runs of equal sort keys in exact float64 ``|w|`` order, in place.
 
-    Only entries flagged inexact can differ from their run's float32 value, so only they are
-    looked up (random reads) and sorted; the exact ones keep their order between the inexact
-    entries that are stronger and those that are weaker.
+    Only entries flagged inexact can differ from their run's key value (:func:`_key_value`),
+    so only they are looked up (random reads) and sorted; the exact ones keep their order
+    between the inexact entries that are stronger and those that are weaker.
     """
     n = affs[0].size
     flat = affs.reshape(-1)
@@ -245,7 +287,7 @@ def _exact_strength(entry, flat, bias, n):
 @njit(cache=True, nogil=True, inline="always")
 def _exact_order_short_run(run, strength, flat, bias, n):
     """Stable insertion sort, strongest first, with no allocation (most runs are a few edges)."""
-    value = np.float64(np.float32(_exact_strength(run[0], flat, bias, n)))
+    value = _key_value(run[0])
     for j in range(run.shape[0]):
         entry = run[j]
         s = _exact_strength(entry, flat, bias, n) if (entry >> np.uint64(32)) & np.uint64(1) else value
@@ -260,7 +302,7 @@ def _exact_order_short_run(run, strength, flat, bias, n):
 
 @njit(cache=True, nogil=True)
 def _exact_order_run(run, n_inexact, flat, bias, n):
-    value = np.float64(np.float32(_exact_strength(run[0], flat, bias, n)))  # the run's float32 |w|
+    value = _key_value(run[0])
     inexact = np.empty(n_inexact, dtype=np.uint64)
     strength = np.empty(n_inexact, dtype=np.float64)
     k = 0
@@ -412,8 +454,8 @@ def _prefetch_ahead(node_flat, keys, node, u_far, v_far, u_near, v_near, n_nodes
     they are one root: a wasted prefetch costs less than a mispredicted branch)."""
     prefetch(node_flat, u_far * 3)
     prefetch(node_flat, v_far * 3)
-    ru = find(node, u_near)
-    rv = find(node, v_near)
+    ru = node[node[u_near, PARENT], PARENT]
+    rv = node[node[v_near, PARENT], PARENT]
     prefetch(keys, _home(keys, pair_key(ru, rv, n_nodes)))
 
 
@@ -424,9 +466,12 @@ def _process_edge(u, v, attractive, n_nodes, node, node_flat, seed, use_seeds, k
     rv = find(node, v)
     if ru == rv:
         return True
-    # a root pair is in the set only if both roots list partners
-    if node[ru, COUNT] > 0 and node[rv, COUNT] > 0 and set_contains(keys, pair_key(ru, rv, n_nodes)):
-        return True
+    key = pair_key(ru, rv, n_nodes)
+    slot = -1
+    if node[ru, COUNT] > 0 and node[rv, COUNT] > 0:  # else the pair cannot be in the set
+        slot = _probe(keys, key)
+        if keys[slot] == key:
+            return True
     if attractive:
         if use_seeds and seed[ru] != 0 and seed[rv] != 0 and seed[ru] != seed[rv]:
             return True
@@ -437,7 +482,7 @@ def _process_edge(u, v, attractive, n_nodes, node, node_flat, seed, use_seeds, k
         return True
     if not _has_room(keys, blocks, state, 1, 2):
         return False
-    set_add(keys, pair_key(ru, rv, n_nodes))  # new: checked above
+    keys[slot if slot >= 0 else _probe(keys, key)] = key  # a new pair: checked above
     state[PAIRS] += 1
     _append(node, ru, rv, blocks, state)
     _append(node, rv, ru, blocks, state)
@@ -452,7 +497,7 @@ def _join(ru, rv, n_nodes, node, node_flat, seed, use_seeds, keys, blocks, state
     nodes, then their pair slots) and returned to the free list as they are read, before
     any partner is appended to the big root.
     """
-    big, small = (ru, rv) if node[ru, COUNT] >= node[rv, COUNT] else (rv, ru)
+    big, small = (ru, rv) if node[ru, COUNT] > node[rv, COUNT] else (rv, ru)
     node[small, PARENT] = big
     if use_seeds and seed[big] == 0:
         seed[big] = seed[small]
@@ -506,12 +551,9 @@ def process_sorted(us, vs, attractive, n_nodes, start, node, node_flat, seed, us
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _ends(entry, n, deltas):
+def _ends(entry, n, inv_n, deltas):
     """The two voxels of a compact grid entry."""
-    e = np.int64(entry & np.uint32(0x7FFFFFFF))
-    c = e // n
-    i = e - c * n
-    return i, i + deltas[c]
+    return edge_ends(np.int64(entry & np.uint32(0x7FFFFFFF)), n, inv_n, deltas)
 
 
 @njit(cache=True, nogil=True, _nrt=False)
@@ -520,12 +562,13 @@ def process_grid(deltas, n, entries, start, node, node_flat, seed, use_seeds, ke
     :func:`grid_edges` and :func:`compact`; ``deltas`` from :func:`affseg.conventions.flat_steps`, ``n`` voxels),
     from entry ``start``; returns -1 when done, or the entry at which it stopped for room."""
     m = entries.shape[0]
+    inv_n = 1.0 / n
     for j in range(start, m):
         if j + NODES_AHEAD < m:
-            u_far, v_far = _ends(entries[j + NODES_AHEAD], n, deltas)
-            u_near, v_near = _ends(entries[j + ROOTS_AHEAD], n, deltas)
+            u_far, v_far = _ends(entries[j + NODES_AHEAD], n, inv_n, deltas)
+            u_near, v_near = _ends(entries[j + ROOTS_AHEAD], n, inv_n, deltas)
             _prefetch_ahead(node_flat, keys, node, u_far, v_far, u_near, v_near, n)
-        u, v = _ends(entries[j], n, deltas)
+        u, v = _ends(entries[j], n, inv_n, deltas)
         attractive = entries[j] >> np.uint32(31) == 0
         if not _process_edge(u, v, attractive, n, node, node_flat, seed, use_seeds, keys, blocks, state, scratch):
             return j

@@ -18,6 +18,7 @@ from numba import njit
 from .._checks import as_affinities, as_labels, as_mask
 from ..conventions import affinities_from_labels, flat_steps
 from ._agglomeration_kernels import hash_get, hash_put
+from ._edge_ids import edge_ends
 from ._prefetch import prefetch
 
 __all__ = ["constrained_malis_weights", "malis_pair_counts", "malis_weights"]
@@ -130,10 +131,10 @@ def _edge_ids(shape, offsets):
 def _same_label(ids, labels, n, deltas):
     """Per edge: whether both voxels carry the same non-zero label (ground-truth affinity 1)."""
     out = np.empty(ids.shape[0], np.bool_)
+    inv_n = 1.0 / n
     for k in range(ids.shape[0]):
-        c = ids[k] // n
-        u = ids[k] - c * n
-        out[k] = labels[u] != 0 and labels[u] == labels[u + deltas[c]]
+        u, v = edge_ends(ids[k], n, inv_n, deltas)
+        out[k] = labels[u] != 0 and labels[u] == labels[v]
     return out
 
 
@@ -163,17 +164,15 @@ def _kruskal_pair_counts(node_label, n_labels, edge_ids, deltas, same, diff):
     used = 0
     rec_flat = rec.reshape(-1)
     n_edges = edge_ids.shape[0]
+    inv_n = 1.0 / n_nodes
     for k in range(n_edges):
         if k + _AHEAD < n_edges:  # the records of an edge ahead: random voxels, not in cache
-            ahead = edge_ids[k + _AHEAD]
-            c = ahead // n_nodes
-            prefetch(rec_flat, (ahead - c * n_nodes) * 8)
-            prefetch(rec_flat, (ahead - c * n_nodes + deltas[c]) * 8)
-        edge = edge_ids[k]
-        c = edge // n_nodes
-        u = edge - c * n_nodes
+            u_ahead, v_ahead = edge_ends(edge_ids[k + _AHEAD], n_nodes, inv_n, deltas)
+            prefetch(rec_flat, u_ahead * 8)
+            prefetch(rec_flat, v_ahead * 8)
+        u, v = edge_ends(edge_ids[k], n_nodes, inv_n, deltas)
         ru = _root(rec, u)
-        rv = _root(rec, u + deltas[c])
+        rv = _root(rec, v)
         if ru == rv:
             continue
         small, large = rec[ru, 2], rec[rv, 2]
@@ -203,8 +202,8 @@ def _kruskal_pair_counts(node_label, n_labels, edge_ids, deltas, same, diff):
                 hash_put(keys, vals, _key(large, rec[x, 6] & _LOW, n_labels), x)
                 used += 1
                 x = rec[x, 7]
-        same[edge] = n_same
-        diff[edge] = rec[small, 5] * rec[large, 5] - n_same
+        same[edge_ids[k]] = n_same
+        diff[edge_ids[k]] = rec[small, 5] * rec[large, 5] - n_same
         rec[large, 5] += rec[small, 5]
         if rec[ru, 1] < rec[rv, 1]:
             ru, rv = rv, ru
