@@ -14,6 +14,7 @@ from affseg import (
     mutex_watershed,
     mutex_watershed_graph,
 )
+from affseg.conventions import _edge_slices
 from affseg.graph import _gasp_kernels
 from affseg.graph.gasp import LINKAGES, signed_region_graph
 
@@ -141,6 +142,46 @@ def test_signed_region_graph_by_hand():
     np.testing.assert_allclose(w, [0.2])
     np.testing.assert_array_equal(sizes, [2])
     assert local.tolist() == [True]
+
+
+def numpy_signed_region_graph(affs, offsets, fragments, bias):
+    """Reference: every edge between two different non-zero fragments, grouped with numpy."""
+    ids = np.unique(fragments[fragments != 0])
+    nodes = np.searchsorted(ids, fragments).astype(np.int64)
+    nodes[fragments == 0] = -1
+    n, keys, ws, local = len(ids), [], [], []
+    for c, o in enumerate(np.asarray(offsets)):
+        src, dst = _edge_slices(o, fragments.shape)
+        a, b = nodes[src], nodes[dst]
+        ok = (a != b) & (a >= 0) & (b >= 0)
+        keys.append(np.minimum(a, b)[ok] * n + np.maximum(a, b)[ok])
+        ws.append(affs[c][src][ok].astype(np.float64) - bias)
+        local.append(np.full(ok.sum(), np.abs(o).sum() == 1))
+    pairs, inverse = np.unique(np.concatenate(keys), return_inverse=True)
+    sizes = np.bincount(inverse, minlength=len(pairs)).astype(np.float64)
+    weights = np.bincount(inverse, weights=np.concatenate(ws), minlength=len(pairs)) / sizes
+    is_local = np.bincount(inverse, weights=np.concatenate(local), minlength=len(pairs)) > 0
+    return np.stack([pairs // n, pairs % n], axis=1), weights, sizes, is_local, ids.astype(np.uint64)
+
+
+@pytest.mark.parametrize("ndim", [2, 3])
+def test_signed_region_graph_equals_numpy_grouping(ndim):
+    offsets = [[-1, 0, 0], [0, -1, 0], [0, 0, -1], [-2, 0, 0], [0, -4, 3], [0, 0, -6]]
+    if ndim == 2:
+        offsets = [o[1:] for o in offsets if o[0] == 0]
+    shape = (5, 30, 33) if ndim == 3 else (60, 66)
+    rng = np.random.default_rng(ndim)
+    affs = rng.random((len(offsets),) + shape).astype(np.float32)
+    # blocky fragments with large ids, background 0 and ids that skip: many pairs (table growth)
+    fragments = rng.integers(0, 700, size=tuple(-(-s // 3) for s in shape)).astype(np.uint64) * 10**12
+    for axis in range(ndim):
+        fragments = np.repeat(fragments, 3, axis=axis)
+    fragments = np.ascontiguousarray(fragments[tuple(slice(0, s) for s in shape)])
+    got = signed_region_graph(affs, offsets, fragments, bias=0.4)
+    expected = numpy_signed_region_graph(affs, offsets, fragments, 0.4)
+    assert len(got[0]) > 512
+    for a, b in zip(got, expected):
+        np.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.parametrize("linkage", ["mean", "abs_max"])

@@ -3,12 +3,17 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from affseg.conventions import affinities_from_labels
-from affseg.graph.malis import constrained_malis_weights, malis_pair_counts, malis_weights
+from affseg.graph.malis import (
+    constrained_malis_weights,
+    malis_pair_counts,
+    malis_weights,
+)
 
 OFFSETS = {2: [[-1, 0], [0, -1], [0, -3]], 3: [[-1, 0, 0], [0, -1, 0], [0, 0, -1], [0, -2, -2]]}
 
@@ -185,3 +190,13 @@ def test_bad_input():
         malis_pair_counts(np.zeros((2, 4, 4, 4), np.float32), np.zeros((4, 4, 4), np.uint64))
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         constrained_malis_weights(np.full((3, 4, 4, 4), 2, np.float32), np.zeros((4, 4, 4), np.uint64))
+
+
+def test_volumes_over_2_31_voxels_are_refused_before_any_copy():
+    shape = (2**11, 2**10, 2**10)  # 2**31 voxels; broadcast views: no memory behind them
+    affs = np.broadcast_to(np.float32(0.5), (3,) + shape)
+    labels = np.broadcast_to(np.uint64(1), shape)
+    with pytest.raises(ValueError, match=r"2\*\*31 voxels.*\(2048, 1024, 1024\)"):
+        malis_pair_counts(affs, labels)
+    with pytest.raises(ValueError, match=r"2\*\*31 voxels"):
+        constrained_malis_weights(affs, labels)

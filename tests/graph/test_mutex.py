@@ -408,3 +408,9 @@ def test_results_do_not_depend_on_the_initial_pair_set_and_block_pool(graph):
         labels.append(kernels.labels_from_roots(node[:, kernels.PARENT], seed, False, np.ones(1, bool), False, 1))
     np.testing.assert_array_equal(labels[0], labels[1])
     np.testing.assert_array_equal(labels[0].reshape(affs.shape[1:]), mutex_watershed(affs, offsets[:, 1:]))
+
+
+def test_over_2_31_edges_are_refused_before_any_copy():
+    affs = np.broadcast_to(np.float32(0.5), (2, 2**15, 2**15))  # 2**31 edges, no memory behind it
+    with pytest.raises(ValueError, match=r"\(2, 32768, 32768\) have too many edges"):
+        mutex_watershed(affs, [[-1, 0], [0, -1]])

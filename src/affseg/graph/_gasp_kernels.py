@@ -23,6 +23,57 @@ MEAN, SUM, MAX, MIN, ABS_MAX = 0, 1, 2, 3, 4
 
 
 @njit(cache=True, nogil=True)
+def pair_sums(nodes, affs, offsets, biases, local_channel, n_nodes):
+    """The node pairs that the edges of a ``(z, y, x)`` node volume join (``-1``: no node), in
+    the order first met (channel, then raster order), with per pair the ``pair_key``, the sum of
+    the weights ``affs[c, u] - biases[c]`` (added in that order), the number of edges and
+    whether a ``local_channel`` edge is among them. One hash lookup per edge: the pairs are few
+    (fragments), so the table stays in cache.
+    """
+    nz, ny, nx = nodes.shape
+    keys = np.zeros(1024, np.uint64)
+    slots = np.zeros(1024, np.int64)
+    pair = np.empty(512, np.uint64)
+    total = np.zeros(512)
+    count = np.zeros(512, np.int64)
+    local = np.zeros(512, np.bool_)
+    m = 0
+    for c in range(offsets.shape[0]):
+        oz, oy, ox = offsets[c, 0], offsets[c, 1], offsets[c, 2]
+        for z in range(max(0, -oz), min(nz, nz - oz)):
+            for y in range(max(0, -oy), min(ny, ny - oy)):
+                for x in range(max(0, -ox), min(nx, nx - ox)):
+                    a = nodes[z, y, x]
+                    b = nodes[z + oz, y + oy, x + ox]
+                    if a == b or a < 0 or b < 0:
+                        continue
+                    key = pair_key(a, b, n_nodes)
+                    k = hash_get(keys, slots, key)
+                    if k < 0:
+                        if 2 * (m + 1) > pair.shape[0]:  # keep the table at most 1/4 full
+                            keys, slots = np.zeros(4 * keys.shape[0], np.uint64), np.zeros(4 * keys.shape[0], np.int64)
+                            for j in range(m):
+                                hash_put(keys, slots, pair[j], j)
+                            pair, total = _grown(pair, m), _grown(total, m)
+                            count, local = _grown(count, m), _grown(local, m)
+                        k = m
+                        hash_put(keys, slots, key, k)
+                        pair[k], total[k], count[k], local[k] = key, 0.0, 0, False
+                        m += 1
+                    total[k] += np.float64(affs[c, z, y, x]) - biases[c]
+                    count[k] += 1
+                    local[k] |= local_channel[c]
+    return pair[:m], total[:m], count[:m], local[:m]
+
+
+@njit(cache=True, nogil=True)
+def _grown(arr, used):
+    out = np.empty(4 * arr.shape[0], arr.dtype)
+    out[:used] = arr[:used]
+    return out
+
+
+@njit(cache=True, nogil=True)
 def _heap_push(h_pri, h_edge, h_ver, size, pri, e, ver):
     """Push into a max-heap on (priority, -edge); returns the (possibly grown) arrays."""
     if size >= h_pri.shape[0]:

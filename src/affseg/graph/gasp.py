@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._checks import as_affinities, as_labels, as_mask
-from ..conventions import _edge_slices
+from ..conventions import _as_3d, _edge_slices
 from . import _gasp_kernels as k
 from ._mutex_kernels import labels_from_roots
 from .agglomeration import relabel
@@ -189,19 +189,13 @@ def _signed_region_graph(affs, offsets, fragments, biases):
     del index
     ids = ids[1:]
     n = len(ids)
-    local_channel = ~is_long_range(offsets)
-    keys, ws, locals_ = [], [], []
-    for c, o in enumerate(offsets):
-        src, dst = _edge_slices(o, fragments.shape)
-        a, b = nodes[src], nodes[dst]
-        ok = (a != b) & (a >= 0) & (b >= 0)
-        a, b = a[ok], b[ok]
-        keys.append(np.minimum(a, b) * n + np.maximum(a, b))
-        ws.append(affs[c][src][ok].astype(np.float64) - biases[c])
-        locals_.append(np.full(a.size, local_channel[c]))
-    pairs, inverse = np.unique(np.concatenate(keys), return_inverse=True)
-    sizes = np.bincount(inverse, minlength=len(pairs)).astype(np.float64)
-    weights = np.bincount(inverse, weights=np.concatenate(ws), minlength=len(pairs)) / sizes
-    local = np.bincount(inverse, weights=np.concatenate(locals_), minlength=len(pairs)) > 0
-    uv = np.stack([pairs // n, pairs % n], axis=1).astype(np.int64)
+    nodes3 = nodes.reshape((1,) * (3 - nodes.ndim) + nodes.shape)
+    affs3, offsets3 = _as_3d(affs, offsets)
+    keys, totals, counts, local = k.pair_sums(nodes3, affs3, offsets3, np.asarray(biases, np.float64),
+                                              ~is_long_range(offsets), n)
+    order = np.argsort(keys)  # by (smaller node, larger node)
+    keys, sizes, local = keys[order], counts[order].astype(np.float64), local[order]
+    weights = totals[order] / sizes
+    lo = (keys - np.uint64(1)) // np.uint64(n + 1)  # pair_key = lo * (n + 1) + hi + 1
+    uv = np.stack([lo, keys - np.uint64(1) - lo * np.uint64(n + 1)], axis=1).astype(np.int64)
     return uv, weights, sizes, local, ids

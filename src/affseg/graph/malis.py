@@ -236,8 +236,6 @@ def _descending_order(values: np.ndarray, index_order: np.ndarray) -> np.ndarray
 def _compact_labels(labels: np.ndarray) -> tuple[np.ndarray, int]:
     """Labels as int64 ids below 2**32 (consecutive if they were larger), 0 kept as 0, and the
     number of ids."""
-    if labels.size >= 2**31:
-        raise ValueError(f"MALIS counts support up to 2**31 voxels, got shape {labels.shape}")
     top = int(labels.max()) if labels.size else 0
     if top < 2**32:  # small ids fit the entry packing as they are: skip the sort of np.unique
         return labels.ravel().astype(np.int64), top + 1
@@ -264,6 +262,8 @@ def _counts_in_order(compact: np.ndarray, n_labels: int, edge_ids, deltas, n_edg
 
 
 def _check(affs, labels, offsets, mask):
+    if np.size(labels) >= 2**31:  # before the inputs are converted (copies of that size)
+        raise ValueError(f"MALIS counts support up to 2**31 voxels, got labels of shape {np.shape(labels)}")
     affs, offsets = as_affinities(affs, offsets)
     labels = as_labels(labels, shape=affs.shape[1:])
     mask = as_mask(mask, affs.shape, name="affinity mask") if mask is not None and np.ndim(mask) == affs.ndim \

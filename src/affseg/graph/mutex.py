@@ -123,6 +123,9 @@ def mutex_watershed(
         Seeded segments carry their seed id, the others consecutive ids from ``max(seeds) + 1``
         (from 1 without seeds) in raster order of their first voxel; 0 only where masked.
     """
+    if np.size(affs) >= 2**31:  # before the affinities are converted (copies of that size)
+        raise ValueError(f"affinities of shape {np.shape(affs)} have too many edges for one call "
+                         "(2**31); segment blockwise")
     affs, offsets = as_affinities(affs, offsets)
     shape = affs.shape[1:]
     ndim = len(shape)
@@ -139,9 +142,6 @@ def mutex_watershed(
     else:
         keep_prob = np.ones(len(offsets))
         grid_strides = channel_strides
-    if affs.size >= 2**31:
-        raise ValueError(f"affinities of shape {affs.shape} have too many edges for one call "
-                         "(2**31); segment blockwise")
     if ndim == 2:  # strides of the added z axis: 1
         grid_strides = np.concatenate([np.ones((len(offsets), 1), np.int64), grid_strides], axis=1)
     affs3, offsets3 = _as_3d(affs, offsets)
