@@ -14,9 +14,8 @@ import tempfile
 import time
 from pathlib import Path
 
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_segmentation import pin_to_one_core  # noqa: E402
+from bench_segmentation import pin_to_one_core
 
 
 def bench_malis(repeats: int = 3) -> None:
@@ -53,7 +52,10 @@ def bench_training(iterations: int, device: str) -> Path:
     parts = ["time_data", "time_forward", "time_loss", "time_backward"]
     means = {p: statistics.mean(float(r[p]) for r in rows) for p in parts}
     total = sum(means.values())
-    print(f"training iteration (demo U-Net, output 8x38x38, 6 offsets, {device}): {total * 1000:.0f} ms = "
+    model = cfg["model"]
+    print(f"training iteration (demo U-Net: {model['num_fmaps']} fmaps, factors {model['downsample_factors']}, "
+          f"output {'x'.join(map(str, model['output_shape']))}, {len(cfg['targets']['offsets'])} offsets, "
+          f"{device}): {total * 1000:.0f} ms = "
           + ", ".join(f"{p[5:]} {means[p] * 1000:.0f} ms" for p in parts))
     # the MALIS phase: loss time with constrained MALIS instead of MSE
     cfg["train"]["malis_start"] = 1

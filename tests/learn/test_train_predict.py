@@ -111,6 +111,26 @@ def test_malis_phase_switch(tmp_path):
     assert phases == ["mse", "malis", "malis"]
 
 
+def test_malis_phase_keeps_the_configured_share_of_mse(tmp_path):
+    from affseg.learn.losses import malis_loss, weighted_mse
+    from affseg.learn.train import _losses
+
+    vol = make_volume((4, 12, 12), seed=3)
+    offsets = [[-1, 0, 0], [0, -1, 0], [0, 0, -1]]
+    pred = torch.rand((1, 3, 4, 12, 12), generator=torch.Generator().manual_seed(0))
+    batch = {"labels": vol.labels[None], "affs": torch.from_numpy(vol.affs[None].astype(np.float32)),
+             "affs_weights": torch.rand(pred.shape), "affs_mask": torch.ones(pred.shape)}
+    malis = malis_loss(pred, batch["labels"], offsets, mask=batch["affs_mask"] > 0)
+    mse = weighted_mse(pred, batch["affs"], batch["affs_weights"])
+    for share in (0.0, 0.7):
+        cfg = validate_config({"data": {"train": [{"raw": "a.h5/raw", "labels": "a.h5/labels"}]},
+                               "targets": {"offsets": offsets, "lsd_sigma": None},
+                               "train": {"malis_start": 0, "malis_affinity_weight": share}})
+        total, parts, phase = _losses(cfg, {"affs": pred}, batch, iteration=5)
+        assert phase == "malis"
+        assert float(total) == pytest.approx(float(malis + share * mse), rel=1e-6)
+
+
 def test_random_walker_training_moves_the_weights(tmp_path):
     # the random-walker loss alone (no MSE share): its gradient must reach the network
     cfg = small_config(tmp_path, iterations=2, loss="random_walker", learning_rate=1e-2, rw_affinity_weight=0.0)
@@ -141,6 +161,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path, monkeypat
     ({"train": {"loss": "random_walker", "malis_start": 10}}, "train.malis_start"),
     ({"train": {"rw_gradient": "approx"}}, "train.rw_gradient"),
     ({"train": {"rw_affinity_weight": -1.0}}, "train.rw_affinity_weight"),
+    ({"train": {"malis_affinity_weight": -0.5}}, "train.malis_affinity_weight"),
     ({"data": {"train": [{"raw": "x.h5/raw"}]}}, r"data.train\[0\]"),
 ])
 def test_bad_configs(bad, message):

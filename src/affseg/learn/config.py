@@ -55,6 +55,9 @@ DEFAULTS: dict[str, dict[str, tuple]] = {
         "loss": ((str,), "mse"),
         "malis_start": ((int, None), None),
         "malis_constrained": ((bool,), True),
+        # optional share of the balanced affinity MSE kept in the MALIS phase (0: MALIS alone,
+        # as Turaga 2009 and Funke 2018; see docs/benchmarks.md for neuroproof)
+        "malis_affinity_weight": ((float, int), 0.0),
         "rw_gradient": ((str,), "exact"),
         "rw_samples": ((int,), 1000),
         # optional share of the balanced affinity MSE added to the random-walker loss (0: the
@@ -124,8 +127,9 @@ def _check_values(cfg: dict, where: str) -> None:
         bad("train.malis_start", "must be null with the random_walker loss")
     if train["rw_gradient"] not in ("exact", "sampled"):
         bad("train.rw_gradient", f"must be 'exact' or 'sampled', got {train['rw_gradient']!r}")
-    if train["rw_affinity_weight"] < 0:
-        bad("train.rw_affinity_weight", f"must be >= 0, got {train['rw_affinity_weight']}")
+    for key in ("rw_affinity_weight", "malis_affinity_weight"):
+        if train[key] < 0:
+            bad(f"train.{key}", f"must be >= 0, got {train[key]}")
     if train["rw_samples"] < 1 or cfg["targets"]["rw_seed_radius"] < 0:
         bad("train.rw_samples / targets.rw_seed_radius", "must be >= 1 / >= 0")
     if train["device"] not in ("auto", "cpu", "cuda") and not train["device"].startswith("cuda:"):

@@ -128,6 +128,9 @@ def _losses(cfg: dict, outputs: dict, batch: dict, iteration: int) -> tuple[torc
     elif malis:
         loss_affs = malis_loss(pred, batch["labels"], cfg["targets"]["offsets"], mask=batch["affs_mask"] > 0,
                                constrained=train["malis_constrained"])
+        if train["malis_affinity_weight"]:
+            loss_affs = loss_affs + train["malis_affinity_weight"] * weighted_mse(pred, batch["affs"],
+                                                                                 batch["affs_weights"])
     elif train["loss"] == "bce":
         loss_affs = weighted_bce(pred, batch["affs"], batch["affs_weights"])
     else:
