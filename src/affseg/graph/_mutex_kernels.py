@@ -450,8 +450,9 @@ def _append(node, a, b, blocks, state):
 
 @njit(cache=True, nogil=True, inline="always")
 def _prefetch_ahead(node_flat, keys, node, u_far, v_far, u_near, v_near, n_nodes):
-    """Prefetch the end nodes of a far edge, and the pair slot of a near one's roots (even if
-    they are one root: a wasted prefetch costs less than a mispredicted branch)."""
+    """Prefetch the end nodes of a far edge, and the pair slot of a near one's roots, taken as
+    the grandparents of its ends (mostly the roots after path halving; no loop, no stores),
+    even where they are one root: a wasted prefetch costs less than a mispredicted branch."""
     prefetch(node_flat, u_far * 3)
     prefetch(node_flat, v_far * 3)
     ru = node[node[u_near, PARENT], PARENT]
@@ -497,6 +498,8 @@ def _join(ru, rv, n_nodes, node, node_flat, seed, use_seeds, keys, blocks, state
     nodes, then their pair slots) and returned to the free list as they are read, before
     any partner is appended to the big root.
     """
+    # on equal counts ``rv`` stays root: with negative offsets ``v`` is the earlier voxel, and in runs of
+    # tied edges (raster order) linking the new voxel under the old cluster keeps paths short
     big, small = (ru, rv) if node[ru, COUNT] > node[rv, COUNT] else (rv, ru)
     node[small, PARENT] = big
     if use_seeds and seed[big] == 0:
