@@ -38,7 +38,8 @@ PARENT, COUNT, HEAD = 0, 1, 2
 BLOCK = 7  # partners per block: a block row is 8 ids, 32 bytes with 32-bit ids
 USED, FREE, PAIRS, N_FREE, NEED_PAIRS, NEED_BLOCKS = range(6)  # entries of ``state``
 NODES_AHEAD = 32  # edges ahead whose end nodes are prefetched
-ROOTS_AHEAD = 16  # edges ahead whose roots and pair slot are prefetched
+PARENTS_AHEAD = 24  # edges ahead whose end nodes' parents are prefetched
+ROOTS_AHEAD = 16  # edges ahead whose pair slot is prefetched
 EXACT_AHEAD = 64  # entries ahead whose exact weight is prefetched while runs are scanned
 SHORT_RUN = 32  # runs of key ties up to this length are sorted without allocating
 MOVE_BATCH = 63  # partners gathered (and prefetched) at a time when a list moves
@@ -449,12 +450,15 @@ def _append(node, a, b, blocks, state):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _prefetch_ahead(node_flat, keys, node, u_far, v_far, u_near, v_near, n_nodes):
-    """Prefetch the end nodes of a far edge, and the pair slot of a near one's roots, taken as
-    the grandparents of its ends (mostly the roots after path halving; no loop, no stores),
-    even where they are one root: a wasted prefetch costs less than a mispredicted branch."""
+def _prefetch_ahead(node_flat, keys, node, u_far, v_far, u_mid, v_mid, u_near, v_near, n_nodes):
+    """Prefetch the end nodes of a far edge, the parents of a nearer one's ends, and the pair
+    slot of a near one's roots, taken as the grandparents of its ends (mostly the roots after
+    path halving; no loop, no stores), even where they are one root: a wasted prefetch costs
+    less than a mispredicted branch."""
     prefetch(node_flat, u_far * 3)
     prefetch(node_flat, v_far * 3)
+    prefetch(node_flat, node[u_mid, PARENT] * 3)
+    prefetch(node_flat, node[v_mid, PARENT] * 3)
     ru = node[node[u_near, PARENT], PARENT]
     rv = node[node[v_near, PARENT], PARENT]
     prefetch(keys, _home(keys, pair_key(ru, rv, n_nodes)))
@@ -545,8 +549,8 @@ def process_sorted(us, vs, attractive, n_nodes, start, node, node_flat, seed, us
     m = us.shape[0]
     for j in range(start, m):
         if j + NODES_AHEAD < m:
-            _prefetch_ahead(node_flat, keys, node, us[j + NODES_AHEAD], vs[j + NODES_AHEAD],
-                            us[j + ROOTS_AHEAD], vs[j + ROOTS_AHEAD], n_nodes)
+            _prefetch_ahead(node_flat, keys, node, us[j + NODES_AHEAD], vs[j + NODES_AHEAD], us[j + PARENTS_AHEAD],
+                            vs[j + PARENTS_AHEAD], us[j + ROOTS_AHEAD], vs[j + ROOTS_AHEAD], n_nodes)
         if not _process_edge(us[j], vs[j], attractive[j], n_nodes, node, node_flat, seed, use_seeds,
                              keys, blocks, state, scratch):
             return j
@@ -569,8 +573,9 @@ def process_grid(deltas, n, entries, start, node, node_flat, seed, use_seeds, ke
     for j in range(start, m):
         if j + NODES_AHEAD < m:
             u_far, v_far = _ends(entries[j + NODES_AHEAD], n, inv_n, deltas)
+            u_mid, v_mid = _ends(entries[j + PARENTS_AHEAD], n, inv_n, deltas)
             u_near, v_near = _ends(entries[j + ROOTS_AHEAD], n, inv_n, deltas)
-            _prefetch_ahead(node_flat, keys, node, u_far, v_far, u_near, v_near, n)
+            _prefetch_ahead(node_flat, keys, node, u_far, v_far, u_mid, v_mid, u_near, v_near, n)
         u, v = _ends(entries[j], n, inv_n, deltas)
         attractive = entries[j] >> np.uint32(31) == 0
         if not _process_edge(u, v, attractive, n, node, node_flat, seed, use_seeds, keys, blocks, state, scratch):
