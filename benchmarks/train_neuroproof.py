@@ -33,7 +33,7 @@ def config(args, malis: bool, mse_share: float = 0.0) -> dict:
         "augment": {},
         "train": {"iterations": args.iterations, "learning_rate": 5e-4, "checkpoint_every": 250,
                   "loss": "mse", "malis_start": args.malis_start if malis else None,
-                  "malis_affinity_weight": mse_share, "seed": 0, "device": "cpu"},
+                  "malis_affinity_weight": mse_share, "seed": args.seed, "device": "cpu"},
     }
 
 
@@ -61,6 +61,7 @@ def main() -> None:
     p.add_argument("--iterations", type=int, default=1000)
     p.add_argument("--malis-start", type=int, default=500)
     p.add_argument("--fmaps", type=int, default=8)
+    p.add_argument("--seed", type=int, default=0, help="initial weights and data stream (same for all models)")
     p.add_argument("--output-shape", type=int, nargs=3, default=[20, 20, 20], help="output crop (z y x)")
     p.add_argument("--malis-mse-share", type=float, default=None,
                    help="also train MSE then MALIS + this share of the MSE (train.malis_affinity_weight)")
@@ -85,7 +86,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|")
     for name, r in results.items():
         b, h = r["best"], r["threshold_0.5"]
-        print(f"| {name} | {b['threshold']:.1f} | {b['voi_split']:.3f} | {b['voi_merge']:.3f} | "
+        print(f"| {name} | {b['threshold']:.2f} | {b['voi_split']:.3f} | {b['voi_merge']:.3f} | "
               f"{b['voi_split'] + b['voi_merge']:.3f} | {b['arand']:.3f} | {h['voi_split'] + h['voi_merge']:.3f} | "
               f"{h['arand']:.3f} |")
 
