@@ -1,4 +1,5 @@
-"""Grid edges as integer ids, shared by the kernels that sort or walk grid edges.
+"""Grid edges as integer ids and the voxel ranges they span, shared by the kernels that sort
+or walk grid edges.
 
 Edge ``e = c * n + u`` of a volume with ``n`` voxels is channel ``c``'s edge at voxel ``u``
 (its index in the raveled ``(C, *spatial)`` affinities); it joins ``u`` and ``u + deltas[c]``
@@ -33,3 +34,11 @@ def edge_ends(edge, n, inv_n, deltas):
     """The two voxels ``(u, u + deltas[c])`` of edge id ``edge`` (see :func:`split_edge_id`)."""
     c, u = split_edge_id(edge, n, inv_n)
     return u, u + deltas[c]
+
+
+@njit(cache=True, nogil=True, inline="always")
+def edge_bounds(nz, ny, nx, oz, oy, ox):
+    """``z0, z1, y0, y1, x0, x1``: the voxels ``u`` of a ``(nz, ny, nx)`` volume whose partner
+    ``u + (oz, oy, ox)`` lies inside it are ``[z0, z1) x [y0, y1) x [x0, x1)``."""
+    return (max(0, -oz), min(nz, nz - oz), max(0, -oy), min(ny, ny - oy),
+            max(0, -ox), min(nx, nx - ox))

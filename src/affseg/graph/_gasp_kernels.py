@@ -17,6 +17,7 @@ import numpy as np
 from numba import njit
 
 from ._agglomeration_kernels import hash_fill, hash_get, hash_put, pair_key
+from ._edge_ids import edge_bounds
 from ._unionfind import find
 
 MEAN, SUM, MAX, MIN, ABS_MAX = 0, 1, 2, 3, 4
@@ -40,9 +41,10 @@ def pair_sums(nodes, affs, offsets, biases, local_channel, n_nodes):
     m = 0
     for c in range(offsets.shape[0]):
         oz, oy, ox = offsets[c, 0], offsets[c, 1], offsets[c, 2]
-        for z in range(max(0, -oz), min(nz, nz - oz)):
-            for y in range(max(0, -oy), min(ny, ny - oy)):
-                for x in range(max(0, -ox), min(nx, nx - ox)):
+        z0, z1, y0, y1, x0, x1 = edge_bounds(nz, ny, nx, oz, oy, ox)
+        for z in range(z0, z1):
+            for y in range(y0, y1):
+                for x in range(x0, x1):
                     a = nodes[z, y, x]
                     b = nodes[z + oz, y + oy, x + ox]
                     if a == b or a < 0 or b < 0:

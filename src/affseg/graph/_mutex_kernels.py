@@ -30,7 +30,7 @@ import numpy as np
 from numba import njit
 
 from ._agglomeration_kernels import pair_key
-from ._edge_ids import edge_ends
+from ._edge_ids import edge_bounds, edge_ends
 from ._prefetch import prefetch
 from ._unionfind import find as find_parent
 
@@ -212,9 +212,10 @@ def _edge_loop(affs, offsets, bias, strides, keep_prob, seed, flat_mask, use_mas
     b_c = bias[c]
     base = c * n
     k = start
-    for z in range(max(0, -oz), min(nz, nz - oz), sz):
-        for y in range(max(0, -oy), min(ny, ny - oy), sy):
-            for x in range(max(0, -ox), min(nx, nx - ox), sx):
+    z0, z1, y0, y1, x0, x1 = edge_bounds(nz, ny, nx, oz, oy, ox)
+    for z in range(z0, z1, sz):
+        for y in range(y0, y1, sy):
+            for x in range(x0, x1, sx):
                 i = (z * ny + y) * nx + x
                 if not _kept(c, i, delta, n, keep_prob[c], threshold, seed, flat_mask, use_mask):
                     continue

@@ -6,6 +6,7 @@ from numba import njit
 
 from .._checks import as_affinities, as_mask
 from ..conventions import _as_3d
+from ._edge_ids import edge_bounds
 from ._unionfind import find, union
 
 __all__ = ["connected_components", "relabel_consecutive"]
@@ -16,9 +17,10 @@ def _join_edges(affs, offsets, threshold, mask, parent):
     nc, nz, ny, nx = affs.shape
     for c in range(nc):
         oz, oy, ox = offsets[c, 0], offsets[c, 1], offsets[c, 2]
-        for z in range(max(0, -oz), min(nz, nz - oz)):
-            for y in range(max(0, -oy), min(ny, ny - oy)):
-                for x in range(max(0, -ox), min(nx, nx - ox)):
+        z0, z1, y0, y1, x0, x1 = edge_bounds(nz, ny, nx, oz, oy, ox)
+        for z in range(z0, z1):
+            for y in range(y0, y1):
+                for x in range(x0, x1):
                     if affs[c, z, y, x] > threshold:
                         i = (z * ny + y) * nx + x
                         j = ((z + oz) * ny + y + oy) * nx + x + ox

@@ -18,7 +18,7 @@ from numba import njit
 from .._checks import as_affinities, as_labels, as_mask
 from ..conventions import affinities_from_labels, flat_steps
 from ._agglomeration_kernels import hash_get, hash_put
-from ._edge_ids import edge_ends
+from ._edge_ids import edge_bounds, edge_ends
 from ._prefetch import prefetch
 
 __all__ = ["constrained_malis_weights", "malis_pair_counts", "malis_weights"]
@@ -113,15 +113,15 @@ def _edge_ids(shape, offsets):
     n = nz * ny * nx
     total = 0
     for c in range(offsets.shape[0]):
-        oz, oy, ox = offsets[c, 0], offsets[c, 1], offsets[c, 2]
-        total += max(0, nz - abs(oz)) * max(0, ny - abs(oy)) * max(0, nx - abs(ox))
+        z0, z1, y0, y1, x0, x1 = edge_bounds(nz, ny, nx, offsets[c, 0], offsets[c, 1], offsets[c, 2])
+        total += max(0, z1 - z0) * max(0, y1 - y0) * max(0, x1 - x0)
     ids = np.empty(total, np.int64)
     k = 0
     for c in range(offsets.shape[0]):
-        oz, oy, ox = offsets[c, 0], offsets[c, 1], offsets[c, 2]
-        for z in range(max(0, -oz), min(nz, nz - oz)):
-            for y in range(max(0, -oy), min(ny, ny - oy)):
-                for x in range(max(0, -ox), min(nx, nx - ox)):
+        z0, z1, y0, y1, x0, x1 = edge_bounds(nz, ny, nx, offsets[c, 0], offsets[c, 1], offsets[c, 2])
+        for z in range(z0, z1):
+            for y in range(y0, y1):
+                for x in range(x0, x1):
                     ids[k] = c * n + (z * ny + y) * nx + x
                     k += 1
     return ids
