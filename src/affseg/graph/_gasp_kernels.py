@@ -25,7 +25,8 @@ MEAN, SUM, MAX, MIN, ABS_MAX = 0, 1, 2, 3, 4
 
 @njit(cache=True, nogil=True)
 def pair_sums(nodes, affs, offsets, biases, local_channel, n_nodes):
-    """The node pairs that the edges of a ``(z, y, x)`` node volume join (``-1``: no node), in
+    """The node pairs that the edges of a ``(z, y, x)`` volume of node ids join (node ``k`` is
+    stored as ``k + 1``, 0 is no node: :func:`affseg.graph.rag.compact_fragments`), in
     the order first met (channel, then raster order), with per pair the ``pair_key``, the sum of
     the weights ``affs[c, u] - biases[c]`` (added in that order), the number of edges and
     whether a ``local_channel`` edge is among them. One hash lookup per edge: the pairs are few
@@ -47,9 +48,9 @@ def pair_sums(nodes, affs, offsets, biases, local_channel, n_nodes):
                 for x in range(x0, x1):
                     a = nodes[z, y, x]
                     b = nodes[z + oz, y + oy, x + ox]
-                    if a == b or a < 0 or b < 0:
+                    if a == b or a == 0 or b == 0:
                         continue
-                    key = pair_key(a, b, n_nodes)
+                    key = pair_key(np.int64(a) - 1, np.int64(b) - 1, n_nodes)
                     k = hash_get(keys, slots, key)
                     if k < 0:
                         if 2 * (m + 1) > pair.shape[0]:  # keep the table at most 1/4 full

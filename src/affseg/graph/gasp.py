@@ -184,12 +184,10 @@ def signed_region_graph(affs, offsets, fragments, *, bias=0.5, long_range_bias=N
 
 def _signed_region_graph(affs, offsets, fragments, biases):
     """:func:`signed_region_graph` of validated input (masked fragments already 0)."""
-    index, ids = compact_fragments(fragments)
-    nodes = index.astype(np.int64) - 1  # background: -1
-    del index
+    index, ids = compact_fragments(fragments)  # index k + 1 is node k, 0 is background
     ids = ids[1:]
     n = len(ids)
-    nodes3 = nodes.reshape((1,) * (3 - nodes.ndim) + nodes.shape)
+    nodes3 = index.reshape((1,) * (3 - index.ndim) + index.shape)
     affs3, offsets3 = _as_3d(affs, offsets)
     keys, totals, counts, local = k.pair_sums(nodes3, affs3, offsets3, np.asarray(biases, np.float64),
                                               ~is_long_range(offsets), n)
