@@ -27,7 +27,7 @@ _EXPORTS = {
     "split_merge_curve": "affseg.evaluation.curves",
     "write_volume": "affseg.io.volumes",
 }
-_SUBMODULES = {"conventions", "evaluation", "graph", "io", "learn", "synthetic", "pipeline", "cli"}
+_SUBMODULES = {"conventions", "errors", "evaluation", "graph", "io", "learn", "synthetic", "pipeline", "cli"}
 
 __all__ = sorted(_EXPORTS) + sorted(_SUBMODULES)
 

@@ -6,6 +6,7 @@ offending value (shape, dtype, offsets) instead of crashing a numba kernel.
 from __future__ import annotations
 
 import numpy as np
+from .errors import InputError
 
 __all__ = [
     "as_affinities",
@@ -20,7 +21,7 @@ __all__ = [
 def default_offsets(ndim: int) -> np.ndarray:
     """The nearest-neighbour offsets ``-e_d`` for each axis (waterz and gunpowder)."""
     if ndim not in (2, 3):
-        raise ValueError(f"only 2D (yx) and 3D (zyx) volumes are supported, not ndim={ndim}")
+        raise InputError(f"only 2D (yx) and 3D (zyx) volumes are supported, not ndim={ndim}")
     return -np.eye(ndim, dtype=np.int64)
 
 
@@ -31,21 +32,21 @@ def as_offsets(offsets, ndim: int, *, channels: int | None = None) -> np.ndarray
     else:
         raw = np.asarray(offsets)
         if raw.ndim != 2 or raw.shape[1] != ndim or raw.shape[0] == 0:
-            raise ValueError(
+            raise InputError(
                 f"offsets must be a list of {ndim}-vectors for a {ndim}D volume, got shape "
                 f"{raw.shape}: {np.asarray(offsets).tolist()}"
             )
         if raw.dtype.kind == "f":
             if not np.all(np.isfinite(raw)) or np.any(raw != np.round(raw)):
-                raise ValueError(f"offsets must be integers, got {raw.tolist()}")
+                raise InputError(f"offsets must be integers, got {raw.tolist()}")
         elif raw.dtype.kind not in "iu":
-            raise ValueError(f"offsets must be integers, got dtype {raw.dtype}")
+            raise InputError(f"offsets must be integers, got dtype {raw.dtype}")
         result = raw.astype(np.int64)
         zero = np.flatnonzero(~result.any(axis=1))
         if zero.size:
-            raise ValueError(f"offset {zero[0]} is all zero, which links a voxel to itself")
+            raise InputError(f"offset {zero[0]} is all zero, which links a voxel to itself")
     if channels is not None and result.shape[0] != channels:
-        raise ValueError(
+        raise InputError(
             f"the affinities have {channels} channels but {result.shape[0]} offsets were given: "
             f"{result.tolist()}"
         )
@@ -61,7 +62,7 @@ def as_affinities(affs, offsets=None, *, name: str = "affs") -> tuple[np.ndarray
     """
     arr = np.asarray(affs)
     if arr.ndim not in (3, 4):
-        raise ValueError(
+        raise InputError(
             f"{name} must have the shape (channels, z, y, x) or (channels, y, x), got {arr.shape}"
         )
     offsets = as_offsets(offsets, arr.ndim - 1, channels=arr.shape[0])
@@ -77,13 +78,13 @@ def as_unit_float32(values, *, name: str) -> np.ndarray:
         if arr.dtype != np.float32:
             arr = arr.astype(np.float32)
     else:
-        raise ValueError(f"{name} must be float32 (or float64, float16, uint8), got dtype {arr.dtype}")
+        raise InputError(f"{name} must be float32 (or float64, float16, uint8), got dtype {arr.dtype}")
     if arr.size == 0:
-        raise ValueError(f"{name} is empty, shape {arr.shape}")
+        raise InputError(f"{name} is empty, shape {arr.shape}")
     arr = np.ascontiguousarray(arr)
     lo, hi = _finite_range(arr, name)
     if lo < 0 or hi > 1:
-        raise ValueError(f"{name} must lie in [0, 1], found values in [{lo}, {hi}]")
+        raise InputError(f"{name} must lie in [0, 1], found values in [{lo}, {hi}]")
     return arr
 
 
@@ -91,7 +92,7 @@ def _finite_range(arr: np.ndarray, name: str) -> tuple[float, float]:
     lo, hi = float(arr.min()), float(arr.max())
     if not (np.isfinite(lo) and np.isfinite(hi)):
         bad = int(np.count_nonzero(~np.isfinite(arr)))
-        raise ValueError(f"{name} contains {bad} NaN or infinite values")
+        raise InputError(f"{name} contains {bad} NaN or infinite values")
     return lo, hi
 
 
@@ -103,13 +104,13 @@ def as_labels(labels, *, name: str = "labels", shape: tuple[int, ...] | None = N
     """
     arr = np.asarray(labels)
     if arr.dtype.kind not in "iub":
-        raise ValueError(f"{name} must have an integer dtype, got {arr.dtype}")
+        raise InputError(f"{name} must have an integer dtype, got {arr.dtype}")
     if arr.dtype.kind == "i" and arr.size and arr.min() < 0:
-        raise ValueError(f"{name} must not be negative, found {arr.min()}")
+        raise InputError(f"{name} must not be negative, found {arr.min()}")
     if arr.ndim not in (2, 3) and not any_ndim:
-        raise ValueError(f"{name} must be a 2D (y, x) or 3D (z, y, x) volume, got shape {arr.shape}")
+        raise InputError(f"{name} must be a 2D (y, x) or 3D (z, y, x) volume, got shape {arr.shape}")
     if shape is not None and tuple(arr.shape) != tuple(shape):
-        raise ValueError(f"{name} has shape {arr.shape}, which does not match {tuple(shape)}")
+        raise InputError(f"{name} has shape {arr.shape}, which does not match {tuple(shape)}")
     return np.ascontiguousarray(arr, dtype=np.uint64)
 
 
@@ -119,7 +120,7 @@ def as_mask(mask, shape: tuple[int, ...], *, name: str = "mask") -> np.ndarray |
         return None
     arr = np.asarray(mask)
     if tuple(arr.shape) != tuple(shape):
-        raise ValueError(f"{name} has shape {arr.shape}, which does not match {tuple(shape)}")
+        raise InputError(f"{name} has shape {arr.shape}, which does not match {tuple(shape)}")
     if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name} contains NaN or infinite values")
+        raise InputError(f"{name} contains NaN or infinite values")
     return np.ascontiguousarray(arr != 0)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._checks import as_affinities, as_labels, as_mask, as_offsets, as_unit_float32, default_offsets
+from .errors import InputError
 
 __all__ = [
     "DEFAULT_OFFSETS",
@@ -122,7 +123,7 @@ def _nearest_neighbour(affs: np.ndarray, offsets: np.ndarray) -> np.ndarray:
             continue
         match = np.flatnonzero((offsets == -unit).all(axis=1))
         if not match.size:
-            raise ValueError(
+            raise InputError(
                 f"the offsets {offsets.tolist()} have no nearest-neighbour channel along axis {d} "
                 f"({unit.tolist()} or {(-unit).tolist()})"
             )
@@ -157,7 +158,7 @@ def reorder_channels(affs, offsets, new_offsets) -> np.ndarray:
     for o in new:
         match = np.flatnonzero((offsets == o).all(axis=1))
         if not match.size:
-            raise ValueError(f"offset {o.tolist()} is not among the offsets {offsets.tolist()}")
+            raise InputError(f"offset {o.tolist()} is not among the offsets {offsets.tolist()}")
         index.append(int(match[0]))
     return np.ascontiguousarray(affs[index])
 
@@ -166,7 +167,7 @@ def to_waterz(affs, offsets=None) -> np.ndarray:
     """waterz's input: ``(3, z, y, x)`` float32, channel ``d`` linking ``u`` and ``u - e_d``."""
     out = nearest_neighbour_affinities(affs, offsets)
     if out.shape[0] != 3:
-        raise ValueError(f"waterz needs 3D affinities, got spatial shape {out.shape[1:]}")
+        raise InputError(f"waterz needs 3D affinities, got spatial shape {out.shape[1:]}")
     return out
 
 
@@ -199,7 +200,7 @@ def _per_channel(bias, shape: tuple[int, ...]) -> np.ndarray:
     if bias.ndim == 0:
         return bias
     if bias.ndim > 1 or bias.shape[0] != shape[0]:
-        raise ValueError(f"bias must be a scalar or {shape[0]} values (one per channel), got shape {bias.shape}")
+        raise InputError(f"bias must be a scalar or {shape[0]} values (one per channel), got shape {bias.shape}")
     return bias.reshape((-1,) + (1,) * (len(shape) - 1))
 
 

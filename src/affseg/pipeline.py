@@ -9,6 +9,7 @@ import numpy as np
 from .graph.agglomeration import Agglomeration, agglomerate
 from .graph.components import connected_components
 from .graph.fragments import extract_fragments
+from .errors import InputError
 
 __all__ = ["Segmentation", "segment"]
 
@@ -71,20 +72,20 @@ def segment(
     seed per plateau) give one segmentation and ``thresholds`` is ignored.
     """
     if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
+        raise InputError(f"unknown method {method!r}; choose one of {METHODS}")
     if method in ("mws", "gasp"):
         return _signed(affs, offsets, method, bias=bias, long_range_bias=long_range_bias, linkage=linkage,
                        cannot_link=cannot_link, superpixels=superpixels, strides=strides, min_size=min_size,
                        mask=mask, fragments_in_xy=fragments_in_xy, min_seed_distance=min_seed_distance,
                        sampling=sampling)
     if method == "rw" and rw_seeds not in RW_SEEDS:
-        raise ValueError(f"unknown rw_seeds {rw_seeds!r}; choose one of {RW_SEEDS}")
+        raise InputError(f"unknown rw_seeds {rw_seeds!r}; choose one of {RW_SEEDS}")
     if method == "rw" and rw_seeds == "maxima":
         return _random_walker(affs, offsets, None, mask=mask, fragments_in_xy=fragments_in_xy,
                               min_seed_distance=min_seed_distance, sampling=sampling)
     thresholds = np.sort(np.asarray(thresholds, dtype=np.float32).reshape(-1))
     if thresholds.size == 0:
-        raise ValueError(f"method {method!r} needs at least one threshold")
+        raise InputError(f"method {method!r} needs at least one threshold")
     if method == "cc":
         segs = [connected_components(affs, offsets, threshold=float(t), mask=mask) for t in thresholds]
         return Segmentation(method, thresholds, None, None, segs)
@@ -110,7 +111,7 @@ def _random_walker(affs, offsets, agglomeration, *, mask, fragments=None, fragme
         seeds = distance_seeds(affs, offsets, min_seed_distance=min_seed_distance,
                                fragments_in_xy=fragments_in_xy, mask=mask, sampling=sampling)
         if not seeds.any():
-            raise ValueError("the affinities hold no interior (boundary map > 0.5) to place seeds in")
+            raise InputError("the affinities hold no interior (boundary map > 0.5) to place seeds in")
         return Segmentation("rw", np.array([np.nan], np.float32), None, None,
                             [random_walker(weights, seeds, offsets, mask=mask)])
     interior = _boundary_map(affs, offsets, in_plane=False) > 0.5

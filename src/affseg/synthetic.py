@@ -15,6 +15,7 @@ from scipy import ndimage as ndi
 
 from ._checks import as_labels, as_offsets
 from .conventions import affinities_from_labels
+from .errors import InputError
 
 __all__ = ["SyntheticVolume", "make_volume", "neurite_labels", "noisy_affinities", "raw_from_labels"]
 
@@ -22,7 +23,7 @@ __all__ = ["SyntheticVolume", "make_volume", "neurite_labels", "noisy_affinities
 def _check_shape(shape) -> tuple[int, ...]:
     shape = tuple(int(s) for s in shape)
     if len(shape) not in (2, 3) or min(shape) < 1:
-        raise ValueError(f"shape must be 2 or 3 positive sizes, got {shape}")
+        raise InputError(f"shape must be 2 or 3 positive sizes, got {shape}")
     return shape
 
 
@@ -183,7 +184,7 @@ def make_volume(shape=(32, 128, 128), *, seed: int = 0, anisotropic: bool = Fals
     """
     shape = _check_shape(shape)
     if anisotropic and len(shape) != 3:
-        raise ValueError(f"anisotropic volumes are 3D, got shape {shape}")
+        raise InputError(f"anisotropic volumes are 3D, got shape {shape}")
     voxel_size = (4.0, 1.0, 1.0) if anisotropic else (1.0,) * len(shape)
     labels = neurite_labels(shape, seed=seed, voxel_size=voxel_size)
     missing, low = ((), ())

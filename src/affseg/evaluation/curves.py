@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from .metrics import evaluate
+from ..errors import InputError
 
 __all__ = ["best_threshold", "plot_split_merge", "split_merge_curve"]
 
@@ -28,7 +29,7 @@ def split_merge_curve(segmentations: Iterable[np.ndarray], ground_truth, thresho
 def best_threshold(rows: Sequence[dict], key: str = "voi") -> dict:
     """The row with the lowest ``key`` (default total VOI)."""
     if not rows:
-        raise ValueError("no scores to choose from")
+        raise InputError("no scores to choose from")
     return min(rows, key=lambda r: r[key])
 
 

@@ -8,6 +8,7 @@ from numba import njit
 
 from .._checks import as_labels
 from ..graph.rag import compact_fragments
+from ..errors import InputError
 
 __all__ = ["adapted_rand_error", "evaluate", "variation_of_information"]
 
@@ -70,7 +71,7 @@ def _sums(segmentation, ground_truth):
     s, sids = _compact_with_zero(seg.reshape(-1))
     sums = _pair_sums(g, s, len(gids) - 1, len(sids) - 1)
     if sums[0] == 0:
-        raise ValueError("the ground truth has no labelled voxel (all 0)")
+        raise InputError("the ground truth has no labelled voxel (all 0)")
     return sums
 
 

@@ -11,6 +11,7 @@ from numba import njit
 from .._checks import as_affinities, as_labels
 from . import _agglomeration_kernels as K
 from .rag import RegionGraph, fragment_graph
+from ..errors import InputError
 
 __all__ = ["Agglomeration", "agglomerate", "parse_merge_function", "relabel", "waterz_scoring_function"]
 
@@ -42,7 +43,7 @@ def parse_merge_function(name: str) -> MergeFunction:
         return MergeFunction(simple[name])
     match = _HIST.fullmatch(name) if isinstance(name, str) else None
     if match is None or not 0 <= int(match.group(1)) <= 100:
-        raise ValueError(
+        raise InputError(
             f"unknown merge function {name!r}: use 'mean', 'max', 'min', 'hist_quant_Q' or "
             "'hist_quant_Q_initmax' with Q in 0..100"
         )
@@ -115,7 +116,7 @@ def relabel(labels, old_ids, new_ids) -> np.ndarray:
     old_ids = np.asarray(old_ids, dtype=np.uint64)
     new_ids = np.asarray(new_ids, dtype=np.uint64)
     if old_ids.shape != new_ids.shape:
-        raise ValueError(f"old_ids {old_ids.shape} and new_ids {new_ids.shape} differ in shape")
+        raise InputError(f"old_ids {old_ids.shape} and new_ids {new_ids.shape} differ in shape")
     flat = labels.reshape(-1)
     top = int(flat.max()) if flat.size else 0
     if top < max(2**20, flat.size // 4):
@@ -253,10 +254,10 @@ def agglomerate(
     frags = as_labels(fragments, name="fragments", shape=affs.shape[1:])
     function = parse_merge_function(merge_function)
     if isinstance(discretize_queue, bool) or not 0 <= int(discretize_queue) <= 2**16:
-        raise ValueError(f"discretize_queue must be 0 or a number of buckets up to 65536, got {discretize_queue!r}")
+        raise InputError(f"discretize_queue must be 0 or a number of buckets up to 65536, got {discretize_queue!r}")
     thr = np.asarray(thresholds, dtype=np.float64).reshape(-1)
     if thr.size == 0 or not np.all(np.isfinite(thr)):
-        raise ValueError(f"thresholds must be a non-empty list of finite numbers, got {thresholds!r}")
+        raise InputError(f"thresholds must be a non-empty list of finite numbers, got {thresholds!r}")
     thr = np.sort(thr).astype(np.float32)
     rag = fragment_graph(affs, offsets, frags)
     state = _State(rag, function, int(discretize_queue))

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 from numba import njit
+from ..errors import InputError
 
 __all__ = ["maximum_filter"]
 
@@ -93,7 +94,7 @@ def maximum_filter(volume, size) -> np.ndarray:
     ndim = volume.ndim
     sizes = np.broadcast_to(np.asarray(size, dtype=np.int64), (ndim,)).copy()
     if np.any(sizes < 1):
-        raise ValueError(f"filter size must be at least 1, got {size!r}")
+        raise InputError(f"filter size must be at least 1, got {size!r}")
     vol = np.ascontiguousarray(volume if ndim == 3 else volume[None])
     sizes3 = sizes if ndim == 3 else np.concatenate([[1], sizes])
     res = _max_filter_3d(vol, sizes3)

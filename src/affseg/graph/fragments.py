@@ -12,6 +12,7 @@ from .distance import distance_transform
 from .filters import maximum_filter
 from .rag import fragment_graph
 from .watershed import flood_levels
+from ..errors import InputError
 
 __all__ = ["boundary_map", "distance_seeds", "extract_fragments"]
 
@@ -202,9 +203,9 @@ def distance_seeds(affs, offsets=None, *, threshold: float = 0.5, min_seed_dista
     affs, offsets = as_affinities(affs, offsets)
     mask = as_mask(mask, affs.shape[1:])
     if min_seed_distance < 1:
-        raise ValueError(f"min_seed_distance must be >= 1, got {min_seed_distance}")
+        raise InputError(f"min_seed_distance must be >= 1, got {min_seed_distance}")
     if not 0 <= threshold < 1:
-        raise ValueError(f"threshold must lie in [0, 1), got {threshold}")
+        raise InputError(f"threshold must lie in [0, 1), got {threshold}")
     in_plane = fragments_in_xy and affs.ndim == 4
     return _distance_seeds(affs, offsets, threshold, min_seed_distance, in_plane, mask, sampling)[0]
 
@@ -261,12 +262,12 @@ def extract_fragments(
     shape = affs.shape[1:]
     mask = as_mask(mask, shape)
     if min_seed_distance < 1 or min_size < 0 or id_offset < 0:
-        raise ValueError(
+        raise InputError(
             f"min_seed_distance must be >= 1, min_size and id_offset >= 0; got {min_seed_distance}, "
             f"{min_size}, {id_offset}"
         )
     if not 0 <= threshold < 1:
-        raise ValueError(f"threshold must lie in [0, 1), got {threshold}")
+        raise InputError(f"threshold must lie in [0, 1), got {threshold}")
     in_plane = fragments_in_xy and len(shape) == 3
     lift = (lambda a: a) if len(shape) == 3 else (lambda a: a[None])
     seeds, dist, bmap, inside = _distance_seeds(affs, offsets, threshold, min_seed_distance, in_plane, mask,

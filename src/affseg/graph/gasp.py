@@ -11,6 +11,7 @@ from .agglomeration import relabel
 from .components import relabel_consecutive
 from .mutex import _as_edges, _as_num_nodes, channel_biases, is_long_range
 from .rag import compact_fragments
+from ..errors import InputError
 
 __all__ = ["LINKAGES", "gasp", "gasp_graph", "signed_region_graph"]
 
@@ -19,7 +20,7 @@ LINKAGES = {"mean": k.MEAN, "sum": k.SUM, "max": k.MAX, "min": k.MIN, "abs_max":
 
 def _linkage_code(linkage: str) -> int:
     if linkage not in LINKAGES:
-        raise ValueError(f"unknown linkage {linkage!r}; choose one of {sorted(LINKAGES)}")
+        raise InputError(f"unknown linkage {linkage!r}; choose one of {sorted(LINKAGES)}")
     return LINKAGES[linkage]
 
 
@@ -67,7 +68,7 @@ def gasp_graph(
     uv, w = _as_edges(num_nodes, uv_ids, weights, name="uv_ids")
     sizes = _as_per_edge(edge_sizes, len(w), "edge_sizes", 1.0)
     if (sizes <= 0).any():
-        raise ValueError(f"edge_sizes must be positive, found {sizes.min()}")
+        raise InputError(f"edge_sizes must be positive, found {sizes.min()}")
     merge = _as_per_edge(mergeable, len(w), "mergeable", True).astype(bool)
     return _run(num_nodes, uv, w, sizes, merge, code, cannot_link)
 
@@ -77,9 +78,9 @@ def _as_per_edge(values, n: int, name: str, default) -> np.ndarray:
         return np.full(n, default, dtype=np.float64 if isinstance(default, float) else bool)
     arr = np.asarray(values)
     if arr.shape != (n,):
-        raise ValueError(f"{name} must have the shape ({n},), got {arr.shape}")
+        raise InputError(f"{name} must have the shape ({n},), got {arr.shape}")
     if arr.dtype.kind == "f" and not np.isfinite(arr).all():
-        raise ValueError(f"{name} contains NaN or infinite values")
+        raise InputError(f"{name} contains NaN or infinite values")
     return arr.astype(np.float64) if isinstance(default, float) else arr != 0
 
 

@@ -20,6 +20,7 @@ from ..conventions import affinities_from_labels, flat_steps
 from ._agglomeration_kernels import hash_get, hash_put
 from ._edge_ids import edge_bounds, edge_ends
 from ._prefetch import prefetch
+from ..errors import InputError
 
 __all__ = ["constrained_malis_weights", "malis_pair_counts", "malis_weights"]
 
@@ -263,7 +264,7 @@ def _counts_in_order(compact: np.ndarray, n_labels: int, edge_ids, deltas, n_edg
 
 def _check(affs, labels, offsets, mask):
     if np.size(labels) >= 2**31:  # before the inputs are converted (copies of that size)
-        raise ValueError(f"MALIS counts support up to 2**31 voxels, got labels of shape {np.shape(labels)}")
+        raise InputError(f"MALIS counts support up to 2**31 voxels, got labels of shape {np.shape(labels)}")
     affs, offsets = as_affinities(affs, offsets)
     labels = as_labels(labels, shape=affs.shape[1:])
     mask = as_mask(mask, affs.shape, name="affinity mask") if mask is not None and np.ndim(mask) == affs.ndim \

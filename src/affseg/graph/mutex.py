@@ -11,6 +11,7 @@ import numpy as np
 from .._checks import as_affinities, as_labels, as_mask
 from ..conventions import _as_3d, flat_steps
 from . import _mutex_kernels as k
+from ..errors import InputError
 
 __all__ = ["channel_biases", "mutex_watershed", "mutex_watershed_graph", "signed_weights"]
 
@@ -32,16 +33,16 @@ def channel_biases(offsets: np.ndarray, bias=0.5, long_range_bias=None) -> np.nd
     if values.ndim == 0:
         values = np.full(n, float(values))
     elif values.shape != (n,):
-        raise ValueError(f"bias must be a scalar or {n} values (one per channel), got shape {values.shape}")
+        raise InputError(f"bias must be a scalar or {n} values (one per channel), got shape {values.shape}")
     else:
         values = values.copy()
     if long_range_bias is not None:
         if not 0 < float(long_range_bias) < 1:
-            raise ValueError(f"biases must lie in (0, 1), got long_range_bias={long_range_bias}")
+            raise InputError(f"biases must lie in (0, 1), got long_range_bias={long_range_bias}")
         values[is_long_range(offsets)] = float(long_range_bias)
     bad = ~((values > 0) & (values < 1))
     if bad.any():
-        raise ValueError(f"biases must lie in (0, 1), got {values[bad].tolist()} for channels "
+        raise InputError(f"biases must lie in (0, 1), got {values[bad].tolist()} for channels "
                          f"{np.flatnonzero(bad).tolist()}")
     return values
 
@@ -61,7 +62,7 @@ def _channel_strides(strides, offsets: np.ndarray) -> np.ndarray:
         return out
     raw = np.asarray(strides)
     if raw.dtype.kind not in "iu" or raw.shape not in ((ndim,), (c, ndim)) or raw.size == 0 or (raw < 1).any():
-        raise ValueError(
+        raise InputError(
             f"strides must be {ndim} positive integers (for the long-range channels) or one such "
             f"row per channel, shape ({c}, {ndim}); got {np.asarray(strides).tolist()}"
         )
@@ -124,7 +125,7 @@ def mutex_watershed(
         (from 1 without seeds) in raster order of their first voxel; 0 only where masked.
     """
     if np.size(affs) >= 2**31:  # before the affinities are converted (copies of that size)
-        raise ValueError(f"affinities of shape {np.shape(affs)} have too many edges for one call "
+        raise InputError(f"affinities of shape {np.shape(affs)} have too many edges for one call "
                          "(2**31); segment blockwise")
     affs, offsets = as_affinities(affs, offsets)
     shape = affs.shape[1:]
@@ -135,7 +136,7 @@ def mutex_watershed(
     if seeds is not None:
         seeds = as_labels(seeds, name="seeds", shape=shape)
     if min_size < 0:
-        raise ValueError(f"min_size must be >= 0, got {min_size}")
+        raise InputError(f"min_size must be >= 0, got {min_size}")
     if randomized_strides:
         keep_prob = 1.0 / channel_strides.prod(axis=1).astype(np.float64)
         grid_strides = np.ones_like(channel_strides)
@@ -225,12 +226,12 @@ def mutex_watershed_graph(
     num_nodes = _as_num_nodes(num_nodes)
     uv, w = _as_edges(num_nodes, uv_ids, weights, name="uv_ids")
     if (mutex_uv_ids is None) != (mutex_weights is None):
-        raise ValueError("mutex_uv_ids and mutex_weights go together: give both or neither")
+        raise InputError("mutex_uv_ids and mutex_weights go together: give both or neither")
     if mutex_uv_ids is not None:
         muv, mw = _as_edges(num_nodes, mutex_uv_ids, mutex_weights, name="mutex_uv_ids")
         for name, values in (("weights", w), ("mutex_weights", mw)):
             if (values < 0).any():
-                raise ValueError(f"{name} are strengths here and must be >= 0, found {values.min()}")
+                raise InputError(f"{name} are strengths here and must be >= 0, found {values.min()}")
         uv = np.concatenate([uv, muv])
         attractive = np.concatenate([np.ones(len(w), bool), np.zeros(len(mw), bool)])
         strength = np.concatenate([w, mw])
@@ -247,7 +248,7 @@ def mutex_watershed_graph(
 
 def _as_num_nodes(num_nodes) -> int:
     if isinstance(num_nodes, (bool, np.bool_)) or not isinstance(num_nodes, (int, np.integer)) or num_nodes < 1:
-        raise ValueError(f"num_nodes must be a positive integer, got {num_nodes!r}")
+        raise InputError(f"num_nodes must be a positive integer, got {num_nodes!r}")
     return int(num_nodes)
 
 
@@ -255,25 +256,25 @@ def _as_edges(num_nodes: int, uv_ids, weights, *, name: str) -> tuple[np.ndarray
     """Edges as (E, 2) int64 and weights as (E,) float64, checked before any work."""
     uv = np.asarray(uv_ids)
     if uv.ndim != 2 or uv.shape[1] != 2:
-        raise ValueError(f"{name} must have the shape (E, 2), got {uv.shape}")
+        raise InputError(f"{name} must have the shape (E, 2), got {uv.shape}")
     if uv.size and uv.dtype.kind not in "iu":
-        raise ValueError(f"{name} must be integers, got dtype {uv.dtype}")
+        raise InputError(f"{name} must be integers, got dtype {uv.dtype}")
     uv = uv.astype(np.int64)
     w = np.asarray(weights, dtype=np.float64)
     if w.shape != (uv.shape[0],):
-        raise ValueError(f"weights must have the shape ({uv.shape[0]},) to match {name}, got {w.shape}")
+        raise InputError(f"weights must have the shape ({uv.shape[0]},) to match {name}, got {w.shape}")
     if not np.isfinite(w).all():
-        raise ValueError(f"weights contain {int((~np.isfinite(w)).sum())} NaN or infinite values")
+        raise InputError(f"weights contain {int((~np.isfinite(w)).sum())} NaN or infinite values")
     if uv.size:
         bad = (uv < 0) | (uv >= num_nodes)
         if bad.any():
-            raise ValueError(f"{name} has node id {uv[bad][0]} outside [0, {num_nodes})")
+            raise InputError(f"{name} has node id {uv[bad][0]} outside [0, {num_nodes})")
         loops = np.flatnonzero(uv[:, 0] == uv[:, 1])
         if loops.size:
-            raise ValueError(f"{name} has a self-loop at edge {loops[0]}: {uv[loops[0]].tolist()}")
+            raise InputError(f"{name} has a self-loop at edge {loops[0]}: {uv[loops[0]].tolist()}")
         pairs = np.sort(uv, axis=1)
         uniq, counts = np.unique(pairs, axis=0, return_counts=True)
         if (counts > 1).any():
             dup = uniq[np.argmax(counts > 1)]
-            raise ValueError(f"{name} lists the edge {dup.tolist()} more than once")
+            raise InputError(f"{name} lists the edge {dup.tolist()} more than once")
     return uv, w

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from numba import njit
+from ..errors import InputError
 
 __all__ = ["RegionGraph", "compact_fragments", "fragment_graph", "region_adjacency_graph"]
 
@@ -81,7 +82,7 @@ def compact_fragments(fragments: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return index.reshape(fragments.shape), ids
     uniq, inverse = np.unique(flat, return_inverse=True)
     if uniq.size >= 2**32 - 1:
-        raise ValueError(f"too many fragments ({uniq.size}) for 32-bit node indices")
+        raise InputError(f"too many fragments ({uniq.size}) for 32-bit node indices")
     if uniq[0] != 0:
         uniq = np.concatenate([[np.uint64(0)], uniq])
         inverse = inverse + 1

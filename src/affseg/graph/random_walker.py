@@ -30,6 +30,7 @@ from ._random_walker_kernels import (
     spmm,
 )
 from ._random_walker_kernels import residual as block_residual
+from ..errors import InputError
 
 __all__ = ["RandomWalkerSystem", "image_weights", "random_walker"]
 
@@ -74,15 +75,15 @@ def image_weights(image, *, beta: float = 130.0, spacing=None, eps: float = 1e-1
     """
     image = np.asarray(image)
     if image.ndim not in (2, 3):
-        raise ValueError(f"image must be 2D (y, x) or 3D (z, y, x), got shape {image.shape}")
+        raise InputError(f"image must be 2D (y, x) or 3D (z, y, x), got shape {image.shape}")
     if image.dtype.kind not in "fiu":
-        raise ValueError(f"image must be numeric, got dtype {image.dtype}")
+        raise InputError(f"image must be numeric, got dtype {image.dtype}")
     image = image.astype(np.float64)
     if not np.all(np.isfinite(image)):
-        raise ValueError(f"image contains {int(np.count_nonzero(~np.isfinite(image)))} NaN or infinite values")
+        raise InputError(f"image contains {int(np.count_nonzero(~np.isfinite(image)))} NaN or infinite values")
     spacing = np.ones(image.ndim) if spacing is None else np.asarray(spacing, dtype=np.float64)
     if spacing.shape != (image.ndim,) or np.any(spacing <= 0):
-        raise ValueError(f"spacing must hold {image.ndim} positive numbers, got {spacing.tolist()}")
+        raise InputError(f"spacing must hold {image.ndim} positive numbers, got {spacing.tolist()}")
     std = image.std()
     scale = -beta / (10 * std) if std > 0 else 0.0
     weights = np.zeros((image.ndim,) + image.shape)
@@ -95,16 +96,16 @@ def image_weights(image, *, beta: float = 130.0, spacing=None, eps: float = 1e-1
 def _as_weights(weights, offsets, *, name: str = "weights") -> tuple[np.ndarray, np.ndarray]:
     arr = np.asarray(weights)
     if arr.ndim not in (3, 4):
-        raise ValueError(f"{name} must have the shape (channels, z, y, x) or (channels, y, x), got {arr.shape}")
+        raise InputError(f"{name} must have the shape (channels, z, y, x) or (channels, y, x), got {arr.shape}")
     if arr.dtype.kind not in "fiu":
-        raise ValueError(f"{name} must be float (or integer), got dtype {arr.dtype}")
+        raise InputError(f"{name} must be float (or integer), got dtype {arr.dtype}")
     offsets = as_offsets(offsets, arr.ndim - 1, channels=arr.shape[0])
     arr = np.ascontiguousarray(arr, dtype=np.float64)
     bad = ~np.isfinite(arr)
     if bad.any():
-        raise ValueError(f"{name} contains {int(np.count_nonzero(bad))} NaN or infinite values")
+        raise InputError(f"{name} contains {int(np.count_nonzero(bad))} NaN or infinite values")
     if arr.size and arr.min() < 0:
-        raise ValueError(f"{name} must not be negative (edge diffusivities), found {arr.min()}")
+        raise InputError(f"{name} must not be negative (edge diffusivities), found {arr.min()}")
     return arr, offsets
 
 
@@ -147,16 +148,16 @@ class RandomWalkerSystem:
         seeds = as_labels(seeds, name="seeds", shape=shape)
         mask = as_mask(mask, shape)
         if solver not in SOLVERS:
-            raise ValueError(f"unknown solver {solver!r}; choose one of {SOLVERS}")
+            raise InputError(f"unknown solver {solver!r}; choose one of {SOLVERS}")
         if not 0 < tol < 1:
-            raise ValueError(f"tol must lie in (0, 1), got {tol}")
+            raise InputError(f"tol must lie in (0, 1), got {tol}")
         flat_seeds = seeds.reshape(-1)
         seeded = np.flatnonzero(flat_seeds)
         if seeded.size == 0:
-            raise ValueError(f"seeds of shape {seeds.shape} hold no seed (all 0)")
+            raise InputError(f"seeds of shape {seeds.shape} hold no seed (all 0)")
         if mask is not None and not mask.reshape(-1)[seeded].all():
             outside = int(np.count_nonzero(~mask.reshape(-1)[seeded]))
-            raise ValueError(f"{outside} seed voxels lie outside the mask")
+            raise InputError(f"{outside} seed voxels lie outside the mask")
         self.shape, self.offsets, self.mask, self.tol = tuple(shape), offsets, mask, tol
         n = flat_seeds.size
         self.labels, seed_index = np.unique(flat_seeds[seeded], return_inverse=True)
@@ -215,7 +216,7 @@ class RandomWalkerSystem:
         """``L_U^{-1} rhs`` for ``rhs`` of shape ``(U,)`` or ``(U, m)`` (float64)."""
         rhs = np.asarray(rhs, dtype=np.float64)
         if rhs.shape[0] != self.unknown.size:
-            raise ValueError(f"rhs has {rhs.shape[0]} rows, the system {self.unknown.size} unknowns")
+            raise InputError(f"rhs has {rhs.shape[0]} rows, the system {self.unknown.size} unknowns")
         if self.unknown.size == 0:
             return np.zeros_like(rhs)
         columns = rhs.reshape(rhs.shape[0], -1)

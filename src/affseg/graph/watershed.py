@@ -6,6 +6,7 @@ from numba import njit
 
 from .._checks import as_labels, as_mask
 from ._prefetch import prefetch
+from ..errors import InputError
 
 __all__ = ["flood_levels", "ordered_keys", "seeded_watershed"]
 
@@ -241,7 +242,7 @@ def flood_levels(levels, seeds, mask, *, n_levels: int, in_plane: bool = False) 
     ``seeds`` are ids below 2**32 - 1; voxels outside ``mask`` (or not reached) get 0.
     """
     if seeds.size and int(seeds.max()) >= MASKED:
-        raise ValueError(f"seed ids must be below {MASKED}, got {int(seeds.max())}")
+        raise InputError(f"seed ids must be below {MASKED}, got {int(seeds.max())}")
     vol = seeds if seeds.ndim == 3 else seeds[None]
     lev = levels if levels.ndim == 3 else levels[None]
     nz, ny, nx = vol.shape
@@ -284,9 +285,9 @@ def seeded_watershed(heights, seeds, *, mask=None, in_plane: bool = False) -> np
     """
     heights = np.asarray(heights)
     if heights.ndim not in (2, 3):
-        raise ValueError(f"heights must be 2D or 3D, got shape {heights.shape}")
+        raise InputError(f"heights must be 2D or 3D, got shape {heights.shape}")
     if heights.size and not np.all(np.isfinite(heights)):
-        raise ValueError("heights contain NaN or infinite values")
+        raise InputError("heights contain NaN or infinite values")
     labels = as_labels(seeds, name="seeds", shape=heights.shape).copy()
     mask = as_mask(mask, heights.shape)
     if mask is None:

@@ -6,6 +6,7 @@ import json
 import os
 import uuid
 from pathlib import Path
+from ..errors import OutputExists
 
 __all__ = ["atomic_path", "check_writable", "write_json"]
 
@@ -28,7 +29,7 @@ def check_writable(path: str | os.PathLike, *, overwrite: bool) -> Path:
     """Refuse to replace an existing output unless ``overwrite``."""
     path = Path(path)
     if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists; pass overwrite=True (--overwrite) to replace it")
+        raise OutputExists(f"{path} exists; pass overwrite=True (--overwrite) to replace it")
     return path
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from ..errors import InputError, OutputExists, VolumeNotFound
 
 __all__ = ["Volume", "open_volume", "parse_address", "read_volume", "volume_exists", "write_volume"]
 
@@ -31,9 +32,9 @@ def parse_address(address: str | os.PathLike) -> tuple[Path, str, str]:
         if suffix in _ZARR or suffix in _HDF5:
             dataset = "/".join(parts[i + 1:])
             if not dataset:
-                raise ValueError(f"{address} names a container but no dataset inside it (e.g. {part}/raw)")
+                raise InputError(f"{address} names a container but no dataset inside it (e.g. {part}/raw)")
             return Path(*parts[: i + 1]), dataset, "zarr" if suffix in _ZARR else "hdf5"
-    raise ValueError(
+    raise InputError(
         f"{address} is not a volume address: expected 'file.zarr/dataset' or 'file.h5/dataset'"
     )
 
@@ -88,7 +89,7 @@ def _metadata(attrs, shape, address) -> dict:
         names = ("z", "y", "x")[-n_spatial:]
         axes = tuple(f"c{i}^" for i in range(ndim - n_spatial)) + names
     if len(axes) != ndim:
-        raise ValueError(f"{address}: axes {list(axes)} do not match the shape {shape}")
+        raise InputError(f"{address}: axes {list(axes)} do not match the shape {shape}")
     voxel_size = attrs.get("voxel_size", attrs.get("resolution", (1,) * n_spatial))
     offset = attrs.get("offset", (0,) * n_spatial)
     units = attrs.get("units", attrs.get("unit", ""))
@@ -97,7 +98,7 @@ def _metadata(attrs, shape, address) -> dict:
     voxel_size = tuple(float(v) for v in np.ravel(voxel_size))
     offset = tuple(float(v) for v in np.ravel(offset))
     if len(voxel_size) != n_spatial or len(offset) != n_spatial:
-        raise ValueError(
+        raise InputError(
             f"{address}: voxel_size {voxel_size} / offset {offset} do not have {n_spatial} spatial values"
         )
     return {"voxel_size": voxel_size, "offset": offset, "axes": axes, "units": tuple(units)}
@@ -107,7 +108,7 @@ def open_volume(address: str | os.PathLike) -> Volume:
     """Open a dataset for lazy reading; a missing file or dataset raises FileNotFoundError."""
     container, dataset, kind = parse_address(address)
     if not container.exists():
-        raise FileNotFoundError(f"no such file: {container} (from {address})")
+        raise VolumeNotFound(f"no such file: {container} (from {address})")
     if kind == "hdf5":
         import h5py
 
@@ -115,7 +116,7 @@ def open_volume(address: str | os.PathLike) -> Volume:
         if dataset not in f or not isinstance(f[dataset], h5py.Dataset):
             names = _h5_datasets(f)
             f.close()
-            raise FileNotFoundError(f"no dataset '{dataset}' in {container}; it has {names}")
+            raise VolumeNotFound(f"no dataset '{dataset}' in {container}; it has {names}")
         data = f[dataset]
         meta = _metadata(dict(data.attrs), data.shape, address)
         return Volume(str(address), data, _file=f, **meta)
@@ -124,10 +125,10 @@ def open_volume(address: str | os.PathLike) -> Volume:
     try:
         data = zarr.open_array(store=str(container), path=dataset, mode="r")
     except (FileNotFoundError, KeyError, zarr.errors.NodeTypeValidationError) as e:
-        raise FileNotFoundError(f"no array '{dataset}' in {container}") from e
+        raise VolumeNotFound(f"no array '{dataset}' in {container}") from e
     except Exception as e:  # zarr raises its own errors for missing nodes
         if type(e).__name__ in ("ArrayNotFoundError", "GroupNotFoundError", "PathNotFoundError"):
-            raise FileNotFoundError(f"no array '{dataset}' in {container}") from e
+            raise VolumeNotFound(f"no array '{dataset}' in {container}") from e
         raise
     meta = _metadata(dict(data.attrs), data.shape, address)
     return Volume(str(address), data, **meta)
@@ -184,7 +185,7 @@ def write_volume(
     container, dataset, kind = parse_address(address)
     data = np.asarray(data)
     if volume_exists(address) and not overwrite:
-        raise FileExistsError(f"{address} exists; pass overwrite=True (--overwrite) to replace it")
+        raise OutputExists(f"{address} exists; pass overwrite=True (--overwrite) to replace it")
     given = {"axes": axes, "voxel_size": voxel_size, "offset": offset, "units": units}
     # the same defaults and checks as for reading
     meta = _metadata({k: v for k, v in given.items() if v is not None}, data.shape, address)

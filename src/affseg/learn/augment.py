@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
+from ..errors import InputError
 
 __all__ = ["Augment", "sample_transform", "apply_intensity", "mirror_transpose"]
 
@@ -46,12 +47,12 @@ class Augment:
                      "missing_section", "low_contrast", "contrast_factor"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not np.isfinite(value) or value < 0:
-                raise ValueError(f"augment.{name} must be a non-negative number, got {value!r}")
+                raise InputError(f"augment.{name} must be a non-negative number, got {value!r}")
         for name in ("missing_section", "low_contrast"):
             if getattr(self, name) > 1:
-                raise ValueError(f"augment.{name} is a probability, got {getattr(self, name)}")
+                raise InputError(f"augment.{name} is a probability, got {getattr(self, name)}")
         if self.elastic_spacing <= 0:
-            raise ValueError(f"augment.elastic_spacing must be positive, got {self.elastic_spacing}")
+            raise InputError(f"augment.elastic_spacing must be positive, got {self.elastic_spacing}")
 
     @classmethod
     def off(cls) -> "Augment":

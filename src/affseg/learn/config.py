@@ -4,6 +4,7 @@ from __future__ import annotations
 import copy
 import os
 from pathlib import Path
+from ..errors import InputError, PathNotFound
 
 __all__ = ["DEFAULTS", "load_config", "validate_config"]
 
@@ -91,23 +92,23 @@ def _type_names(types) -> str:
 def validate_config(config: dict, *, where: str = "config") -> dict:
     """The config with defaults filled in, or a ValueError naming the first bad key."""
     if not isinstance(config, dict):
-        raise ValueError(f"{where} must be a mapping of sections, got {type(config).__name__}")
+        raise InputError(f"{where} must be a mapping of sections, got {type(config).__name__}")
     unknown = set(config) - set(DEFAULTS)
     if unknown:
-        raise ValueError(f"{where}: unknown section(s) {sorted(unknown)}; known: {sorted(DEFAULTS)}")
+        raise InputError(f"{where}: unknown section(s) {sorted(unknown)}; known: {sorted(DEFAULTS)}")
     out = {}
     for section, keys in DEFAULTS.items():
         given = config.get(section) or {}
         if not isinstance(given, dict):
-            raise ValueError(f"{where}: section '{section}' must be a mapping, got {given!r}")
+            raise InputError(f"{where}: section '{section}' must be a mapping, got {given!r}")
         unknown = set(given) - set(keys)
         if unknown:
-            raise ValueError(f"{where}: unknown key(s) {sorted(unknown)} in '{section}'; known: {sorted(keys)}")
+            raise InputError(f"{where}: unknown key(s) {sorted(unknown)} in '{section}'; known: {sorted(keys)}")
         out[section] = {}
         for key, (types, default) in keys.items():
             value = given.get(key, copy.deepcopy(default))
             if not _type_ok(value, types):
-                raise ValueError(f"{where}: {section}.{key} must be {_type_names(types)}, got {value!r}")
+                raise InputError(f"{where}: {section}.{key} must be {_type_names(types)}, got {value!r}")
             out[section][key] = value
     _check_values(out, where)
     return out
@@ -115,7 +116,7 @@ def validate_config(config: dict, *, where: str = "config") -> dict:
 
 def _check_values(cfg: dict, where: str) -> None:
     def bad(key, why):
-        raise ValueError(f"{where}: {key} {why}")
+        raise InputError(f"{where}: {key} {why}")
 
     train = cfg["train"]
     for key in ("iterations", "batch_size", "checkpoint_every", "keep_checkpoints", "log_every"):
@@ -160,7 +161,7 @@ def load_config(path: str | os.PathLike) -> dict:
     resolved against the config file's folder."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"config file {path} does not exist")
+        raise PathNotFound(f"config file {path} does not exist")
     text = path.read_text()
     if path.suffix.lower() in (".yaml", ".yml"):
         import yaml
@@ -168,16 +169,16 @@ def load_config(path: str | os.PathLike) -> dict:
         try:
             raw = yaml.safe_load(text) or {}
         except yaml.YAMLError as e:
-            raise ValueError(f"{path} is not valid YAML: {e}") from None
+            raise InputError(f"{path} is not valid YAML: {e}") from None
     elif path.suffix.lower() == ".toml":
         import tomllib
 
         try:
             raw = tomllib.loads(text)
         except tomllib.TOMLDecodeError as e:
-            raise ValueError(f"{path} is not valid TOML: {e}") from None
+            raise InputError(f"{path} is not valid TOML: {e}") from None
     else:
-        raise ValueError(f"config {path} must end in .yaml, .yml or .toml")
+        raise InputError(f"config {path} must end in .yaml, .yml or .toml")
     cfg = validate_config(raw, where=str(path))
     for source in cfg["data"]["train"]:
         for key in ("raw", "labels", "mask"):

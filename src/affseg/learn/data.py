@@ -16,6 +16,7 @@ from .._checks import as_offsets
 from ..conventions import affinities_from_labels
 from .augment import Augment, apply_intensity, mirror_transpose, sample_transform, warp
 from .targets import balance_weights, grow_boundary, local_shape_descriptors
+from ..errors import InputError
 
 __all__ = ["CropSampler", "CropDataset", "Source"]
 
@@ -40,15 +41,15 @@ class Source:
             mask, _ = open_array(self.mask) if self.mask is not None else (None, None)
             check_raw_dtype(raw, self.raw)
             if tuple(raw.shape) != tuple(labels.shape):
-                raise ValueError(f"labels {self.labels!r} have shape {tuple(labels.shape)}, raw {self.raw!r} "
+                raise InputError(f"labels {self.labels!r} have shape {tuple(labels.shape)}, raw {self.raw!r} "
                                  f"has {tuple(raw.shape)}: they must cover the same voxels")
             if mask is not None and tuple(mask.shape) != tuple(raw.shape):
-                raise ValueError(f"mask {self.mask!r} has shape {tuple(mask.shape)}, raw has {tuple(raw.shape)}")
+                raise InputError(f"mask {self.mask!r} has shape {tuple(mask.shape)}, raw has {tuple(raw.shape)}")
             start, stop = (np.zeros(raw.ndim, int), np.array(raw.shape)) if self.roi is None else \
                 (np.array(self.roi[0]), np.array(self.roi[1]))
             if start.shape != (raw.ndim,) or stop.shape != (raw.ndim,) or np.any(start < 0) \
                     or np.any(stop > raw.shape) or np.any(stop <= start):
-                raise ValueError(f"roi {self.roi} does not lie inside the volume of shape {tuple(raw.shape)}")
+                raise InputError(f"roi {self.roi} does not lie inside the volume of shape {tuple(raw.shape)}")
             self._opened = dict(raw=raw, labels=labels, mask=mask, voxel_size=vs, start=start, stop=stop)
         return self._opened
 
@@ -70,7 +71,7 @@ def open_array(source) -> tuple[object, tuple[float, ...] | None]:
 
 def check_raw_dtype(raw, name) -> None:
     if not (np.dtype(raw.dtype) == np.uint8 or np.dtype(raw.dtype).kind == "f"):
-        raise ValueError(f"raw {name if isinstance(name, str) else ''} must be uint8 or float, got dtype {raw.dtype}")
+        raise InputError(f"raw {name if isinstance(name, str) else ''} must be uint8 or float, got dtype {raw.dtype}")
 
 
 def _read(array, start, shape, fill=0):
@@ -120,15 +121,15 @@ class CropSampler:
                  voxel_size=None, lsd_sigma=None, lsd_downsample: int = 1, grow_boundary: int = 0,
                  min_labelled: float = 0.5, max_tries: int = 100):
         if not sources:
-            raise ValueError("no training volumes given")
+            raise InputError("no training volumes given")
         self.sources = list(sources)
         self.input_shape = tuple(int(s) for s in input_shape)
         self.output_shape = tuple(int(s) for s in output_shape)
         ndim = len(self.input_shape)
         if len(self.output_shape) != ndim or any(o > i for o, i in zip(self.output_shape, self.input_shape)):
-            raise ValueError(f"output shape {self.output_shape} must fit in the input shape {self.input_shape}")
+            raise InputError(f"output shape {self.output_shape} must fit in the input shape {self.input_shape}")
         if any((i - o) % 2 for i, o in zip(self.input_shape, self.output_shape)):
-            raise ValueError(f"input {self.input_shape} and output {self.output_shape} must differ by even amounts")
+            raise InputError(f"input {self.input_shape} and output {self.output_shape} must differ by even amounts")
         self.offsets = as_offsets(offsets, ndim)
         self.augment = augment if augment is not None else Augment()
         self.voxel_size = voxel_size
@@ -136,7 +137,7 @@ class CropSampler:
         self.lsd_downsample = lsd_downsample
         self.grow_boundary = grow_boundary
         if not 0 <= min_labelled <= 1:
-            raise ValueError(f"min_labelled is a fraction in [0, 1], got {min_labelled}")
+            raise InputError(f"min_labelled is a fraction in [0, 1], got {min_labelled}")
         self.min_labelled = min_labelled
         self.max_tries = max_tries
 
@@ -152,7 +153,7 @@ class CropSampler:
             sample = self._try(source, rng)
             if sample is not None:
                 return sample
-        raise ValueError(
+        raise InputError(
             f"no crop with at least {self.min_labelled:.0%} labelled voxels found in {self.max_tries} tries "
             f"(output shape {self.output_shape}); lower min_labelled or check the labels"
         )

@@ -5,15 +5,16 @@ import numpy as np
 import torch
 
 from ..graph.malis import malis_weights
+from ..errors import InputError
 
 __all__ = ["dice_loss", "malis_loss", "random_walker_loss", "weighted_bce", "weighted_mse"]
 
 
 def _checked(pred: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None):
     if pred.shape != target.shape:
-        raise ValueError(f"prediction {tuple(pred.shape)} and target {tuple(target.shape)} differ in shape")
+        raise InputError(f"prediction {tuple(pred.shape)} and target {tuple(target.shape)} differ in shape")
     if weights is not None and weights.shape != pred.shape:
-        raise ValueError(f"weights {tuple(weights.shape)} do not match the prediction {tuple(pred.shape)}")
+        raise InputError(f"weights {tuple(weights.shape)} do not match the prediction {tuple(pred.shape)}")
     return weights if weights is not None else torch.ones_like(pred)
 
 
@@ -66,7 +67,7 @@ def malis_loss(affs: torch.Tensor, labels, offsets, *, mask=None, constrained: b
     """
     labels = _numpy(labels)
     if labels.shape[0] != affs.shape[0] or labels.shape[1:] != tuple(affs.shape[2:]):
-        raise ValueError(f"labels {labels.shape} do not match the affinities {tuple(affs.shape)} (batch, channels, ...)")
+        raise InputError(f"labels {labels.shape} do not match the affinities {tuple(affs.shape)} (batch, channels, ...)")
     masks = _numpy(mask) if mask is not None else [None] * affs.shape[0]
     predicted = affs.detach().float().cpu().numpy()
     w_pos = np.zeros(predicted.shape)
@@ -105,7 +106,7 @@ def random_walker_loss(affs: torch.Tensor, labels, offsets, *, seed_radius: int 
 
     labels = _numpy(labels)
     if labels.shape[0] != affs.shape[0] or labels.shape[1:] != tuple(affs.shape[2:]):
-        raise ValueError(f"labels {labels.shape} do not match the affinities {tuple(affs.shape)} (batch, channels, ...)")
+        raise InputError(f"labels {labels.shape} do not match the affinities {tuple(affs.shape)} (batch, channels, ...)")
     seeds, targets = zip(*(oracle_seeds(item, seed_radius) for item in labels))
     seeds_t = torch.from_numpy(np.stack(seeds))
     target_t = torch.from_numpy(np.stack(targets)).to(affs.device)

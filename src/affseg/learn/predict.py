@@ -19,6 +19,7 @@ import torch
 
 from .data import _read, _to_unit, check_raw_dtype, open_array
 from .train import load_checkpoint
+from ..errors import InputError, OutputExists
 
 __all__ = ["predict", "tile_shape"]
 
@@ -54,11 +55,11 @@ def predict(checkpoint, raw, output, *, tile=None, device="cpu", overwrite: bool
     """
     model, state = load_checkpoint(checkpoint, device)
     if model.padding != "valid":
-        raise ValueError("tiled prediction needs a valid-padding U-Net (same padding sees the tile borders)")
+        raise InputError("tiled prediction needs a valid-padding U-Net (same padding sees the tile borders)")
     data, voxel_size = open_array(raw)
     check_raw_dtype(data, raw)
     if data.ndim != model.dims:
-        raise ValueError(f"raw has shape {tuple(data.shape)} but the network is {model.dims}D")
+        raise InputError(f"raw has shape {tuple(data.shape)} but the network is {model.dims}D")
     out_tile, step = tile_shape(model, tile if tile is not None else [64] * model.dims)
     in_tile = np.array(model.input_shape(out_tile))
     context = (in_tile - np.array(out_tile)) // 2
@@ -94,7 +95,7 @@ def _stage(container: Path, heads: dict, shape, out_tile, voxel_size, offsets, o
 
     for name in heads:
         if (container / name).exists() and not overwrite:
-            raise FileExistsError(f"{container / name} exists; pass overwrite=True (--overwrite) to replace it")
+            raise OutputExists(f"{container / name} exists; pass overwrite=True (--overwrite) to replace it")
     root = zarr.open_group(store=str(container), mode="a")
     arrays = {}
     progress = container / f".{'-'.join(heads)}.progress.jsonl"

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from ..graph.random_walker import RandomWalkerSystem
+from ..errors import InputError
 
 __all__ = ["RandomWalker", "random_walker_probabilities"]
 
@@ -105,20 +106,20 @@ def random_walker_probabilities(weights: torch.Tensor, seeds: torch.Tensor, offs
                                 gradient: str = "exact", num_samples: int = 1000, seed: int | None = None):
     """Differentiable random-walker probabilities; see :class:`RandomWalker`."""
     if weights.ndim not in (4, 5):
-        raise ValueError(f"weights must be (batch, C, y, x) or (batch, C, z, y, x), got shape {tuple(weights.shape)}")
+        raise InputError(f"weights must be (batch, C, y, x) or (batch, C, z, y, x), got shape {tuple(weights.shape)}")
     if tuple(seeds.shape) != (weights.shape[0],) + tuple(weights.shape[2:]):
-        raise ValueError(f"seeds must have the shape {(weights.shape[0],) + tuple(weights.shape[2:])} "
+        raise InputError(f"seeds must have the shape {(weights.shape[0],) + tuple(weights.shape[2:])} "
                          f"(batch + spatial shape of the weights), got {tuple(seeds.shape)}")
     if seeds.dtype.is_floating_point or seeds.dtype == torch.bool:
-        raise ValueError(f"seeds must be an integer tensor, got {seeds.dtype}")
+        raise InputError(f"seeds must be an integer tensor, got {seeds.dtype}")
     if gradient not in GRADIENTS:
-        raise ValueError(f"unknown gradient {gradient!r}; choose one of {GRADIENTS}")
+        raise InputError(f"unknown gradient {gradient!r}; choose one of {GRADIENTS}")
     if num_samples < 1:
-        raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+        raise InputError(f"num_samples must be >= 1, got {num_samples}")
     top = int(seeds.max()) if seeds.numel() else 0
     num_labels = top if num_labels is None else num_labels
     if top > num_labels:
-        raise ValueError(f"seeds hold label {top} but num_labels is {num_labels}")
+        raise InputError(f"seeds hold label {top} but num_labels is {num_labels}")
     generator = np.random.default_rng(seed)
     return _RandomWalkerFunction.apply(weights, seeds, offsets, num_labels, solver, tol, gradient,
                                        num_samples, generator)

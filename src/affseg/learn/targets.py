@@ -8,6 +8,7 @@ import numpy as np
 from scipy import ndimage
 
 from .._checks import as_labels, as_mask
+from ..errors import InputError
 
 __all__ = ["balance_weights", "grow_boundary", "local_shape_descriptors", "lsd_channels", "oracle_seeds"]
 
@@ -57,7 +58,7 @@ def local_shape_descriptors(labels, sigma, *, voxel_size=None, downsample: int =
     voxel_size = _positive_vector(voxel_size if voxel_size is not None else 1.0, ndim, "voxel_size")
     sigma = _positive_vector(sigma, ndim, "sigma")
     if int(downsample) != downsample or downsample < 1:
-        raise ValueError(f"downsample must be a positive integer, got {downsample!r}")
+        raise InputError(f"downsample must be a positive integer, got {downsample!r}")
     downsample = int(downsample)
     out = np.zeros((lsd_channels(ndim),) + labels.shape, np.float32)
     sub = labels[(slice(None, None, downsample),) * ndim]
@@ -76,7 +77,7 @@ def _positive_vector(value, ndim: int, name: str) -> np.ndarray:
     vec = np.broadcast_to(np.asarray(value, dtype=np.float64), (ndim,)) if np.ndim(value) == 0 \
         else np.asarray(value, dtype=np.float64)
     if vec.shape != (ndim,) or not np.all(np.isfinite(vec)) or np.any(vec <= 0):
-        raise ValueError(f"{name} must be one positive number or {ndim} of them, got {value!r}")
+        raise InputError(f"{name} must be one positive number or {ndim} of them, got {value!r}")
     return vec
 
 
@@ -147,9 +148,9 @@ def grow_boundary(labels, steps: int = 1, *, only_xy: bool = False) -> np.ndarra
     """
     labels = as_labels(labels)
     if int(steps) != steps or steps < 0:
-        raise ValueError(f"steps must be a non-negative integer, got {steps!r}")
+        raise InputError(f"steps must be a non-negative integer, got {steps!r}")
     if only_xy and labels.ndim != 3:
-        raise ValueError(f"only_xy needs a 3D volume, got shape {labels.shape}")
+        raise InputError(f"only_xy needs a 3D volume, got shape {labels.shape}")
     out = labels.copy()
     for _ in range(int(steps)):
         boundary = np.zeros(labels.shape, bool)
@@ -187,11 +188,11 @@ def balance_weights(target, mask=None, *, clip: tuple[float, float] = (0.05, 0.9
     """
     target = np.asarray(target)
     if not np.all((target == 0) | (target == 1)):
-        raise ValueError("balance_weights needs a binary target (values 0 and 1)")
+        raise InputError("balance_weights needs a binary target (values 0 and 1)")
     mask = np.ones(target.shape, bool) if mask is None else as_mask(mask, target.shape)
     lo, hi = clip
     if not 0 < lo <= hi < 1:
-        raise ValueError(f"clip must satisfy 0 < low <= high < 1, got {clip}")
+        raise InputError(f"clip must satisfy 0 < low <= high < 1, got {clip}")
     groups = [slice(None)] if not per_channel else [c for c in range(target.shape[0])]
     weights = np.zeros(target.shape, np.float32)
     for g in groups:
@@ -225,7 +226,7 @@ def oracle_seeds(labels, radius: int = 2) -> tuple[np.ndarray, np.ndarray]:
     """
     labels = as_labels(labels)
     if radius < 0:
-        raise ValueError(f"radius must be >= 0, got {radius}")
+        raise InputError(f"radius must be >= 0, got {radius}")
     ids, target = np.unique(labels, return_inverse=True)
     target = target.reshape(labels.shape).astype(np.int64)
     if ids[0] == 0:

@@ -23,6 +23,7 @@ from .config import validate_config
 from .data import CropDataset, CropSampler, Source
 from .losses import malis_loss, random_walker_loss, weighted_bce, weighted_mse
 from .unet import UNet
+from ..errors import InputError, OutputExists, PathNotFound
 
 __all__ = ["TrainingError", "build_model", "latest_checkpoint", "load_checkpoint", "train"]
 
@@ -51,7 +52,7 @@ def _device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"train.device is {name!r} but no CUDA device is available")
+        raise InputError(f"train.device is {name!r} but no CUDA device is available")
     return torch.device(name)
 
 
@@ -63,7 +64,7 @@ def latest_checkpoint(output: str | Path) -> Path | None:
 def _read_checkpoint(path: str | Path, device) -> dict:
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
+        raise PathNotFound(f"checkpoint {path} does not exist")
     return torch.load(path, map_location=device, weights_only=False)
 
 
@@ -103,11 +104,11 @@ def _prepare_output(output: Path, cfg: dict, overwrite: bool) -> Path | None:
         previous = json.loads(stored.read_text())
         same = {k: v for k, v in previous.items() if k != "train"} == {k: v for k, v in cfg.items() if k != "train"}
         if not same:
-            raise FileExistsError(f"{output} holds a run with a different config; pass --overwrite to start over "
+            raise OutputExists(f"{output} holds a run with a different config; pass --overwrite to start over "
                                   f"or choose another output folder")
         return latest_checkpoint(output)
     if output.exists() and any(output.iterdir()):
-        raise FileExistsError(f"{output} exists and is not a training run; pass --overwrite to replace it")
+        raise OutputExists(f"{output} exists and is not a training run; pass --overwrite to replace it")
     (output / "checkpoints").mkdir(parents=True, exist_ok=True)
     with atomic_path(stored) as tmp:
         tmp.write_text(json.dumps(cfg, indent=2))

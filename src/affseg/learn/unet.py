@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 from torch import nn
+from ..errors import InputError
 
 __all__ = ["UNet"]
 
@@ -18,7 +19,7 @@ __all__ = ["UNet"]
 def _per_dim(value, dims: int, name: str) -> tuple[int, ...]:
     values = (value,) * dims if np.isscalar(value) else tuple(value)
     if len(values) != dims or any(int(v) != v or v < 1 for v in values):
-        raise ValueError(f"{name} must be a positive integer or {dims} of them, got {value!r}")
+        raise InputError(f"{name} must be a positive integer or {dims} of them, got {value!r}")
     return tuple(int(v) for v in values)
 
 
@@ -77,18 +78,18 @@ class UNet(nn.Module):
         if dims is None:
             dims = next((len(f) for f in downsample_factors if not np.isscalar(f)), 3)
         if dims not in (2, 3):
-            raise ValueError(f"the U-Net is 2D or 3D, not dims={dims}")
+            raise InputError(f"the U-Net is 2D or 3D, not dims={dims}")
         if padding not in ("valid", "same"):
-            raise ValueError(f"padding must be 'valid' or 'same', got {padding!r}")
+            raise InputError(f"padding must be 'valid' or 'same', got {padding!r}")
         if upsampling not in ("constant", "transposed"):
-            raise ValueError(f"upsampling must be 'constant' or 'transposed', got {upsampling!r}")
+            raise InputError(f"upsampling must be 'constant' or 'transposed', got {upsampling!r}")
         for name, value in (("in_channels", in_channels), ("num_fmaps", num_fmaps),
                             ("fmap_inc_factor", fmap_inc_factor), ("num_convs", num_convs)):
             if int(value) != value or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+                raise InputError(f"{name} must be a positive integer, got {value!r}")
         heads = dict(heads or {"affs": dims})
         if not heads or any(int(c) != c or c < 1 for c in heads.values()):
-            raise ValueError(f"heads must map names to positive channel counts, got {heads}")
+            raise InputError(f"heads must map names to positive channel counts, got {heads}")
         self.dims = dims
         self.padding = padding
         self.factors = [_per_dim(f, dims, "downsample factor") for f in downsample_factors]
@@ -123,12 +124,12 @@ class UNet(nn.Module):
         per_level = isinstance(kernel_sizes, Sequence) and len(kernel_sizes) > 0 and not np.isscalar(kernel_sizes[0])
         if per_level:
             if len(kernel_sizes) != levels:
-                raise ValueError(f"kernel_sizes needs one entry per level ({levels}), got {list(kernel_sizes)}")
+                raise InputError(f"kernel_sizes needs one entry per level ({levels}), got {list(kernel_sizes)}")
             kernels = [_per_dim(k, dims, "kernel size") for k in kernel_sizes]
         else:
             kernels = [_per_dim(kernel_sizes, dims, "kernel size")] * levels
         if any(k % 2 == 0 for kernel in kernels for k in kernel):
-            raise ValueError(f"kernel sizes must be odd (centred), got {kernels}")
+            raise InputError(f"kernel sizes must be odd (centred), got {kernels}")
         return kernels
 
     # ------------------------------------------------------------------ shapes
@@ -151,7 +152,7 @@ class UNet(nn.Module):
             shape = shape - self._shrink(level)
             self._check_positive(shape, input_shape, f"after the convolutions of level {level}")
             if np.any(shape % factor):
-                raise ValueError(
+                raise InputError(
                     f"input shape {tuple(input_shape)} cannot be taken: level {level} gives {tuple(int(v) for v in shape)}, "
                     f"not divisible by the downsampling factor {factor}; valid input shapes near it: "
                     f"{self.valid_input_shapes_near(input_shape)}"
@@ -172,7 +173,7 @@ class UNet(nn.Module):
         for level in range(len(self.factors)):
             shape = shape + self._shrink(level)
             if np.any(shape % self.factors[level]):
-                raise ValueError(
+                raise InputError(
                     f"no input gives the output shape {tuple(output_shape)}: the up path of level {level} "
                     f"needs {tuple(int(v) for v in shape)} to be divisible by {self.factors[level]}; valid output shapes "
                     f"near it: {self.valid_output_shapes_near(output_shape)}"
@@ -216,14 +217,14 @@ class UNet(nn.Module):
     def _check_positive(shape, input_shape, where: str) -> None:
         if np.any(shape < 1):
             sizes = tuple(int(v) for v in shape)
-            raise ValueError(f"input shape {tuple(input_shape)} is too small for the U-Net: {sizes} {where}")
+            raise InputError(f"input shape {tuple(input_shape)} is too small for the U-Net: {sizes} {where}")
 
     # ------------------------------------------------------------------ forward
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """``(batch, in_channels, *input_shape)`` raw in [0, 1] -> {head: ``(batch, channels, *output_shape)``}."""
         if x.ndim != self.dims + 2:
-            raise ValueError(
+            raise InputError(
                 f"input must have the shape (batch, channels, {'z, ' if self.dims == 3 else ''}y, x), got {tuple(x.shape)}"
             )
         self.output_shape(tuple(x.shape[2:]))  # a clear error for shapes the net cannot take
