@@ -13,7 +13,12 @@ __all__ = [
     "as_labels",
     "as_mask",
     "as_offsets",
+    "as_spacing",
+    "as_int",
+    "as_number",
+    "as_thresholds",
     "as_unit_float32",
+    "check_id_range",
     "default_offsets",
 ]
 
@@ -25,22 +30,36 @@ def default_offsets(ndim: int) -> np.ndarray:
     return -np.eye(ndim, dtype=np.int64)
 
 
+MAX_OFFSET = 2**31 - 1  # far beyond any volume; keeps flat-index arithmetic in int64
+MAX_ID = 2**64 - 1
+
+
 def as_offsets(offsets, ndim: int, *, channels: int | None = None) -> np.ndarray:
-    """Offsets as a ``(C, ndim)`` int64 array, or a ValueError that shows them."""
+    """Offsets as a ``(C, ndim)`` int64 array, or an InputError that shows them.
+
+    Offsets may exceed the volume: such a channel links no voxel pair (as any offset does at
+    the border), so every method treats it alike.
+    """
     if offsets is None:
         result = default_offsets(ndim)
     else:
-        raw = np.asarray(offsets)
-        if raw.ndim != 2 or raw.shape[1] != ndim or raw.shape[0] == 0:
+        try:
+            raw = np.asarray(offsets)
+        except ValueError:  # ragged nesting
+            raw = None
+        if raw is None or raw.dtype == object or raw.ndim != 2 or raw.shape[1] != ndim or raw.shape[0] == 0:
             raise InputError(
-                f"offsets must be a list of {ndim}-vectors for a {ndim}D volume, got shape "
-                f"{raw.shape}: {np.asarray(offsets).tolist()}"
+                f"offsets must be a list of {ndim}-vectors of integers for a {ndim}D volume, got "
+                f"{_show(offsets)}" + ("" if raw is None or raw.dtype == object else f" (shape {raw.shape})")
             )
         if raw.dtype.kind == "f":
             if not np.all(np.isfinite(raw)) or np.any(raw != np.round(raw)):
                 raise InputError(f"offsets must be integers, got {raw.tolist()}")
         elif raw.dtype.kind not in "iu":
-            raise InputError(f"offsets must be integers, got dtype {raw.dtype}")
+            raise InputError(f"offsets must be integers, got dtype {raw.dtype}: {_show(offsets)}")
+        too_far = np.abs(raw.astype(np.float64)) > MAX_OFFSET
+        if too_far.any():
+            raise InputError(f"offsets must lie within +-{MAX_OFFSET}, got {raw[too_far.any(axis=1)][0].tolist()}")
         result = raw.astype(np.int64)
         zero = np.flatnonzero(~result.any(axis=1))
         if zero.size:
@@ -51,6 +70,72 @@ def as_offsets(offsets, ndim: int, *, channels: int | None = None) -> np.ndarray
             f"{result.tolist()}"
         )
     return result
+
+
+def _show(value, limit: int = 200) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _is_real_number(value) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+
+
+def as_number(value, *, name: str, low: float | None = None, high: float | None = None) -> float:
+    """A finite real number (not a bool or a string) within ``[low, high]``, as a float."""
+    if not _is_real_number(value) or not np.isfinite(float(value)):
+        raise InputError(f"{name} must be a finite number, got {_show(value)}")
+    value = float(value)
+    if (low is not None and value < low) or (high is not None and value > high):
+        raise InputError(f"{name} must lie in [{low}, {high}], got {value}")
+    return value
+
+
+def as_int(value, *, name: str, minimum: int | None = None, maximum: int | None = None) -> int:
+    """An integer (Python or numpy; not a bool, float or string) within ``[minimum, maximum]``."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise InputError(f"{name} must be an integer, got {_show(value)}")
+    value = int(value)
+    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        bounds = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
+        raise InputError(f"{name} must be {bounds}, got {value}")
+    return value
+
+
+def as_thresholds(values, *, name: str = "thresholds") -> np.ndarray:
+    """Thresholds as an increasing float64 array: finite numbers, at least one, no two equal
+    (also not after the float32 rounding the kernels compare in)."""
+    items = list(values) if isinstance(values, (list, tuple, np.ndarray)) else None
+    if items is None or not items:
+        raise InputError(f"{name} must be a non-empty list of numbers, got {_show(values)}")
+    numbers = [as_number(v, name=f"{name}[{i}]") for i, v in enumerate(items)]
+    result = np.sort(np.asarray(numbers, dtype=np.float64))
+    single = result.astype(np.float32)
+    same = np.flatnonzero(single[1:] == single[:-1])
+    if same.size:
+        a, b = result[same[0]], result[same[0] + 1]
+        raise InputError(f"{name} holds {float(a)!r} and {float(b)!r}, which are the same threshold (in float32): "
+                         "give each threshold once")
+    return result
+
+
+def as_spacing(values, ndim: int, *, name: str = "sampling") -> np.ndarray | None:
+    """Voxel spacing as ``ndim`` positive finite float64 values, or None."""
+    if values is None:
+        return None
+    items = list(values) if isinstance(values, (list, tuple, np.ndarray)) else None
+    if items is None or len(items) != ndim or not all(_is_real_number(v) and 0 < float(v) < np.inf for v in items):
+        raise InputError(f"{name} must hold {ndim} positive numbers (one per spatial axis), got {_show(values)}")
+    return np.array(items, dtype=np.float64)
+
+
+def check_id_range(first: int, count: int, *, name: str) -> None:
+    """Ids ``first .. first + count - 1`` must fit in uint64 (checked before any work)."""
+    if first + max(count, 1) - 1 > MAX_ID:
+        raise InputError(
+            f"{name}: ids from {first} for up to {count} segments do not fit in uint64 (largest id "
+            f"{MAX_ID}); use a smaller {name}"
+        )
 
 
 def as_affinities(affs, offsets=None, *, name: str = "affs") -> tuple[np.ndarray, np.ndarray]:

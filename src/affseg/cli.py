@@ -7,10 +7,11 @@ import os
 import shutil
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import numpy as np
+
+from .errors import AffsegError, InputError, OutputExists
 
 DEFAULT_THRESHOLDS = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
 # the demo's neighbourhood: nearest neighbours for MALA, long-range ones for MWS and GASP
@@ -30,7 +31,7 @@ def _offsets(text: str | None):
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:
-        raise SystemExit(f"error: --offsets must be JSON like '[[-1,0,0],[0,-1,0],[0,0,-1]]': {e}")
+        raise InputError(f"--offsets must be JSON like '[[-1,0,0],[0,-1,0],[0,0,-1]]', got {text!r}: {e}") from None
 
 
 # ------------------------------------------------------------------ synth
@@ -42,7 +43,7 @@ def cmd_synth(args) -> int:
 
     out = Path(args.output)
     if out.suffix.lower() not in (".zarr", ".h5", ".hdf5"):
-        raise SystemExit(f"error: output {out} must be a .zarr or .h5 container")
+        raise InputError(f"output {out} must be a .zarr or .h5 container")
     bar = _progress(4, "synth")
     vol = make_volume(tuple(args.shape), seed=args.seed, anisotropic=args.anisotropic,
                       offsets=_offsets(args.offsets), defects=args.defects)
@@ -72,72 +73,170 @@ def _read_affs(address: str):
 
 
 def threshold_name(threshold: float) -> str:
-    return f"threshold_{threshold:.4f}"
+    """The dataset name of a threshold: its shortest decimal form, so distinct thresholds never
+    share a name (``0.30001`` and ``0.30004`` stay apart; ``0.3`` is ``threshold_0.3``)."""
+    return f"threshold_{float(threshold)!r}"
+
+
+SEGMENT_RECORD = "affseg_segment"  # group attribute: what a segment run writes, and whether it finished
+
+
+def _segment_plan(args) -> dict:
+    """Everything ``segment`` will do, checked before any input is read: thresholds, names,
+    offsets, output location (not an input, writable)."""
+    from ._checks import as_thresholds
+    from .io import check_output_writable, parse_address
+    from .pipeline import METHODS
+
+    if args.method not in METHODS:
+        raise InputError(f"unknown method {args.method!r}; choose one of {METHODS}")
+    single = args.method in ("mws", "gasp") or (args.method == "rw" and args.rw_seeds == "maxima")
+    thresholds = [] if single else [float(t) for t in as_thresholds(args.thresholds, name="--thresholds")]
+    out = args.output.rstrip("/")
+    names = ["segmentation"] if single else [threshold_name(t) for t in thresholds]
+    if args.method in ("mala", "rw") and not single or (args.method == "gasp" and args.superpixels):
+        names = ["fragments"] + names
+    container, group, _ = parse_address(f"{out}/{names[0]}")
+    group = group.rpartition("/")[0]
+    source = parse_address(args.affs)
+    if source[0].resolve() == container.resolve():
+        clash = [n for n in names if "/".join(filter(None, [group, n])) == source[1]]
+        if clash or source[1] == group:
+            raise InputError(f"the output {out} would replace the input {args.affs}; choose another output")
+    check_output_writable(container)
+    return {"single": single, "thresholds": thresholds, "names": names, "out": out, "container": container,
+            "group": group, "offsets": _offsets(args.offsets)}
+
+
+def _segment_identity(args, plan: dict, affs: np.ndarray, offsets) -> dict:
+    """What makes two segment runs the same: input (address, shape, dtype, content hash),
+    offsets, method and every option."""
+    import hashlib
+
+    digest = hashlib.blake2b(np.ascontiguousarray(affs).data, digest_size=16).hexdigest()
+    options = {k: v for k, v in sorted(vars(args).items()) if k not in ("func", "command", "overwrite", "debug",
+                                                                         "affs", "output", "thresholds", "offsets")}
+    return {"input": {"address": str(args.affs), "shape": list(affs.shape), "dtype": str(affs.dtype),
+                      "blake2b": digest},
+            "offsets": None if offsets is None else np.asarray(offsets).tolist(),
+            "thresholds": plan["thresholds"], "options": options}
+
+
+def _clean_output_group(container, group: str) -> None:
+    """Remove what killed runs left in the group: dataset temporaries, zarr's partial files."""
+    from .io import remove_stale_temporaries
+
+    if container.suffix.lower() in (".zarr", ".zr", ".n5"):
+        for folder in {container, container / group}:
+            remove_stale_temporaries(folder)
+            for partial in folder.glob("zarr.*.partial") if folder.is_dir() else []:
+                partial.unlink(missing_ok=True)  # zarr's own temporary metadata (one writer: ours)
 
 
 def cmd_segment(args) -> int:
-    from .io import volume_exists, write_volume
+    from .io import output_lock, read_group_record, read_volume, volume_exists, write_group_record, write_volume
+    from .io.volumes import check_replaceable, remove_volume
     from .pipeline import segment
 
-    affs, offsets, meta = _read_affs(args.affs)
-    if args.offsets is not None:
-        offsets = _offsets(args.offsets)
-    out = args.output.rstrip("/")
-    single = args.method in ("mws", "gasp") or (args.method == "rw" and args.rw_seeds == "maxima")
-    thresholds = [] if single else sorted(args.thresholds)
-    targets = [f"{out}/segmentation"] if single else [f"{out}/{threshold_name(t)}" for t in thresholds]
-    if not args.overwrite:
-        existing = [t for t in targets + [f"{out}/fragments"] if volume_exists(t)]
-        if existing:
-            raise SystemExit(f"error: {existing[0]} exists; pass --overwrite to replace it")
-    bar = _progress(len(targets) + 1, "segment")
-    result = segment(affs, thresholds, offsets=offsets, method=args.method,
-                     merge_function=args.merge_function, fragments_in_xy=args.fragments_in_xy,
-                     min_seed_distance=args.min_seed_distance, min_size=args.min_size,
-                     bias=args.bias, long_range_bias=args.long_range_bias, linkage=args.linkage,
-                     cannot_link=args.cannot_link, superpixels=args.superpixels, strides=args.strides,
-                     rw_seeds=args.rw_seeds)
-    bar.update()
-    spatial = dict(voxel_size=meta.voxel_size, offset=meta.offset, overwrite=args.overwrite)
-    if result.fragments is not None:
-        write_volume(f"{out}/fragments", result.fragments, **spatial)
-    for i, target in enumerate(targets):
-        attrs = {"method": args.method}
-        if args.method in ("mws", "gasp"):
-            attrs.update(bias=args.bias, long_range_bias=args.long_range_bias)
-        elif not single:
-            attrs.update(threshold=float(thresholds[i]))
-        if args.method == "rw":
-            attrs.update(rw_seeds=args.rw_seeds)
-        if args.method == "gasp":
-            attrs.update(linkage=args.linkage, cannot_link=args.cannot_link, superpixels=args.superpixels)
-        write_volume(target, result.segmentation(i), attrs=attrs, **spatial)
+    plan = _segment_plan(args)
+    out, container, group = plan["out"], plan["container"], plan["group"]
+    targets = {name: f"{out}/{name}" for name in plan["names"]}
+    with output_lock(container):
+        _clean_output_group(container, group)
+        affs, offsets, meta = _read_affs(args.affs)
+        if plan["offsets"] is not None:
+            offsets = plan["offsets"]
+        identity = _segment_identity(args, plan, affs, offsets)
+        record = read_group_record(container, group, SEGMENT_RECORD)
+        existing = [name for name, address in targets.items() if volume_exists(address)]
+        resume = record is not None and record.get("identity") == identity and not args.overwrite
+        if not resume:
+            earlier = [n for n in (record or {}).get("datasets", []) if n not in targets
+                       and volume_exists(f"{out}/{n}")]
+            if (existing or earlier) and record is not None and not args.overwrite:
+                raise OutputExists(f"{out} holds a segmentation of another input or with other options; rerun "
+                                   "with --overwrite to replace it, or choose another output")
+            for name in existing:
+                check_replaceable(targets[name], overwrite=args.overwrite)
+            for name in earlier:  # outputs of the replaced run that this one does not write
+                check_replaceable(f"{out}/{name}", overwrite=True)
+            for name in earlier:
+                remove_volume(f"{out}/{name}")
+            existing = []
+        todo = [name for name in plan["names"] if name not in existing]
+        if not todo:
+            print(f"{out} is complete already (same input and options); nothing to do")
+            return 0
+        if resume:
+            print(f"resuming {out}: {len(existing)} of {len(targets)} datasets were written before")
+        write_group_record(container, group, SEGMENT_RECORD, {"identity": identity, "datasets": plan["names"],
+                                                              "complete": False})
+        fragments = read_volume(targets["fragments"])[0] if "fragments" in existing else None
+        bar = _progress(len(todo) + 1, "segment")
+        result = segment(affs, plan["thresholds"], offsets=offsets, method=args.method,
+                         merge_function=args.merge_function, fragments_in_xy=args.fragments_in_xy,
+                         min_seed_distance=args.min_seed_distance, min_size=args.min_size,
+                         bias=args.bias, long_range_bias=args.long_range_bias, linkage=args.linkage,
+                         cannot_link=args.cannot_link, superpixels=args.superpixels, strides=args.strides,
+                         rw_seeds=args.rw_seeds, fragments=fragments)
         bar.update()
-    bar.close()
-    print(f"wrote {out}/segmentation" if single else f"wrote {len(targets)} segmentations to {out}/threshold_*")
+        spatial = dict(voxel_size=meta.voxel_size, offset=meta.offset, overwrite=True)
+        segmentations = [n for n in plan["names"] if n != "fragments"]
+        for name in todo:
+            if name == "fragments":
+                data, attrs = result.fragments, {"method": args.method}
+            else:
+                index = segmentations.index(name)
+                data, attrs = result.segmentation(index), _segment_attrs(args, plan, index)
+            write_volume(targets[name], data, attrs=attrs, **spatial)
+            bar.update()
+        bar.close()
+        write_group_record(container, group, SEGMENT_RECORD, {"identity": identity, "datasets": plan["names"],
+                                                              "complete": True})
+    single = plan["single"]
+    print(f"wrote {out}/segmentation" if single else f"wrote {len(segmentations)} segmentations to {out}/threshold_*")
     return 0
+
+
+def _segment_attrs(args, plan: dict, index: int) -> dict:
+    attrs = {"method": args.method}
+    if args.method in ("mws", "gasp"):
+        attrs.update(bias=args.bias, long_range_bias=args.long_range_bias)
+    elif not plan["single"]:
+        attrs.update(threshold=plan["thresholds"][index])
+    if args.method == "rw":
+        attrs.update(rw_seeds=args.rw_seeds)
+    if args.method == "gasp":
+        attrs.update(linkage=args.linkage, cannot_link=args.cannot_link, superpixels=args.superpixels)
+    return attrs
 
 
 # ------------------------------------------------------------------ evaluate
 
 
 def _segmentations_under(address: str) -> list[tuple[float | None, str]]:
-    """A dataset, or the ``threshold_*`` datasets of a group."""
-    from .io import parse_address, volume_exists
+    """A dataset, or what ``segment`` wrote into a group: its ``threshold_*`` datasets (in
+    increasing threshold) or its one ``segmentation``. Warns when that run did not finish."""
+    from .io import read_group_record, volume_exists
+    from .io.volumes import group_members
 
     if volume_exists(address):
         return [(None, address)]
-    container, group, kind = parse_address(address)
-    if kind == "zarr":
-        names = sorted(p.name for p in (container / group).glob("threshold_*") if (p / "zarr.json").exists())
-    else:
-        import h5py
-
-        with h5py.File(container, "r") as f:
-            names = sorted(n for n in f.get(group, {}) if n.startswith("threshold_"))
-    if not names:
-        raise SystemExit(f"error: {address} is neither a dataset nor a group with threshold_* datasets")
-    return [(float(n.split("_", 1)[1]), f"{address.rstrip('/')}/{n}") for n in names]
+    address = str(address).rstrip("/")
+    container, group, names = group_members(address)
+    record = read_group_record(container, group, SEGMENT_RECORD)
+    if record is not None and not record.get("complete"):
+        done = [n for n in record.get("datasets", []) if n in names]
+        print(f"warning: {address} is incomplete ({len(done)} of {len(record.get('datasets', []))} datasets "
+              "written; the segment run was interrupted): rerun the same segment command to finish it",
+              file=sys.stderr)
+    found = sorted((float(n.split("_", 1)[1]), n) for n in names if n.startswith("threshold_"))
+    if not found and "segmentation" in names:
+        found = [(None, "segmentation")]
+    if not found:
+        raise InputError(f"{address} is neither a dataset nor a group with threshold_* datasets or a "
+                         "segmentation dataset")
+    return [(threshold, f"{address}/{name}") for threshold, name in found]
 
 
 def print_table(rows: list[dict], title: str = "") -> None:
@@ -157,10 +256,15 @@ def cmd_evaluate(args) -> int:
     from .evaluation import best_threshold, evaluate, plot_split_merge
     from .io import read_volume, write_json
 
-    if args.json and Path(args.json).exists() and not args.overwrite:
-        raise SystemExit(f"error: {args.json} exists; pass --overwrite to replace it")
-    if args.plot and Path(args.plot).exists() and not args.overwrite:
-        raise SystemExit(f"error: {args.plot} exists; pass --overwrite to replace it")
+    from .io import check_output_writable, check_writable
+
+    for path, suffix in ((args.json, ".json"), (args.plot, ".png")):
+        if not path:
+            continue
+        if Path(path).suffix.lower() != suffix:  # so that --overwrite can never replace a volume or other file
+            raise InputError(f"{path} must end in {suffix}")
+        check_writable(path, overwrite=args.overwrite)
+        check_output_writable(path)
     gt, _ = read_volume(args.ground_truth)
     items = _segmentations_under(args.segmentation)
     rows = []
@@ -186,18 +290,41 @@ def cmd_evaluate(args) -> int:
 # ------------------------------------------------------------------ demo
 
 
+# what the demo writes into its output folder: --overwrite replaces a folder holding only these
+DEMO_ENTRIES = {"demo.zarr", "run", "loss.png", "split_merge.png", "scores.json"}
+
+
+def _check_demo_output(out: Path, overwrite: bool) -> None:
+    """The demo may replace only an earlier demo output, and never the current folder or one above it."""
+    if not out.exists():
+        return
+    if not overwrite:
+        raise OutputExists(f"{out} exists; rerun with --overwrite to replace it")
+    foreign = sorted(p.name for p in out.iterdir() if p.name not in DEMO_ENTRIES) if out.is_dir() else [out.name]
+    cwd = Path.cwd().resolve()
+    if foreign or not (out / "scores.json").is_file() or out.resolve() in (cwd, *cwd.parents):
+        raise OutputExists(f"{out} is not an affseg demo output (it holds {foreign or 'no scores.json'}); "
+                           "--overwrite replaces only what the demo wrote: choose another --output")
+
+
 def _staging_dir(out: Path, overwrite: bool) -> Path:
-    if out.exists() and not overwrite:
-        raise SystemExit(f"error: {out} exists; pass --overwrite to replace it")
-    staging = out.with_name(f".{out.name}.tmp-{uuid.uuid4().hex[:8]}")
+    from .io import check_output_writable, remove_stale_temporaries
+    from .io.atomic import temporary_name
+
+    _check_demo_output(out, overwrite)
+    check_output_writable(out.parent)
+    remove_stale_temporaries(out.parent, out.name)
+    staging = out.with_name(temporary_name(out.name))
     staging.mkdir(parents=True)
     return staging
 
 
 def _publish(staging: Path, out: Path) -> None:
+    from .io.atomic import temporary_name
+
     trash = None
     if out.exists():
-        trash = out.with_name(f".{out.name}.old-{uuid.uuid4().hex[:8]}")
+        trash = out.with_name(temporary_name(out.name, "old"))
         os.rename(out, trash)
     os.rename(staging, out)
     if trash is not None:
@@ -353,7 +480,7 @@ def cmd_train(args) -> int:
     cfg = load_config(args.config)
     output = Path(args.output) if args.output else Path(args.config).with_suffix("")
     try:
-        result = train(cfg, output, overwrite=args.overwrite, progress=True)
+        result = train(cfg, output, overwrite=args.overwrite, progress=True, config_path=args.config)
     except TrainingError as e:
         print(f"error: {e}", file=sys.stderr)
         return 3
@@ -375,6 +502,7 @@ def cmd_predict(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="affseg", description="Affinity-based segmentation of EM volumes.")
+    p.add_argument("--debug", action="store_true", help="show full tracebacks instead of one-line errors")
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("synth", help="write a synthetic dataset (raw, labels, affs)")
@@ -450,17 +578,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run a command; affseg's errors become one line on stderr and exit code 2 (tracebacks only
+    with ``--debug``), Ctrl-C exit code 130."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return args.func(args)
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print(f"\ninterrupted; rerun the same command to resume ({args.command} keeps what it finished)",
+              file=sys.stderr)
+        return 130
     except ModuleNotFoundError as e:
-        if e.name not in ("torch", "yaml"):
+        if e.name not in ("torch", "yaml") or args.debug:
             raise
         print(f"error: {args.command} needs {e.name}; install the train extra: "
               f"pip install -c constraints.txt -e '.[train]'", file=sys.stderr)
         return 2
-    except (ValueError, FileNotFoundError, FileExistsError) as e:
+    except (AffsegError, ValueError, FileNotFoundError, FileExistsError, PermissionError) as e:
+        if args.debug:
+            raise
         print(f"error: {e}", file=sys.stderr)
         return 2
 

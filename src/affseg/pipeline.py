@@ -9,6 +9,7 @@ import numpy as np
 from .graph.agglomeration import Agglomeration, agglomerate
 from .graph.components import connected_components
 from .graph.fragments import extract_fragments
+from ._checks import as_labels, as_thresholds
 from .errors import InputError
 
 __all__ = ["Segmentation", "segment"]
@@ -55,6 +56,7 @@ def segment(
     superpixels: bool = False,
     strides=None,
     rw_seeds: str = "fragments",
+    fragments=None,
 ) -> Segmentation:
     """Segment affinities, at each threshold where the method has one.
 
@@ -70,28 +72,35 @@ def segment(
     segmentation restricted to the interior (boundary map > 0.5) seeds the walk, which then
     decides the boundary voxels; ``rw_seeds="maxima"``: MALA's distance-transform maxima (one
     seed per plateau) give one segmentation and ``thresholds`` is ignored.
+
+    ``fragments`` (a label volume of the affinities' spatial shape), where given, are used instead
+    of extracting them, by the methods that use fragments (mala, rw with fragment seeds, gasp with
+    ``superpixels``); a resumed run passes the fragments it wrote before.
     """
+    if fragments is not None:
+        fragments = as_labels(fragments, name="fragments", shape=np.shape(affs)[1:])
     if method not in METHODS:
         raise InputError(f"unknown method {method!r}; choose one of {METHODS}")
     if method in ("mws", "gasp"):
         return _signed(affs, offsets, method, bias=bias, long_range_bias=long_range_bias, linkage=linkage,
                        cannot_link=cannot_link, superpixels=superpixels, strides=strides, min_size=min_size,
                        mask=mask, fragments_in_xy=fragments_in_xy, min_seed_distance=min_seed_distance,
-                       sampling=sampling)
+                       sampling=sampling, fragments=fragments)
     if method == "rw" and rw_seeds not in RW_SEEDS:
         raise InputError(f"unknown rw_seeds {rw_seeds!r}; choose one of {RW_SEEDS}")
     if method == "rw" and rw_seeds == "maxima":
         return _random_walker(affs, offsets, None, mask=mask, fragments_in_xy=fragments_in_xy,
                               min_seed_distance=min_seed_distance, sampling=sampling)
-    thresholds = np.sort(np.asarray(thresholds, dtype=np.float32).reshape(-1))
-    if thresholds.size == 0:
+    if isinstance(thresholds, (list, tuple, np.ndarray)) and len(thresholds) == 0:
         raise InputError(f"method {method!r} needs at least one threshold")
+    thresholds = as_thresholds(thresholds).astype(np.float32)
     if method == "cc":
         segs = [connected_components(affs, offsets, threshold=float(t), mask=mask) for t in thresholds]
         return Segmentation(method, thresholds, None, None, segs)
-    fragments = extract_fragments(affs, offsets, fragments_in_xy=fragments_in_xy,
-                                  min_seed_distance=min_seed_distance, min_size=min_size,
-                                  mask=mask, sampling=sampling)
+    if fragments is None:
+        fragments = extract_fragments(affs, offsets, fragments_in_xy=fragments_in_xy,
+                                      min_seed_distance=min_seed_distance, min_size=min_size,
+                                      mask=mask, sampling=sampling)
     result = agglomerate(affs, fragments, thresholds, offsets=offsets, merge_function=merge_function)
     if method == "rw":
         return _random_walker(affs, offsets, result, mask=mask, fragments=fragments)
@@ -124,16 +133,18 @@ def _random_walker(affs, offsets, agglomeration, *, mask, fragments=None, fragme
 
 
 def _signed(affs, offsets, method, *, bias, long_range_bias, linkage, cannot_link, superpixels, strides,
-            min_size, mask, fragments_in_xy, min_seed_distance, sampling) -> Segmentation:
+            min_size, mask, fragments_in_xy, min_seed_distance, sampling, fragments) -> Segmentation:
     from .graph.gasp import gasp
     from .graph.mutex import mutex_watershed
 
-    fragments = None
     if method == "mws":
+        fragments = None
         seg = mutex_watershed(affs, offsets, bias=bias, long_range_bias=long_range_bias, strides=strides,
                               mask=mask, min_size=min_size)
     else:
-        if superpixels:
+        if not superpixels:
+            fragments = None
+        elif fragments is None:
             fragments = extract_fragments(affs, offsets, fragments_in_xy=fragments_in_xy,
                                           min_seed_distance=min_seed_distance, min_size=min_size,
                                           mask=mask, sampling=sampling)

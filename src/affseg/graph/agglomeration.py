@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from numba import njit
 
-from .._checks import as_affinities, as_labels
+from .._checks import as_affinities, as_labels, as_thresholds
 from . import _agglomeration_kernels as K
 from .rag import RegionGraph, fragment_graph
 from ..errors import InputError
@@ -255,10 +255,7 @@ def agglomerate(
     function = parse_merge_function(merge_function)
     if isinstance(discretize_queue, bool) or not 0 <= int(discretize_queue) <= 2**16:
         raise InputError(f"discretize_queue must be 0 or a number of buckets up to 65536, got {discretize_queue!r}")
-    thr = np.asarray(thresholds, dtype=np.float64).reshape(-1)
-    if thr.size == 0 or not np.all(np.isfinite(thr)):
-        raise InputError(f"thresholds must be a non-empty list of finite numbers, got {thresholds!r}")
-    thr = np.sort(thr).astype(np.float32)
+    thr = as_thresholds(thresholds).astype(np.float32)
     rag = fragment_graph(affs, offsets, frags)
     state = _State(rag, function, int(discretize_queue))
     initial = state.region_graph()

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .._checks import as_affinities, as_mask
+from .._checks import as_affinities, as_int, as_labels, as_mask, as_number, check_id_range
 from ..conventions import _as_3d
 from ._edge_ids import edge_bounds
 from ._unionfind import find, union
@@ -64,6 +64,7 @@ def connected_components(affs, offsets=None, *, threshold: float = 0.5, mask=Non
     labels : uint64 array, spatial shape; 1..n in raster order of first voxel, 0 where masked.
     """
     affs, offsets = as_affinities(affs, offsets)
+    threshold = as_number(threshold, name="threshold")
     shape = affs.shape[1:]
     mask = as_mask(mask, shape)
     if mask is None:
@@ -82,8 +83,10 @@ def relabel_consecutive(labels, *, start: int = 1) -> tuple[np.ndarray, int]:
     """
     from .rag import compact_fragments
 
-    labels = np.ascontiguousarray(labels, dtype=np.uint64)
+    labels = as_labels(labels, any_ndim=True)
+    start = as_int(start, name="start", minimum=1)
     index, ids = compact_fragments(labels)
+    check_id_range(start, len(ids) - 1, name="start")
     out = index.astype(np.uint64)
     if start != 1:
         out[index != 0] += np.uint64(start - 1)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 from numba import njit
+from .._checks import as_spacing
 from ..errors import InputError
 
 __all__ = ["distance_transform"]
@@ -124,9 +125,8 @@ def distance_transform(inside, *, sampling=None, in_plane: bool = False) -> np.n
     if inside.ndim not in (2, 3):
         raise InputError(f"inside must be 2D or 3D, got shape {inside.shape}")
     ndim = inside.ndim
-    w = np.ones(ndim) if sampling is None else np.asarray(sampling, dtype=np.float64)
-    if w.shape != (ndim,) or np.any(~(w > 0)):
-        raise InputError(f"sampling must be {ndim} positive values, got {sampling!r}")
+    w = as_spacing(sampling, ndim)
+    w = np.ones(ndim) if w is None else w
     vol = inside if ndim == 3 else inside[None]
     wz, wy, wx = (w if ndim == 3 else np.concatenate([[1.0], w])).tolist()
     sq = _squared_edt(np.ascontiguousarray(vol), wz, wy, wx, in_plane or ndim == 2)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .._checks import as_affinities, as_mask
+from .._checks import as_affinities, as_int, as_mask, as_number, as_spacing, check_id_range
 from ..conventions import _nearest_neighbour
 from ._unionfind import find, union
 from .components import relabel_consecutive
@@ -189,6 +189,13 @@ def _distance_seeds(affs, offsets, threshold, min_seed_distance, in_plane, mask,
     return seeds.reshape(dist.shape), dist, bmap, inside
 
 
+def _boundary_threshold(threshold) -> float:
+    threshold = as_number(threshold, name="threshold")
+    if not 0 <= threshold < 1:
+        raise InputError(f"threshold must lie in [0, 1), got {threshold}")
+    return threshold
+
+
 def distance_seeds(affs, offsets=None, *, threshold: float = 0.5, min_seed_distance: int = 10,
                    fragments_in_xy: bool = False, mask=None, sampling=None) -> np.ndarray:
     """The seeds of :func:`extract_fragments` (steps 1-3) as a label volume: each plateau of local
@@ -202,10 +209,9 @@ def distance_seeds(affs, offsets=None, *, threshold: float = 0.5, min_seed_dista
     """
     affs, offsets = as_affinities(affs, offsets)
     mask = as_mask(mask, affs.shape[1:])
-    if min_seed_distance < 1:
-        raise InputError(f"min_seed_distance must be >= 1, got {min_seed_distance}")
-    if not 0 <= threshold < 1:
-        raise InputError(f"threshold must lie in [0, 1), got {threshold}")
+    min_seed_distance = as_int(min_seed_distance, name="min_seed_distance", minimum=1)
+    threshold = _boundary_threshold(threshold)
+    sampling = as_spacing(sampling, affs.ndim - 1)
     in_plane = fragments_in_xy and affs.ndim == 4
     return _distance_seeds(affs, offsets, threshold, min_seed_distance, in_plane, mask, sampling)[0]
 
@@ -261,13 +267,13 @@ def extract_fragments(
     affs, offsets = as_affinities(affs, offsets)
     shape = affs.shape[1:]
     mask = as_mask(mask, shape)
-    if min_seed_distance < 1 or min_size < 0 or id_offset < 0:
-        raise InputError(
-            f"min_seed_distance must be >= 1, min_size and id_offset >= 0; got {min_seed_distance}, "
-            f"{min_size}, {id_offset}"
-        )
-    if not 0 <= threshold < 1:
-        raise InputError(f"threshold must lie in [0, 1), got {threshold}")
+    min_seed_distance = as_int(min_seed_distance, name="min_seed_distance", minimum=1)
+    min_size = as_int(min_size, name="min_size", minimum=0)
+    id_offset = as_int(id_offset, name="id_offset", minimum=0)
+    threshold = _boundary_threshold(threshold)
+    sampling = as_spacing(sampling, len(shape))
+    # at most one fragment per voxel: the ids must fit before any work is done
+    check_id_range(id_offset + 1, int(np.prod(shape)), name="id_offset")
     in_plane = fragments_in_xy and len(shape) == 3
     lift = (lambda a: a) if len(shape) == 3 else (lambda a: a[None])
     seeds, dist, bmap, inside = _distance_seeds(affs, offsets, threshold, min_seed_distance, in_plane, mask,

@@ -1,14 +1,74 @@
-"""Atomic file output: write to a temporary sibling, then rename over the target."""
+"""Atomic file output: write to a temporary sibling, then rename over the target.
+
+Temporaries are named ``.<name>.tmp-<pid>-<random>``; the next write of the same file removes
+those whose process no longer runs, so a killed run leaves nothing behind for long.
+"""
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import re
+import shutil
+import tempfile
 import uuid
 from pathlib import Path
-from ..errors import OutputExists
 
-__all__ = ["atomic_path", "check_writable", "write_json"]
+from ..errors import OutputExists, OutputNotWritable
+
+__all__ = ["atomic_path", "check_output_writable", "check_writable", "is_stale_temporary", "process_alive", "output_lock", "remove_stale_temporaries",
+           "temporary_name", "write_json"]
+
+_TEMPORARY = re.compile(r"^\.(?P<name>.+)\.(?:tmp|old)-(?:(?P<pid>\d+)-)?[0-9a-f]{8}$")
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process with this id runs on this machine."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, owned by someone else
+        return True
+    return True
+
+
+def temporary_name(name: str, kind: str = "tmp") -> str:
+    """The hidden name of a temporary (``kind`` 'tmp') or displaced (``'old'``) sibling of ``name``."""
+    return f".{name}.{kind}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def is_stale_temporary(entry: str, name: str | None = None) -> bool:
+    """Whether ``entry`` is a temporary (of ``name``, if given) whose writer no longer runs."""
+    match = _TEMPORARY.match(entry)
+    if match is None or (name is not None and match.group("name") != name):
+        return False
+    pid = match.group("pid")
+    return pid is None or not process_alive(int(pid))
+
+
+def remove_stale_temporaries(folder: str | os.PathLike, name: str | None = None) -> list[Path]:
+    """Remove the temporaries in ``folder`` (of ``name`` only, if given) whose writer is gone.
+
+    Temporaries without a process id come from older versions of affseg and are always stale.
+    Returns what was removed.
+    """
+    folder = Path(folder)
+    removed = []
+    if not folder.is_dir():
+        return removed
+    for entry in folder.iterdir():
+        if not is_stale_temporary(entry.name, name):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        removed.append(entry)
+    return removed
 
 
 @contextlib.contextmanager
@@ -16,7 +76,8 @@ def atomic_path(path: str | os.PathLike):
     """Yield a temporary path beside ``path``; on success it replaces ``path`` in one rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    remove_stale_temporaries(path.parent, path.name)
+    tmp = path.with_name(temporary_name(path.name))
     try:
         yield tmp
         os.replace(tmp, path)
@@ -29,7 +90,39 @@ def check_writable(path: str | os.PathLike, *, overwrite: bool) -> Path:
     """Refuse to replace an existing output unless ``overwrite``."""
     path = Path(path)
     if path.exists() and not overwrite:
-        raise OutputExists(f"{path} exists; pass overwrite=True (--overwrite) to replace it")
+        raise OutputExists(f"{path} exists; rerun with --overwrite (overwrite=True) to replace it")
+    return path
+
+
+def check_output_writable(path: str | os.PathLike) -> Path:
+    """Check, before any work, that ``path`` (a file or folder to create or update) can be written.
+
+    The nearest existing folder at or above ``path`` must accept a new file (tried for real, so
+    read-only file systems and permissions are both caught); an existing file must open for
+    writing. Raises :class:`~affseg.errors.OutputNotWritable` naming the path.
+    """
+    path = Path(path)
+    probe = path
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        if probe != path:
+            raise OutputNotWritable(f"cannot write {path}: {probe} is a file, not a folder")
+        try:
+            with open(probe, "r+b"):
+                pass
+        except OSError as e:
+            raise OutputNotWritable(f"cannot write {path}: {e.strerror or e}") from None
+        probe = probe.parent
+    try:
+        fd, name = tempfile.mkstemp(prefix=".affseg-probe-", dir=probe)
+    except OSError as e:
+        why = "read-only file system" if e.errno == errno.EROFS else (e.strerror or str(e))
+        raise OutputNotWritable(f"cannot write {path}: {probe} is not writable ({why})") from None
+    os.close(fd)
+    os.unlink(name)
     return path
 
 
@@ -38,3 +131,29 @@ def write_json(path: str | os.PathLike, data, *, overwrite: bool = False) -> Pat
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
     return path
+
+
+@contextlib.contextmanager
+def output_lock(container: str | os.PathLike):
+    """Hold the one-writer lock of an output container (zarr folder or HDF5 file).
+
+    The lock is ``flock`` on a hidden file beside the container, so the kernel releases it when
+    the holder dies, however it dies; the file is removed on a normal exit. A second writer gets
+    :class:`~affseg.errors.OutputExists` at once instead of interleaving its writes.
+    """
+    import fcntl
+
+    container = Path(container)
+    container.parent.mkdir(parents=True, exist_ok=True)
+    lock = container.with_name(f".{container.name}.affseg-lock")
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise OutputExists(f"{container} is being written by another affseg process; wait for it to "
+                               "finish") from None
+        yield lock
+        lock.unlink(missing_ok=True)
+    finally:
+        os.close(fd)

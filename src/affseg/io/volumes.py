@@ -5,20 +5,35 @@ also read from ``resolution``), ``offset`` (world units of voxel 0), ``axes`` (n
 axes first, e.g. ``["c^", "z", "y", "x"]``) and ``units`` (also read from ``unit``).
 Reads are lazy: indexing a :class:`Volume` reads only the chunks it touches.
 Writes are atomic: the data goes to a temporary node that is renamed into place at the end, so a
-crash never leaves a half-written dataset under the final name.
+crash never leaves a half-written dataset under the final name. Temporary nodes are named
+``.<name>.tmp-<pid>-<random>`` (zarr) or ``<name>.tmp-<pid>-<random>`` (HDF5); the next write of
+the same dataset removes those of processes that no longer run. Every dataset affseg writes carries
+the attribute ``written_by = "affseg <version>"``; ``overwrite=True`` replaces only such datasets,
+never data that affseg did not write.
+
+Errors: a missing file or dataset raises :class:`~affseg.errors.VolumeNotFound`; a file that is
+not what its name says (an empty or truncated HDF5 file, a directory named ``x.h5``, invalid
+``zarr.json``, a chunk that does not decompress) raises :class:`~affseg.errors.CorruptInput`
+naming it.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from ..errors import InputError, OutputExists, VolumeNotFound
 
-__all__ = ["Volume", "open_volume", "parse_address", "read_volume", "volume_exists", "write_volume"]
+from .. import __version__
+from ..errors import AffsegError, CorruptInput, InputError, OutputExists, VolumeNotFound
+from .atomic import check_output_writable, is_stale_temporary, remove_stale_temporaries, temporary_name
+
+__all__ = ["Volume", "open_volume", "parse_address", "read_volume", "volume_exists", "write_volume",
+           "written_by_affseg"]
+
+WRITTEN_BY = f"affseg {__version__}"
 
 _ZARR = (".zarr", ".zr", ".n5")
 _HDF5 = (".h5", ".hdf5", ".hdf")
@@ -64,10 +79,16 @@ class Volume:
         return len(self.shape)
 
     def __getitem__(self, key) -> np.ndarray:
-        return np.asarray(self.data[key])
+        try:
+            return np.asarray(self.data[key])
+        except AffsegError:
+            raise
+        except (RuntimeError, OSError, ValueError, KeyError) as e:  # codec or file errors
+            raise CorruptInput(f"{self.address}: the data could not be read, the file may be corrupt "
+                               f"({type(e).__name__}: {e})") from e
 
     def read(self) -> np.ndarray:
-        return np.asarray(self.data[...])
+        return self[...]
 
     def close(self) -> None:
         if self._file is not None:
@@ -95,8 +116,11 @@ def _metadata(attrs, shape, address) -> dict:
     units = attrs.get("units", attrs.get("unit", ""))
     if isinstance(units, str):
         units = (units,) * n_spatial
-    voxel_size = tuple(float(v) for v in np.ravel(voxel_size))
-    offset = tuple(float(v) for v in np.ravel(offset))
+    try:
+        voxel_size = tuple(float(v) for v in np.ravel(voxel_size))
+        offset = tuple(float(v) for v in np.ravel(offset))
+    except (TypeError, ValueError):
+        raise InputError(f"{address}: voxel_size {voxel_size!r} and offset {offset!r} must be numbers") from None
     if len(voxel_size) != n_spatial or len(offset) != n_spatial:
         raise InputError(
             f"{address}: voxel_size {voxel_size} / offset {offset} do not have {n_spatial} spatial values"
@@ -112,7 +136,7 @@ def open_volume(address: str | os.PathLike) -> Volume:
     if kind == "hdf5":
         import h5py
 
-        f = h5py.File(container, "r")
+        f = _open_h5(container, "r")
         if dataset not in f or not isinstance(f[dataset], h5py.Dataset):
             names = _h5_datasets(f)
             f.close()
@@ -122,16 +146,48 @@ def open_volume(address: str | os.PathLike) -> Volume:
         return Volume(str(address), data, _file=f, **meta)
     import zarr
 
+    if not container.is_dir():
+        raise CorruptInput(f"{container} is a file, not a zarr container (a folder)")
+    if _zarr_node_type(container / dataset) != "array":
+        raise VolumeNotFound(f"no array '{dataset}' in {container}")
     try:
         data = zarr.open_array(store=str(container), path=dataset, mode="r")
-    except (FileNotFoundError, KeyError, zarr.errors.NodeTypeValidationError) as e:
-        raise VolumeNotFound(f"no array '{dataset}' in {container}") from e
-    except Exception as e:  # zarr raises its own errors for missing nodes
-        if type(e).__name__ in ("ArrayNotFoundError", "GroupNotFoundError", "PathNotFoundError"):
-            raise VolumeNotFound(f"no array '{dataset}' in {container}") from e
-        raise
+    except Exception as e:  # zarr's own errors for metadata it cannot parse
+        raise CorruptInput(f"{container / dataset / 'zarr.json'} is not valid zarr metadata "
+                           f"({type(e).__name__}: {e})") from e
     meta = _metadata(dict(data.attrs), data.shape, address)
     return Volume(str(address), data, **meta)
+
+
+def _open_h5(container: Path, mode: str):
+    """An h5py file, or a clear error for a directory or a file that is not HDF5."""
+    import h5py
+
+    if container.is_dir():
+        raise CorruptInput(f"{container} is a directory, not an HDF5 file")
+    try:
+        return h5py.File(container, mode)
+    except OSError as e:
+        raise CorruptInput(f"{container} is not a readable HDF5 file (empty, truncated or another "
+                           f"format): {e}") from e
+
+
+def _zarr_node_type(node: Path) -> str | None:
+    """'array' or 'group' from a node's zarr.json, None where there is none."""
+    meta = node / "zarr.json"
+    if not meta.is_file():
+        return None
+    try:
+        kind = json.loads(meta.read_text()).get("node_type")
+    except (ValueError, AttributeError, UnicodeDecodeError) as e:
+        raise CorruptInput(f"{meta} is not valid zarr metadata ({type(e).__name__}: {e})") from e
+    return kind
+
+
+def written_by_affseg(address: str | os.PathLike) -> bool:
+    """True if ``address`` is a dataset that affseg wrote (its ``written_by`` attribute)."""
+    with open_volume(address) as vol:
+        return str(vol.data.attrs.get("written_by", "")).startswith("affseg")
 
 
 def _h5_datasets(f) -> list[str]:
@@ -156,14 +212,9 @@ def volume_exists(address: str | os.PathLike) -> bool:
             return False
         import h5py
 
-        with h5py.File(container, "r") as f:
+        with _open_h5(container, "r") as f:
             return isinstance(f.get(dataset), h5py.Dataset)
-    meta = container / dataset / "zarr.json"
-    if not meta.exists():
-        return False
-    import json
-
-    return json.loads(meta.read_text()).get("node_type") == "array"
+    return _zarr_node_type(container / dataset) == "array"
 
 
 def write_volume(
@@ -180,18 +231,21 @@ def write_volume(
 ) -> str:
     """Write ``data`` atomically to ``address`` with its metadata.
 
-    An existing dataset is replaced only with ``overwrite=True``, else FileExistsError.
+    An existing dataset is replaced only with ``overwrite=True`` and only if affseg wrote it,
+    else :class:`~affseg.errors.OutputExists`. ``attrs`` are JSON-like values; None values are
+    left out (HDF5 cannot store them) and mappings are stored as JSON text in HDF5.
     """
     container, dataset, kind = parse_address(address)
     data = np.asarray(data)
-    if volume_exists(address) and not overwrite:
-        raise OutputExists(f"{address} exists; pass overwrite=True (--overwrite) to replace it")
+    check_replaceable(address, overwrite=overwrite)
+    check_output_writable(container)
     given = {"axes": axes, "voxel_size": voxel_size, "offset": offset, "units": units}
     # the same defaults and checks as for reading
     meta = _metadata({k: v for k, v in given.items() if v is not None}, data.shape, address)
     meta = {k: list(v) for k, v in meta.items()}
     meta["units"] = units
-    meta.update(attrs or {})
+    meta.update({k: v for k, v in (attrs or {}).items() if v is not None})
+    meta["written_by"] = WRITTEN_BY
     if kind == "hdf5":
         _write_h5(container, dataset, data, meta, chunks)
     else:
@@ -199,27 +253,45 @@ def write_volume(
     return str(address)
 
 
-def _write_h5(container: Path, dataset: str, data, meta, chunks) -> None:
-    import h5py
+def check_replaceable(address: str | os.PathLike, *, overwrite: bool) -> None:
+    """Refuse (OutputExists) to replace a dataset without ``overwrite``, or one affseg did not write."""
+    if not volume_exists(address):
+        return
+    if not overwrite:
+        raise OutputExists(f"{address} exists; rerun with --overwrite (overwrite=True) to replace it")
+    if not written_by_affseg(address):
+        raise OutputExists(f"{address} exists and was not written by affseg; affseg replaces only its own "
+                           "outputs: choose another output or remove it yourself")
 
+
+def _h5_attr(value):
+    return json.dumps(value) if isinstance(value, dict) else value
+
+
+def _write_h5(container: Path, dataset: str, data, meta, chunks) -> None:
     container.parent.mkdir(parents=True, exist_ok=True)
-    tmp = f"{dataset}.tmp-{uuid.uuid4().hex[:8]}"
-    with h5py.File(container, "a") as f:
+    parent, _, name = dataset.rpartition("/")
+    tmp, old = ("/".join(filter(None, [parent, temporary_name(name, kind)])) for kind in ("tmp", "old"))
+    with _open_h5(container, "a") as f:
+        group = f.get(parent or "/")
+        for entry in list(group.keys()) if hasattr(group, "keys") else []:
+            if is_stale_temporary(entry, name):
+                del group[entry]
         try:
             ds = f.create_dataset(tmp, data=data, chunks=chunks or True, compression="gzip")
             for k, v in meta.items():
-                ds.attrs[k] = v
+                ds.attrs[k] = _h5_attr(v)
             if dataset in f:
-                f.move(dataset, f"{tmp}.old")
+                f.move(dataset, old)
             f.move(tmp, dataset)
         except BaseException:
             if tmp in f:
                 del f[tmp]
-            if f"{tmp}.old" in f and dataset not in f:
-                f.move(f"{tmp}.old", dataset)
+            if old in f and dataset not in f:
+                f.move(old, dataset)
             raise
-        if f"{tmp}.old" in f:
-            del f[f"{tmp}.old"]
+        if old in f:
+            del f[old]
 
 
 def _write_zarr(container: Path, dataset: str, data, meta, chunks) -> None:
@@ -228,12 +300,13 @@ def _write_zarr(container: Path, dataset: str, data, meta, chunks) -> None:
     root = zarr.open_group(store=str(container), mode="a")
     parent, _, name = dataset.rpartition("/")
     group = root.require_group(parent) if parent else root
-    tmp_name = f".{name}.tmp-{uuid.uuid4().hex[:8]}"
+    remove_stale_temporaries(container / parent, name)
+    tmp_name = temporary_name(name)
     if chunks is None:
         chunks = tuple(min(s, c) for s, c in zip(data.shape, _default_chunks(data.ndim)))
     final = container / dataset
     staged = final.with_name(tmp_name)
-    trash = final.with_name(f".{name}.old-{uuid.uuid4().hex[:8]}")
+    trash = final.with_name(temporary_name(name, "old"))
     try:
         arr = group.create_array(tmp_name, shape=data.shape, dtype=data.dtype, chunks=chunks)
         arr[...] = data
@@ -252,3 +325,83 @@ def _write_zarr(container: Path, dataset: str, data, meta, chunks) -> None:
 def _default_chunks(ndim: int) -> tuple[int, ...]:
     spatial = (64, 128, 128)[-min(3, ndim):]
     return (1,) * (ndim - len(spatial)) + spatial
+
+
+def read_group_record(container: Path, group: str, key: str) -> dict | None:
+    """The JSON record ``key`` in the attributes of a group (None where there is none)."""
+    if not container.exists():
+        return None
+    if container.suffix.lower() in _HDF5:
+        with _open_h5(container, "r") as f:
+            node = f.get(group or "/")
+            value = node.attrs.get(key) if node is not None else None
+    else:
+        if _zarr_node_type(container / group) != "group":
+            return None
+        value = json.loads((container / group / "zarr.json").read_text()).get("attributes", {}).get(key)
+    if value is None:
+        return None
+    try:
+        record = json.loads(value) if isinstance(value, (str, bytes)) else value
+    except ValueError:
+        record = None
+    if not isinstance(record, dict):
+        raise CorruptInput(f"{container}/{group}: the attribute {key!r} is not an affseg record")
+    return record
+
+
+def write_group_record(container: Path, group: str, key: str, record: dict) -> None:
+    """Store ``record`` as JSON text in the attribute ``key`` of a group, creating the group."""
+    text = json.dumps(record)
+    if container.suffix.lower() in _HDF5:
+        container.parent.mkdir(parents=True, exist_ok=True)
+        with _open_h5(container, "a") as f:
+            f.require_group(group or "/").attrs[key] = text
+        return
+    import zarr
+
+    root = zarr.open_group(store=str(container), mode="a")
+    node = root.require_group(group) if group else root
+    node.attrs[key] = text  # zarr rewrites zarr.json through a temporary file and a rename
+
+
+def group_members(address: str | os.PathLike) -> tuple[Path, str, list[str]]:
+    """(container, group, names of the datasets directly in the group) of a group address; a
+    container alone (``out.zarr``) is its root group."""
+    address = str(address).rstrip("/")
+    try:
+        container, group, kind = parse_address(address)
+    except InputError:
+        container, group, kind = parse_address(f"{address}/_")
+        group = ""
+    if not container.exists():
+        raise VolumeNotFound(f"no such file: {container} (from {address})")
+    if kind == "hdf5":
+        import h5py
+
+        with _open_h5(container, "r") as f:
+            node = f.get(group or "/")
+            if not isinstance(node, h5py.Group):
+                raise VolumeNotFound(f"no group '{group}' in {container}")
+            names = sorted(n for n, o in node.items() if isinstance(o, h5py.Dataset))
+        return container, group, names
+    folder = container / group
+    if _zarr_node_type(folder) != "group" and not (folder.is_dir() and not group):
+        raise VolumeNotFound(f"no group '{group}' in {container}")
+    names = sorted(p.name for p in folder.iterdir() if not p.name.startswith(".") and _zarr_node_type(p) == "array")
+    return container, group, names
+
+
+def remove_volume(address: str | os.PathLike) -> None:
+    """Delete a dataset that affseg wrote (used by ``--overwrite`` for outputs a new run replaces);
+    a dataset affseg did not write raises :class:`~affseg.errors.OutputExists`."""
+    check_replaceable(address, overwrite=True)
+    container, dataset, kind = parse_address(address)
+    if kind == "hdf5":
+        with _open_h5(container, "a") as f:
+            del f[dataset]
+        return
+    final = container / dataset
+    trash = final.with_name(temporary_name(final.name, "old"))
+    os.rename(final, trash)  # gone from the group at once; the files go after
+    shutil.rmtree(trash, ignore_errors=True)
