@@ -44,3 +44,26 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real EM data folder {SHARED_DATA} is absent (see its README.md: the data sits beside the checkout)")
     return SHARED_DATA
+
+
+@pytest.fixture
+def read_only_dir(tmp_path):
+    """A folder nobody can write to: a read-only tmpfs mount when running as root (permissions do
+    not stop root), else a folder without write permission."""
+    import subprocess
+
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        yield folder
+        folder.chmod(0o755)
+        return
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(folder)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot make a read-only folder as root here (mount: {mounted.stderr.strip()})")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], capture_output=True)

@@ -140,3 +140,16 @@ def test_segment_random_walker(tmp_path, seeds):
 
     with open_volume(out / name) as vol:
         assert vol.data.attrs["rw_seeds"] == seeds and vol.data.attrs["method"] == "rw"
+
+
+def test_demo_overwrite_replaces_only_a_demo_output(tmp_path, monkeypatch, capsys):
+    unrelated = tmp_path / "results"
+    unrelated.mkdir()
+    (unrelated / "notes.txt").write_text("mine")
+    assert main(["demo", "--output", str(unrelated), "--overwrite", *DEMO_ARGS]) == 2
+    assert "not an affseg demo output" in capsys.readouterr().err
+    monkeypatch.chdir(unrelated)
+    (unrelated / "scores.json").write_text("{}")  # looks like a demo output, but it is the current folder
+    (unrelated / "notes.txt").unlink()
+    assert main(["demo", "--output", ".", "--overwrite", *DEMO_ARGS]) == 2
+    assert sorted(p.name for p in unrelated.iterdir()) == ["scores.json"]

@@ -86,10 +86,11 @@ def _segment_plan(args) -> dict:
     offsets, output location (not an input, writable)."""
     from ._checks import as_thresholds
     from .io import check_output_writable, parse_address
-    from .pipeline import METHODS
+    from .pipeline import check_options
 
-    if args.method not in METHODS:
-        raise InputError(f"unknown method {args.method!r}; choose one of {METHODS}")
+    check_options(method=args.method, merge_function=args.merge_function, min_seed_distance=args.min_seed_distance,
+                  min_size=args.min_size, bias=args.bias, long_range_bias=args.long_range_bias,
+                  linkage=args.linkage, strides=args.strides, rw_seeds=args.rw_seeds)
     single = args.method in ("mws", "gasp") or (args.method == "rw" and args.rw_seeds == "maxima")
     thresholds = [] if single else [float(t) for t in as_thresholds(args.thresholds, name="--thresholds")]
     out = args.output.rstrip("/")
@@ -118,7 +119,7 @@ def _segment_identity(args, plan: dict, affs: np.ndarray, offsets) -> dict:
                                                                          "affs", "output", "thresholds", "offsets")}
     return {"input": {"address": str(args.affs), "shape": list(affs.shape), "dtype": str(affs.dtype),
                       "blake2b": digest},
-            "offsets": None if offsets is None else np.asarray(offsets).tolist(),
+            "offsets": offsets.tolist(),
             "thresholds": plan["thresholds"], "options": options}
 
 
@@ -134,6 +135,7 @@ def _clean_output_group(container, group: str) -> None:
 
 
 def cmd_segment(args) -> int:
+    from ._checks import as_offsets
     from .io import output_lock, read_group_record, read_volume, volume_exists, write_group_record, write_volume
     from .io.volumes import check_replaceable, remove_volume
     from .pipeline import segment
@@ -146,6 +148,7 @@ def cmd_segment(args) -> int:
         affs, offsets, meta = _read_affs(args.affs)
         if plan["offsets"] is not None:
             offsets = plan["offsets"]
+        offsets = as_offsets(offsets, affs.ndim - 1, channels=affs.shape[0])
         identity = _segment_identity(args, plan, affs, offsets)
         record = read_group_record(container, group, SEGMENT_RECORD)
         existing = [name for name, address in targets.items() if volume_exists(address)]
@@ -169,8 +172,6 @@ def cmd_segment(args) -> int:
             return 0
         if resume:
             print(f"resuming {out}: {len(existing)} of {len(targets)} datasets were written before")
-        write_group_record(container, group, SEGMENT_RECORD, {"identity": identity, "datasets": plan["names"],
-                                                              "complete": False})
         fragments = read_volume(targets["fragments"])[0] if "fragments" in existing else None
         bar = _progress(len(todo) + 1, "segment")
         result = segment(affs, plan["thresholds"], offsets=offsets, method=args.method,
@@ -180,6 +181,9 @@ def cmd_segment(args) -> int:
                          cannot_link=args.cannot_link, superpixels=args.superpixels, strides=args.strides,
                          rw_seeds=args.rw_seeds, fragments=fragments)
         bar.update()
+        # the record goes first: datasets without it would look like another run's
+        write_group_record(container, group, SEGMENT_RECORD, {"identity": identity, "datasets": plan["names"],
+                                                              "complete": False})
         spatial = dict(voxel_size=meta.voxel_size, offset=meta.offset, overwrite=True)
         segmentations = [n for n in plan["names"] if n != "fragments"]
         for name in todo:

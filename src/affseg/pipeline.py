@@ -9,7 +9,7 @@ import numpy as np
 from .graph.agglomeration import Agglomeration, agglomerate
 from .graph.components import connected_components
 from .graph.fragments import extract_fragments
-from ._checks import as_labels, as_thresholds
+from ._checks import as_int, as_labels, as_number, as_thresholds
 from .errors import InputError
 
 __all__ = ["Segmentation", "segment"]
@@ -79,15 +79,14 @@ def segment(
     """
     if fragments is not None:
         fragments = as_labels(fragments, name="fragments", shape=np.shape(affs)[1:])
-    if method not in METHODS:
-        raise InputError(f"unknown method {method!r}; choose one of {METHODS}")
+    check_options(method=method, merge_function=merge_function, min_seed_distance=min_seed_distance,
+                  min_size=min_size, bias=bias, long_range_bias=long_range_bias, linkage=linkage,
+                  strides=strides, rw_seeds=rw_seeds)
     if method in ("mws", "gasp"):
         return _signed(affs, offsets, method, bias=bias, long_range_bias=long_range_bias, linkage=linkage,
                        cannot_link=cannot_link, superpixels=superpixels, strides=strides, min_size=min_size,
                        mask=mask, fragments_in_xy=fragments_in_xy, min_seed_distance=min_seed_distance,
                        sampling=sampling, fragments=fragments)
-    if method == "rw" and rw_seeds not in RW_SEEDS:
-        raise InputError(f"unknown rw_seeds {rw_seeds!r}; choose one of {RW_SEEDS}")
     if method == "rw" and rw_seeds == "maxima":
         return _random_walker(affs, offsets, None, mask=mask, fragments_in_xy=fragments_in_xy,
                               min_seed_distance=min_seed_distance, sampling=sampling)
@@ -105,6 +104,28 @@ def segment(
     if method == "rw":
         return _random_walker(affs, offsets, result, mask=mask, fragments=fragments)
     return Segmentation(method, result.thresholds, fragments, result)
+
+
+def check_options(*, method: str, merge_function: str, min_seed_distance: int, min_size: int, bias,
+                  long_range_bias, linkage: str, strides, rw_seeds: str) -> None:
+    """Check the options of :func:`segment` that do not depend on the data, before any work."""
+    from .graph.agglomeration import parse_merge_function
+    from .graph.gasp import LINKAGES
+
+    for name, value, choices in (("method", method, METHODS), ("rw_seeds", rw_seeds, RW_SEEDS),
+                                 ("linkage", linkage, LINKAGES)):
+        if not isinstance(value, str) or value not in choices:
+            raise InputError(f"unknown {name} {value!r}; choose one of {tuple(choices)}")
+    parse_merge_function(merge_function)
+    as_int(min_seed_distance, name="min_seed_distance", minimum=1)
+    as_int(min_size, name="min_size", minimum=0)
+    for i, value in enumerate(np.atleast_1d(np.asarray(bias, dtype=object))):
+        as_number(value, name="bias" if np.ndim(bias) == 0 else f"bias[{i}]", low=0, high=1)
+    if long_range_bias is not None:
+        as_number(long_range_bias, name="long_range_bias", low=0, high=1)
+    if strides is not None:
+        for i, value in enumerate(np.ravel(np.asarray(strides, dtype=object))):
+            as_int(value, name=f"strides[{i}]", minimum=1)
 
 
 def _random_walker(affs, offsets, agglomeration, *, mask, fragments=None, fragments_in_xy=False,

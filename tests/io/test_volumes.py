@@ -124,3 +124,114 @@ def test_reads_the_shared_data(shared_data):
         assert vol.dtype == np.uint64 and vol.shape == (30, 512, 512)
         assert vol.voxel_size == (50.0, 4.0, 4.0)
         assert vol[0, :4, :4].shape == (4, 4)
+
+
+# --- untrusted and damaged inputs, portable metadata, outputs that are not affseg's ------------
+
+
+def test_damaged_hdf5_files_are_named(tmp_path):
+    from affseg.errors import CorruptInput
+
+    good = tmp_path / "good.h5"
+    write_volume(good / "raw", np.arange(64, dtype=np.uint8).reshape(8, 8))
+    (tmp_path / "empty.h5").write_bytes(b"")
+    (tmp_path / "garbage.h5").write_bytes(np.random.default_rng(0).bytes(4096))
+    (tmp_path / "truncated.h5").write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    (tmp_path / "folder.h5").mkdir()
+    for name in ("empty.h5", "garbage.h5", "truncated.h5", "folder.h5"):
+        with pytest.raises(CorruptInput, match=name):
+            open_volume(tmp_path / name / "raw")
+        with pytest.raises(CorruptInput, match=name):
+            volume_exists(tmp_path / name / "raw")
+
+
+def test_damaged_zarr_metadata_and_chunks_are_named(tmp_path):
+    from affseg.errors import CorruptInput
+
+    bad_meta = tmp_path / "meta.zarr"
+    write_volume(bad_meta / "raw", np.zeros((4, 4), np.uint8))
+    (bad_meta / "raw" / "zarr.json").write_text("{not json")
+    with pytest.raises(CorruptInput, match=r"meta.zarr/raw/zarr.json"):
+        open_volume(bad_meta / "raw")
+    bad_chunk = tmp_path / "chunk.zarr"
+    write_volume(bad_chunk / "raw", np.arange(16, dtype=np.uint8).reshape(4, 4))
+    chunk = next(p for p in (bad_chunk / "raw").rglob("*") if p.is_file() and p.name != "zarr.json")
+    chunk.write_bytes(b"garbage")
+    with pytest.raises(CorruptInput, match="chunk.zarr/raw"):
+        read_volume(bad_chunk / "raw")
+    (tmp_path / "file.zarr").write_text("")
+    with pytest.raises(CorruptInput, match="not a zarr container"):
+        open_volume(tmp_path / "file.zarr" / "raw")
+
+
+def test_attributes_are_portable_to_both_backends(container):
+    address = container / "seg"
+    write_volume(address, np.zeros((2, 3), np.uint64),
+                 attrs={"long_range_bias": None, "bias": 0.5, "linkage": "mean", "strides": [1, 2],
+                        "options": {"a": 1}, "cannot_link": True})
+    with open_volume(address) as vol:
+        attrs = dict(vol.data.attrs)
+    assert "long_range_bias" not in attrs and attrs["bias"] == 0.5 and attrs["linkage"] == "mean"
+    assert list(attrs["strides"]) == [1, 2] and bool(attrs["cannot_link"])
+    assert attrs["written_by"].startswith("affseg")
+
+
+def test_overwrite_replaces_only_what_affseg_wrote(container):
+    from affseg.errors import OutputExists
+
+    foreign = container / "theirs"
+    if container.suffix == ".zarr":
+        import zarr
+
+        zarr.open_group(str(container), mode="a").create_array("theirs", data=np.ones((2, 2), np.uint8))
+    else:
+        import h5py
+
+        with h5py.File(container, "a") as f:
+            f.create_dataset("theirs", data=np.ones((2, 2), np.uint8))
+    with pytest.raises(OutputExists, match="not written by affseg"):
+        write_volume(foreign, np.zeros((2, 2), np.uint8), overwrite=True)
+    np.testing.assert_array_equal(read_volume(foreign)[0], 1)
+
+
+@pytest.mark.parametrize("writer_alive", [False, True])
+def test_stale_temporaries_are_removed_by_the_next_write(container, writer_alive):
+    import os
+    import subprocess
+    import sys
+
+    if writer_alive:
+        pid = os.getpid()
+    else:  # the id of a process that has ended
+        child = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+        pid = int(child.stdout)
+    temporaries = [f".vol.tmp-{pid}-0123abcd", ".vol.tmp-89abcdef"]  # the second: an older affseg, no pid
+    if container.suffix == ".zarr":
+        write_volume(container / "other", np.zeros(2, np.uint8))
+        for name in temporaries:
+            (container / name).mkdir()
+    else:
+        import h5py
+
+        with h5py.File(container, "a") as f:
+            for name in temporaries:
+                f.create_dataset(name, data=np.zeros(2))
+    write_volume(container / "vol", np.zeros((2, 2), np.uint8))
+    if container.suffix == ".zarr":
+        left = sorted(p.name for p in container.iterdir() if p.name.startswith("."))
+    else:
+        import h5py
+
+        with h5py.File(container) as f:
+            left = sorted(n for n in f if n.startswith("."))
+    assert left == ([temporaries[0]] if writer_alive else [])
+
+
+def test_an_unwritable_output_is_refused_before_writing(tmp_path, read_only_dir):
+    from affseg.errors import OutputNotWritable
+
+    with pytest.raises(OutputNotWritable, match="read-only|not writable"):
+        write_volume(read_only_dir / "out.zarr" / "seg", np.zeros((2, 2), np.uint8))
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(OutputNotWritable, match="afile is a file"):
+        write_volume(tmp_path / "afile" / "out.zarr" / "seg", np.zeros((2, 2), np.uint8))

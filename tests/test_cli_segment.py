@@ -1,0 +1,175 @@
+"""``affseg segment`` outputs: every method to both back ends, names, bad input before work,
+resuming an interrupted output, and runs killed at random points."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from affseg.cli import main
+from affseg.io import open_volume, read_volume
+
+OFFSETS = "[[-1,0,0],[0,-1,0],[0,0,-1],[-2,0,0],[0,-4,0],[0,0,-4]]"
+METHODS = {
+    "mala": ["--thresholds", "0.3", "0.6"],
+    "cc": ["--thresholds", "0.3", "0.6"],
+    "mws": ["--long-range-bias", "0.7"],
+    "gasp": ["--superpixels"],
+    "rw": ["--thresholds", "0.3"],
+}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "data.zarr"
+    assert main(["synth", str(path), "--shape", "4", "32", "32", "--offsets", OFFSETS, "--seed", "3"]) == 0
+    return path
+
+
+@pytest.mark.parametrize("backend", [".zarr", ".h5"])
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_every_method_writes_both_backends_and_evaluates_by_the_same_path(tmp_path, data, method, backend, capsys):
+    out = tmp_path / f"out{backend}" / "seg"
+    assert main(["segment", str(data / "affs"), str(out), "--method", method, "--min-seed-distance", "4",
+                 *METHODS[method]]) == 0
+    names = ["segmentation"] if method in ("mws", "gasp") else ["threshold_0.3", "threshold_0.6"][
+        : len(METHODS[method]) - 1]
+    for name in names:
+        seg, _ = read_volume(out / name)
+        assert seg.shape == (4, 32, 32) and seg.dtype == np.uint64 and seg.min() >= 1
+        with open_volume(out / name) as vol:
+            assert vol.data.attrs["method"] == method
+    capsys.readouterr()
+    assert main(["evaluate", str(out), str(data / "labels")]) == 0  # the path given to segment
+    assert "cremi_score" in capsys.readouterr().out
+
+
+def test_close_thresholds_get_their_own_datasets(tmp_path, data):
+    out = tmp_path / "out.zarr" / "seg"
+    assert main(["segment", str(data / "affs"), str(out), "--method", "cc", "--thresholds", "0.30001", "0.30004"]) == 0
+    for value in (0.30001, 0.30004):
+        with open_volume(out / f"threshold_{value}") as vol:
+            assert vol.data.attrs["threshold"] == value  # the decimal the user typed
+    seg_a, _ = read_volume(out / "threshold_0.30001")
+    assert main(["evaluate", str(out), str(data / "labels"), "--json", str(tmp_path / "s.json")]) == 0
+    assert [r["threshold"] for r in json.loads((tmp_path / "s.json").read_text())] == [0.30001, 0.30004]
+
+
+@pytest.mark.parametrize("args,match", [
+    (["--thresholds", "nan"], "finite number"),
+    (["--thresholds", "0.3", "0.3"], "same threshold"),
+    (["--offsets", "[[-1,0,0],"], "--offsets must be JSON"),
+    (["--offsets", "[[-1,0,0],[0,-1]]"], "offsets"),
+    (["--min-seed-distance", "0"], "min_seed_distance"),
+])
+def test_bad_input_exits_2_and_writes_nothing(tmp_path, data, capsys, args, match):
+    out = tmp_path / "out.zarr" / "seg"
+    assert main(["segment", str(data / "affs"), str(out), *args]) == 2
+    err = capsys.readouterr().err
+    assert match in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_output_that_would_replace_the_input_is_refused(tmp_path, data, capsys):
+    copy = tmp_path / "d.zarr"
+    assert main(["synth", str(copy), "--shape", "4", "16", "16"]) == 0
+    assert main(["segment", str(copy / "affs"), str(copy / "affs"), "--overwrite"]) == 2
+    assert "would replace the input" in capsys.readouterr().err
+    affs, _ = read_volume(copy / "affs")
+    assert affs.shape[0] == 3
+
+
+def test_unwritable_output_is_found_before_work(tmp_path, data, capsys, read_only_dir):
+    assert main(["segment", str(data / "affs"), str(read_only_dir / "out.zarr" / "seg")]) == 2
+    assert "read-only" in capsys.readouterr().err
+
+
+def _simulate_interruption(out: Path, drop: str) -> None:
+    """What a run killed after its fragments and some thresholds leaves: those datasets, and a
+    record that says the group is not complete."""
+    import shutil
+
+    import zarr
+
+    shutil.rmtree(out / drop)
+    group = zarr.open_group(str(out), mode="a")
+    record = json.loads(group.attrs["affseg_segment"])
+    group.attrs["affseg_segment"] = json.dumps({**record, "complete": False})
+
+
+def test_an_interrupted_output_is_finished_without_redoing_what_is_complete(tmp_path, data, capsys):
+    out = tmp_path / "out.zarr" / "seg"
+    command = ["segment", str(data / "affs"), str(out), "--thresholds", "0.2", "0.5", "0.8",
+               "--min-seed-distance", "4"]
+    assert main(command) == 0
+    expected = {n: read_volume(out / n)[0] for n in ("fragments", "threshold_0.2", "threshold_0.5", "threshold_0.8")}
+    _simulate_interruption(out, "threshold_0.5")
+    capsys.readouterr()
+    assert main(["evaluate", str(out), str(data / "labels")]) == 0
+    assert "incomplete (3 of 4 datasets" in capsys.readouterr().err
+    kept = {n: (out / n / "zarr.json").stat().st_mtime_ns for n in ("fragments", "threshold_0.2", "threshold_0.8")}
+    assert main(command) == 0
+    assert "resuming" in capsys.readouterr().out
+    assert kept == {n: (out / n / "zarr.json").stat().st_mtime_ns for n in kept}  # not rewritten
+    for name, seg in expected.items():
+        np.testing.assert_array_equal(read_volume(out / name)[0], seg)
+    assert main(["evaluate", str(out), str(data / "labels")]) == 0
+    assert "incomplete" not in capsys.readouterr().err
+
+
+def test_a_changed_run_replaces_the_old_one_only_with_overwrite(tmp_path, data, capsys):
+    out = tmp_path / "out.zarr" / "seg"
+    assert main(["segment", str(data / "affs"), str(out), "--method", "cc", "--thresholds", "0.2", "0.5"]) == 0
+    assert main(["segment", str(data / "affs"), str(out), "--method", "cc", "--thresholds", "0.4"]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert main(["segment", str(data / "affs"), str(out), "--method", "cc", "--thresholds", "0.4", "--overwrite"]) == 0
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["threshold_0.4", "zarr.json"]  # nothing of the replaced run is left to mix in
+
+
+def _leftovers(root: Path) -> list[str]:
+    found = [str(p.relative_to(root)) for p in root.rglob("*")
+             if p.name.startswith(".") or p.name.endswith(".partial")]
+    return found
+
+
+@pytest.mark.slow
+def test_segment_killed_at_random_points_finishes_on_rerun(tmp_path):
+    data = tmp_path / "data.zarr"
+    assert main(["synth", str(data), "--shape", "24", "96", "96", "--seed", "5"]) == 0
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+
+    def command(out):
+        return [sys.executable, "-m", "affseg.cli", "segment", str(data / "affs"), str(out),
+                "--min-seed-distance", "6"]
+
+    reference = tmp_path / "ref.zarr" / "seg"
+    started = time.perf_counter()
+    subprocess.run(command(reference), check=True, env=env, capture_output=True)
+    duration = time.perf_counter() - started
+    expected = {p.name: read_volume(p)[0] for p in reference.iterdir() if p.is_dir()}
+    assert len(expected) == 10  # fragments and 9 thresholds
+
+    rng = np.random.default_rng(0)
+    out = tmp_path / "out.zarr" / "seg"
+    kills = 0
+    # random points spread over the whole run: start-up, computation, the writes of the datasets
+    for delay in (np.linspace(0.1, 0.9, 5) + rng.uniform(-0.05, 0.05, size=5)) * duration:
+        run = subprocess.Popen(command(out), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(delay)
+        if run.poll() is None:
+            run.send_signal(signal.SIGKILL)
+            kills += 1
+        run.wait()
+    assert kills >= 3
+    finished = subprocess.run(command(out), env=env, capture_output=True, text=True)
+    assert finished.returncode == 0, finished.stderr
+    assert {p.name for p in out.iterdir() if p.is_dir()} == set(expected)
+    for name, seg in expected.items():
+        np.testing.assert_array_equal(read_volume(out / name)[0], seg, err_msg=name)
+    assert _leftovers(tmp_path / "out.zarr") == [] and not list(tmp_path.glob(".out.zarr*"))
