@@ -357,17 +357,14 @@ def demo_config(train_data: Path, iterations: int, seed: int) -> dict:
 def plot_loss(log: Path, path: Path) -> None:
     import csv
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    from .evaluation.curves import new_figure
     from .io.atomic import atomic_path
 
     rows = list(csv.DictReader(log.open()))
     it = np.array([int(r["iteration"]) for r in rows])
     loss = np.array([float(r["loss"]) for r in rows])
-    fig, ax = plt.subplots(figsize=(5, 3.5))
+    fig = new_figure(figsize=(5, 3.5))
+    ax = fig.subplots()
     ax.plot(it, loss, lw=0.5, alpha=0.4, label="loss")
     k = max(1, len(loss) // 20)
     ax.plot(it[k - 1:], np.convolve(loss, np.ones(k) / k, mode="valid"), label=f"mean of {k}")
@@ -378,7 +375,6 @@ def plot_loss(log: Path, path: Path) -> None:
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
 
 
 def cmd_demo(args) -> int:

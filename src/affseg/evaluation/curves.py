@@ -33,26 +33,37 @@ def best_threshold(rows: Sequence[dict], key: str = "voi") -> dict:
     return min(rows, key=lambda r: r[key])
 
 
+def new_figure(**kwargs):
+    """A matplotlib Figure with the Agg canvas, made without pyplot: no global backend switch,
+    nothing registered with a GUI, garbage-collected like any object."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(**kwargs)
+    FigureCanvasAgg(fig)
+    return fig
+
+
 def plot_split_merge(curves: dict[str, Sequence[dict]], path, *, title: str = "split / merge") -> Path:
     """Draw VOI merge over VOI split per method (one point per threshold) as a PNG.
 
     ``curves`` maps a method name to its rows from :func:`split_merge_curve`. The best threshold
     (lowest total VOI) of each method is circled. The file is written atomically.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     from ..io.atomic import atomic_path
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.5))
+    fig = new_figure(figsize=(10, 4.5))
+    axes = fig.subplots(1, 2)
     for name, rows in curves.items():
         split = [r["voi_split"] for r in rows]
         merge = [r["voi_merge"] for r in rows]
         line = axes[0].plot(split, merge, "o-", label=name, markersize=3)[0]
         best = best_threshold(rows)
         axes[0].plot(best["voi_split"], best["voi_merge"], "o", mfc="none", ms=10, color=line.get_color())
+        for row in rows if len(rows) > 1 else []:  # label each point with its threshold
+            if row.get("threshold") is not None:
+                axes[0].annotate(f"{row['threshold']:g}", (row["voi_split"], row["voi_merge"]), fontsize=7,
+                                 xytext=(3, 3), textcoords="offset points", color=line.get_color())
         axes[1].plot([r["rand_split"] for r in rows], [r["rand_merge"] for r in rows], "o-",
                      label=name, markersize=3, color=line.get_color())
     axes[0].set(xlabel="VOI split (bits)", ylabel="VOI merge (bits)", title=title)
@@ -64,5 +75,4 @@ def plot_split_merge(curves: dict[str, Sequence[dict]], path, *, title: str = "s
     path = Path(path)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
     return path

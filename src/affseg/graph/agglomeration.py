@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -215,7 +215,7 @@ def agglomerate(
     merge_function: str = "hist_quant_75",
     discretize_queue: int = 256,
     return_region_graph: bool = False,
-    progress: bool = False,
+    progress: Callable[[int, int], None] | None = None,
 ) -> Agglomeration:
     """Agglomerate fragments along their region graph, waterz's algorithm in numba.
 
@@ -243,8 +243,9 @@ def agglomerate(
         Number of queue buckets (waterz: 256), or 0 for an exact priority queue.
     return_region_graph : bool
         Also give the scored region graph of segments after each threshold.
-    progress : bool
-        Show a progress bar over thresholds.
+    progress : callable, optional
+        Called as ``progress(done, total)`` after each threshold (e.g. a tqdm bar's update); the
+        library itself prints nothing.
 
     Returns
     -------
@@ -262,18 +263,17 @@ def agglomerate(
     segment_ids = np.empty((len(thr), rag.num_nodes), np.uint64)
     history_index = np.empty(rag.num_nodes + 1, np.int32)
     graphs = [] if return_region_graph else None
-    steps = range(len(thr))
-    if progress:
-        from tqdm.auto import tqdm
-
-        steps = tqdm(steps, desc="agglomerate", unit="threshold")
-    for i in steps:
+    if progress is not None and not callable(progress):
+        raise InputError(f"progress must be a callable progress(done, total) or None, got {progress!r}")
+    for i in range(len(thr)):
         before = int(state.hist_len[0])
         state.merge_until(thr[i])
         history_index[before:int(state.hist_len[0])] = i
         segment_ids[i] = rag.ids[K.roots_of_all(state.parent)[1:]]
         if graphs is not None:
             graphs.append(state.region_graph())
+        if progress is not None:
+            progress(i + 1, len(thr))
     m = int(state.hist_len[0])
     history = np.empty(m, MERGE_HISTORY_DTYPE)
     history["a"] = rag.ids[state.hist_a[:m]]
