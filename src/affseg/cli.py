@@ -552,7 +552,7 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a U-Net from a YAML/TOML config (resumes an existing run)")
     t.add_argument("config", help="config file (.yaml, .yml or .toml)")
     t.add_argument("--output", help="run folder (default: the config's path without suffix)")
-    t.add_argument("--overwrite", action="store_true", help="delete an existing run folder first")
+    t.add_argument("--overwrite", action="store_true", help="replace an existing training run written by affseg (never a folder holding other files or the inputs)")
     t.set_defaults(func=cmd_train)
 
     r = sub.add_parser("predict", help="run a checkpoint over a volume, tile by tile, into zarr")

@@ -139,7 +139,7 @@ def test_random_walker_training_moves_the_weights(tmp_path):
     rows = list(csv.DictReader((tmp_path / "run" / "log.csv").open()))
     assert [r["phase"] for r in rows] == ["random_walker", "random_walker"]
     assert all(np.isfinite(float(r["loss"])) and float(r["loss"]) > 0 for r in rows)
-    first = torch.load(result.last_checkpoint, weights_only=False)["model"]
+    first = torch.load(result.last_checkpoint, weights_only=True)["model"]
     torch.manual_seed(cfg["train"]["seed"])  # the initial weights, as train() makes them
     fresh = build_model(validate_config(cfg))
     assert any(not torch.equal(first[k], v) for k, v in fresh.state_dict().items())

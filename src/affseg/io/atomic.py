@@ -17,10 +17,11 @@ from pathlib import Path
 
 from ..errors import OutputExists, OutputNotWritable
 
-__all__ = ["atomic_path", "check_output_writable", "check_writable", "is_stale_temporary", "process_alive", "output_lock", "remove_stale_temporaries",
+__all__ = ["atomic_path", "check_output_writable", "check_writable", "is_stale_temporary", "is_temporary", "process_alive", "output_lock", "remove_stale_temporaries",
            "temporary_name", "write_json"]
 
 _TEMPORARY = re.compile(r"^\.(?P<name>.+)\.(?:tmp|old)-(?:(?P<pid>\d+)-)?[0-9a-f]{8}$")
+_PROBE_PREFIX = ".affseg-probe-"  # check_output_writable's test file
 
 
 def process_alive(pid: int) -> bool:
@@ -39,6 +40,11 @@ def process_alive(pid: int) -> bool:
 def temporary_name(name: str, kind: str = "tmp") -> str:
     """The hidden name of a temporary (``kind`` 'tmp') or displaced (``'old'``) sibling of ``name``."""
     return f".{name}.{kind}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def is_temporary(entry: str) -> bool:
+    """Whether ``entry`` is the name of one of affseg's temporaries (of any writer)."""
+    return _TEMPORARY.match(entry) is not None or entry.startswith(_PROBE_PREFIX)
 
 
 def is_stale_temporary(entry: str, name: str | None = None) -> bool:
@@ -117,7 +123,7 @@ def check_output_writable(path: str | os.PathLike) -> Path:
             raise OutputNotWritable(f"cannot write {path}: {e.strerror or e}") from None
         probe = probe.parent
     try:
-        fd, name = tempfile.mkstemp(prefix=".affseg-probe-", dir=probe)
+        fd, name = tempfile.mkstemp(prefix=_PROBE_PREFIX, dir=probe)
     except OSError as e:
         why = "read-only file system" if e.errno == errno.EROFS else (e.strerror or str(e))
         raise OutputNotWritable(f"cannot write {path}: {probe} is not writable ({why})") from None

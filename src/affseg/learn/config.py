@@ -4,6 +4,9 @@ from __future__ import annotations
 import copy
 import os
 from pathlib import Path
+
+import numpy as np
+
 from ..errors import InputError, PathNotFound
 
 __all__ = ["DEFAULTS", "load_config", "validate_config"]
@@ -28,7 +31,9 @@ DEFAULTS: dict[str, dict[str, tuple]] = {
         "kernel_sizes": ((int, list), 3),
         "padding": ((str,), "valid"),
         "upsampling": ((str,), "constant"),
-        "output_shape": ((list,), [8, 44, 44]),
+        # null: the valid output shape nearest to a target that fits the model (see
+        # affseg.learn.train.resolve_output_shape), so the defaults work with any downsample_factors
+        "output_shape": ((list, None), None),
     },
     "targets": {
         "offsets": ((list,), [[-1, 0, 0], [0, -1, 0], [0, 0, -1]]),
@@ -89,10 +94,47 @@ def _type_names(types) -> str:
     return " or ".join("null" if t is None else t.__name__ for t in types)
 
 
+def plain(value, where: str = "config"):
+    """``value`` as plain data: dicts with string keys, lists, str, int, float, bool, None.
+
+    Tuples become lists, numpy scalars python numbers, paths strings; anything else (an array,
+    an object) is an :class:`~affseg.errors.InputError` naming where it is. A config made of plain
+    data can be stored as JSON and in a checkpoint that loads with ``weights_only=True``.
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, np.generic):
+        return plain(value.item(), where)
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value)
+    if isinstance(value, os.PathLike):
+        return os.fsdecode(value)
+    if isinstance(value, dict):
+        out = {}
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise InputError(f"{where}: keys must be strings, got {key!r}")
+            out[key] = plain(item, f"{where}.{key}")
+        return out
+    if isinstance(value, (list, tuple)):
+        return [plain(item, f"{where}[{i}]") for i, item in enumerate(value)]
+    raise InputError(f"{where} must be plain data (a number, string, list or mapping), got a {type(value).__name__}")
+
+
 def validate_config(config: dict, *, where: str = "config") -> dict:
-    """The config with defaults filled in, or a ValueError naming the first bad key."""
+    """The config with defaults filled in, or a ValueError naming the first bad key.
+
+    The result is a new dict of plain data (see :func:`plain`); ``config`` is not changed.
+    """
     if not isinstance(config, dict):
         raise InputError(f"{where} must be a mapping of sections, got {type(config).__name__}")
+    config = plain(config, where)
     unknown = set(config) - set(DEFAULTS)
     if unknown:
         raise InputError(f"{where}: unknown section(s) {sorted(unknown)}; known: {sorted(DEFAULTS)}")
@@ -152,8 +194,10 @@ def _check_values(cfg: dict, where: str) -> None:
     if not 0 <= data["min_labelled"] <= 1:
         bad("data.min_labelled", f"must lie in [0, 1], got {data['min_labelled']}")
     model = cfg["model"]
-    if not all(isinstance(s, int) and s > 0 for s in model["output_shape"]):
-        bad("model.output_shape", f"must be positive integers, got {model['output_shape']}")
+    shape = model["output_shape"]
+    if shape is not None and (not shape or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0
+                                                   for s in shape)):
+        bad("model.output_shape", f"must be null or positive integers, got {shape}")
 
 
 def load_config(path: str | os.PathLike) -> dict:

@@ -43,7 +43,10 @@ def predict(checkpoint, raw, output, *, tile=None, device="cpu", overwrite: bool
     Parameters
     ----------
     checkpoint : path
-        A ``.pt`` file written by :func:`affseg.learn.train.train`.
+        A ``.pt`` file written by :func:`affseg.learn.train.train`. It is loaded as plain data
+        only (``weights_only``): one that holds anything else is refused with
+        :class:`~affseg.errors.UnsafeCheckpoint`, a damaged one with
+        :class:`~affseg.errors.CorruptInput`, before anything is written.
     raw : str or array
         A volume address (``data.h5/raw``) or a uint8/float array, axes as the network's.
     output : path
@@ -66,6 +69,12 @@ def predict(checkpoint, raw, output, *, tile=None, device="cpu", overwrite: bool
     grid = [range(0, s, t) for s, t in zip(data.shape, step)]
     offsets = state["config"]["targets"]["offsets"]
     container = Path(output)
+    if not isinstance(raw, np.ndarray):
+        from ..io import parse_address
+
+        source, dataset, _ = parse_address(raw)
+        if source.resolve() == container.resolve() and dataset in model.head_channels:
+            raise InputError(f"the output {container / dataset} would replace the input {raw}; choose another output")
     identity = {"checkpoint": str(Path(checkpoint).resolve()), "checkpoint_bytes": Path(checkpoint).stat().st_size,
                 "checkpoint_mtime": Path(checkpoint).stat().st_mtime, # an in-memory raw is never resumed: nothing identifies it
                 "raw": str(raw) if not isinstance(raw, np.ndarray) else uuid.uuid4().hex,
@@ -93,9 +102,15 @@ def predict(checkpoint, raw, output, *, tile=None, device="cpu", overwrite: bool
 def _stage(container: Path, heads: dict, shape, out_tile, voxel_size, offsets, overwrite: bool) -> dict:
     import zarr
 
+    from ..io import check_output_writable
+    from ..io.volumes import WRITTEN_BY, check_replaceable, volume_exists
+
     for name in heads:
-        if (container / name).exists() and not overwrite:
-            raise OutputExists(f"{container / name} exists; pass overwrite=True (--overwrite) to replace it")
+        target = container / name
+        if target.exists() and not volume_exists(target):  # a folder or file that is not a dataset
+            raise OutputExists(f"{target} exists and is not an affseg output; choose another output")
+        check_replaceable(target, overwrite=overwrite)
+    check_output_writable(container)
     root = zarr.open_group(store=str(container), mode="a")
     arrays = {}
     progress = container / f".{'-'.join(heads)}.progress.jsonl"
@@ -109,7 +124,7 @@ def _stage(container: Path, heads: dict, shape, out_tile, voxel_size, offsets, o
             progress.unlink(missing_ok=True)  # finished tiles of a partial array that is gone
             arr = root.create_array(hidden, shape=full, dtype=np.float32, chunks=chunks, fill_value=0)
             axes = ["c^"] + ["z", "y", "x"][-len(shape):]
-            arr.attrs.update({"axes": axes, "voxel_size": voxel_size or [1.0] * len(shape), "units": ["nm"] * len(shape),
+            arr.attrs.update({"written_by": WRITTEN_BY, "axes": axes, "voxel_size": voxel_size or [1.0] * len(shape), "units": ["nm"] * len(shape),
                               "offset": [0.0] * len(shape)})
             if name == "affs":
                 arr.attrs["offsets"] = offsets

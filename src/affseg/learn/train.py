@@ -3,35 +3,55 @@ iterations with resume from the last one, a CSV log with the time split per iter
 periodic snapshots to zarr.
 
 Checkpoints are written atomically; a non-finite loss stops the run before anything is saved,
-so the last checkpoint is always a good one.
+so the last checkpoint is always a good one. They hold plain data only (tensors, numbers,
+strings, lists, dicts) and are read with ``torch.load(weights_only=True)``: a checkpoint that
+holds anything else (an object whose unpickling could run code) is refused, not loaded.
 """
 from __future__ import annotations
 
 import csv
 import json
+import pickle
+import pickletools
+import re
 import shutil
 import time
+import warnings
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 import torch
 
-from ..io.atomic import atomic_path
+from ..io.atomic import atomic_path, is_temporary
 from .augment import Augment
-from .config import validate_config
+from .config import plain, validate_config
 from .data import CropDataset, CropSampler, Source
 from .losses import malis_loss, random_walker_loss, weighted_bce, weighted_mse
 from .unet import UNet
-from ..errors import InputError, OutputExists, PathNotFound
+from .. import __version__
+from ..errors import AffsegError, CorruptInput, InputError, OutputExists, PathNotFound, UnsafeCheckpoint
 
-__all__ = ["TrainingError", "build_model", "latest_checkpoint", "load_checkpoint", "train"]
+__all__ = ["RUN_MARKER", "TrainingError", "build_model", "latest_checkpoint", "load_checkpoint",
+           "resolve_output_shape", "train"]
 
 LOG_FIELDS = ["iteration", "phase", "loss", "loss_affs", "loss_lsds", "time_data", "time_forward",
               "time_loss", "time_backward"]
 
 
-class TrainingError(RuntimeError):
+# the file that marks a folder as a training run affseg wrote (see train())
+RUN_MARKER = "affseg-run.json"
+RUN_KIND = "affseg training run"
+# what a run folder holds; anything else makes it not a run (overwrite refuses it)
+RUN_ENTRIES = {"config.json", RUN_MARKER, "checkpoints", "log.csv", "snapshots.zarr"}
+_CHECKPOINT_NAME = re.compile(r"^iteration_\d+\.pt(?:\.unreadable)?$")
+CHECKPOINT_KEYS = ("model", "config", "iteration")
+RESUME_KEYS = CHECKPOINT_KEYS + ("optimizer", "torch_rng")
+
+
+class TrainingError(AffsegError, RuntimeError):
     """Training stopped (e.g. a non-finite loss); the last good checkpoint is kept."""
 
 
@@ -61,19 +81,122 @@ def latest_checkpoint(output: str | Path) -> Path | None:
     return found[-1] if found else None
 
 
-def _read_checkpoint(path: str | Path, device) -> dict:
+def _read_checkpoint(path: str | Path, device, keys=CHECKPOINT_KEYS) -> dict:
+    """The contents of a checkpoint, loaded as plain data only (``weights_only=True``).
+
+    Raises PathNotFound (missing), InputError (a folder, unreadable), UnsafeCheckpoint (it holds
+    more than plain data: not loaded) or CorruptInput (truncated, empty, not a checkpoint, or
+    lacking one of ``keys``), each naming the path.
+    """
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise PathNotFound(f"checkpoint {path} does not exist")
-    return torch.load(path, map_location=device, weights_only=False)
+    if path.is_dir():
+        raise InputError(f"checkpoint {path} is a directory, not a checkpoint file")
+    if not path.is_file():
+        raise InputError(f"checkpoint {path} is not a regular file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # torch's notes on unusual pickle protocols
+            state = torch.load(path, map_location=device, weights_only=True)
+    except PermissionError as e:
+        raise InputError(f"checkpoint {path} cannot be read: {e.strerror or e}") from None
+    except Exception as e:  # noqa: BLE001 - torch raises many kinds for damaged files
+        _refuse(path, e)
+    if not isinstance(state, dict):
+        raise CorruptInput(f"checkpoint {path} is not an affseg checkpoint: it holds a {type(state).__name__}, "
+                           f"not a mapping with the keys {list(keys)}")
+    missing = [k for k in keys if k not in state]
+    if missing:
+        raise CorruptInput(f"checkpoint {path} is not an affseg checkpoint: it lacks the key(s) {missing} "
+                           f"(expected {list(keys)})")
+    if not isinstance(state["iteration"], int) or isinstance(state["iteration"], bool) or state["iteration"] < 0:
+        raise CorruptInput(f"checkpoint {path}: its iteration must be an integer >= 0, got {state['iteration']!r}")
+    try:
+        state["config"] = validate_config(state["config"], where=f"the config of checkpoint {path}")
+    except InputError as e:
+        raise CorruptInput(str(e)) from None
+    return state
+
+
+def _refuse(path: Path, error: Exception) -> NoReturn:
+    """Raise the error for a checkpoint that ``torch.load(weights_only=True)`` could not load."""
+    if isinstance(error, pickle.UnpicklingError) and _holds_objects(path, str(error)):
+        found = re.search(r"GLOBAL (\S+)", str(error))
+        raise UnsafeCheckpoint(
+            f"checkpoint {path} holds more than plain data (arrays, numbers, strings)"
+            f"{f', e.g. a reference to {found.group(1)}' if found else ''}, and was not loaded: loading it "
+            f"could run code. Use a checkpoint written by affseg train"
+        ) from None
+    # truncated/garbage files: RuntimeError, EOFError, OSError, KeyError, UnpicklingError, zip errors...
+    why = "the file is empty" if path.stat().st_size == 0 else _first_line(error)
+    raise CorruptInput(f"checkpoint {path} is corrupt, truncated or not a checkpoint ({why})") from None
+
+
+def _first_line(error: BaseException, limit: int = 200) -> str:
+    text = str(error).strip()
+    if text.startswith("Weights only load failed"):  # torch's advice to load unsafely: keep its detail only
+        text = text.rsplit("WeightsUnpickler error:", 1)[-1].strip()
+    text = text.splitlines()[0].strip() if text else ""
+    text = text.split(". ")[0].rstrip(".")  # torch adds paragraphs of advice after the first sentence
+    text = f"{type(error).__name__}: {text}" if text else type(error).__name__
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _holds_objects(path: Path, message: str) -> bool:
+    """Whether a file that ``weights_only`` loading refused is a well-formed pickle that refers to
+    something other than plain data (rather than a damaged file). Nothing in it is run: the
+    pickle is only parsed."""
+    if re.search(r"GLOBAL \S+|unrecognized function|Can only (?:create new object|build)", message):
+        return True
+    try:
+        with zipfile.ZipFile(path) as archive:
+            name = next(n for n in archive.namelist() if n.endswith("/data.pkl") or n == "data.pkl")
+            data = archive.read(name)
+        for _ in pickletools.genops(data):
+            pass
+    except Exception:
+        return False
+    return True  # a complete pickle that the plain-data loader refuses: objects, not damage
 
 
 def load_checkpoint(path: str | Path, device="cpu") -> tuple[UNet, dict]:
-    """The model of a checkpoint (in eval mode) and the checkpoint's contents."""
+    """The model of a checkpoint (in eval mode) and the checkpoint's contents.
+
+    The checkpoint is loaded as plain data only; see :func:`_read_checkpoint` for the errors.
+    """
     state = _read_checkpoint(path, device)
     model = build_model(state["config"])
-    model.load_state_dict(state["model"])
+    _load_weights(model, state, path)
     return model.to(device).eval(), state
+
+
+def _load_weights(model: UNet, state: dict, path) -> None:
+    try:
+        model.load_state_dict(state["model"])
+    except (RuntimeError, TypeError, AttributeError, KeyError) as e:
+        raise CorruptInput(f"checkpoint {path}: its weights do not fit the model of its config "
+                           f"({_first_line(e)})") from None
+
+
+def resolve_output_shape(cfg: dict, net: UNet) -> tuple[int, ...]:
+    """The training output shape: ``model.output_shape`` if given (an error if the network cannot
+    produce it), else the valid output shape nearest to a target of ``max(8, 2 * factor)`` voxels
+    per axis, ``factor`` being the product of the downsampling factors on that axis (for the
+    default model, (9, 56, 56) from an input of (45, 268, 268))."""
+    given = cfg["model"]["output_shape"]
+    if given is not None:
+        if len(given) != net.dims:
+            raise InputError(f"model.output_shape {given} must have {net.dims} entries: the network is "
+                             f"{net.dims}D (as the offsets)")
+        net.input_shape(tuple(given))  # a clear error if no input gives it
+        return tuple(int(s) for s in given)
+    target = [max(8, 2 * f) for f in net.total_factor]
+    near = net.valid_output_shapes_near(tuple(target))
+    below, above = near[0], near[-1]
+    shape = tuple(int(b) if abs(t - b) < abs(a - t) else int(a) for t, b, a in zip(target, below, above))
+    net.input_shape(shape)
+    return shape
 
 
 @dataclass
@@ -95,24 +218,189 @@ def _sampler(cfg: dict, net: UNet) -> CropSampler:
                        grow_boundary=cfg["data"]["grow_boundary"], min_labelled=cfg["data"]["min_labelled"])
 
 
-def _prepare_output(output: Path, cfg: dict, overwrite: bool) -> Path | None:
-    """Create the run folder, or find the checkpoint to resume from; refuses a different config."""
+def _protected_paths(cfg: dict, config_path) -> list[tuple[str, Path]]:
+    """The inputs a run must never delete: each data.train volume address (and its container)
+    and the config file, as (what, path)."""
+    from ..io import parse_address
+
+    found = []
+    for i, source in enumerate(cfg["data"]["train"]):
+        for key in ("raw", "labels", "mask"):
+            address = source.get(key)
+            if not isinstance(address, str):
+                continue
+            found.append((f"data.train[{i}].{key}", Path(address)))
+            try:
+                found.append((f"data.train[{i}].{key}", parse_address(address)[0]))
+            except (ValueError, TypeError):
+                pass
+    if config_path is not None:
+        found.append(("the config file", Path(config_path)))
+    return found
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    """Whether ``path`` is ``folder`` or lies inside it, as written and with links resolved."""
+    for p, f in ((path.absolute(), folder.absolute()), (path.resolve(), folder.resolve())):
+        if p == f or f in p.parents:
+            return True
+    return False
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+
+
+def _has_marker(output: Path) -> bool:
+    marker = _read_json(output / RUN_MARKER)
+    return isinstance(marker, dict) and marker.get("kind") == RUN_KIND
+
+
+def _stored_config(output: Path) -> dict | None:
+    """The validated config.json of a run folder, or None if there is none or it is not an affseg config."""
+    stored = _read_json(output / "config.json")
+    if not isinstance(stored, dict):
+        return None
+    try:
+        return validate_config(stored)
+    except (InputError, ValueError, TypeError):
+        return None
+
+
+def _foreign_entries(entries: list[str]) -> list[str]:
+    return [e for e in entries if e not in RUN_ENTRIES and not is_temporary(e)]
+
+
+def _why_not_replaceable(output: Path, entries: list[str], protected) -> str | None:
+    """None if ``overwrite`` may delete ``output``: a training run affseg wrote (its marker, or,
+    for runs older than the marker, a config.json that is a valid affseg config), holding nothing
+    but what a run writes, and none of the config's inputs. Else the reason, for the message."""
+    for what, path in protected:
+        if _inside(path, output):
+            return f"it holds {what} ({path}), which --overwrite would delete"
+    if output.is_symlink():
+        return "it is a symbolic link"
+    foreign = _foreign_entries(entries)
+    old_run = (output / "checkpoints").is_dir() and _stored_config(output) is not None  # from before the marker
+    if not (_has_marker(output) or old_run):
+        return f"it is not an affseg training run{_holds(foreign)}"
+    checkpoints = output / "checkpoints"
+    if checkpoints.is_symlink() or (checkpoints.exists() and not checkpoints.is_dir()):
+        return f"its {checkpoints.name} is not a folder of checkpoints"
+    if checkpoints.is_dir():
+        foreign += [f"checkpoints/{p.name}" for p in sorted(checkpoints.iterdir())
+                    if not (_CHECKPOINT_NAME.match(p.name) or is_temporary(p.name))]
+    if foreign:
+        return f"it holds {_holds(foreign, bare=True)}, which an affseg training run does not write"
+    return None
+
+
+def _holds(names: list[str], bare: bool = False) -> str:
+    if not names:
+        return ""
+    listed = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+    return listed if bare else f" (it holds {listed})"
+
+
+def _remove_run(output: Path, entries: list[str]) -> None:
+    """Delete what a run wrote (every entry was checked to be a run entry or a temporary)."""
+    for name in entries:
+        path = output / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+
+
+def _write_marker(output: Path) -> None:
+    with atomic_path(output / RUN_MARKER) as tmp:
+        tmp.write_text(json.dumps({"kind": RUN_KIND, "version": __version__}, indent=2) + "\n")
+
+
+def _prepare_output(output: Path, cfg: dict, overwrite: bool, protected=()) -> Path | None:
+    """Create the run folder, or find the checkpoint to resume from; refuses a different config,
+    a folder that is not a run, and (``overwrite``) anything but a run that holds no input."""
     stored = output / "config.json"
-    if overwrite and output.exists():
-        shutil.rmtree(output)
-    if stored.exists():
-        previous = json.loads(stored.read_text())
-        same = {k: v for k, v in previous.items() if k != "train"} == {k: v for k, v in cfg.items() if k != "train"}
-        if not same:
-            raise OutputExists(f"{output} holds a run with a different config; pass --overwrite to start over "
-                                  f"or choose another output folder")
-        return latest_checkpoint(output)
-    if output.exists() and any(output.iterdir()):
-        raise OutputExists(f"{output} exists and is not a training run; pass --overwrite to replace it")
-    (output / "checkpoints").mkdir(parents=True, exist_ok=True)
+    if output.exists() or output.is_symlink():
+        if not output.is_dir():
+            raise OutputExists(f"{output} exists and is not a folder; choose another output folder")
+        entries = sorted(p.name for p in output.iterdir())
+        if entries and overwrite:
+            why = _why_not_replaceable(output, entries, protected)
+            if why is not None:
+                raise OutputExists(f"--overwrite (overwrite=True) refuses to replace {output}: {why}. "
+                                   f"It only replaces a training run that affseg wrote; choose another output folder")
+            _remove_run(output, entries)
+            entries = []
+        if entries:
+            previous = _stored_config(output)
+            if previous is None and _has_marker(output) and (stored.exists() or latest_checkpoint(output)):
+                why = "cannot be read as an affseg config" if stored.exists() else "is missing (the run has checkpoints)"
+                raise CorruptInput(f"{stored} {why}; pass --overwrite to start over or choose another output folder")
+            if previous is None and not (_has_marker(output) and not _foreign_entries(entries)):
+                raise OutputExists(f"{output} exists and is not an affseg training run"
+                                   f"{_holds(_foreign_entries(entries))}; choose another output folder")
+            if previous is not None:
+                same = {k: v for k, v in previous.items() if k != "train"} == \
+                    {k: v for k, v in cfg.items() if k != "train"}
+                if not same:
+                    hint = ("pass --overwrite to start over or choose another output folder"
+                            if _why_not_replaceable(output, entries, protected) is None else "choose another output folder")
+                    raise OutputExists(f"{output} holds a run with a different config; {hint}")
+                if not _has_marker(output):
+                    _write_marker(output)  # a run from before the marker: mark it now
+                return latest_checkpoint(output)
+            # else: a run folder killed while it was created (the marker, no config yet): set it up
+    output.mkdir(parents=True, exist_ok=True)
+    _write_marker(output)
+    (output / "checkpoints").mkdir(exist_ok=True)
     with atomic_path(stored) as tmp:
         tmp.write_text(json.dumps(cfg, indent=2))
     return None
+
+
+def _resume(output: Path, device, net: UNet, optimizer) -> tuple[dict, Path]:
+    """Load the newest readable checkpoint of a run into ``net`` and ``optimizer``.
+
+    A checkpoint that cannot be read (truncated, corrupt) is renamed ``<name>.unreadable`` and the
+    previous one is used, with a warning naming both; CorruptInput if none can be read. A
+    checkpoint that holds more than plain data stops the run (UnsafeCheckpoint): it was not
+    written by affseg."""
+    found = sorted((output / "checkpoints").glob("iteration_*.pt"), reverse=True)
+    unreadable = []
+    for path in found:
+        try:
+            state = _read_checkpoint(path, device, RESUME_KEYS)
+            _load_weights(net, state, path)
+            try:
+                optimizer.load_state_dict(state["optimizer"])
+                torch.set_rng_state(state["torch_rng"].cpu())
+            except (ValueError, RuntimeError, TypeError, KeyError, AttributeError) as e:
+                raise CorruptInput(f"checkpoint {path}: its optimizer or random state does not fit this run "
+                                   f"({_first_line(e)})") from None
+        except UnsafeCheckpoint:
+            raise
+        except CorruptInput as e:
+            unreadable.append((path, e))
+            continue
+        if unreadable:
+            moved = []
+            for bad, _ in unreadable:
+                target = bad.with_name(bad.name + ".unreadable")
+                bad.replace(target)
+                moved.append(target.name)
+            warnings.warn(
+                f"resuming {output} from {path} (iteration {state['iteration']}) because the newer "
+                f"checkpoint cannot be read: {'; '.join(str(e) for _, e in unreadable)}. Set aside as "
+                f"{', '.join(moved)}", RuntimeWarning, stacklevel=3)
+        return state, path
+    if not unreadable:
+        raise CorruptInput(f"{output / 'checkpoints'} holds no checkpoint to resume from")
+    raise CorruptInput(f"no checkpoint of {output} can be read: " + "; ".join(str(e) for _, e in unreadable)
+                       + "; pass --overwrite to start over or choose another output folder")
 
 
 def _losses(cfg: dict, outputs: dict, batch: dict, iteration: int) -> tuple[torch.Tensor, dict, str]:
@@ -148,8 +436,9 @@ def _losses(cfg: dict, outputs: dict, batch: dict, iteration: int) -> tuple[torc
 def _save_checkpoint(output: Path, iteration: int, model, optimizer, cfg, keep: int) -> Path:
     path = output / "checkpoints" / f"iteration_{iteration:08d}.pt"
     with atomic_path(path) as tmp:
-        torch.save({"iteration": iteration, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "config": cfg, "torch_rng": torch.get_rng_state()}, tmp)
+        # plain data only: it loads with weights_only=True (the config is made plain by validate_config)
+        torch.save({"iteration": int(iteration), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                    "config": plain(cfg), "torch_rng": torch.get_rng_state()}, tmp)
     for old in sorted((output / "checkpoints").glob("iteration_*.pt"))[:-keep]:
         old.unlink()
     return path
@@ -180,37 +469,61 @@ def _snapshot(output: Path, iteration: int, batch: dict, outputs: dict) -> None:
             write_volume(group / f"pred_{name}", outputs[name][0].detach().cpu().numpy(), axes=axes, overwrite=True)
 
 
-def train(config: dict, output: str | Path, *, overwrite: bool = False, progress: bool = False) -> TrainResult:
+def train(config: dict, output: str | Path, *, overwrite: bool = False, progress: bool = False,
+          config_path: str | Path | None = None) -> TrainResult:
     """Train (or resume) the run in ``output`` as the config says.
 
     Parameters
     ----------
     config : dict
         A config as read by :func:`affseg.learn.config.load_config` (validated here again).
+        A null ``model.output_shape`` is resolved (:func:`resolve_output_shape`); ``config.json``
+        and the checkpoints store the resolved shape, so a resume compares resolved shapes.
     output : path
-        Run folder: ``config.json``, ``checkpoints/iteration_*.pt``, ``log.csv``, ``snapshots.zarr``.
-        An existing run with the same config resumes from its last checkpoint.
+        Run folder: ``affseg-run.json`` (the marker ``{"kind": "affseg training run", "version":
+        ...}``, written atomically when the folder is created), ``config.json``,
+        ``checkpoints/iteration_*.pt``, ``log.csv``, ``snapshots.zarr``. An existing run with the
+        same config resumes from its last readable checkpoint (an unreadable newer one is set
+        aside with a warning). An existing folder that is not a run is refused.
     overwrite : bool
-        Delete an existing run folder first.
+        Replace an existing run folder. Only a folder that affseg identifies as a training run
+        it wrote is replaced: it holds the marker (or, for runs older than the marker, a
+        ``config.json`` that is a valid affseg config and a ``checkpoints`` folder) and nothing
+        but run entries (the files above, ``checkpoints/`` holding only ``iteration_*.pt``, and
+        affseg's hidden temporaries ``.<name>.tmp-*``), and none of the config's inputs
+        (data.train volumes) nor ``config_path`` lies inside it. Anything else is refused with
+        :class:`~affseg.errors.OutputExists`; nothing is deleted.
     progress : bool
         Show a tqdm progress bar.
+    config_path : path, optional
+        The config file the config was read from, protected like the inputs.
+
+    Raises
+    ------
+    InputError
+        A bad config (before any file is written).
+    OutputExists
+        ``output`` is not a run, holds a run of a different config, or may not be replaced.
+    CorruptInput
+        No checkpoint of the run to resume can be read (UnsafeCheckpoint: one holds more than
+        plain data).
+    TrainingError
+        The loss became non-finite; the last good checkpoint is kept.
     """
     cfg = validate_config(config)
     output = Path(output)
     torch.manual_seed(cfg["train"]["seed"])  # the initial weights
     net = build_model(cfg)
+    cfg["model"]["output_shape"] = list(resolve_output_shape(cfg, net))
     sampler = _sampler(cfg, net)  # shapes and sources checked before any file is written
     device = _device(cfg["train"]["device"])
-    resume = _prepare_output(output, cfg, overwrite)
+    resume = _prepare_output(output, cfg, overwrite, _protected_paths(cfg, config_path))
     net = net.to(device)
     optimizer = torch.optim.Adam(net.parameters(), lr=cfg["train"]["learning_rate"], betas=tuple(cfg["train"]["betas"]))
     start = 0
     log = output / "log.csv"
     if resume is not None:
-        state = _read_checkpoint(resume, device)
-        net.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        torch.set_rng_state(state["torch_rng"])
+        state, resume = _resume(output, device, net, optimizer)
         start = state["iteration"]
     _truncate_log(log, start)  # rows of iterations after the checkpoint (or of a run that never saved one)
     total = cfg["train"]["iterations"]
