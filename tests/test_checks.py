@@ -53,7 +53,7 @@ def test_agglomerate_and_segment_thresholds(affs, thresholds, match):
         affseg.agglomerate(affs, fragments, thresholds)
     for method in ("mala", "cc"):
         with pytest.raises(InputError, match=match if thresholds != [] else "at least one threshold"):
-            affseg.segment(affs, thresholds, method=method)
+            affseg.segment(affs, thresholds=thresholds, method=method)
 
 
 def test_close_but_distinct_thresholds_are_kept(affs):

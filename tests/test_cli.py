@@ -132,7 +132,7 @@ def test_segment_random_walker(tmp_path, seeds):
     assert main(["segment", str(data / "affs"), str(out), "--method", "rw", "--rw-seeds", seeds,
                  "--thresholds", "0.3", "--min-seed-distance", "6"]) == 0
     affs, _ = read_volume(data / "affs")
-    expected = segment(affs, [0.3], method="rw", rw_seeds=seeds, min_seed_distance=6).segmentation(0)
+    expected = segment(affs, thresholds=[0.3], method="rw", rw_seeds=seeds, min_seed_distance=6).segmentation(0)
     name = "threshold_0.3" if seeds == "fragments" else "segmentation"
     seg, _ = read_volume(out / name)
     np.testing.assert_array_equal(seg, expected)

@@ -16,11 +16,11 @@ from affseg.io import open_volume, read_volume
 
 OFFSETS = "[[-1,0,0],[0,-1,0],[0,0,-1],[-2,0,0],[0,-4,0],[0,0,-4]]"
 METHODS = {
-    "mala": ["--thresholds", "0.3", "0.6"],
+    "mala": ["--thresholds", "0.3", "0.6", "--min-seed-distance", "4"],
     "cc": ["--thresholds", "0.3", "0.6"],
     "mws": ["--long-range-bias", "0.7"],
-    "gasp": ["--superpixels"],
-    "rw": ["--thresholds", "0.3"],
+    "gasp": ["--superpixels", "--min-seed-distance", "4"],
+    "rw": ["--thresholds", "0.3", "--min-seed-distance", "4"],
 }
 
 
@@ -35,10 +35,9 @@ def data(tmp_path_factory):
 @pytest.mark.parametrize("method", sorted(METHODS))
 def test_every_method_writes_both_backends_and_evaluates_by_the_same_path(tmp_path, data, method, backend, capsys):
     out = tmp_path / f"out{backend}" / "seg"
-    assert main(["segment", str(data / "affs"), str(out), "--method", method, "--min-seed-distance", "4",
-                 *METHODS[method]]) == 0
-    names = ["segmentation"] if method in ("mws", "gasp") else ["threshold_0.3", "threshold_0.6"][
-        : len(METHODS[method]) - 1]
+    assert main(["segment", str(data / "affs"), str(out), "--method", method, *METHODS[method]]) == 0
+    thresholds = [a for a in METHODS[method] if a in ("0.3", "0.6")]
+    names = [f"threshold_{t}" for t in thresholds] or ["segmentation"]
     for name in names:
         seg, _ = read_volume(out / name)
         assert seg.shape == (4, 32, 32) and seg.dtype == np.uint64 and seg.min() >= 1
@@ -66,6 +65,7 @@ def test_close_thresholds_get_their_own_datasets(tmp_path, data):
     (["--offsets", "[[-1,0,0],"], "--offsets must be JSON"),
     (["--offsets", "[[-1,0,0],[0,-1]]"], "offsets"),
     (["--min-seed-distance", "0"], "min_seed_distance"),
+    (["--method", "cc", "--bias", "0.4"], "--bias is not an option of --method cc"),
 ])
 def test_bad_input_exits_2_and_writes_nothing(tmp_path, data, capsys, args, match):
     out = tmp_path / "out.zarr" / "seg"

@@ -81,46 +81,67 @@ def threshold_name(threshold: float) -> str:
 SEGMENT_RECORD = "affseg_segment"  # group attribute: what a segment run writes, and whether it finished
 
 
+def _method_options(args):
+    """The chosen method and its options as given on the command line (checked, defaults filled);
+    a flag of another method is an error."""
+    from .methods import get_method, methods
+
+    method = get_method(args.method)
+    own = {o.name for o in method.options}
+    given = {}
+    for name in sorted({o.name for m in methods().values() for o in m.options}):
+        value = getattr(args, name, None)
+        if value is None:
+            continue
+        if name not in own:
+            flag = "--" + name.replace("_", "-")
+            raise InputError(f"{flag} is not an option of --method {method.name} (its options: "
+                             f"{', '.join('--' + o.replace('_', '-') for o in sorted(own)) or 'none'})")
+        given[name] = value
+    return method, method.resolve(given)
+
+
 def _segment_plan(args) -> dict:
-    """Everything ``segment`` will do, checked before any input is read: thresholds, names,
-    offsets, output location (not an input, writable)."""
+    """Everything ``segment`` will do, checked before any input is read: method and options,
+    thresholds, names, offsets, output location (not an input, writable)."""
     from ._checks import as_thresholds
     from .io import check_output_writable, parse_address
-    from .pipeline import check_options
 
-    check_options(method=args.method, merge_function=args.merge_function, min_seed_distance=args.min_seed_distance,
-                  min_size=args.min_size, bias=args.bias, long_range_bias=args.long_range_bias,
-                  linkage=args.linkage, strides=args.strides, rw_seeds=args.rw_seeds)
-    single = args.method in ("mws", "gasp") or (args.method == "rw" and args.rw_seeds == "maxima")
+    method, options = _method_options(args)
+    single = not method.thresholded(options)
     thresholds = [] if single else [float(t) for t in as_thresholds(args.thresholds, name="--thresholds")]
     out = args.output.rstrip("/")
     names = ["segmentation"] if single else [threshold_name(t) for t in thresholds]
-    if args.method in ("mala", "rw") and not single or (args.method == "gasp" and args.superpixels):
+    if method.uses_fragments(options):
         names = ["fragments"] + names
     container, group, _ = parse_address(f"{out}/{names[0]}")
     group = group.rpartition("/")[0]
-    source = parse_address(args.affs)
-    if source[0].resolve() == container.resolve():
-        clash = [n for n in names if "/".join(filter(None, [group, n])) == source[1]]
-        if clash or source[1] == group:
-            raise InputError(f"the output {out} would replace the input {args.affs}; choose another output")
+    inputs = [args.affs] + ([args.mask] if args.mask else [])
+    for address in inputs:
+        source = parse_address(address)
+        if source[0].resolve() == container.resolve():
+            clash = [n for n in names if "/".join(filter(None, [group, n])) == source[1]]
+            if clash or source[1] == group:
+                raise InputError(f"the output {out} would replace the input {address}; choose another output")
     check_output_writable(container)
-    return {"single": single, "thresholds": thresholds, "names": names, "out": out, "container": container,
-            "group": group, "offsets": _offsets(args.offsets)}
+    return {"method": method, "options": options, "single": single, "thresholds": thresholds, "names": names,
+            "out": out, "container": container, "group": group, "offsets": _offsets(args.offsets)}
 
 
-def _segment_identity(args, plan: dict, affs: np.ndarray, offsets) -> dict:
-    """What makes two segment runs the same: input (address, shape, dtype, content hash),
-    offsets, method and every option."""
+def _digest(array: np.ndarray) -> str:
     import hashlib
 
-    digest = hashlib.blake2b(np.ascontiguousarray(affs).data, digest_size=16).hexdigest()
-    options = {k: v for k, v in sorted(vars(args).items()) if k not in ("func", "command", "overwrite", "debug",
-                                                                         "affs", "output", "thresholds", "offsets")}
+    return hashlib.blake2b(np.ascontiguousarray(array).data, digest_size=16).hexdigest()
+
+
+def _segment_identity(args, plan: dict, affs: np.ndarray, offsets, mask) -> dict:
+    """What makes two segment runs the same: input (address, shape, dtype, content hash),
+    offsets, mask, method and every option."""
     return {"input": {"address": str(args.affs), "shape": list(affs.shape), "dtype": str(affs.dtype),
-                      "blake2b": digest},
-            "offsets": offsets.tolist(),
-            "thresholds": plan["thresholds"], "options": options}
+                      "blake2b": _digest(affs)},
+            "mask": None if mask is None else {"address": str(args.mask), "blake2b": _digest(mask)},
+            "offsets": offsets.tolist(), "method": plan["method"].name, "thresholds": plan["thresholds"],
+            "options": plan["options"]}
 
 
 def _clean_output_group(container, group: str) -> None:
@@ -149,7 +170,8 @@ def cmd_segment(args) -> int:
         if plan["offsets"] is not None:
             offsets = plan["offsets"]
         offsets = as_offsets(offsets, affs.ndim - 1, channels=affs.shape[0])
-        identity = _segment_identity(args, plan, affs, offsets)
+        mask = read_volume(args.mask)[0] != 0 if args.mask else None
+        identity = _segment_identity(args, plan, affs, offsets, mask)
         record = read_group_record(container, group, SEGMENT_RECORD)
         existing = [name for name, address in targets.items() if volume_exists(address)]
         resume = record is not None and record.get("identity") == identity and not args.overwrite
@@ -174,12 +196,8 @@ def cmd_segment(args) -> int:
             print(f"resuming {out}: {len(existing)} of {len(targets)} datasets were written before")
         fragments = read_volume(targets["fragments"])[0] if "fragments" in existing else None
         bar = _progress(len(todo) + 1, "segment")
-        result = segment(affs, plan["thresholds"], offsets=offsets, method=args.method,
-                         merge_function=args.merge_function, fragments_in_xy=args.fragments_in_xy,
-                         min_seed_distance=args.min_seed_distance, min_size=args.min_size,
-                         bias=args.bias, long_range_bias=args.long_range_bias, linkage=args.linkage,
-                         cannot_link=args.cannot_link, superpixels=args.superpixels, strides=args.strides,
-                         rw_seeds=args.rw_seeds, fragments=fragments)
+        result = segment(affs, offsets, method=plan["method"].name, thresholds=plan["thresholds"] or None,
+                         mask=mask, voxel_size=meta.voxel_size, fragments=fragments, **plan["options"])
         bar.update()
         # the record goes first: datasets without it would look like another run's
         write_group_record(container, group, SEGMENT_RECORD, {"identity": identity, "datasets": plan["names"],
@@ -187,32 +205,22 @@ def cmd_segment(args) -> int:
         spatial = dict(voxel_size=meta.voxel_size, offset=meta.offset, overwrite=True)
         segmentations = [n for n in plan["names"] if n != "fragments"]
         for name in todo:
+            attrs = {"method": plan["method"].name, **plan["options"]}
             if name == "fragments":
-                data, attrs = result.fragments, {"method": args.method}
+                data = result.fragments
             else:
                 index = segmentations.index(name)
-                data, attrs = result.segmentation(index), _segment_attrs(args, plan, index)
+                data = result.segmentation(index)
+                if not plan["single"]:
+                    attrs["threshold"] = plan["thresholds"][index]
             write_volume(targets[name], data, attrs=attrs, **spatial)
             bar.update()
         bar.close()
         write_group_record(container, group, SEGMENT_RECORD, {"identity": identity, "datasets": plan["names"],
                                                               "complete": True})
-    single = plan["single"]
-    print(f"wrote {out}/segmentation" if single else f"wrote {len(segmentations)} segmentations to {out}/threshold_*")
+    print(f"wrote {out}/segmentation" if plan["single"] else
+          f"wrote {len(segmentations)} segmentations to {out}/threshold_*")
     return 0
-
-
-def _segment_attrs(args, plan: dict, index: int) -> dict:
-    attrs = {"method": args.method}
-    if args.method in ("mws", "gasp"):
-        attrs.update(bias=args.bias, long_range_bias=args.long_range_bias)
-    elif not plan["single"]:
-        attrs.update(threshold=plan["thresholds"][index])
-    if args.method == "rw":
-        attrs.update(rw_seeds=args.rw_seeds)
-    if args.method == "gasp":
-        attrs.update(linkage=args.linkage, cannot_link=args.cannot_link, superpixels=args.superpixels)
-    return attrs
 
 
 # ------------------------------------------------------------------ evaluate
@@ -500,6 +508,33 @@ def cmd_predict(args) -> int:
 # ------------------------------------------------------------------ main
 
 
+def _add_method_flags(parser) -> None:
+    """--method and one flag per option of any registered method (the registry says which)."""
+    from .methods import methods
+
+    registry = methods()
+    parser.add_argument("--method", choices=list(registry), default="mala",
+                        help="; ".join(f"{m.name}: {m.summary}" for m in registry.values()))
+    seen: dict[str, tuple] = {}
+    for method in registry.values():
+        for option in method.options:
+            seen.setdefault(option.name, (option, []))[1].append(method.name)
+    for name, (option, users) in seen.items():
+        default = "" if option.default in (None, False) else f"; default {option.default}"
+        help_text = f"{option.help} [{', '.join(users)}{default}]"
+        kwargs = {"dest": name, "default": None, "help": help_text}
+        if option.kind == "bool":
+            parser.add_argument(option.flag, action="store_true", **kwargs)
+        elif option.kind == "ints":
+            parser.add_argument(option.flag, type=int, nargs="+", **kwargs)
+        else:
+            kind = {"int": int, "float": float, "str": str}[option.kind]
+            parser.add_argument(option.flag, type=kind, choices=option.choices, **kwargs)
+    # the spelling of earlier versions
+    parser.add_argument("--fragments-in-xy", dest="in_plane", action="store_true", default=None,
+                        help=argparse.SUPPRESS)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="affseg", description="Affinity-based segmentation of EM volumes.")
     p.add_argument("--debug", action="store_true", help="show full tracebacks instead of one-line errors")
@@ -515,30 +550,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--overwrite", action="store_true")
     s.set_defaults(func=cmd_synth)
 
-    g = sub.add_parser("segment", help="affinities -> one segmentation per threshold")
+    g = sub.add_parser("segment", help="affinities -> segmentations (one per threshold, or one)",
+                       description="Segment affinities with one of the registered methods. Each method's options "
+                                   "are listed below with the methods that take them (docs/methods.md).")
     g.add_argument("affs", help="affinities dataset, e.g. synth.zarr/affs")
-    g.add_argument("output", help="output group, e.g. out.zarr/seg (writes fragments, threshold_*)")
-    g.add_argument("--thresholds", type=float, nargs="+", default=DEFAULT_THRESHOLDS)
-    g.add_argument("--method", choices=["mala", "cc", "mws", "gasp", "rw"], default="mala",
-                   help="mala: fragments + agglomeration; cc: threshold + components; mws: Mutex "
-                        "Watershed; gasp: GASP (mws and gasp need long-range offsets, no thresholds); "
-                        "rw: seeded random walker (seeds: see --rw-seeds)")
-    g.add_argument("--rw-seeds", choices=["fragments", "maxima"], default="fragments",
-                   help="rw: 'fragments' seeds each threshold's MALA segmentation inside the cells and "
-                        "lets the walk decide the boundaries; 'maxima' seeds one label per distance maximum "
-                        "(one segmentation, one solve per seed: slow for many seeds)")
-    g.add_argument("--merge-function", default="hist_quant_75")
-    g.add_argument("--fragments-in-xy", action="store_true")
-    g.add_argument("--min-seed-distance", type=int, default=10)
-    g.add_argument("--min-size", type=int, default=0)
+    g.add_argument("output", help="output group, e.g. out.zarr/seg (writes fragments, threshold_* or segmentation)")
+    _add_method_flags(g)
+    g.add_argument("--thresholds", type=float, nargs="+", default=DEFAULT_THRESHOLDS,
+                   help="thresholds of the methods that have them (mala: on the merge score; cc: on the "
+                        f"affinity; rw with fragment seeds); default {' '.join(map(str, DEFAULT_THRESHOLDS))}")
     g.add_argument("--offsets", help="JSON offsets (default: the dataset's 'offsets' attribute)")
-    g.add_argument("--bias", type=float, default=0.5, help="mws/gasp: weight = affinity - bias")
-    g.add_argument("--long-range-bias", type=float, help="mws/gasp: bias of the long-range channels")
-    g.add_argument("--strides", type=int, nargs="+", help="mws: sub-sampling of long-range edges (zyx)")
-    g.add_argument("--linkage", default="mean", choices=["mean", "sum", "max", "min", "abs_max"])
-    g.add_argument("--cannot-link", action="store_true", help="gasp: add cannot-link constraints")
-    g.add_argument("--superpixels", action="store_true", help="gasp: on MALA fragments, not voxels")
-    g.add_argument("--overwrite", action="store_true")
+    g.add_argument("--mask", help="mask dataset (non-zero = segment here); voxels outside get 0")
+    g.add_argument("--overwrite", action="store_true", help="replace an earlier segment output (affseg's own only)")
     g.set_defaults(func=cmd_segment)
 
     e = sub.add_parser("evaluate", help="segmentation(s) vs ground truth -> table, JSON, curve PNG")

@@ -1,0 +1,29 @@
+"""GASP on the signed graph of voxels, or of MALA fragments: one segmentation."""
+from __future__ import annotations
+
+import numpy as np
+
+from . import Method, Option, Segmentation
+from ._shared import BIAS, FRAGMENT_OPTIONS, LONG_RANGE_BIAS, fragments_of
+
+
+def run(affs, offsets, *, thresholds, mask, voxel_size, fragments, **options) -> Segmentation:
+    from ..graph.gasp import gasp
+
+    if options["superpixels"]:
+        fragments = fragments_of(affs, offsets, options, mask=mask, voxel_size=voxel_size, fragments=fragments)
+    else:
+        fragments = None
+    seg = gasp(affs, offsets, bias=options["bias"], long_range_bias=options["long_range_bias"],
+               linkage=options["linkage"], cannot_link=options["cannot_link"], mask=mask, fragments=fragments)
+    return Segmentation("gasp", np.array([np.nan], np.float32), fragments, None, [seg])
+
+
+LINKAGE = Option("linkage", "str", "mean", "gasp: linkage of merged clusters",
+                 choices=("mean", "sum", "max", "min", "abs_max"))
+CANNOT_LINK = Option("cannot_link", "bool", False, "gasp: add cannot-link constraints")
+SUPERPIXELS = Option("superpixels", "bool", False, "gasp: on MALA fragments, not voxels")
+METHOD = Method("gasp", "GASP (needs long-range offsets; no thresholds)", run,
+                options=(BIAS, LONG_RANGE_BIAS, LINKAGE, CANNOT_LINK, SUPERPIXELS, *FRAGMENT_OPTIONS),
+                thresholded=lambda options: False, uses_fragments=lambda options: options["superpixels"],
+                needs_long_range=True)

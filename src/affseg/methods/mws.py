@@ -1,0 +1,22 @@
+"""The Mutex Watershed on short- and long-range affinities: one segmentation."""
+from __future__ import annotations
+
+import numpy as np
+
+from . import Method, Option, Segmentation
+from ._shared import BIAS, LONG_RANGE_BIAS, MIN_SIZE
+
+
+def run(affs, offsets, *, thresholds, mask, voxel_size, fragments, **options) -> Segmentation:
+    from ..graph.mutex import mutex_watershed
+
+    seg = mutex_watershed(affs, offsets, bias=options["bias"], long_range_bias=options["long_range_bias"],
+                          strides=options["strides"], mask=mask, min_size=options["min_size"])
+    return Segmentation("mws", np.array([np.nan], np.float32), None, None, [seg])
+
+
+STRIDES = Option("strides", "ints", None, "mws: keep the long-range edges on a grid with this step (z y x)",
+                 minimum=1)
+METHOD = Method("mws", "Mutex Watershed (needs long-range offsets; no thresholds)", run,
+                options=(BIAS, LONG_RANGE_BIAS, STRIDES, MIN_SIZE), thresholded=lambda options: False,
+                needs_long_range=True)
