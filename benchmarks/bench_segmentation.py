@@ -47,7 +47,7 @@ def run_affseg(affs, thresholds):
     from affseg import agglomerate, extract_fragments
 
     fragments = extract_fragments(affs)
-    result = agglomerate(affs, fragments, thresholds, merge_function=MERGE_FUNCTION)
+    result = agglomerate(affs, fragments, thresholds=thresholds, merge_function=MERGE_FUNCTION)
     segs = []
     for i in range(len(thresholds)):
         segs.append(result.segmentation(i))
@@ -96,13 +96,13 @@ def agglomeration_only(method: str, data_dir: Path) -> dict:
     from affseg import agglomerate
     from affseg.graph.agglomeration import waterz_scoring_function
 
-    agglomerate(np.ascontiguousarray(affs[:, :4, :16, :16]), np.ascontiguousarray(fragments[:4, :16, :16]), [0.5])
+    agglomerate(np.ascontiguousarray(affs[:, :4, :16, :16]), np.ascontiguousarray(fragments[:4, :16, :16]), thresholds=[0.5])
     import waterz
 
     rss_before = _status_mb("VmRSS")
     start = time.perf_counter()
     if method == "affseg-agglomerate":
-        result = agglomerate(affs, fragments, THRESHOLDS, merge_function=MERGE_FUNCTION)
+        result = agglomerate(affs, fragments, thresholds=THRESHOLDS, merge_function=MERGE_FUNCTION)
         for i in range(len(THRESHOLDS)):
             result.segmentation(i)
     else:
@@ -249,7 +249,7 @@ from affseg.synthetic import make_volume
 vol = make_volume((8, 48, 48), seed=0)
 t0 = time.perf_counter()
 f = extract_fragments(vol.affs)
-agglomerate(vol.affs, f, [0.5]).segmentation(0)
+agglomerate(vol.affs, f, thresholds=[0.5]).segmentation(0)
 evaluate(f, vol.labels)
 print(time.perf_counter() - t0)
 """

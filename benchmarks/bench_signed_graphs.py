@@ -68,7 +68,7 @@ def segment(method: str, affs: np.ndarray):
         return gasp(crop, OFFSETS, bias=BIAS, linkage="mean")
     fragments = extract_fragments(affs, OFFSETS)
     if method == "affseg-mala":
-        return agglomerate(affs, fragments, MALA_THRESHOLDS, offsets=OFFSETS, merge_function="hist_quant_75")
+        return agglomerate(affs, fragments, thresholds=MALA_THRESHOLDS, offsets=OFFSETS, merge_function="hist_quant_75")
     linkage = "abs_max" if method.endswith("abs-max") else "mean"
     return gasp(affs, OFFSETS, bias=BIAS, linkage=linkage, fragments=fragments)
 

@@ -49,7 +49,7 @@ def evaluate_run(ckpt, out: Path) -> dict:
     thresholds = [round(0.05 * k, 2) for k in range(1, 20)]  # 0.05 ... 0.95: MALIS's best sits near a cliff
     fragments = extract_fragments(affs)
     with contextlib.redirect_stdout(io.StringIO()):
-        result = agglomerate(affs, fragments, thresholds)
+        result = agglomerate(affs, fragments, thresholds=thresholds)
     rows = [{"threshold": t, **evaluate(result.segmentation(i), labels)} for i, t in enumerate(result.thresholds)]
     best = min(rows, key=lambda r: r["voi_split"] + r["voi_merge"])
     at_half = next(r for r in rows if abs(r["threshold"] - 0.5) < 1e-9)

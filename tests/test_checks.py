@@ -31,8 +31,8 @@ def test_offsets_beyond_the_volume_link_nothing_in_every_method(affs):
     np.testing.assert_array_equal(affseg.extract_fragments(wide, far), affseg.extract_fragments(nearest))
     np.testing.assert_array_equal(affseg.mutex_watershed(wide, far), affseg.mutex_watershed(nearest))
     fragments = affseg.extract_fragments(nearest)
-    a = affseg.agglomerate(wide, fragments, [0.5], offsets=far)
-    b = affseg.agglomerate(nearest, fragments, [0.5])
+    a = affseg.agglomerate(wide, fragments, far, thresholds=[0.5])
+    b = affseg.agglomerate(nearest, fragments, thresholds=[0.5])
     np.testing.assert_array_equal(a.segment_ids, b.segment_ids)
 
 
@@ -50,14 +50,14 @@ def test_connected_components_threshold_must_be_a_number(affs, threshold):
 def test_agglomerate_and_segment_thresholds(affs, thresholds, match):
     fragments = np.ones(affs.shape[1:], np.uint64)
     with pytest.raises(InputError, match=match):
-        affseg.agglomerate(affs, fragments, thresholds)
+        affseg.agglomerate(affs, fragments, thresholds=thresholds)
     for method in ("mala", "cc"):
         with pytest.raises(InputError, match=match if thresholds != [] else "at least one threshold"):
             affseg.segment(affs, thresholds=thresholds, method=method)
 
 
 def test_close_but_distinct_thresholds_are_kept(affs):
-    result = affseg.agglomerate(affs, affseg.extract_fragments(affs), [0.30004, 0.30001])
+    result = affseg.agglomerate(affs, affseg.extract_fragments(affs), thresholds=[0.30004, 0.30001])
     assert result.thresholds.tolist() == np.float32([0.30001, 0.30004]).tolist()
 
 

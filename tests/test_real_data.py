@@ -11,7 +11,7 @@ def test_neuroproof_noisy_affinities_segment_well(shared_data):
         labels = vol[:24, :128, :128]
     affs = noisy_affinities(labels, seed=0)
     fragments = extract_fragments(affs, min_seed_distance=8)
-    result = agglomerate(affs, fragments, [0.1, 0.3, 0.5, 0.7])
+    result = agglomerate(affs, fragments, thresholds=[0.1, 0.3, 0.5, 0.7])
     scores = [evaluate(s, labels) for s in result.segmentations()]
     best = min(scores, key=lambda s: s["voi"])
     over = evaluate(fragments, labels)

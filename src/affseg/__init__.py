@@ -11,6 +11,9 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "affinities_from_labels": "affseg.conventions",
     "agglomerate": "affseg.graph.agglomeration",
+    "agglomerate_graph": "affseg.graph.agglomeration",
+    "edge_statistics": "affseg.graph.statistics",
+    "merge_edge_statistics": "affseg.graph.statistics",
     "connected_components": "affseg.graph.components",
     "evaluate": "affseg.evaluation.metrics",
     "extract_fragments": "affseg.graph.fragments",

@@ -425,7 +425,7 @@ def cmd_demo(args) -> int:
         steps.set_postfix_str("fragments + agglomerate")
         nearest = affs[:3]
         fragments = extract_fragments(nearest, offsets[:3], min_seed_distance=args.min_seed_distance)
-        agg = agglomerate(nearest, fragments, thresholds, offsets=offsets[:3], merge_function=args.merge_function)
+        agg = agglomerate(nearest, fragments, offsets[:3], thresholds=thresholds, merge_function=args.merge_function)
         steps.update()
         steps.set_postfix_str("mutex watershed + gasp")
         mws = mutex_watershed(affs, offsets, **DEMO_BIASES)

@@ -36,7 +36,7 @@ def synthetic():
 def test_identical_to_waterz_on_synthetic_fragments(synthetic, merge_function):
     vol, fragments = synthetic
     thresholds = [0.05, 0.2, 0.35, 0.5, 0.65, 0.8]
-    ours = agglomerate(vol.affs, fragments, thresholds, merge_function=merge_function)
+    ours = agglomerate(vol.affs, fragments, thresholds=thresholds, merge_function=merge_function)
     ref = waterz_segmentations(vol.affs, fragments, thresholds, merge_function)
     for i, expected in enumerate(ref):
         # same partition and even the same ids (a segment is named by its smallest fragment)
@@ -51,7 +51,7 @@ def test_identical_to_waterz_on_random_fragments(seed):
     fragments = rng.integers(0, rng.integers(2, 40), size=shape).astype(np.uint64)  # 0 = background
     thresholds = sorted(rng.random(4).tolist())
     for merge_function in PARITY_FUNCTIONS:
-        ours = agglomerate(affs, fragments, thresholds, merge_function=merge_function)
+        ours = agglomerate(affs, fragments, thresholds=thresholds, merge_function=merge_function)
         ref = waterz_segmentations(affs, fragments, thresholds, merge_function)
         for i, expected in enumerate(ref):
             np.testing.assert_array_equal(ours.segmentation(i), expected, err_msg=merge_function)
@@ -61,7 +61,7 @@ def test_merge_history_matches_waterz(synthetic):
     from conftest import quiet_stdout
 
     vol, fragments = synthetic
-    ours = agglomerate(vol.affs, fragments, [0.3, 0.6], merge_function="hist_quant_75")
+    ours = agglomerate(vol.affs, fragments, thresholds=[0.3, 0.6], merge_function="hist_quant_75")
     with quiet_stdout():
         ref = [h for _, h in waterz.agglomerate(
             vol.affs, [0.3, 0.6], fragments=fragments.copy(), return_merge_history=True,
@@ -79,7 +79,7 @@ def test_region_graph_matches_waterz_before_merging(synthetic):
     from conftest import quiet_stdout
 
     vol, fragments = synthetic
-    ours = agglomerate(vol.affs, fragments, [0.0], merge_function="mean")
+    ours = agglomerate(vol.affs, fragments, thresholds=[0.0], merge_function="mean")
     with quiet_stdout():
         _, graph = next(waterz.agglomerate(
             vol.affs, [0.0], fragments=fragments.copy(), return_region_graph=True,
@@ -92,8 +92,8 @@ def test_region_graph_matches_waterz_before_merging(synthetic):
 def test_ids_above_2_32_give_the_same_partition(synthetic):
     vol, fragments = synthetic
     big = fragments * np.uint64(2**40) + np.uint64(2**33)
-    small = agglomerate(vol.affs, fragments, [0.4])
-    large = agglomerate(vol.affs, big, [0.4])
+    small = agglomerate(vol.affs, fragments, thresholds=[0.4])
+    large = agglomerate(vol.affs, big, thresholds=[0.4])
     from conftest import same_partition
 
     assert same_partition(small.segmentation(0), large.segmentation(0))
@@ -103,16 +103,16 @@ def test_ids_above_2_32_give_the_same_partition(synthetic):
 def test_two_dimensional_input_equals_a_single_section(synthetic):
     vol, fragments = synthetic
     affs2d, frags2d = vol.affs[1:, 3], fragments[3]
-    ours = agglomerate(affs2d, frags2d, [0.3, 0.6])
+    ours = agglomerate(affs2d, frags2d, thresholds=[0.3, 0.6])
     lifted = np.concatenate([np.zeros_like(affs2d[:1]), affs2d])[:, None]
-    ref = agglomerate(lifted, frags2d[None], [0.3, 0.6])
+    ref = agglomerate(lifted, frags2d[None], thresholds=[0.3, 0.6])
     for i in range(2):
         np.testing.assert_array_equal(ours.segmentation(i), ref.segmentation(i)[0])
 
 
 def test_region_graphs_per_threshold_shrink_and_are_consistent(synthetic):
     vol, fragments = synthetic
-    result = agglomerate(vol.affs, fragments, [0.2, 0.5], return_region_graph=True)
+    result = agglomerate(vol.affs, fragments, thresholds=[0.2, 0.5], return_region_graph=True)
     for i, graph in enumerate(result.region_graphs):
         seg_ids = set(result.segment_ids[i].tolist())
         assert set(graph["u"].tolist()) <= seg_ids and set(graph["v"].tolist()) <= seg_ids
@@ -153,7 +153,7 @@ def rag_components(fragments, edge_filter=None):
        st.sampled_from([0, 256]))
 def test_threshold_zero_gives_fragments_and_one_gives_components(problem, merge_function, queue):
     affs, fragments = problem
-    result = agglomerate(affs, fragments, [0.0, 1.0], merge_function=merge_function, discretize_queue=queue)
+    result = agglomerate(affs, fragments, thresholds=[0.0, 1.0], merge_function=merge_function, discretize_queue=queue)
     np.testing.assert_array_equal(result.segmentation(0), fragments)
     np.testing.assert_array_equal(result.segmentation(1), rag_components(fragments))
     # the history replays into the final partition
@@ -168,7 +168,7 @@ def test_threshold_zero_gives_fragments_and_one_gives_components(problem, merge_
 @given(small_problem(), st.floats(0.0, 1.0))
 def test_max_linkage_with_exact_queue_is_single_linkage(problem, threshold):
     affs, fragments = problem
-    result = agglomerate(affs, fragments, [threshold], merge_function="max", discretize_queue=0)
+    result = agglomerate(affs, fragments, thresholds=[threshold], merge_function="max", discretize_queue=0)
     best = {}
     for axis in range(3):
         a = np.moveaxis(fragments, axis, 0)
@@ -185,8 +185,8 @@ def test_max_linkage_with_exact_queue_is_single_linkage(problem, threshold):
 
 def test_result_does_not_depend_on_memory_order(synthetic):
     vol, fragments = synthetic
-    a = agglomerate(vol.affs, fragments, [0.5])
-    b = agglomerate(np.asfortranarray(vol.affs), np.asfortranarray(fragments), [0.5])
+    a = agglomerate(vol.affs, fragments, thresholds=[0.5])
+    b = agglomerate(np.asfortranarray(vol.affs), np.asfortranarray(fragments), thresholds=[0.5])
     np.testing.assert_array_equal(a.segmentation(0), b.segmentation(0))
 
 
@@ -207,9 +207,9 @@ def test_bad_options(synthetic, kwargs, message):
 def test_bad_fragments(synthetic):
     vol, fragments = synthetic
     with pytest.raises(ValueError, match="does not match"):
-        agglomerate(vol.affs, fragments[1:], [0.5])
+        agglomerate(vol.affs, fragments[1:], thresholds=[0.5])
     with pytest.raises(ValueError, match="integer dtype"):
-        agglomerate(vol.affs, fragments.astype(np.float32), [0.5])
+        agglomerate(vol.affs, fragments.astype(np.float32), thresholds=[0.5])
 
 
 def test_waterz_names_and_relabel():

@@ -77,6 +77,27 @@ def init_statistics(kind, ptr, contact_aff, init_with_max, bins, cnt, val, hist,
 
 
 @njit(cache=True, nogil=True)
+def init_from_statistics(kind, init_with_max, bins, count, total, top, bottom, histogram, cnt, val, hist,
+                         hist_sum):
+    """The initial statistics of :func:`init_statistics`, from merged edge statistics."""
+    for e in range(count.shape[0]):
+        if kind == MEAN:
+            val[e] = np.float32(total[e] / count[e])
+            cnt[e] = count[e]
+        elif kind == MAX:
+            val[e] = max(top[e], np.float32(0))
+        elif kind == MIN:
+            val[e] = bottom[e]
+        elif init_with_max:  # the histogram of init_statistics holds the largest contact only
+            hist[e, discretize(top[e], bins)] = 1
+            hist_sum[e] = 1
+        else:
+            for b in range(bins):
+                hist[e, b] = histogram[e, b]
+            hist_sum[e] = count[e]
+
+
+@njit(cache=True, nogil=True)
 def statistic(kind, e, quantile, bins, cnt, val, hist, hist_sum):
     if kind != HIST:
         return val[e]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -10,12 +11,13 @@ from numba import njit
 
 from .._checks import as_affinities, as_labels, as_thresholds
 from . import _agglomeration_kernels as K
-from .rag import RegionGraph, fragment_graph
+from .rag import fragment_graph
+from .statistics import HISTOGRAM_BINS, EdgeStatistics
 from ..errors import InputError
 
-__all__ = ["Agglomeration", "agglomerate", "parse_merge_function", "relabel", "waterz_scoring_function"]
+__all__ = ["Agglomeration", "agglomerate", "agglomerate_graph", "parse_merge_function", "relabel",
+           "waterz_scoring_function"]
 
-HISTOGRAM_BINS = 256
 MERGE_HISTORY_DTYPE = np.dtype(
     [("a", np.uint64), ("b", np.uint64), ("c", np.uint64), ("score", np.float32), ("threshold_index", np.int32)]
 )
@@ -89,12 +91,19 @@ class Agglomeration:
     segment_ids: np.ndarray
     merge_history: np.ndarray
     region_graph: np.ndarray
-    fragments: np.ndarray = field(repr=False)
+    fragments: np.ndarray | None = field(repr=False)
     region_graphs: list[np.ndarray] | None = None
+
+    def lookup(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """The fragment -> segment table at ``thresholds[index]``: (fragment_ids, segment_ids)."""
+        return self.fragment_ids, self.segment_ids[index]
 
     def segmentation(self, index: int) -> np.ndarray:
         """The segmentation (uint64 volume) at ``thresholds[index]``."""
-        return relabel(self.fragments, self.fragment_ids, self.segment_ids[index])
+        if self.fragments is None:
+            raise InputError("this agglomeration was made from a graph alone: relabel the fragments with "
+                             "relabel(fragments, *result.lookup(index))")
+        return relabel(self.fragments, *self.lookup(index))
 
     def segmentations(self) -> Iterator[np.ndarray]:
         """Segmentations for every threshold, computed one at a time."""
@@ -133,12 +142,18 @@ def relabel(labels, old_ids, new_ids) -> np.ndarray:
 
 
 class _State:
-    """Arrays of one agglomeration, resumable from threshold to threshold."""
+    """Arrays of one agglomeration, resumable from threshold to threshold.
 
-    def __init__(self, rag: RegionGraph, function: MergeFunction, discretize_queue: int):
-        n_edges, n = rag.num_edges, rag.num_nodes
-        self.rag, self.f, self.n_bins = rag, function, discretize_queue
-        self.eu, self.ev = rag.u.copy(), rag.v.copy()
+    ``ids`` are the fragment ids of nodes ``1..n`` (``ids[0] == 0``), ``u < v`` the node indices
+    of the edges, sorted; ``init(kind, init_with_max, bins, cnt, val, hist, hist_sum)`` fills the
+    initial statistics.
+    """
+
+    def __init__(self, ids: np.ndarray, u: np.ndarray, v: np.ndarray, init, function: MergeFunction,
+                 discretize_queue: int):
+        n_edges, n = u.shape[0], ids.shape[0] - 1
+        self.ids, self.num_nodes, self.f, self.n_bins = ids, n, function, discretize_queue
+        self.eu, self.ev = u.copy(), v.copy()
         self.score = np.zeros(n_edges, np.float32)
         self.stale = np.zeros(n_edges, bool)
         self.deleted = np.zeros(n_edges, bool)
@@ -149,8 +164,7 @@ class _State:
         hist_rows = n_edges if function.kind == K.HIST else 0
         self.hist = np.zeros((hist_rows, HISTOGRAM_BINS), np.uint32)
         self.hist_sum = np.zeros(hist_rows, np.int64)
-        K.init_statistics(function.kind, rag.contact_ptr, rag.contact_aff, function.init_with_max,
-                          HISTOGRAM_BINS, self.cnt, self.val, self.hist, self.hist_sum)
+        init(function.kind, function.init_with_max, HISTOGRAM_BINS, self.cnt, self.val, self.hist, self.hist_sum)
         self.qs = np.array([-1, -1, 0, 0, 0], np.int64)
         nb = max(discretize_queue, 1)
         self.bin_head = np.full(nb, -1, np.int64)
@@ -177,15 +191,14 @@ class _State:
         capacity = 1 << int(4 * live + 4).bit_length()
         self.hkeys = np.zeros(capacity, np.uint64)
         self.hvals = np.empty(capacity, np.int64)
-        self.hstate[0] = K.hash_fill(self.hkeys, self.hvals, self.eu, self.ev, self.deleted,
-                                     self.rag.num_nodes)
+        self.hstate[0] = K.hash_fill(self.hkeys, self.hvals, self.eu, self.ev, self.deleted, self.num_nodes)
 
     def merge_until(self, threshold: np.float32) -> None:
         if threshold <= self.merged_until:
             return
         f = self.f
         while K.merge_until(
-            threshold, f.kind, f.quantile, HISTOGRAM_BINS, self.n_bins, self.rag.num_nodes,
+            threshold, f.kind, f.quantile, HISTOGRAM_BINS, self.n_bins, self.num_nodes,
             self.eu, self.ev, self.score, self.stale, self.deleted, self.parent,
             self.slot_next, self.head, self.tail, self.hkeys, self.hvals, self.hstate,
             self.cnt, self.val, self.hist, self.hist_sum, *self._queue(),
@@ -200,8 +213,8 @@ class _State:
             f.kind, f.quantile, HISTOGRAM_BINS, np.float32(self.merged_until), self.eu, self.ev,
             self.score, self.stale, self.deleted, self.cnt, self.val, self.hist, self.hist_sum)
         out = np.empty(len(edges), REGION_GRAPH_DTYPE)
-        out["u"] = self.rag.ids[self.eu[edges]]
-        out["v"] = self.rag.ids[self.ev[edges]]
+        out["u"] = self.ids[self.eu[edges]]
+        out["v"] = self.ids[self.ev[edges]]
         out["score"] = scores
         return out
 
@@ -209,9 +222,9 @@ class _State:
 def agglomerate(
     affs,
     fragments,
-    thresholds: Sequence[float],
-    *,
     offsets=None,
+    *,
+    thresholds: Sequence[float] | None = None,
     merge_function: str = "hist_quant_75",
     discretize_queue: int = 256,
     return_region_graph: bool = False,
@@ -225,7 +238,8 @@ def agglomerate(
     ``discretize_queue`` bins the queue is a bucket queue (first in, first out within a bucket,
     O(1) per operation), exactly as waterz's ``BinQueue``; with 0 it is a binary heap ordered by
     (score, insertion). The partitions equal waterz 0.10.1's with the same scoring function (see
-    :func:`waterz_scoring_function`) and queue.
+    :func:`waterz_scoring_function`) and queue. This is :func:`~affseg.graph.statistics.edge_statistics`
+    followed by :func:`agglomerate_graph`, keeping the contacts so that ``mean`` is waterz's too.
 
     Parameters
     ----------
@@ -233,10 +247,10 @@ def agglomerate(
         Affinities; the nearest-neighbour channels (``-e_d`` or ``+e_d``) are used.
     fragments : (z, y, x) or (y, x) int
         Over-segmentation, any non-negative ids up to 2**64 - 1; 0 is background (no edges).
-    thresholds : sequence of float
-        Thresholds on the score, sorted internally; each gives one partition.
     offsets : (C, ndim) array_like of int, optional
         The offsets of ``affs``; default nearest neighbours.
+    thresholds : sequence of float
+        Thresholds on the score, sorted internally; each gives one partition.
     merge_function : str
         ``mean``, ``max``, ``min``, ``hist_quant_Q`` or ``hist_quant_Q_initmax``.
     discretize_queue : int
@@ -251,42 +265,121 @@ def agglomerate(
     -------
     Agglomeration
     """
+    if thresholds is None and offsets is not None and _looks_like_thresholds(offsets):
+        warnings.warn("agglomerate(affs, fragments, thresholds) is deprecated: pass thresholds=... (the third "
+                      "argument is now offsets)", DeprecationWarning, stacklevel=2)
+        offsets, thresholds = None, offsets
     affs, offsets = as_affinities(affs, offsets)
     frags = as_labels(fragments, name="fragments", shape=affs.shape[1:])
-    function = parse_merge_function(merge_function)
-    if isinstance(discretize_queue, bool) or not 0 <= int(discretize_queue) <= 2**16:
-        raise InputError(f"discretize_queue must be 0 or a number of buckets up to 65536, got {discretize_queue!r}")
-    thr = as_thresholds(thresholds).astype(np.float32)
+    options = _agglomeration_options(thresholds, merge_function, discretize_queue, progress)
     rag = fragment_graph(affs, offsets, frags)
-    state = _State(rag, function, int(discretize_queue))
-    initial = state.region_graph()
-    segment_ids = np.empty((len(thr), rag.num_nodes), np.uint64)
-    history_index = np.empty(rag.num_nodes + 1, np.int32)
-    graphs = [] if return_region_graph else None
+
+    def init(kind, init_with_max, bins, cnt, val, hist, hist_sum):
+        K.init_statistics(kind, rag.contact_ptr, rag.contact_aff, init_with_max, bins, cnt, val, hist, hist_sum)
+
+    result = _agglomerate(rag.ids, rag.u, rag.v, init, return_region_graph=return_region_graph, **options)
+    result.fragments = frags
+    return result
+
+
+def agglomerate_graph(
+    statistics: EdgeStatistics,
+    *,
+    thresholds: Sequence[float],
+    merge_function: str = "hist_quant_75",
+    discretize_queue: int = 256,
+    return_region_graph: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> Agglomeration:
+    """:func:`agglomerate` on a region graph alone: no volume is needed.
+
+    Parameters
+    ----------
+    statistics : EdgeStatistics
+        From :func:`~affseg.graph.statistics.edge_statistics` (of a whole volume) or
+        :func:`~affseg.graph.statistics.merge_edge_statistics` (of its blocks). ``hist_quant_*``
+        needs the histograms.
+    thresholds, merge_function, discretize_queue, return_region_graph, progress
+        As for :func:`agglomerate`.
+
+    Returns
+    -------
+    Agglomeration
+        Without fragments: ``lookup(i)`` gives the fragment -> segment table of threshold ``i``
+        (apply it with :func:`relabel`).
+    """
+    if not isinstance(statistics, EdgeStatistics):
+        raise InputError(f"statistics must be an EdgeStatistics, got {type(statistics).__name__}")
+    options = _agglomeration_options(thresholds, merge_function, discretize_queue, progress)
+    ids = np.concatenate([np.zeros(1, np.uint64), statistics.node_ids])
+    u = np.searchsorted(statistics.node_ids, statistics.u).astype(np.int64) + 1
+    v = np.searchsorted(statistics.node_ids, statistics.v).astype(np.int64) + 1
+    if statistics.num_edges and not (np.array_equal(ids[u], statistics.u) and np.array_equal(ids[v], statistics.v)
+                                     and (u < v).all()):
+        raise InputError("statistics: every edge must join two listed nodes, u < v")
+    function = parse_merge_function(merge_function)
+    contacts = statistics.contacts
+    if contacts is not None:
+        def init(kind, init_with_max, bins, cnt, val, hist, hist_sum):
+            K.init_statistics(kind, contacts.contact_ptr, contacts.contact_aff, init_with_max, bins, cnt, val,
+                              hist, hist_sum)
+    else:
+        if function.kind == K.HIST and not function.init_with_max and statistics.histogram is None:
+            raise InputError(f"merge function {merge_function!r} needs the histograms: compute the statistics "
+                             "with histogram=True")
+        histogram = statistics.histogram if statistics.histogram is not None else np.zeros((0, HISTOGRAM_BINS),
+                                                                                           np.uint32)
+
+        def init(kind, init_with_max, bins, cnt, val, hist, hist_sum):
+            K.init_from_statistics(kind, init_with_max, bins, statistics.count, statistics.sum, statistics.max,
+                                   statistics.min, histogram, cnt, val, hist, hist_sum)
+
+    return _agglomerate(ids, u, v, init, return_region_graph=return_region_graph, **options)
+
+
+def _looks_like_thresholds(value) -> bool:
+    try:
+        return np.ndim(value) == 1 and all(isinstance(v, (int, float, np.number)) for v in value)
+    except TypeError:
+        return False
+
+
+def _agglomeration_options(thresholds, merge_function, discretize_queue, progress) -> dict:
+    function = parse_merge_function(merge_function)
+    if isinstance(discretize_queue, bool) or not isinstance(discretize_queue, (int, np.integer)) \
+            or not 0 <= int(discretize_queue) <= 2**16:
+        raise InputError(f"discretize_queue must be 0 or a number of buckets up to 65536, got {discretize_queue!r}")
+    if thresholds is None:
+        raise InputError("thresholds are missing: pass thresholds=[...]")
     if progress is not None and not callable(progress):
         raise InputError(f"progress must be a callable progress(done, total) or None, got {progress!r}")
-    for i in range(len(thr)):
+    return {"thresholds": as_thresholds(thresholds).astype(np.float32), "function": function,
+            "discretize_queue": int(discretize_queue), "progress": progress}
+
+
+def _agglomerate(ids, u, v, init, *, thresholds, function, discretize_queue, progress,
+                 return_region_graph) -> Agglomeration:
+    state = _State(ids, u, v, init, function, discretize_queue)
+    initial = state.region_graph()
+    n = ids.shape[0] - 1
+    segment_ids = np.empty((len(thresholds), n), np.uint64)
+    history_index = np.empty(n + 1, np.int32)
+    graphs = [] if return_region_graph else None
+    for i in range(len(thresholds)):
         before = int(state.hist_len[0])
-        state.merge_until(thr[i])
+        state.merge_until(thresholds[i])
         history_index[before:int(state.hist_len[0])] = i
-        segment_ids[i] = rag.ids[K.roots_of_all(state.parent)[1:]]
+        segment_ids[i] = ids[K.roots_of_all(state.parent)[1:]]
         if graphs is not None:
             graphs.append(state.region_graph())
         if progress is not None:
-            progress(i + 1, len(thr))
+            progress(i + 1, len(thresholds))
     m = int(state.hist_len[0])
     history = np.empty(m, MERGE_HISTORY_DTYPE)
-    history["a"] = rag.ids[state.hist_a[:m]]
-    history["b"] = rag.ids[state.hist_b[:m]]
+    history["a"] = ids[state.hist_a[:m]]
+    history["b"] = ids[state.hist_b[:m]]
     history["c"] = history["a"]
     history["score"] = state.hist_score[:m]
     history["threshold_index"] = history_index[:m]
-    return Agglomeration(
-        thresholds=thr,
-        fragment_ids=rag.ids[1:].copy(),
-        segment_ids=segment_ids,
-        merge_history=history,
-        region_graph=initial,
-        region_graphs=graphs,
-        fragments=frags,
-    )
+    return Agglomeration(thresholds=thresholds, fragment_ids=ids[1:].copy(), segment_ids=segment_ids,
+                         merge_history=history, region_graph=initial, region_graphs=graphs, fragments=None)

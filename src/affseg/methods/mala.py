@@ -9,7 +9,7 @@ def run(affs, offsets, *, thresholds, mask, voxel_size, fragments, **options) ->
     from ..graph.agglomeration import agglomerate
 
     fragments = fragments_of(affs, offsets, options, mask=mask, voxel_size=voxel_size, fragments=fragments)
-    result = agglomerate(affs, fragments, thresholds, offsets=offsets, merge_function=options["merge_function"])
+    result = agglomerate(affs, fragments, offsets, thresholds=thresholds, merge_function=options["merge_function"])
     return Segmentation("mala", result.thresholds, fragments, result)
 
 

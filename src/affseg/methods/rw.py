@@ -28,7 +28,7 @@ def run(affs, offsets, *, thresholds, mask, voxel_size, fragments, **options) ->
         return Segmentation("rw", np.array([np.nan], np.float32), None, None,
                             [random_walker(weights, seeds, offsets, mask=mask)])
     fragments = fragments_of(affs, offsets, options, mask=mask, voxel_size=voxel_size, fragments=fragments)
-    result = agglomerate(affs, fragments, thresholds, offsets=offsets, merge_function=options["merge_function"])
+    result = agglomerate(affs, fragments, offsets, thresholds=thresholds, merge_function=options["merge_function"])
     interior = _boundary_map(affs, offsets, in_plane=options["in_plane"]) > 0.5
     segs = []
     for i in range(len(result.thresholds)):

@@ -1,0 +1,106 @@
+"""Mergeable region-graph statistics and agglomeration on a graph alone."""
+import numpy as np
+import pytest
+
+from affseg import extract_fragments
+from affseg.errors import InputError
+from affseg.graph.agglomeration import agglomerate, agglomerate_graph, relabel
+from affseg.graph.statistics import edge_statistics, merge_edge_statistics
+from affseg.synthetic import make_volume
+
+
+@pytest.fixture(scope="module")
+def synthetic():
+    vol = make_volume((12, 48, 48), seed=11)
+    return vol.affs, extract_fragments(vol.affs, min_seed_distance=5)
+
+
+def _brute_force(affs, fragments):
+    """Per (u, v): the affinities of every contact face, by looping over voxels."""
+    contacts = {}
+    nz, ny, nx = fragments.shape
+    for d, step in enumerate(np.eye(3, dtype=int)):
+        for z, y, x in np.ndindex(nz, ny, nx):
+            lz, ly, lx = z - step[0], y - step[1], x - step[2]
+            if min(lz, ly, lx) < 0:
+                continue
+            a, b = fragments[z, y, x], fragments[lz, ly, lx]
+            if a and b and a != b:
+                contacts.setdefault((min(a, b), max(a, b)), []).append(affs[d, z, y, x])
+    return contacts
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_statistics_equal_a_brute_force_count(seed):
+    rng = np.random.default_rng(seed)
+    fragments = rng.integers(0, 4, size=(3, 5, 6)).astype(np.uint64) * np.uint64(2**62)  # large ids too
+    affs = (rng.integers(0, 256, size=(3, 3, 5, 6)) / 255).astype(np.float32)
+    stats = edge_statistics(affs, fragments)
+    expected = _brute_force(affs, fragments)
+    assert list(zip(stats.u.tolist(), stats.v.tolist())) == sorted(expected)
+    for e, key in enumerate(sorted(expected)):
+        values = np.array(expected[key], np.float32)
+        assert stats.count[e] == values.size and stats.max[e] == values.max() and stats.min[e] == values.min()
+        assert stats.sum[e] == pytest.approx(values.astype(np.float64).sum())
+        bins = np.minimum((values * np.float32(256)).astype(int), 255)
+        np.testing.assert_array_equal(stats.histogram[e], np.bincount(bins, minlength=256))
+    ids, sizes = np.unique(fragments[fragments != 0], return_counts=True)
+    np.testing.assert_array_equal(stats.node_ids, ids)
+    np.testing.assert_array_equal(stats.node_sizes, sizes)
+
+
+def test_merging_adds_counts_and_keeps_extremes_in_any_order():
+    rng = np.random.default_rng(3)
+    parts = []
+    for _ in range(3):
+        fragments = rng.integers(0, 6, size=(2, 6, 6)).astype(np.uint64)
+        affs = (rng.integers(0, 256, size=(3, 2, 6, 6)) / 256).astype(np.float32)  # exact float64 sums
+        parts.append(edge_statistics(affs, fragments))
+    merged = merge_edge_statistics(parts)
+    backwards = merge_edge_statistics(parts[::-1])
+    for name in ("node_ids", "node_sizes", "u", "v", "count", "sum", "max", "min", "histogram"):
+        np.testing.assert_array_equal(getattr(merged, name), getattr(backwards, name), err_msg=name)
+    for e, (u, v) in enumerate(zip(merged.u, merged.v)):
+        hits = [(p, np.flatnonzero((p.u == u) & (p.v == v))) for p in parts]
+        hits = [(p, i[0]) for p, i in hits if i.size]
+        assert merged.count[e] == sum(p.count[i] for p, i in hits)
+        assert merged.max[e] == max(p.max[i] for p, i in hits) and merged.min[e] == min(p.min[i] for p, i in hits)
+        np.testing.assert_array_equal(merged.histogram[e], sum(p.histogram[i] for p, i in hits))
+    assert merged.node_sizes.sum() == sum(p.node_sizes.sum() for p in parts)
+
+
+@pytest.mark.parametrize("merge_function", ["hist_quant_75", "hist_quant_50_initmax", "max", "min"])
+@pytest.mark.parametrize("queue", [256, 0])
+def test_graph_agglomeration_equals_the_volume_one(synthetic, merge_function, queue):
+    affs, fragments = synthetic
+    thresholds = [0.1, 0.3, 0.5, 0.7, 0.9]
+    volume = agglomerate(affs, fragments, thresholds=thresholds, merge_function=merge_function,
+                         discretize_queue=queue)
+    graph = agglomerate_graph(merge_edge_statistics([edge_statistics(affs, fragments)]), thresholds=thresholds,
+                              merge_function=merge_function, discretize_queue=queue)
+    np.testing.assert_array_equal(graph.segment_ids, volume.segment_ids)
+    np.testing.assert_array_equal(graph.merge_history, volume.merge_history)
+    np.testing.assert_array_equal(relabel(fragments, *graph.lookup(2)), volume.segmentation(2))
+    with pytest.raises(InputError, match="relabel"):
+        graph.segmentation(0)
+
+
+def test_mean_is_exact_with_contacts_and_close_from_sums(synthetic):
+    affs, fragments = synthetic
+    thresholds = [0.2, 0.4, 0.6]
+    volume = agglomerate(affs, fragments, thresholds=thresholds, merge_function="mean")
+    exact = agglomerate_graph(edge_statistics(affs, fragments, keep_contacts=True), thresholds=thresholds,
+                              merge_function="mean")
+    np.testing.assert_array_equal(exact.segment_ids, volume.segment_ids)
+    from_sums = agglomerate_graph(merge_edge_statistics([edge_statistics(affs, fragments)]),
+                                  thresholds=thresholds, merge_function="mean")
+    differ = (from_sums.segment_ids != volume.segment_ids).mean()
+    assert differ < 0.01  # float64 sum / count against a float32 running mean: rare last-bit ties
+
+
+def test_histogram_merge_functions_need_histograms(synthetic):
+    affs, fragments = synthetic
+    stats = merge_edge_statistics([edge_statistics(affs, fragments, histogram=False)])
+    with pytest.raises(InputError, match="histogram"):
+        agglomerate_graph(stats, thresholds=[0.5], merge_function="hist_quant_75")
+    agglomerate_graph(stats, thresholds=[0.5], merge_function="max")
