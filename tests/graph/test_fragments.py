@@ -53,8 +53,8 @@ def test_mask_gives_zero_only_outside(volume):
     assert not left & right
 
 
-def test_fragments_in_xy_stay_in_their_section(volume):
-    frags = extract_fragments(volume.affs, fragments_in_xy=True)
+def test_in_plane_fragments_stay_in_their_section(volume):
+    frags = extract_fragments(volume.affs, in_plane=True)
     for z in range(1, frags.shape[0]):
         assert not set(np.unique(frags[z])) & set(np.unique(frags[z - 1]))
 

@@ -21,7 +21,7 @@ SHAPES = [(7, 23, 31), (40, 33)]
 def test_distance_transform_equals_scipy(shape, sampling):
     inside = np.random.default_rng(0).random(shape) > 0.2
     s = None if sampling is None else (4.0, 1.0, 1.5)[-len(shape):]
-    np.testing.assert_allclose(distance_transform(inside, sampling=s), ndi.distance_transform_edt(inside, sampling=s),
+    np.testing.assert_allclose(distance_transform(inside, voxel_size=s), ndi.distance_transform_edt(inside, sampling=s),
                                rtol=1e-6, atol=1e-5)
 
 
@@ -135,8 +135,8 @@ def test_bucket_flood_equals_heap_flood_on_integer_levels(shape, n_levels):
 def test_kernel_options_are_checked():
     from affseg.graph.watershed import MASKED, flood_levels
 
-    with pytest.raises(ValueError, match="sampling"):
-        distance_transform(np.ones((3, 3), bool), sampling=(1.0, 0.0))
+    with pytest.raises(ValueError, match="voxel_size"):
+        distance_transform(np.ones((3, 3), bool), voxel_size=(1.0, 0.0))
     with pytest.raises(ValueError, match="at least 1"):
         maximum_filter(np.ones((3, 3)), 0)
     seeds = np.full((2, 2), MASKED, np.uint64)

@@ -120,7 +120,7 @@ def test_grow_boundary_erodes_objects_where_they_touch():
     twice = grow_boundary(labels, 2)
     assert np.all(twice[0, :, 2:6] == 0) and np.all(twice[0, :, :2] == 1)
     stack = np.concatenate([labels, labels + 2])
-    xy = grow_boundary(stack, 1, only_xy=True)
+    xy = grow_boundary(stack, 1, in_plane=True)
     np.testing.assert_array_equal(xy[1], np.where(grown[0] > 0, grown[0] + 2, 0))
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 from .._checks import as_spacing
+from .._deprecation import renamed_keywords
 from ..errors import InputError
 
 __all__ = ["distance_transform"]
@@ -103,16 +104,17 @@ def _squared_edt(inside, wz, wy, wx, in_plane):
     return sq
 
 
-def distance_transform(inside, *, sampling=None, in_plane: bool = False) -> np.ndarray:
+@renamed_keywords(sampling="voxel_size")
+def distance_transform(inside, *, voxel_size=None, in_plane: bool = False) -> np.ndarray:
     """Euclidean distance of every voxel to the nearest voxel outside ``inside``.
 
-    Equal to ``scipy.ndimage.distance_transform_edt(inside, sampling=sampling)`` where any voxel
+    Equal to ``scipy.ndimage.distance_transform_edt(inside, sampling=voxel_size)`` where any voxel
     is outside; where none is (within a section, if ``in_plane``), the distance is ``inf``.
 
     Parameters
     ----------
     inside : (z, y, x) or (y, x) array of bool
-    sampling : sequence of float, optional
+    voxel_size : sequence of float, optional
         Voxel size per axis (world units), default 1.
     in_plane : bool
         Measure within each z-section only (anisotropic data, per-section fragments).
@@ -125,7 +127,7 @@ def distance_transform(inside, *, sampling=None, in_plane: bool = False) -> np.n
     if inside.ndim not in (2, 3):
         raise InputError(f"inside must be 2D or 3D, got shape {inside.shape}")
     ndim = inside.ndim
-    w = as_spacing(sampling, ndim)
+    w = as_spacing(voxel_size, ndim, name="voxel_size")
     w = np.ones(ndim) if w is None else w
     vol = inside if ndim == 3 else inside[None]
     wz, wy, wx = (w if ndim == 3 else np.concatenate([[1.0], w])).tolist()

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from .._deprecation import renamed_keywords
 from .._checks import as_affinities, as_int, as_mask, as_number, as_spacing, check_id_range
 from ..conventions import _nearest_neighbour
 from ._unionfind import find, union
@@ -171,14 +172,14 @@ def _flood_levels(dist, bmap, inside) -> np.ndarray:
     return np.where(inside, deep, edge).astype(np.uint16)
 
 
-def _distance_seeds(affs, offsets, threshold, min_seed_distance, in_plane, mask, sampling):
+def _distance_seeds(affs, offsets, threshold, min_seed_distance, in_plane, mask, voxel_size):
     """MALA's seeds: plateaus of local maxima of the distance to the boundary (boundary map at
     ``threshold``), with the distance, boundary map and interior they came from."""
     bmap = _boundary_map(affs, offsets, in_plane=in_plane)
     inside = bmap > np.float32(threshold)
     if mask is not None:
         inside &= mask
-    dist = distance_transform(inside, sampling=sampling, in_plane=in_plane)
+    dist = distance_transform(inside, voxel_size=voxel_size, in_plane=in_plane)
     # no boundary at all (in a section): every voxel is equally deep
     infinite = np.isinf(dist)
     if infinite.any():
@@ -196,8 +197,9 @@ def _boundary_threshold(threshold) -> float:
     return threshold
 
 
+@renamed_keywords(fragments_in_xy="in_plane", sampling="voxel_size")
 def distance_seeds(affs, offsets=None, *, threshold: float = 0.5, min_seed_distance: int = 10,
-                   fragments_in_xy: bool = False, mask=None, sampling=None) -> np.ndarray:
+                   in_plane: bool = False, mask=None, voxel_size=None) -> np.ndarray:
     """The seeds of :func:`extract_fragments` (steps 1-3) as a label volume: each plateau of local
     maxima of the boundary distance gets its own id (1, 2, ...), other voxels 0.
 
@@ -211,27 +213,28 @@ def distance_seeds(affs, offsets=None, *, threshold: float = 0.5, min_seed_dista
     mask = as_mask(mask, affs.shape[1:])
     min_seed_distance = as_int(min_seed_distance, name="min_seed_distance", minimum=1)
     threshold = _boundary_threshold(threshold)
-    sampling = as_spacing(sampling, affs.ndim - 1)
-    in_plane = fragments_in_xy and affs.ndim == 4
-    return _distance_seeds(affs, offsets, threshold, min_seed_distance, in_plane, mask, sampling)[0]
+    voxel_size = as_spacing(voxel_size, affs.ndim - 1, name="voxel_size")
+    in_plane = bool(in_plane) and affs.ndim == 4
+    return _distance_seeds(affs, offsets, threshold, min_seed_distance, in_plane, mask, voxel_size)[0]
 
 
+@renamed_keywords(fragments_in_xy="in_plane", sampling="voxel_size")
 def extract_fragments(
     affs,
     offsets=None,
     *,
     threshold: float = 0.5,
     min_seed_distance: int = 10,
-    fragments_in_xy: bool = False,
+    in_plane: bool = False,
     mask=None,
     min_size: int = 0,
-    sampling=None,
+    voxel_size=None,
     id_offset: int = 0,
 ) -> np.ndarray:
     """Over-segment affinities into fragments, the MALA recipe.
 
-    1. boundary map = mean nearest-neighbour affinity (in-plane channels with ``fragments_in_xy``);
-    2. interior = boundary map > ``threshold``; its Euclidean distance transform (``sampling``);
+    1. boundary map = mean nearest-neighbour affinity (in-plane channels with ``in_plane``);
+    2. interior = boundary map > ``threshold``; its Euclidean distance transform (``voxel_size``);
     3. seeds = plateaus of local maxima of the distance within a box of ``min_seed_distance``
        voxels (``scipy.ndimage.maximum_filter`` size), on positive distances;
     4. seeded watershed (face connectivity) on the height ``-distance`` inside objects and
@@ -249,13 +252,13 @@ def extract_fragments(
         Boundary-map threshold between boundary and interior.
     min_seed_distance : int
         Size of the maximum filter for seeds (voxels).
-    fragments_in_xy : bool
+    in_plane : bool
         Fragments per z-section (anisotropic data): 2D distance, seeds and watershed per section.
     mask : bool array, spatial shape, optional
         Voxels outside get 0.
     min_size : int
         Minimum fragment size in voxels.
-    sampling : sequence of float, optional
+    voxel_size : sequence of float, optional
         Voxel size for the distance transform (zyx or yx).
     id_offset : int
         Fragment ids start at ``id_offset + 1``.
@@ -271,13 +274,13 @@ def extract_fragments(
     min_size = as_int(min_size, name="min_size", minimum=0)
     id_offset = as_int(id_offset, name="id_offset", minimum=0)
     threshold = _boundary_threshold(threshold)
-    sampling = as_spacing(sampling, len(shape))
+    voxel_size = as_spacing(voxel_size, len(shape), name="voxel_size")
     # at most one fragment per voxel: the ids must fit before any work is done
     check_id_range(id_offset + 1, int(np.prod(shape)), name="id_offset")
-    in_plane = fragments_in_xy and len(shape) == 3
+    in_plane = bool(in_plane) and len(shape) == 3
     lift = (lambda a: a) if len(shape) == 3 else (lambda a: a[None])
     seeds, dist, bmap, inside = _distance_seeds(affs, offsets, threshold, min_seed_distance, in_plane, mask,
-                                                sampling)
+                                                voxel_size)
     seeds = lift(seeds)
     levels = _flood_levels(dist, bmap, inside)
     del dist, bmap, inside

@@ -211,7 +211,7 @@ class CropSampler:
 
     def _targets(self, raw, labels, mask, voxel_size) -> dict[str, np.ndarray]:
         if self.grow_boundary:
-            labels = grow_boundary(labels, self.grow_boundary, only_xy=labels.ndim == 3)
+            labels = grow_boundary(labels, self.grow_boundary, in_plane=labels.ndim == 3)
         affs, affs_mask = affinities_from_labels(labels, self.offsets, mask=mask)
         region = self._output_region()
         affs, affs_mask = affs[(slice(None),) + region], affs_mask[(slice(None),) + region]

@@ -8,6 +8,7 @@ import numpy as np
 from scipy import ndimage
 
 from .._checks import as_labels, as_mask
+from .._deprecation import renamed_keywords
 from ..errors import InputError
 
 __all__ = ["balance_weights", "grow_boundary", "local_shape_descriptors", "lsd_channels", "oracle_seeds"]
@@ -140,22 +141,23 @@ def _normalize(out, labels, ndim) -> None:
     np.clip(out, 0.0, 1.0, out=out)
 
 
-def grow_boundary(labels, steps: int = 1, *, only_xy: bool = False) -> np.ndarray:
+@renamed_keywords(only_xy="in_plane")
+def grow_boundary(labels, steps: int = 1, *, in_plane: bool = False) -> np.ndarray:
     """Labels with every object shrunk by ``steps`` voxels where it touches another label or 0.
 
     As gunpowder's GrowBoundary: each object's mask is eroded with the cross-shaped structuring
-    element (only within sections with ``only_xy``); the volume border does not erode.
+    element (only within sections with ``in_plane``); the volume border does not erode.
     """
     labels = as_labels(labels)
     if int(steps) != steps or steps < 0:
         raise InputError(f"steps must be a non-negative integer, got {steps!r}")
-    if only_xy and labels.ndim != 3:
-        raise InputError(f"only_xy needs a 3D volume, got shape {labels.shape}")
+    if in_plane and labels.ndim != 3:
+        raise InputError(f"in_plane needs a 3D volume, got shape {labels.shape}")
     out = labels.copy()
     for _ in range(int(steps)):
         boundary = np.zeros(labels.shape, bool)
         for axis in range(labels.ndim):
-            if only_xy and axis == 0:
+            if in_plane and axis == 0:
                 continue
             before = [slice(None)] * labels.ndim
             after = [slice(None)] * labels.ndim

@@ -46,6 +46,6 @@ def fragments_of(affs, offsets, options: dict, *, mask, voxel_size, fragments):
         return fragments
     from ..graph.fragments import extract_fragments
 
-    return extract_fragments(affs, offsets, fragments_in_xy=options["in_plane"],
+    return extract_fragments(affs, offsets, in_plane=options["in_plane"],
                              min_seed_distance=options["min_seed_distance"], min_size=options["min_size"],
-                             mask=mask, sampling=voxel_size)
+                             mask=mask, voxel_size=voxel_size)

@@ -22,7 +22,7 @@ def run(affs, offsets, *, thresholds, mask, voxel_size, fragments, **options) ->
     weights = np.maximum(affs, np.float32(MIN_AFFINITY_WEIGHT))
     if options["rw_seeds"] == "maxima":
         seeds = distance_seeds(affs, offsets, min_seed_distance=options["min_seed_distance"],
-                               fragments_in_xy=options["in_plane"], mask=mask, sampling=voxel_size)
+                               in_plane=options["in_plane"], mask=mask, voxel_size=voxel_size)
         if not seeds.any():
             raise InputError("the affinities hold no interior (boundary map > 0.5) to place seeds in")
         return Segmentation("rw", np.array([np.nan], np.float32), None, None,
