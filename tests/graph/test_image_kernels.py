@@ -137,11 +137,23 @@ def test_kernel_options_are_checked():
 
     with pytest.raises(ValueError, match="voxel_size"):
         distance_transform(np.ones((3, 3), bool), voxel_size=(1.0, 0.0))
-    with pytest.raises(ValueError, match="at least 1"):
+    with pytest.raises(ValueError, match="filter size must be >= 1"):
         maximum_filter(np.ones((3, 3)), 0)
+    with pytest.raises(ValueError, match="filter size must be an integer"):
+        maximum_filter(np.ones((3, 3)), 2.5)
+    with pytest.raises(ValueError, match="2D or 3D numeric"):
+        maximum_filter(np.ones(3), 2)
     seeds = np.full((2, 2), MASKED, np.uint64)
     with pytest.raises(ValueError, match="below"):
         flood_levels(np.zeros((2, 2), np.uint16), seeds, None, n_levels=4)
+    with pytest.raises(ValueError, match=r"levels must lie in \[0, 4\)"):
+        flood_levels(np.full((2, 2), 4, np.uint16), np.zeros((2, 2), np.uint64), None, n_levels=4)
+    with pytest.raises(ValueError, match="mask has shape"):
+        flood_levels(np.zeros((2, 2), np.uint16), np.zeros((2, 2), np.uint64), np.ones((3, 3)), n_levels=4)
+    # a non-boolean mask is a mask (non-zero = inside), not inverted bitwise
+    flooded = flood_levels(np.zeros((1, 3), np.uint16), np.array([[1, 0, 0]], np.uint64),
+                           np.array([[1, 1, 0]], np.uint8), n_levels=4)
+    np.testing.assert_array_equal(flooded, [[1, 1, 0]])
 
 
 def test_relabel_consecutive_keeps_zero_and_the_order_of_ids():

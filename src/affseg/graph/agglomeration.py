@@ -11,7 +11,7 @@ from numba import njit
 
 from .._checks import as_affinities, as_labels, as_thresholds
 from . import _agglomeration_kernels as K
-from .rag import fragment_graph
+from .rag import _fragment_graph
 from .statistics import HISTOGRAM_BINS, EdgeStatistics
 from ..errors import InputError
 
@@ -272,7 +272,7 @@ def agglomerate(
     affs, offsets = as_affinities(affs, offsets)
     frags = as_labels(fragments, name="fragments", shape=affs.shape[1:])
     options = _agglomeration_options(thresholds, merge_function, discretize_queue, progress)
-    rag = fragment_graph(affs, offsets, frags)
+    rag = _fragment_graph(affs, offsets, frags)
 
     def init(kind, init_with_max, bins, cnt, val, hist, hist_sum):
         K.init_statistics(kind, rag.contact_ptr, rag.contact_aff, init_with_max, bins, cnt, val, hist, hist_sum)

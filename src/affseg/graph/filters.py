@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 from numba import njit
+from .._checks import as_int
 from ..errors import InputError
 
 __all__ = ["maximum_filter"]
@@ -92,9 +93,13 @@ def maximum_filter(volume, size) -> np.ndarray:
     """
     volume = np.asarray(volume)
     ndim = volume.ndim
-    sizes = np.broadcast_to(np.asarray(size, dtype=np.int64), (ndim,)).copy()
-    if np.any(sizes < 1):
-        raise InputError(f"filter size must be at least 1, got {size!r}")
+    if ndim not in (2, 3) or volume.dtype.kind not in "iuf":
+        raise InputError(f"volume must be a 2D or 3D numeric array, got shape {volume.shape}, dtype {volume.dtype}")
+    items = list(np.ravel(np.asarray(size, dtype=object)))
+    if len(items) not in (1, ndim):
+        raise InputError(f"filter size must be one integer or {ndim}, got {size!r}")
+    sizes = np.array([as_int(s, name="filter size", minimum=1) for s in items] * (ndim if len(items) == 1 else 1),
+                     dtype=np.int64)
     vol = np.ascontiguousarray(volume if ndim == 3 else volume[None])
     sizes3 = sizes if ndim == 3 else np.concatenate([[1], sizes])
     res = _max_filter_3d(vol, sizes3)

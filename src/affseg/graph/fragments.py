@@ -11,7 +11,7 @@ from ._unionfind import find, union
 from .components import relabel_consecutive
 from .distance import distance_transform
 from .filters import maximum_filter
-from .rag import fragment_graph
+from .rag import _fragment_graph
 from .watershed import flood_levels
 from ..errors import InputError
 
@@ -301,7 +301,7 @@ def extract_fragments(
 def _apply_min_size(affs, offsets, fragments, min_size, frozen_ids=None):
     """Merge segments under ``min_size`` voxels (see ``_merge_small``); ids in ``frozen_ids``
     are never merged away. A segment that absorbs others keeps its id."""
-    rag = fragment_graph(affs, offsets, fragments)
+    rag = _fragment_graph(affs, offsets, fragments)
     counts = np.diff(rag.contact_ptr)
     sums = np.add.reduceat(rag.contact_aff, rag.contact_ptr[:-1]) if rag.num_edges else np.zeros(0)
     mean = (sums / np.maximum(counts, 1)).astype(np.float32)

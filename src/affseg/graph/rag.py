@@ -10,9 +10,10 @@ from dataclasses import dataclass
 
 import numpy as np
 from numba import njit
+from .._checks import as_labels
 from ..errors import InputError
 
-__all__ = ["RegionGraph", "compact_fragments", "fragment_graph", "region_adjacency_graph"]
+__all__ = ["RegionGraph", "compact_fragments"]
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,7 @@ def compact_fragments(fragments: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
     Returns a uint32 index volume of the same shape and the ids (``ids[0] == 0``).
     """
+    fragments = as_labels(fragments, name="fragments", any_ndim=True)
     flat = fragments.reshape(-1)
     top = int(flat.max()) if flat.size else 0
     if top < max(2**20, flat.size // 4):
@@ -177,11 +179,12 @@ def _group_edges(starts, other, value, n_nodes):
     return eu[:n_edges].copy(), ev[:n_edges].copy(), ptr[: n_edges + 1].copy(), contact_aff
 
 
-def fragment_graph(affs: np.ndarray, offsets: np.ndarray, fragments: np.ndarray) -> RegionGraph:
+def _fragment_graph(affs: np.ndarray, offsets: np.ndarray, fragments: np.ndarray) -> RegionGraph:
     """Region graph of 2D or 3D ``fragments`` over the nearest-neighbour channels of ``affs``.
 
-    ``affs`` and ``offsets`` are validated already (``as_affinities``). A 2D problem becomes one
-    section with an unused z channel.
+    Private: ``affs``, ``offsets`` and ``fragments`` must be validated already (``as_affinities``,
+    ``as_labels``); the public entry is :func:`affseg.graph.statistics.edge_statistics`. A 2D
+    problem becomes one section with an unused z channel.
     """
     from ..conventions import _nearest_neighbour
 
@@ -189,10 +192,10 @@ def fragment_graph(affs: np.ndarray, offsets: np.ndarray, fragments: np.ndarray)
     if nn.shape[0] == 2:
         nn = np.concatenate([np.zeros((1,) + nn.shape[1:], np.float32), nn])[:, None]
         fragments = fragments[None]
-    return region_adjacency_graph(nn, fragments)
+    return _region_adjacency_graph(nn, fragments)
 
 
-def region_adjacency_graph(nn_affs: np.ndarray, fragments: np.ndarray) -> RegionGraph:
+def _region_adjacency_graph(nn_affs: np.ndarray, fragments: np.ndarray) -> RegionGraph:
     """Build the region graph of ``fragments`` over nearest-neighbour affinities.
 
     Parameters

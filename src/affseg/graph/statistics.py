@@ -19,7 +19,7 @@ from numba import njit
 from .._checks import as_affinities, as_labels
 from ..errors import InputError
 from ._agglomeration_kernels import discretize
-from .rag import RegionGraph, fragment_graph
+from .rag import RegionGraph, _fragment_graph
 
 __all__ = ["HISTOGRAM_BINS", "EdgeStatistics", "edge_statistics", "merge_edge_statistics"]
 
@@ -121,7 +121,7 @@ def edge_statistics(affs, fragments, offsets=None, *, histogram: bool = True,
     """
     affs, offsets = as_affinities(affs, offsets)
     fragments = as_labels(fragments, name="fragments", shape=affs.shape[1:])
-    rag = fragment_graph(affs, offsets, fragments)
+    rag = _fragment_graph(affs, offsets, fragments)
     return _from_region_graph(rag, histogram=histogram, keep_contacts=keep_contacts)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .._checks import as_labels, as_mask
+from .._checks import as_int, as_labels, as_mask
 from ._prefetch import prefetch
 from ..errors import InputError
 
@@ -241,6 +241,14 @@ def flood_levels(levels, seeds, mask, *, n_levels: int, in_plane: bool = False) 
     Same order as :func:`seeded_watershed` on heights that sort like ``levels``, in linear time.
     ``seeds`` are ids below 2**32 - 1; voxels outside ``mask`` (or not reached) get 0.
     """
+    levels, seeds = np.asarray(levels), np.asarray(seeds)
+    n_levels = as_int(n_levels, name="n_levels", minimum=1, maximum=2**31)
+    if levels.ndim not in (2, 3) or levels.dtype.kind not in "iu":
+        raise InputError(f"levels must be a 2D or 3D integer array, got shape {levels.shape}, dtype {levels.dtype}")
+    seeds = as_labels(seeds, name="seeds", shape=levels.shape)
+    mask = as_mask(mask, levels.shape)
+    if levels.size and (int(levels.min()) < 0 or int(levels.max()) >= n_levels):
+        raise InputError(f"levels must lie in [0, {n_levels}), found [{int(levels.min())}, {int(levels.max())}]")
     if seeds.size and int(seeds.max()) >= MASKED:
         raise InputError(f"seed ids must be below {MASKED}, got {int(seeds.max())}")
     vol = seeds if seeds.ndim == 3 else seeds[None]
