@@ -8,7 +8,10 @@ from affseg import agglomerate, extract_fragments
 from affseg.graph.agglomeration import parse_merge_function, relabel, waterz_scoring_function
 from affseg.synthetic import make_volume
 
-waterz = pytest.importorskip("waterz")
+
+def _waterz():
+    """The reference, only for the parity tests: the rest runs without it."""
+    return pytest.importorskip("waterz", reason="the parity tests need waterz (the 'test' extra)")
 
 PARITY_FUNCTIONS = ["hist_quant_75", "hist_quant_75_initmax", "hist_quant_50", "hist_quant_10", "mean"]
 
@@ -16,6 +19,7 @@ PARITY_FUNCTIONS = ["hist_quant_75", "hist_quant_75_initmax", "hist_quant_50", "
 def waterz_segmentations(affs, fragments, thresholds, merge_function, queue=256):
     from conftest import quiet_stdout
 
+    waterz = _waterz()
     with quiet_stdout():
         return [
             s.copy()
@@ -63,7 +67,7 @@ def test_merge_history_matches_waterz(synthetic):
     vol, fragments = synthetic
     ours = agglomerate(vol.affs, fragments, thresholds=[0.3, 0.6], merge_function="hist_quant_75")
     with quiet_stdout():
-        ref = [h for _, h in waterz.agglomerate(
+        ref = [h for _, h in _waterz().agglomerate(
             vol.affs, [0.3, 0.6], fragments=fragments.copy(), return_merge_history=True,
             scoring_function=waterz_scoring_function("hist_quant_75"), discretize_queue=256)]
     flat = [(m["a"], m["b"], m["c"], np.float32(m["score"])) for step in ref for m in step]
@@ -81,7 +85,7 @@ def test_region_graph_matches_waterz_before_merging(synthetic):
     vol, fragments = synthetic
     ours = agglomerate(vol.affs, fragments, thresholds=[0.0], merge_function="mean")
     with quiet_stdout():
-        _, graph = next(waterz.agglomerate(
+        _, graph = next(_waterz().agglomerate(
             vol.affs, [0.0], fragments=fragments.copy(), return_region_graph=True,
             scoring_function=waterz_scoring_function("mean"), discretize_queue=256))
     ref = sorted((e["u"], e["v"], np.float32(e["score"])) for e in graph)
