@@ -66,8 +66,8 @@ def test_close_but_distinct_thresholds_are_kept(affs):
     ("min_seed_distance", 0, ">= 1"), ("min_size", 1.5, "must be an integer"), ("min_size", -1, ">= 0"),
     ("id_offset", True, "must be an integer"), ("id_offset", 2**64, "do not fit in uint64"),
     ("id_offset", 2**64 - 3, "do not fit in uint64"), ("threshold", "0.5", "finite number"),
-    ("threshold", 1.0, r"\[0, 1\)"), ("sampling", ["a", 1, 1], "sampling"), ("sampling", [1, 1], "sampling"),
-    ("sampling", [1, 0, 1], "sampling"),
+    ("threshold", 1.0, r"\[0, 1\)"), ("voxel_size", ["a", 1, 1], "voxel_size"), ("voxel_size", [1, 1], "voxel_size"),
+    ("voxel_size", [1, 0, 1], "voxel_size"),
 ])
 def test_fragment_options_are_checked_before_work(affs, option, value, match):
     with pytest.raises(InputError, match=match):

@@ -10,6 +10,8 @@ from .errors import InputError
 
 __all__ = [
     "as_affinities",
+    "as_array",
+    "as_flag",
     "as_labels",
     "as_mask",
     "as_offsets",
@@ -20,6 +22,7 @@ __all__ = [
     "as_unit_float32",
     "check_id_range",
     "default_offsets",
+    "describe",
 ]
 
 
@@ -50,13 +53,13 @@ def as_offsets(offsets, ndim: int, *, channels: int | None = None) -> np.ndarray
         if raw is None or raw.dtype == object or raw.ndim != 2 or raw.shape[1] != ndim or raw.shape[0] == 0:
             raise InputError(
                 f"offsets must be a list of {ndim}-vectors of integers for a {ndim}D volume, got "
-                f"{_show(offsets)}" + ("" if raw is None or raw.dtype == object else f" (shape {raw.shape})")
+                f"{describe(offsets)}" + ("" if raw is None or raw.dtype == object else f" (shape {raw.shape})")
             )
         if raw.dtype.kind == "f":
             if not np.all(np.isfinite(raw)) or np.any(raw != np.round(raw)):
                 raise InputError(f"offsets must be integers, got {raw.tolist()}")
         elif raw.dtype.kind not in "iu":
-            raise InputError(f"offsets must be integers, got dtype {raw.dtype}: {_show(offsets)}")
+            raise InputError(f"offsets must be integers, got dtype {raw.dtype}: {describe(offsets)}")
         too_far = np.abs(raw.astype(np.float64)) > MAX_OFFSET
         if too_far.any():
             raise InputError(f"offsets must lie within +-{MAX_OFFSET}, got {raw[too_far.any(axis=1)][0].tolist()}")
@@ -72,9 +75,27 @@ def as_offsets(offsets, ndim: int, *, channels: int | None = None) -> np.ndarray
     return result
 
 
-def _show(value, limit: int = 200) -> str:
+def describe(value, limit: int = 200) -> str:
+    """``repr(value)``, cut to ``limit`` characters, for error messages."""
     text = repr(value)
     return text if len(text) <= limit else text[:limit] + "..."
+
+
+def as_array(value, *, name: str) -> np.ndarray:
+    """``np.asarray(value)``, or an InputError for ragged nesting (numpy's own message is cryptic)."""
+    try:
+        return np.asarray(value)
+    except (ValueError, TypeError):
+        raise InputError(f"{name} must be a regular array, got {describe(value)}") from None
+
+
+def as_flag(value, *, name: str) -> bool:
+    """A yes/no option: a bool (or numpy bool, or the integers 0 and 1), nothing else."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)) and value in (0, 1):
+        return bool(value)
+    raise InputError(f"{name} must be True or False, got {describe(value)}")
 
 
 def _is_real_number(value) -> bool:
@@ -84,7 +105,7 @@ def _is_real_number(value) -> bool:
 def as_number(value, *, name: str, low: float | None = None, high: float | None = None) -> float:
     """A finite real number (not a bool or a string) within ``[low, high]``, as a float."""
     if not _is_real_number(value) or not np.isfinite(float(value)):
-        raise InputError(f"{name} must be a finite number, got {_show(value)}")
+        raise InputError(f"{name} must be a finite number, got {describe(value)}")
     value = float(value)
     if (low is not None and value < low) or (high is not None and value > high):
         raise InputError(f"{name} must lie in [{low}, {high}], got {value}")
@@ -94,7 +115,7 @@ def as_number(value, *, name: str, low: float | None = None, high: float | None 
 def as_int(value, *, name: str, minimum: int | None = None, maximum: int | None = None) -> int:
     """An integer (Python or numpy; not a bool, float or string) within ``[minimum, maximum]``."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise InputError(f"{name} must be an integer, got {_show(value)}")
+        raise InputError(f"{name} must be an integer, got {describe(value)}")
     value = int(value)
     if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
         bounds = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
@@ -107,7 +128,7 @@ def as_thresholds(values, *, name: str = "thresholds") -> np.ndarray:
     (also not after the float32 rounding the kernels compare in)."""
     items = list(values) if isinstance(values, (list, tuple, np.ndarray)) else None
     if items is None or not items:
-        raise InputError(f"{name} must be a non-empty list of numbers, got {_show(values)}")
+        raise InputError(f"{name} must be a non-empty list of numbers, got {describe(values)}")
     numbers = [as_number(v, name=f"{name}[{i}]") for i, v in enumerate(items)]
     result = np.sort(np.asarray(numbers, dtype=np.float64))
     single = result.astype(np.float32)
@@ -125,7 +146,7 @@ def as_spacing(values, ndim: int, *, name: str = "sampling") -> np.ndarray | Non
         return None
     items = list(values) if isinstance(values, (list, tuple, np.ndarray)) else None
     if items is None or len(items) != ndim or not all(_is_real_number(v) and 0 < float(v) < np.inf for v in items):
-        raise InputError(f"{name} must hold {ndim} positive numbers (one per spatial axis), got {_show(values)}")
+        raise InputError(f"{name} must hold {ndim} positive numbers (one per spatial axis), got {describe(values)}")
     return np.array(items, dtype=np.float64)
 
 
@@ -145,7 +166,7 @@ def as_affinities(affs, offsets=None, *, name: str = "affs") -> tuple[np.ndarray
     (0..255 -> 0..1); Fortran-ordered or strided arrays are copied to C order. NaN, inf or values
     outside [0, 1] raise a ValueError.
     """
-    arr = np.asarray(affs)
+    arr = as_array(affs, name=name)
     if arr.ndim not in (3, 4):
         raise InputError(
             f"{name} must have the shape (channels, z, y, x) or (channels, y, x), got {arr.shape}"
@@ -156,7 +177,7 @@ def as_affinities(affs, offsets=None, *, name: str = "affs") -> tuple[np.ndarray
 
 def as_unit_float32(values, *, name: str) -> np.ndarray:
     """Values in [0, 1] as C-contiguous float32 (float64/float16 cast, uint8 divided by 255)."""
-    arr = np.asarray(values)
+    arr = as_array(values, name=name)
     if arr.dtype == np.uint8:
         arr = arr.astype(np.float32) / np.float32(255)
     elif arr.dtype.kind == "f":
@@ -187,7 +208,7 @@ def as_labels(labels, *, name: str = "labels", shape: tuple[int, ...] | None = N
 
     Volumes must be 2D or 3D unless ``any_ndim`` (voxel sets, as for metrics).
     """
-    arr = np.asarray(labels)
+    arr = as_array(labels, name=name)
     if arr.dtype.kind not in "iub":
         raise InputError(f"{name} must have an integer dtype, got {arr.dtype}")
     if arr.dtype.kind == "i" and arr.size and arr.min() < 0:
@@ -203,7 +224,9 @@ def as_mask(mask, shape: tuple[int, ...], *, name: str = "mask") -> np.ndarray |
     """A boolean mask of the given shape, or None."""
     if mask is None:
         return None
-    arr = np.asarray(mask)
+    arr = as_array(mask, name=name)
+    if arr.dtype.kind not in "biuf":
+        raise InputError(f"{name} must be boolean or numeric (non-zero = inside), got dtype {arr.dtype}")
     if tuple(arr.shape) != tuple(shape):
         raise InputError(f"{name} has shape {arr.shape}, which does not match {tuple(shape)}")
     if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):

@@ -99,7 +99,7 @@ def _looks_like_thresholds(value) -> bool:
     """A 1-D list of numbers (the thresholds of the old signature), not ``(C, ndim)`` offsets."""
     try:
         return np.ndim(value) == 1 and all(isinstance(v, (int, float, np.number)) for v in value)
-    except TypeError:
+    except (TypeError, ValueError):  # ragged nesting: not thresholds either
         return False
 
 

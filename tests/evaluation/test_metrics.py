@@ -90,3 +90,40 @@ def test_voi_and_arand_helpers_and_curve():
 def test_shape_mismatch_is_an_error():
     with pytest.raises(ValueError, match="does not match"):
         evaluate(np.ones((2, 3), np.uint64), np.ones((3, 2), np.uint64))
+
+
+@pytest.mark.parametrize(
+    "seg_shape,gt_shape,match",
+    [
+        ((1, 1, 1, 2, 3), (1, 1, 1, 2, 3), r"segmentation must be a 2D \(y, x\) or 3D \(z, y, x\) volume, or a 1D "
+                                           r"set of voxels \(e.g. seg\[mask\]\), got shape \(1, 1, 1, 2, 3\)"),
+        ((2, 1, 2, 3), (2, 1, 2, 3), r"segmentation .* got shape \(2, 1, 2, 3\)"),
+        ((2, 3), (1, 1, 2, 3), r"ground_truth .* got shape \(1, 1, 2, 3\)"),
+        ((), (), r"segmentation .* got shape \(\)"),
+        ((2, 3), (6,), r"ground_truth has shape \(6,\), which does not match \(2, 3\)"),
+    ],
+)
+def test_only_volumes_and_voxel_sets_are_scored(seg_shape, gt_shape, match):
+    # 4D/5D (and 0D) input was scored as if flattened, although only volumes are documented
+    from affseg.errors import InputError
+
+    with pytest.raises(InputError, match=match):
+        evaluate(np.ones(seg_shape, np.uint64), np.ones(gt_shape, np.uint64))
+
+
+def test_a_voxel_set_scores_like_the_volume_it_came_from():
+    rng = np.random.default_rng(5)
+    gt = rng.integers(0, 4, (3, 5, 6)).astype(np.uint64)
+    seg = rng.integers(1, 4, (3, 5, 6)).astype(np.uint64)
+    inside = gt != 0
+    assert evaluate(seg[inside], gt[inside]) == evaluate(seg, gt)
+
+
+def test_segmentation_zero_is_one_segment_unlike_cremi():
+    # the worked example of docs/conventions.md: affseg scores segmentation 0 as one segment;
+    # CREMI's rand.py would give recall (4 + 2/4) / 16 and an error of 0.561
+    s = evaluate(np.array([[0, 0, 5, 5]]), np.array([[1, 1, 1, 1]]))
+    assert s["rand_split"] == pytest.approx(0.5) and s["rand_merge"] == 1
+    assert s["arand"] == pytest.approx(1 / 3) and s["voi_split"] == pytest.approx(1.0)
+    assert evaluate(np.array([[0, 0, 5, 5]]), np.array([[1, 1, 1, 1]]))["arand"] == \
+        evaluate(np.array([[7, 7, 5, 5]]), np.array([[1, 1, 1, 1]]))["arand"]

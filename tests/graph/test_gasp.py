@@ -239,3 +239,40 @@ def test_masked_fragments_give_consecutive_labels():
 def test_nan_edge_sizes_are_rejected():
     with pytest.raises(ValueError, match="edge_sizes contains NaN"):
         gasp_graph(3, [[0, 1], [1, 2]], [0.5, -0.5], edge_sizes=[1.0, np.nan])
+
+
+@pytest.mark.parametrize(
+    "num_nodes,w,kwargs,match",
+    [
+        (3, [1 + 1j], {}, "weights must be real numbers, got dtype complex128"),
+        (3, np.array([0.5 + 0j]), {}, "weights must be real numbers, got dtype complex128"),
+        (2**40, [0.5], {}, r"num_nodes must be at most 2\*\*31 - 1"),
+        (3, [0.5], {"edge_sizes": ["1"]}, "edge_sizes must be real numbers"),
+        (3, [0.5], {"edge_sizes": [1j]}, "edge_sizes must be real numbers"),
+        (3, [0.5], {"mergeable": ["no"]}, "mergeable must be booleans"),
+        (3, [0.5], {"linkage": ["mean"]}, "unknown linkage"),
+        (3, [0.5], {"cannot_link": "no"}, "cannot_link must be True or False"),
+    ],
+)
+def test_graph_input_of_wrong_type_or_size_is_refused(num_nodes, w, kwargs, match):
+    from affseg.errors import InputError
+
+    with pytest.raises(InputError, match=match):
+        gasp_graph(num_nodes, [[0, 1]], w, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"bias": "0.5"}, "bias must be a number"),
+        ({"long_range_bias": "0.3"}, "long_range_bias must be a finite number"),
+        ({"linkage": None}, "unknown linkage"),
+        ({"cannot_link": "yes"}, "cannot_link must be True or False"),
+        ({"long_range_merges": 2}, "long_range_merges must be True or False"),
+    ],
+)
+def test_grid_options_of_wrong_type_are_refused(kwargs, match):
+    from affseg.errors import InputError
+
+    with pytest.raises(InputError, match=match):
+        gasp(np.full((2, 4, 5), 0.6, np.float32), **kwargs)

@@ -200,3 +200,14 @@ def test_volumes_over_2_31_voxels_are_refused_before_any_copy():
         malis_pair_counts(affs, labels)
     with pytest.raises(ValueError, match=r"2\*\*31 voxels"):
         constrained_malis_weights(affs, labels)
+
+
+@pytest.mark.parametrize("kwargs", [{"normalize": "no"}, {"constrained": "no"},
+                                    {"constrained": False, "normalize": None}])
+def test_flags_of_wrong_type_are_refused(kwargs):
+    from affseg.errors import InputError
+
+    affs = np.full((2, 4, 5), 0.5, np.float32)
+    labels = np.ones((4, 5), np.uint64)
+    with pytest.raises(InputError, match="must be True or False"):
+        malis_weights(affs, labels, **kwargs)

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from affseg import mutex_watershed, mutex_watershed_graph
 from affseg.conventions import _edge_slices, flat_steps
+from affseg.errors import InputError
 from affseg.graph.mutex import signed_weights
 
 OFFSETS_2D = [[-1, 0], [0, -1], [-3, 0], [0, -3], [-2, 2]]
@@ -414,3 +415,126 @@ def test_over_2_31_edges_are_refused_before_any_copy():
     affs = np.broadcast_to(np.float32(0.5), (2, 2**15, 2**15))  # 2**31 edges, no memory behind it
     with pytest.raises(ValueError, match=r"\(2, 32768, 32768\) have too many edges"):
         mutex_watershed(affs, [[-1, 0], [0, -1]])
+
+
+# ---------------------------------------------------------------- ids near 2**64, option types (issue 13)
+
+MAX_ID = 2**64 - 1
+
+
+@pytest.mark.parametrize("top", [MAX_ID - 1, MAX_ID])
+def test_seed_ids_that_leave_no_room_for_new_ids_are_refused(top):
+    # 2**64 - 2 gave two objects the same label (the new ids wrapped), 2**64 - 1 a TypingError
+    affs = np.full((2, 3, 4), 0.2, np.float32)  # all repel: every unseeded voxel is a segment
+    seeds = np.zeros((3, 4), np.uint64)
+    seeds[0, 0] = top
+    with pytest.raises(InputError, match="seeds: ids from .* do not fit in uint64"):
+        mutex_watershed(affs, seeds=seeds)
+
+
+def test_the_largest_seed_id_works_when_every_voxel_is_seeded():
+    affs = np.full((2, 3, 4), 0.9, np.float32)
+    seeds = np.full((3, 4), MAX_ID, np.uint64)
+    seeds[0, 0] = 5
+    for min_size in (0, 4):
+        labels = mutex_watershed(affs, seeds=seeds, min_size=min_size)
+        np.testing.assert_array_equal(labels, seeds)
+    # masked voxels need no id either; their seeds are ignored
+    mask = np.ones((3, 4), bool)
+    mask[2] = False
+    seeds[2] = 0
+    labels = mutex_watershed(affs, seeds=seeds, mask=mask)
+    np.testing.assert_array_equal(labels, np.where(mask, seeds, 0))
+
+
+@pytest.mark.parametrize("min_size", [0, 3])
+def test_large_seed_ids_that_fit_give_the_partition_of_small_ones(min_size):
+    rng = np.random.default_rng(3)
+    shape = (9, 10)
+    affs = rng.random((len(OFFSETS_2D),) + shape).astype(np.float32)
+    small = np.zeros(shape, np.uint64)
+    small[1, 1], small[7, 8], small[4, 2] = 1, 2, 3
+    n_free = int((small == 0).sum())
+    big = small.copy()
+    top = MAX_ID - n_free  # the unseeded segments end at 2**64 - 1 at most
+    big[small != 0] = top - 3 + small[small != 0]
+    a = mutex_watershed(affs, OFFSETS_2D, seeds=small, min_size=min_size)
+    b = mutex_watershed(affs, OFFSETS_2D, seeds=big, min_size=min_size)
+    assert same_partition(a, b)
+    np.testing.assert_array_equal(b[small != 0], big[small != 0])
+    new = np.unique(b[small == 0])
+    new = new[new > top]
+    np.testing.assert_array_equal(new, top + 1 + np.arange(new.size, dtype=np.uint64))
+    # one id more and the largest possible new id would not fit
+    with pytest.raises(InputError, match="do not fit in uint64"):
+        mutex_watershed(affs, OFFSETS_2D, seeds=np.where(big == top, np.uint64(top + 1), big))
+
+
+def test_masked_seeds_do_not_reserve_ids():
+    affs = np.full((2, 3, 4), 0.2, np.float32)
+    seeds = np.zeros((3, 4), np.uint64)
+    seeds[0, 0], seeds[2, 3] = 7, MAX_ID
+    mask = np.ones((3, 4), bool)
+    mask[2, 3] = False
+    labels = mutex_watershed(affs, seeds=seeds, mask=mask)
+    assert labels[0, 0] == 7 and labels[2, 3] == 0
+    assert sorted(labels[mask].tolist()) == [7] + list(range(8, 8 + 10))
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"min_size": 1.5}, "min_size must be an integer"),
+        ({"min_size": "3"}, "min_size must be an integer"),
+        ({"min_size": True}, "min_size must be an integer"),
+        ({"rng_seed": "x"}, "rng_seed must be an integer"),
+        ({"rng_seed": 1.5}, "rng_seed must be an integer"),
+        ({"randomized_strides": "no"}, "randomized_strides must be True or False"),
+        ({"bias": "0.5"}, "bias must be a number"),
+        ({"bias": None}, "bias must be a number"),
+        ({"bias": 0.5 + 0j}, "bias must be a number"),
+        ({"bias": [0.5, [0.5]]}, "bias must be a number"),
+        ({"bias": np.nan}, r"biases must lie in \(0, 1\)"),
+        ({"long_range_bias": "0.5"}, "long_range_bias must be a finite number"),
+        ({"long_range_bias": np.nan}, "long_range_bias must be a finite number"),
+        ({"strides": [[1, 2], [1]]}, "strides must be 2 positive integers"),
+        ({"strides": [2**40, 1]}, "strides must be 2 positive integers"),
+    ],
+)
+def test_wrongly_typed_options_are_refused(kwargs, match):
+    affs = np.full((2, 6, 7), 0.6, np.float32)
+    with pytest.raises(InputError, match=match):
+        mutex_watershed(affs, [[-1, 0], [0, -1]], **kwargs)
+
+
+@pytest.mark.parametrize(
+    "num_nodes,uv,w,kwargs,match",
+    [
+        (3, [[0, 1]], [1 + 1j], {}, "weights must be real numbers, got dtype complex128"),
+        (3, [[0, 1]], np.array([0.5 + 0j]), {}, "weights must be real numbers, got dtype complex128"),
+        (3, [[0, 1]], ["0.5"], {}, "weights must be real numbers, got dtype <U3"),
+        (3, [[0, 1]], [None], {}, "weights must be real numbers, got dtype object"),
+        (3, [[0, 1]], [0.5], {"mutex_uv_ids": [[1, 2]], "mutex_weights": [1j]},
+         "mutex_weights must be real numbers"),
+        (3, [[0, 1], [1]], [0.5, 0.5], {}, "uv_ids must be a regular array"),
+        (3, np.array([[0, 2**64 - 1]], np.uint64), [0.5], {}, "node id 18446744073709551615 outside"),
+        (2**40, [[0, 1]], [0.5], {}, r"num_nodes must be at most 2\*\*31 - 1"),
+        (2**31, [[0, 1]], [0.5], {}, r"num_nodes must be at most 2\*\*31 - 1"),
+        (3.0, [[0, 1]], [0.5], {}, "num_nodes must be a positive integer"),
+        ("3", [[0, 1]], [0.5], {}, "num_nodes must be a positive integer"),
+    ],
+)
+def test_graph_input_of_wrong_type_or_size_is_refused(num_nodes, uv, w, kwargs, match):
+    with pytest.raises(InputError, match=match):
+        mutex_watershed_graph(num_nodes, uv, w, **kwargs)
+
+
+def test_boolean_graph_weights_are_signed_weights():
+    labels = mutex_watershed_graph(3, [[0, 1], [1, 2]], np.array([True, False]))
+    np.testing.assert_array_equal(labels, [1, 1, 2])
+
+
+def test_a_nan_bias_is_refused_even_where_long_range_bias_replaces_it():
+    affs = np.full((1, 1, 1, 1), 0.6, np.float32)
+    with pytest.raises(InputError, match=r"biases must lie in \(0, 1\), got \[nan\]"):
+        mutex_watershed(affs, [[0, 0, 2]], bias=np.nan, long_range_bias=0.2)

@@ -243,3 +243,88 @@ def test_image_weights_bad_input():
         image_weights(np.ones((4, 4)), spacing=(1.0,))
     with pytest.raises(ValueError, match=r"shape \(4,\)"):
         image_weights(np.ones(4))
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"tol": "x"}, "tol must be a finite number"),
+        ({"tol": np.nan}, "tol must be a finite number"),
+        ({"tol": None}, "tol must be a finite number"),
+        ({"solver": ["cg"]}, "unknown solver"),
+        ({"solver": np.array(["cg", "direct"])}, "unknown solver"),
+        ({"return_probabilities": "yes"}, "return_probabilities must be True or False"),
+        ({"weights": [[[1.0, 1.0], [1.0]], [[1.0, 1.0], [1.0, 1.0]]]}, "weights must be a regular array"),
+    ],
+)
+def test_options_of_wrong_type_are_refused(kwargs, message):
+    from affseg.errors import InputError
+
+    seeds = np.zeros((2, 2), np.uint64)
+    seeds[0, 0], seeds[1, 1] = 1, 2
+    weights = kwargs.pop("weights", np.ones((2, 2, 2)))
+    with pytest.raises(InputError, match=message):
+        random_walker(weights, seeds, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "image,kwargs,message",
+    [
+        (np.ones((4, 4)), {"beta": "130"}, "beta must be a finite number"),
+        (np.ones((4, 4)), {"beta": np.nan}, "beta must be a finite number"),
+        (np.ones((4, 4)), {"beta": -1.0}, "beta must lie in"),
+        (np.ones((4, 4)), {"eps": np.inf}, "eps must be a finite number"),
+        (np.ones((4, 4)), {"spacing": (np.nan, 1.0)}, "spacing must hold 2 positive numbers"),
+        (np.ones((4, 4)), {"spacing": ("1", "1")}, "spacing must hold 2 positive numbers"),
+        (np.ones((4, 4)), {"spacing": (1j, 1.0)}, "spacing must hold 2 positive numbers"),
+        (np.ones((0, 4)), {}, "image is empty"),
+        (np.array([[0.0, 1e308], [-1e308, 0.0]]), {}, "overflow float64"),
+    ],
+)
+def test_image_weights_refuse_wrong_numbers(image, kwargs, message):
+    from affseg.errors import InputError
+
+    with np.errstate(all="raise"):  # and no numpy warning on the way
+        with pytest.raises(InputError, match=message):
+            image_weights(image, **kwargs)
+
+
+@pytest.mark.parametrize("solver", ["direct", "cg"])
+@pytest.mark.parametrize("scale", [1e300, 1e-300, 1e-320])
+def test_any_weight_scale_gives_the_same_walk(solver, scale):
+    # the walk sees ratios only; huge weights overflowed the sums, subnormal ones made the
+    # direct factor "exactly singular" (a raw RuntimeError)
+    rng = np.random.default_rng(4)
+    weights = rng.random((2, 6, 7))
+    seeds = np.zeros((6, 7), np.uint64)
+    seeds[0, 0], seeds[5, 6], seeds[3, 3] = 1, 2, 2**64 - 1
+    ref_labels, ref_probs = random_walker(weights, seeds, solver="direct", return_probabilities=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        labels, probs = random_walker(weights * scale, seeds, solver=solver, return_probabilities=True)
+    np.testing.assert_array_equal(labels, ref_labels)
+    np.testing.assert_allclose(probs, ref_probs, atol=1e-3 if scale < 1e-310 else 1e-6)
+
+
+@pytest.mark.parametrize("solver", ["direct", "cg"])
+def test_weights_beyond_float64_resolution_are_an_input_error(solver):
+    from affseg.errors import InputError
+
+    # seed 1 -(1e-17)- u -(1)- v -(1e-20)- seed 2: 1 + 1e-17 == 1, so L_U is singular in
+    # float64 (SuperLU's RuntimeError, or a LinAlgError in the multigrid's coarse Cholesky)
+    weights = np.zeros((1, 1, 4))
+    weights[0, 0, 1:] = [1e-17, 1.0, 1e-20]
+    seeds = np.array([[1, 0, 0, 2]], np.uint64)
+    with pytest.raises(InputError, match="singular in float64: the positive weights span 1e-20 to 1"):
+        random_walker(weights, seeds, [[0, -1]], solver=solver)
+
+
+def test_probabilities_without_precision_are_an_input_error():
+    # weights spanning 1e-24..1 gave probabilities of -2e20 without a word
+    from affseg.errors import InputError
+
+    base = np.random.default_rng(1).random((2, 3, 3))
+    weights = base * 10.0 ** -np.random.default_rng(0).uniform(0, 25, base.shape)
+    seeds = np.array([[0, 0, 0], [3, 0, 4], [0, 0, 0]], np.uint64)
+    with pytest.raises(InputError, match="too ill-conditioned in float64"):
+        random_walker(weights, seeds, solver="direct")

@@ -126,8 +126,12 @@ def evaluate(segmentation, ground_truth) -> dict[str, float]:
 
     Parameters
     ----------
-    segmentation, ground_truth : int arrays of the same shape (2D or 3D)
-        Any ids up to 2**64 - 1. Segmentation label 0 counts as one segment like any other.
+    segmentation, ground_truth : int arrays of the same shape
+        2D or 3D volumes, or 1D sets of voxels (e.g. ``seg[mask], gt[mask]``); any ids up to
+        2**64 - 1. Segmentation label 0 counts as one segment like any other
+        (see ``docs/conventions.md`` for how that differs from CREMI's code). Other numbers
+        of dimensions, shapes that differ, negative or non-integer labels and a ground truth
+        without any labelled voxel raise an InputError.
 
     Returns
     -------
@@ -137,6 +141,14 @@ def evaluate(segmentation, ground_truth) -> dict[str, float]:
         ``rand_merge`` as waterz (self pairs counted); ``arand`` = 1 - F-score of those two (CREMI);
         ``cremi_score`` = sqrt((voi_split + voi_merge) * arand); ``n_voxels`` scored.
     """
+    for name, volume in (("segmentation", segmentation), ("ground_truth", ground_truth)):
+        what = f"{name} must be a 2D (y, x) or 3D (z, y, x) volume, or a 1D set of voxels (e.g. seg[mask]), got"
+        try:
+            shape = np.shape(volume)
+        except ValueError:  # ragged nesting
+            raise InputError(f"{what} a ragged sequence") from None
+        if len(shape) not in (1, 2, 3):
+            raise InputError(f"{what} shape {shape}")
     n, p2, plogp, a2, aloga, b2, blogb = _sums(segmentation, ground_truth)
     h_st, h_t, h_s = _entropies(n, plogp, aloga, blogb)
     voi_split, voi_merge = max(h_st - h_t, 0.0), max(h_st - h_s, 0.0)

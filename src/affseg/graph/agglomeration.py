@@ -41,6 +41,8 @@ def parse_merge_function(name: str) -> MergeFunction:
     RegionGraphType, 75, ScoreValue, 256, false>>``; ``_initmax`` makes the last argument true.
     """
     simple = {"mean": K.MEAN, "max": K.MAX, "min": K.MIN}
+    if not isinstance(name, str):
+        raise InputError(f"merge_function must be a name like 'hist_quant_75', got {name!r}")
     if name in simple:
         return MergeFunction(simple[name])
     match = _HIST.fullmatch(name) if isinstance(name, str) else None
@@ -340,7 +342,7 @@ def agglomerate_graph(
 def _looks_like_thresholds(value) -> bool:
     try:
         return np.ndim(value) == 1 and all(isinstance(v, (int, float, np.number)) for v in value)
-    except TypeError:
+    except (TypeError, ValueError):  # ragged nesting: not thresholds either
         return False
 
 

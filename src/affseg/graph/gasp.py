@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._checks import as_affinities, as_labels, as_mask
+from .._checks import as_affinities, as_array, as_flag, as_labels, as_mask, describe
 from ..conventions import _as_3d, _edge_slices
 from . import _gasp_kernels as k
 from ._mutex_kernels import labels_from_roots
@@ -19,8 +19,8 @@ LINKAGES = {"mean": k.MEAN, "sum": k.SUM, "max": k.MAX, "min": k.MIN, "abs_max":
 
 
 def _linkage_code(linkage: str) -> int:
-    if linkage not in LINKAGES:
-        raise InputError(f"unknown linkage {linkage!r}; choose one of {sorted(LINKAGES)}")
+    if not isinstance(linkage, str) or linkage not in LINKAGES:
+        raise InputError(f"unknown linkage {describe(linkage)}; choose one of {sorted(LINKAGES)}")
     return LINKAGES[linkage]
 
 
@@ -70,13 +70,16 @@ def gasp_graph(
     if (sizes <= 0).any():
         raise InputError(f"edge_sizes must be positive, found {sizes.min()}")
     merge = _as_per_edge(mergeable, len(w), "mergeable", True).astype(bool)
-    return _run(num_nodes, uv, w, sizes, merge, code, cannot_link)
+    return _run(num_nodes, uv, w, sizes, merge, code, as_flag(cannot_link, name="cannot_link"))
 
 
 def _as_per_edge(values, n: int, name: str, default) -> np.ndarray:
     if values is None:
         return np.full(n, default, dtype=np.float64 if isinstance(default, float) else bool)
-    arr = np.asarray(values)
+    arr = as_array(values, name=name)
+    if arr.dtype.kind not in ("iuf" if isinstance(default, float) else "biuf"):  # complex, strings, objects
+        raise InputError(f"{name} must be {'real numbers' if isinstance(default, float) else 'booleans'}, "
+                         f"got dtype {arr.dtype}")
     if arr.shape != (n,):
         raise InputError(f"{name} must have the shape ({n},), got {arr.shape}")
     if arr.dtype.kind == "f" and not np.isfinite(arr).all():
@@ -118,6 +121,8 @@ def gasp(
     affs, offsets = as_affinities(affs, offsets)
     shape = affs.shape[1:]
     code = _linkage_code(linkage)
+    cannot_link = as_flag(cannot_link, name="cannot_link")
+    long_range_merges = as_flag(long_range_merges, name="long_range_merges")
     mask = as_mask(mask, shape)
     biases = channel_biases(offsets, bias, long_range_bias)
     if fragments is not None:

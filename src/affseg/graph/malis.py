@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .._checks import as_affinities, as_labels, as_mask
+from .._checks import as_affinities, as_array, as_flag, as_labels, as_mask
 from ..conventions import affinities_from_labels, flat_steps
 from ._agglomeration_kernels import hash_get, hash_put
 from ._edge_ids import edge_bounds, edge_ends
@@ -263,7 +263,9 @@ def _counts_in_order(compact: np.ndarray, n_labels: int, edge_ids, deltas, n_edg
 
 
 def _check(affs, labels, offsets, mask):
-    if np.size(labels) >= 2**31:  # before the inputs are converted (copies of that size)
+    labels = as_array(labels, name="labels")  # no copy
+    mask = None if mask is None else as_array(mask, name="mask")
+    if labels.size >= 2**31:  # before the inputs are converted (copies of that size)
         raise InputError(f"MALIS counts support up to 2**31 voxels, got labels of shape {np.shape(labels)}")
     affs, offsets = as_affinities(affs, offsets)
     labels = as_labels(labels, shape=affs.shape[1:])
@@ -340,6 +342,7 @@ def constrained_malis_weights(affs, labels, offsets=None, *, mask=None, normaliz
     w_pos, w_neg : (C, ...) float64
     """
     affs, labels, offsets, mask = _check(affs, labels, offsets, mask)
+    normalize = as_flag(normalize, name="normalize")
     labels, known_edges = _split_mask(mask, labels, offsets)
 
     compact, n_labels = _compact_labels(labels)
@@ -375,8 +378,9 @@ def malis_weights(affs, labels, offsets=None, *, mask=None, constrained: bool = 
     Unconstrained MALIS (Turaga 2009) runs one pass on the predicted affinities and gives each
     tree edge its same-label pairs as positive and different-label pairs as negative weight.
     """
-    if constrained:
+    if as_flag(constrained, name="constrained"):
         return constrained_malis_weights(affs, labels, offsets, mask=mask, normalize=normalize)
+    normalize = as_flag(normalize, name="normalize")
     same, diff = malis_pair_counts(affs, labels, offsets, mask=mask)
     if normalize:
         total = same.sum() + diff.sum()

@@ -8,7 +8,19 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._checks import as_affinities, as_labels, as_mask
+from .._checks import (
+    MAX_ID,
+    MAX_OFFSET,
+    as_affinities,
+    as_array,
+    as_flag,
+    as_int,
+    as_labels,
+    as_mask,
+    as_number,
+    check_id_range,
+    describe,
+)
 from ..conventions import _as_3d, flat_steps
 from . import _mutex_kernels as k
 from ..errors import InputError
@@ -29,22 +41,31 @@ def channel_biases(offsets: np.ndarray, bias=0.5, long_range_bias=None) -> np.nd
     nearest-neighbour channels only.
     """
     n = len(offsets)
-    values = np.asarray(bias, dtype=np.float64)
+    try:
+        raw = np.asarray(bias)
+    except ValueError:  # ragged nesting
+        raw = np.asarray(None)
+    if raw.dtype.kind not in "iuf":  # strings, bools, complex, None, objects
+        raise InputError(f"bias must be a number or {n} numbers (one per channel), got {describe(bias)}")
+    values = raw.astype(np.float64)
     if values.ndim == 0:
         values = np.full(n, float(values))
     elif values.shape != (n,):
         raise InputError(f"bias must be a scalar or {n} values (one per channel), got shape {values.shape}")
-    else:
-        values = values.copy()
+    _check_biases(values)  # also those that long_range_bias replaces: a NaN is a mistake anywhere
     if long_range_bias is not None:
-        if not 0 < float(long_range_bias) < 1:
+        long_range_bias = as_number(long_range_bias, name="long_range_bias")
+        if not 0 < long_range_bias < 1:
             raise InputError(f"biases must lie in (0, 1), got long_range_bias={long_range_bias}")
-        values[is_long_range(offsets)] = float(long_range_bias)
+        values[is_long_range(offsets)] = long_range_bias
+    return values
+
+
+def _check_biases(values: np.ndarray) -> None:
     bad = ~((values > 0) & (values < 1))
     if bad.any():
         raise InputError(f"biases must lie in (0, 1), got {values[bad].tolist()} for channels "
                          f"{np.flatnonzero(bad).tolist()}")
-    return values
 
 
 def signed_weights(affs, offsets=None, *, bias=0.5, long_range_bias=None) -> np.ndarray:
@@ -60,11 +81,15 @@ def _channel_strides(strides, offsets: np.ndarray) -> np.ndarray:
     out = np.ones((c, ndim), dtype=np.int64)
     if strides is None:
         return out
-    raw = np.asarray(strides)
-    if raw.dtype.kind not in "iu" or raw.shape not in ((ndim,), (c, ndim)) or raw.size == 0 or (raw < 1).any():
+    try:
+        raw = np.asarray(strides)
+    except ValueError:  # ragged nesting
+        raw = np.asarray(None)
+    if (raw.dtype.kind not in "iu" or raw.shape not in ((ndim,), (c, ndim)) or raw.size == 0 or (raw < 1).any()
+            or (raw > MAX_OFFSET).any()):
         raise InputError(
             f"strides must be {ndim} positive integers (for the long-range channels) or one such "
-            f"row per channel, shape ({c}, {ndim}); got {np.asarray(strides).tolist()}"
+            f"row per channel, shape ({c}, {ndim}), each at most {MAX_OFFSET}; got {describe(strides)}"
         )
     if raw.shape == (ndim,):
         out[is_long_range(offsets)] = raw
@@ -107,25 +132,30 @@ def mutex_watershed(
         Instead of a grid, keep each edge with probability ``1 / prod(stride)``, deterministically
         from ``rng_seed``.
     rng_seed : int
-        Seed of the randomized strides.
+        Seed of the randomized strides (any integer).
     mask : bool array, spatial shape, optional
         Voxels outside get label 0 and take part in no edge.
     seeds : integer array, spatial shape, optional
         Non-zero voxels keep their seed id; voxels of one id are one segment (even if apart);
-        different seeds never merge. Seeds on masked voxels are ignored.
+        different seeds never merge. Seeds on masked voxels are ignored. Any ids up to
+        2**64 - 1, as long as the ids of the unseeded segments (below) fit too: from
+        ``max(seeds) + 1`` up to one per unseeded voxel inside the mask; seeds that leave no
+        room for them raise an InputError before any work.
     min_size : int
-        Segments smaller than this many voxels merge into the neighbour of highest mean
-        nearest-neighbour affinity (seeded segments absorb but are never merged away). Needs
+        Segments smaller than this many voxels (an integer >= 0) merge into the neighbour of
+        highest mean nearest-neighbour affinity (seeded segments absorb but are never merged away). Needs
         the nearest-neighbour channels among the offsets.
 
     Returns
     -------
     labels : uint64 array, spatial shape
         Seeded segments carry their seed id, the others consecutive ids from ``max(seeds) + 1``
-        (from 1 without seeds) in raster order of their first voxel; 0 only where masked.
+        (the largest seed inside the mask; from 1 without seeds) in raster order of their first
+        voxel; 0 only where masked.
     """
-    if np.size(affs) >= 2**31:  # before the affinities are converted (copies of that size)
-        raise InputError(f"affinities of shape {np.shape(affs)} have too many edges for one call "
+    affs = as_array(affs, name="affs")  # no copy
+    if affs.size >= 2**31:  # before the affinities are converted (copies of that size)
+        raise InputError(f"affinities of shape {affs.shape} have too many edges for one call "
                          "(2**31); segment blockwise")
     affs, offsets = as_affinities(affs, offsets)
     shape = affs.shape[1:]
@@ -133,12 +163,16 @@ def mutex_watershed(
     biases = channel_biases(offsets, bias, long_range_bias)
     channel_strides = _channel_strides(strides, offsets)
     mask = as_mask(mask, shape)
+    randomized_strides = as_flag(randomized_strides, name="randomized_strides")
+    rng_seed = as_int(rng_seed, name="rng_seed")
+    min_size = as_int(min_size, name="min_size", minimum=0)
     if seeds is not None:
         seeds = as_labels(seeds, name="seeds", shape=shape)
-    if min_size < 0:
-        raise InputError(f"min_size must be >= 0, got {min_size}")
+        if mask is not None:  # ignored there, so they name no segment and reserve no id
+            seeds = np.where(mask, seeds, np.uint64(0))
+        _check_seed_ids(seeds, mask)
     if randomized_strides:
-        keep_prob = 1.0 / channel_strides.prod(axis=1).astype(np.float64)
+        keep_prob = 1.0 / channel_strides.astype(np.float64).prod(axis=1)
         grid_strides = np.ones_like(channel_strides)
     else:
         keep_prob = np.ones(len(offsets))
@@ -151,6 +185,18 @@ def mutex_watershed(
     if min_size > 1:
         labels = _clean_small(affs, offsets, labels, min_size, seeds)
     return labels
+
+
+
+def _check_seed_ids(seeds: np.ndarray, mask) -> None:
+    """The unseeded segments take ids from ``max(seeds) + 1``, at most one per unseeded voxel
+    inside the mask: those ids must fit in uint64 (checked before any work)."""
+    n_seeded = int(np.count_nonzero(seeds))
+    if n_seeded == 0:
+        return
+    n_free = (seeds.size if mask is None else int(np.count_nonzero(mask))) - n_seeded
+    if n_free > 0:  # with every voxel seeded no new id is needed (a seed may be 2**64 - 1)
+        check_id_range(int(seeds.max()) + 1, n_free, name="seeds")
 
 
 def _grid_mutex_watershed(affs, offsets, biases, strides, keep_prob, rng_seed, mask, seeds):
@@ -177,8 +223,9 @@ def _grid_mutex_watershed(affs, offsets, biases, strides, keep_prob, rng_seed, m
     edges = (flat_steps(affs.shape[1:], offsets), affs[0].size, entries)
     k.run(k.process_grid, edges, node, seed, use_seeds, *store)
     del entries, store, packed
-    start = int(seeds.max()) + 1 if use_seeds else 1
-    return k.labels_from_roots(node[:, k.PARENT], seed, use_seeds, mask_arr, use_mask, start)
+    # the next free id (checked to fit by _check_seed_ids unless no voxel is left for one)
+    start = min(int(seeds.max()) + 1, MAX_ID) if use_seeds else 1
+    return k.labels_from_roots(node[:, k.PARENT], seed, use_seeds, mask_arr, use_mask, np.uint64(start))
 
 
 def _clean_small(affs, offsets, labels, min_size, seeds):
@@ -187,11 +234,15 @@ def _clean_small(affs, offsets, labels, min_size, seeds):
     from .fragments import _apply_min_size
 
     top_seed = int(seeds.max()) if seeds is not None else 0
-    frozen = np.arange(1, top_seed + 1, dtype=np.uint64) if top_seed else None
+    frozen = np.unique(seeds[seeds != 0]) if top_seed else None  # the seed ids, not 1..max (ids up to 2**64 - 1)
     merged = _apply_min_size(affs, offsets, labels, min_size, frozen_ids=frozen)
     ids = np.unique(merged)
-    unseeded = ids[ids > top_seed]
-    return relabel(merged, unseeded, np.arange(top_seed + 1, top_seed + 1 + unseeded.size, dtype=np.uint64))
+    unseeded = ids[ids > np.uint64(top_seed)]
+    if unseeded.size == 0:
+        return merged
+    # fewer than before the merge, so they fit where the uncleaned ids did
+    first = np.uint64(top_seed) + np.uint64(1)
+    return relabel(merged, unseeded, first + np.arange(unseeded.size, dtype=np.uint64))
 
 
 def mutex_watershed_graph(
@@ -243,28 +294,45 @@ def mutex_watershed_graph(
     node, seed, *store = k.new_state(num_nodes, False, int((~attractive).sum()))
     edges = (np.ascontiguousarray(uv[order, 0]), np.ascontiguousarray(uv[order, 1]), attractive[order], num_nodes)
     k.run(k.process_sorted, edges, node, seed, False, *store)
-    return k.labels_from_roots(node[:, k.PARENT], seed, False, np.ones(1, bool), False, 1)
+    return k.labels_from_roots(node[:, k.PARENT], seed, False, np.ones(1, bool), False, np.uint64(1))
+
+
+# Graphs share the grid's limit of 2**31 - 1 nodes (voxels): node ids then fit the kernels'
+# 32-bit state (and each node costs about 40 bytes in the Mutex Watershed's and GASP's
+# kernels, so more nodes would not fit in memory anyway).
+MAX_NODES = 2**31 - 1
 
 
 def _as_num_nodes(num_nodes) -> int:
     if isinstance(num_nodes, (bool, np.bool_)) or not isinstance(num_nodes, (int, np.integer)) or num_nodes < 1:
-        raise InputError(f"num_nodes must be a positive integer, got {num_nodes!r}")
+        raise InputError(f"num_nodes must be a positive integer, got {describe(num_nodes)}")
+    if num_nodes > MAX_NODES:
+        raise InputError(f"num_nodes must be at most 2**31 - 1 = {MAX_NODES} (the node limit of the graph "
+                         f"kernels, as for grids; their state takes tens of bytes per node), got {int(num_nodes)}")
     return int(num_nodes)
+
+
 
 
 def _as_edges(num_nodes: int, uv_ids, weights, *, name: str) -> tuple[np.ndarray, np.ndarray]:
     """Edges as (E, 2) int64 and weights as (E,) float64, checked before any work."""
-    uv = np.asarray(uv_ids)
+    uv = as_array(uv_ids, name=name)
     if uv.ndim != 2 or uv.shape[1] != 2:
         raise InputError(f"{name} must have the shape (E, 2), got {uv.shape}")
     if uv.size and uv.dtype.kind not in "iu":
         raise InputError(f"{name} must be integers, got dtype {uv.dtype}")
+    if uv.size and uv.dtype.kind == "u" and uv.max() > np.iinfo(np.int64).max:
+        raise InputError(f"{name} has node id {uv.max()} outside [0, {num_nodes})")
     uv = uv.astype(np.int64)
-    w = np.asarray(weights, dtype=np.float64)
+    weight_name = "weights" if name == "uv_ids" else "mutex_weights"
+    w = as_array(weights, name=weight_name)
+    if w.dtype.kind not in "biuf":  # complex, strings, objects, None
+        raise InputError(f"{weight_name} must be real numbers, got dtype {w.dtype}")
+    w = w.astype(np.float64)
     if w.shape != (uv.shape[0],):
-        raise InputError(f"weights must have the shape ({uv.shape[0]},) to match {name}, got {w.shape}")
+        raise InputError(f"{weight_name} must have the shape ({uv.shape[0]},) to match {name}, got {w.shape}")
     if not np.isfinite(w).all():
-        raise InputError(f"weights contain {int((~np.isfinite(w)).sum())} NaN or infinite values")
+        raise InputError(f"{weight_name} contain {int((~np.isfinite(w)).sum())} NaN or infinite values")
     if uv.size:
         bad = (uv < 0) | (uv >= num_nodes)
         if bad.any():

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from .._checks import as_int, as_number
+from .._checks import as_flag, as_int, as_number
 from ..errors import InputError
 
 __all__ = ["Method", "Option", "Segmentation", "get_method", "method_names", "methods", "methods_markdown"]
@@ -55,9 +55,7 @@ class Option:
         if self.kind == "float":
             return as_number(value, name=self.name, low=self.minimum, high=self.maximum)
         if self.kind == "bool":
-            if not isinstance(value, (bool, np.bool_)):
-                raise InputError(f"{self.name} must be True or False, got {value!r}")
-            return bool(value)
+            return as_flag(value, name=self.name)
         if self.kind == "str":
             if not isinstance(value, str) or (self.choices and value not in self.choices):
                 raise InputError(f"unknown {self.name} {value!r}; choose one of {self.choices}")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._checks import as_number
+from .._checks import as_mask, as_number
 from ..errors import InputError
 from . import Option
 
@@ -41,9 +41,11 @@ def _merge_function(value):
 
 
 def fragments_of(affs, offsets, options: dict, *, mask, voxel_size, fragments):
-    """The given fragments, or MALA fragments of the affinities with the method's options."""
+    """The given fragments (0 outside the mask), or MALA fragments of the affinities with the
+    method's options."""
     if fragments is not None:
-        return fragments
+        mask = as_mask(mask, fragments.shape)
+        return fragments if mask is None else np.where(mask, fragments, np.uint64(0))
     from ..graph.fragments import extract_fragments
 
     return extract_fragments(affs, offsets, in_plane=options["in_plane"],
