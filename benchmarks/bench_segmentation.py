@@ -72,7 +72,7 @@ def lsd_fragments(affs):
 def run_reference(affs, thresholds):
     import waterz
 
-    from affseg.graph.agglomeration import waterz_scoring_function
+    from affseg.graph.mala.agglomeration import waterz_scoring_function
 
     fragments = lsd_fragments(affs)
     scoring = waterz_scoring_function(MERGE_FUNCTION)
@@ -94,7 +94,7 @@ def agglomeration_only(method: str, data_dir: Path) -> dict:
     affs = np.load(data_dir / "affs.npy")
     fragments = np.load(data_dir / "fragments.npy")
     from affseg import agglomerate
-    from affseg.graph.agglomeration import waterz_scoring_function
+    from affseg.graph.mala.agglomeration import waterz_scoring_function
 
     agglomerate(np.ascontiguousarray(affs[:, :4, :16, :16]), np.ascontiguousarray(fragments[:4, :16, :16]), thresholds=[0.5])
     import waterz
@@ -144,7 +144,7 @@ def worker(method: str, data_dir: Path) -> dict:
     else:
         import waterz
 
-        from affseg.graph.agglomeration import waterz_scoring_function
+        from affseg.graph.mala.agglomeration import waterz_scoring_function
 
         saved = os.dup(1)
         os.dup2(os.open(os.devnull, os.O_WRONLY), 1)

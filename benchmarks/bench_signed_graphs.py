@@ -147,9 +147,9 @@ def profile(seed: int) -> None:
     pin_to_one_core()
     from affseg import extract_fragments, mutex_watershed
     from affseg.conventions import flat_steps
-    from affseg.graph import _gasp_kernels, _mutex_kernels
-    from affseg.graph.gasp import _signed_region_graph
-    from affseg.graph.mutex import channel_biases
+    from affseg.graph.signed import _gasp_kernels, _mutex_kernels
+    from affseg.graph.signed.gasp import _signed_region_graph
+    from affseg.graph.signed.mutex import channel_biases
     from affseg.synthetic import make_volume
 
     affs = np.ascontiguousarray(make_volume((64, 256, 256), seed=seed, offsets=OFFSETS).affs)

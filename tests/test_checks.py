@@ -4,7 +4,7 @@ import pytest
 
 import affseg
 from affseg.errors import InputError
-from affseg.graph.components import relabel_consecutive
+from affseg.graph.core.relabel import relabel_consecutive
 
 
 @pytest.fixture

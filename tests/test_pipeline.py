@@ -30,7 +30,7 @@ def test_unknown_method(volume):
 
 def test_random_walker_seeded_by_fragments_refines_mala_boundaries():
     from affseg.evaluation import evaluate
-    from affseg.graph.fragments import boundary_map
+    from affseg.graph.mala.fragments import boundary_map
     from affseg.synthetic import make_volume
 
     vol = make_volume((12, 48, 48), seed=3)
@@ -45,7 +45,7 @@ def test_random_walker_seeded_by_fragments_refines_mala_boundaries():
 
 
 def test_random_walker_seeded_by_distance_maxima():
-    from affseg.graph.fragments import distance_seeds
+    from affseg.graph.mala.fragments import distance_seeds
     from affseg.graph.random_walker import random_walker
     from affseg.synthetic import make_volume
 

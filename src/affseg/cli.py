@@ -389,10 +389,10 @@ def cmd_demo(args) -> int:
     from tqdm.auto import tqdm
 
     from .evaluation import best_threshold, evaluate, plot_split_merge
-    from .graph.agglomeration import agglomerate
-    from .graph.fragments import extract_fragments
-    from .graph.gasp import gasp
-    from .graph.mutex import mutex_watershed
+    from .graph.mala.agglomeration import agglomerate
+    from .graph.mala.fragments import extract_fragments
+    from .graph.signed.gasp import gasp
+    from .graph.signed.mutex import mutex_watershed
     from .io import read_volume, write_json, write_volume
     from .learn.predict import predict
     from .learn.train import train

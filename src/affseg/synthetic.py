@@ -73,7 +73,7 @@ def neurite_labels(shape, *, seed: int = 0, voxel_size=None, n_neurites: int | N
         seeds[tuple(np.array(shape) // 2)] = 1
     _, nearest = ndi.distance_transform_edt(seeds == 0, sampling=vs, return_indices=True)
     labels = seeds[tuple(nearest)]
-    from .graph.components import relabel_consecutive
+    from .graph.core.relabel import relabel_consecutive
 
     return relabel_consecutive(labels)[0]
 

@@ -7,7 +7,7 @@ import numpy as np
 from numba import njit
 
 from .._checks import as_labels
-from ..graph.rag import compact_fragments
+from ..graph.core.relabel import compact_fragments
 from ..errors import InputError
 
 __all__ = ["adapted_rand_error", "evaluate", "variation_of_information"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..graph.malis import malis_weights
+from ..graph.malis.weights import malis_weights
 from ..errors import InputError
 
 __all__ = ["dice_loss", "malis_loss", "random_walker_loss", "weighted_bce", "weighted_mse"]
@@ -51,7 +51,7 @@ def dice_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | Non
 def malis_loss(affs: torch.Tensor, labels, offsets, *, mask=None, constrained: bool = True) -> torch.Tensor:
     """MALIS loss ``sum(w_pos * (1 - a)**2 + w_neg * a**2)``, averaged over the batch.
 
-    The weights come from :func:`affseg.graph.malis.malis_weights` (constrained MALIS by
+    The weights come from :func:`affseg.graph.malis.weights.malis_weights` (constrained MALIS by
     default, each pass normalised by its pair count) and are constants for the gradient, as in
     Turaga 2009 and Funke 2018.
 
@@ -63,7 +63,7 @@ def malis_loss(affs: torch.Tensor, labels, offsets, *, mask=None, constrained: b
         Ground truth of the output region; 0 forms no pairs.
     offsets : (C, ndim) array_like of int
     mask : bool array or tensor, (B, *spatial) or (B, C, *spatial), optional
-        Where the ground truth is known (see :func:`affseg.graph.malis.malis_pair_counts`).
+        Where the ground truth is known (see :func:`affseg.graph.malis.weights.malis_pair_counts`).
     """
     labels = _numpy(labels)
     if labels.shape[0] != affs.shape[0] or labels.shape[1:] != tuple(affs.shape[2:]):
@@ -100,7 +100,7 @@ def random_walker_loss(affs: torch.Tensor, labels, offsets, *, seed_radius: int 
     eps : float
         Added inside the logarithm.
     """
-    from ..graph.random_walker import MIN_AFFINITY_WEIGHT
+    from ..graph.random_walker.solver import MIN_AFFINITY_WEIGHT
     from .random_walker import random_walker_probabilities
     from .targets import oracle_seeds
 

@@ -1,6 +1,6 @@
 """The Learned Random Walker (Cerrone, Zeilmann and Hamprecht, CVPR 2019) as a torch layer.
 
-Forward: for each batch item, the seeded random walker (:class:`affseg.graph.random_walker.
+Forward: for each batch item, the seeded random walker (:class:`affseg.graph.random_walker.solver.
 RandomWalkerSystem`) on the predicted edge weights. Backward, exact by the adjoint method: with
 ``g = dLoss/dx`` on the unseeded voxels, one more solve per label ``L_U l_k = g_k`` reuses the
 forward factorisation (or multigrid hierarchy), and for the edge ``e = (u, v)``
@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..graph.random_walker import RandomWalkerSystem
+from ..graph.random_walker.solver import RandomWalkerSystem
 from ..errors import InputError
 
 __all__ = ["RandomWalker", "random_walker_probabilities"]

@@ -34,7 +34,7 @@ FRAGMENT_OPTIONS = (MIN_SEED_DISTANCE, MIN_SIZE, IN_PLANE)
 
 
 def _merge_function(value):
-    from ..graph.agglomeration import parse_merge_function
+    from ..graph.mala.agglomeration import parse_merge_function
 
     parse_merge_function(value)
     return value
@@ -46,7 +46,7 @@ def fragments_of(affs, offsets, options: dict, *, mask, voxel_size, fragments):
     if fragments is not None:
         mask = as_mask(mask, fragments.shape)
         return fragments if mask is None else np.where(mask, fragments, np.uint64(0))
-    from ..graph.fragments import extract_fragments
+    from ..graph.mala.fragments import extract_fragments
 
     return extract_fragments(affs, offsets, in_plane=options["in_plane"],
                              min_seed_distance=options["min_seed_distance"], min_size=options["min_size"],

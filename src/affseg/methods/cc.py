@@ -5,7 +5,7 @@ from . import Method, Segmentation
 
 
 def run(affs, offsets, *, thresholds, mask, voxel_size, fragments) -> Segmentation:
-    from ..graph.components import connected_components
+    from ..graph.malis.components import connected_components
 
     segs = [connected_components(affs, offsets, threshold=float(t), mask=mask) for t in thresholds]
     return Segmentation("cc", thresholds, None, None, segs)

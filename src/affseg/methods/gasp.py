@@ -8,7 +8,7 @@ from ._shared import BIAS, FRAGMENT_OPTIONS, LONG_RANGE_BIAS, fragments_of
 
 
 def run(affs, offsets, *, thresholds, mask, voxel_size, fragments, **options) -> Segmentation:
-    from ..graph.gasp import gasp
+    from ..graph.signed.gasp import gasp
 
     if options["superpixels"]:
         fragments = fragments_of(affs, offsets, options, mask=mask, voxel_size=voxel_size, fragments=fragments)

@@ -6,7 +6,7 @@ from ._shared import FRAGMENT_OPTIONS, MERGE_FUNCTION, fragments_of
 
 
 def run(affs, offsets, *, thresholds, mask, voxel_size, fragments, **options) -> Segmentation:
-    from ..graph.agglomeration import agglomerate
+    from ..graph.mala.agglomeration import agglomerate
 
     fragments = fragments_of(affs, offsets, options, mask=mask, voxel_size=voxel_size, fragments=fragments)
     result = agglomerate(affs, fragments, offsets, thresholds=thresholds, merge_function=options["merge_function"])

@@ -8,7 +8,7 @@ from ._shared import BIAS, LONG_RANGE_BIAS, MIN_SIZE
 
 
 def run(affs, offsets, *, thresholds, mask, voxel_size, fragments, **options) -> Segmentation:
-    from ..graph.mutex import mutex_watershed
+    from ..graph.signed.mutex import mutex_watershed
 
     seg = mutex_watershed(affs, offsets, bias=options["bias"], long_range_bias=options["long_range_bias"],
                           strides=options["strides"], mask=mask, min_size=options["min_size"])

@@ -14,9 +14,9 @@ from ._shared import FRAGMENT_OPTIONS, MERGE_FUNCTION, fragments_of
 
 
 def run(affs, offsets, *, thresholds, mask, voxel_size, fragments, **options) -> Segmentation:
-    from ..graph.agglomeration import agglomerate
-    from ..graph.fragments import _boundary_map, distance_seeds
-    from ..graph.random_walker import MIN_AFFINITY_WEIGHT, random_walker
+    from ..graph.mala.agglomeration import agglomerate
+    from ..graph.mala.fragments import _boundary_map, distance_seeds
+    from ..graph.random_walker.solver import MIN_AFFINITY_WEIGHT, random_walker
 
     # an affinity of exactly 0 would cut the voxel off the walk (label 0): let it through, barely
     weights = np.maximum(affs, np.float32(MIN_AFFINITY_WEIGHT))

@@ -9,11 +9,12 @@ from dataclasses import dataclass, field
 import numpy as np
 from numba import njit
 
-from .._checks import as_affinities, as_labels, as_thresholds
-from . import _agglomeration_kernels as K
+from ..._checks import as_affinities, as_labels, as_thresholds
+from . import _kernels as K
+from ..core.relabel import relabel
 from .rag import _fragment_graph
 from .statistics import HISTOGRAM_BINS, EdgeStatistics
-from ..errors import InputError
+from ...errors import InputError
 
 __all__ = ["Agglomeration", "agglomerate", "agglomerate_graph", "parse_merge_function", "relabel",
            "waterz_scoring_function"]
@@ -113,36 +114,6 @@ class Agglomeration:
             yield self.segmentation(i)
 
 
-@njit(cache=True, nogil=True)
-def _relabel_dense(flat, lut):
-    out = np.empty(flat.shape[0], dtype=np.uint64)
-    for i in range(flat.shape[0]):
-        out[i] = lut[flat[i]]
-    return out
-
-
-def relabel(labels, old_ids, new_ids) -> np.ndarray:
-    """Map ``old_ids[i] -> new_ids[i]`` over a label volume; 0 and unlisted ids keep their value."""
-    labels = as_labels(labels, name="fragments")
-    old_ids = np.asarray(old_ids, dtype=np.uint64)
-    new_ids = np.asarray(new_ids, dtype=np.uint64)
-    if old_ids.shape != new_ids.shape:
-        raise InputError(f"old_ids {old_ids.shape} and new_ids {new_ids.shape} differ in shape")
-    flat = labels.reshape(-1)
-    top = int(flat.max()) if flat.size else 0
-    if top < max(2**20, flat.size // 4):
-        lut = np.arange(top + 1, dtype=np.uint64)
-        keep = old_ids <= top
-        lut[old_ids[keep]] = new_ids[keep]
-        return _relabel_dense(flat, lut).reshape(labels.shape)
-    order = np.argsort(old_ids)
-    pos = np.searchsorted(old_ids[order], flat).clip(0, max(len(old_ids) - 1, 0))
-    hit = old_ids[order][pos] == flat if len(old_ids) else np.zeros(flat.shape, bool)
-    out = flat.copy()
-    out[hit] = new_ids[order][pos[hit]]
-    return out.reshape(labels.shape)
-
-
 class _State:
     """Arrays of one agglomeration, resumable from threshold to threshold.
 
@@ -240,7 +211,7 @@ def agglomerate(
     ``discretize_queue`` bins the queue is a bucket queue (first in, first out within a bucket,
     O(1) per operation), exactly as waterz's ``BinQueue``; with 0 it is a binary heap ordered by
     (score, insertion). The partitions equal waterz 0.10.1's with the same scoring function (see
-    :func:`waterz_scoring_function`) and queue. This is :func:`~affseg.graph.statistics.edge_statistics`
+    :func:`waterz_scoring_function`) and queue. This is :func:`~affseg.graph.mala.statistics.edge_statistics`
     followed by :func:`agglomerate_graph`, keeping the contacts so that ``mean`` is waterz's too.
 
     Parameters
@@ -298,8 +269,8 @@ def agglomerate_graph(
     Parameters
     ----------
     statistics : EdgeStatistics
-        From :func:`~affseg.graph.statistics.edge_statistics` (of a whole volume) or
-        :func:`~affseg.graph.statistics.merge_edge_statistics` (of its blocks). ``hist_quant_*``
+        From :func:`~affseg.graph.mala.statistics.edge_statistics` (of a whole volume) or
+        :func:`~affseg.graph.mala.statistics.merge_edge_statistics` (of its blocks). ``hist_quant_*``
         needs the histograms.
     thresholds, merge_function, discretize_queue, return_region_graph, progress
         As for :func:`agglomerate`.

@@ -16,9 +16,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ._agglomeration_kernels import hash_fill, hash_get, hash_put, pair_key
-from ._edge_ids import edge_bounds
-from ._unionfind import find
+from ..mala._kernels import hash_fill, hash_get, hash_put, pair_key
+from ..core.edges import edge_bounds
+from ..core.unionfind import find
 
 MEAN, SUM, MAX, MIN, ABS_MAX = 0, 1, 2, 3, 4
 
@@ -26,7 +26,7 @@ MEAN, SUM, MAX, MIN, ABS_MAX = 0, 1, 2, 3, 4
 @njit(cache=True, nogil=True)
 def pair_sums(nodes, affs, offsets, biases, local_channel, n_nodes):
     """The node pairs that the edges of a ``(z, y, x)`` volume of node ids join (node ``k`` is
-    stored as ``k + 1``, 0 is no node: :func:`affseg.graph.rag.compact_fragments`), in
+    stored as ``k + 1``, 0 is no node: :func:`affseg.graph.mala.rag.compact_fragments`), in
     the order first met (channel, then raster order), with per pair the ``pair_key``, the sum of
     the weights ``affs[c, u] - biases[c]`` (added in that order), the number of edges and
     whether a ``local_channel`` edge is among them. One hash lookup per edge: the pairs are few

@@ -5,7 +5,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from affseg import agglomerate, extract_fragments
-from affseg.graph.agglomeration import parse_merge_function, relabel, waterz_scoring_function
+from affseg.graph.mala.agglomeration import parse_merge_function, relabel, waterz_scoring_function
 from affseg.synthetic import make_volume
 
 

@@ -29,10 +29,10 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ._agglomeration_kernels import pair_key
-from ._edge_ids import edge_bounds, edge_ends
-from ._prefetch import prefetch
-from ._unionfind import find as find_parent
+from ..mala._kernels import pair_key
+from ..core.edges import edge_bounds, edge_ends
+from ..core.prefetch import prefetch
+from ..core.unionfind import find as find_parent
 
 PARENT, COUNT, HEAD = 0, 1, 2
 BLOCK = 7  # partners per block: a block row is 8 ids, 32 bytes with 32-bit ids

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from affseg import mutex_watershed, mutex_watershed_graph
 from affseg.conventions import _edge_slices, flat_steps
 from affseg.errors import InputError
-from affseg.graph.mutex import signed_weights
+from affseg.graph.signed.mutex import signed_weights
 
 OFFSETS_2D = [[-1, 0], [0, -1], [-3, 0], [0, -3], [-2, 2]]
 OFFSETS_3D = [[-1, 0, 0], [0, -1, 0], [0, 0, -1], [-2, 0, 0], [0, -4, 0], [0, 0, -4]]
@@ -119,7 +119,7 @@ def test_grid_orders_float32_ties_exactly_as_the_graph(seed, shape):
 
 @pytest.mark.parametrize("size", [4, 40])  # tie runs under and over 32 edges
 def test_grid_edge_order_is_exact_strength_then_sign_then_channel_and_voxel(size):
-    from affseg.graph import _mutex_kernels as kernels
+    from affseg.graph.signed import _mutex_kernels as kernels
 
     bias = 0.5 + 2.0**-40
     rng = np.random.default_rng(size)
@@ -141,7 +141,7 @@ def test_grid_edge_order_is_exact_strength_then_sign_then_channel_and_voxel(size
 
 @given(st.floats(0, 1, exclude_max=True), st.floats(0, 1, exclude_max=True))
 def test_sort_key_is_monotone_and_exact_where_not_flagged(a, b):
-    from affseg.graph import _mutex_kernels as kernels
+    from affseg.graph.signed import _mutex_kernels as kernels
 
     def key_value_inexact(strength):
         entry = int(kernels._entry(-strength, 0))  # repulsive: w <= 0 for every strength
@@ -181,7 +181,7 @@ def test_labels_are_consecutive_in_raster_order():
 
 def attractive_components(labels, affs, offsets, bias):
     """Connected components of each segment through attractive edges inside it."""
-    from affseg.graph.components import connected_components
+    from affseg.graph.malis.components import connected_components
 
     inside = np.stack([np.zeros(labels.shape, bool)] * len(offsets))
     for c, o in enumerate(np.asarray(offsets)):
@@ -349,8 +349,8 @@ def test_bad_graph_options_are_rejected(num_nodes, uv, w, kwargs, match):
 
 
 def test_randomized_strides_keep_the_expected_share_of_edges():
-    from affseg.graph import _mutex_kernels as kernels
-    from affseg.graph.mutex import _channel_strides
+    from affseg.graph.signed import _mutex_kernels as kernels
+    from affseg.graph.signed.mutex import _channel_strides
 
     affs = np.random.default_rng(9).random((5, 1, 200, 200)).astype(np.float32)
     offsets = np.array([[0, -1, 0], [0, 0, -1], [0, -3, 0], [0, 0, -3], [0, -2, 2]])
@@ -378,8 +378,8 @@ def test_ties_go_attractive_first_on_graphs_and_grids():
 def test_results_do_not_depend_on_the_initial_pair_set_and_block_pool(graph):
     # start the kernels with a 16-slot pair set and a one-block pool: they stop for room and
     # resume many times, and must end where a run with room to spare ends
-    from affseg.graph import _mutex_kernels as kernels
-    from affseg.graph.mutex import channel_biases
+    from affseg.graph.signed import _mutex_kernels as kernels
+    from affseg.graph.signed.mutex import channel_biases
 
     affs = np.random.default_rng(11).random((5, 30, 31)).astype(np.float32)
     offsets = np.array([[0, -1, 0], [0, 0, -1], [0, -3, 0], [0, 0, -3], [0, -2, 2]])

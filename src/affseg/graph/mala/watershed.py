@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .._checks import as_int, as_labels, as_mask
-from ._prefetch import prefetch
-from ..errors import InputError
+from ..._checks import as_int, as_labels, as_mask
+from ..core.prefetch import prefetch
+from ...errors import InputError
 
 __all__ = ["flood_levels", "ordered_keys", "seeded_watershed"]
 

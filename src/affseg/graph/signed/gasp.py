@@ -3,15 +3,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._checks import as_affinities, as_array, as_flag, as_labels, as_mask, describe
-from ..conventions import _as_3d, _edge_slices
+from ..._checks import as_affinities, as_array, as_flag, as_labels, as_mask, describe
+from ...conventions import _as_3d, _edge_slices
 from . import _gasp_kernels as k
 from ._mutex_kernels import labels_from_roots
-from .agglomeration import relabel
-from .components import relabel_consecutive
+from ..core.relabel import compact_fragments, relabel, relabel_consecutive
 from .mutex import _as_edges, _as_num_nodes, channel_biases, is_long_range
-from .rag import compact_fragments
-from ..errors import InputError
+from ...errors import InputError
 
 __all__ = ["LINKAGES", "gasp", "gasp_graph", "signed_region_graph"]
 

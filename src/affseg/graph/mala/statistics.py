@@ -2,7 +2,7 @@
 
 The building block of blockwise agglomeration: :func:`edge_statistics` on each block (or on the
 whole volume), :func:`merge_edge_statistics` over the blocks, then
-:func:`~affseg.graph.agglomeration.agglomerate_graph` on the result, with no volume in memory.
+:func:`~affseg.graph.mala.agglomeration.agglomerate_graph` on the result, with no volume in memory.
 Counts, sums, maxima, minima and 256-bin histograms merge exactly, so ``hist_quant_*``, ``max``
 and ``min`` agglomerate to the same partitions as one pass over the whole volume; ``mean`` starts
 from ``sum / count`` (float64) where waterz keeps a float32 running mean in raster order, which can
@@ -16,9 +16,9 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
-from .._checks import as_affinities, as_labels
-from ..errors import InputError
-from ._agglomeration_kernels import discretize
+from ..._checks import as_affinities, as_labels
+from ...errors import InputError
+from ._kernels import discretize
 from .rag import RegionGraph, _fragment_graph
 
 __all__ = ["HISTOGRAM_BINS", "EdgeStatistics", "edge_statistics", "merge_edge_statistics"]

@@ -9,9 +9,9 @@ from skimage.measure import label as sk_label
 from skimage.segmentation import watershed as sk_watershed
 
 from affseg import affinities_from_labels, connected_components
-from affseg.graph.distance import distance_transform
-from affseg.graph.filters import maximum_filter
-from affseg.graph.watershed import seeded_watershed
+from affseg.graph.mala.distance import distance_transform
+from affseg.graph.mala.filters import maximum_filter
+from affseg.graph.mala.watershed import seeded_watershed
 
 SHAPES = [(7, 23, 31), (40, 33)]
 
@@ -113,7 +113,7 @@ def test_connected_components_mask_gives_zero():
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("n_levels", [7, 300, 2**16])
 def test_bucket_flood_equals_heap_flood_on_integer_levels(shape, n_levels):
-    from affseg.graph.watershed import flood_levels
+    from affseg.graph.mala.watershed import flood_levels
 
     rng = np.random.default_rng(5)
     levels = rng.integers(0, n_levels, shape).astype(np.uint16 if n_levels <= 2**16 else np.int64)
@@ -133,7 +133,7 @@ def test_bucket_flood_equals_heap_flood_on_integer_levels(shape, n_levels):
 
 
 def test_kernel_options_are_checked():
-    from affseg.graph.watershed import MASKED, flood_levels
+    from affseg.graph.mala.watershed import MASKED, flood_levels
 
     with pytest.raises(ValueError, match="voxel_size"):
         distance_transform(np.ones((3, 3), bool), voxel_size=(1.0, 0.0))
@@ -157,7 +157,7 @@ def test_kernel_options_are_checked():
 
 
 def test_relabel_consecutive_keeps_zero_and_the_order_of_ids():
-    from affseg.graph.components import relabel_consecutive
+    from affseg.graph.core.relabel import relabel_consecutive
 
     labels = np.array([[0, 2**40, 7], [7, 0, 3]], dtype=np.uint64)
     out, n = relabel_consecutive(labels, start=10)

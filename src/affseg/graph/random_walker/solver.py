@@ -20,17 +20,17 @@ import numpy as np
 from scipy import sparse
 from scipy.sparse import csgraph
 
-from .._checks import as_array, as_flag, as_labels, as_mask, as_number, as_offsets, as_spacing, describe
-from ..conventions import _edge_slices, _grid_edges
-from ._random_walker_kernels import (
+from ..._checks import as_array, as_flag, as_labels, as_mask, as_number, as_offsets, as_spacing, describe
+from ...conventions import _edge_slices, _grid_edges
+from ._kernels import (
     cg_direction,
     cg_step,
     column_dots,
     jacobi_sweep,
     spmm,
 )
-from ._random_walker_kernels import residual as block_residual
-from ..errors import InputError
+from ._kernels import residual as block_residual
+from ...errors import InputError
 
 __all__ = ["RandomWalkerSystem", "image_weights", "random_walker"]
 

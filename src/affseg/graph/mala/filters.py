@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 from numba import njit
-from .._checks import as_int
-from ..errors import InputError
+from ..._checks import as_int
+from ...errors import InputError
 
 __all__ = ["maximum_filter"]
 

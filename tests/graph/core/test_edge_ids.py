@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from affseg.conventions import _edge_slices
-from affseg.graph._edge_ids import edge_bounds, split_edge_id
+from affseg.graph.core.edges import edge_bounds, split_edge_id
 
 
 @given(st.integers(1, 2**31), st.data())

@@ -4,16 +4,16 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .._deprecation import renamed_keywords
-from .._checks import as_affinities, as_int, as_mask, as_number, as_spacing, check_id_range
-from ..conventions import _nearest_neighbour
-from ._unionfind import find, union
-from .components import relabel_consecutive
+from ..._deprecation import renamed_keywords
+from ..._checks import as_affinities, as_int, as_mask, as_number, as_spacing, check_id_range
+from ...conventions import _nearest_neighbour
+from ..core.unionfind import find, union
+from ..core.relabel import relabel, relabel_consecutive
 from .distance import distance_transform
 from .filters import maximum_filter
 from .rag import _fragment_graph
 from .watershed import flood_levels
-from ..errors import InputError
+from ...errors import InputError
 
 __all__ = ["boundary_map", "distance_seeds", "extract_fragments"]
 
@@ -307,6 +307,4 @@ def _apply_min_size(affs, offsets, fragments, min_size, frozen_ids=None):
     mean = (sums / np.maximum(counts, 1)).astype(np.float32)
     frozen = np.zeros(rag.ids.shape[0], bool) if frozen_ids is None else np.isin(rag.ids, frozen_ids)
     roots = _merge_small(rag.u, rag.v, mean, rag.sizes, min_size, frozen)
-    from .agglomeration import relabel
-
     return relabel(fragments, rag.ids, rag.ids[roots])

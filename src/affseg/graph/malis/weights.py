@@ -15,12 +15,12 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .._checks import as_affinities, as_array, as_flag, as_labels, as_mask
-from ..conventions import affinities_from_labels, flat_steps
-from ._agglomeration_kernels import hash_get, hash_put
-from ._edge_ids import edge_bounds, edge_ends
-from ._prefetch import prefetch
-from ..errors import InputError
+from ..._checks import as_affinities, as_array, as_flag, as_labels, as_mask
+from ...conventions import affinities_from_labels, flat_steps
+from ..mala._kernels import hash_get, hash_put
+from ..core.edges import edge_bounds, edge_ends
+from ..core.prefetch import prefetch
+from ...errors import InputError
 
 __all__ = ["constrained_malis_weights", "malis_pair_counts", "malis_weights"]
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .._checks import as_affinities, as_int, as_labels, as_mask, as_number, check_id_range
-from ..conventions import _as_3d
-from ._edge_ids import edge_bounds
-from ._unionfind import find, union
+from ..._checks import as_affinities, as_mask, as_number
+from ...conventions import _as_3d
+from ..core.edges import edge_bounds
+from ..core.unionfind import find, union
 
-__all__ = ["connected_components", "relabel_consecutive"]
+__all__ = ["connected_components"]
 
 
 @njit(cache=True, nogil=True)
@@ -76,18 +76,3 @@ def connected_components(affs, offsets=None, *, threshold: float = 0.5, mask=Non
     return _roots_to_labels(parent, flat_mask, 1).reshape(shape)
 
 
-def relabel_consecutive(labels, *, start: int = 1) -> tuple[np.ndarray, int]:
-    """Relabel to ``start, start+1, ...`` in increasing order of the old ids; 0 stays 0.
-
-    Returns the relabelled uint64 volume and the number of labels.
-    """
-    from .rag import compact_fragments
-
-    labels = as_labels(labels, any_ndim=True)
-    start = as_int(start, name="start", minimum=1)
-    index, ids = compact_fragments(labels)
-    check_id_range(start, len(ids) - 1, name="start")
-    out = index.astype(np.uint64)
-    if start != 1:
-        out[index != 0] += np.uint64(start - 1)
-    return out, len(ids) - 1

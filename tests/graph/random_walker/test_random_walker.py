@@ -203,7 +203,7 @@ def test_system_adjoint_solves_reuse_the_same_operator():
 
 
 def test_cg_that_misses_its_tolerance_warns(monkeypatch):
-    import affseg.graph.random_walker as rw
+    import affseg.graph.random_walker.solver as rw
 
     real = rw._block_pcg
     monkeypatch.setattr(rw, "_block_pcg", lambda a, b, m, tol: real(a, b, m, tol, maxiter=1))

@@ -4,8 +4,8 @@ import pytest
 
 from affseg import extract_fragments
 from affseg.errors import InputError
-from affseg.graph.agglomeration import agglomerate, agglomerate_graph, relabel
-from affseg.graph.statistics import edge_statistics, merge_edge_statistics
+from affseg.graph.mala.agglomeration import agglomerate, agglomerate_graph, relabel
+from affseg.graph.mala.statistics import edge_statistics, merge_edge_statistics
 from affseg.synthetic import make_volume
 
 

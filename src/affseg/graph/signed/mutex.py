@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._checks import (
+from ..._checks import (
     MAX_ID,
     MAX_OFFSET,
     as_affinities,
@@ -21,9 +21,9 @@ from .._checks import (
     check_id_range,
     describe,
 )
-from ..conventions import _as_3d, flat_steps
+from ...conventions import _as_3d, flat_steps
 from . import _mutex_kernels as k
-from ..errors import InputError
+from ...errors import InputError
 
 __all__ = ["channel_biases", "mutex_watershed", "mutex_watershed_graph", "signed_weights"]
 
@@ -230,8 +230,8 @@ def _grid_mutex_watershed(affs, offsets, biases, strides, keep_prob, rng_seed, m
 
 def _clean_small(affs, offsets, labels, min_size, seeds):
     """Merge segments under ``min_size`` voxels; seeded ones are never merged away."""
-    from .agglomeration import relabel
-    from .fragments import _apply_min_size
+    from ..core.relabel import relabel
+    from ..mala.fragments import _apply_min_size
 
     top_seed = int(seeds.max()) if seeds is not None else 0
     frozen = np.unique(seeds[seeds != 0]) if top_seed else None  # the seed ids, not 1..max (ids up to 2**64 - 1)

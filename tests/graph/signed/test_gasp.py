@@ -15,8 +15,8 @@ from affseg import (
     mutex_watershed_graph,
 )
 from affseg.conventions import _edge_slices
-from affseg.graph import _gasp_kernels
-from affseg.graph.gasp import LINKAGES, signed_region_graph
+from affseg.graph.signed import _gasp_kernels
+from affseg.graph.signed.gasp import LINKAGES, signed_region_graph
 
 LINKAGE_OF = {
     "mean": lambda w, s: float(np.sum(w * s) / np.sum(s)),

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 from numba import njit
-from .._checks import as_spacing
-from .._deprecation import renamed_keywords
-from ..errors import InputError
+from ..._checks import as_spacing
+from ..._deprecation import renamed_keywords
+from ...errors import InputError
 
 __all__ = ["distance_transform"]
 

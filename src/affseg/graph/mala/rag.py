@@ -10,10 +10,9 @@ from dataclasses import dataclass
 
 import numpy as np
 from numba import njit
-from .._checks import as_labels
-from ..errors import InputError
+from ..core.relabel import compact_fragments
 
-__all__ = ["RegionGraph", "compact_fragments"]
+__all__ = ["RegionGraph"]
 
 
 @dataclass(frozen=True)
@@ -48,47 +47,6 @@ class RegionGraph:
     @property
     def num_edges(self) -> int:
         return self.u.shape[0]
-
-
-@njit(cache=True, nogil=True)
-def _dense_lut(flat, lut):
-    for i in range(flat.shape[0]):
-        lut[flat[i]] = 1
-    lut[0] = 0
-    n = 0
-    for i in range(1, lut.shape[0]):
-        if lut[i]:
-            n += 1
-            lut[i] = n
-    out = np.empty(flat.shape[0], dtype=np.uint32)
-    for i in range(flat.shape[0]):
-        out[i] = lut[flat[i]]
-    return out, n
-
-
-def compact_fragments(fragments: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Map fragment ids to node indices ``1..n`` in increasing id order (0 stays 0).
-
-    Returns a uint32 index volume of the same shape and the ids (``ids[0] == 0``).
-    """
-    fragments = as_labels(fragments, name="fragments", any_ndim=True)
-    flat = fragments.reshape(-1)
-    top = int(flat.max()) if flat.size else 0
-    if top < max(2**20, flat.size // 4):
-        index, n = _dense_lut(flat, np.zeros(top + 1, dtype=np.int64))
-        ids = np.zeros(n + 1, dtype=np.uint64)
-        present = np.zeros(top + 1, dtype=bool)
-        present[flat] = True
-        present[0] = False
-        ids[1:] = np.flatnonzero(present).astype(np.uint64)
-        return index.reshape(fragments.shape), ids
-    uniq, inverse = np.unique(flat, return_inverse=True)
-    if uniq.size >= 2**32 - 1:
-        raise InputError(f"too many fragments ({uniq.size}) for 32-bit node indices")
-    if uniq[0] != 0:
-        uniq = np.concatenate([[np.uint64(0)], uniq])
-        inverse = inverse + 1
-    return inverse.astype(np.uint32).reshape(fragments.shape), uniq.astype(np.uint64)
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -183,10 +141,10 @@ def _fragment_graph(affs: np.ndarray, offsets: np.ndarray, fragments: np.ndarray
     """Region graph of 2D or 3D ``fragments`` over the nearest-neighbour channels of ``affs``.
 
     Private: ``affs``, ``offsets`` and ``fragments`` must be validated already (``as_affinities``,
-    ``as_labels``); the public entry is :func:`affseg.graph.statistics.edge_statistics`. A 2D
+    ``as_labels``); the public entry is :func:`affseg.graph.mala.statistics.edge_statistics`. A 2D
     problem becomes one section with an unused z channel.
     """
-    from ..conventions import _nearest_neighbour
+    from ...conventions import _nearest_neighbour
 
     nn = _nearest_neighbour(affs, offsets)
     if nn.shape[0] == 2:

@@ -1,0 +1,1 @@
+"""Machinery shared by every kernel family: union-find, relabelling, grid edge ids, prefetch."""

@@ -1,0 +1,104 @@
+"""Relabelling of label volumes: compact node indices, id maps, consecutive ids.
+
+One place for the dense-table-or-search choice: a lookup table when the largest id is small
+(below ``max(2**20, n / 4)``), a sorted search otherwise, so that ids near 2**64 cost no memory.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from ..._checks import as_int, as_labels, check_id_range
+from ...errors import InputError
+
+__all__ = ["compact_fragments", "relabel", "relabel_consecutive"]
+
+
+def _dense_table_fits(top: int, size: int) -> bool:
+    return top < max(2**20, size // 4)
+
+
+@njit(cache=True, nogil=True)
+def _dense_lut(flat, lut):
+    for i in range(flat.shape[0]):
+        lut[flat[i]] = 1
+    lut[0] = 0
+    n = 0
+    for i in range(1, lut.shape[0]):
+        if lut[i]:
+            n += 1
+            lut[i] = n
+    out = np.empty(flat.shape[0], dtype=np.uint32)
+    for i in range(flat.shape[0]):
+        out[i] = lut[flat[i]]
+    return out, n
+
+
+def compact_fragments(fragments: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Map fragment ids to node indices ``1..n`` in increasing id order (0 stays 0).
+
+    Returns a uint32 index volume of the same shape and the ids (``ids[0] == 0``).
+    """
+    fragments = as_labels(fragments, name="fragments", any_ndim=True)
+    flat = fragments.reshape(-1)
+    top = int(flat.max()) if flat.size else 0
+    if _dense_table_fits(top, flat.size):
+        index, n = _dense_lut(flat, np.zeros(top + 1, dtype=np.int64))
+        ids = np.zeros(n + 1, dtype=np.uint64)
+        present = np.zeros(top + 1, dtype=bool)
+        present[flat] = True
+        present[0] = False
+        ids[1:] = np.flatnonzero(present).astype(np.uint64)
+        return index.reshape(fragments.shape), ids
+    uniq, inverse = np.unique(flat, return_inverse=True)
+    if uniq.size >= 2**32 - 1:
+        raise InputError(f"too many fragments ({uniq.size}) for 32-bit node indices")
+    if uniq[0] != 0:
+        uniq = np.concatenate([[np.uint64(0)], uniq])
+        inverse = inverse + 1
+    return inverse.astype(np.uint32).reshape(fragments.shape), uniq.astype(np.uint64)
+
+
+@njit(cache=True, nogil=True)
+def _relabel_dense(flat, lut):
+    out = np.empty(flat.shape[0], dtype=np.uint64)
+    for i in range(flat.shape[0]):
+        out[i] = lut[flat[i]]
+    return out
+
+
+def relabel(labels, old_ids, new_ids) -> np.ndarray:
+    """Map ``old_ids[i] -> new_ids[i]`` over a label volume; 0 and unlisted ids keep their value."""
+    labels = as_labels(labels, name="fragments")
+    old_ids = np.asarray(old_ids, dtype=np.uint64)
+    new_ids = np.asarray(new_ids, dtype=np.uint64)
+    if old_ids.shape != new_ids.shape:
+        raise InputError(f"old_ids {old_ids.shape} and new_ids {new_ids.shape} differ in shape")
+    flat = labels.reshape(-1)
+    top = int(flat.max()) if flat.size else 0
+    if _dense_table_fits(top, flat.size):
+        lut = np.arange(top + 1, dtype=np.uint64)
+        keep = old_ids <= top
+        lut[old_ids[keep]] = new_ids[keep]
+        return _relabel_dense(flat, lut).reshape(labels.shape)
+    order = np.argsort(old_ids)
+    pos = np.searchsorted(old_ids[order], flat).clip(0, max(len(old_ids) - 1, 0))
+    hit = old_ids[order][pos] == flat if len(old_ids) else np.zeros(flat.shape, bool)
+    out = flat.copy()
+    out[hit] = new_ids[order][pos[hit]]
+    return out.reshape(labels.shape)
+
+
+def relabel_consecutive(labels, *, start: int = 1) -> tuple[np.ndarray, int]:
+    """Relabel to ``start, start+1, ...`` in increasing order of the old ids; 0 stays 0.
+
+    Returns the relabelled uint64 volume and the number of labels.
+    """
+    labels = as_labels(labels, any_ndim=True)
+    start = as_int(start, name="start", minimum=1)
+    index, ids = compact_fragments(labels)
+    check_id_range(start, len(ids) - 1, name="start")
+    out = index.astype(np.uint64)
+    if start != 1:
+        out[index != 0] += np.uint64(start - 1)
+    return out, len(ids) - 1

@@ -1,0 +1,1 @@
+"""MALA: watershed fragments, region graphs with mergeable statistics, hierarchical agglomeration."""

@@ -1,0 +1,1 @@
+"""Signed graphs: the Mutex Watershed and GASP."""
