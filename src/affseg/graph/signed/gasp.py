@@ -36,10 +36,8 @@ def gasp_graph(
 
     Parameters
     ----------
-    num_nodes : int
-        Nodes are ``0 .. num_nodes - 1``.
-    uv_ids : (E, 2) array_like of int
-        Edges; no self-loops, no edge twice.
+    num_nodes, uv_ids
+        The graph, as for :func:`~affseg.graph.signed.mutex.mutex_watershed_graph`.
     weights : (E,) array_like of float
         Signed weights: positive attracts, negative repels.
     edge_sizes : (E,) array_like of float, optional
