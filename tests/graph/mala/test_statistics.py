@@ -104,3 +104,35 @@ def test_histogram_merge_functions_need_histograms(synthetic):
     with pytest.raises(InputError, match="histogram"):
         agglomerate_graph(stats, thresholds=[0.5], merge_function="hist_quant_75")
     agglomerate_graph(stats, thresholds=[0.5], merge_function="max")
+
+
+@pytest.mark.parametrize("ndim", [2, 3])
+def test_blocks_that_own_their_write_regions_merge_to_the_whole_volume(synthetic, ndim):
+    from affseg.blockwise import BlockLayout
+
+    affs, fragments = synthetic
+    if ndim == 2:
+        affs, fragments = affs[1:, 5], fragments[5]
+    whole = edge_statistics(affs, fragments)
+    layout = BlockLayout(fragments.shape, (5, 17, 13)[-ndim:], context=1)
+    parts = []
+    for block in layout:
+        parts.append(edge_statistics(affs[(slice(None),) + block.read], fragments[block.read],
+                                     owned=block.write_in_read))
+    merged = merge_edge_statistics(parts[::-1])  # in any order
+    for name in ("node_ids", "node_sizes", "u", "v", "count", "max", "min", "histogram"):
+        np.testing.assert_array_equal(getattr(merged, name), getattr(whole, name), err_msg=name)
+    np.testing.assert_allclose(merged.sum, whole.sum, rtol=1e-12)
+    thresholds = [0.2, 0.5, 0.8]
+    for merge_function in ("hist_quant_75", "max", "min"):
+        a = agglomerate_graph(merged, thresholds=thresholds, merge_function=merge_function)
+        b = agglomerate(affs, fragments, thresholds=thresholds, merge_function=merge_function)
+        np.testing.assert_array_equal(a.segment_ids, b.segment_ids)
+
+
+def test_owned_must_be_a_box(synthetic):
+    affs, fragments = synthetic
+    with pytest.raises(InputError, match="owned"):
+        edge_statistics(affs, fragments, owned=(slice(0, 2),))
+    with pytest.raises(InputError, match="owned"):
+        edge_statistics(affs, fragments, owned=(slice(0, 2), slice(0, 4), slice(3, 3)))

@@ -60,13 +60,14 @@ def _lower_neighbour(nodes, z, y, x, d):
 
 
 @njit(cache=True, nogil=True)
-def _count_contacts(nodes, n_nodes):
-    nz, ny, nx = nodes.shape
+def _count_contacts(nodes, n_nodes, box):
+    """Contacts per smaller node and voxels per node, of the voxels in ``box`` (z0, z1, y0, y1,
+    x0, x1): a contact belongs to the voxel that carries its affinity (the upper one)."""
     counts = np.zeros(n_nodes + 2, dtype=np.int64)
     sizes = np.zeros(n_nodes + 1, dtype=np.int64)
-    for z in range(nz):
-        for y in range(ny):
-            for x in range(nx):
+    for z in range(box[0], box[1]):
+        for y in range(box[2], box[3]):
+            for x in range(box[4], box[5]):
                 a = nodes[z, y, x]
                 sizes[a] += 1
                 for d in range(3):
@@ -77,15 +78,14 @@ def _count_contacts(nodes, n_nodes):
 
 
 @njit(cache=True, nogil=True)
-def _bucket_contacts(nodes, affs, starts):
-    """Contacts bucketed by their smaller node, in raster order within a bucket."""
-    nz, ny, nx = nodes.shape
+def _bucket_contacts(nodes, affs, starts, box):
+    """Contacts of the voxels in ``box`` bucketed by their smaller node, in raster order within a bucket."""
     fill = starts.copy()
     other = np.empty(starts[-1], dtype=np.uint32)
     value = np.empty(starts[-1], dtype=np.float32)
-    for z in range(nz):
-        for y in range(ny):
-            for x in range(nx):
+    for z in range(box[0], box[1]):
+        for y in range(box[2], box[3]):
+            for x in range(box[4], box[5]):
                 a = nodes[z, y, x]
                 for d in range(3):
                     b = _lower_neighbour(nodes, z, y, x, d)
@@ -137,23 +137,28 @@ def _group_edges(starts, other, value, n_nodes):
     return eu[:n_edges].copy(), ev[:n_edges].copy(), ptr[: n_edges + 1].copy(), contact_aff
 
 
-def _fragment_graph(affs: np.ndarray, offsets: np.ndarray, fragments: np.ndarray) -> RegionGraph:
+def _fragment_graph(affs: np.ndarray, offsets: np.ndarray, fragments: np.ndarray, owned=None) -> RegionGraph:
     """Region graph of 2D or 3D ``fragments`` over the nearest-neighbour channels of ``affs``.
 
     Private: ``affs``, ``offsets`` and ``fragments`` must be validated already (``as_affinities``,
     ``as_labels``); the public entry is :func:`affseg.graph.mala.statistics.edge_statistics`. A 2D
-    problem becomes one section with an unused z channel.
+    problem becomes one section with an unused z channel. ``owned`` (slices, default all) keeps
+    the contacts whose upper voxel (the one carrying the affinity) lies in it, and counts node
+    sizes there only: blocks that own disjoint regions own disjoint contacts.
     """
     from ...conventions import _nearest_neighbour
 
     nn = _nearest_neighbour(affs, offsets)
+    bounds = [] if owned is None else [b for s in owned for b in (s.start, s.stop)]
     if nn.shape[0] == 2:
         nn = np.concatenate([np.zeros((1,) + nn.shape[1:], np.float32), nn])[:, None]
         fragments = fragments[None]
-    return _region_adjacency_graph(nn, fragments)
+        bounds = bounds and [0, 1, *bounds]
+    box = np.array(bounds or [0, fragments.shape[0], 0, fragments.shape[1], 0, fragments.shape[2]], np.int64)
+    return _region_adjacency_graph(nn, fragments, box)
 
 
-def _region_adjacency_graph(nn_affs: np.ndarray, fragments: np.ndarray) -> RegionGraph:
+def _region_adjacency_graph(nn_affs: np.ndarray, fragments: np.ndarray, box: np.ndarray) -> RegionGraph:
     """Build the region graph of ``fragments`` over nearest-neighbour affinities.
 
     Parameters
@@ -166,9 +171,9 @@ def _region_adjacency_graph(nn_affs: np.ndarray, fragments: np.ndarray) -> Regio
     """
     nodes, ids = compact_fragments(fragments)
     n = ids.shape[0] - 1
-    counts, sizes = _count_contacts(nodes, n)
+    counts, sizes = _count_contacts(nodes, n, box)
     starts = np.cumsum(counts)
-    other, value = _bucket_contacts(nodes, nn_affs, starts)
+    other, value = _bucket_contacts(nodes, nn_affs, starts, box)
     del nodes
     u, v, ptr, contact_aff = _group_edges(starts, other, value, n)
     return RegionGraph(ids=ids, u=u, v=v, contact_ptr=ptr, contact_aff=contact_aff, sizes=sizes)

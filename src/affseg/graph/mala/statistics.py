@@ -98,7 +98,7 @@ def _contact_statistics(ptr, contact_aff, bins, with_histogram):
     return total, hi, lo, hist
 
 
-def edge_statistics(affs, fragments, offsets=None, *, histogram: bool = True,
+def edge_statistics(affs, fragments, offsets=None, *, owned=None, histogram: bool = True,
                     keep_contacts: bool = False) -> EdgeStatistics:
     """The region graph of ``fragments`` with the statistics of the affinities between them.
 
@@ -110,6 +110,12 @@ def edge_statistics(affs, fragments, offsets=None, *, histogram: bool = True,
         Fragment ids (any up to 2**64 - 1); 0 is background and has no edges.
     offsets : (C, ndim) array_like of int, optional
         The offsets of ``affs``; default nearest neighbours.
+    owned : tuple of slice, optional
+        The region of the arrays this call is responsible for (a block's write region inside its
+        read region): only contacts whose upper voxel (the one carrying the affinity, ``u`` of
+        ``(u, u - e_d)``) lies in it are counted, and node sizes only there. Blocks that own
+        disjoint regions thus count every contact of the volume exactly once; each needs one voxel
+        of context below its region. Default: everything.
     histogram : bool
         Also count the 256-bin histograms (1 KiB per edge; needed by ``hist_quant_*``).
     keep_contacts : bool
@@ -121,8 +127,30 @@ def edge_statistics(affs, fragments, offsets=None, *, histogram: bool = True,
     """
     affs, offsets = as_affinities(affs, offsets)
     fragments = as_labels(fragments, name="fragments", shape=affs.shape[1:])
-    rag = _fragment_graph(affs, offsets, fragments)
-    return _from_region_graph(rag, histogram=histogram, keep_contacts=keep_contacts)
+    rag = _fragment_graph(affs, offsets, fragments, _as_region(owned, fragments.shape))
+    stats = _from_region_graph(rag, histogram=histogram, keep_contacts=keep_contacts)
+    if owned is None:
+        return stats
+    # fragments seen only in the context, with no contact here: not this part's nodes
+    keep = (stats.node_sizes > 0) | np.isin(stats.node_ids, stats.u) | np.isin(stats.node_ids, stats.v)
+    return EdgeStatistics(node_ids=stats.node_ids[keep], node_sizes=stats.node_sizes[keep], u=stats.u, v=stats.v,
+                          count=stats.count, sum=stats.sum, max=stats.max, min=stats.min,
+                          histogram=stats.histogram, contacts=stats.contacts)
+
+
+def _as_region(owned, shape: tuple[int, ...]) -> tuple[slice, ...] | None:
+    """``owned`` as in-bounds slices with steps of 1, or an InputError."""
+    if owned is None:
+        return None
+    if not isinstance(owned, tuple) or len(owned) != len(shape) or not all(isinstance(s, slice) for s in owned):
+        raise InputError(f"owned must be a tuple of {len(shape)} slices, got {owned!r}")
+    region = []
+    for s, n in zip(owned, shape):
+        start, stop, step = s.indices(n)
+        if step != 1 or start >= stop:
+            raise InputError(f"owned must select a non-empty box with step 1 in a volume of shape {shape}, got {owned}")
+        region.append(slice(start, stop))
+    return tuple(region)
 
 
 def _from_region_graph(rag: RegionGraph, *, histogram: bool, keep_contacts: bool) -> EdgeStatistics:
