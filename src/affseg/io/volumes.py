@@ -405,3 +405,70 @@ def remove_volume(address: str | os.PathLike) -> None:
     trash = final.with_name(temporary_name(final.name, "old"))
     os.rename(final, trash)  # gone from the group at once; the files go after
     shutil.rmtree(trash, ignore_errors=True)
+
+
+def _partial_path(address) -> tuple[Path, str, Path]:
+    container, dataset, kind = parse_address(address)
+    if kind != "zarr":
+        raise InputError(f"{address}: outputs written block by block must be zarr (HDF5 has no safe concurrent "
+                         "writers)")
+    final = container / dataset
+    return container, dataset, final.with_name(f".{final.name}.partial")
+
+
+def stage_volume(address: str | os.PathLike, *, shape, dtype, chunks, voxel_size=None, offset=None, axes=None,
+                 attrs: dict | None = None):
+    """A zarr array under a hidden name (``.<name>.partial``) for writing block by block.
+
+    An existing partial array of the same shape, chunks and dtype is reopened (an interrupted run
+    resumes into it); one of another geometry is replaced. :func:`publish_volume` renames it into
+    place. Every block should write whole chunks only.
+    """
+    import zarr
+
+    container, dataset, partial = _partial_path(address)
+    parent = dataset.rpartition("/")[0]
+    root = zarr.open_group(store=str(container), mode="a")
+    group = root.require_group(parent) if parent else root
+    name = partial.name
+    shape, chunks = tuple(int(s) for s in shape), tuple(int(c) for c in chunks)
+    if _zarr_node_type(partial) == "array":
+        existing = group[name]
+        if existing.shape == shape and existing.chunks == chunks and existing.dtype == np.dtype(dtype):
+            return existing
+        shutil.rmtree(partial)
+    given = {"axes": axes, "voxel_size": voxel_size, "offset": offset, "units": "nm"}
+    meta = _metadata({k: v for k, v in given.items() if v is not None}, shape, address)
+    meta = {k: list(v) for k, v in meta.items()}
+    meta.update({k: v for k, v in (attrs or {}).items() if v is not None})
+    meta["written_by"] = WRITTEN_BY
+    array = group.create_array(name, shape=shape, dtype=dtype, chunks=chunks, fill_value=0)
+    array.attrs.update(meta)
+    return array
+
+
+def open_staged(address: str | os.PathLike):
+    """The partial array of :func:`stage_volume`, opened for writing (in a worker process)."""
+    import zarr
+
+    container, dataset, partial = _partial_path(address)
+    return zarr.open_array(store=str(container), path=str(partial.relative_to(container)), mode="r+")
+
+
+def publish_volume(address: str | os.PathLike, *, overwrite: bool = False) -> str:
+    """Rename the partial array of :func:`stage_volume` into place (replacing an affseg dataset
+    only with ``overwrite``)."""
+    container, dataset, partial = _partial_path(address)
+    check_replaceable(address, overwrite=overwrite)
+    final = container / dataset
+    trash = final.with_name(temporary_name(final.name, "old"))
+    if final.exists():
+        os.rename(final, trash)
+    os.rename(partial, final)
+    shutil.rmtree(trash, ignore_errors=True)
+    return str(address)
+
+
+def discard_staged(address: str | os.PathLike) -> None:
+    """Delete the partial array of :func:`stage_volume` (a scratch output no longer needed)."""
+    shutil.rmtree(_partial_path(address)[2], ignore_errors=True)
