@@ -43,3 +43,28 @@ def test_a_scheduler_that_does_not_answer_is_named():
 
     with pytest.raises(InputError, match="tcp://127.0.0.1:1"), Engine(scheduler="tcp://127.0.0.1:1", connect_timeout=1):
         pass
+
+
+@pytest.mark.parametrize("merge_function", ["hist_quant_75", "max"])
+def test_mala_blockwise_agglomerates_like_one_pass_on_the_same_fragments(tmp_path, data, merge_function):
+    from affseg import agglomerate
+    from affseg.blockwise.pipeline import mala_to_zarr
+
+    path, affs, mask = data
+    thresholds = [0.2, 0.5, 0.8]
+    results = {}
+    for workers in (0, 2):
+        out = tmp_path / f"out{workers}.zarr" / "seg"
+        with Engine(workers=workers) as engine:
+            summary = mala_to_zarr(str(path / "affs"), str(out), thresholds=thresholds, block_shape=(8, 32, 32),
+                                   context=(2, 8, 8), engine=engine, merge_function=merge_function,
+                                   fragment_options={"min_seed_distance": 6}, mask_address=str(path / "mask"))
+        assert summary["blocks"] == 8 and summary["datasets"][0] == "fragments"
+        results[workers] = {name: read_volume(out / name)[0] for name in summary["datasets"]}
+    for name in results[0]:  # 1 process and 2 workers: the same output, bit for bit
+        np.testing.assert_array_equal(results[0][name], results[2][name], err_msg=name)
+    fragments = results[0]["fragments"]
+    assert ((fragments == 0) == (mask == 0)).all()
+    single = agglomerate(affs, fragments, OFFSETS, thresholds=thresholds, merge_function=merge_function)
+    for i, t in enumerate(thresholds):
+        np.testing.assert_array_equal(results[0][f"threshold_{t}"], single.segmentation(i))

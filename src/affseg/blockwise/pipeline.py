@@ -10,7 +10,7 @@ from ..errors import InputError
 from .engine import Engine
 from .layout import BlockLayout
 
-__all__ = ["connected_components_to_zarr"]
+__all__ = ["connected_components_to_zarr", "mala_to_zarr"]
 
 
 def _open(address):
@@ -110,3 +110,106 @@ def connected_components_to_zarr(affs_address: str, out_address: str, offsets=No
     publish_volume(out_address, overwrite=overwrite)
     discard_staged(blocks_address)
     return out_address
+
+
+def _fragments_task(block_id, affs_address, fragments_address, layout, offsets, options, mask_address):
+    from ..graph.core.relabel import relabel_consecutive
+    from ..graph.mala.fragments import extract_fragments
+    from ..io.volumes import open_staged
+
+    block = layout.block(block_id)
+    affs = np.asarray(_open(affs_address)[(slice(None),) + block.read])
+    mask = _open(mask_address)
+    mask = None if mask is None else np.asarray(mask[block.read]) != 0
+    fragments = extract_fragments(affs, offsets, mask=mask, **options)[block.write_in_read]
+    fragments, count = relabel_consecutive(fragments, start=layout.id_offset(block_id) + 1)
+    open_staged(fragments_address)[block.write] = fragments
+    return count
+
+
+def _statistics_task(block_id, affs_address, fragments_address, layout, offsets, histogram):
+    from ..graph.mala.statistics import edge_statistics
+    from ..io.volumes import open_staged
+
+    block = layout.block(block_id)
+    # one voxel below the write region: the contacts of its lowest voxels (see edge_statistics(owned=))
+    read = tuple(slice(max(0, w.start - 1), w.stop) for w in block.write)
+    owned = tuple(slice(w.start - r.start, w.stop - r.start) for w, r in zip(block.write, read))
+    affs = np.asarray(_open(affs_address)[(slice(None),) + read])
+    fragments = np.asarray(open_staged(fragments_address)[read])
+    return edge_statistics(affs, fragments, offsets, owned=owned, histogram=histogram)
+
+
+def _lookup_task(block_id, fragments_address, out_addresses, layout, fragment_ids, segment_ids):
+    from ..graph.core.relabel import relabel
+    from ..io.volumes import open_staged
+
+    block = layout.block(block_id)
+    fragments = np.asarray(open_staged(fragments_address)[block.write])
+    for address, segments in zip(out_addresses, segment_ids):
+        open_staged(address)[block.write] = relabel(fragments, fragment_ids, segments)
+
+
+def mala_to_zarr(affs_address: str, out_group: str, offsets=None, *, thresholds: Sequence[float],
+                 block_shape: Sequence[int], context: int | Sequence[int], engine: Engine,
+                 merge_function: str = "hist_quant_75", fragment_options: dict | None = None,
+                 mask_address: str | None = None, overwrite: bool = False) -> dict:
+    """MALA blockwise: fragments per block (with ``context``), region-graph statistics per block
+    (each contact counted once), one agglomeration of the merged graph, relabelled per block.
+
+    The agglomeration equals :func:`affseg.agglomerate` on the same fragments for ``hist_quant_*``,
+    ``max`` and ``min`` (``mean``: see :mod:`affseg.graph.mala.statistics`). Writes
+    ``out_group/fragments`` and ``out_group/threshold_<t>`` (zarr, chunked by ``block_shape``).
+
+    Returns
+    -------
+    dict
+        ``fragments`` (the number), ``edges``, ``blocks`` and the written ``datasets``.
+    """
+    from .._checks import as_thresholds
+    from ..graph.mala.agglomeration import agglomerate_graph, parse_merge_function
+    from ..graph.mala.statistics import merge_edge_statistics
+    from ..io import check_output_writable, open_volume, parse_address
+    from ..io.volumes import check_replaceable, discard_staged, publish_volume, stage_volume
+    from ..methods import get_method
+
+    with open_volume(affs_address) as vol:
+        shape, channels = vol.shape[1:], vol.shape[0]
+        stored = vol.data.attrs.get("offsets")
+        meta = dict(voxel_size=vol.voxel_size, offset=vol.offset)
+    offsets = as_offsets(offsets if offsets is not None else stored, len(shape), channels=channels)
+    thresholds = as_thresholds(thresholds)
+    function = parse_merge_function(merge_function)
+    options = {k: v for k, v in get_method("mala").resolve({"merge_function": merge_function,
+                                                            **(fragment_options or {})}).items()
+               if k != "merge_function"}
+    layout = BlockLayout(shape, block_shape, context=context)
+    layout.check_ids_fit()
+    out_group = out_group.rstrip("/")
+    names = ["fragments"] + [f"threshold_{float(t)!r}" for t in thresholds]
+    for name in names:
+        check_replaceable(f"{out_group}/{name}", overwrite=overwrite)
+    check_output_writable(parse_address(f"{out_group}/fragments")[0])
+    chunks = layout.block_shape
+    fragments_address = f"{out_group}/fragments"
+    stage_volume(fragments_address, shape=shape, dtype=np.uint64, chunks=chunks, **meta, attrs={"method": "mala"})
+    ids = range(len(layout))
+    counts = {}
+    engine.map(_fragments_task, ids, affs_address, fragments_address, layout, offsets, options, mask_address,
+               desc="fragments", on_result=counts.__setitem__)
+    parts = {}
+    engine.map(_statistics_task, ids, affs_address, fragments_address, layout, offsets,
+               function.kind == 1 and not function.init_with_max, desc="region graph", on_result=parts.__setitem__)
+    statistics = merge_edge_statistics([parts[i] for i in ids])  # in block order: the same sums every run
+    del parts
+    result = agglomerate_graph(statistics, thresholds=thresholds, merge_function=merge_function)
+    outputs = [f"{out_group}/{name}" for name in names[1:]]
+    for address, t in zip(outputs, thresholds):
+        stage_volume(address, shape=shape, dtype=np.uint64, chunks=chunks, **meta,
+                     attrs={"method": "mala", "threshold": float(t), "merge_function": merge_function})
+    engine.map(_lookup_task, ids, fragments_address, outputs, layout, result.fragment_ids, result.segment_ids,
+               desc="relabel")
+    for address in [fragments_address, *outputs]:
+        publish_volume(address, overwrite=overwrite)
+    return {"fragments": int(sum(counts.values())), "edges": statistics.num_edges, "blocks": len(layout),
+            "datasets": names}
