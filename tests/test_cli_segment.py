@@ -173,3 +173,29 @@ def test_segment_killed_at_random_points_finishes_on_rerun(tmp_path):
     for name, seg in expected.items():
         np.testing.assert_array_equal(read_volume(out / name)[0], seg, err_msg=name)
     assert _leftovers(tmp_path / "out.zarr") == [] and not list(tmp_path.glob(".out.zarr*"))
+
+
+@pytest.mark.parametrize("method", ["mala", "cc"])
+def test_blockwise_segment_equals_the_one_pass_command(tmp_path, data, method, capsys):
+    pytest.importorskip("distributed", reason="blockwise runs on Dask: install the 'blockwise' extra")
+    args = ["--method", method, "--thresholds", "0.3", "0.6"] + (["--min-seed-distance", "4"] if method == "mala" else [])
+    one = tmp_path / "one.zarr" / "seg"
+    assert main(["segment", str(data / "affs"), str(one), *args]) == 0
+    blocks = tmp_path / "blocks.zarr" / "seg"
+    assert main(["segment", str(data / "affs"), str(blocks), *args, "--blockwise", "--block-shape", "2,16,16",
+                 "--workers", "0", "--context", "2,8,8"]) == 0
+    from conftest import same_partition
+
+    if method == "cc":
+        for name in ("threshold_0.3", "threshold_0.6"):
+            assert same_partition(read_volume(blocks / name)[0], read_volume(one / name)[0])
+    else:  # other fragments (blocks see less context); the agglomeration of them is exact
+        from affseg import agglomerate
+
+        affs, _ = read_volume(data / "affs")
+        fragments, _ = read_volume(blocks / "fragments")
+        single = agglomerate(affs, fragments, json.loads(OFFSETS), thresholds=[0.3, 0.6])
+        np.testing.assert_array_equal(read_volume(blocks / "threshold_0.6")[0], single.segmentation(1))
+    assert main(["segment", str(data / "affs"), str(blocks), "--method", "mws", "--blockwise",
+                 "--block-shape", "2,16,16"]) == 2
+    assert "--blockwise runs --method mala or cc" in capsys.readouterr().err

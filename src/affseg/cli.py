@@ -155,6 +155,49 @@ def _clean_output_group(container, group: str) -> None:
                 partial.unlink(missing_ok=True)  # zarr's own temporary metadata (one writer: ours)
 
 
+def _int_list(text: str) -> list[int]:
+    """``Z,Y,X`` (or ``Y,X``) as integers."""
+    try:
+        return [int(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected integers separated by commas, like 64,256,256; got {text!r}") from None
+
+
+def cmd_segment_blockwise(args, plan: dict) -> int:
+    """``segment --blockwise``: the method's blockwise stages on Dask workers (mala and cc so far)."""
+    from .blockwise.engine import Engine
+    from .blockwise.pipeline import connected_components_to_zarr, mala_to_zarr
+
+    method = plan["method"].name
+    if method not in ("mala", "cc"):
+        raise InputError(f"--blockwise runs --method mala or cc so far, not {method}")
+    if args.block_shape is None:
+        raise InputError("--blockwise needs --block-shape Z,Y,X (a multiple of the affinities' chunks is fastest)")
+    engine = Engine(workers=args.workers, scheduler=args.scheduler, progress=True)
+    with engine:
+        if engine.dashboard:
+            print(f"Dask dashboard: {engine.dashboard}")
+        if method == "cc":
+            written = []
+            for t, name in zip(plan["thresholds"], plan["names"]):
+                written.append(connected_components_to_zarr(
+                    args.affs, f"{plan['out']}/{name}", plan["offsets"], threshold=t, block_shape=args.block_shape,
+                    engine=engine, mask_address=args.mask, overwrite=args.overwrite))
+            print(f"wrote {len(written)} segmentations to {plan['out']}/threshold_*")
+            return 0
+        options = dict(plan["options"])
+        merge_function = options.pop("merge_function")
+        context = args.context if args.context is not None else [min(b, 2 * options["min_seed_distance"])
+                                                                  for b in args.block_shape]
+        summary = mala_to_zarr(args.affs, plan["out"], plan["offsets"], thresholds=plan["thresholds"],
+                               block_shape=args.block_shape, context=context, engine=engine,
+                               merge_function=merge_function, fragment_options=options,
+                               mask_address=args.mask, overwrite=args.overwrite)
+    print(f"wrote {plan['out']}/fragments ({summary['fragments']} fragments, {summary['edges']} edges, "
+          f"{summary['blocks']} blocks) and {len(summary['datasets']) - 1} segmentations")
+    return 0
+
+
 def cmd_segment(args) -> int:
     from ._checks import as_offsets
     from .io import output_lock, read_group_record, read_volume, volume_exists, write_group_record, write_volume
@@ -162,6 +205,8 @@ def cmd_segment(args) -> int:
     from .pipeline import segment
 
     plan = _segment_plan(args)
+    if args.blockwise:
+        return cmd_segment_blockwise(args, plan)
     out, container, group = plan["out"], plan["container"], plan["group"]
     targets = {name: f"{out}/{name}" for name in plan["names"]}
     with output_lock(container):
@@ -562,6 +607,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--offsets", help="JSON offsets (default: the dataset's 'offsets' attribute)")
     g.add_argument("--mask", help="mask dataset (non-zero = segment here); voxels outside get 0")
     g.add_argument("--overwrite", action="store_true", help="replace an earlier segment output (affseg's own only)")
+    b = g.add_argument_group("blockwise (volumes larger than memory; zarr outputs; methods mala and cc)")
+    b.add_argument("--blockwise", action="store_true", help="segment block by block on Dask workers")
+    b.add_argument("--block-shape", type=_int_list, help="write shape of a block, e.g. 64,256,256 (the output chunks)")
+    b.add_argument("--context", type=_int_list, help="voxels read around each block (fragments); default "
+                                                      "2 x min-seed-distance per axis, at most the block")
+    b.add_argument("--workers", type=int, help="worker processes of the embedded Dask cluster (default: the CPU "
+                                               "count; 0 = in this process)")
+    b.add_argument("--scheduler", help="address of a running Dask scheduler, e.g. tcp://host:8786 (a cluster)")
     g.set_defaults(func=cmd_segment)
 
     e = sub.add_parser("evaluate", help="segmentation(s) vs ground truth -> table, JSON, curve PNG")
