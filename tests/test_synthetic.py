@@ -56,3 +56,11 @@ def test_bad_shape():
         make_volume((0, 4, 4))
     with pytest.raises(ValueError, match="anisotropic volumes are 3D"):
         make_volume((16, 16), anisotropic=True)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_defects_are_two_different_sections(seed):
+    vol = make_volume((5, 32, 32), seed=seed, defects=True)
+    flat = [z for z in range(5) if vol.raw[z].std() < 1]  # the missing section is constant
+    low = [z for z in range(5) if 1 <= vol.raw[z].std() < 0.5 * np.median([vol.raw[k].std() for k in range(5)])]
+    assert len(flat) == 1 and len(low) == 1 and flat != low

@@ -27,7 +27,23 @@ __all__ = [
 
 
 def default_offsets(ndim: int) -> np.ndarray:
-    """The nearest-neighbour offsets ``-e_d`` for each axis (waterz and gunpowder)."""
+    """The nearest-neighbour offsets ``-e_d`` for each axis (waterz and gunpowder).
+
+    Parameters
+    ----------
+    ndim : int
+        Number of spatial axes: 2 (yx) or 3 (zyx).
+
+    Returns
+    -------
+    offsets : (ndim, ndim) int64
+        ``-np.eye(ndim)``: row ``d`` links ``u`` and ``u - e_d``.
+
+    Raises
+    ------
+    InputError
+        If ``ndim`` is not 2 or 3.
+    """
     if ndim not in (2, 3):
         raise InputError(f"only 2D (yx) and 3D (zyx) volumes are supported, not ndim={ndim}")
     return -np.eye(ndim, dtype=np.int64)

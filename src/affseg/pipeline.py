@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from ._checks import as_affinities, as_labels, as_spacing, as_thresholds
 from .errors import InputError
@@ -16,15 +19,15 @@ _RENAMED = {"fragments_in_xy": "in_plane", "sampling": "voxel_size"}
 
 
 def segment(
-    affs,
-    offsets=None,
+    affs: ArrayLike,
+    offsets: ArrayLike | None = None,
     *,
     method: str = "mala",
-    thresholds=None,
-    mask=None,
-    voxel_size=None,
-    fragments=None,
-    **options,
+    thresholds: Sequence[float] | None = None,
+    mask: ArrayLike | None = None,
+    voxel_size: Sequence[float] | None = None,
+    fragments: ArrayLike | None = None,
+    **options: Any,
 ) -> Segmentation:
     """Segment affinities with a registered method, at each threshold where it has them.
 
@@ -37,9 +40,11 @@ def segment(
     method : str
         One of :func:`affseg.methods.method_names` (``docs/methods.md`` lists them and their
         options): ``mala``, ``cc``, ``mws``, ``gasp``, ``rw``.
-    thresholds : sequence of float
+    thresholds : sequence of float, optional
         For the methods that give one segmentation per threshold (``mala``: on the merge score;
-        ``cc``: on the affinity; ``rw`` with fragment seeds); ignored by the others.
+        ``cc``: on the affinity; ``rw`` with fragment seeds), which need at least one; ignored
+        by the others. A sequence of numbers passed as the second positional argument is taken
+        as thresholds, with a DeprecationWarning.
     mask : bool array, spatial shape, optional
         Voxels outside get label 0.
     voxel_size : sequence of float, optional
@@ -53,9 +58,23 @@ def segment(
 
     Returns
     -------
-    Segmentation
+    result : Segmentation
         ``len(result)`` segmentations, ``result.segmentation(i)`` for ``result.thresholds[i]``
         (NaN for methods without thresholds), and the fragments where the method made them.
+
+    Raises
+    ------
+    InputError
+        If the method is unknown, an option is unknown or invalid, a thresholded method gets no
+        thresholds, or the affinities, offsets, mask, voxel size or fragments are invalid.
+
+    Warns
+    -----
+    UserWarning
+        If a method made for long-range affinities gets nearest-neighbour offsets only.
+    DeprecationWarning
+        For thresholds as the second positional argument, and the old option names
+        ``fragments_in_xy`` (now ``in_plane``) and ``sampling`` (now ``voxel_size``).
     """
     if offsets is not None and _looks_like_thresholds(offsets):
         warnings.warn("segment(affs, thresholds) is deprecated: pass thresholds=... (the second argument is "
@@ -90,8 +109,26 @@ def segment(
                       fragments=fragments, **resolved)
 
 
-def check_options(method: str, **options) -> dict:
-    """The options of ``method`` with defaults filled in, checked before any work."""
+def check_options(method: str, **options: Any) -> dict:
+    """The options of ``method`` with defaults filled in, checked before any work.
+
+    Parameters
+    ----------
+    method : str
+        A registered method name (see :func:`affseg.methods.method_names`).
+    **options
+        Option values given; the others take their defaults.
+
+    Returns
+    -------
+    options : dict
+        Every option of the method by name, checked.
+
+    Raises
+    ------
+    InputError
+        If the method or an option is unknown, or a value is invalid.
+    """
     return get_method(method).resolve(options)
 
 

@@ -8,9 +8,11 @@ membranes (false merges) and spurious membranes inside cells (false splits).
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import ArrayLike
 from scipy import ndimage as ndi
 
 from ._checks import as_labels, as_offsets
@@ -27,19 +29,34 @@ def _check_shape(shape) -> tuple[int, ...]:
     return shape
 
 
-def neurite_labels(shape, *, seed: int = 0, voxel_size=None, n_neurites: int | None = None,
-                   mean_radius: float = 8.0) -> np.ndarray:
+def neurite_labels(shape: Sequence[int], *, seed: int = 0, voxel_size: Sequence[float] | None = None,
+                   n_neurites: int | None = None, mean_radius: float = 8.0) -> np.ndarray:
     """Space-filling neurite-like labels 1..n (uint64), the Voronoi cells of random curves.
 
     Parameters
     ----------
-    shape : (z, y, x) or (y, x)
+    shape : (z, y, x) or (y, x) sequence of int
+        Volume shape, positive sizes.
     seed : int
+        Seed of the random generator: the same seed gives the same labels.
     voxel_size : sequence of float, optional
-        World size of a voxel (e.g. (4, 1, 1) for anisotropic ssTEM-like data).
+        World size of a voxel (e.g. (4, 1, 1) for anisotropic ssTEM-like data); default 1.
     n_neurites : int, optional
-        Number of curves; default from the volume size and ``mean_radius`` (in voxels of the
-        finest axis).
+        Number of curves; default from the volume size and ``mean_radius``.
+    mean_radius : float
+        Typical neurite radius in voxels of the finest axis, for the default ``n_neurites``
+        (at least 2 curves).
+
+    Returns
+    -------
+    labels : (z, y, x) or (y, x) uint64
+        Consecutive ids from 1, every voxel labelled (fewer than ``n_neurites`` ids where
+        curves were overwritten or left the volume at once).
+
+    Raises
+    ------
+    InputError
+        If ``shape`` is not 2 or 3 positive sizes.
     """
     shape = _check_shape(shape)
     rng = np.random.default_rng(seed)
@@ -92,11 +109,39 @@ def _membranes(labels: np.ndarray) -> np.ndarray:
     return edge
 
 
-def raw_from_labels(labels, *, seed: int = 0, voxel_size=None, noise: float = 0.08, blur: float = 1.0,
-                    missing_sections=(), low_contrast_sections=()) -> np.ndarray:
+def raw_from_labels(labels: ArrayLike, *, seed: int = 0, voxel_size: Sequence[float] | None = None,
+                    noise: float = 0.08, blur: float = 1.0, missing_sections: Sequence[int] = (),
+                    low_contrast_sections: Sequence[int] = ()) -> np.ndarray:
     """EM-like raw (uint8): textured cells, dark membranes, blur, noise and section defects.
 
     ``missing_sections`` become black (0), ``low_contrast_sections`` keep 20 % of their contrast.
+
+    Parameters
+    ----------
+    labels : (z, y, x) or (y, x) int array
+        Cell ids (non-negative); each id gets its own grey tone.
+    seed : int
+        Seed of the random generator.
+    voxel_size : sequence of float, optional
+        World size of a voxel; blur and texture are isotropic in world units. Default 1.
+    noise : float
+        Standard deviation of the white noise (grey values in [0, 1]).
+    blur : float
+        Gaussian sigma in voxels of the finest axis.
+    missing_sections : sequence of int
+        Indices along the first axis set to 0 (applied last).
+    low_contrast_sections : sequence of int
+        Indices along the first axis whose contrast drops to 20 %.
+
+    Returns
+    -------
+    raw : uint8, shape of ``labels``
+        Grey values, membranes dark.
+
+    Raises
+    ------
+    InputError
+        If ``labels`` is not a 2D or 3D volume of non-negative integers.
     """
     labels = as_labels(labels)
     rng = np.random.default_rng(seed)
@@ -118,7 +163,8 @@ def raw_from_labels(labels, *, seed: int = 0, voxel_size=None, noise: float = 0.
     return (np.clip(raw, 0.0, 1.0) * 255).astype(np.uint8)
 
 
-def noisy_affinities(labels, offsets=None, *, seed: int = 0, voxel_size=None, blur: float = 0.7,
+def noisy_affinities(labels: ArrayLike, offsets: ArrayLike | None = None, *, seed: int = 0,
+                     voxel_size: Sequence[float] | None = None, blur: float = 0.7,
                      correlated_noise: float = 0.2, white_noise: float = 0.1, gaps: float = 0.3,
                      spurious: float = 0.15) -> np.ndarray:
     """Predicted-looking affinities (float32 in [0, 1]) for any offsets.
@@ -126,7 +172,13 @@ def noisy_affinities(labels, offsets=None, *, seed: int = 0, voxel_size=None, bl
     Parameters
     ----------
     labels : (z, y, x) or (y, x) int
+        Ground-truth ids (non-negative); 0 is background (affinity 0).
     offsets : (C, ndim) array_like of int, optional
+        Default the nearest neighbours ``-e_d``.
+    seed : int
+        Seed of the random generator.
+    voxel_size : sequence of float, optional
+        World size of a voxel; blur and noise are isotropic in world units. Default 1.
     blur : float
         Gaussian sigma (voxels of the finest axis) softening the boundaries.
     correlated_noise, white_noise : float
@@ -135,6 +187,17 @@ def noisy_affinities(labels, offsets=None, *, seed: int = 0, voxel_size=None, bl
         Strength of blobs that raise boundary affinities (gaps in membranes, false merges).
     spurious : float
         Strength of blobs that lower affinities inside cells (false splits).
+
+    Returns
+    -------
+    affs : (C, z, y, x) or (C, y, x) float32
+        Affinities in [0, 1], channel ``c`` for ``offsets[c]``.
+
+    Raises
+    ------
+    InputError
+        If ``labels`` is not a 2D or 3D volume of non-negative integers, or the offsets do not
+        fit it.
     """
     labels = as_labels(labels)
     offsets = as_offsets(offsets, labels.ndim)
@@ -175,12 +238,44 @@ class SyntheticVolume:
     voxel_size: tuple[float, ...]
 
 
-def make_volume(shape=(32, 128, 128), *, seed: int = 0, anisotropic: bool = False, offsets=None,
-                defects: bool = False, **affinity_options) -> SyntheticVolume:
+def make_volume(shape: Sequence[int] = (32, 128, 128), *, seed: int = 0, anisotropic: bool = False,
+                offsets: ArrayLike | None = None, defects: bool = False,
+                **affinity_options: float) -> SyntheticVolume:
     """Labels, raw and noisy affinities of one synthetic volume.
 
     ``anisotropic`` uses voxels of (4, 1, 1) (ssTEM-like sections); ``defects`` adds one missing
     and one low-contrast section to raw.
+
+    Parameters
+    ----------
+    shape : (z, y, x) or (y, x) sequence of int
+        Volume shape, positive sizes.
+    seed : int
+        Seed of every random step: the same seed gives the same volume.
+    anisotropic : bool
+        Voxels of (4, 1, 1) world units (3D only).
+    offsets : (C, ndim) array_like of int, optional
+        Offsets of the affinities; default the nearest neighbours ``-e_d``.
+    defects : bool
+        Add a missing and a low-contrast section to raw (3D volumes of more than 2 sections
+        only; otherwise ignored).
+    **affinity_options
+        ``blur``, ``correlated_noise``, ``white_noise``, ``gaps``, ``spurious`` of
+        :func:`noisy_affinities`.
+
+    Returns
+    -------
+    volume : SyntheticVolume
+        ``raw`` (uint8), ``labels`` (uint64), ``affs`` ((C, *shape) float32), ``offsets``
+        ((C, ndim) int64) and ``voxel_size`` (tuple of float).
+
+    Raises
+    ------
+    InputError
+        If ``shape`` is not 2 or 3 positive sizes, ``anisotropic`` is asked for a 2D shape, or
+        the offsets do not fit.
+    TypeError
+        If ``affinity_options`` holds a name :func:`noisy_affinities` does not take.
     """
     shape = _check_shape(shape)
     if anisotropic and len(shape) != 3:
@@ -190,7 +285,8 @@ def make_volume(shape=(32, 128, 128), *, seed: int = 0, anisotropic: bool = Fals
     missing, low = ((), ())
     if defects and len(shape) == 3 and shape[0] > 2:
         rng = np.random.default_rng(seed + 1)
-        missing, low = tuple(rng.choice(shape[0], size=2, replace=False)[:1]), (shape[0] // 2,)
+        low = (shape[0] // 2,)
+        missing = (int(rng.choice([z for z in range(shape[0]) if z != low[0]])),)  # two different sections
     raw = raw_from_labels(labels, seed=seed, voxel_size=voxel_size, missing_sections=missing,
                           low_contrast_sections=low)
     offsets = as_offsets(offsets, len(shape))

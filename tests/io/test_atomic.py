@@ -73,3 +73,11 @@ def test_unwritable_outputs_are_named(tmp_path, read_only_dir):
         check_output_writable(tmp_path / "file" / "out.zarr")
     assert check_output_writable(tmp_path / "a" / "b.zarr") == tmp_path / "a" / "b.zarr"
     assert not (tmp_path / "a").exists()  # checked, not created
+
+
+def test_a_temporary_with_an_impossible_pid_is_stale_not_a_crash(tmp_path):
+    name = ".a.json.tmp-99999999999999999999-abcdef12"
+    (tmp_path / name).write_text("")
+    assert is_stale_temporary(name)
+    write_json(tmp_path / "a.json", {"x": 1})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json"]

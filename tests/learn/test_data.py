@@ -133,3 +133,11 @@ def test_lsds_and_workers():
     assert tuple(batch["lsds"].shape) == (2, 10, 4, 16, 16)
     assert tuple(batch["affs"].shape) == (2, 3, 4, 16, 16)
     assert not torch.equal(batch["raw"][0], batch["raw"][1])  # random locations
+
+
+@pytest.mark.parametrize("spacing,shape", [(0.5, (4, 20, 20)), (10.0, (4, 1, 30)), (3.0, (16, 16))])
+def test_elastic_transform_for_fine_spacing_and_flat_planes(spacing, shape):
+    from affseg.learn.augment import Augment, sample_transform
+
+    coords = sample_transform(shape, np.random.default_rng(0), Augment(elastic_spacing=spacing, elastic_sigma=1.0))
+    assert coords.shape == (len(shape), *shape) and np.isfinite(coords).all()

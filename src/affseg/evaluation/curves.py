@@ -5,6 +5,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from .metrics import evaluate
 from ..errors import InputError
@@ -12,10 +13,33 @@ from ..errors import InputError
 __all__ = ["best_threshold", "plot_split_merge", "split_merge_curve"]
 
 
-def split_merge_curve(segmentations: Iterable[np.ndarray], ground_truth, thresholds: Sequence[float]) -> list[dict]:
+def split_merge_curve(segmentations: Iterable[np.ndarray], ground_truth: ArrayLike,
+                      thresholds: Sequence[float]) -> list[dict]:
     """Scores of each segmentation (one per threshold) against ``ground_truth``.
 
     Returns one :func:`~affseg.evaluate` dict per threshold, with ``threshold`` added.
+
+    Parameters
+    ----------
+    segmentations : iterable of int arrays, each the shape of ``ground_truth``
+        One segmentation per threshold (e.g. a ``(T, z, y, x)`` array or a generator).
+    ground_truth : int array
+        Object ids; 0 is ignored (see :func:`~affseg.evaluate`).
+    thresholds : sequence of float
+        The threshold of each segmentation, as many as there are segmentations.
+
+    Returns
+    -------
+    rows : list of dict
+        Per threshold, in the given order: ``threshold`` (float) and the scores of
+        :func:`~affseg.evaluate`.
+
+    Raises
+    ------
+    ValueError
+        If ``segmentations`` and ``thresholds`` differ in length.
+    InputError
+        If a segmentation or the ground truth is refused by :func:`~affseg.evaluate`.
     """
     rows = []
     thresholds = list(thresholds)
@@ -27,7 +51,27 @@ def split_merge_curve(segmentations: Iterable[np.ndarray], ground_truth, thresho
 
 
 def best_threshold(rows: Sequence[dict], key: str = "voi") -> dict:
-    """The row with the lowest ``key`` (default total VOI)."""
+    """The row with the lowest ``key`` (default total VOI).
+
+    Parameters
+    ----------
+    rows : sequence of dict
+        Rows of :func:`split_merge_curve`.
+    key : str
+        The score to minimise.
+
+    Returns
+    -------
+    row : dict
+        The first row with the lowest ``row[key]`` (the row itself, not a copy).
+
+    Raises
+    ------
+    InputError
+        If ``rows`` is empty.
+    KeyError
+        If a row lacks ``key``.
+    """
     if not rows:
         raise InputError("no scores to choose from")
     return min(rows, key=lambda r: r[key])
@@ -44,11 +88,31 @@ def new_figure(**kwargs):
     return fig
 
 
-def plot_split_merge(curves: dict[str, Sequence[dict]], path, *, title: str = "split / merge") -> Path:
+def plot_split_merge(curves: dict[str, Sequence[dict]], path: str | Path, *, title: str = "split / merge") -> Path:
     """Draw VOI merge over VOI split per method (one point per threshold) as a PNG.
 
     ``curves`` maps a method name to its rows from :func:`split_merge_curve`. The best threshold
     (lowest total VOI) of each method is circled. The file is written atomically.
+
+    Parameters
+    ----------
+    curves : dict of str to sequence of dict
+        Method name to its rows (each with ``voi_split``, ``voi_merge``, ``voi``, ``rand_split``,
+        ``rand_merge`` and optionally ``threshold``, which labels the point).
+    path : str or Path
+        The PNG file to write (replaced if it exists).
+    title : str
+        Title of the VOI panel.
+
+    Returns
+    -------
+    path : Path
+        The file written.
+
+    Raises
+    ------
+    InputError
+        If a method has no rows.
     """
     from ..io.atomic import atomic_path
 

@@ -5,6 +5,7 @@ import math
 
 import numpy as np
 from numba import njit
+from numpy.typing import ArrayLike
 
 from .._checks import as_labels
 from ..graph.core.relabel import compact_fragments
@@ -93,20 +94,66 @@ def _entropies(n, plogp, aloga, blogb):
     return h_st, h_t, h_s
 
 
-def variation_of_information(segmentation, ground_truth) -> tuple[float, float]:
-    """``(voi_split, voi_merge) = (H(seg | gt), H(gt | seg))`` in bits, gt 0 ignored."""
+def variation_of_information(segmentation: ArrayLike, ground_truth: ArrayLike) -> tuple[float, float]:
+    """``(voi_split, voi_merge) = (H(seg | gt), H(gt | seg))`` in bits, gt 0 ignored.
+
+    Parameters
+    ----------
+    segmentation : int array, any shape
+        Segment ids (non-negative, up to 2**64 - 1); 0 counts as one segment like any other.
+    ground_truth : int array, shape of ``segmentation``
+        Object ids (non-negative); voxels labelled 0 are ignored.
+
+    Returns
+    -------
+    voi_split : float
+        ``H(seg | gt)`` in bits (over-segmentation).
+    voi_merge : float
+        ``H(gt | seg)`` in bits (under-segmentation).
+
+    Raises
+    ------
+    InputError
+        If the labels are negative or not integers, the shapes differ, or the ground truth has
+        no labelled voxel.
+    """
     n, _, plogp, _, aloga, _, blogb = _sums(segmentation, ground_truth)
     h_st, h_t, h_s = _entropies(n, plogp, aloga, blogb)
     return max(h_st - h_t, 0.0), max(h_st - h_s, 0.0)
 
 
-def adapted_rand_error(segmentation, ground_truth, *, count_self_pairs: bool = True) -> tuple[float, float, float]:
+def adapted_rand_error(segmentation: ArrayLike, ground_truth: ArrayLike, *,
+                       count_self_pairs: bool = True) -> tuple[float, float, float]:
     """Adapted Rand error ``1 - F`` and its ``(error, rand_split, rand_merge)``, gt 0 ignored.
 
     ``rand_split = sum p^2 / sum gt^2`` (recall of same-object pairs) and
     ``rand_merge = sum p^2 / sum seg^2`` (precision). With ``count_self_pairs`` (CREMI and waterz)
     a voxel paired with itself counts; without it the sums drop ``n`` and equal
     ``skimage.metrics.adapted_rand_error(gt, seg, ignore_labels=(0,))``.
+
+    Parameters
+    ----------
+    segmentation : int array, any shape
+        Segment ids (non-negative, up to 2**64 - 1); 0 counts as one segment like any other.
+    ground_truth : int array, shape of ``segmentation``
+        Object ids (non-negative); voxels labelled 0 are ignored.
+    count_self_pairs : bool
+        Count each voxel paired with itself (CREMI, waterz); False matches scikit-image.
+
+    Returns
+    -------
+    error : float
+        ``1 - F``, F the harmonic mean of ``rand_split`` and ``rand_merge``.
+    rand_split : float
+        ``sum p^2 / sum gt^2`` (1 = no split).
+    rand_merge : float
+        ``sum p^2 / sum seg^2`` (1 = no merge).
+
+    Raises
+    ------
+    InputError
+        If the labels are negative or not integers, the shapes differ, or the ground truth has
+        no labelled voxel.
     """
     n, p2, _, a2, _, b2, _ = _sums(segmentation, ground_truth)
     return _arand(n, p2, a2, b2, count_self_pairs)
@@ -121,7 +168,7 @@ def _arand(n, p2, a2, b2, count_self_pairs):
     return 1.0 - f, split, merge
 
 
-def evaluate(segmentation, ground_truth) -> dict[str, float]:
+def evaluate(segmentation: ArrayLike, ground_truth: ArrayLike) -> dict[str, float]:
     """Score a segmentation against ground truth; ground-truth label 0 is ignored.
 
     Parameters
@@ -135,11 +182,11 @@ def evaluate(segmentation, ground_truth) -> dict[str, float]:
 
     Returns
     -------
-    dict
+    scores : dict of str to float
         ``voi_split`` = H(seg | gt) and ``voi_merge`` = H(gt | seg) in bits (as
-        ``skimage.metrics.variation_of_information`` and ``waterz.evaluate``); ``rand_split`` and
-        ``rand_merge`` as waterz (self pairs counted); ``arand`` = 1 - F-score of those two (CREMI);
-        ``cremi_score`` = sqrt((voi_split + voi_merge) * arand); ``n_voxels`` scored.
+        ``skimage.metrics.variation_of_information`` and ``waterz.evaluate``), ``voi`` their sum;
+        ``rand_split`` and ``rand_merge`` as waterz (self pairs counted); ``arand`` = 1 - F-score
+        of those two (CREMI); ``cremi_score`` = sqrt(voi * arand); ``n_voxels`` (int) scored.
     """
     for name, volume in (("segmentation", segmentation), ("ground_truth", ground_truth)):
         what = f"{name} must be a 2D (y, x) or 3D (z, y, x) volume, or a 1D set of voxels (e.g. seg[mask]), got"

@@ -21,10 +21,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from .. import __version__
 from ..errors import AffsegError, CorruptInput, InputError, OutputExists, VolumeNotFound
@@ -40,7 +42,28 @@ _HDF5 = (".h5", ".hdf5", ".hdf")
 
 
 def parse_address(address: str | os.PathLike) -> tuple[Path, str, str]:
-    """Split ``a/b.zarr/group/array`` into (container, dataset, kind), kind 'zarr' or 'hdf5'."""
+    """Split ``a/b.zarr/group/array`` into (container, dataset, kind), kind 'zarr' or 'hdf5'.
+
+    Parameters
+    ----------
+    address : str or path-like
+        A path through a container: the first part ending in ``.zarr``, ``.zr``, ``.n5``,
+        ``.h5``, ``.hdf5`` or ``.hdf`` (any case) is the container.
+
+    Returns
+    -------
+    container : Path
+        The zarr folder or HDF5 file.
+    dataset : str
+        The path inside it, ``/``-separated.
+    kind : str
+        ``'zarr'`` or ``'hdf5'``.
+
+    Raises
+    ------
+    InputError
+        If no part of ``address`` is a container, or nothing follows the container.
+    """
     parts = Path(address).parts
     for i, part in enumerate(parts):
         suffix = Path(part).suffix.lower()
@@ -129,7 +152,29 @@ def _metadata(attrs, shape, address) -> dict:
 
 
 def open_volume(address: str | os.PathLike) -> Volume:
-    """Open a dataset for lazy reading; a missing file or dataset raises FileNotFoundError."""
+    """Open a dataset for lazy reading; a missing file or dataset raises FileNotFoundError.
+
+    Parameters
+    ----------
+    address : str or path-like
+        ``container.zarr/dataset`` or ``file.h5/dataset`` (also ``.zr``, ``.n5``, ``.hdf5``, ``.hdf``).
+
+    Returns
+    -------
+    volume : Volume
+        The dataset and its metadata; close it (or use it in a ``with`` block) to close an
+        HDF5 file.
+
+    Raises
+    ------
+    VolumeNotFound
+        If the container or the dataset does not exist (a FileNotFoundError).
+    CorruptInput
+        If the container is not what its name says or its metadata cannot be read.
+    InputError
+        If the address is not a volume address, or the metadata (axes, voxel_size, offset) do
+        not fit the shape.
+    """
     container, dataset, kind = parse_address(address)
     if not container.exists():
         raise VolumeNotFound(f"no such file: {container} (from {address})")
@@ -185,7 +230,23 @@ def _zarr_node_type(node: Path) -> str | None:
 
 
 def written_by_affseg(address: str | os.PathLike) -> bool:
-    """True if ``address`` is a dataset that affseg wrote (its ``written_by`` attribute)."""
+    """True if ``address`` is a dataset that affseg wrote (its ``written_by`` attribute).
+
+    Parameters
+    ----------
+    address : str or path-like
+        ``container.zarr/dataset`` or ``file.h5/dataset`` (also ``.zr``, ``.n5``, ``.hdf5``, ``.hdf``).
+
+    Returns
+    -------
+    written : bool
+        Whether the dataset's ``written_by`` attribute starts with ``affseg``.
+
+    Raises
+    ------
+    VolumeNotFound, CorruptInput, InputError
+        As for :func:`open_volume`.
+    """
     with open_volume(address) as vol:
         return str(vol.data.attrs.get("written_by", "")).startswith("affseg")
 
@@ -199,13 +260,49 @@ def _h5_datasets(f) -> list[str]:
 
 
 def read_volume(address: str | os.PathLike) -> tuple[np.ndarray, Volume]:
-    """Read a whole dataset; returns the array and its (closed) :class:`Volume` metadata."""
+    """Read a whole dataset; returns the array and its (closed) :class:`Volume` metadata.
+
+    Parameters
+    ----------
+    address : str or path-like
+        ``container.zarr/dataset`` or ``file.h5/dataset`` (also ``.zr``, ``.n5``, ``.hdf5``, ``.hdf``).
+
+    Returns
+    -------
+    data : ndarray
+        The whole dataset, in its stored dtype and shape.
+    volume : Volume
+        Its metadata (``voxel_size``, ``offset``, ``axes``, ``units``); its file is closed.
+
+    Raises
+    ------
+    VolumeNotFound, CorruptInput, InputError
+        As for :func:`open_volume`; CorruptInput also for data that cannot be decoded.
+    """
     with open_volume(address) as vol:
         return vol.read(), vol
 
 
 def volume_exists(address: str | os.PathLike) -> bool:
-    """True if ``address`` names an existing dataset (not a group)."""
+    """True if ``address`` names an existing dataset (not a group).
+
+    Parameters
+    ----------
+    address : str or path-like
+        ``container.zarr/dataset`` or ``file.h5/dataset`` (also ``.zr``, ``.n5``, ``.hdf5``, ``.hdf``).
+
+    Returns
+    -------
+    exists : bool
+        Whether the dataset exists.
+
+    Raises
+    ------
+    InputError
+        If ``address`` is not a volume address.
+    CorruptInput
+        If the container exists but cannot be read.
+    """
     container, dataset, kind = parse_address(address)
     if kind == "hdf5":
         if not container.exists():
@@ -219,13 +316,13 @@ def volume_exists(address: str | os.PathLike) -> bool:
 
 def write_volume(
     address: str | os.PathLike,
-    data: np.ndarray,
+    data: ArrayLike,
     *,
-    voxel_size=None,
-    offset=None,
-    axes=None,
+    voxel_size: Sequence[float] | None = None,
+    offset: Sequence[float] | None = None,
+    axes: Sequence[str] | None = None,
     units: str = "nm",
-    chunks=None,
+    chunks: Sequence[int] | None = None,
     overwrite: bool = False,
     attrs: dict | None = None,
 ) -> str:
@@ -234,6 +331,43 @@ def write_volume(
     An existing dataset is replaced only with ``overwrite=True`` and only if affseg wrote it,
     else :class:`~affseg.errors.OutputExists`. ``attrs`` are JSON-like values; None values are
     left out (HDF5 cannot store them) and mappings are stored as JSON text in HDF5.
+
+    Parameters
+    ----------
+    address : str or path-like
+        ``container.zarr/dataset`` or ``file.h5/dataset`` (also ``.zr``, ``.n5``, ``.hdf5``, ``.hdf``).
+    data : array_like
+        The dataset, any shape and dtype; spatial axes last.
+    voxel_size : sequence of float, optional
+        World units per voxel, one per spatial axis; default 1.
+    offset : sequence of float, optional
+        World position of voxel 0, one per spatial axis; default 0.
+    axes : sequence of str, optional
+        One name per axis, channel axes ending in ``^`` (e.g. ``["c^", "z", "y", "x"]``);
+        default: the last (up to 3) axes ``z, y, x``, the others channels.
+    units : str
+        Unit of ``voxel_size`` and ``offset``.
+    chunks : sequence of int, optional
+        Chunk shape; default: zarr up to ``(64, 128, 128)`` spatially and 1 per channel, HDF5
+        h5py's automatic chunks. HDF5 datasets are gzip-compressed.
+    overwrite : bool
+        Replace an existing dataset (only one affseg wrote).
+    attrs : dict, optional
+        More attributes to store.
+
+    Returns
+    -------
+    address : str
+        ``str(address)``.
+
+    Raises
+    ------
+    InputError
+        If the address is not a volume address, or the metadata do not fit the shape of ``data``.
+    OutputExists
+        If the dataset exists and ``overwrite`` is false, or affseg did not write it.
+    OutputNotWritable
+        If the container cannot be written.
     """
     container, dataset, kind = parse_address(address)
     data = np.asarray(data)
@@ -328,7 +462,27 @@ def _default_chunks(ndim: int) -> tuple[int, ...]:
 
 
 def read_group_record(container: Path, group: str, key: str) -> dict | None:
-    """The JSON record ``key`` in the attributes of a group (None where there is none)."""
+    """The JSON record ``key`` in the attributes of a group (None where there is none).
+
+    Parameters
+    ----------
+    container : Path
+        A zarr folder or HDF5 file (by its suffix: ``.h5``, ``.hdf5``, ``.hdf`` are HDF5).
+    group : str
+        Path of the group inside it; ``""`` is the root.
+    key : str
+        The attribute.
+
+    Returns
+    -------
+    record : dict or None
+        The record, or None if the container, group or attribute does not exist.
+
+    Raises
+    ------
+    CorruptInput
+        If the attribute does not hold a JSON object, or the container cannot be read.
+    """
     if not container.exists():
         return None
     if container.suffix.lower() in _HDF5:
@@ -351,7 +505,25 @@ def read_group_record(container: Path, group: str, key: str) -> dict | None:
 
 
 def write_group_record(container: Path, group: str, key: str, record: dict) -> None:
-    """Store ``record`` as JSON text in the attribute ``key`` of a group, creating the group."""
+    """Store ``record`` as JSON text in the attribute ``key`` of a group, creating the group.
+
+    Parameters
+    ----------
+    container : Path
+        A zarr folder or HDF5 file (by its suffix: ``.h5``, ``.hdf5``, ``.hdf`` are HDF5),
+        created if missing.
+    group : str
+        Path of the group inside it; ``""`` is the root.
+    key : str
+        The attribute.
+    record : dict
+        A JSON-serialisable record.
+
+    Raises
+    ------
+    CorruptInput
+        If an existing HDF5 container cannot be opened.
+    """
     text = json.dumps(record)
     if container.suffix.lower() in _HDF5:
         container.parent.mkdir(parents=True, exist_ok=True)

@@ -7,6 +7,7 @@ transposed in-plane.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -64,9 +65,26 @@ def _in_plane_axes(ndim: int, anisotropic: bool) -> tuple[int, ...]:
     return (ndim - 2, ndim - 1) if anisotropic or ndim == 2 else tuple(range(ndim))
 
 
-def sample_transform(shape, rng: np.random.Generator, augment: Augment) -> np.ndarray | None:
+def sample_transform(shape: Sequence[int], rng: np.random.Generator, augment: Augment) -> np.ndarray | None:
     """Source coordinates ``(ndim, *shape)`` of each voxel of a crop, relative to the crop's
-    corner, for elastic deformation and in-plane rotation; None if neither applies."""
+    corner, for elastic deformation and in-plane rotation; None if neither applies.
+
+    Parameters
+    ----------
+    shape : (z, y, x) or (y, x) sequence of int
+        The crop's spatial shape.
+    rng : numpy.random.Generator
+        Source of the random angle and displacements.
+    augment : Augment
+        ``rotation``, ``elastic_sigma`` and ``elastic_spacing`` are used.
+
+    Returns
+    -------
+    coords : (ndim, *shape) float32 or None
+        Source coordinate of each voxel along each axis (only the last two axes are moved),
+        for :func:`scipy.ndimage.map_coordinates`; None if ``elastic_sigma`` is 0 and
+        ``rotation`` is off.
+    """
     ndim = len(shape)
     if augment.elastic_sigma == 0 and not augment.rotation:
         return None
@@ -81,11 +99,12 @@ def sample_transform(shape, rng: np.random.Generator, augment: Augment) -> np.nd
     if augment.elastic_sigma > 0:
         plane = (shape[y], shape[x])
         control = tuple(max(2, int(np.ceil(s / augment.elastic_spacing)) + 1) for s in plane)
+        # the control grid spans the plane whatever the spacing (also finer than a voxel, or a plane of 1)
+        fine = np.meshgrid(*[np.linspace(0, c - 1, p, dtype=np.float32) for p, c in zip(plane, control)],
+                           indexing="ij")
         for axis in (y, x):
             coarse = rng.normal(0, augment.elastic_sigma, size=control).astype(np.float32)
-            zoom = [(p - 1) / (c - 1) if c > 1 else 1 for p, c in zip(plane, control)]
-            dense = ndimage.zoom(coarse, zoom, order=3, mode="nearest", grid_mode=False)[: plane[0], : plane[1]]
-            coords[axis] += dense
+            coords[axis] += ndimage.map_coordinates(coarse, fine, order=3, mode="nearest")
     return coords
 
 
@@ -96,7 +115,25 @@ def warp(array: np.ndarray, coords: np.ndarray, *, order: int) -> np.ndarray:
 
 def mirror_transpose(arrays: list[np.ndarray], rng: np.random.Generator, augment: Augment, *,
                      anisotropic: bool) -> list[np.ndarray]:
-    """The same random flips and in-plane transpose applied to each spatial array."""
+    """The same random flips and in-plane transpose applied to each spatial array.
+
+    Parameters
+    ----------
+    arrays : list of ndarray
+        Spatial arrays of one shape (e.g. raw and labels of a crop).
+    rng : numpy.random.Generator
+        Source of the flips (each axis with probability 1/2) and permutations.
+    augment : Augment
+        ``mirror`` and ``transpose`` are used.
+    anisotropic : bool
+        Transpose the last two axes only (else any axes); only axes of equal extent swap.
+
+    Returns
+    -------
+    arrays : list of ndarray
+        The flipped and transposed arrays, C-contiguous (copies where flipped or transposed), in
+        the given order.
+    """
     ndim = arrays[0].ndim
     flips = [a for a in range(ndim) if augment.mirror and rng.random() < 0.5]
     axes = list(range(ndim))
@@ -116,7 +153,23 @@ def mirror_transpose(arrays: list[np.ndarray], rng: np.random.Generator, augment
 
 
 def apply_intensity(raw: np.ndarray, rng: np.random.Generator, augment: Augment) -> np.ndarray:
-    """Per-section scale and shift, missing and low-contrast sections (3D), on float32 raw."""
+    """Per-section scale and shift, missing and low-contrast sections (3D), on float32 raw.
+
+    Parameters
+    ----------
+    raw : (z, y, x) or (y, x) ndarray
+        Grey values (float, in [0, 1] for the defaults to make sense).
+    rng : numpy.random.Generator
+        Source of the per-section draws.
+    augment : Augment
+        ``intensity_scale``, ``intensity_shift``, ``missing_section``, ``low_contrast`` and
+        ``contrast_factor`` are used (the last three for 3D raw only).
+
+    Returns
+    -------
+    raw : float32, shape of ``raw``
+        A new array; not clipped.
+    """
     raw = raw.astype(np.float32, copy=True)
     sections = raw if raw.ndim == 3 else raw[None]
     for z in range(sections.shape[0]):

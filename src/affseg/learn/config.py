@@ -131,6 +131,25 @@ def validate_config(config: dict, *, where: str = "config") -> dict:
     """The config with defaults filled in, or a ValueError naming the first bad key.
 
     The result is a new dict of plain data (see :func:`plain`); ``config`` is not changed.
+
+    Parameters
+    ----------
+    config : dict
+        Sections (``data``, ``model``, ``targets``, ``augment``, ``train``) of keys; missing
+        sections and keys take the defaults of :data:`DEFAULTS`.
+    where : str
+        How error messages name the config (e.g. its file).
+
+    Returns
+    -------
+    config : dict
+        Every section with every key.
+
+    Raises
+    ------
+    InputError
+        If ``config`` is not plain data, a section or key is unknown, or a value has the wrong
+        type or is out of range.
     """
     if not isinstance(config, dict):
         raise InputError(f"{where} must be a mapping of sections, got {type(config).__name__}")
@@ -202,7 +221,27 @@ def _check_values(cfg: dict, where: str) -> None:
 
 def load_config(path: str | os.PathLike) -> dict:
     """Read a ``.yaml``/``.yml`` or ``.toml`` config and validate it; relative data paths are
-    resolved against the config file's folder."""
+    resolved against the config file's folder.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The config file.
+
+    Returns
+    -------
+    config : dict
+        The validated config (see :func:`validate_config`), with the ``raw``, ``labels`` and
+        ``mask`` of each ``data.train`` entry made absolute.
+
+    Raises
+    ------
+    PathNotFound
+        If ``path`` is not a file.
+    InputError
+        If the suffix is not ``.yaml``, ``.yml`` or ``.toml``, the text does not parse, or the
+        config is invalid.
+    """
     path = Path(path)
     if not path.is_file():
         raise PathNotFound(f"config file {path} does not exist")

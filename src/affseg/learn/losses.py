@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from numpy.typing import ArrayLike
 
 from ..graph.malis.weights import malis_weights
 from ..errors import InputError
@@ -25,14 +26,56 @@ def _mean_over_weighted(values: torch.Tensor, weights: torch.Tensor) -> torch.Te
 
 
 def weighted_mse(pred: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
-    """Mean of ``weights * (pred - target)**2`` over the elements with a positive weight."""
+    """Mean of ``weights * (pred - target)**2`` over the elements with a positive weight.
+
+    Parameters
+    ----------
+    pred : tensor
+        Predictions, any shape (e.g. ``(B, C, z, y, x)``).
+    target : tensor, shape of ``pred``
+        Targets.
+    weights : tensor, shape of ``pred``, optional
+        Per-element weights; default 1.
+
+    Returns
+    -------
+    loss : scalar tensor
+        ``sum(weights * (pred - target)**2) / max(1, count(weights > 0))``.
+
+    Raises
+    ------
+    InputError
+        If the shapes differ.
+    """
     weights = _checked(pred, target, weights)
     return _mean_over_weighted((pred - target) ** 2, weights)
 
 
 def weighted_bce(pred: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None = None,
                  *, eps: float = 1e-6) -> torch.Tensor:
-    """Binary cross-entropy of probabilities ``pred``, weighted like :func:`weighted_mse`."""
+    """Binary cross-entropy of probabilities ``pred``, weighted like :func:`weighted_mse`.
+
+    Parameters
+    ----------
+    pred : tensor
+        Probabilities in [0, 1], any shape.
+    target : tensor, shape of ``pred``
+        Targets in [0, 1].
+    weights : tensor, shape of ``pred``, optional
+        Per-element weights; default 1.
+    eps : float
+        ``pred`` is clamped to ``[eps, 1 - eps]`` before the logarithms.
+
+    Returns
+    -------
+    loss : scalar tensor
+        Weighted cross-entropy over the number of elements with a positive weight.
+
+    Raises
+    ------
+    InputError
+        If the shapes differ.
+    """
     weights = _checked(pred, target, weights)
     p = pred.clamp(eps, 1 - eps)
     return _mean_over_weighted(-(target * torch.log(p) + (1 - target) * torch.log(1 - p)), weights)
@@ -40,7 +83,29 @@ def weighted_bce(pred: torch.Tensor, target: torch.Tensor, weights: torch.Tensor
 
 def dice_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None,
               *, eps: float = 1e-6) -> torch.Tensor:
-    """``1 - 2 |P T| / (|P| + |T|)`` per channel, averaged; for mask-like targets."""
+    """``1 - 2 |P T| / (|P| + |T|)`` per channel, averaged; for mask-like targets.
+
+    Parameters
+    ----------
+    pred : (B, C, ...) tensor
+        Predictions in [0, 1].
+    target : (B, C, ...) tensor
+        Targets in [0, 1].
+    mask : (B, C, ...) tensor, optional
+        Per-element weights of the sums (0 = ignored); default 1.
+    eps : float
+        Added to numerator and denominator (an empty channel scores 0).
+
+    Returns
+    -------
+    loss : scalar tensor
+        The mean over channels of the dice loss summed over batch and space.
+
+    Raises
+    ------
+    InputError
+        If the shapes differ.
+    """
     mask = _checked(pred, target, mask)
     dims = [0] + list(range(2, pred.ndim))
     inter = (pred * target * mask).sum(dims)
@@ -48,7 +113,8 @@ def dice_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | Non
     return (1 - (2 * inter + eps) / (total + eps)).mean()
 
 
-def malis_loss(affs: torch.Tensor, labels, offsets, *, mask=None, constrained: bool = True) -> torch.Tensor:
+def malis_loss(affs: torch.Tensor, labels: ArrayLike | torch.Tensor, offsets: ArrayLike, *,
+               mask: ArrayLike | torch.Tensor | None = None, constrained: bool = True) -> torch.Tensor:
     """MALIS loss ``sum(w_pos * (1 - a)**2 + w_neg * a**2)``, averaged over the batch.
 
     The weights come from :func:`affseg.graph.malis.weights.malis_weights` (constrained MALIS by
@@ -62,8 +128,22 @@ def malis_loss(affs: torch.Tensor, labels, offsets, *, mask=None, constrained: b
     labels : (B, z, y, x) or (B, y, x) int array or tensor
         Ground truth of the output region; 0 forms no pairs.
     offsets : (C, ndim) array_like of int
+        The offsets of the affinity channels.
     mask : bool array or tensor, (B, *spatial) or (B, C, *spatial), optional
         Where the ground truth is known (see :func:`affseg.graph.malis.weights.malis_pair_counts`).
+    constrained : bool
+        Constrained MALIS (Funke 2018); else Turaga's (see ``malis_weights``).
+
+    Returns
+    -------
+    loss : scalar tensor
+        Of the dtype and device of ``affs``, differentiable with respect to ``affs``.
+
+    Raises
+    ------
+    InputError
+        If ``labels`` do not match the batch and spatial shape of ``affs``, or the weights
+        refuse the input (see :func:`affseg.graph.malis.weights.malis_pair_counts`).
     """
     labels = _numpy(labels)
     if labels.shape[0] != affs.shape[0] or labels.shape[1:] != tuple(affs.shape[2:]):
@@ -80,8 +160,9 @@ def malis_loss(affs: torch.Tensor, labels, offsets, *, mask=None, constrained: b
     return (w_pos_t * (1 - affs) ** 2 + w_neg_t * affs**2).sum() / affs.shape[0]
 
 
-def random_walker_loss(affs: torch.Tensor, labels, offsets, *, seed_radius: int = 2, gradient: str = "exact",
-                       num_samples: int = 1000, eps: float = 1e-6) -> torch.Tensor:
+def random_walker_loss(affs: torch.Tensor, labels: ArrayLike | torch.Tensor, offsets: ArrayLike, *,
+                       seed_radius: int = 2, gradient: str = "exact", num_samples: int = 1000,
+                       eps: float = 1e-6) -> torch.Tensor:
     """The Learned Random Walker loss: the affinities are the diffusivities of a random walker
     seeded with one blob per ground-truth object (:func:`affseg.learn.targets.oracle_seeds`),
     and the loss is the cross-entropy ``-log p[object]`` of its probabilities, averaged over the
@@ -94,11 +175,26 @@ def random_walker_loss(affs: torch.Tensor, labels, offsets, *, seed_radius: int 
     labels : (B, z, y, x) or (B, y, x) int array or tensor
         Ground truth of the output region, 0 = unlabelled (no loss there).
     offsets : (C, ndim) array_like of int
+        The offsets of the affinity channels.
     seed_radius : int
-    gradient, num_samples
+        Radius of the seed blobs (see :func:`affseg.learn.targets.oracle_seeds`).
+    gradient : {"exact", "sampled"}
+        See :class:`affseg.learn.random_walker.RandomWalker`.
+    num_samples : int
         See :class:`affseg.learn.random_walker.RandomWalker`.
     eps : float
         Added inside the logarithm.
+
+    Returns
+    -------
+    loss : scalar tensor
+        Differentiable with respect to ``affs``.
+
+    Raises
+    ------
+    InputError
+        If ``labels`` do not match the batch and spatial shape of ``affs``, or the random
+        walker refuses the input (e.g. a crop without any labelled voxel has no seed).
     """
     from ..graph.random_walker.solver import MIN_AFFINITY_WEIGHT
     from .random_walker import random_walker_probabilities

@@ -12,6 +12,7 @@ import json
 import os
 import uuid
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -19,15 +20,32 @@ import torch
 
 from .data import _read, _to_unit, check_raw_dtype, open_array
 from .train import load_checkpoint
+from .unet import UNet
 from ..errors import InputError, OutputExists
 
 __all__ = ["predict", "tile_shape"]
 
 
-def tile_shape(model, wanted) -> tuple[tuple[int, ...], tuple[int, ...]]:
+def tile_shape(model: UNet, wanted: Sequence[int]) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """A valid output shape near ``wanted`` (at least the total factor) and the tile step: the
     largest multiple of the total factor that fits in it. Neighbouring tiles overlap by the
-    difference, which is recomputed and discarded."""
+    difference, which is recomputed and discarded.
+
+    Parameters
+    ----------
+    model : UNet
+        The network (its total downsampling factor and valid output shapes).
+    wanted : sequence of int
+        Wanted output tile shape, one size per spatial axis of the network.
+
+    Returns
+    -------
+    output : tuple of int
+        Per axis the largest valid output size <= the wanted one (raised to the total factor),
+        or the smallest above where that is below the total factor.
+    step : tuple of int
+        ``output`` rounded down to a multiple of the total factor.
+    """
     factor = np.array(model.total_factor)
     near = model.valid_output_shapes_near(tuple(int(w) for w in np.maximum(tuple(wanted), factor)))
     below, above = np.array(near[0]), np.array(near[-1])
@@ -36,7 +54,8 @@ def tile_shape(model, wanted) -> tuple[tuple[int, ...], tuple[int, ...]]:
     return tuple(int(o) for o in output), tuple(int(s) for s in step)
 
 
-def predict(checkpoint, raw, output, *, tile=None, device="cpu", overwrite: bool = False,
+def predict(checkpoint: str | os.PathLike, raw: str | os.PathLike | np.ndarray, output: str | os.PathLike, *,
+            tile: Sequence[int] | None = None, device: str | torch.device = "cpu", overwrite: bool = False,
             progress: bool = False) -> dict[str, str]:
     """Run a checkpoint over ``raw`` and write each head to ``output/<head>`` (zarr).
 
@@ -55,6 +74,29 @@ def predict(checkpoint, raw, output, *, tile=None, device="cpu", overwrite: bool
     tile : tuple of int, optional
         Wanted output tile shape; default about 64 voxels per axis. The chunks of the output are
         the tile step (see :func:`tile_shape`).
+    device : str or torch.device
+        Where the network runs (``"cpu"``, ``"cuda"``, ``"cuda:1"``).
+    overwrite : bool
+        Replace existing outputs (only datasets affseg wrote).
+    progress : bool
+        Show a tqdm progress bar over the tiles.
+
+    Returns
+    -------
+    written : dict of str to str
+        Head name (``affs``, ``lsds``) to the path of the zarr array written.
+
+    Raises
+    ------
+    InputError
+        If the network is not valid-padded, raw is not uint8 or float or does not have the
+        network's number of dimensions, or the output would replace the input.
+    UnsafeCheckpoint, CorruptInput, PathNotFound
+        For a checkpoint that holds more than plain data, is damaged, or does not exist.
+    OutputExists
+        If an output exists and may not be replaced.
+    OutputNotWritable
+        If the output cannot be written.
     """
     model, state = load_checkpoint(checkpoint, device)
     if model.padding != "valid":

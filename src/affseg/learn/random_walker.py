@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from numpy.typing import ArrayLike
 
 from ..graph.random_walker.solver import RandomWalkerSystem
 from ..errors import InputError
@@ -101,10 +102,44 @@ def _sampled_gradient(system: RandomWalkerSystem, x_full: np.ndarray, g: np.ndar
     return grad
 
 
-def random_walker_probabilities(weights: torch.Tensor, seeds: torch.Tensor, offsets=None, *,
+def random_walker_probabilities(weights: torch.Tensor, seeds: torch.Tensor, offsets: ArrayLike | None = None, *,
                                 num_labels: int | None = None, solver: str = "auto", tol: float = 1e-8,
-                                gradient: str = "exact", num_samples: int = 1000, seed: int | None = None):
-    """Differentiable random-walker probabilities; see :class:`RandomWalker`."""
+                                gradient: str = "exact", num_samples: int = 1000,
+                                seed: int | None = None) -> torch.Tensor:
+    """Differentiable random-walker probabilities; see :class:`RandomWalker`.
+
+    Parameters
+    ----------
+    weights : (B, C, z, y, x) or (B, C, y, x) float tensor
+        Positive edge weights (diffusivities) of each batch item.
+    seeds : (B, z, y, x) or (B, y, x) int tensor
+        Labels 1..K (0 = unseeded); every item needs at least one seed.
+    offsets : (C, ndim) array_like of int, optional
+        The edges of the weight channels (default: nearest neighbours ``-e_d``).
+    num_labels : int, optional
+        K (default: the largest seed label).
+    solver : {"auto", "direct", "cg"}
+        See :class:`~affseg.graph.random_walker.solver.RandomWalkerSystem`.
+    tol : float
+        Relative residual for cg.
+    gradient : {"exact", "sampled"}
+        ``sampled``: the paper's estimate from ``num_samples`` voxels (for comparison).
+    num_samples : int
+        Voxels sampled per item by the ``sampled`` gradient (>= 1).
+    seed : int, optional
+        Seed of the sampling.
+
+    Returns
+    -------
+    probabilities : (B, K, z, y, x) or (B, K, y, x) tensor of the dtype and device of ``weights``
+        Channel ``k - 1`` for seed label ``k``; 1/0 on seeds, 0 where no seed is reached.
+
+    Raises
+    ------
+    InputError
+        If the shapes or dtypes do not fit, ``gradient`` or ``num_samples`` is invalid, a seed
+        exceeds ``num_labels``, or the random walker refuses an item (no seed, bad weights).
+    """
     if weights.ndim not in (4, 5):
         raise InputError(f"weights must be (batch, C, y, x) or (batch, C, z, y, x), got shape {tuple(weights.shape)}")
     if tuple(seeds.shape) != (weights.shape[0],) + tuple(weights.shape[2:]):

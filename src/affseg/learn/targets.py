@@ -4,7 +4,10 @@ class-balancing weights (numpy and scipy only; affinities come from
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
+from numpy.typing import ArrayLike
 from scipy import ndimage
 
 from .._checks import as_labels, as_mask
@@ -17,11 +20,28 @@ _TRUNCATE = 3.0  # Gaussian support in sigmas, as in the lsd package
 
 
 def lsd_channels(ndim: int) -> int:
-    """10 descriptor channels in 3D, 6 in 2D."""
+    """10 descriptor channels in 3D, 6 in 2D.
+
+    Parameters
+    ----------
+    ndim : int
+        Number of spatial axes, 2 or 3.
+
+    Returns
+    -------
+    channels : int
+        Channels of :func:`local_shape_descriptors`.
+
+    Raises
+    ------
+    KeyError
+        If ``ndim`` is not 2 or 3.
+    """
     return {2: 6, 3: 10}[ndim]
 
 
-def local_shape_descriptors(labels, sigma, *, voxel_size=None, downsample: int = 1) -> np.ndarray:
+def local_shape_descriptors(labels: ArrayLike, sigma: float | Sequence[float], *,
+                            voxel_size: float | Sequence[float] | None = None, downsample: int = 1) -> np.ndarray:
     """Local shape descriptors (Sheridan et al. 2022) of every labelled voxel.
 
     For the object of each voxel, Gaussian-weighted statistics (standard deviation ``sigma`` in
@@ -41,18 +61,26 @@ def local_shape_descriptors(labels, sigma, *, voxel_size=None, downsample: int =
     Parameters
     ----------
     labels : (z, y, x) or (y, x) array of int
+        Object ids (non-negative); 0 is background.
     sigma : float or sequence of float
-        Gaussian standard deviation in world units (per axis or isotropic).
-    voxel_size : sequence of float, optional
-        World units per voxel; default 1.
+        Gaussian standard deviation in world units (per axis or isotropic), positive.
+    voxel_size : float or sequence of float, optional
+        World units per voxel (positive); default 1.
     downsample : int
         Compute on every ``downsample``-th voxel and repeat the result (the package's option for
         speed). Objects that the subsampling misses are computed at full resolution.
 
     Returns
     -------
-    (C, *labels.shape) float32
-        C = 10 in 3D, 6 in 2D.
+    descriptors : (C, *labels.shape) float32
+        C = 10 in 3D, 6 in 2D, values in [0, 1].
+
+    Raises
+    ------
+    InputError
+        If ``labels`` is not a 2D or 3D volume of non-negative integers, ``sigma`` or
+        ``voxel_size`` is not one positive number or one per axis, or ``downsample`` is not a
+        positive integer.
     """
     labels = as_labels(labels)
     ndim = labels.ndim
@@ -142,11 +170,31 @@ def _normalize(out, labels, ndim) -> None:
 
 
 @renamed_keywords(only_xy="in_plane")
-def grow_boundary(labels, steps: int = 1, *, in_plane: bool = False) -> np.ndarray:
+def grow_boundary(labels: ArrayLike, steps: int = 1, *, in_plane: bool = False) -> np.ndarray:
     """Labels with every object shrunk by ``steps`` voxels where it touches another label or 0.
 
     As gunpowder's GrowBoundary: each object's mask is eroded with the cross-shaped structuring
     element (only within sections with ``in_plane``); the volume border does not erode.
+
+    Parameters
+    ----------
+    labels : (z, y, x) or (y, x) array of int
+        Object ids (non-negative); 0 is background.
+    steps : int
+        Voxels to erode, >= 0.
+    in_plane : bool
+        Erode along y and x only (3D labels); ``only_xy=`` is a deprecated alias.
+
+    Returns
+    -------
+    labels : uint64, shape of ``labels``
+        A copy with the boundary voxels set to 0.
+
+    Raises
+    ------
+    InputError
+        If ``labels`` is not a 2D or 3D volume of non-negative integers, ``steps`` is not a
+        non-negative integer, or ``in_plane`` is asked for 2D labels.
     """
     labels = as_labels(labels)
     if int(steps) != steps or steps < 0:
@@ -170,7 +218,7 @@ def grow_boundary(labels, steps: int = 1, *, in_plane: bool = False) -> np.ndarr
     return out
 
 
-def balance_weights(target, mask=None, *, clip: tuple[float, float] = (0.05, 0.95),
+def balance_weights(target: ArrayLike, mask: ArrayLike | None = None, *, clip: tuple[float, float] = (0.05, 0.95),
                     per_channel: bool = False) -> np.ndarray:
     """Weights that give both classes of a binary target equal total weight (gunpowder's
     BalanceLabels): ``1 / (2 * frac)`` for the positives and ``1 / (2 * (1 - frac))`` for the
@@ -179,14 +227,24 @@ def balance_weights(target, mask=None, *, clip: tuple[float, float] = (0.05, 0.9
     Parameters
     ----------
     target : array of float or bool, values 0 or 1
+        The binary target, any shape.
     mask : array of the shape of ``target``, optional
+        Where the target counts (non-zero); default everywhere.
     clip : (low, high)
+        Bounds of the fraction of positives, ``0 < low <= high < 1``.
     per_channel : bool
         Balance each channel (first axis) on its own.
 
     Returns
     -------
-    float32 array of the shape of ``target``
+    weights : float32, shape of ``target``
+        0 outside ``mask`` (and where the mask of a group is empty).
+
+    Raises
+    ------
+    InputError
+        If ``target`` holds values other than 0 and 1, ``mask`` does not fit it, or ``clip`` is
+        out of range.
     """
     target = np.asarray(target)
     if not np.all((target == 0) | (target == 1)):
@@ -207,7 +265,7 @@ def balance_weights(target, mask=None, *, clip: tuple[float, float] = (0.05, 0.9
     return weights
 
 
-def oracle_seeds(labels, radius: int = 2) -> tuple[np.ndarray, np.ndarray]:
+def oracle_seeds(labels: ArrayLike, radius: int = 2) -> tuple[np.ndarray, np.ndarray]:
     """One seed blob per ground-truth object, as the Learned Random Walker trains with.
 
     The blob is the part of the object within ``radius`` voxels (Euclidean) of the object's
@@ -218,6 +276,7 @@ def oracle_seeds(labels, radius: int = 2) -> tuple[np.ndarray, np.ndarray]:
     labels : (z, y, x) or (y, x) int
         Ground truth, 0 = unlabelled (gets no seed).
     radius : int
+        Blob radius in voxels, >= 0 (0: the innermost voxel alone).
 
     Returns
     -------
@@ -225,6 +284,11 @@ def oracle_seeds(labels, radius: int = 2) -> tuple[np.ndarray, np.ndarray]:
         Object ``k`` (in increasing id order) seeded with ``k`` (1..K), 0 elsewhere.
     target : int64 array of the shape of ``labels``
         Every voxel of object ``k`` set to ``k``, 0 where unlabelled.
+
+    Raises
+    ------
+    InputError
+        If ``labels`` is not a 2D or 3D volume of non-negative integers, or ``radius`` < 0.
     """
     labels = as_labels(labels)
     if radius < 0:

@@ -56,7 +56,19 @@ class TrainingError(AffsegError, RuntimeError):
 
 
 def build_model(cfg: dict) -> UNet:
-    """The U-Net of a validated config: one head for the affinities, one for LSDs if asked."""
+    """The U-Net of a validated config: one head for the affinities, one for LSDs if asked.
+
+    Parameters
+    ----------
+    cfg : dict
+        A config from :func:`affseg.learn.config.validate_config`.
+
+    Returns
+    -------
+    model : UNet
+        One input channel; head ``affs`` with a channel per offset, and ``lsds`` (10 channels
+        in 3D, 6 in 2D) if ``targets.lsd_sigma`` is set. Freshly initialised, in train mode.
+    """
     model = cfg["model"]
     offsets = cfg["targets"]["offsets"]
     dims = len(offsets[0])
@@ -77,6 +89,18 @@ def _device(name: str) -> torch.device:
 
 
 def latest_checkpoint(output: str | Path) -> Path | None:
+    """The newest checkpoint file of a run folder, by iteration (not checked for readability).
+
+    Parameters
+    ----------
+    output : str or Path
+        The run folder.
+
+    Returns
+    -------
+    checkpoint : Path or None
+        ``output/checkpoints/iteration_<N>.pt`` of the largest ``N``; None if there is none.
+    """
     found = sorted((Path(output) / "checkpoints").glob("iteration_*.pt"))
     return found[-1] if found else None
 
@@ -160,10 +184,36 @@ def _holds_objects(path: Path, message: str) -> bool:
     return True  # a complete pickle that the plain-data loader refuses: objects, not damage
 
 
-def load_checkpoint(path: str | Path, device="cpu") -> tuple[UNet, dict]:
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[UNet, dict]:
     """The model of a checkpoint (in eval mode) and the checkpoint's contents.
 
     The checkpoint is loaded as plain data only; see :func:`_read_checkpoint` for the errors.
+
+    Parameters
+    ----------
+    path : str or Path
+        A ``.pt`` file written by :func:`train`.
+    device : str or torch.device
+        Where the tensors and the model are loaded.
+
+    Returns
+    -------
+    model : UNet
+        The network of the checkpoint's config with its weights, in eval mode on ``device``.
+    state : dict
+        The checkpoint: ``model`` (weights), ``config`` (validated), ``iteration`` and, if
+        stored, ``optimizer`` and ``torch_rng``.
+
+    Raises
+    ------
+    PathNotFound
+        If ``path`` does not exist.
+    InputError
+        If ``path`` is a folder or cannot be read.
+    UnsafeCheckpoint
+        If it holds more than plain data (not loaded).
+    CorruptInput
+        If it is damaged, not an affseg checkpoint, or its weights do not fit its config.
     """
     state = _read_checkpoint(path, device)
     model = build_model(state["config"])
@@ -183,7 +233,25 @@ def resolve_output_shape(cfg: dict, net: UNet) -> tuple[int, ...]:
     """The training output shape: ``model.output_shape`` if given (an error if the network cannot
     produce it), else the valid output shape nearest to a target of ``max(8, 2 * factor)`` voxels
     per axis, ``factor`` being the product of the downsampling factors on that axis (for the
-    default model, (9, 56, 56) from an input of (45, 268, 268))."""
+    default model, (9, 56, 56) from an input of (45, 268, 268)).
+
+    Parameters
+    ----------
+    cfg : dict
+        A validated config.
+    net : UNet
+        The network built from it.
+
+    Returns
+    -------
+    shape : tuple of int
+        The spatial output shape, one size per axis of the network.
+
+    Raises
+    ------
+    InputError
+        If ``model.output_shape`` has the wrong length or no input shape gives it.
+    """
     given = cfg["model"]["output_shape"]
     if given is not None:
         if len(given) != net.dims:
@@ -497,6 +565,12 @@ def train(config: dict, output: str | Path, *, overwrite: bool = False, progress
         Show a tqdm progress bar.
     config_path : path, optional
         The config file the config was read from, protected like the inputs.
+
+    Returns
+    -------
+    result : TrainResult
+        ``output``, the number of ``iterations`` done in all, the ``last_checkpoint`` and the
+        ``log`` (CSV) path.
 
     Raises
     ------

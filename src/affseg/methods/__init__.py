@@ -122,7 +122,20 @@ _REGISTRY: dict[str, Method] | None = None
 
 
 def methods() -> dict[str, Method]:
-    """Every registered method by name, in the order of their modules' names."""
+    """Every registered method by name, in the order of their modules' names.
+
+    The registry is built on the first call (importing every method module) and cached.
+
+    Returns
+    -------
+    registry : dict of str to Method
+        The cached registry itself (not a copy): do not modify it.
+
+    Raises
+    ------
+    RuntimeError
+        If two method modules declare the same name.
+    """
     global _REGISTRY
     if _REGISTRY is None:
         found = {}
@@ -139,11 +152,34 @@ def methods() -> dict[str, Method]:
 
 
 def method_names() -> tuple[str, ...]:
+    """The names of the registered methods, in the order of :func:`methods`.
+
+    Returns
+    -------
+    names : tuple of str
+        For example ``("cc", "gasp", "mala", "mws", "rw")``.
+    """
     return tuple(methods())
 
 
-def get_method(name) -> Method:
-    """The method called ``name``, or an InputError listing the known ones."""
+def get_method(name: str) -> Method:
+    """The method called ``name``, or an InputError listing the known ones.
+
+    Parameters
+    ----------
+    name : str
+        A registered method name.
+
+    Returns
+    -------
+    method : Method
+        Its registry entry.
+
+    Raises
+    ------
+    InputError
+        If ``name`` is not a string or not a registered method.
+    """
     registry = methods()
     if not isinstance(name, str) or name not in registry:
         raise InputError(f"unknown method {name!r}; choose one of {tuple(registry)}")
@@ -151,7 +187,14 @@ def get_method(name) -> Method:
 
 
 def methods_markdown() -> str:
-    """The methods and their options as Markdown (the body of ``docs/methods.md``)."""
+    """The methods and their options as Markdown (the body of ``docs/methods.md``).
+
+    Returns
+    -------
+    markdown : str
+        Two tables: the methods (summary, thresholds, options) and every option (kind, default,
+        help; an option shared by several methods is listed once, as the first declares it).
+    """
     lines = ["| method | what it does | thresholds | options |", "|---|---|---|---|"]
     for method in methods().values():
         defaults = method.resolve({})

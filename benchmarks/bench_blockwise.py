@@ -1,0 +1,99 @@
+"""Blockwise segmentation against one pass, in one run: overhead, scaling with workers, memory.
+
+    python benchmarks/bench_blockwise.py                                  # synthetic 64 x 512 x 512
+    python benchmarks/bench_blockwise.py --shape 32 256 256 --repeats 1   # a quick look
+    python benchmarks/bench_blockwise.py --data my.zarr/affs              # someone else's volume
+
+Each run is a fresh ``affseg segment`` process on a zarr affinity volume (MALA: fragments +
+agglomeration, thresholds 0.3 0.5 0.7): the one-pass command, then ``--blockwise`` with 1 and
+with 2 worker processes. The repeats interleave the three; the table gives the median time, the
+median of the paired ratios, and the peak resident memory of the largest process of the run
+(the client or a worker: ``ru_maxrss`` of the children), which for blockwise runs is bounded by
+the block size, not the volume (run two shapes with the same blocks to see it).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+THRESHOLDS = ["0.3", "0.5", "0.7"]
+
+
+def make_data(folder: Path, shape, block_shape, seed: int) -> str:
+    import numpy as np
+
+    from affseg.io import write_volume
+    from affseg.synthetic import make_volume
+
+    vol = make_volume(tuple(shape), seed=seed)
+    address = folder / "data.zarr" / "affs"
+    write_volume(address, (vol.affs * 255).round().astype(np.uint8), axes=["c^", "z", "y", "x"],
+                 chunks=(3, *block_shape))
+    return str(address)
+
+
+_PEAK = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL, "
+         "stderr=subprocess.DEVNULL); print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+
+
+def run(command: list[str]) -> tuple[float, float]:
+    """Wall seconds and the peak RSS (MB) of the largest process the command started (measured by
+    a fresh wrapper process, so that each run has its own peak)."""
+    started = time.perf_counter()
+    out = subprocess.run([sys.executable, "-c", _PEAK, *command], check=True, capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    return seconds, int(out.stdout.split()[-1]) / 1024
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--shape", type=int, nargs=3, default=[64, 512, 512])
+    p.add_argument("--block-shape", type=int, nargs=3, default=[64, 256, 256])
+    p.add_argument("--data", help="an affinity dataset to use instead of the synthetic volume")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        affs = args.data or make_data(folder, args.shape, args.block_shape, args.seed)
+        block = ",".join(map(str, args.block_shape))
+        base = [sys.executable, "-m", "affseg.cli", "segment", affs]
+        commands = {
+            "one pass": base + ["{out}", "--thresholds", *THRESHOLDS],
+            "blockwise, 1 worker": base + ["{out}", "--thresholds", *THRESHOLDS, "--blockwise", "--block-shape",
+                                           block, "--workers", "1"],
+            "blockwise, 2 workers": base + ["{out}", "--thresholds", *THRESHOLDS, "--blockwise", "--block-shape",
+                                            block, "--workers", "2"],
+        }
+        times = {name: [] for name in commands}
+        peaks = {name: 0.0 for name in commands}
+        env = {**os.environ, "NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+        os.environ.update(env)
+        for name, command in commands.items():  # warm the numba cache once
+            subprocess.run([c.format(out=str(folder / "warm.zarr" / name.replace(" ", "_").replace(",", "")))
+                            for c in command], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for r in range(args.repeats):
+            for name, command in commands.items():
+                out = folder / f"out{r}.zarr" / name.replace(" ", "_").replace(",", "")
+                seconds, peak = run([c.format(out=str(out)) for c in command])
+                times[name].append(seconds)
+                peaks[name] = max(peaks[name], peak)
+        one = times["one pass"]
+        print(f"volume {affs} (shape {args.shape if not args.data else 'as stored'}), blocks {args.block_shape}, "
+              f"{args.repeats} interleaved repeats")
+        print(f"{'run':<22} {'median s':>9} {'vs one pass':>12} {'peak MB':>8}")
+        for name in commands:
+            ratio = statistics.median(t / o for t, o in zip(times[name], one))
+            print(f"{name:<22} {statistics.median(times[name]):>9.2f} {ratio:>11.2f}x {peaks[name]:>8.0f}")
+        scaling = statistics.median(a / b for a, b in zip(times["blockwise, 1 worker"], times["blockwise, 2 workers"]))
+        print(f"2 workers are {scaling:.2f}x faster than 1 (median of paired runs)")
+
+
+if __name__ == "__main__":
+    main()
