@@ -1,11 +1,11 @@
 """The pipeline blockwise, over volumes larger than memory.
 
-So far: the block layout, and threshold + connected components by blocks (per-block steps any
-engine can run, and an in-process driver). The Dask engine, the graph store and the other stages
-are the next steps (see the blockwise issue).
+Block layout, a Dask engine, a graph store (SQLite or PostgreSQL) and the stages: threshold +
+connected components, and MALA (fragments, region-graph statistics, agglomeration, relabel).
 """
 from .components import block_components, block_face_pairs, connected_components_blockwise, merge_face_pairs
 from .layout import Block, BlockLayout
+from .store import GraphStore, open_store, stage_identity
 
-__all__ = ["Block", "BlockLayout", "block_components", "block_face_pairs", "connected_components_blockwise",
-           "merge_face_pairs"]
+__all__ = ["Block", "BlockLayout", "GraphStore", "block_components", "block_face_pairs",
+           "connected_components_blockwise", "merge_face_pairs", "open_store", "stage_identity"]

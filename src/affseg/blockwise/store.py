@@ -1,0 +1,1046 @@
+"""The graph store: region-graph statistics, lookup tables and block-done records in a database.
+
+One interface, :class:`GraphStore`, opened by :func:`open_store`, with two back ends:
+
+- **SQLite** (default): a filesystem path (or ``sqlite:///path``, SQLAlchemy's spelling:
+  ``sqlite:///rel.db`` is relative, ``sqlite:////abs/path.db`` absolute) names one file, usually
+  beside the output (:func:`default_store_path`). Nothing to start. It runs in WAL mode with
+  ``synchronous=FULL`` (a committed block survives a power cut) and a busy timeout, so several
+  worker processes of one machine can write; writers take turns (one short transaction per block).
+  WAL needs a local filesystem: on NFS or a cluster use PostgreSQL.
+- **PostgreSQL**: ``postgresql://user:password@host:port/database`` through psycopg 3 (the
+  optional extra ``affseg[postgresql]``), for many writers on a cluster. The tables live in the
+  connection's current schema (``?options=-csearch_path%3Dmyschema`` picks another one), which
+  must hold nothing else.
+
+What is stored (every row belongs to a *stage*, e.g. ``"region_graph"``):
+
+- **nodes** ``(stage, block, id, size)`` and **edges** ``(stage, block, u, v, count, sum, max,
+  min, histogram)``: each block's :class:`~affseg.graph.mala.statistics.EdgeStatistics` as written
+  by :meth:`GraphStore.write_block`; :meth:`GraphStore.read_statistics` merges them over the
+  blocks exactly as :func:`~affseg.graph.mala.statistics.merge_edge_statistics` does (sizes, counts,
+  sums and histograms add up, max of maxima, min of minima; bitwise equal, also the float sums,
+  since rows are merged in block order).
+- **lookup tables** ``(name, old, new)``: fragment id -> segment id, one per name (e.g. per
+  threshold), by :meth:`GraphStore.write_lookup` and :meth:`GraphStore.read_lookup`.
+- **done records** ``(stage, block)`` and one **identity** per stage (JSON: the layout and the
+  parameters, see :func:`stage_identity`), set by :meth:`GraphStore.begin_stage`, which refuses
+  another identity (:class:`~affseg.errors.OutputExists`) unless ``overwrite=True``.
+- **meta** ``(key, value)``: the schema's name and version; a database with other tables, or
+  another version, is refused (:class:`~affseg.errors.CorruptInput`) before any work.
+
+Storage decisions:
+
+- **uint64 ids** (fragment ids, edge ends, lookup entries) are stored in signed 64-bit SQL
+  integers by *reinterpreting their bits* (two's complement, ``ids.view(np.int64)``): ids below
+  2**63 are stored as themselves, 2**63 .. 2**64 - 1 as -2**63 .. -1; lossless both ways
+  (:func:`uint64_to_sql`, :func:`sql_to_uint64`). SQL ordering of those columns is therefore not
+  uint64 ordering beyond 2**63: nothing here relies on it (merging and sorting happen in numpy
+  after the conversion back).
+- **histograms** (256 bins of uint32 per edge) are stored sparsely, one blob per edge row: the
+  non-zero bins only, in increasing bin order, as packed little-endian records
+  ``(bin: uint8, count: uint32)`` of 5 bytes (an empty blob is an all-zero histogram; NULL means
+  the block was written without histograms, and then the merged statistics have none).
+- **max / min** are stored as double precision (a float32 converts to it and back exactly).
+- **Atomic, idempotent block writes**: one transaction per block replaces that block's rows of
+  the stage (delete, then insert) and marks it done, so a block written twice (a worker retried
+  after a crash) counts once, and a block is done exactly when its statistics are committed.
+  Concurrent writers of one block are serialised on the block's row in ``affseg_parts``.
+
+A :class:`GraphStore` pickles as its URL (and the stage identities it began), so it can be sent
+to worker processes, which reopen it; it also reconnects by itself after a ``fork``.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import sqlite3
+import threading
+import weakref
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import numpy as np
+
+from .._checks import as_flag, as_int, describe
+from ..errors import AffsegError, CorruptInput, InputError, OutputExists, PathNotFound
+from ..graph.mala.statistics import HISTOGRAM_BINS, EdgeStatistics
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "GraphStore",
+    "default_store_path",
+    "open_store",
+    "sql_to_uint64",
+    "stage_identity",
+    "uint64_to_sql",
+]
+
+SCHEMA_NAME = "affseg graph store"
+SCHEMA_VERSION = 1
+CONNECT_TIMEOUT_S = 5  # PostgreSQL: seconds to wait for the server before refusing the URL
+BUSY_TIMEOUT_MS = 120_000  # SQLite: how long a writer waits for another one
+MAX_BLOCK_ID = 2**63 - 1
+FETCH_ROWS = 50_000  # rows converted to arrays at a time when reading
+_HIST_RECORD = np.dtype([("bin", "u1"), ("count", "<u4")])  # packed: 5 bytes
+_STAGE_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,200}$")
+_TABLES = ("affseg_meta", "affseg_stages", "affseg_done", "affseg_parts", "affseg_nodes", "affseg_edges",
+           "affseg_lookups", "affseg_lookup_entries")
+
+
+# ---------------------------------------------------------------------------------------------
+# ids
+
+
+def uint64_to_sql(ids) -> np.ndarray:
+    """uint64 ids as the int64 values stored in SQL: the same 64 bits, reinterpreted (lossless)."""
+    return np.ascontiguousarray(ids, dtype=np.uint64).view(np.int64)
+
+
+def sql_to_uint64(values) -> np.ndarray:
+    """The inverse of :func:`uint64_to_sql`: stored int64 values back to uint64 ids."""
+    return np.ascontiguousarray(values, dtype=np.int64).view(np.uint64)
+
+
+def _as_ids(values, *, name: str, ndim: int = 1) -> np.ndarray:
+    """Integer ids in [0, 2**64) as uint64, or an InputError naming ``name``."""
+    try:
+        array = np.asarray(values)
+    except (ValueError, TypeError):
+        raise InputError(f"{name} must be an array of integer ids, got {describe(values)}") from None
+    if array.dtype.kind not in "iu" or array.ndim != ndim:
+        raise InputError(f"{name} must be a {ndim}-D array of integer ids in [0, 2**64), got "
+                         f"{array.dtype} of shape {array.shape}")
+    if array.dtype.kind == "i" and array.size and array.min() < 0:
+        raise InputError(f"{name} must not hold negative ids, got {int(array.min())}")
+    return array.astype(np.uint64, copy=False)
+
+
+def _as_column(values, dtype, *, name: str, length: int) -> np.ndarray:
+    array = np.asarray(values)
+    if array.shape != (length,):
+        raise InputError(f"{name} must have shape ({length},) like the edges, got {array.shape}")
+    return array.astype(dtype, copy=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# identities
+
+
+def stage_identity(layout=None, **parameters) -> dict:
+    """The identity of a stage's run, to give :meth:`GraphStore.begin_stage`.
+
+    Parameters
+    ----------
+    layout : BlockLayout, optional
+        The block layout (its description and digest are stored).
+    **parameters
+        Everything else the stage's outputs depend on (method options, thresholds, the input's
+        identity): JSON-serialisable values (numbers, strings, lists, dicts, numpy scalars and
+        arrays).
+
+    Returns
+    -------
+    identity : dict
+        ``{"layout": ..., "layout_digest": ..., "parameters": {...}}``.
+    """
+    identity: dict[str, Any] = {"parameters": dict(parameters)}
+    if layout is not None:
+        identity["layout"] = layout.describe()
+        identity["layout_digest"] = layout.digest()
+    return identity
+
+
+def _plain(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} {describe(value, 80)} is not JSON-serialisable")
+
+
+def _canonical(identity) -> str:
+    if not isinstance(identity, Mapping):
+        raise InputError(f"a stage identity must be a dict (see stage_identity), got {describe(identity)}")
+    try:
+        return json.dumps(identity, sort_keys=True, separators=(",", ":"), allow_nan=False, default=_plain)
+    except (TypeError, ValueError) as error:
+        raise InputError(f"a stage identity must be plain JSON data: {error}") from None
+
+
+def _flatten(value, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict) and value:
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            out.update(_flatten(item, f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    return {prefix or "(identity)": value}
+
+
+def _differences(stored: str, new: str, limit: int = 4) -> str:
+    old_items, new_items = _flatten(json.loads(stored)), _flatten(json.loads(new))
+    keys = sorted(set(old_items) | set(new_items))
+    missing = object()
+    lines = []
+    for key in keys:
+        a, b = old_items.get(key, missing), new_items.get(key, missing)
+        if a != b:
+            show = [("absent" if x is missing else describe(x, 80)) for x in (a, b)]
+            lines.append(f"{key}: stored {show[0]}, now {show[1]}")
+    more = f"; and {len(lines) - limit} more" if len(lines) > limit else ""
+    return "; ".join(lines[:limit]) + more
+
+
+def _check_stage_name(stage) -> str:
+    if not isinstance(stage, str) or not _STAGE_NAME.match(stage):
+        raise InputError(f"a stage or lookup-table name must be 1-200 characters of letters, digits and _ . : -, "
+                         f"got {describe(stage)}")
+    return stage
+
+
+# ---------------------------------------------------------------------------------------------
+# URLs
+
+
+def _redact(url: str) -> str:
+    """The URL without its password (for messages)."""
+    try:
+        parts = urlsplit(url)
+        netloc = parts.netloc
+        if parts.password is not None:
+            user = parts.username or ""
+            host = netloc.rsplit("@", 1)[1]
+            netloc = f"{user}:***@{host}"
+        query = re.sub(r"(password=)[^&]*", r"\1***", parts.query)
+        return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    except ValueError:
+        return re.sub(r"//[^@/]*@", "//***@", url)
+
+
+def default_store_path(output) -> Path:
+    """The SQLite store beside an output (``out.zarr`` -> ``out.zarr.graph.sqlite``)."""
+    output = Path(os.fspath(output))
+    return output.with_name(output.name + ".graph.sqlite")
+
+
+def open_store(url_or_path, *, create: bool = False) -> GraphStore:
+    """Open (or with ``create``, create if absent) a graph store, checking it before any work.
+
+    Parameters
+    ----------
+    url_or_path : str or os.PathLike
+        A filesystem path or ``sqlite:///path`` (SQLite), or ``postgresql://...`` (PostgreSQL).
+    create : bool
+        Create the store where there is none (a new SQLite file, or the tables in an empty
+        PostgreSQL database); an existing store is opened as it is.
+
+    Returns
+    -------
+    store : GraphStore
+
+    Raises
+    ------
+    InputError
+        For a URL of another kind, a malformed or unreachable PostgreSQL URL (connect timeout
+        5 s), or psycopg missing.
+    PathNotFound
+        If there is no store there and ``create`` is false.
+    CorruptInput
+        For a file that is not SQLite, or a database holding other tables or another schema version.
+    """
+    create = as_flag(create, name="create")
+    if isinstance(url_or_path, os.PathLike):
+        url_or_path = os.fspath(url_or_path)
+    if not isinstance(url_or_path, str) or not url_or_path:
+        raise InputError(f"a graph store is a path or a URL (sqlite:///path, postgresql://...), "
+                         f"got {describe(url_or_path)}")
+    text = url_or_path
+    scheme = text.split("://", 1)[0].lower() if "://" in text else ""
+    if scheme in ("postgresql", "postgres"):
+        backend: _Backend = _Postgres(text)
+    elif scheme == "sqlite":
+        path = text[len("sqlite:///"):] if text.lower().startswith("sqlite:///") else ""
+        if not path:
+            raise InputError(f"a SQLite store URL is sqlite:///relative/path or sqlite:////absolute/path, got {text!r}")
+        backend = _SQLite(Path(path))
+    elif scheme:
+        raise InputError(f"unsupported graph store URL {_redact(text)!r}: use a path, sqlite:///path or "
+                         "postgresql://user@host/database")
+    else:
+        backend = _SQLite(Path(text))
+    store = GraphStore(backend)
+    try:
+        store._open(create)
+    except BaseException:
+        store.close()
+        raise
+    return store
+
+
+def _reopen(url: str, stages: dict[str, str]) -> GraphStore:
+    store = open_store(url)
+    store._stages.update(stages)
+    return store
+
+
+# ---------------------------------------------------------------------------------------------
+# back ends
+
+_OPEN_STORES: weakref.WeakSet = weakref.WeakSet()
+_ORPHANS: list = []  # connections inherited through fork
+
+
+def _after_fork_in_child() -> None:
+    for store in list(_OPEN_STORES):
+        store._after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+class _Backend:
+    """What differs between SQLite and PostgreSQL: connecting, transactions, bulk inserts, DDL."""
+
+    kind = ""
+    conn: Any = None
+    blob = "BLOB"
+    table_suffix = ""
+    lock_clause = ""  # appended to a SELECT of a row that concurrent writers only read
+    lock_update = ""  # appended to a SELECT of a row about to be changed
+    elsewhere = ""  # where to put a store instead of a database holding other tables
+    url = ""
+
+    def connect(self, create: bool):
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def transaction(self, write: bool):
+        raise NotImplementedError
+
+    def sql(self, statement: str) -> str:
+        return statement
+
+    def insert_many(self, cur, table: str, columns: tuple[str, ...], rows: Iterable[tuple]) -> None:
+        raise NotImplementedError
+
+    def stream(self, cur, statement: str, params: tuple) -> Iterator[list[tuple]]:
+        """The rows of a SELECT, in lists of at most FETCH_ROWS."""
+        raise NotImplementedError
+
+    def tables(self, cur) -> set[str]:
+        raise NotImplementedError
+
+    def before_create(self, cur) -> None:
+        """Serialise concurrent creators of one store."""
+
+    def describe(self) -> str:
+        raise NotImplementedError
+
+    def detach(self) -> None:
+        """In a forked child: forget the parent's connection without closing it (closing a
+        PostgreSQL one there would end the parent's session; psycopg's and sqlite3's finalisers
+        leave it alone in another process)."""
+        if self.conn is not None:
+            _ORPHANS.append(self.conn)  # never used again
+        self.conn = None
+
+
+class _SQLite(_Backend):
+    kind = "SQLite"
+    elsewhere = "give the store a file of its own"
+    table_suffix = " WITHOUT ROWID"
+
+    def __init__(self, path: Path):
+        self.path = Path(path).expanduser().absolute()
+        self.url = str(self.path)
+        self.conn: sqlite3.Connection | None = None
+
+    def describe(self) -> str:
+        return f"SQLite graph store {self.path}"
+
+    def connect(self, create: bool):
+        path = self.path
+        if path.is_dir():
+            raise InputError(f"the graph store {path} is a folder, not a SQLite file")
+        if not path.exists():
+            if not create:
+                raise PathNotFound(f"no graph store at {path} (a SQLite file is created by the first stage)")
+            if not path.parent.is_dir():
+                raise PathNotFound(f"the folder of the graph store {path} does not exist")
+        uri = path.as_uri() + ("?mode=rwc" if create else "?mode=rw")
+        try:
+            conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False,
+                                   timeout=BUSY_TIMEOUT_MS / 1000)
+        except sqlite3.Error as error:
+            raise InputError(f"cannot open the SQLite graph store {path}: {error}") from None
+        self.conn = conn
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            conn.execute("PRAGMA synchronous = FULL")  # per connection; changes nothing in the file
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()  # reads the header
+        except sqlite3.DatabaseError as error:
+            raise CorruptInput(f"the graph store {path} is not a SQLite database ({error})") from None
+
+    def set_modes(self) -> None:
+        """WAL (several processes write) and synchronous=FULL (commits survive power loss)."""
+        assert self.conn is not None
+        mode = self.conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise InputError(f"the SQLite graph store {self.path} cannot use write-ahead logging (journal mode "
+                             f"{mode}): put it on a local filesystem, or use PostgreSQL")
+
+    def close(self) -> None:
+        if self.conn is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self.conn.close()
+            self.conn = None
+
+    @contextlib.contextmanager
+    def transaction(self, write: bool):
+        conn = self.conn
+        assert conn is not None
+        cur = conn.cursor()
+        cur.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+        try:
+            yield cur
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                conn.rollback()
+            raise
+        else:
+            conn.commit()
+        finally:
+            cur.close()
+
+    def insert_many(self, cur, table, columns, rows) -> None:
+        marks = ", ".join("?" * len(columns))
+        cur.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows)
+
+    def stream(self, cur, statement, params):
+        cur.execute(statement, params)
+        while rows := cur.fetchmany(FETCH_ROWS):
+            yield rows
+
+    def tables(self, cur) -> set[str]:
+        rows = cur.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'view') "
+                           "AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'").fetchall()
+        return {name for (name,) in rows}
+
+
+class _Postgres(_Backend):
+    kind = "PostgreSQL"
+    elsewhere = ("give the store a database of its own, or a schema of its own in this one "
+                 "(add ?options=-csearch_path%3Dmyschema to the URL after CREATE SCHEMA myschema)")
+    blob = "BYTEA"
+    lock_clause = " FOR SHARE"
+    lock_update = " FOR UPDATE"
+
+    def __init__(self, url: str):
+        self.url = url
+        self.conn = None
+
+    def describe(self) -> str:
+        return f"PostgreSQL graph store {_redact(self.url)}"
+
+    def connect(self, create: bool):
+        shown = _redact(self.url)
+        try:
+            import psycopg
+            from psycopg.conninfo import conninfo_to_dict
+        except ImportError:
+            raise InputError(f"the graph store {shown} needs psycopg 3 for PostgreSQL, which is not installed: "
+                             "pip install 'affseg[postgresql]'") from None
+        try:
+            params = conninfo_to_dict(self.url)
+        except psycopg.Error as error:
+            raise InputError(f"malformed PostgreSQL URL {shown}: {error}") from None
+        extra: dict[str, Any] = {}
+        if "connect_timeout" not in params:
+            extra["connect_timeout"] = CONNECT_TIMEOUT_S
+        if "application_name" not in params:
+            extra["application_name"] = "affseg"
+        try:
+            self.conn = psycopg.connect(self.url, autocommit=True, **extra)
+        except psycopg.Error as error:
+            reason = " ".join(str(error).split())
+            raise InputError(f"cannot connect to the PostgreSQL graph store {shown}: {reason}") from None
+
+    def close(self) -> None:
+        if self.conn is not None:
+            with contextlib.suppress(Exception):
+                self.conn.close()
+            self.conn = None
+
+
+    @contextlib.contextmanager
+    def transaction(self, write: bool):
+        conn = self.conn
+        assert conn is not None
+        with conn.transaction(), conn.cursor() as cur:
+            if not write:  # one snapshot for all the reads
+                cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            yield cur
+
+    def sql(self, statement: str) -> str:
+        return statement.replace("?", "%s")
+
+    def stream(self, cur, statement, params):
+        assert self.conn is not None
+        with self.conn.cursor(name="affseg_stream") as server_side:  # rows come as they are fetched
+            server_side.execute(self.sql(statement), params)
+            while rows := server_side.fetchmany(FETCH_ROWS):
+                yield rows
+
+    def insert_many(self, cur, table, columns, rows) -> None:
+        with cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+
+    def tables(self, cur) -> set[str]:
+        cur.execute("SELECT current_schema()")
+        (schema,) = cur.fetchone()
+        if schema is None:
+            raise InputError(f"the PostgreSQL graph store {_redact(self.url)} has no current schema "
+                             "(its search_path names no existing schema)")
+        cur.execute("SELECT c.relname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
+                    "ON n.oid = c.relnamespace WHERE n.nspname = current_schema() "
+                    "AND c.relkind IN ('r', 'v', 'm', 'p', 'f')")
+        return {name for (name,) in cur.fetchall()}
+
+    def before_create(self, cur) -> None:
+        cur.execute("SELECT pg_advisory_xact_lock(hashtext('affseg graph store'))")
+
+
+def _ddl(backend: _Backend) -> list[str]:
+    b, s = backend.blob, backend.table_suffix
+    return [
+        "CREATE TABLE affseg_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+        "CREATE TABLE affseg_stages (stage TEXT PRIMARY KEY, identity TEXT NOT NULL, digest TEXT NOT NULL)",
+        f"CREATE TABLE affseg_done (stage TEXT NOT NULL, block BIGINT NOT NULL, PRIMARY KEY (stage, block)){s}",
+        "CREATE TABLE affseg_parts (stage TEXT NOT NULL, block BIGINT NOT NULL, histogram INTEGER NOT NULL, "
+        f"nodes BIGINT NOT NULL, edges BIGINT NOT NULL, PRIMARY KEY (stage, block)){s}",
+        "CREATE TABLE affseg_nodes (stage TEXT NOT NULL, block BIGINT NOT NULL, id BIGINT NOT NULL, "
+        f"size BIGINT NOT NULL, PRIMARY KEY (stage, block, id)){s}",
+        "CREATE TABLE affseg_edges (stage TEXT NOT NULL, block BIGINT NOT NULL, u BIGINT NOT NULL, "
+        "v BIGINT NOT NULL, count BIGINT NOT NULL, sum DOUBLE PRECISION NOT NULL, max DOUBLE PRECISION NOT NULL, "
+        f"min DOUBLE PRECISION NOT NULL, histogram {b}, PRIMARY KEY (stage, block, u, v)){s}",
+        "CREATE TABLE affseg_lookups (name TEXT PRIMARY KEY, stage TEXT NOT NULL, size BIGINT NOT NULL)",
+        "CREATE TABLE affseg_lookup_entries (name TEXT NOT NULL, old BIGINT NOT NULL, new BIGINT NOT NULL, "
+        f"PRIMARY KEY (name, old)){s}",
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
+# histograms
+
+
+def _encode_histograms(histogram: np.ndarray) -> list[bytes]:
+    """One blob per row: the non-zero bins as packed (uint8 bin, uint32 LE count) records."""
+    rows, bins = np.nonzero(histogram)
+    records = np.empty(rows.shape[0], _HIST_RECORD)
+    records["bin"] = bins
+    records["count"] = histogram[rows, bins]
+    buffer = records.tobytes()
+    ends = np.cumsum(np.bincount(rows, minlength=histogram.shape[0])) * _HIST_RECORD.itemsize
+    starts = np.concatenate([[0], ends[:-1]])
+    return [buffer[a:b] for a, b in zip(starts.tolist(), ends.tolist())]
+
+
+# ---------------------------------------------------------------------------------------------
+# the store
+
+
+def _empty_statistics(histogram: bool) -> EdgeStatistics:
+    ids = np.zeros(0, np.uint64)
+    return EdgeStatistics(node_ids=ids, node_sizes=np.zeros(0, np.int64), u=ids, v=ids.copy(),
+                          count=np.zeros(0, np.int64), sum=np.zeros(0, np.float64), max=np.zeros(0, np.float32),
+                          min=np.zeros(0, np.float32),
+                          histogram=np.zeros((0, HISTOGRAM_BINS), np.uint32) if histogram else None)
+
+
+class GraphStore:
+    """A region graph, lookup tables and block-done records in SQLite or PostgreSQL.
+
+    Open one with :func:`open_store`. Usable as a context manager (closes the connection), safe
+    to share between threads (calls are serialised), picklable (reopens by URL).
+    """
+
+    def __init__(self, backend: _Backend):
+        self._backend = backend
+        self._lock = threading.RLock()
+        self._pid = os.getpid()
+        self._stages: dict[str, str] = {}  # stage -> identity digest this object began
+        _OPEN_STORES.add(self)
+
+    # -- connection ----------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """The path (SQLite) or URL (PostgreSQL, with its password) this store was opened with."""
+        return self._backend.url
+
+    @property
+    def backend(self) -> str:
+        """``"SQLite"`` or ``"PostgreSQL"``."""
+        return self._backend.kind
+
+    def __repr__(self) -> str:
+        return f"<{self._backend.describe()}>"
+
+    def __reduce__(self):
+        return _reopen, (self.url, dict(self._stages))
+
+    def __enter__(self) -> GraphStore:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the connection (a later call reconnects)."""
+        with self._lock:
+            self._backend.close()
+
+    def _open(self, create: bool) -> None:
+        backend = self._backend
+        backend.connect(create)
+        with self._guard():
+            with backend.transaction(write=False) as cur:
+                empty = self._inspect(cur)
+            if empty:
+                if not create:
+                    raise PathNotFound(f"the {backend.describe()} holds no graph store (its tables are created "
+                                       "with create=True)")
+                if isinstance(backend, _SQLite):
+                    backend.set_modes()
+                with backend.transaction(write=True) as cur:
+                    backend.before_create(cur)
+                    if self._inspect(cur):
+                        for statement in _ddl(backend):
+                            cur.execute(statement)
+                        cur.execute(backend.sql("INSERT INTO affseg_meta (key, value) VALUES (?, ?), (?, ?)"),
+                                    ("schema", SCHEMA_NAME, "version", str(SCHEMA_VERSION)))
+            elif isinstance(backend, _SQLite):
+                backend.set_modes()
+
+    def _after_fork(self) -> None:
+        """In a forked child: drop the parent's connection (without disturbing it) and lock."""
+        self._lock = threading.RLock()  # another thread of the parent may have held it
+        self._backend.detach()
+        self._pid = os.getpid()
+
+    def _inspect(self, cur) -> bool:
+        """True for an empty database; raises CorruptInput for anything but this schema."""
+        where = self._backend.describe()
+        tables = self._backend.tables(cur)
+        if not tables:
+            return True
+        foreign = sorted(tables - set(_TABLES))
+        if foreign:
+            shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+            raise CorruptInput(f"the {where} is not an affseg graph store: it holds other tables ({shown}); "
+                               f"{self._backend.elsewhere}")
+        missing = sorted(set(_TABLES) - tables)
+        if missing:
+            raise CorruptInput(f"the {where} is an incomplete affseg graph store: it lacks {', '.join(missing)}")
+        cur.execute("SELECT key, value FROM affseg_meta")
+        meta = dict(cur.fetchall())
+        if meta.get("schema") != SCHEMA_NAME:
+            raise CorruptInput(f"the {where} is not an affseg graph store (schema {meta.get('schema')!r})")
+        if meta.get("version") != str(SCHEMA_VERSION):
+            raise CorruptInput(f"the {where} has graph-store schema version {meta.get('version')}, this affseg "
+                               f"reads version {SCHEMA_VERSION}: use the affseg that wrote it, or a new store")
+        return False
+
+    @contextlib.contextmanager
+    def _guard(self):
+        """Serialise threads, reconnect after a fork, and name the store in driver errors."""
+        with self._lock:
+            if os.getpid() != self._pid:  # forked without the at-fork hook (not from Python)
+                self._after_fork()
+            if self._backend.conn is None and self._backend.url:
+                self._backend.connect(False)
+            try:
+                yield
+            except AffsegError:
+                raise
+            except sqlite3.DatabaseError as error:
+                if "malformed" in str(error) or "not a database" in str(error):
+                    raise CorruptInput(f"the {self._backend.describe()} is damaged: {error}") from error
+                raise AffsegError(f"the {self._backend.describe()} failed: {error}") from error
+            except Exception as error:
+                if type(error).__module__.startswith("psycopg"):
+                    raise AffsegError(f"the {self._backend.describe()} failed: {error}") from error
+                raise
+
+    def _transaction(self, write: bool):
+        return self._backend.transaction(write)
+
+    def _execute(self, cur, statement: str, params=()) -> None:
+        cur.execute(self._backend.sql(statement), params)
+
+    # -- stages and done records ---------------------------------------------------------------
+
+    def begin_stage(self, stage: str, identity: Mapping, *, overwrite: bool = False) -> set[int]:
+        """Record a stage's identity (once) and return its blocks already done.
+
+        Parameters
+        ----------
+        stage : str
+            The stage's name (e.g. ``"fragments"``, ``"region_graph"``).
+        identity : dict
+            JSON-serialisable description of everything the stage's outputs depend on (see
+            :func:`stage_identity`).
+        overwrite : bool
+            If another identity is stored for the stage: discard the stage's done records, its
+            nodes, edges and lookup tables, and store this identity. (With the same identity
+            nothing is discarded: the done blocks are valid; see :meth:`reset_stage`.)
+
+        Returns
+        -------
+        done : set of int
+            The block ids already done under this identity (empty for a new stage).
+
+        Raises
+        ------
+        OutputExists
+            If the stage was begun with another identity and ``overwrite`` is false.
+        """
+        stage = _check_stage_name(stage)
+        text = _canonical(identity)
+        overwrite = as_flag(overwrite, name="overwrite")
+        digest = hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+        with self._guard(), self._transaction(write=True) as cur:
+            # insert-if-absent first: two runs beginning a new stage at once do not collide
+            self._execute(cur, "INSERT INTO affseg_stages (stage, identity, digest) VALUES (?, ?, ?) "
+                               "ON CONFLICT (stage) DO NOTHING", (stage, text, digest))
+            self._execute(cur, "SELECT identity, digest FROM affseg_stages WHERE stage = ?" + self._backend.lock_update,
+                          (stage,))
+            row = cur.fetchone()
+            if row[1] != digest:
+                if not overwrite:
+                    self._execute(cur, "SELECT count(*) FROM affseg_done WHERE stage = ?", (stage,))
+                    (count,) = cur.fetchone()
+                    raise OutputExists(
+                        f"stage {stage!r} of the {self._backend.describe()} was run with other parameters "
+                        f"({_differences(row[0], text)}); its {count} done blocks do not fit this run: rerun with "
+                        "overwrite=True (--overwrite) to discard them, or use another store")
+                self._clear(cur, stage)
+                self._execute(cur, "UPDATE affseg_stages SET identity = ?, digest = ? WHERE stage = ?",
+                              (text, digest, stage))
+                done = set()
+            else:
+                done = self._done(cur, stage)
+        self._stages[stage] = digest
+        return done
+
+    def reset_stage(self, stage: str) -> None:
+        """Forget a stage: its identity, done records, nodes, edges and lookup tables."""
+        stage = _check_stage_name(stage)
+        with self._guard(), self._transaction(write=True) as cur:
+            self._clear(cur, stage)
+            self._execute(cur, "DELETE FROM affseg_stages WHERE stage = ?", (stage,))
+        self._stages.pop(stage, None)
+
+    def _clear(self, cur, stage: str) -> None:
+        for table in ("affseg_done", "affseg_parts", "affseg_nodes", "affseg_edges"):
+            self._execute(cur, f"DELETE FROM {table} WHERE stage = ?", (stage,))
+        self._execute(cur, "DELETE FROM affseg_lookup_entries WHERE name IN "
+                           "(SELECT name FROM affseg_lookups WHERE stage = ?)", (stage,))
+        self._execute(cur, "DELETE FROM affseg_lookups WHERE stage = ?", (stage,))
+
+    def identity(self, stage: str) -> dict | None:
+        """The identity stored for a stage, or None if it was never begun."""
+        stage = _check_stage_name(stage)
+        with self._guard(), self._transaction(write=False) as cur:
+            self._execute(cur, "SELECT identity FROM affseg_stages WHERE stage = ?", (stage,))
+            row = cur.fetchone()
+        return None if row is None else json.loads(row[0])
+
+    def stages(self) -> dict[str, dict]:
+        """Every begun stage with its identity."""
+        with self._guard(), self._transaction(write=False) as cur:
+            self._execute(cur, "SELECT stage, identity FROM affseg_stages ORDER BY stage")
+            rows = cur.fetchall()
+        return {stage: json.loads(text) for stage, text in rows}
+
+    def _check_stage(self, cur, stage: str) -> None:
+        """Inside a write: the stage must be begun, with the identity this object began (if any)."""
+        self._execute(cur, "SELECT digest FROM affseg_stages WHERE stage = ?" + self._backend.lock_clause, (stage,))
+        row = cur.fetchone()
+        if row is None:
+            raise InputError(f"stage {stage!r} was not begun in the {self._backend.describe()}: "
+                             "call begin_stage(stage, identity) before writing its blocks")
+        expected = self._stages.get(stage)
+        if expected is not None and row[0] != expected:
+            raise OutputExists(f"stage {stage!r} of the {self._backend.describe()} was begun again with other "
+                               "parameters (overwrite) by another run since this one began: stop one of the runs")
+
+    def mark_done(self, stage: str, block_ids: Iterable[int]) -> None:
+        """Record blocks of a begun stage as done (call it only once their outputs are durable)."""
+        stage = _check_stage_name(stage)
+        ids = self._block_ids(block_ids)
+        with self._guard(), self._transaction(write=True) as cur:
+            self._check_stage(cur, stage)
+            self._mark(cur, stage, ids)
+
+    def _block_ids(self, block_ids) -> list[int]:
+        if isinstance(block_ids, (int, np.integer)):
+            block_ids = [block_ids]
+        try:
+            items = list(block_ids)
+        except TypeError:
+            raise InputError(f"block_ids must be a list of block ids, got {describe(block_ids)}") from None
+        return [as_int(b, name="block id", minimum=0, maximum=MAX_BLOCK_ID) for b in items]
+
+    def _mark(self, cur, stage: str, ids: list[int]) -> None:
+        cur.executemany(self._backend.sql("INSERT INTO affseg_done (stage, block) VALUES (?, ?) "
+                                          "ON CONFLICT (stage, block) DO NOTHING"),
+                        [(stage, b) for b in sorted(set(ids))])
+
+    def done_blocks(self, stage: str) -> set[int]:
+        """The ids of the blocks of ``stage`` recorded as done (empty if it was never begun)."""
+        stage = _check_stage_name(stage)
+        with self._guard(), self._transaction(write=False) as cur:
+            return self._done(cur, stage)
+
+    def _done(self, cur, stage: str) -> set[int]:
+        self._execute(cur, "SELECT block FROM affseg_done WHERE stage = ?", (stage,))
+        return {block for (block,) in cur.fetchall()}
+
+    # -- region graph --------------------------------------------------------------------------
+
+    def write_block(self, block_id: int, statistics: EdgeStatistics, stage: str = "region_graph") -> None:
+        """Store one block's statistics and mark it done, atomically and idempotently.
+
+        The block's earlier rows in ``stage`` (a retried write) are replaced, not added to.
+
+        Parameters
+        ----------
+        block_id : int
+            The block (``0 <= block_id < 2**63``).
+        statistics : EdgeStatistics
+            Its nodes and edges (e.g. :func:`~affseg.graph.mala.statistics.edge_statistics`
+            with ``owned`` = its write region); ``contacts`` are not stored.
+        stage : str
+            A stage begun with :meth:`begin_stage`.
+
+        Raises
+        ------
+        InputError
+            For a stage not begun, a bad block id, or statistics with inconsistent arrays,
+            negative ids, or an edge or node listed twice.
+        OutputExists
+            If the stage was begun again with another identity since this object began it.
+        """
+        stage = _check_stage_name(stage)
+        block = as_int(block_id, name="block_id", minimum=0, maximum=MAX_BLOCK_ID)
+        if not isinstance(statistics, EdgeStatistics):
+            raise InputError(f"statistics must be an EdgeStatistics, got {describe(statistics)}")
+        node_ids = uint64_to_sql(_as_ids(statistics.node_ids, name="statistics.node_ids"))
+        sizes = _as_column(statistics.node_sizes, np.int64, name="statistics.node_sizes", length=node_ids.shape[0])
+        u = uint64_to_sql(_as_ids(statistics.u, name="statistics.u"))
+        v = uint64_to_sql(_as_ids(statistics.v, name="statistics.v"))
+        n = u.shape[0]
+        if v.shape[0] != n:
+            raise InputError(f"statistics.u and statistics.v differ in length: {n} and {v.shape[0]}")
+        count = _as_column(statistics.count, np.int64, name="statistics.count", length=n)
+        total = _as_column(statistics.sum, np.float64, name="statistics.sum", length=n)
+        top = _as_column(statistics.max, np.float32, name="statistics.max", length=n)
+        bottom = _as_column(statistics.min, np.float32, name="statistics.min", length=n)
+        if statistics.histogram is None:
+            blobs: list[bytes | None] = [None] * n
+        else:
+            hist = np.asarray(statistics.histogram)
+            if hist.shape != (n, HISTOGRAM_BINS) or hist.dtype.kind not in "iu":
+                raise InputError(f"statistics.histogram must be ({n}, {HISTOGRAM_BINS}) integers, got "
+                                 f"{hist.dtype} of shape {hist.shape}")
+            if hist.size and (hist.min() < 0 or hist.max() > 2**32 - 1):
+                raise InputError("statistics.histogram must hold counts in [0, 2**32)")
+            blobs = _encode_histograms(hist.astype(np.uint32, copy=False))
+        if np.unique(node_ids).shape[0] != node_ids.shape[0]:
+            raise InputError(f"statistics of block {block} list a node twice")
+        if n and np.unique(np.stack([u, v], axis=1), axis=0).shape[0] != n:
+            raise InputError(f"statistics of block {block} list an edge twice")
+        node_rows = zip([stage] * node_ids.shape[0], [block] * node_ids.shape[0], node_ids.tolist(), sizes.tolist())
+        edge_rows = zip([stage] * n, [block] * n, u.tolist(), v.tolist(), count.tolist(), total.tolist(),
+                        top.tolist(), bottom.tolist(), blobs)
+        backend = self._backend
+        with self._guard(), self._transaction(write=True) as cur:
+            self._check_stage(cur, stage)
+            # first: lock the block's row, so that two writers of one block take turns
+            self._execute(cur, "INSERT INTO affseg_parts (stage, block, histogram, nodes, edges) "
+                               "VALUES (?, ?, ?, ?, ?) ON CONFLICT (stage, block) DO UPDATE SET "
+                               "histogram = excluded.histogram, nodes = excluded.nodes, edges = excluded.edges",
+                          (stage, block, int(statistics.histogram is not None), int(node_ids.shape[0]), n))
+            self._execute(cur, "DELETE FROM affseg_nodes WHERE stage = ? AND block = ?", (stage, block))
+            self._execute(cur, "DELETE FROM affseg_edges WHERE stage = ? AND block = ?", (stage, block))
+            backend.insert_many(cur, "affseg_nodes", ("stage", "block", "id", "size"), node_rows)
+            backend.insert_many(cur, "affseg_edges",
+                                ("stage", "block", "u", "v", "count", "sum", "max", "min", "histogram"), edge_rows)
+            self._mark(cur, stage, [block])
+
+    def read_statistics(self, stage: str = "region_graph", *, histogram: bool = True) -> EdgeStatistics:
+        """The statistics of all blocks written in ``stage``, merged.
+
+        Equal (bitwise, float sums included) to
+        :func:`~affseg.graph.mala.statistics.merge_edge_statistics` of the blocks' statistics in
+        increasing block order: node sizes, counts, sums and histograms add up; max of the
+        maxima, min of the minima.
+
+        Parameters
+        ----------
+        stage : str
+            The stage the blocks were written in.
+        histogram : bool
+            Also read the histograms (1 KiB per edge in memory); they are None anyway if any
+            block was written without them.
+
+        Returns
+        -------
+        statistics : EdgeStatistics
+            Empty if no block was written.
+        """
+        stage = _check_stage_name(stage)
+        histogram = as_flag(histogram, name="histogram")
+        with self._guard(), self._transaction(write=False) as cur:
+            self._execute(cur, "SELECT count(*), min(histogram) FROM affseg_parts WHERE stage = ?", (stage,))
+            parts, all_hist = cur.fetchone()
+            with_hist = histogram and (not parts or bool(all_hist))
+            if not parts:
+                return _empty_statistics(with_hist)
+            nodes = _read_columns(self._backend.stream(
+                cur, "SELECT id, size FROM affseg_nodes WHERE stage = ? ORDER BY block, id", (stage,)),
+                (np.int64, np.int64))
+            columns = "u, v, count, sum, max, min" + (", histogram" if with_hist else "")
+            edges = _read_columns(self._backend.stream(
+                cur, f"SELECT {columns} FROM affseg_edges WHERE stage = ? ORDER BY block, u, v", (stage,)),
+                (np.int64, np.int64, np.int64, np.float64, np.float64, np.float64) + ((bytes,) if with_hist else ()))
+        return _merge_rows(nodes, edges, with_hist)
+
+    # -- lookup tables -------------------------------------------------------------------------
+
+    def write_lookup(self, name: str, old_ids, new_ids, *, stage: str = "agglomerate") -> None:
+        """Store (replace) the lookup table ``name``: fragment ``old_ids[i]`` -> segment ``new_ids[i]``.
+
+        Parameters
+        ----------
+        name : str
+            The table's name (e.g. ``"threshold_0.50"``).
+        old_ids, new_ids : (n,) array_like of int
+            Ids in [0, 2**64); ``old_ids`` without repeats.
+        stage : str
+            The begun stage that owns the table (overwriting the stage discards it).
+        """
+        name = _check_stage_name(name)
+        stage = _check_stage_name(stage)
+        old = _as_ids(old_ids, name="old_ids")
+        new = _as_ids(new_ids, name="new_ids")
+        if old.shape != new.shape:
+            raise InputError(f"old_ids and new_ids differ in length: {old.shape[0]} and {new.shape[0]}")
+        if np.unique(old).shape[0] != old.shape[0]:
+            raise InputError(f"old_ids of lookup table {name!r} repeat an id: each fragment maps to one segment")
+        n = old.shape[0]
+        rows = zip([name] * n, uint64_to_sql(old).tolist(), uint64_to_sql(new).tolist())
+        with self._guard(), self._transaction(write=True) as cur:
+            self._check_stage(cur, stage)
+            self._execute(cur, "INSERT INTO affseg_lookups (name, stage, size) VALUES (?, ?, ?) ON CONFLICT (name) "
+                               "DO UPDATE SET stage = excluded.stage, size = excluded.size", (name, stage, n))
+            self._execute(cur, "DELETE FROM affseg_lookup_entries WHERE name = ?", (name,))
+            self._backend.insert_many(cur, "affseg_lookup_entries", ("name", "old", "new"), rows)
+
+    def read_lookup(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """The lookup table ``name`` as ``(old_ids, new_ids)``, uint64, sorted by ``old_ids``.
+
+        Raises
+        ------
+        InputError
+            If there is no table of that name (the message lists those there are).
+        """
+        name = _check_stage_name(name)
+        with self._guard(), self._transaction(write=False) as cur:
+            self._execute(cur, "SELECT size FROM affseg_lookups WHERE name = ?", (name,))
+            row = cur.fetchone()
+            if row is None:
+                self._execute(cur, "SELECT name FROM affseg_lookups ORDER BY name")
+                names = [n for (n,) in cur.fetchall()]
+                raise InputError(f"no lookup table {name!r} in the {self._backend.describe()} (it has "
+                                 f"{', '.join(map(repr, names[:10])) or 'none'})")
+            old, new = _read_columns(self._backend.stream(
+                cur, "SELECT old, new FROM affseg_lookup_entries WHERE name = ?", (name,)), (np.int64, np.int64))
+        old, new = sql_to_uint64(old), sql_to_uint64(new)
+        order = np.argsort(old, kind="stable")
+        return old[order], new[order]
+
+    def lookups(self) -> dict[str, str]:
+        """The names of the stored lookup tables, each with the stage that owns it."""
+        with self._guard(), self._transaction(write=False) as cur:
+            self._execute(cur, "SELECT name, stage FROM affseg_lookups ORDER BY name")
+            return dict(cur.fetchall())
+
+
+def _read_columns(chunks: Iterable[list[tuple]], dtypes: tuple) -> list:
+    """Rows fetched in chunks as one array per column (a ``bytes`` column: (lengths, joined bytes)),
+    converted chunk by chunk so that few Python objects live at once."""
+    pieces: list[list] = [[] for _ in dtypes]
+    for rows in chunks:
+        columns = list(zip(*rows))
+        for k, dtype in enumerate(dtypes):
+            if dtype is bytes:
+                pieces[k].append((np.fromiter(map(len, columns[k]), np.int64, len(rows)), b"".join(columns[k])))
+            else:
+                pieces[k].append(np.array(columns[k], dtype=dtype))
+    out: list = []
+    for k, dtype in enumerate(dtypes):
+        if dtype is bytes:
+            lengths = np.concatenate([p[0] for p in pieces[k]]) if pieces[k] else np.zeros(0, np.int64)
+            out.append((lengths, b"".join(p[1] for p in pieces[k])))
+        else:
+            out.append(np.concatenate(pieces[k]) if pieces[k] else np.zeros(0, dtype))
+    return out
+
+
+def _merge_rows(nodes: list, edges: list, with_hist: bool) -> EdgeStatistics:
+    """Rows of several blocks (in block order) merged as merge_edge_statistics merges parts."""
+    node_ids, node_index = np.unique(sql_to_uint64(nodes[0]), return_inverse=True)
+    node_sizes = np.zeros(node_ids.shape[0], np.int64)
+    np.add.at(node_sizes, node_index.reshape(-1), nodes[1])
+    n = edges[0].shape[0]
+    if n == 0:
+        empty = _empty_statistics(with_hist)
+        return EdgeStatistics(node_ids=node_ids, node_sizes=node_sizes, u=empty.u, v=empty.v, count=empty.count,
+                              sum=empty.sum, max=empty.max, min=empty.min, histogram=empty.histogram)
+    u, v = sql_to_uint64(edges[0]), sql_to_uint64(edges[1])
+    count, total = edges[2], edges[3]
+    top, bottom = edges[4].astype(np.float32), edges[5].astype(np.float32)
+    order = np.lexsort((v, u))  # stable: an edge's rows stay in block order, as its parts would
+    su, sv = u[order], v[order]
+    first = np.ones(n, bool)
+    first[1:] = (su[1:] != su[:-1]) | (sv[1:] != sv[:-1])
+    starts = np.flatnonzero(first)
+    histogram = None
+    if with_hist:
+        lengths, data = edges[6]
+        lengths = lengths // _HIST_RECORD.itemsize
+        records = np.frombuffer(data, _HIST_RECORD)
+        group = np.empty(n, np.int64)
+        group[order] = np.cumsum(first) - 1
+        histogram = np.zeros((starts.shape[0], HISTOGRAM_BINS), np.uint32)
+        flat = np.repeat(group, lengths) * HISTOGRAM_BINS + records["bin"]
+        # 1-D, aligned operands: numpy's fast add.at (the 5-byte records' counts are unaligned)
+        np.add.at(histogram.reshape(-1), flat, np.ascontiguousarray(records["count"]))
+    return EdgeStatistics(
+        node_ids=node_ids, node_sizes=node_sizes, u=su[starts], v=sv[starts],
+        count=np.add.reduceat(count[order], starts), sum=np.add.reduceat(total[order], starts),
+        max=np.maximum.reduceat(top[order], starts), min=np.minimum.reduceat(bottom[order], starts),
+        histogram=histogram)
