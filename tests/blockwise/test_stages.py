@@ -8,8 +8,8 @@ from affseg.io import read_volume, write_volume
 from affseg.synthetic import make_volume
 
 pytest.importorskip("distributed", reason="blockwise runs on Dask: install the 'blockwise' extra")
-from affseg.blockwise.engine import Engine  # noqa: E402
-from affseg.blockwise.pipeline import connected_components_to_zarr  # noqa: E402
+from affseg.blockwise.engine import Engine
+from affseg.blockwise.pipeline import connected_components_to_zarr
 
 OFFSETS = [[-1, 0, 0], [0, -1, 0], [0, 0, -1], [-2, 0, 0], [0, -3, 0], [0, 0, 3]]
 
@@ -41,7 +41,8 @@ def test_connected_components_blockwise_equal_one_pass(tmp_path, data, workers):
 def test_a_scheduler_that_does_not_answer_is_named():
     from affseg.errors import InputError
 
-    with pytest.raises(InputError, match="tcp://127.0.0.1:1"), Engine(scheduler="tcp://127.0.0.1:1", connect_timeout=1):
+    with pytest.raises(InputError, match=r"tcp://127\.0\.0\.1:1"), Engine(scheduler="tcp://127.0.0.1:1",
+                                                                       connect_timeout=1):
         pass
 
 
@@ -68,3 +69,66 @@ def test_mala_blockwise_agglomerates_like_one_pass_on_the_same_fragments(tmp_pat
     single = agglomerate(affs, fragments, OFFSETS, thresholds=thresholds, merge_function=merge_function)
     for i, t in enumerate(thresholds):
         np.testing.assert_array_equal(results[0][f"threshold_{t}"], single.segmentation(i))
+
+
+def _mala_job(data_path, out, store):
+    return (f"from affseg.blockwise.engine import Engine\n"
+            f"from affseg.blockwise.pipeline import mala_to_zarr\n"
+            f"with Engine(workers=0) as engine:\n"
+            f"    print(mala_to_zarr({str(data_path / 'affs')!r}, {str(out)!r}, thresholds=[0.3, 0.7], "
+            f"block_shape=(4, 16, 16), context=(2, 6, 6), engine=engine, store={str(store)!r}, "
+            f"fragment_options={{'min_seed_distance': 5}}))\n")
+
+
+def test_a_killed_client_resumes_redoing_only_unfinished_blocks(tmp_path, data):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from affseg.blockwise.store import open_store
+
+    path, _, _ = data
+    reference = tmp_path / "ref.zarr" / "seg"
+    subprocess.run([sys.executable, "-c", _mala_job(path, reference, tmp_path / "ref.sqlite")], check=True,
+                   capture_output=True)
+    out, store_path = tmp_path / "out.zarr" / "seg", tmp_path / "out.sqlite"
+    job = subprocess.Popen([sys.executable, "-c", _mala_job(path, out, store_path)], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE)
+    done = set()
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and job.poll() is None:
+        if store_path.exists():
+            try:
+                with open_store(store_path) as store:
+                    done = store.done_blocks("fragments") if "fragments" in store.stages() else set()
+            except Exception:  # the child is creating the store
+                done = set()
+            if len(done) >= 10:
+                break
+        time.sleep(0.05)
+    job.send_signal(signal.SIGKILL)
+    job.wait()
+    with open_store(store_path) as store:
+        done = store.done_blocks("fragments")
+    assert 10 <= len(done) < 64, "the kill should land within the fragments stage"
+    from affseg.blockwise.engine import Engine
+    from affseg.blockwise.pipeline import mala_to_zarr
+
+    with Engine(workers=0) as engine:
+        summary = mala_to_zarr(str(path / "affs"), str(out), thresholds=[0.3, 0.7], block_shape=(4, 16, 16),
+                               context=(2, 6, 6), engine=engine, store=str(store_path),
+                               fragment_options={"min_seed_distance": 5})
+    assert summary["blocks"] == 64 and summary["computed"]["fragments"] == 64 - len(done)
+    for name in ("fragments", "threshold_0.3", "threshold_0.7"):
+        np.testing.assert_array_equal(read_volume(out / name)[0], read_volume(reference / name)[0], err_msg=name)
+    with Engine(workers=0) as engine:  # again: everything is done
+        again = mala_to_zarr(str(path / "affs"), str(out), thresholds=[0.3, 0.7], block_shape=(4, 16, 16),
+                             context=(2, 6, 6), engine=engine, store=str(store_path),
+                             fragment_options={"min_seed_distance": 5})
+    assert again["computed"] == {"fragments": 0, "region_graph": 0, "agglomerate": 0, "relabel": 0}
+    from affseg.errors import OutputExists
+
+    with pytest.raises(OutputExists, match="--overwrite"), Engine(workers=0) as engine:
+        mala_to_zarr(str(path / "affs"), str(out), thresholds=[0.3, 0.7], block_shape=(4, 16, 16),
+                     context=(2, 6, 6), engine=engine, store=str(store_path), fragment_options={"min_seed_distance": 6})

@@ -1,6 +1,7 @@
 """Blockwise stages over zarr volumes, run on an :class:`~affseg.blockwise.engine.Engine`."""
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 
 import numpy as np
@@ -150,10 +151,30 @@ def _lookup_task(block_id, fragments_address, out_addresses, layout, fragment_id
         open_staged(address)[block.write] = relabel(fragments, fragment_ids, segments)
 
 
+def _input_identity(address: str) -> dict:
+    """What identifies an input cheaply: address, shape, dtype, chunks and its metadata file's
+    size and time (a rewrite of the dataset changes them; chunk contents are not hashed)."""
+    from ..io import open_volume, parse_address
+
+    with open_volume(address) as vol:
+        identity = {"address": str(address), "shape": list(vol.shape), "dtype": str(vol.dtype),
+                    "chunks": list(getattr(vol.data, "chunks", None) or [])}
+    container, dataset, kind = parse_address(address)
+    meta = container / dataset / "zarr.json" if kind == "zarr" else container
+    stat = meta.stat()
+    identity["metadata"] = [stat.st_size, stat.st_mtime_ns]
+    return identity
+
+
+def _pending(store, stage: str, identity: dict, blocks: int, overwrite: bool) -> list[int]:
+    done = store.begin_stage(stage, identity, overwrite=overwrite)
+    return [i for i in range(blocks) if i not in done]
+
+
 def mala_to_zarr(affs_address: str, out_group: str, offsets=None, *, thresholds: Sequence[float],
                  block_shape: Sequence[int], context: int | Sequence[int], engine: Engine,
                  merge_function: str = "hist_quant_75", fragment_options: dict | None = None,
-                 mask_address: str | None = None, overwrite: bool = False) -> dict:
+                 mask_address: str | None = None, store=None, overwrite: bool = False) -> dict:
     """MALA blockwise: fragments per block (with ``context``), region-graph statistics per block
     (each contact counted once), one agglomeration of the merged graph, relabelled per block.
 
@@ -161,17 +182,23 @@ def mala_to_zarr(affs_address: str, out_group: str, offsets=None, *, thresholds:
     ``max`` and ``min`` (``mean``: see :mod:`affseg.graph.mala.statistics`). Writes
     ``out_group/fragments`` and ``out_group/threshold_<t>`` (zarr, chunked by ``block_shape``).
 
+    Resumable: every stage records its finished blocks in the graph ``store`` (a URL or path;
+    default a SQLite file beside the output container) with the layout, the options and the
+    input's identity; a rerun after a crash or a kill redoes only the blocks that were not
+    finished. A rerun with other options or another input is refused unless ``overwrite``.
+
     Returns
     -------
     dict
-        ``fragments`` (the number), ``edges``, ``blocks`` and the written ``datasets``.
+        ``fragments`` (the number), ``edges``, ``blocks``, the written ``datasets`` and, per stage,
+        the number of blocks ``computed`` by this call.
     """
     from .._checks import as_thresholds
     from ..graph.mala.agglomeration import agglomerate_graph, parse_merge_function
-    from ..graph.mala.statistics import merge_edge_statistics
     from ..io import check_output_writable, open_volume, parse_address
-    from ..io.volumes import check_replaceable, discard_staged, publish_volume, stage_volume
+    from ..io.volumes import check_replaceable, publish_volume, stage_volume
     from ..methods import get_method
+    from .store import default_store_path, open_store, stage_identity
 
     with open_volume(affs_address) as vol:
         shape, channels = vol.shape[1:], vol.shape[0]
@@ -187,29 +214,64 @@ def mala_to_zarr(affs_address: str, out_group: str, offsets=None, *, thresholds:
     layout.check_ids_fit()
     out_group = out_group.rstrip("/")
     names = ["fragments"] + [f"threshold_{float(t)!r}" for t in thresholds]
+    container = parse_address(f"{out_group}/fragments")[0]
+    check_output_writable(container)
+    inputs = {"affs": _input_identity(affs_address), "offsets": offsets.tolist(),
+              "mask": None if mask_address is None else _input_identity(mask_address)}
+    final_identity = stage_identity(layout, **inputs, fragments=options, merge_function=merge_function,
+                                    thresholds=thresholds.tolist())
+    store = open_store(store if store is not None else default_store_path(container), create=True)
+    # outputs published by an interrupted run of this same job are its own: a rerun may finish them
+    ours = store.identity("relabel") == json.loads(json.dumps(final_identity))
     for name in names:
-        check_replaceable(f"{out_group}/{name}", overwrite=overwrite)
-    check_output_writable(parse_address(f"{out_group}/fragments")[0])
+        check_replaceable(f"{out_group}/{name}", overwrite=overwrite or ours)
+    computed = {}
+    n = len(layout)
     chunks = layout.block_shape
-    fragments_address = f"{out_group}/fragments"
-    stage_volume(fragments_address, shape=shape, dtype=np.uint64, chunks=chunks, **meta, attrs={"method": "mala"})
-    ids = range(len(layout))
-    counts = {}
-    engine.map(_fragments_task, ids, affs_address, fragments_address, layout, offsets, options, mask_address,
-               desc="fragments", on_result=counts.__setitem__)
-    parts = {}
-    engine.map(_statistics_task, ids, affs_address, fragments_address, layout, offsets,
-               function.kind == 1 and not function.init_with_max, desc="region graph", on_result=parts.__setitem__)
-    statistics = merge_edge_statistics([parts[i] for i in ids])  # in block order: the same sums every run
-    del parts
-    result = agglomerate_graph(statistics, thresholds=thresholds, merge_function=merge_function)
-    outputs = [f"{out_group}/{name}" for name in names[1:]]
-    for address, t in zip(outputs, thresholds):
-        stage_volume(address, shape=shape, dtype=np.uint64, chunks=chunks, **meta,
-                     attrs={"method": "mala", "threshold": float(t), "merge_function": merge_function})
-    engine.map(_lookup_task, ids, fragments_address, outputs, layout, result.fragment_ids, result.segment_ids,
-               desc="relabel")
+    with store:
+        fragments_address = f"{out_group}/fragments"
+        identity = stage_identity(layout, **inputs, fragments=options)
+        todo = _pending(store, "fragments", identity, n, overwrite)
+        stage_volume(fragments_address, shape=shape, dtype=np.uint64, chunks=chunks, **meta,
+                     attrs={"method": "mala", **options})
+        engine.map(_fragments_task, todo, affs_address, fragments_address, layout, offsets, options, mask_address,
+                   desc="fragments", on_result=lambda block_id, count: store.mark_done("fragments", [block_id]))
+        computed["fragments"] = len(todo)
+        with_histogram = function.kind == 1 and not function.init_with_max
+        identity = stage_identity(layout, **inputs, fragments=options, histogram=with_histogram)
+        todo = _pending(store, "region_graph", identity, n, overwrite)
+        engine.map(_statistics_task, todo, affs_address, fragments_address, layout, offsets, with_histogram,
+                   desc="region graph", on_result=lambda block_id, stats: store.write_block(block_id, stats))
+        computed["region_graph"] = len(todo)
+        statistics = store.read_statistics(histogram=with_histogram)  # merged in block order: the same every run
+        identity = final_identity
+        tables = [f"threshold_{float(t)!r}" for t in thresholds]
+        if not _pending(store, "agglomerate", identity, 1, overwrite):
+            lookups = [store.read_lookup(name) for name in tables]
+            computed["agglomerate"] = 0
+        else:
+            result = agglomerate_graph(statistics, thresholds=thresholds, merge_function=merge_function)
+            lookups = [(result.fragment_ids, result.segment_ids[i]) for i in range(len(thresholds))]
+            for name, (old, new) in zip(tables, lookups):
+                store.write_lookup(name, old, new)
+            store.mark_done("agglomerate", [0])
+            computed["agglomerate"] = 1
+        outputs = [f"{out_group}/{name}" for name in tables]
+        for address, t in zip(outputs, thresholds):
+            stage_volume(address, shape=shape, dtype=np.uint64, chunks=chunks, **meta,
+                         attrs={"method": "mala", "threshold": float(t), "merge_function": merge_function})
+        todo = _pending(store, "relabel", identity, n, overwrite)
+        fragment_ids = lookups[0][0] if lookups else np.zeros(0, np.uint64)
+        engine.map(_lookup_task, todo, fragments_address, outputs, layout, fragment_ids,
+                   [new for _, new in lookups], desc="relabel",
+                   on_result=lambda block_id, _: store.mark_done("relabel", [block_id]))
+        computed["relabel"] = len(todo)
+        n_fragments = int(np.count_nonzero(fragment_ids)) if lookups else 0
+    from ..io import volume_exists
+    from ..io.volumes import staged_exists
+
     for address in [fragments_address, *outputs]:
-        publish_volume(address, overwrite=overwrite)
-    return {"fragments": int(sum(counts.values())), "edges": statistics.num_edges, "blocks": len(layout),
-            "datasets": names}
+        if staged_exists(address) or not volume_exists(address):
+            publish_volume(address, overwrite=True)  # ours: staged by this run or the one it resumes
+    return {"fragments": n_fragments or statistics.num_nodes, "edges": statistics.num_edges, "blocks": n,
+            "datasets": names, "computed": computed}

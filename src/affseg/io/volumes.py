@@ -644,3 +644,8 @@ def publish_volume(address: str | os.PathLike, *, overwrite: bool = False) -> st
 def discard_staged(address: str | os.PathLike) -> None:
     """Delete the partial array of :func:`stage_volume` (a scratch output no longer needed)."""
     shutil.rmtree(_partial_path(address)[2], ignore_errors=True)
+
+
+def staged_exists(address: str | os.PathLike) -> bool:
+    """Whether the partial array of :func:`stage_volume` exists (not yet published)."""
+    return _zarr_node_type(_partial_path(address)[2]) == "array"
