@@ -192,7 +192,7 @@ def cmd_segment_blockwise(args, plan: dict) -> int:
         summary = mala_to_zarr(args.affs, plan["out"], plan["offsets"], thresholds=plan["thresholds"],
                                block_shape=args.block_shape, context=context, engine=engine,
                                merge_function=merge_function, fragment_options=options,
-                               mask_address=args.mask, overwrite=args.overwrite)
+                               mask_address=args.mask, store=args.db, overwrite=args.overwrite)
     print(f"wrote {plan['out']}/fragments ({summary['fragments']} fragments, {summary['edges']} edges, "
           f"{summary['blocks']} blocks) and {len(summary['datasets']) - 1} segmentations")
     return 0
@@ -615,6 +615,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--workers", type=int, help="worker processes of the embedded Dask cluster (default: the CPU "
                                                "count; 0 = in this process)")
     b.add_argument("--scheduler", help="address of a running Dask scheduler, e.g. tcp://host:8786 (a cluster)")
+    b.add_argument("--db", help="graph store: a SQLite path or postgresql://user@host/db (default: "
+                                "<output container>.graph.sqlite); it records finished blocks, so a rerun resumes")
     g.set_defaults(func=cmd_segment)
 
     e = sub.add_parser("evaluate", help="segmentation(s) vs ground truth -> table, JSON, curve PNG")
