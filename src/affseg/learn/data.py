@@ -74,7 +74,7 @@ def check_raw_dtype(raw, name) -> None:
         raise InputError(f"raw {name if isinstance(name, str) else ''} must be uint8 or float, got dtype {raw.dtype}")
 
 
-def _read(array, start, shape, fill=0):
+def read_padded(array, start, shape, fill=0):
     """``array[start:start+shape]`` with everything outside the array set to ``fill``."""
     start = np.asarray(start)
     stop = start + np.asarray(shape)
@@ -88,7 +88,7 @@ def _read(array, start, shape, fill=0):
     return out
 
 
-def _to_unit(raw: np.ndarray) -> np.ndarray:
+def to_unit(raw: np.ndarray) -> np.ndarray:
     """uint8 / 255 or float as float32 (the dtype is checked when a volume is opened)."""
     return raw.astype(np.float32) / 255 if raw.dtype == np.uint8 else raw.astype(np.float32)
 
@@ -176,7 +176,7 @@ class CropSampler:
 
         def crop(array, order, convert=None):
             """Read the box, convert, and sample it through the transform (if any)."""
-            block = _read(array, box, box_shape)
+            block = read_padded(array, box, box_shape)
             block = block if convert is None else convert(block)
             return block if local is None else warp(block, local, order=order)
 
@@ -187,7 +187,7 @@ class CropSampler:
         region = self._output_region()
         if np.mean((labels != 0)[region] & mask[region]) < self.min_labelled:
             return None  # raw is read only for accepted crops
-        raw = crop(vol["raw"], 1, _to_unit)
+        raw = crop(vol["raw"], 1, to_unit)
         anisotropic = len(shape) == 3 and voxel_size[0] > 1.5 * voxel_size[1:].max()
         raw, labels, mask = mirror_transpose([raw, labels, mask], rng, self.augment, anisotropic=anisotropic)
         raw = apply_intensity(raw, rng, self.augment)

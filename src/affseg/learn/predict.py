@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .data import _read, _to_unit, check_raw_dtype, open_array
+from .data import check_raw_dtype, open_array, read_padded, to_unit
 from .train import load_checkpoint
 from .unet import UNet
 from ..errors import InputError, OutputExists
@@ -129,7 +129,7 @@ def predict(checkpoint: str | os.PathLike, raw: str | os.PathLike | np.ndarray, 
     with staged["progress"].open("a") as log, torch.no_grad():
         for index in tqdm(corners, desc="predict", unit="tile", disable=not progress):
             start = np.array([g[i] for g, i in zip(grid, index)])
-            x = _to_unit(_read(data, start - context, in_tile))
+            x = to_unit(read_padded(data, start - context, in_tile))
             outputs = model(torch.from_numpy(x)[None, None].to(device))
             for name, arr in staged["arrays"].items():
                 block = outputs[name][0].cpu().numpy()
