@@ -1,6 +1,7 @@
 """Segmentation kernels on affinity graphs, by method family; numpy in, numpy out, no I/O.
 
-- ``core``: machinery every family shares (union-find, relabelling, grid edges, prefetch).
+- ``core``: machinery every family shares (union-find, binary heap, hash tables, relabelling,
+  grid edges, prefetch).
 - ``mala``: watershed fragments, region graphs and their mergeable statistics, hierarchical
   agglomeration (MALA / waterz).
 - ``signed``: the Mutex Watershed and GASP on signed graphs.

@@ -1,1 +1,2 @@
-"""Machinery shared by every kernel family: union-find, relabelling, grid edge ids, prefetch."""
+"""Machinery shared by every kernel family: union-find, binary heap, hash tables,
+relabelling, grid edges, prefetch."""

@@ -1,5 +1,5 @@
 """Grid edges as integer ids and the voxel ranges they span, shared by the kernels that sort
-or walk grid edges.
+or walk grid edges, and their numpy forms (slices, edge lists) for the code around them.
 
 Edge ``e = c * n + u`` of a volume with ``n`` voxels is channel ``c``'s edge at voxel ``u``
 (its index in the raveled ``(C, *spatial)`` affinities); it joins ``u`` and ``u + deltas[c]``
@@ -42,3 +42,28 @@ def edge_bounds(nz, ny, nx, oz, oy, ox):
     ``u + (oz, oy, ox)`` lies inside it are ``[z0, z1) x [y0, y1) x [x0, x1)``."""
     return (max(0, -oz), min(nz, nz - oz), max(0, -oy), min(ny, ny - oy),
             max(0, -ox), min(nx, nx - ox))
+
+
+def edge_slices(offset: np.ndarray, shape: tuple[int, ...]) -> tuple[tuple[slice, ...], tuple[slice, ...]]:
+    """Slices of ``u`` and ``u + offset`` over the voxels whose partner lies inside the volume."""
+    src, dst = [], []
+    for o, n in zip(offset.tolist(), shape):
+        length = max(0, n - abs(o))
+        src.append(slice(max(0, -o), max(0, -o) + length))
+        dst.append(slice(max(0, o), max(0, o) + length))
+    return tuple(src), tuple(dst)
+
+
+def edge_list(shape: tuple[int, ...], offsets: np.ndarray):
+    """(u, v, flat index into the affinities) of the edges inside the volume, channel-major."""
+    n = int(np.prod(shape))
+    ids = np.arange(n, dtype=np.int64).reshape(shape)
+    us, vs, es = [], [], []
+    for c, offset in enumerate(offsets):
+        src, dst = edge_slices(offset, shape)
+        u = ids[src].ravel()
+        v = ids[dst].ravel()
+        us.append(u)
+        vs.append(v)
+        es.append(u + c * n)
+    return np.concatenate(us), np.concatenate(vs), np.concatenate(es)

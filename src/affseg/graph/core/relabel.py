@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 from numba import njit
+from numpy.typing import ArrayLike
 
 from ..._checks import as_int, as_labels, check_id_range
 from ...errors import InputError
@@ -34,10 +35,27 @@ def _dense_lut(flat, lut):
     return out, n
 
 
-def compact_fragments(fragments: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def compact_fragments(fragments: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     """Map fragment ids to node indices ``1..n`` in increasing id order (0 stays 0).
 
     Returns a uint32 index volume of the same shape and the ids (``ids[0] == 0``).
+
+    Parameters
+    ----------
+    fragments : int array, any shape
+        Fragment ids, non-negative, up to 2**64 - 1; 0 is background.
+
+    Returns
+    -------
+    index : uint32, shape of ``fragments``
+        Node index of each voxel: ``ids[index] == fragments``.
+    ids : (n + 1,) uint64
+        The ids in increasing order, ``ids[0] == 0`` whether or not 0 occurs.
+
+    Raises
+    ------
+    InputError
+        If the ids are negative or not integers, or there are 2**32 - 1 or more of them.
     """
     fragments = as_labels(fragments, name="fragments", any_ndim=True)
     flat = fragments.reshape(-1)
@@ -67,8 +85,31 @@ def _relabel_dense(flat, lut):
     return out
 
 
-def relabel(labels, old_ids, new_ids) -> np.ndarray:
-    """Map ``old_ids[i] -> new_ids[i]`` over a label volume; 0 and unlisted ids keep their value."""
+def relabel(labels: ArrayLike, old_ids: ArrayLike, new_ids: ArrayLike) -> np.ndarray:
+    """Map ``old_ids[i] -> new_ids[i]`` over a label volume; unlisted ids keep their value.
+
+    0 is mapped like any other id when ``old_ids`` lists it.
+
+    Parameters
+    ----------
+    labels : (z, y, x) or (y, x) int array
+        Label ids, non-negative.
+    old_ids : (n,) array_like of uint64
+        Ids to replace.
+    new_ids : (n,) array_like of uint64
+        Their replacements.
+
+    Returns
+    -------
+    labels : uint64, shape of ``labels``
+        A new, relabelled volume.
+
+    Raises
+    ------
+    InputError
+        If ``labels`` is not a 2D or 3D volume of non-negative integers, or ``old_ids`` and
+        ``new_ids`` differ in shape.
+    """
     labels = as_labels(labels, name="fragments")
     old_ids = np.asarray(old_ids, dtype=np.uint64)
     new_ids = np.asarray(new_ids, dtype=np.uint64)
@@ -89,10 +130,30 @@ def relabel(labels, old_ids, new_ids) -> np.ndarray:
     return out.reshape(labels.shape)
 
 
-def relabel_consecutive(labels, *, start: int = 1) -> tuple[np.ndarray, int]:
+def relabel_consecutive(labels: ArrayLike, *, start: int = 1) -> tuple[np.ndarray, int]:
     """Relabel to ``start, start+1, ...`` in increasing order of the old ids; 0 stays 0.
 
     Returns the relabelled uint64 volume and the number of labels.
+
+    Parameters
+    ----------
+    labels : int array, any shape
+        Label ids, non-negative; 0 is background.
+    start : int
+        The first new id, at least 1.
+
+    Returns
+    -------
+    labels : uint64, shape of ``labels``
+        Ids ``start .. start + n - 1``; 0 where ``labels`` is 0.
+    n : int
+        Number of non-zero labels.
+
+    Raises
+    ------
+    InputError
+        If ``labels`` holds negative or non-integer values, ``start`` is not an integer >= 1,
+        or the new ids would not fit in uint64.
     """
     labels = as_labels(labels, any_ndim=True)
     start = as_int(start, name="start", minimum=1)

@@ -13,6 +13,10 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from ..core.hashtable import hash_fill, hash_get, hash_put, pair_key  # noqa: F401 (hash_fill: K.hash_fill)
+from ..core.heap import heap_pop, heap_push
+from ..core.unionfind import find
+
 MEAN, HIST, MAX, MIN = 0, 1, 2, 3
 
 # queue state slots
@@ -162,19 +166,8 @@ def queue_push(e, score, n_bins, qs, bin_head, bin_tail, q_edge, q_next, h_score
     # binary heap ordered by (score, age): ties leave in the order they came
     age = qs[Q_AGE]
     qs[Q_AGE] = age + 1
-    pos = qs[Q_HEAP_SIZE]
-    qs[Q_HEAP_SIZE] = pos + 1
-    while pos > 0:
-        parent = (pos - 1) >> 1
-        if h_score[parent] < score or (h_score[parent] == score and h_age[parent] < age):
-            break
-        h_score[pos] = h_score[parent]
-        h_age[pos] = h_age[parent]
-        q_edge[pos] = q_edge[parent]
-        pos = parent
-    h_score[pos] = score
-    h_age[pos] = age
-    q_edge[pos] = e
+    heap_push(h_score, h_age, q_edge, qs[Q_HEAP_SIZE], score, age, e)
+    qs[Q_HEAP_SIZE] += 1
 
 
 @njit(cache=True, nogil=True)
@@ -201,95 +194,11 @@ def queue_pop(n_bins, qs, bin_head, bin_tail, q_edge, q_next, h_score, h_age):
                 b += 1
             qs[Q_MIN_BIN] = b if b < n_bins else -1
         return
-    size = qs[Q_HEAP_SIZE] - 1
-    qs[Q_HEAP_SIZE] = size
-    if size == 0:
-        return
-    score, age, e = h_score[size], h_age[size], q_edge[size]
-    pos = 0
-    while True:
-        c = 2 * pos + 1
-        if c >= size:
-            break
-        if c + 1 < size and (
-            h_score[c + 1] < h_score[c] or (h_score[c + 1] == h_score[c] and h_age[c + 1] < h_age[c])
-        ):
-            c += 1
-        if h_score[c] > score or (h_score[c] == score and h_age[c] > age):
-            break
-        h_score[pos] = h_score[c]
-        h_age[pos] = h_age[c]
-        q_edge[pos] = q_edge[c]
-        pos = c
-    h_score[pos] = score
-    h_age[pos] = age
-    q_edge[pos] = e
-
-
-# ---------------------------------------------------------------- node-pair hash
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _slot(key, mask):
-    h = key * np.uint64(0x9E3779B97F4A7C15)
-    h ^= h >> np.uint64(29)
-    return np.int64(h & mask)
-
-
-@njit(cache=True, nogil=True)
-def pair_key(a, b, n):
-    lo, hi = min(a, b), max(a, b)
-    return np.uint64(lo) * np.uint64(n + 1) + np.uint64(hi) + np.uint64(1)
-
-
-@njit(cache=True, nogil=True)
-def hash_put(keys, vals, key, value):
-    mask = np.uint64(keys.shape[0] - 1)
-    i = _slot(key, mask)
-    while keys[i] != 0 and keys[i] != key:
-        i = (i + 1) & np.int64(mask)
-    fresh = keys[i] == 0
-    keys[i] = key
-    vals[i] = value
-    return fresh
-
-
-@njit(cache=True, nogil=True)
-def hash_get(keys, vals, key):
-    mask = np.uint64(keys.shape[0] - 1)
-    i = _slot(key, mask)
-    while keys[i] != 0:
-        if keys[i] == key:
-            return vals[i]
-        i = (i + 1) & np.int64(mask)
-    return -1
-
-
-@njit(cache=True, nogil=True)
-def hash_fill(keys, vals, eu, ev, deleted, n):
-    """(Re)build the table from the live edges; returns the number of keys."""
-    keys[:] = 0
-    count = 0
-    for e in range(eu.shape[0]):
-        if not deleted[e]:
-            hash_put(keys, vals, pair_key(eu[e], ev[e], n), e)
-            count += 1
-    return count
+    heap_pop(h_score, h_age, q_edge, qs[Q_HEAP_SIZE])
+    qs[Q_HEAP_SIZE] -= 1
 
 
 # ---------------------------------------------------------------- merging
-
-
-@njit(cache=True, nogil=True)
-def find_root(parent, i):
-    root = i
-    while parent[root] != root:
-        root = parent[root]
-    while parent[i] != root:
-        nxt = parent[i]
-        parent[i] = root
-        i = nxt
-    return root
 
 
 @njit(cache=True, nogil=True)
@@ -426,7 +335,7 @@ def score_all(kind, quantile, bins, n_bins, score, cnt, val, hist, hist_sum,
 def roots_of_all(parent):
     out = np.empty(parent.shape[0], dtype=np.int64)
     for i in range(parent.shape[0]):
-        out[i] = find_root(parent, i)
+        out[i] = find(parent, i)
     return out
 
 

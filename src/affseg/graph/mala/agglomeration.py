@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from numba import njit
+from numpy.typing import ArrayLike
 
 from ..._checks import as_affinities, as_labels, as_thresholds
 from . import _kernels as K
@@ -40,6 +41,21 @@ def parse_merge_function(name: str) -> MergeFunction:
 
     The names are lsd's: ``hist_quant_75`` is waterz's ``OneMinus<HistogramQuantileAffinity<
     RegionGraphType, 75, ScoreValue, 256, false>>``; ``_initmax`` makes the last argument true.
+
+    Parameters
+    ----------
+    name : str
+        The merge function's name.
+
+    Returns
+    -------
+    function : MergeFunction
+        Its kind (``_kernels.MEAN``, ``HIST``, ``MAX`` or ``MIN``), quantile and ``init_with_max``.
+
+    Raises
+    ------
+    InputError
+        If ``name`` is not a string or not one of the names above.
     """
     simple = {"mean": K.MEAN, "max": K.MAX, "min": K.MIN}
     if not isinstance(name, str):
@@ -56,7 +72,24 @@ def parse_merge_function(name: str) -> MergeFunction:
 
 
 def waterz_scoring_function(name: str) -> str:
-    """The waterz C++ scoring function that computes the same scores as ``name``."""
+    """The waterz C++ scoring function that computes the same scores as ``name``.
+
+    Parameters
+    ----------
+    name : str
+        A merge function name, as for :func:`parse_merge_function`.
+
+    Returns
+    -------
+    scoring_function : str
+        The C++ type for waterz's ``scoring_function`` argument, e.g.
+        ``OneMinus<MeanAffinity<RegionGraphType, ScoreValue>>``.
+
+    Raises
+    ------
+    InputError
+        If ``name`` is not a merge function name.
+    """
     f = parse_merge_function(name)
     if f.kind == K.HIST:
         init = "true" if f.init_with_max else "false"
@@ -193,9 +226,9 @@ class _State:
 
 
 def agglomerate(
-    affs,
-    fragments,
-    offsets=None,
+    affs: ArrayLike,
+    fragments: ArrayLike,
+    offsets: ArrayLike | None = None,
     *,
     thresholds: Sequence[float] | None = None,
     merge_function: str = "hist_quant_75",
@@ -223,11 +256,13 @@ def agglomerate(
     offsets : (C, ndim) array_like of int, optional
         The offsets of ``affs``; default nearest neighbours.
     thresholds : sequence of float
-        Thresholds on the score, sorted internally; each gives one partition.
+        Thresholds on the score, sorted internally; each gives one partition. Required (the
+        default None is refused; a sequence passed as the third positional argument is taken
+        as thresholds, with a DeprecationWarning).
     merge_function : str
         ``mean``, ``max``, ``min``, ``hist_quant_Q`` or ``hist_quant_Q_initmax``.
     discretize_queue : int
-        Number of queue buckets (waterz: 256), or 0 for an exact priority queue.
+        Number of queue buckets (waterz: 256, at most 65536), or 0 for an exact priority queue.
     return_region_graph : bool
         Also give the scored region graph of segments after each threshold.
     progress : callable, optional
@@ -236,7 +271,15 @@ def agglomerate(
 
     Returns
     -------
-    Agglomeration
+    result : Agglomeration
+        The partitions per threshold, the merge history and the region graph; with the
+        fragments, so that ``result.segmentation(i)`` gives the segmentation of threshold ``i``.
+
+    Raises
+    ------
+    InputError
+        If the affinities, fragments, offsets, thresholds or options are invalid, or the shapes
+        of ``affs`` and ``fragments`` disagree.
     """
     if thresholds is None and offsets is not None and _looks_like_thresholds(offsets):
         warnings.warn("agglomerate(affs, fragments, thresholds) is deprecated: pass thresholds=... (the third "
@@ -272,14 +315,28 @@ def agglomerate_graph(
         From :func:`~affseg.graph.mala.statistics.edge_statistics` (of a whole volume) or
         :func:`~affseg.graph.mala.statistics.merge_edge_statistics` (of its blocks). ``hist_quant_*``
         needs the histograms.
-    thresholds, merge_function, discretize_queue, return_region_graph, progress
+    thresholds : sequence of float
+        Thresholds on the score, sorted internally; each gives one partition.
+    merge_function : str
+        As for :func:`agglomerate`; ``hist_quant_Q`` needs the histograms.
+    discretize_queue : int
+        As for :func:`agglomerate`.
+    return_region_graph : bool
+        As for :func:`agglomerate`.
+    progress : callable, optional
         As for :func:`agglomerate`.
 
     Returns
     -------
-    Agglomeration
+    result : Agglomeration
         Without fragments: ``lookup(i)`` gives the fragment -> segment table of threshold ``i``
         (apply it with :func:`relabel`).
+
+    Raises
+    ------
+    InputError
+        If ``statistics`` is not an EdgeStatistics, an edge does not join two listed nodes with
+        ``u < v``, a ``hist_quant_*`` function lacks histograms, or an option is invalid.
     """
     if not isinstance(statistics, EdgeStatistics):
         raise InputError(f"statistics must be an EdgeStatistics, got {type(statistics).__name__}")

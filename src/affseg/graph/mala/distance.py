@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 from numba import njit
+from numpy.typing import ArrayLike
 from ..._checks import as_spacing
 from ..._deprecation import renamed_keywords
 from ...errors import InputError
@@ -105,7 +106,8 @@ def _squared_edt(inside, wz, wy, wx, in_plane):
 
 
 @renamed_keywords(sampling="voxel_size")
-def distance_transform(inside, *, voxel_size=None, in_plane: bool = False) -> np.ndarray:
+def distance_transform(inside: ArrayLike, *, voxel_size: ArrayLike | None = None,
+                       in_plane: bool = False) -> np.ndarray:
     """Euclidean distance of every voxel to the nearest voxel outside ``inside``.
 
     Equal to ``scipy.ndimage.distance_transform_edt(inside, sampling=voxel_size)`` where any voxel
@@ -113,15 +115,22 @@ def distance_transform(inside, *, voxel_size=None, in_plane: bool = False) -> np
 
     Parameters
     ----------
-    inside : (z, y, x) or (y, x) array of bool
+    inside : (z, y, x) or (y, x) array_like of bool
+        The objects (cast to bool: non-zero is inside).
     voxel_size : sequence of float, optional
-        Voxel size per axis (world units), default 1.
+        Voxel size per axis (world units), default 1; ``sampling=`` is a deprecated alias.
     in_plane : bool
         Measure within each z-section only (anisotropic data, per-section fragments).
 
     Returns
     -------
-    distance : float32 array, shape of ``inside``
+    distance : float32, shape of ``inside``
+        0 outside, the distance to the nearest outside voxel inside, ``inf`` where none is.
+
+    Raises
+    ------
+    InputError
+        If ``inside`` is not 2D or 3D, or ``voxel_size`` is not one positive number per axis.
     """
     inside = np.asarray(inside, dtype=bool)
     if inside.ndim not in (2, 3):

@@ -1,8 +1,11 @@
 """Separable maximum filter (scipy's window placement, borders clipped), in numba."""
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 from numba import njit
+from numpy.typing import ArrayLike
 from ..._checks import as_int
 from ...errors import InputError
 
@@ -85,11 +88,29 @@ def _max_filter_3d(vol, sizes):
     return res
 
 
-def maximum_filter(volume, size) -> np.ndarray:
+def maximum_filter(volume: ArrayLike, size: int | Sequence[int]) -> np.ndarray:
     """Maximum over a box of ``size`` voxels per axis, equal to ``scipy.ndimage.maximum_filter``.
 
     The window of size ``s`` covers ``[i - s//2, i - s//2 + s - 1]``; at the borders it is clipped,
     which equals scipy's default ``reflect`` mode for a maximum.
+
+    Parameters
+    ----------
+    volume : (z, y, x) or (y, x) array_like of int or float
+        The values to filter.
+    size : int or sequence of int
+        Window size (>= 1), one for every axis or one per axis.
+
+    Returns
+    -------
+    filtered : ndarray, shape and dtype of ``volume``
+        The maximum over the window around each voxel.
+
+    Raises
+    ------
+    InputError
+        If ``volume`` is not a 2D or 3D numeric array, or ``size`` is not one integer >= 1 or
+        one per axis.
     """
     volume = np.asarray(volume)
     ndim = volume.ndim

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 from numba import njit
+from numpy.typing import ArrayLike
 
 from ..._deprecation import renamed_keywords
 from ..._checks import as_affinities, as_int, as_mask, as_number, as_spacing, check_id_range
@@ -18,10 +19,30 @@ from ...errors import InputError
 __all__ = ["boundary_map", "distance_seeds", "extract_fragments"]
 
 
-def boundary_map(affs, offsets=None, *, in_plane: bool = False) -> np.ndarray:
+def boundary_map(affs: ArrayLike, offsets: ArrayLike | None = None, *, in_plane: bool = False) -> np.ndarray:
     """Mean nearest-neighbour affinity per voxel (high inside objects), float32.
 
     With ``in_plane`` only the in-section (y, x) channels are averaged.
+
+    Parameters
+    ----------
+    affs : (C, z, y, x) or (C, y, x) float32
+        Affinities in [0, 1]; float64 and float16 are cast to float32, uint8 is divided by 255.
+        The nearest-neighbour channels (``-e_d`` or ``+e_d``) are used.
+    offsets : (C, ndim) array_like of int, optional
+        The offsets of ``affs``; default the nearest neighbours ``-e_d``.
+    in_plane : bool
+        Average only the y and x channels (3D affinities; no effect on 2D ones).
+
+    Returns
+    -------
+    bmap : (z, y, x) or (y, x) float32
+        The mean of the nearest-neighbour affinities stored at each voxel.
+
+    Raises
+    ------
+    InputError
+        If ``affs`` or ``offsets`` are invalid, or an axis lacks a nearest-neighbour channel.
     """
     return _boundary_map(*as_affinities(affs, offsets), in_plane=in_plane)
 
@@ -198,16 +219,39 @@ def _boundary_threshold(threshold) -> float:
 
 
 @renamed_keywords(fragments_in_xy="in_plane", sampling="voxel_size")
-def distance_seeds(affs, offsets=None, *, threshold: float = 0.5, min_seed_distance: int = 10,
-                   in_plane: bool = False, mask=None, voxel_size=None) -> np.ndarray:
+def distance_seeds(affs: ArrayLike, offsets: ArrayLike | None = None, *, threshold: float = 0.5,
+                   min_seed_distance: int = 10, in_plane: bool = False, mask: ArrayLike | None = None,
+                   voxel_size: ArrayLike | None = None) -> np.ndarray:
     """The seeds of :func:`extract_fragments` (steps 1-3) as a label volume: each plateau of local
     maxima of the boundary distance gets its own id (1, 2, ...), other voxels 0.
 
-    Parameters are those of :func:`extract_fragments`.
+    Parameters
+    ----------
+    affs : (C, z, y, x) or (C, y, x) float32
+        Affinities in [0, 1]; float64 and float16 are cast to float32, uint8 is divided by 255.
+        The nearest-neighbour channels (``-e_d`` or ``+e_d``) are used.
+    offsets : (C, ndim) array_like of int, optional
+        The offsets of ``affs``; default the nearest neighbours ``-e_d``.
+    threshold : float
+        Boundary-map threshold between boundary and interior, in [0, 1).
+    min_seed_distance : int
+        Size of the maximum filter for seeds (voxels, >= 1).
+    in_plane : bool
+        Seeds per z-section (2D distance and plateaus); ``fragments_in_xy=`` is a deprecated alias.
+    mask : bool array, spatial shape, optional
+        Voxels outside (zero) are boundary: no seed lies there.
+    voxel_size : sequence of float, optional
+        Voxel size for the distance transform (zyx or yx); ``sampling=`` is a deprecated alias.
 
     Returns
     -------
-    seeds : uint64 array, spatial shape
+    seeds : (z, y, x) or (y, x) uint64
+        Seed ids 1, 2, ... in raster order of their first voxel; 0 elsewhere.
+
+    Raises
+    ------
+    InputError
+        If an argument is invalid (as for :func:`extract_fragments`).
     """
     affs, offsets = as_affinities(affs, offsets)
     mask = as_mask(mask, affs.shape[1:])
@@ -220,15 +264,15 @@ def distance_seeds(affs, offsets=None, *, threshold: float = 0.5, min_seed_dista
 
 @renamed_keywords(fragments_in_xy="in_plane", sampling="voxel_size")
 def extract_fragments(
-    affs,
-    offsets=None,
+    affs: ArrayLike,
+    offsets: ArrayLike | None = None,
     *,
     threshold: float = 0.5,
     min_seed_distance: int = 10,
     in_plane: bool = False,
-    mask=None,
+    mask: ArrayLike | None = None,
     min_size: int = 0,
-    voxel_size=None,
+    voxel_size: ArrayLike | None = None,
     id_offset: int = 0,
 ) -> np.ndarray:
     """Over-segment affinities into fragments, the MALA recipe.
@@ -247,25 +291,36 @@ def extract_fragments(
     Parameters
     ----------
     affs : (C, z, y, x) or (C, y, x) float32
+        Affinities in [0, 1]; float64 and float16 are cast to float32, uint8 is divided by 255.
+        The nearest-neighbour channels (``-e_d`` or ``+e_d``) are used.
     offsets : (C, ndim) array_like of int, optional
+        The offsets of ``affs``; default the nearest neighbours ``-e_d``.
     threshold : float
-        Boundary-map threshold between boundary and interior.
+        Boundary-map threshold between boundary and interior, in [0, 1).
     min_seed_distance : int
-        Size of the maximum filter for seeds (voxels).
+        Size of the maximum filter for seeds (voxels, >= 1).
     in_plane : bool
         Fragments per z-section (anisotropic data): 2D distance, seeds and watershed per section.
+        ``fragments_in_xy=`` is a deprecated alias.
     mask : bool array, spatial shape, optional
-        Voxels outside get 0.
+        Voxels outside (zero) get 0.
     min_size : int
-        Minimum fragment size in voxels.
+        Minimum fragment size in voxels (0 or 1: no merging).
     voxel_size : sequence of float, optional
-        Voxel size for the distance transform (zyx or yx).
+        Voxel size for the distance transform (zyx or yx); ``sampling=`` is a deprecated alias.
     id_offset : int
-        Fragment ids start at ``id_offset + 1``.
+        Fragment ids start at ``id_offset + 1`` (>= 0).
 
     Returns
     -------
-    fragments : uint64 array, spatial shape; consecutive ids from ``id_offset + 1``, 0 only masked.
+    fragments : (z, y, x) or (y, x) uint64
+        Consecutive ids from ``id_offset + 1``; 0 only where masked.
+
+    Raises
+    ------
+    InputError
+        If ``affs``, ``offsets`` or ``mask`` are invalid, ``threshold`` is outside [0, 1), an
+        integer option is out of range, or ids from ``id_offset + 1`` might not fit in uint64.
     """
     affs, offsets = as_affinities(affs, offsets)
     shape = affs.shape[1:]

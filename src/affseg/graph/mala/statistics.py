@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from numba import njit
+from numpy.typing import ArrayLike
 
 from ..._checks import as_affinities, as_labels
 from ...errors import InputError
@@ -98,7 +99,8 @@ def _contact_statistics(ptr, contact_aff, bins, with_histogram):
     return total, hi, lo, hist
 
 
-def edge_statistics(affs, fragments, offsets=None, *, owned=None, histogram: bool = True,
+def edge_statistics(affs: ArrayLike, fragments: ArrayLike, offsets: ArrayLike | None = None, *,
+                    owned: tuple[slice, ...] | None = None, histogram: bool = True,
                     keep_contacts: bool = False) -> EdgeStatistics:
     """The region graph of ``fragments`` with the statistics of the affinities between them.
 
@@ -123,7 +125,15 @@ def edge_statistics(affs, fragments, offsets=None, *, owned=None, histogram: boo
 
     Returns
     -------
-    EdgeStatistics
+    statistics : EdgeStatistics
+        Nodes (with ``owned``: those with voxels or contacts in it) and edges with their counts,
+        sums, extremes, histograms (if ``histogram``) and contacts (if ``keep_contacts``).
+
+    Raises
+    ------
+    InputError
+        If the affinities, fragments or offsets are invalid, their shapes disagree, or ``owned``
+        is not a tuple of one slice per axis selecting a non-empty box with step 1.
     """
     affs, offsets = as_affinities(affs, offsets)
     fragments = as_labels(fragments, name="fragments", shape=affs.shape[1:])
@@ -167,6 +177,21 @@ def merge_edge_statistics(parts: Sequence[EdgeStatistics]) -> EdgeStatistics:
     Node sizes add up; an edge found in several parts gets the sums of their counts, sums and
     histograms and the extremes of their maxima and minima. The result does not depend on the
     order of ``parts``. Histograms are kept only if every part has them.
+
+    Parameters
+    ----------
+    parts : sequence of EdgeStatistics
+        The statistics to merge, at least one.
+
+    Returns
+    -------
+    statistics : EdgeStatistics
+        Their union; ``contacts`` is None.
+
+    Raises
+    ------
+    InputError
+        If ``parts`` is empty or holds anything but EdgeStatistics.
     """
     parts = list(parts)
     if not parts or not all(isinstance(p, EdgeStatistics) for p in parts):

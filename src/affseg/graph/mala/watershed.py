@@ -3,54 +3,32 @@ from __future__ import annotations
 
 import numpy as np
 from numba import njit
+from numpy.typing import ArrayLike
 
 from ..._checks import as_int, as_labels, as_mask
+from ..core.heap import heap_pop, heap_push
 from ..core.prefetch import prefetch
 from ...errors import InputError
 
 __all__ = ["flood_levels", "ordered_keys", "seeded_watershed"]
 
 
-def ordered_keys(values: np.ndarray) -> np.ndarray:
-    """uint32 keys that sort like the float32 ``values`` (finite values and infinities)."""
+def ordered_keys(values: ArrayLike) -> np.ndarray:
+    """uint32 keys that sort like the float32 ``values`` (finite values and infinities).
+
+    Parameters
+    ----------
+    values : array_like of float, any shape
+        Values, cast to float32; NaN has no defined place (``-0.0`` sorts before ``0.0``).
+
+    Returns
+    -------
+    keys : uint32, shape of ``values``
+        Keys whose unsigned order is the order of the values.
+    """
     bits = np.ascontiguousarray(values, dtype=np.float32).view(np.uint32)
     negative = (bits >> np.uint32(31)).astype(bool)
     return np.where(negative, ~bits, bits | np.uint32(0x80000000))
-
-
-@njit(cache=True, nogil=True)
-def _sift_up(keys, items, pos):
-    key = keys[pos]
-    item = items[pos]
-    while pos > 0:
-        parent = (pos - 1) >> 1
-        if keys[parent] <= key:
-            break
-        keys[pos] = keys[parent]
-        items[pos] = items[parent]
-        pos = parent
-    keys[pos] = key
-    items[pos] = item
-
-
-@njit(cache=True, nogil=True)
-def _sift_down(keys, items, size):
-    key = keys[0]
-    item = items[0]
-    pos = 0
-    while True:
-        child = 2 * pos + 1
-        if child >= size:
-            break
-        if child + 1 < size and keys[child + 1] < keys[child]:
-            child += 1
-        if keys[child] >= key:
-            break
-        keys[pos] = keys[child]
-        items[pos] = items[child]
-        pos = child
-    keys[pos] = key
-    items[pos] = item
 
 
 @njit(cache=True, nogil=True)
@@ -64,24 +42,19 @@ def _flood(height_keys, labels, mask, in_plane):
     flat = labels.reshape(n)
     hk = height_keys.reshape(n)
     msk = mask.reshape(n)
-    keys = np.empty(n, dtype=np.uint64)
+    keys = np.empty(n, dtype=np.uint64)  # a heap on height << 32 | arrival: one compare
     items = np.empty(n, dtype=np.int64)
     size = 0
     for i in range(n):
         if flat[i] != 0:
-            keys[size] = np.uint64(hk[i]) << np.uint64(32)
-            items[size] = i
+            heap_push(keys, None, items, size, np.uint64(hk[i]) << np.uint64(32), None, i)
             size += 1
-            _sift_up(keys, items, size - 1)
     age = np.uint64(0)
     sxy = ny * nx
     while size > 0:
         i = items[0]
+        heap_pop(keys, None, items, size)
         size -= 1
-        if size > 0:
-            keys[0] = keys[size]
-            items[0] = items[size]
-            _sift_down(keys, items, size)
         z = i // sxy
         y = (i // nx) % ny
         x = i % nx
@@ -115,10 +88,8 @@ def _flood(height_keys, labels, mask, in_plane):
                 continue
             age += np.uint64(1)
             flat[j] = lab
-            keys[size] = (np.uint64(hk[j]) << np.uint64(32)) | age
-            items[size] = j
+            heap_push(keys, None, items, size, (np.uint64(hk[j]) << np.uint64(32)) | age, None, j)
             size += 1
-            _sift_up(keys, items, size - 1)
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -235,11 +206,36 @@ MASKED = 2**32 - 1
 FLOOD_AHEAD = 8  # queue places ahead whose neighbours are prefetched
 
 
-def flood_levels(levels, seeds, mask, *, n_levels: int, in_plane: bool = False) -> np.ndarray:
+def flood_levels(levels: ArrayLike, seeds: ArrayLike, mask: ArrayLike | None, *, n_levels: int,
+                 in_plane: bool = False) -> np.ndarray:
     """Seeded watershed on integer ``levels`` (< ``n_levels``); returns uint32 labels.
 
     Same order as :func:`seeded_watershed` on heights that sort like ``levels``, in linear time.
     ``seeds`` are ids below 2**32 - 1; voxels outside ``mask`` (or not reached) get 0.
+
+    Parameters
+    ----------
+    levels : (z, y, x) or (y, x) array_like of int
+        Flooding level of each voxel, in ``[0, n_levels)``.
+    seeds : int array, shape of ``levels``
+        Seed ids below 2**32 - 1, 0 = no seed. Seeds outside ``mask`` are dropped.
+    mask : bool array, shape of ``levels``, or None
+        Voxels that may be labelled (non-zero); None: all.
+    n_levels : int
+        Number of levels, 1 to 2**31.
+    in_plane : bool
+        Flood within z-sections only.
+
+    Returns
+    -------
+    labels : uint32, shape of ``levels``
+        The seed id that reached each voxel first; 0 where not reached or masked.
+
+    Raises
+    ------
+    InputError
+        If ``levels`` is not a 2D or 3D integer array or lies outside ``[0, n_levels)``, the
+        seeds or mask do not fit it, or a seed id is 2**32 - 1 or more.
     """
     levels, seeds = np.asarray(levels), np.asarray(seeds)
     n_levels = as_int(n_levels, name="n_levels", minimum=1, maximum=2**31)
@@ -269,7 +265,8 @@ def flood_levels(levels, seeds, mask, *, n_levels: int, in_plane: bool = False) 
     return labels if seeds.ndim == 3 else labels[0]
 
 
-def seeded_watershed(heights, seeds, *, mask=None, in_plane: bool = False) -> np.ndarray:
+def seeded_watershed(heights: ArrayLike, seeds: ArrayLike, *, mask: ArrayLike | None = None,
+                     in_plane: bool = False) -> np.ndarray:
     """Seeded watershed of a height map with face connectivity.
 
     Voxels are flooded in order of (height, arrival) from the seeds and take the label of the
@@ -279,17 +276,25 @@ def seeded_watershed(heights, seeds, *, mask=None, in_plane: bool = False) -> np
 
     Parameters
     ----------
-    heights : (z, y, x) or (y, x) array of float
+    heights : (z, y, x) or (y, x) array_like of float
+        Finite heights (compared as float32).
     seeds : int array, shape of ``heights``
-        Seed ids, 0 = no seed. Seeds outside ``mask`` are dropped.
-    mask : bool array, optional
-        Voxels that may be labelled.
+        Seed ids (non-negative, up to 2**64 - 1), 0 = no seed. Seeds outside ``mask`` are dropped.
+    mask : bool array, shape of ``heights``, optional
+        Voxels that may be labelled (non-zero).
     in_plane : bool
         Flood within z-sections only.
 
     Returns
     -------
-    labels : uint64 array, shape of ``heights``; 0 where not reached or masked.
+    labels : uint64, shape of ``heights``
+        The seed id that reached each voxel first; 0 where not reached or masked.
+
+    Raises
+    ------
+    InputError
+        If ``heights`` is not 2D or 3D or holds NaN or infinite values, or the seeds or the mask
+        do not fit it.
     """
     heights = np.asarray(heights)
     if heights.ndim not in (2, 3):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 from numba import njit
+from numpy.typing import ArrayLike
 
 from ..._checks import as_affinities, as_mask, as_number
 from ...conventions import _as_3d
@@ -45,23 +46,31 @@ def _roots_to_labels(parent, mask, start):
     return out
 
 
-def connected_components(affs, offsets=None, *, threshold: float = 0.5, mask=None) -> np.ndarray:
+def connected_components(affs: ArrayLike, offsets: ArrayLike | None = None, *, threshold: float = 0.5,
+                         mask: ArrayLike | None = None) -> np.ndarray:
     """Segment by joining every edge whose affinity exceeds ``threshold``.
 
     Parameters
     ----------
     affs : (C, z, y, x) or (C, y, x) float32
-        Affinities in affseg's convention (see ``docs/conventions.md``).
+        Affinities in affseg's convention (see ``docs/conventions.md``); float64 and float16 are
+        cast to float32, uint8 is divided by 255.
     offsets : (C, ndim) array_like of int, optional
         Default: nearest neighbours ``-e_d``.
     threshold : float
-        Edges with ``affinity > threshold`` join their voxels.
+        Edges with ``affinity > threshold`` (compared in float32) join their voxels.
     mask : bool array, spatial shape, optional
-        Voxels outside get label 0 and join nothing.
+        Voxels outside (zero) get label 0 and join nothing.
 
     Returns
     -------
-    labels : uint64 array, spatial shape; 1..n in raster order of first voxel, 0 where masked.
+    labels : (z, y, x) or (y, x) uint64
+        1..n in raster order of each component's first voxel, 0 where masked.
+
+    Raises
+    ------
+    InputError
+        If ``affs``, ``offsets`` or ``mask`` are invalid, or ``threshold`` is not a finite number.
     """
     affs, offsets = as_affinities(affs, offsets)
     threshold = as_number(threshold, name="threshold")

@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import numpy as np
 from numba import njit
+from numpy.typing import ArrayLike
 
 from ..._checks import as_affinities, as_array, as_flag, as_labels, as_mask
 from ...conventions import affinities_from_labels, flat_steps
-from ..mala._kernels import hash_get, hash_put
 from ..core.edges import edge_bounds, edge_ends
+from ..core.hashtable import hash_get, hash_put
 from ..core.prefetch import prefetch
+from ..core.unionfind import find
 from ...errors import InputError
 
 __all__ = ["constrained_malis_weights", "malis_pair_counts", "malis_weights"]
@@ -67,14 +69,6 @@ def _radix_descending(bits, index_order):
 @njit(cache=True, nogil=True, inline="always")
 def _key(list_id, label, n_labels):
     return np.uint64(list_id) * np.uint64(n_labels + 1) + np.uint64(label) + np.uint64(1)
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _root(rec, i):
-    while rec[i, 0] != i:
-        rec[i, 0] = rec[rec[i, 0], 0]
-        i = rec[i, 0]
-    return i
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -172,8 +166,8 @@ def _kruskal_pair_counts(node_label, n_labels, edge_ids, deltas, same, diff):
             prefetch(rec_flat, u_ahead * 8)
             prefetch(rec_flat, v_ahead * 8)
         u, v = edge_ends(edge_ids[k], n_nodes, inv_n, deltas)
-        ru = _root(rec, u)
-        rv = _root(rec, v)
+        ru = find(rec, u)
+        rv = find(rec, v)
         if ru == rv:
             continue
         small, large = rec[ru, 2], rec[rv, 2]
@@ -284,16 +278,19 @@ def _split_mask(mask, labels, offsets):
     return labels, mask
 
 
-def malis_pair_counts(affs, labels, offsets=None, *, mask=None) -> tuple[np.ndarray, np.ndarray]:
+def malis_pair_counts(affs: ArrayLike, labels: ArrayLike, offsets: ArrayLike | None = None, *,
+                      mask: ArrayLike | None = None) -> tuple[np.ndarray, np.ndarray]:
     """MALIS pair counts of each affinity edge on the maximum spanning tree (Turaga 2009).
 
     Parameters
     ----------
     affs : (C, z, y, x) or (C, y, x) float32
-        Predicted affinities in [0, 1].
+        Predicted affinities in [0, 1]; float64 and float16 are cast to float32, uint8 is divided
+        by 255.
     labels : (z, y, x) or (y, x) array of int
-        Ground truth; 0 is unlabelled and forms no pairs.
+        Ground truth (non-negative ids); 0 is unlabelled and forms no pairs. At most 2**31 voxels.
     offsets : (C, ndim) array_like of int, optional
+        The offsets of ``affs``; default the nearest neighbours ``-e_d``.
     mask : bool array of the shape of ``labels`` or of ``affs``, optional
         Where the ground truth is known. Edges outside it (an affinity mask, or edges touching a
         voxel outside a voxel mask) stay in the graph with their predicted affinity but get no
@@ -304,6 +301,12 @@ def malis_pair_counts(affs, labels, offsets=None, *, mask=None) -> tuple[np.ndar
     same, diff : (C, ...) float64
         For each maximum-spanning-tree edge, the number of voxel pairs with the same (``same``)
         and with different (``diff``) non-zero labels whose maximin edge it is; 0 elsewhere.
+
+    Raises
+    ------
+    InputError
+        If the affinities, labels, offsets or mask are invalid or their shapes disagree, or the
+        labels have 2**31 voxels or more.
     """
     affs, labels, offsets, mask = _check(affs, labels, offsets, mask)
     labels, known = _split_mask(mask, labels, offsets)
@@ -316,7 +319,8 @@ def malis_pair_counts(affs, labels, offsets=None, *, mask=None) -> tuple[np.ndar
     return same, diff
 
 
-def constrained_malis_weights(affs, labels, offsets=None, *, mask=None, normalize: bool = True):
+def constrained_malis_weights(affs: ArrayLike, labels: ArrayLike, offsets: ArrayLike | None = None, *,
+                              mask: ArrayLike | None = None, normalize: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Constrained MALIS weights (Funke et al. 2018): a positive and a negative pass.
 
     Positive pass: affinities of edges whose ground-truth affinity is 0 (between objects or
@@ -331,7 +335,13 @@ def constrained_malis_weights(affs, labels, offsets=None, *, mask=None, normaliz
 
     Parameters
     ----------
-    affs, labels, offsets, mask
+    affs : (C, z, y, x) or (C, y, x) float32
+        As for :func:`malis_pair_counts`.
+    labels : (z, y, x) or (y, x) array of int
+        As for :func:`malis_pair_counts`.
+    offsets : (C, ndim) array_like of int, optional
+        As for :func:`malis_pair_counts`.
+    mask : bool array of the shape of ``labels`` or of ``affs``, optional
         As for :func:`malis_pair_counts`.
     normalize : bool
         Divide each pass by its number of pairs, so both passes weigh the same (as in Funke's
@@ -339,7 +349,14 @@ def constrained_malis_weights(affs, labels, offsets=None, *, mask=None, normaliz
 
     Returns
     -------
-    w_pos, w_neg : (C, ...) float64
+    w_pos, w_neg : (C, z, y, x) or (C, y, x) float64
+        Positive and negative weight of each edge (each summing to 1 with ``normalize``, unless
+        all 0); 0 off the trees, on the wrong side of the ground truth and outside ``mask``.
+
+    Raises
+    ------
+    InputError
+        As for :func:`malis_pair_counts`, or if ``normalize`` is not a bool.
     """
     affs, labels, offsets, mask = _check(affs, labels, offsets, mask)
     normalize = as_flag(normalize, name="normalize")
@@ -371,12 +388,39 @@ def constrained_malis_weights(affs, labels, offsets=None, *, mask=None, normaliz
     return w_pos.reshape(affs.shape), w_neg.reshape(affs.shape)
 
 
-def malis_weights(affs, labels, offsets=None, *, mask=None, constrained: bool = True,
+def malis_weights(affs: ArrayLike, labels: ArrayLike, offsets: ArrayLike | None = None, *,
+                  mask: ArrayLike | None = None, constrained: bool = True,
                   normalize: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Weights ``(w_pos, w_neg)`` of the MALIS loss; constrained (Funke 2018) by default.
 
     Unconstrained MALIS (Turaga 2009) runs one pass on the predicted affinities and gives each
     tree edge its same-label pairs as positive and different-label pairs as negative weight.
+
+    Parameters
+    ----------
+    affs : (C, z, y, x) or (C, y, x) float32
+        As for :func:`malis_pair_counts`.
+    labels : (z, y, x) or (y, x) array of int
+        As for :func:`malis_pair_counts`.
+    offsets : (C, ndim) array_like of int, optional
+        As for :func:`malis_pair_counts`.
+    mask : bool array of the shape of ``labels`` or of ``affs``, optional
+        As for :func:`malis_pair_counts`.
+    constrained : bool
+        Constrained MALIS (:func:`constrained_malis_weights`); else unconstrained.
+    normalize : bool
+        Constrained: as for :func:`constrained_malis_weights`. Unconstrained: divide both
+        weights by the total number of pairs (same + different), so that together they sum to 1.
+
+    Returns
+    -------
+    w_pos, w_neg : (C, z, y, x) or (C, y, x) float64
+        Positive and negative weight of each edge.
+
+    Raises
+    ------
+    InputError
+        As for :func:`malis_pair_counts`, or if ``constrained`` or ``normalize`` is not a bool.
     """
     if as_flag(constrained, name="constrained"):
         return constrained_malis_weights(affs, labels, offsets, mask=mask, normalize=normalize)

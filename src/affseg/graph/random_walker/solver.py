@@ -17,11 +17,12 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+from numpy.typing import ArrayLike
 from scipy import sparse
 from scipy.sparse import csgraph
 
 from ..._checks import as_array, as_flag, as_labels, as_mask, as_number, as_offsets, as_spacing, describe
-from ...conventions import _edge_slices, _grid_edges
+from ..core.edges import edge_list, edge_slices
 from ._kernels import (
     cg_direction,
     cg_step,
@@ -49,7 +50,8 @@ _CG_BLOCK_BYTES = 1 << 28
 _CG_MIN_BLOCK = 3
 
 
-def image_weights(image, *, beta: float = 130.0, spacing=None, eps: float = 1e-10) -> np.ndarray:
+def image_weights(image: ArrayLike, *, beta: float = 130.0, spacing: ArrayLike | None = None,
+                  eps: float = 1e-10) -> np.ndarray:
     """scikit-image's random-walker edge weights of a grey-value image, in affseg's layout.
 
     ``w = exp(-beta * g**2 / (10 * std(image))) + eps`` where ``g`` is the difference of the two
@@ -60,18 +62,26 @@ def image_weights(image, *, beta: float = 130.0, spacing=None, eps: float = 1e-1
 
     Parameters
     ----------
-    image : (z, y, x) or (y, x) float array
-        Grey values as scikit-image sees them (``img_as_float``: uint8 images divided by 255).
+    image : (z, y, x) or (y, x) array_like of float
+        Grey values as scikit-image sees them: integer images are used as they are (cast to
+        float64), so pass ``img_as_float(image)`` (uint8 divided by 255) to match scikit-image.
     beta : float
-        Penalisation of intensity differences (skimage's default 130).
+        Penalisation of intensity differences (skimage's default 130), >= 0.
     spacing : sequence of float, optional
-        Voxel size per axis.
+        Voxel size per axis (positive), default 1.
     eps : float
-        Added to every weight so that no edge vanishes.
+        Added to every weight so that no edge vanishes, >= 0.
 
     Returns
     -------
     weights : (ndim, z, y, x) or (ndim, y, x) float64
+        Channel ``d`` weighs the edge ``(u, u - e_d)``; 0 on the first index of axis ``d``.
+
+    Raises
+    ------
+    InputError
+        If ``image`` is not a non-empty 2D or 3D numeric array of finite values (or its
+        differences overflow float64), or ``beta``, ``eps`` or ``spacing`` are invalid.
     """
     image = as_array(image, name="image")
     if image.ndim not in (2, 3):
@@ -176,7 +186,7 @@ class RandomWalkerSystem:
         self.labels, seed_index = np.unique(flat_seeds[seeded], return_inverse=True)
         self.label_index = np.full(n, -1, np.int64)
         self.label_index[seeded] = seed_index
-        u, v, e = _grid_edges(shape, offsets)
+        u, v, e = edge_list(shape, offsets)
         w = weights.reshape(-1)[e]
         positive = w[w > 0]
         self.weight_range = (float(positive.min()), float(positive.max())) if positive.size else (0.0, 0.0)
@@ -312,7 +322,7 @@ class RandomWalkerSystem:
         lam = adjoint_full.reshape((k,) + self.shape)
         grad = np.zeros((len(self.offsets),) + self.shape)
         for c, offset in enumerate(self.offsets):
-            src, dst = _edge_slices(offset, self.shape)
+            src, dst = edge_slices(offset, self.shape)
             ks = (slice(None),)
             g = -np.einsum("k...,k...->...", lam[ks + src] - lam[ks + dst], x[ks + src] - x[ks + dst])
             if self.mask is not None:
@@ -421,15 +431,15 @@ def _block_pcg(a: _Csr, b: np.ndarray, precondition, tol: float, maxiter: int = 
 
 
 def random_walker(
-    weights,
-    seeds,
-    offsets=None,
+    weights: ArrayLike,
+    seeds: ArrayLike,
+    offsets: ArrayLike | None = None,
     *,
-    mask=None,
+    mask: ArrayLike | None = None,
     solver: str = "auto",
     tol: float = 1e-6,
     return_probabilities: bool = False,
-):
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Segment a volume with the seeded random walker on affinities or edge weights.
 
     Parameters
@@ -468,6 +478,17 @@ def random_walker(
         the seeds of that label, 0 on other seeds and on unreached voxels; clipped to [0, 1]
         (rounding, or cg's tolerance, may step just outside; more than 0.01 is an InputError
         about the weights, or with cg the tol).
+
+    Raises
+    ------
+    InputError
+        If the weights, seeds, offsets, mask or options are invalid, no voxel is seeded, a seed
+        lies outside the mask, or the system is singular or too ill-conditioned in float64.
+
+    Warns
+    -----
+    RuntimeWarning
+        If conjugate gradients did not reach ``tol`` for some labels.
     """
     return_probabilities = as_flag(return_probabilities, name="return_probabilities")
     weights, offsets = _as_weights(weights, offsets)

@@ -16,8 +16,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ..mala._kernels import hash_fill, hash_get, hash_put, pair_key
 from ..core.edges import edge_bounds
+from ..core.hashtable import hash_fill, hash_get, hash_put, pair_key
+from ..core.heap import heap_pop, heap_push
 from ..core.unionfind import find
 
 MEAN, SUM, MAX, MIN, ABS_MAX = 0, 1, 2, 3, 4
@@ -78,41 +79,15 @@ def _grown(arr, used):
 
 @njit(cache=True, nogil=True)
 def _heap_push(h_pri, h_edge, h_ver, size, pri, e, ver):
-    """Push into a max-heap on (priority, -edge); returns the (possibly grown) arrays."""
+    """Push into the heap, first on (priority, -edge): a min-heap on (-priority, edge) with the
+    version as item; returns the (possibly grown) arrays."""
     if size >= h_pri.shape[0]:
         m = h_pri.shape[0] * 2
         p2, e2, v2 = np.empty(m), np.empty(m, np.int64), np.empty(m, np.int64)
         p2[:size], e2[:size], v2[:size] = h_pri[:size], h_edge[:size], h_ver[:size]
         h_pri, h_edge, h_ver = p2, e2, v2
-    pos = size
-    while pos > 0:
-        up = (pos - 1) >> 1
-        if h_pri[up] > pri or (h_pri[up] == pri and h_edge[up] < e):
-            break
-        h_pri[pos], h_edge[pos], h_ver[pos] = h_pri[up], h_edge[up], h_ver[up]
-        pos = up
-    h_pri[pos], h_edge[pos], h_ver[pos] = pri, e, ver
+    heap_push(h_pri, h_edge, h_ver, size, -pri, e, ver)
     return h_pri, h_edge, h_ver
-
-
-@njit(cache=True, nogil=True)
-def _heap_pop(h_pri, h_edge, h_ver, size):
-    """Remove the top; ``size`` is the size before the pop."""
-    size -= 1
-    pri, e, ver = h_pri[size], h_edge[size], h_ver[size]
-    pos = 0
-    while True:
-        c = 2 * pos + 1
-        if c >= size:
-            break
-        if c + 1 < size and (h_pri[c + 1] > h_pri[c] or (h_pri[c + 1] == h_pri[c] and h_edge[c + 1] < h_edge[c])):
-            c += 1
-        if h_pri[c] < pri or (h_pri[c] == pri and h_edge[c] > e):
-            break
-        h_pri[pos], h_edge[pos], h_ver[pos] = h_pri[c], h_edge[c], h_ver[c]
-        pos = c
-    if size > 0:
-        h_pri[pos], h_edge[pos], h_ver[pos] = pri, e, ver
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -200,7 +175,7 @@ def gasp(n_nodes, eu, ev, weights, sizes, mergeable, kind, cannot_link):
                 h_size += 1
     while h_size > 0:
         e, ver = h_edge[0], h_ver[0]
-        _heap_pop(h_pri, h_edge, h_ver, h_size)
+        heap_pop(h_pri, h_edge, h_ver, h_size)
         h_size -= 1
         if dead[e] or ver != version[e] or constrained[e]:
             continue

@@ -29,12 +29,12 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ..mala._kernels import pair_key
 from ..core.edges import edge_bounds, edge_ends
+from ..core.hashtable import grown_set, home, mix, pair_key, probe, set_add
 from ..core.prefetch import prefetch
-from ..core.unionfind import find as find_parent
+from ..core.unionfind import find
 
-PARENT, COUNT, HEAD = 0, 1, 2
+PARENT, COUNT, HEAD = 0, 1, 2  # PARENT first: core.unionfind.find reads column 0 of node records
 BLOCK = 7  # partners per block: a block row is 8 ids, 32 bytes with 32-bit ids
 USED, FREE, PAIRS, N_FREE, NEED_PAIRS, NEED_BLOCKS = range(6)  # entries of ``state``
 NODES_AHEAD = 32  # edges ahead whose end nodes are prefetched
@@ -48,49 +48,6 @@ KEY_MANTISSA = 25  # mantissa bits of |w| in the sort key, below a 5-bit binade
 KEY_BINADE_ZERO = 992  # float64 biased exponent of 2**-31: binade 1 is [2**-30, 2**-29)
 
 
-@njit(cache=True, nogil=True, inline="always")
-def _mix(x):
-    """splitmix64 finaliser: a uniform pseudo-random uint64 from any uint64."""
-    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return x ^ (x >> np.uint64(31))
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _home(keys, key):
-    return np.int64(_mix(key) & np.uint64(keys.shape[0] - 1))
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _probe(keys, key):
-    """The slot holding ``key``, or the empty slot where it would go (linear probing)."""
-    mask = np.int64(keys.shape[0] - 1)
-    i = _home(keys, key)
-    while keys[i] != 0 and keys[i] != key:
-        i = (i + 1) & mask
-    return i
-
-
-@njit(cache=True, nogil=True, inline="always")
-def set_add(keys, key):
-    """Add ``key`` (non-zero) to the set; True if it was new."""
-    i = _probe(keys, key)
-    if keys[i] == key:
-        return False
-    keys[i] = key
-    return True
-
-
-@njit(cache=True, nogil=True)
-def _grow(keys):
-    """The set at twice the capacity."""
-    new_keys = np.zeros(keys.shape[0] * 2, dtype=np.uint64)
-    for k in range(keys.shape[0]):
-        if keys[k] != 0:
-            set_add(new_keys, keys[k])
-    return new_keys
-
-
 # ---------------------------------------------------------------------------------- edge order
 
 @njit(cache=True, nogil=True, inline="always")
@@ -99,7 +56,7 @@ def _kept(c, i, delta, n, keep_prob, threshold, rng_seed, flat_mask, use_mask):
     if use_mask and not (flat_mask[i] and flat_mask[i + delta]):
         return False
     if keep_prob < 1.0:
-        return _mix(np.uint64(c * n + i) ^ rng_seed) < threshold
+        return mix(np.uint64(c * n + i) ^ rng_seed) < threshold
     return True
 
 
@@ -394,7 +351,7 @@ def run(process, edges, node, seed, use_seeds, keys, blocks, state):
         if done < 0:
             return keys, blocks
         while _pairs_short(keys, state, state[NEED_PAIRS]):
-            keys = _grow(keys)
+            keys = grown_set(keys)
         if blocks.shape[0] - state[USED] + state[N_FREE] < state[NEED_BLOCKS]:
             grown = np.empty((2 * len(blocks) + state[NEED_BLOCKS], BLOCK + 1), dtype=blocks.dtype)
             grown[:len(blocks)] = blocks
@@ -416,20 +373,6 @@ def _has_room(keys, blocks, state, n_pairs, n_blocks):
     state[NEED_PAIRS] = n_pairs
     state[NEED_BLOCKS] = n_blocks
     return False
-
-
-@njit(cache=True, nogil=True, inline="always")
-def find(node, i):
-    """Root of ``i``, halving the path on the way."""
-    p = node[i, PARENT]
-    while p != i:
-        g = node[p, PARENT]
-        if g == p:
-            return p
-        node[i, PARENT] = g  # no store where the path is already short: fewer dirty lines
-        i = g
-        p = node[i, PARENT]
-    return i
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -462,20 +405,20 @@ def _prefetch_ahead(node_flat, keys, node, u_far, v_far, u_mid, v_mid, u_near, v
     prefetch(node_flat, node[v_mid, PARENT] * 3)
     ru = node[node[u_near, PARENT], PARENT]
     rv = node[node[v_near, PARENT], PARENT]
-    prefetch(keys, _home(keys, pair_key(ru, rv, n_nodes)))
+    prefetch(keys, home(keys, pair_key(ru, rv, n_nodes)))
 
 
 @njit(cache=True, nogil=True, inline="always")
 def _process_edge(u, v, attractive, n_nodes, node, node_flat, seed, use_seeds, keys, blocks, state, scratch):
     """Process one edge; False (and nothing changed) if the set or the pool needs room first."""
-    ru = find(node, u)
-    rv = find(node, v)
+    ru = find(node, u, skip_short=True)
+    rv = find(node, v, skip_short=True)
     if ru == rv:
         return True
     key = pair_key(ru, rv, n_nodes)
     slot = -1
     if node[ru, COUNT] > 0 and node[rv, COUNT] > 0:  # else the pair cannot be in the set
-        slot = _probe(keys, key)
+        slot = probe(keys, key)
         if keys[slot] == key:
             return True
     if attractive:
@@ -488,7 +431,7 @@ def _process_edge(u, v, attractive, n_nodes, node, node_flat, seed, use_seeds, k
         return True
     if not _has_room(keys, blocks, state, 1, 2):
         return False
-    keys[slot if slot >= 0 else _probe(keys, key)] = key  # a new pair: checked above
+    keys[slot if slot >= 0 else probe(keys, key)] = key  # a new pair: checked above
     state[PAIRS] += 1
     _append(node, ru, rv, blocks, state)
     _append(node, rv, ru, blocks, state)
@@ -529,8 +472,8 @@ def _join(ru, rv, n_nodes, node, node_flat, seed, use_seeds, keys, blocks, state
             blk = nxt
             fill = BLOCK
         for t in range(k):
-            roots[t] = find(node, gathered[t])
-            prefetch(keys, _home(keys, pair_key(big, roots[t], n_nodes)))
+            roots[t] = find(node, gathered[t], skip_short=True)
+            prefetch(keys, home(keys, pair_key(big, roots[t], n_nodes)))
         for t in range(k):
             if set_add(keys, pair_key(big, roots[t], n_nodes)):
                 state[PAIRS] += 1
@@ -590,10 +533,10 @@ def premerge_seeds(seed_nodes, seed_ids, node, seed):
     for k in range(seed_nodes.shape[0]):
         i = seed_nodes[k]
         if k > 0 and seed_ids[k] == seed_ids[k - 1]:
-            r = find(node, seed_nodes[k - 1])
-            node[find(node, i), PARENT] = r
+            r = find(node, seed_nodes[k - 1], skip_short=True)
+            node[find(node, i, skip_short=True), PARENT] = r
         else:
-            seed[find(node, i)] = seed_ids[k]
+            seed[find(node, i, skip_short=True)] = seed_ids[k]
 
 
 @njit(cache=True, nogil=True)
@@ -608,7 +551,7 @@ def labels_from_roots(parent, seed, use_seeds, mask, use_mask, start):
     for i in range(n):
         if use_mask and not flat_mask[i]:
             continue
-        r = find_parent(parent, i)
+        r = find(parent, i)
         if use_seeds and seed[r] != 0:
             out[i] = seed[r]
             continue

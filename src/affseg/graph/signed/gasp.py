@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from ..._checks import as_affinities, as_array, as_flag, as_labels, as_mask, describe
-from ...conventions import _as_3d, _edge_slices
+from ...conventions import _as_3d
 from . import _gasp_kernels as k
 from ._mutex_kernels import labels_from_roots
+from ..core.edges import edge_slices
 from ..core.relabel import compact_fragments, relabel, relabel_consecutive
 from .mutex import _as_edges, _as_num_nodes, channel_biases, is_long_range
 from ...errors import InputError
@@ -24,11 +26,11 @@ def _linkage_code(linkage: str) -> int:
 
 def gasp_graph(
     num_nodes: int,
-    uv_ids,
-    weights,
+    uv_ids: ArrayLike,
+    weights: ArrayLike,
     *,
-    edge_sizes=None,
-    mergeable=None,
+    edge_sizes: ArrayLike | None = None,
+    mergeable: ArrayLike | None = None,
     linkage: str = "mean",
     cannot_link: bool = False,
 ) -> np.ndarray:
@@ -36,8 +38,10 @@ def gasp_graph(
 
     Parameters
     ----------
-    num_nodes, uv_ids
-        The graph, as for :func:`~affseg.graph.signed.mutex.mutex_watershed_graph`.
+    num_nodes : int
+        Nodes are ``0 .. num_nodes - 1``, as for :func:`~affseg.graph.signed.mutex.mutex_watershed_graph`.
+    uv_ids : (E, 2) array_like of int
+        Edges, as for :func:`~affseg.graph.signed.mutex.mutex_watershed_graph`.
     weights : (E,) array_like of float
         Signed weights: positive attracts, negative repels.
     edge_sizes : (E,) array_like of float, optional
@@ -58,6 +62,13 @@ def gasp_graph(
     -------
     labels : (num_nodes,) uint64
         Cluster of each node, ``1 .. k`` in order of the cluster's first node.
+
+    Raises
+    ------
+    InputError
+        If the graph is invalid (as for :func:`~affseg.graph.signed.mutex.mutex_watershed_graph`),
+        ``edge_sizes`` are not positive finite numbers or ``mergeable`` not booleans (one per
+        edge), or ``linkage`` or ``cannot_link`` are invalid.
     """
     num_nodes = _as_num_nodes(num_nodes)
     code = _linkage_code(linkage)
@@ -90,16 +101,16 @@ def _run(num_nodes, uv, w, sizes, merge, code, cannot_link):
 
 
 def gasp(
-    affs,
-    offsets=None,
+    affs: ArrayLike,
+    offsets: ArrayLike | None = None,
     *,
-    bias=0.5,
-    long_range_bias=None,
+    bias: ArrayLike = 0.5,
+    long_range_bias: float | None = None,
     linkage: str = "mean",
     cannot_link: bool = False,
     long_range_merges: bool = False,
-    mask=None,
-    fragments=None,
+    mask: ArrayLike | None = None,
+    fragments: ArrayLike | None = None,
 ) -> np.ndarray:
     """GASP on the voxel grid graph of affinities, or on the region graph of ``fragments``.
 
@@ -108,11 +119,38 @@ def gasp(
     and constrain, unless ``long_range_merges`` (then ``linkage="abs_max"`` equals the Mutex
     Watershed). With ``fragments`` the nodes are fragments: see :func:`signed_region_graph`.
 
+    Parameters
+    ----------
+    affs : (C, z, y, x) or (C, y, x) float32
+        Affinities in [0, 1]; float64 and float16 are cast to float32, uint8 is divided by 255.
+    offsets : (C, ndim) array_like of int, optional
+        Short- and long-range offsets; default the nearest neighbours ``-e_d``.
+    bias : float or (C,) array_like of float
+        Edge weight is ``affinity - bias``; each bias in (0, 1).
+    long_range_bias : float, optional
+        Bias of the long-range channels; ``bias`` then applies to the nearest-neighbour ones.
+    linkage : {"mean", "sum", "max", "min", "abs_max"}
+        As for :func:`gasp_graph`.
+    cannot_link : bool
+        As for :func:`gasp_graph`.
+    long_range_merges : bool
+        Let long-range edges merge too (with fragments: let fragment pairs without a
+        nearest-neighbour contact merge).
+    mask : bool array, spatial shape, optional
+        Voxels outside (zero) take part in no edge and get 0.
+    fragments : (z, y, x) or (y, x) int array, optional
+        Over-segmentation (0 = background, not a node) whose fragments are the nodes.
+
     Returns
     -------
     labels : uint64 array, spatial shape
         ``1 .. k`` in raster order of each segment's first voxel (with ``fragments``: in order
         of each segment's smallest fragment id); 0 only where masked or ``fragments`` is 0.
+
+    Raises
+    ------
+    InputError
+        If ``affs``, ``offsets``, the biases, ``mask``, ``fragments`` or an option are invalid.
     """
     affs, offsets = as_affinities(affs, offsets)
     shape = affs.shape[1:]
@@ -134,7 +172,7 @@ def gasp(
     mergeable = ~is_long_range(offsets) | bool(long_range_merges)
     us, vs, ws, local = [], [], [], []
     for c, o in enumerate(offsets):
-        src, dst = _edge_slices(o, shape)
+        src, dst = edge_slices(o, shape)
         ok = keep[src] & keep[dst]
         us.append(index[src][ok])
         vs.append(index[dst][ok])
@@ -148,16 +186,28 @@ def gasp(
     return labels
 
 
-def signed_region_graph(affs, offsets, fragments, *, bias=0.5, long_range_bias=None, mask=None):
+def signed_region_graph(
+    affs: ArrayLike,
+    offsets: ArrayLike | None,
+    fragments: ArrayLike,
+    *,
+    bias: ArrayLike = 0.5,
+    long_range_bias: float | None = None,
+    mask: ArrayLike | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The signed graph of fragments over all offsets (GASP's and the Mutex Watershed's input).
 
     Parameters
     ----------
     affs : (C, z, y, x) or (C, y, x) float32
-    offsets : (C, ndim) array_like of int
+        Affinities in [0, 1]; float64 and float16 are cast to float32, uint8 is divided by 255.
+    offsets : (C, ndim) array_like of int or None
+        The offsets of ``affs``; None means the nearest neighbours ``-e_d``.
     fragments : uint64 array, spatial shape
-        0 is background: not a node.
-    bias, long_range_bias : float
+        Fragment ids (any non-negative integers); 0 is background: not a node.
+    bias : float or (C,) array_like of float
+        As for :func:`~affseg.mutex_watershed`.
+    long_range_bias : float, optional
         As for :func:`~affseg.mutex_watershed`.
     mask : bool array, spatial shape, optional
         Voxels outside take part in no edge.
@@ -174,6 +224,11 @@ def signed_region_graph(affs, offsets, fragments, *, bias=0.5, long_range_bias=N
         Whether a nearest-neighbour pair is among them.
     ids : (n,) uint64
         Fragment id of each node, increasing.
+
+    Raises
+    ------
+    InputError
+        If ``affs``, ``offsets``, ``fragments``, ``mask`` or the biases are invalid.
     """
     affs, offsets = as_affinities(affs, offsets)
     shape = affs.shape[1:]

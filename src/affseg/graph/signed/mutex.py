@@ -7,6 +7,7 @@ otherwise (as mwatershed: a weight of exactly 0 repels). Edges are processed onc
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from ..._checks import (
     MAX_ID,
@@ -33,12 +34,31 @@ def is_long_range(offsets: np.ndarray) -> np.ndarray:
     return np.abs(offsets).sum(axis=1) > 1
 
 
-def channel_biases(offsets: np.ndarray, bias=0.5, long_range_bias=None) -> np.ndarray:
+def channel_biases(offsets: np.ndarray, bias: ArrayLike = 0.5, long_range_bias: float | None = None) -> np.ndarray:
     """One bias per channel, float64, each in (0, 1).
 
     ``bias`` is a scalar or one value per channel. With ``long_range_bias`` (a scalar), channels
     whose offset is not a nearest-neighbour unit vector take it and ``bias`` applies to the
     nearest-neighbour channels only.
+
+    Parameters
+    ----------
+    offsets : (C, ndim) int64
+        Validated offsets (as ``as_offsets`` gives them).
+    bias : float or (C,) array_like of float
+        Bias of every channel, or one per channel; each in (0, 1).
+    long_range_bias : float, optional
+        Bias of the long-range channels, in (0, 1).
+
+    Returns
+    -------
+    biases : (C,) float64
+        The bias of each channel.
+
+    Raises
+    ------
+    InputError
+        If ``bias`` is not a real number or ``C`` of them, or a bias lies outside (0, 1) or is NaN.
     """
     n = len(offsets)
     try:
@@ -68,8 +88,31 @@ def _check_biases(values: np.ndarray) -> None:
                          f"{np.flatnonzero(bad).tolist()}")
 
 
-def signed_weights(affs, offsets=None, *, bias=0.5, long_range_bias=None) -> np.ndarray:
-    """The signed edge weights ``affinity - bias`` (float64) the Mutex Watershed and GASP use."""
+def signed_weights(affs: ArrayLike, offsets: ArrayLike | None = None, *, bias: ArrayLike = 0.5,
+                   long_range_bias: float | None = None) -> np.ndarray:
+    """The signed edge weights ``affinity - bias`` (float64) the Mutex Watershed and GASP use.
+
+    Parameters
+    ----------
+    affs : (C, z, y, x) or (C, y, x) float32
+        Affinities in [0, 1]; float64 and float16 are cast to float32, uint8 is divided by 255.
+    offsets : (C, ndim) array_like of int, optional
+        The offsets of ``affs``; default the nearest neighbours ``-e_d``.
+    bias : float or (C,) array_like of float
+        As for :func:`channel_biases`.
+    long_range_bias : float, optional
+        As for :func:`channel_biases`.
+
+    Returns
+    -------
+    weights : (C, z, y, x) or (C, y, x) float64
+        ``affs - bias`` of each channel: positive attracts, zero or negative repels.
+
+    Raises
+    ------
+    InputError
+        If ``affs``, ``offsets`` or the biases are invalid.
+    """
     affs, offsets = as_affinities(affs, offsets)
     biases = channel_biases(offsets, bias, long_range_bias)
     return affs.astype(np.float64) - biases.reshape((-1,) + (1,) * (affs.ndim - 1))
@@ -98,16 +141,16 @@ def _channel_strides(strides, offsets: np.ndarray) -> np.ndarray:
 
 
 def mutex_watershed(
-    affs,
-    offsets=None,
+    affs: ArrayLike,
+    offsets: ArrayLike | None = None,
     *,
-    bias=0.5,
-    long_range_bias=None,
-    strides=None,
+    bias: ArrayLike = 0.5,
+    long_range_bias: float | None = None,
+    strides: ArrayLike | None = None,
     randomized_strides: bool = False,
     rng_seed: int = 0,
-    mask=None,
-    seeds=None,
+    mask: ArrayLike | None = None,
+    seeds: ArrayLike | None = None,
     min_size: int = 0,
 ) -> np.ndarray:
     """Segment affinities with the Mutex Watershed.
@@ -135,7 +178,7 @@ def mutex_watershed(
         Seed of the randomized strides (any integer).
     mask : bool array, spatial shape, optional
         Voxels outside get label 0 and take part in no edge.
-    seeds : integer array, spatial shape, optional
+    seeds : int array, spatial shape, optional
         Non-zero voxels keep their seed id; voxels of one id are one segment (even if apart);
         different seeds never merge. Seeds on masked voxels are ignored. Any ids up to
         2**64 - 1, as long as the ids of the unseeded segments (below) fit too: from
@@ -152,6 +195,12 @@ def mutex_watershed(
         Seeded segments carry their seed id, the others consecutive ids from ``max(seeds) + 1``
         (the largest seed inside the mask; from 1 without seeds) in raster order of their first
         voxel; 0 only where masked.
+
+    Raises
+    ------
+    InputError
+        If an argument is invalid, the affinities have 2**31 values or more, or the ids of the
+        unseeded segments might not fit in uint64.
     """
     affs = as_array(affs, name="affs")  # no copy
     if affs.size >= 2**31:  # before the affinities are converted (copies of that size)
@@ -247,11 +296,11 @@ def _clean_small(affs, offsets, labels, min_size, seeds):
 
 def mutex_watershed_graph(
     num_nodes: int,
-    uv_ids,
-    weights,
+    uv_ids: ArrayLike,
+    weights: ArrayLike,
     *,
-    mutex_uv_ids=None,
-    mutex_weights=None,
+    mutex_uv_ids: ArrayLike | None = None,
+    mutex_weights: ArrayLike | None = None,
 ) -> np.ndarray:
     """The Mutex Watershed on an explicit graph, e.g. the region graph of fragments.
 
@@ -273,6 +322,13 @@ def mutex_watershed_graph(
     -------
     labels : (num_nodes,) uint64
         Segment of each node, ``1 .. k`` in order of the segment's first node.
+
+    Raises
+    ------
+    InputError
+        If ``num_nodes`` is not an integer in ``[1, 2**31 - 1]``, an edge has a node id outside
+        ``[0, num_nodes)``, is a self-loop or is listed twice, a weight is not finite (or, with
+        ``mutex_uv_ids``, negative), or only one of ``mutex_uv_ids`` and ``mutex_weights`` is given.
     """
     num_nodes = _as_num_nodes(num_nodes)
     uv, w = _as_edges(num_nodes, uv_ids, weights, name="uv_ids")
