@@ -127,7 +127,7 @@ def worker(method: str, data_dir: Path) -> dict:
         run_affseg(np.ascontiguousarray(affs[:, :4, :16, :16]), THRESHOLDS)
     else:
         import skimage.segmentation  # noqa: F401
-        import waterz  # noqa: F401
+        import waterz
     rss_before = _status_mb("VmRSS")
     start = time.perf_counter()
     if method == "affseg":
@@ -170,7 +170,7 @@ def make_input(dataset: str, data_dir: Path, seed: int) -> str:
 
         vol = make_volume((64, 256, 256), seed=seed)
         affs, labels = vol.affs, vol.labels
-        desc = "synthetic 64 x 256 x 256, noisy affinities (affseg.synthetic, seed %d)" % seed
+        desc = f"synthetic 64 x 256 x 256, noisy affinities (affseg.synthetic, seed {seed})"
     else:
         from affseg.io import open_volume
         from affseg.synthetic import noisy_affinities

@@ -73,7 +73,7 @@ def segment_with_oracle_seeds(weights: np.ndarray, labels: np.ndarray) -> np.nda
     from affseg.graph.random_walker import random_walker
     from affseg.learn.targets import oracle_seeds
 
-    seeds, target = oracle_seeds(labels, radius=2)
+    seeds, _target = oracle_seeds(labels, radius=2)
     seg = random_walker(weights, seeds, OFFSETS)
     return seg
 

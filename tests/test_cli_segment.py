@@ -54,7 +54,7 @@ def test_close_thresholds_get_their_own_datasets(tmp_path, data):
     for value in (0.30001, 0.30004):
         with open_volume(out / f"threshold_{value}") as vol:
             assert vol.data.attrs["threshold"] == value  # the decimal the user typed
-    seg_a, _ = read_volume(out / "threshold_0.30001")
+    _seg_a, _ = read_volume(out / "threshold_0.30001")
     assert main(["evaluate", str(out), str(data / "labels"), "--json", str(tmp_path / "s.json")]) == 0
     assert [r["threshold"] for r in json.loads((tmp_path / "s.json").read_text())] == [0.30001, 0.30004]
 

@@ -158,7 +158,7 @@ def spatial_shapes(draw, bad=False):
     ndim = draw(st.sampled_from((0, 1, 1, 4, 4, 5, 2, 3) if bad else (2, 3)))
     side = draw(st.integers(1, 7))
     shape = [draw(st.integers(1, side)) for _ in range(ndim)]
-    if bad and ndim in (2, 3) or (ndim and draw(st.integers(0, 3)) == 0 and bad):
+    if (bad and ndim in (2, 3)) or (ndim and draw(st.integers(0, 3)) == 0 and bad):
         shape[draw(st.integers(0, ndim - 1))] = 0
     while math.prod(shape) > MAX_VOXELS:
         shape[int(np.argmax(shape))] //= 2

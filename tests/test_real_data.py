@@ -24,10 +24,10 @@ def test_gala_ground_truth_affinities_recover_the_labels(shared_data):
     with open_volume(shared_data / "gala_fibsem.h5" / "train" / "labels") as vol:
         labels = vol[:20, :60, :80]
     affs, _ = affinities_from_labels(labels)
-    from affseg import connected_components
-
     from conftest import same_partition
     from skimage.measure import label
+
+    from affseg import connected_components
 
     seg = connected_components(affs, threshold=0.5, mask=labels != 0)
     # exactly the face-connected parts of each object (a few leave the crop and come back)

@@ -6,18 +6,19 @@ offending value (shape, dtype, offsets) instead of crashing a numba kernel.
 from __future__ import annotations
 
 import numpy as np
+
 from .errors import InputError
 
 __all__ = [
     "as_affinities",
     "as_array",
     "as_flag",
+    "as_int",
     "as_labels",
     "as_mask",
+    "as_number",
     "as_offsets",
     "as_spacing",
-    "as_int",
-    "as_number",
     "as_thresholds",
     "as_unit_float32",
     "check_id_range",

@@ -311,9 +311,7 @@ def print_table(rows: list[dict], title: str = "") -> None:
 
 def cmd_evaluate(args) -> int:
     from .evaluation import best_threshold, evaluate, plot_split_merge
-    from .io import read_volume, write_json
-
-    from .io import check_output_writable, check_writable
+    from .io import check_output_writable, check_writable, read_volume, write_json
 
     for path, suffix in ((args.json, ".json"), (args.plot, ".png")):
         if not path:

@@ -1,9 +1,7 @@
 """Atomic outputs, stale temporaries, the one-writer lock, writability checks."""
-import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 

@@ -157,7 +157,7 @@ def test_damaged_zarr_metadata_and_chunks_are_named(tmp_path):
     write_volume(bad_chunk / "raw", np.arange(16, dtype=np.uint8).reshape(4, 4))
     chunk = next(p for p in (bad_chunk / "raw").rglob("*") if p.is_file() and p.name != "zarr.json")
     chunk.write_bytes(b"garbage")
-    with pytest.raises(CorruptInput, match="chunk.zarr/raw"):
+    with pytest.raises(CorruptInput, match=r"chunk.zarr/raw"):
         read_volume(bad_chunk / "raw")
     (tmp_path / "file.zarr").write_text("")
     with pytest.raises(CorruptInput, match="not a zarr container"):
@@ -230,7 +230,7 @@ def test_stale_temporaries_are_removed_by_the_next_write(container, writer_alive
 def test_an_unwritable_output_is_refused_before_writing(tmp_path, read_only_dir):
     from affseg.errors import OutputNotWritable
 
-    with pytest.raises(OutputNotWritable, match="read-only|not writable"):
+    with pytest.raises(OutputNotWritable, match=r"read-only|not writable"):
         write_volume(read_only_dir / "out.zarr" / "seg", np.zeros((2, 2), np.uint8))
     (tmp_path / "afile").write_text("")
     with pytest.raises(OutputNotWritable, match="afile is a file"):

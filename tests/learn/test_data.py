@@ -89,7 +89,7 @@ def test_roi_restricts_sampling_and_mismatched_volumes_fail(tmp_path):
 
 def test_raw_of_an_unsupported_dtype_is_refused_on_open():
     raw, labels = coded_volume((8, 20, 20))
-    with pytest.raises(ValueError, match="uint8 or float.*int16"):
+    with pytest.raises(ValueError, match=r"uint8 or float.*int16"):
         Source(raw.astype(np.int16), labels).open()
 
 

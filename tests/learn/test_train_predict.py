@@ -45,7 +45,7 @@ def test_train_writes_checkpoints_log_snapshots_and_resumes(tmp_path):
     rows = list(csv.DictReader((tmp_path / "run" / "log.csv").open()))
     assert [int(r["iteration"]) for r in rows] == [1, 2, 3, 4, 5, 6]
     assert [p.name for p in (tmp_path / "run" / "checkpoints").iterdir()] == ["iteration_00000006.pt"]
-    model, state = load_checkpoint(latest_checkpoint(tmp_path / "run"))
+    _model, state = load_checkpoint(latest_checkpoint(tmp_path / "run"))
     assert state["iteration"] == 6
     # a different config in the same folder is refused
     cfg["model"]["num_fmaps"] = 3
@@ -126,7 +126,7 @@ def test_malis_phase_keeps_the_configured_share_of_mse(tmp_path):
         cfg = validate_config({"data": {"train": [{"raw": "a.h5/raw", "labels": "a.h5/labels"}]},
                                "targets": {"offsets": offsets, "lsd_sigma": None},
                                "train": {"malis_start": 0, "malis_affinity_weight": share}})
-        total, parts, phase = _losses(cfg, {"affs": pred}, batch, iteration=5)
+        total, _parts, phase = _losses(cfg, {"affs": pred}, batch, iteration=5)
         assert phase == "malis"
         assert float(total) == pytest.approx(float(malis + share * mse), rel=1e-6)
 
@@ -148,7 +148,7 @@ def test_random_walker_training_moves_the_weights(tmp_path):
 def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
     cfg = small_config(tmp_path, iterations=6)
     nan_loss_at(monkeypatch, 3)
-    with pytest.raises(TrainingError, match="iteration 3.*iteration_00000002.pt"):
+    with pytest.raises(TrainingError, match=r"iteration 3.*iteration_00000002.pt"):
         train(cfg, tmp_path / "run")
     assert latest_checkpoint(tmp_path / "run").name == "iteration_00000002.pt"
 
@@ -271,5 +271,5 @@ def test_2d_training_and_prediction_end_to_end(tmp_path, loss):
     }
     result = train(cfg, tmp_path / "run")
     written = predict(result.last_checkpoint, vol.raw[0], tmp_path / "pred.zarr")
-    affs, meta = read_volume(written["affs"])
+    affs, _meta = read_volume(written["affs"])
     assert affs.shape == (2, 64, 64) and np.isfinite(affs).all() and affs.min() >= 0 and affs.max() <= 1

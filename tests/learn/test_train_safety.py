@@ -18,8 +18,15 @@ from affseg.errors import AffsegError, CorruptInput, InputError, OutputExists, U
 from affseg.io import read_volume, write_volume
 from affseg.learn.config import load_config, validate_config
 from affseg.learn.predict import predict, tile_shape
-from affseg.learn.train import (RUN_MARKER, TrainingError, build_model, latest_checkpoint, load_checkpoint,
-                                resolve_output_shape, train)
+from affseg.learn.train import (
+    RUN_MARKER,
+    TrainingError,
+    build_model,
+    latest_checkpoint,
+    load_checkpoint,
+    resolve_output_shape,
+    train,
+)
 from affseg.synthetic import make_volume
 
 
@@ -76,7 +83,7 @@ def test_checkpoint_that_would_run_code_is_refused_unrun(tmp_path, trained, prot
         load_checkpoint(evil)
     assert not marker.exists()
     raw = make_volume((4, 24, 24), seed=2).raw
-    with pytest.raises(UnsafeCheckpoint, match="evil.pt"):
+    with pytest.raises(UnsafeCheckpoint, match=r"evil.pt"):
         predict(evil, raw, tmp_path / "pred.zarr")
     assert not marker.exists()
     assert not (tmp_path / "pred.zarr").exists()
@@ -93,7 +100,7 @@ def test_checkpoint_with_numpy_objects_is_refused(tmp_path, trained):
 def test_real_checkpoint_is_plain_data_and_predicts(tmp_path, trained):
     state = torch.load(trained, weights_only=True)  # would raise for anything but plain data
     assert state["iteration"] == 2 and state["config"]["model"]["output_shape"] == [4, 12, 12]
-    model, loaded = load_checkpoint(trained)
+    _model, loaded = load_checkpoint(trained)
     assert loaded["iteration"] == 2
     written = predict(trained, make_volume((4, 24, 24), seed=2).raw, tmp_path / "pred.zarr")
     assert read_volume(written["affs"])[0].shape == (3, 4, 24, 24)
@@ -186,7 +193,7 @@ def test_resume_without_any_readable_checkpoint_is_corrupt_input(tmp_path):
     for path in (tmp_path / "run" / "checkpoints").glob("iteration_*.pt"):
         path.write_bytes(b"")
     cfg["train"]["iterations"] = 3
-    with pytest.raises(CorruptInput, match="no checkpoint of .*run can be read"):
+    with pytest.raises(CorruptInput, match=r"no checkpoint of .*run can be read"):
         train(cfg, tmp_path / "run")
 
 
@@ -358,7 +365,7 @@ def test_default_model_has_a_valid_default_output_shape():
 
 
 def test_minimal_config_with_other_factors_trains_and_predicts(tmp_path):
-    raw, labels = write_data(tmp_path, (12, 40, 40))
+    raw, _labels = write_data(tmp_path, (12, 40, 40))
     (tmp_path / "c.yaml").write_text("data:\n  train: [{raw: data.zarr/raw, labels: data.zarr/labels}]\n"
                                      "model:\n  downsample_factors: [[1, 2, 2]]\n"
                                      "train: {iterations: 2, device: cpu}\n")
@@ -389,7 +396,7 @@ def test_null_output_shape_resumes_and_compares_resolved(tmp_path):
 @pytest.mark.slow
 def test_training_from_the_minimal_config(tmp_path):
     """The default model (MALA's) from a config that only names the data: about a minute on 2 cores."""
-    raw, labels = write_data(tmp_path, (12, 64, 64))  # crops larger than the volume are padded
+    _raw, _labels = write_data(tmp_path, (12, 64, 64))  # crops larger than the volume are padded
     (tmp_path / "c.yaml").write_text("data:\n  train: [{raw: data.zarr/raw, labels: data.zarr/labels}]\n"
                                      "train: {iterations: 1, device: cpu}\n")
     result = train(load_config(tmp_path / "c.yaml"), tmp_path / "run")

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import ArrayLike
 
-from .metrics import evaluate
 from ..errors import InputError
+from .metrics import evaluate
 
 __all__ = ["best_threshold", "plot_split_merge", "split_merge_curve"]
 

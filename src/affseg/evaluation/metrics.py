@@ -8,8 +8,8 @@ from numba import njit
 from numpy.typing import ArrayLike
 
 from .._checks import as_labels
-from ..graph.core.relabel import compact_fragments
 from ..errors import InputError
+from ..graph.core.relabel import compact_fragments
 
 __all__ = ["adapted_rand_error", "evaluate", "variation_of_information"]
 

@@ -19,8 +19,18 @@ from typing import Any
 
 from ..errors import OutputExists, OutputNotWritable
 
-__all__ = ["atomic_path", "check_output_writable", "check_writable", "is_stale_temporary", "is_temporary", "process_alive", "output_lock", "remove_stale_temporaries",
-           "temporary_name", "write_json"]
+__all__ = [
+    "atomic_path",
+    "check_output_writable",
+    "check_writable",
+    "is_stale_temporary",
+    "is_temporary",
+    "output_lock",
+    "process_alive",
+    "remove_stale_temporaries",
+    "temporary_name",
+    "write_json",
+]
 
 _TEMPORARY = re.compile(r"^\.(?P<name>.+)\.(?:tmp|old)-(?:(?P<pid>\d+)-)?[0-9a-f]{8}$")
 _PROBE_PREFIX = ".affseg-probe-"  # check_output_writable's test file

@@ -623,7 +623,7 @@ def open_staged(address: str | os.PathLike):
     """The partial array of :func:`stage_volume`, opened for writing (in a worker process)."""
     import zarr
 
-    container, dataset, partial = _partial_path(address)
+    container, _dataset, partial = _partial_path(address)
     return zarr.open_array(store=str(container), path=str(partial.relative_to(container)), mode="r+")
 
 

@@ -12,9 +12,10 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
+
 from ..errors import InputError
 
-__all__ = ["Augment", "sample_transform", "apply_intensity", "mirror_transpose"]
+__all__ = ["Augment", "apply_intensity", "mirror_transpose", "sample_transform"]
 
 
 @dataclass
@@ -56,7 +57,7 @@ class Augment:
             raise InputError(f"augment.elastic_spacing must be positive, got {self.elastic_spacing}")
 
     @classmethod
-    def off(cls) -> "Augment":
+    def off(cls) -> Augment:
         return cls(mirror=False, transpose=False, elastic_sigma=0.0, rotation=False, intensity_scale=0.0,
                    intensity_shift=0.0)
 

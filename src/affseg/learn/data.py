@@ -14,11 +14,11 @@ import torch
 
 from .._checks import as_offsets
 from ..conventions import affinities_from_labels
+from ..errors import InputError
 from .augment import Augment, apply_intensity, mirror_transpose, sample_transform, warp
 from .targets import balance_weights, grow_boundary, local_shape_descriptors
-from ..errors import InputError
 
-__all__ = ["CropSampler", "CropDataset", "Source"]
+__all__ = ["CropDataset", "CropSampler", "Source"]
 
 
 @dataclass

@@ -5,8 +5,8 @@ import numpy as np
 import torch
 from numpy.typing import ArrayLike
 
-from ..graph.malis.weights import malis_weights
 from ..errors import InputError
+from ..graph.malis.weights import malis_weights
 
 __all__ = ["dice_loss", "malis_loss", "random_walker_loss", "weighted_bce", "weighted_mse"]
 

@@ -10,18 +10,18 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
 import shutil
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ..errors import InputError, OutputExists
 from .data import check_raw_dtype, open_array, read_padded, to_unit
 from .train import load_checkpoint
 from .unet import UNet
-from ..errors import InputError, OutputExists
 
 __all__ = ["predict", "tile_shape"]
 

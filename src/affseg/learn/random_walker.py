@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from numpy.typing import ArrayLike
 
-from ..graph.random_walker.solver import RandomWalkerSystem
 from ..errors import InputError
+from ..graph.random_walker.solver import RandomWalkerSystem
 
 __all__ = ["RandomWalker", "random_walker_probabilities"]
 

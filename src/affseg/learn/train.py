@@ -25,14 +25,14 @@ from typing import NoReturn
 import numpy as np
 import torch
 
+from .. import __version__
+from ..errors import AffsegError, CorruptInput, InputError, OutputExists, PathNotFound, UnsafeCheckpoint
 from ..io.atomic import atomic_path, is_temporary
 from .augment import Augment
 from .config import plain, validate_config
 from .data import CropDataset, CropSampler, Source
 from .losses import malis_loss, random_walker_loss, weighted_bce, weighted_mse
 from .unet import UNet
-from .. import __version__
-from ..errors import AffsegError, CorruptInput, InputError, OutputExists, PathNotFound, UnsafeCheckpoint
 
 __all__ = ["RUN_MARKER", "TrainingError", "build_model", "latest_checkpoint", "load_checkpoint",
            "resolve_output_shape", "train"]
@@ -125,7 +125,7 @@ def _read_checkpoint(path: str | Path, device, keys=CHECKPOINT_KEYS) -> dict:
             state = torch.load(path, map_location=device, weights_only=True)
     except PermissionError as e:
         raise InputError(f"checkpoint {path} cannot be read: {e.strerror or e}") from None
-    except Exception as e:  # noqa: BLE001 - torch raises many kinds for damaged files
+    except Exception as e:
         _refuse(path, e)
     if not isinstance(state, dict):
         raise CorruptInput(f"checkpoint {path} is not an affseg checkpoint: it holds a {type(state).__name__}, "

@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 from torch import nn
+
 from ..errors import InputError
 
 __all__ = ["UNet"]

@@ -428,7 +428,7 @@ def test_seed_ids_that_leave_no_room_for_new_ids_are_refused(top):
     affs = np.full((2, 3, 4), 0.2, np.float32)  # all repel: every unseeded voxel is a segment
     seeds = np.zeros((3, 4), np.uint64)
     seeds[0, 0] = top
-    with pytest.raises(InputError, match="seeds: ids from .* do not fit in uint64"):
+    with pytest.raises(InputError, match=r"seeds: ids from .* do not fit in uint64"):
         mutex_watershed(affs, seeds=seeds)
 
 
