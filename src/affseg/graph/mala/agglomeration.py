@@ -7,15 +7,14 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from numba import njit
 from numpy.typing import ArrayLike
 
 from ..._checks import as_affinities, as_labels, as_thresholds
-from . import _kernels as K
+from ...errors import InputError
 from ..core.relabel import relabel
+from . import _kernels as K
 from .rag import _fragment_graph
 from .statistics import HISTOGRAM_BINS, EdgeStatistics
-from ...errors import InputError
 
 __all__ = ["Agglomeration", "agglomerate", "agglomerate_graph", "parse_merge_function", "relabel",
            "waterz_scoring_function"]

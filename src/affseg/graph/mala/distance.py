@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 from numpy.typing import ArrayLike
+
 from ..._checks import as_spacing
 from ..._deprecation import renamed_keywords
 from ...errors import InputError

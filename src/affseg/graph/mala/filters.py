@@ -6,6 +6,7 @@ from collections.abc import Sequence
 import numpy as np
 from numba import njit
 from numpy.typing import ArrayLike
+
 from ..._checks import as_int
 from ...errors import InputError
 

@@ -5,16 +5,16 @@ import numpy as np
 from numba import njit
 from numpy.typing import ArrayLike
 
-from ..._deprecation import renamed_keywords
 from ..._checks import as_affinities, as_int, as_mask, as_number, as_spacing, check_id_range
+from ..._deprecation import renamed_keywords
 from ...conventions import _nearest_neighbour
-from ..core.unionfind import find, union
+from ...errors import InputError
 from ..core.relabel import relabel, relabel_consecutive
+from ..core.unionfind import find, union
 from .distance import distance_transform
 from .filters import maximum_filter
 from .rag import _fragment_graph
 from .watershed import flood_levels
-from ...errors import InputError
 
 __all__ = ["boundary_map", "distance_seeds", "extract_fragments"]
 

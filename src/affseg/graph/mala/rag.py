@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from numba import njit
+
 from ..core.relabel import compact_fragments
 
 __all__ = ["RegionGraph"]

@@ -6,9 +6,9 @@ from numba import njit
 from numpy.typing import ArrayLike
 
 from ..._checks import as_int, as_labels, as_mask
+from ...errors import InputError
 from ..core.heap import heap_pop, heap_push
 from ..core.prefetch import prefetch
-from ...errors import InputError
 
 __all__ = ["flood_levels", "ordered_keys", "seeded_watershed"]
 

@@ -18,11 +18,11 @@ from numpy.typing import ArrayLike
 
 from ..._checks import as_affinities, as_array, as_flag, as_labels, as_mask
 from ...conventions import affinities_from_labels, flat_steps
+from ...errors import InputError
 from ..core.edges import edge_bounds, edge_ends
 from ..core.hashtable import hash_get, hash_put
 from ..core.prefetch import prefetch
 from ..core.unionfind import find
-from ...errors import InputError
 
 __all__ = ["constrained_malis_weights", "malis_pair_counts", "malis_weights"]
 
@@ -238,7 +238,7 @@ def _compact_labels(labels: np.ndarray) -> tuple[np.ndarray, int]:
     compact = inverse.astype(np.int64)
     if ids[0] != 0:
         compact += 1
-    return compact, int(len(ids))
+    return compact, len(ids)
 
 
 def _edges(shape, offsets) -> tuple[np.ndarray, np.ndarray, int]:

@@ -22,6 +22,7 @@ from scipy import sparse
 from scipy.sparse import csgraph
 
 from ..._checks import as_array, as_flag, as_labels, as_mask, as_number, as_offsets, as_spacing, describe
+from ...errors import InputError
 from ..core.edges import edge_list, edge_slices
 from ._kernels import (
     cg_direction,
@@ -31,7 +32,6 @@ from ._kernels import (
     spmm,
 )
 from ._kernels import residual as block_residual
-from ...errors import InputError
 
 __all__ = ["RandomWalkerSystem", "image_weights", "random_walker"]
 

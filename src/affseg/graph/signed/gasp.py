@@ -6,12 +6,12 @@ from numpy.typing import ArrayLike
 
 from ..._checks import as_affinities, as_array, as_flag, as_labels, as_mask, describe
 from ...conventions import _as_3d
-from . import _gasp_kernels as k
-from ._mutex_kernels import labels_from_roots
+from ...errors import InputError
 from ..core.edges import edge_slices
 from ..core.relabel import compact_fragments, relabel, relabel_consecutive
+from . import _gasp_kernels as k
+from ._mutex_kernels import labels_from_roots
 from .mutex import _as_edges, _as_num_nodes, channel_biases, is_long_range
-from ...errors import InputError
 
 __all__ = ["LINKAGES", "gasp", "gasp_graph", "signed_region_graph"]
 

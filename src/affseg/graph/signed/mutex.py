@@ -23,8 +23,8 @@ from ..._checks import (
     describe,
 )
 from ...conventions import _as_3d, flat_steps
-from . import _mutex_kernels as k
 from ...errors import InputError
+from . import _mutex_kernels as k
 
 __all__ = ["channel_biases", "mutex_watershed", "mutex_watershed_graph", "signed_weights"]
 
