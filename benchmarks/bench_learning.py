@@ -36,7 +36,7 @@ def bench_malis(repeats: int = 3) -> None:
 
 
 def bench_training(iterations: int, device: str) -> Path:
-    from affseg.cli import demo_config
+    from affseg.demo import demo_config
     from affseg.io import write_volume
     from affseg.learn.train import train
     from affseg.synthetic import make_volume

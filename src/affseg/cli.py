@@ -3,20 +3,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
+from .demo import DEFAULT_THRESHOLDS, cmd_demo
 from .errors import AffsegError, InputError, OutputExists
-
-DEFAULT_THRESHOLDS = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
-# the demo's neighbourhood: nearest neighbours for MALA, long-range ones for MWS and GASP
-DEMO_OFFSETS = [[-1, 0, 0], [0, -1, 0], [0, 0, -1], [-2, 0, 0], [0, -8, 0], [0, 0, -8]]
-DEMO_BIASES = {"bias": 0.3, "long_range_bias": 0.7}
 
 
 def _progress(total: int, desc: str):
@@ -339,185 +332,6 @@ def cmd_evaluate(args) -> int:
         write_json(args.json, rows, overwrite=True)
     if args.plot:
         plot_split_merge({Path(args.segmentation).name: rows}, args.plot)
-    return 0
-
-
-# ------------------------------------------------------------------ demo
-
-
-# what the demo writes into its output folder: --overwrite replaces a folder holding only these
-DEMO_ENTRIES = {"demo.zarr", "run", "loss.png", "split_merge.png", "scores.json"}
-
-
-def _check_demo_output(out: Path, overwrite: bool) -> None:
-    """The demo may replace only an earlier demo output, and never the current folder or one above it."""
-    if not out.exists():
-        return
-    if not overwrite:
-        raise OutputExists(f"{out} exists; rerun with --overwrite to replace it")
-    foreign = sorted(p.name for p in out.iterdir() if p.name not in DEMO_ENTRIES) if out.is_dir() else [out.name]
-    cwd = Path.cwd().resolve()
-    if foreign or not (out / "scores.json").is_file() or out.resolve() in (cwd, *cwd.parents):
-        raise OutputExists(f"{out} is not an affseg demo output (it holds {foreign or 'no scores.json'}); "
-                           "--overwrite replaces only what the demo wrote: choose another --output")
-
-
-def _staging_dir(out: Path, overwrite: bool) -> Path:
-    from .io import check_output_writable, remove_stale_temporaries
-    from .io.atomic import temporary_name
-
-    _check_demo_output(out, overwrite)
-    check_output_writable(out.parent)
-    remove_stale_temporaries(out.parent, out.name)
-    staging = out.with_name(temporary_name(out.name))
-    staging.mkdir(parents=True)
-    return staging
-
-
-def _publish(staging: Path, out: Path) -> None:
-    from .io.atomic import temporary_name
-
-    trash = None
-    if out.exists():
-        trash = out.with_name(temporary_name(out.name, "old"))
-        os.rename(out, trash)
-    os.rename(staging, out)
-    if trash is not None:
-        shutil.rmtree(trash)
-
-
-def demo_config(train_data: Path, iterations: int, seed: int) -> dict:
-    """The demo's small U-Net on the synthetic training volume.
-
-    One isotropic (2, 2, 2) level: the synthetic volume is isotropic and its membranes are a
-    local cue, so a shallow net with large output crops learns them within the demo's few hundred
-    CPU iterations (two (1, 3, 3) levels spent most of the time on context and did not).
-    """
-    return {
-        "data": {"train": [{"raw": str(train_data / "raw"), "labels": str(train_data / "labels")}],
-                 "min_labelled": 0.5},
-        "model": {"num_fmaps": 12, "fmap_inc_factor": 3, "downsample_factors": [[2, 2, 2]],
-                  "output_shape": [16, 40, 40]},
-        "targets": {"offsets": DEMO_OFFSETS},
-        "augment": {"elastic_sigma": 1.0},
-        "train": {"iterations": iterations, "learning_rate": 1e-3, "checkpoint_every": max(1, iterations // 4),
-                  "loss": "mse", "seed": seed, "device": "cpu"},
-    }
-
-
-def plot_loss(log: Path, path: Path) -> None:
-    import csv
-
-    from .evaluation.curves import new_figure
-    from .io.atomic import atomic_path
-
-    rows = list(csv.DictReader(log.open()))
-    it = np.array([int(r["iteration"]) for r in rows])
-    loss = np.array([float(r["loss"]) for r in rows])
-    fig = new_figure(figsize=(5, 3.5))
-    ax = fig.subplots()
-    ax.plot(it, loss, lw=0.5, alpha=0.4, label="loss")
-    k = max(1, len(loss) // 20)
-    ax.plot(it[k - 1:], np.convolve(loss, np.ones(k) / k, mode="valid"), label=f"mean of {k}")
-    ax.set_xlabel("iteration")
-    ax.set_ylabel("weighted MSE (affinities)")
-    ax.set_yscale("log")
-    ax.legend()
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-
-
-def cmd_demo(args) -> int:
-    from tqdm.auto import tqdm
-
-    from .evaluation import best_threshold, evaluate, plot_split_merge
-    from .graph.mala.agglomeration import agglomerate
-    from .graph.mala.fragments import extract_fragments
-    from .graph.signed.gasp import gasp
-    from .graph.signed.mutex import mutex_watershed
-    from .io import read_volume, write_json, write_volume
-    from .learn.predict import predict
-    from .learn.train import train
-    from .synthetic import make_volume
-
-    out = Path(args.output)
-    staging = _staging_dir(out, args.overwrite)
-    thresholds = DEFAULT_THRESHOLDS
-    started = time.perf_counter()
-    try:
-        steps = tqdm(total=7, desc="demo", unit="stage", disable=None)
-        steps.set_postfix_str("synthesize")
-        data = staging / "demo.zarr"
-        train_vol = make_volume(tuple(args.train_shape), seed=args.seed, defects=True)
-        vol = make_volume(tuple(args.shape), seed=args.seed + 1, defects=True)
-        meta = dict(voxel_size=vol.voxel_size)
-        write_volume(data / "train" / "raw", train_vol.raw, **meta)
-        write_volume(data / "train" / "labels", train_vol.labels, **meta)
-        write_volume(data / "raw", vol.raw, **meta)
-        write_volume(data / "labels", vol.labels, **meta)
-        steps.update()
-        steps.set_postfix_str("train")
-        run = train(demo_config(data / "train", args.iterations, args.seed), staging / "run", progress=True)
-        steps.update()
-        steps.set_postfix_str("predict")
-        predict(run.last_checkpoint, str(data / "raw"), data, progress=True)
-        affs, _ = read_volume(data / "affs")
-        offsets = np.array(DEMO_OFFSETS)
-        steps.update()
-        steps.set_postfix_str("fragments + agglomerate")
-        nearest = affs[:3]
-        fragments = extract_fragments(nearest, offsets[:3], min_seed_distance=args.min_seed_distance)
-        agg = agglomerate(nearest, fragments, offsets[:3], thresholds=thresholds, merge_function=args.merge_function)
-        steps.update()
-        steps.set_postfix_str("mutex watershed + gasp")
-        mws = mutex_watershed(affs, offsets, **DEMO_BIASES)
-        gasp_seg = gasp(affs, offsets, linkage="mean", fragments=fragments, **DEMO_BIASES)
-        steps.update()
-        steps.set_postfix_str("evaluate")
-        mala_rows = [{"threshold": float(t), **evaluate(agg.segmentation(i), vol.labels)}
-                     for i, t in enumerate(agg.thresholds)]
-        signed_rows = {"mutex watershed (voxels)": evaluate(mws, vol.labels),
-                       "GASP mean (fragments)": evaluate(gasp_seg, vol.labels)}
-        steps.update()
-        steps.set_postfix_str("write")
-        best = best_threshold(mala_rows)
-        best_index = [r["threshold"] for r in mala_rows].index(best["threshold"])
-        write_volume(data / "fragments", fragments, **meta)
-        write_volume(data / "segmentation", agg.segmentation(best_index), attrs={"threshold": best["threshold"]}, **meta)
-        write_volume(data / "mws", mws, attrs=DEMO_BIASES, **meta)
-        write_volume(data / "gasp", gasp_seg, attrs={"linkage": "mean", **DEMO_BIASES}, **meta)
-        curves = {f"MALA ({args.merge_function})": mala_rows}
-        curves.update({name: [row] for name, row in signed_rows.items()})
-        plot_split_merge(curves, staging / "split_merge.png", title="demo: predicted affinities, held-out volume")
-        plot_loss(run.log, staging / "loss.png")
-        write_json(staging / "scores.json", {"mala": mala_rows,
-                                             "mutex_watershed": signed_rows["mutex watershed (voxels)"],
-                                             "gasp": signed_rows["GASP mean (fragments)"],
-                                             "train": {"iterations": run.iterations,
-                                                       "checkpoint": str(out / run.last_checkpoint.relative_to(staging))}})
-        steps.update()
-        steps.close()
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    _publish(staging, out)
-    print(f"trained a U-Net for {run.iterations} iterations on a synthetic {tuple(args.train_shape)} volume, "
-          f"predicted {len(DEMO_OFFSETS)} affinity channels on a held-out {tuple(args.shape)} volume")
-    print()
-    print_table(mala_rows, title=f"MALA fragments + agglomeration ({args.merge_function}), {int(fragments.max())} fragments, {int(vol.labels.max())} objects")
-    print()
-    print(f"signed graphs, offsets {DEMO_OFFSETS}, bias {DEMO_BIASES['bias']} (long range "
-          f"{DEMO_BIASES['long_range_bias']}):")
-    for name, row in signed_rows.items():
-        print(f"  {name:<26} VOI split {row['voi_split']:.3f}, VOI merge {row['voi_merge']:.3f}, "
-              f"ARAND {row['arand']:.3f}, CREMI score {row['cremi_score']:.3f}")
-    print()
-    print(f"best MALA: threshold {best['threshold']:.2f}, VOI split {best['voi_split']:.3f}, VOI merge "
-          f"{best['voi_merge']:.3f}, ARAND {best['arand']:.3f}, CREMI score {best['cremi_score']:.3f}")
-    print(f"wrote {out}/demo.zarr (raw, labels, affs, fragments, segmentation, mws, gasp), {out}/run "
-          f"(checkpoints, log.csv), {out}/loss.png, {out}/split_merge.png, {out}/scores.json "
-          f"in {time.perf_counter() - started:.1f} s")
     return 0
 
 
