@@ -10,6 +10,7 @@ import numpy as np
 
 from .demo import DEFAULT_THRESHOLDS, cmd_demo
 from .errors import AffsegError, InputError, OutputExists
+from .learn.examples import EXAMPLE_NAMES
 
 
 def _progress(total: int, desc: str):
@@ -339,6 +340,13 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_train(args) -> int:
+    if args.example:
+        from .learn.examples import example_text
+
+        print(example_text(args.example), end="")
+        return 0
+    if args.config is None:
+        raise InputError("affseg train needs a config file (or --example NAME to print one to start from)")
     from .learn.config import load_config
     from .learn.train import TrainingError, train
 
@@ -440,7 +448,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=cmd_evaluate)
 
     t = sub.add_parser("train", help="train a U-Net from a YAML/TOML config (resumes an existing run)")
-    t.add_argument("config", help="config file (.yaml, .yml or .toml)")
+    t.add_argument("config", nargs="?", help="config file (.yaml, .yml or .toml); see docs/training.md")
+    t.add_argument("--example", choices=EXAMPLE_NAMES,
+                   help="print an example config to start from and exit, e.g. "
+                        "'affseg train --example fibsem > train.yaml' (" + "; ".join(
+                            f"{name}: {text}" for name, text in EXAMPLE_NAMES.items()) + ")")
     t.add_argument("--output", help="run folder (default: the config's path without suffix)")
     t.add_argument("--overwrite", action="store_true", help="replace an existing training run written by affseg (never a folder holding other files or the inputs)")
     t.set_defaults(func=cmd_train)
