@@ -141,3 +141,27 @@ def test_elastic_transform_for_fine_spacing_and_flat_planes(spacing, shape):
 
     coords = sample_transform(shape, np.random.default_rng(0), Augment(elastic_spacing=spacing, elastic_sigma=1.0))
     assert coords.shape == (len(shape), *shape) and np.isfinite(coords).all()
+
+
+def test_a_2d_network_samples_single_sections_of_a_stack():
+    raw, labels = coded_volume((6, 40, 40))
+    sampler = CropSampler([Source(raw, labels, roi=((2, 0, 0), (4, 40, 40)))], (40, 40), (40, 40),
+                          [[-1, 0], [0, -1]], augment=Augment.off(), min_labelled=0)
+    rng = np.random.default_rng(0)
+    seen = set()
+    for _ in range(12):
+        s = sampler.sample(rng)
+        assert s["raw"].shape == (1, 40, 40) and s["labels"].shape == (40, 40)
+        # the crop is one whole section of the roi, raw and labels from the same one
+        match = [z for z in range(6) if np.array_equal(s["labels"], labels[z])]
+        assert len(match) == 1 and match[0] in (2, 3)
+        np.testing.assert_allclose(s["raw"][0], raw[match[0]] / 255, atol=1e-7)
+        seen.add(match[0])
+    assert seen == {2, 3}
+
+
+def test_a_volume_of_the_wrong_dimensionality_names_its_shape():
+    raw, labels = coded_volume((6, 40, 40))
+    sampler = CropSampler([Source(raw[0], labels[0])], (4, 20, 20), (4, 20, 20), OFFSETS[:3], min_labelled=0)
+    with pytest.raises(ValueError, match=r"shape \(40, 40\): a 3D network"):
+        sampler.sample(np.random.default_rng(0))

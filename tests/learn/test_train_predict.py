@@ -8,7 +8,7 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="the learning tests need the 'train' extra (torch)")
 
-from affseg.io import read_volume, write_volume
+from affseg.io import open_volume, read_volume, write_volume
 from affseg.learn.config import load_config, validate_config
 from affseg.learn.predict import predict, tile_shape
 from affseg.learn.train import TrainingError, build_model, latest_checkpoint, load_checkpoint, train
@@ -273,3 +273,26 @@ def test_2d_training_and_prediction_end_to_end(tmp_path, loss):
     written = predict(result.last_checkpoint, vol.raw[0], tmp_path / "pred.zarr")
     affs, _meta = read_volume(written["affs"])
     assert affs.shape == (2, 64, 64) and np.isfinite(affs).all() and affs.min() >= 0 and affs.max() <= 1
+
+
+def test_a_2d_network_predicts_a_stack_section_by_section(tmp_path):
+    vol = make_volume((3, 48, 48), seed=3)
+    write_volume(tmp_path / "d.zarr" / "raw", vol.raw)
+    write_volume(tmp_path / "d.zarr" / "labels", vol.labels)
+    cfg = {
+        "data": {"train": [{"raw": str(tmp_path / "d.zarr" / "raw"), "labels": str(tmp_path / "d.zarr" / "labels")}],
+                 "min_labelled": 0.1},
+        "model": {"num_fmaps": 2, "fmap_inc_factor": 2, "downsample_factors": [[2, 2]], "output_shape": [20, 20]},
+        "targets": {"offsets": [[-1, 0], [0, -1], [0, -3]]},
+        "augment": {"elastic_sigma": 0.0},
+        "train": {"iterations": 2, "checkpoint_every": 2, "seed": 0, "device": "cpu"},
+    }
+    ckpt = train(cfg, tmp_path / "run").last_checkpoint
+    written = predict(ckpt, str(tmp_path / "d.zarr" / "raw"), tmp_path / "pred.zarr")["affs"]
+    stack, _ = read_volume(written)
+    assert stack.shape == (4, 3, 48, 48)
+    assert open_volume(written).data.attrs["offsets"] == [[-1, 0, 0], [0, -1, 0], [0, 0, -1], [0, 0, -3]]
+    assert not stack[0].any()  # sections are separate objects
+    for z in range(3):
+        one, _ = read_volume(predict(ckpt, vol.raw[z], tmp_path / f"one{z}.zarr")["affs"])
+        np.testing.assert_allclose(stack[1:, z], one, atol=1e-6)

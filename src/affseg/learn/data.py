@@ -143,7 +143,7 @@ class CropSampler:
 
     def _voxel_size(self, source) -> np.ndarray:
         vs = self.voxel_size or source.open()["voxel_size"] or (1.0,) * len(self.input_shape)
-        return np.asarray(vs, dtype=float)
+        return np.asarray(vs, dtype=float)[-len(self.input_shape):]  # a stack of sections: in-plane
 
     def sample(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
         """One sample: ``raw`` (1, *input_shape) float32 and, over the output region, ``labels``
@@ -158,12 +158,26 @@ class CropSampler:
             f"(output shape {self.output_shape}); lower min_labelled or check the labels"
         )
 
+    def _sections(self, source: Source, vol: dict) -> bool:
+        """Whether the volume is a stack of 2D sections for a 2D network (one section per sample)."""
+        ndim, data_ndim = len(self.input_shape), vol["raw"].ndim
+        if data_ndim == ndim or (ndim == 2 and data_ndim == 3):
+            return data_ndim != ndim
+        raise InputError(f"training volume {source.raw!r} has shape {tuple(vol['raw'].shape)}: a {ndim}D "
+                         f"network (as the offsets) needs {ndim}D volumes"
+                         + (" or (z, y, x) stacks of 2D sections" if ndim == 2 else ""))
+
     def _try(self, source: Source, rng: np.random.Generator):
         vol = source.open()
+        start, stop = vol["start"], vol["stop"]
+        section = None
+        if self._sections(source, vol):
+            section = int(start[0] + rng.integers(stop[0] - start[0]))
+            start, stop = start[1:], stop[1:]
         shape = np.array(self.input_shape)
-        room = vol["stop"] - vol["start"] - shape
+        room = stop - start - shape
         # crops larger than the roi are centred on it and padded
-        corner = vol["start"] + np.where(room >= 0, [rng.integers(r + 1) if r >= 0 else 0 for r in room], room // 2)
+        corner = start + np.where(room >= 0, [rng.integers(r + 1) if r >= 0 else 0 for r in room], room // 2)
         voxel_size = self._voxel_size(source)
         coords = sample_transform(self.input_shape, rng, self.augment)
         if coords is None:
@@ -176,12 +190,13 @@ class CropSampler:
 
         def crop(array, order, convert=None):
             """Read the box, convert, and sample it through the transform (if any)."""
-            block = read_padded(array, box, box_shape)
+            block = read_padded(array, box, box_shape) if section is None else \
+                read_padded(array, (section, *box), (1, *box_shape))[0]
             block = block if convert is None else convert(block)
             return block if local is None else warp(block, local, order=order)
 
         labels = crop(vol["labels"], 0)
-        mask = self._inside(vol, box, box_shape, local)
+        mask = self._inside(start, stop, box, box_shape, local)
         if vol["mask"] is not None:
             mask &= crop(vol["mask"], 0, lambda m: (m != 0).astype(np.uint8)) != 0
         region = self._output_region()
@@ -198,12 +213,12 @@ class CropSampler:
         return tuple(slice(m, m + o) for m, o in zip(margin, self.output_shape))
 
     @staticmethod
-    def _inside(vol, box, shape, local):
+    def _inside(start, stop, box, shape, local):
         """Which voxels of the crop come from inside the volume's roi (the rest is padding)."""
         idx = [np.arange(b, b + s) for b, s in zip(box, shape)]
         inside = np.ones(tuple(int(s) for s in shape), bool)
         for axis, i in enumerate(idx):
-            ok = (i >= vol["start"][axis]) & (i < vol["stop"][axis])
+            ok = (i >= start[axis]) & (i < stop[axis])
             inside &= ok.reshape([-1 if a == axis else 1 for a in range(len(shape))])
         if local is None:
             return inside

@@ -67,7 +67,10 @@ def predict(checkpoint: str | os.PathLike, raw: str | os.PathLike | np.ndarray, 
         :class:`~affseg.errors.UnsafeCheckpoint`, a damaged one with
         :class:`~affseg.errors.CorruptInput`, before anything is written.
     raw : str or array
-        A volume address (``data.h5/raw``) or a uint8/float array, axes as the network's.
+        A volume address (``data.h5/raw``) or a uint8/float array, axes as the network's; for a
+        2D network also a (z, y, x) stack of sections, predicted section by section into 3D
+        affinities: a first channel ``[-1, 0, 0]`` of 0 (sections are separate objects), then
+        the network's offsets with a z component of 0.
     output : path
         A zarr group, e.g. ``pred.zarr``; writes ``pred.zarr/affs`` (and ``lsds``) with the
         raw's voxel size and the affinity ``offsets`` attribute.
@@ -103,13 +106,22 @@ def predict(checkpoint: str | os.PathLike, raw: str | os.PathLike | np.ndarray, 
         raise InputError("tiled prediction needs a valid-padding U-Net (same padding sees the tile borders)")
     data, voxel_size = open_array(raw)
     check_raw_dtype(data, raw)
-    if data.ndim != model.dims:
+    sections = model.dims == 2 and data.ndim == 3  # a stack of 2D sections, predicted one by one
+    if data.ndim != model.dims and not sections:
         raise InputError(f"raw has shape {tuple(data.shape)} but the network is {model.dims}D")
     out_tile, step = tile_shape(model, tile if tile is not None else [64] * model.dims)
     in_tile = np.array(model.input_shape(out_tile))
     context = (in_tile - np.array(out_tile)) // 2
-    grid = [range(0, s, t) for s, t in zip(data.shape, step)]
     offsets = state["config"]["targets"]["offsets"]
+    heads = dict(model.head_channels)
+    if sections:
+        # tiles of one section; the in-plane offsets become 3D ones within a section, after a
+        # z channel of 0 (sections are separate objects, as 2D labels are), so that every method,
+        # MALA's fragments and agglomeration too, reads the result as 3D affinities
+        step, in_tile, context = (1, *step), np.array((1, *in_tile)), np.array((0, *context))
+        offsets = [[-1, 0, 0]] + [[0, *o] for o in offsets]
+        heads["affs"] += 1
+    grid = [range(0, s, t) for s, t in zip(data.shape, step)]
     container = Path(output)
     if not isinstance(raw, np.ndarray):
         from ..io import parse_address
@@ -121,7 +133,7 @@ def predict(checkpoint: str | os.PathLike, raw: str | os.PathLike | np.ndarray, 
                 "checkpoint_mtime": Path(checkpoint).stat().st_mtime, # an in-memory raw is never resumed: nothing identifies it
                 "raw": str(raw) if not isinstance(raw, np.ndarray) else uuid.uuid4().hex,
                 "shape": list(data.shape), "step": list(step)}
-    staged = _stage(container, model.head_channels, data.shape, step, voxel_size, offsets, overwrite)
+    staged = _stage(container, heads, data.shape, step, voxel_size, offsets, overwrite)
     done = _read_progress(staged["progress"], identity)
     corners = [c for c in np.ndindex(*[len(g) for g in grid]) if c not in done]
     from tqdm.auto import tqdm
@@ -130,9 +142,13 @@ def predict(checkpoint: str | os.PathLike, raw: str | os.PathLike | np.ndarray, 
         for index in tqdm(corners, desc="predict", unit="tile", disable=not progress):
             start = np.array([g[i] for g, i in zip(grid, index)])
             x = to_unit(read_padded(data, start - context, in_tile))
-            outputs = model(torch.from_numpy(x)[None, None].to(device))
+            outputs = model(torch.from_numpy(x[0] if sections else x)[None, None].to(device))
             for name, arr in staged["arrays"].items():
                 block = outputs[name][0].cpu().numpy()
+                if sections:
+                    block = block[:, None]
+                    if name == "affs":
+                        block = np.concatenate([np.zeros_like(block[:1]), block])
                 stop = np.minimum(start + step, data.shape)
                 region = tuple(slice(a, b) for a, b in zip(start, stop))
                 arr[(slice(None),) + region] = block[(slice(None),) + tuple(slice(0, b - a) for a, b in zip(start, stop))]
