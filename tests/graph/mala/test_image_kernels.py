@@ -132,6 +132,24 @@ def test_bucket_flood_equals_heap_flood_on_integer_levels(shape, n_levels):
     np.testing.assert_array_equal(ours, expected)
 
 
+def test_flood_queue_index_type_widens_from_2_31_voxels(monkeypatch):
+    from affseg.graph.mala import watershed
+
+    # regression: the queue held int32 voxel indices whatever the volume's size; a padded volume
+    # of 2**31 voxels or more now gets int64 indices (checked on the function that decides, and
+    # by running a small volume with the wide queue)
+    assert watershed.queue_index_type(2**31) is np.int32  # indices 0 .. 2**31 - 1
+    assert watershed.queue_index_type(2**31 + 1) is np.int64
+    assert watershed.queue_index_type(1291 * 1291 * 1291) is np.int64
+    rng = np.random.default_rng(3)
+    levels = rng.integers(0, 50, (6, 9, 11)).astype(np.uint16)
+    seeds = np.zeros(levels.shape, np.uint64)
+    seeds.flat[rng.choice(levels.size, 12, replace=False)] = np.arange(1, 13)
+    narrow = watershed.flood_levels(levels, seeds, None, n_levels=50)
+    monkeypatch.setattr(watershed, "queue_index_type", lambda n: np.int64)
+    np.testing.assert_array_equal(watershed.flood_levels(levels, seeds, None, n_levels=50), narrow)
+
+
 def test_kernel_options_are_checked():
     from affseg.graph.mala.watershed import MASKED, flood_levels
 

@@ -9,7 +9,7 @@ import numpy as np
 from numba import njit
 from numpy.typing import ArrayLike
 
-from ..._checks import as_int, as_labels, check_id_range
+from ..._checks import as_array, as_int, as_labels, check_id_range
 from ...errors import InputError
 
 __all__ = ["compact_fragments", "relabel", "relabel_consecutive"]
@@ -107,14 +107,16 @@ def relabel(labels: ArrayLike, old_ids: ArrayLike, new_ids: ArrayLike) -> np.nda
     Raises
     ------
     InputError
-        If ``labels`` is not a 2D or 3D volume of non-negative integers, or ``old_ids`` and
-        ``new_ids`` differ in shape.
+        If ``labels`` is not a 2D or 3D volume of non-negative integers, ``old_ids`` or
+        ``new_ids`` are not 1D non-negative integers, they differ in shape, or an id is listed
+        twice in ``old_ids`` (which of its new ids would apply is ambiguous).
     """
     labels = as_labels(labels, name="fragments")
-    old_ids = np.asarray(old_ids, dtype=np.uint64)
-    new_ids = np.asarray(new_ids, dtype=np.uint64)
+    old_ids = _as_ids(old_ids, name="old_ids")
+    new_ids = _as_ids(new_ids, name="new_ids")
     if old_ids.shape != new_ids.shape:
         raise InputError(f"old_ids {old_ids.shape} and new_ids {new_ids.shape} differ in shape")
+    _check_unique(old_ids)
     flat = labels.reshape(-1)
     top = int(flat.max()) if flat.size else 0
     if _dense_table_fits(top, flat.size):
@@ -128,6 +130,24 @@ def relabel(labels: ArrayLike, old_ids: ArrayLike, new_ids: ArrayLike) -> np.nda
     out = flat.copy()
     out[hit] = new_ids[order][pos[hit]]
     return out.reshape(labels.shape)
+
+
+def _as_ids(ids: ArrayLike, *, name: str) -> np.ndarray:
+    """A 1D uint64 array of ids (non-negative integers; empty is fine)."""
+    arr = as_array(ids, name=name)
+    if arr.size == 0:
+        return np.zeros(0, np.uint64)
+    if arr.ndim != 1:
+        raise InputError(f"{name} must be a 1D array of ids, got shape {arr.shape}")
+    return as_labels(arr, name=name, any_ndim=True)
+
+
+def _check_unique(old_ids: np.ndarray) -> None:
+    ordered = np.sort(old_ids)
+    twice = np.flatnonzero(ordered[1:] == ordered[:-1])
+    if twice.size:
+        raise InputError(f"old_ids lists the id {int(ordered[twice[0]])} more than once: which new id it maps to "
+                         "would be ambiguous")
 
 
 def relabel_consecutive(labels: ArrayLike, *, start: int = 1) -> tuple[np.ndarray, int]:

@@ -134,8 +134,14 @@ def _mark(words, summary, level, on):
             summary[w >> 6] &= ~(np.uint64(1) << np.uint64(w & 63))
 
 
+def queue_index_type(n_voxels: int) -> type:
+    """The integer type of the flood queue's voxel indices: int32 (half the memory traffic) where
+    every index of a volume of ``n_voxels`` (padded) fits, int64 from 2**31 voxels on."""
+    return np.int32 if n_voxels <= np.iinfo(np.int32).max + 1 else np.int64
+
+
 @njit(cache=True, nogil=True)
-def _flood_buckets(lv, n_levels, flat, steps):
+def _flood_buckets(lv, n_levels, flat, steps, index_type):
     """:func:`_flood` on integer levels with a bucket queue: (level, arrival) order in O(n).
 
     ``flat`` (uint32, raveled, padded with a border of ``MASKED``) holds the seeds, 0 for voxels
@@ -144,7 +150,8 @@ def _flood_buckets(lv, n_levels, flat, steps):
     on arrival) and its level is known in advance, so every level gets a contiguous slice of
     one array, sized by counting, as its first-in, first-out queue: pushes to a level are
     sequential in memory. A bitmap of non-empty levels finds the next one. The order is exactly
-    that of a heap on (level, arrival).
+    that of a heap on (level, arrival). The queue holds indices of the dtype of ``index_type``
+    (an empty array; see :func:`queue_index_type`).
     """
     n = flat.shape[0]
     masked = np.uint32(MASKED)
@@ -154,7 +161,7 @@ def _flood_buckets(lv, n_levels, flat, steps):
             start[np.int64(lv[i]) + 1] += 1
     for b in range(n_levels):
         start[b + 1] += start[b]
-    queue = np.empty(start[n_levels], dtype=np.int32)
+    queue = np.empty(start[n_levels], dtype=index_type.dtype)
     head = start[:n_levels].copy()
     tail = start[:n_levels].copy()
     n_words = (n_levels + 63) >> 6
@@ -259,7 +266,8 @@ def flood_levels(levels: ArrayLike, seeds: ArrayLike, mask: ArrayLike | None, *,
     padded_levels[1:-1, 1:-1, 1:-1] = lev
     sy, sz = nx + 2, (ny + 2) * (nx + 2)
     steps = [-1, 1, -sy, sy] if in_plane or seeds.ndim == 2 else [-sz, sz, -sy, sy, -1, 1]
-    _flood_buckets(padded_levels.reshape(-1), n_levels, padded.reshape(-1), np.array(steps, dtype=np.int64))
+    _flood_buckets(padded_levels.reshape(-1), n_levels, padded.reshape(-1), np.array(steps, dtype=np.int64),
+                   np.empty(0, queue_index_type(padded.size)))
     labels = np.ascontiguousarray(inner)
     labels[labels == MASKED] = 0
     return labels if seeds.ndim == 3 else labels[0]
