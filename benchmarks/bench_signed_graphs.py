@@ -146,7 +146,7 @@ def profile(seed: int) -> None:
     """Stages of affseg's Mutex Watershed and of GASP on fragments, timed one by one."""
     pin_to_one_core()
     from affseg import extract_fragments, mutex_watershed
-    from affseg.conventions import flat_steps
+    from affseg.graph.core.edges import flat_steps
     from affseg.graph.signed import _gasp_kernels, _mutex_kernels
     from affseg.graph.signed.gasp import _signed_region_graph
     from affseg.graph.signed.mutex import channel_biases

@@ -11,7 +11,7 @@ from numpy.typing import ArrayLike
 
 from ._checks import as_affinities, as_labels, as_mask, as_offsets, as_unit_float32, default_offsets
 from .errors import InputError
-from .graph.core.edges import edge_slices as _edge_slices
+from .graph.core.edges import edge_slices, nearest_neighbour_channels, shift_channel
 
 __all__ = [
     "DEFAULT_OFFSETS",
@@ -29,19 +29,6 @@ __all__ = [
 ]
 
 DEFAULT_OFFSETS = ((-1, 0, 0), (0, -1, 0), (0, 0, -1))
-
-
-def flat_steps(shape: tuple[int, ...], offsets) -> np.ndarray:
-    """Per offset, the step of the flat (C-order) voxel index from ``u`` to ``u + offset``, int64."""
-    strides = np.cumprod((1,) + tuple(shape)[:0:-1])[::-1]
-    return np.asarray(offsets, dtype=np.int64) @ strides.astype(np.int64)
-
-
-def _as_3d(affs: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """A 2D problem as one z-section: ``(C, 1, y, x)`` affinities and offsets with a zero z."""
-    if affs.ndim == 4:
-        return affs, offsets
-    return affs[:, None], np.concatenate([np.zeros((len(offsets), 1), np.int64), offsets], axis=1)
 
 
 def affinities_from_labels(labels: ArrayLike, offsets: ArrayLike | None = None,
@@ -78,7 +65,7 @@ def affinities_from_labels(labels: ArrayLike, offsets: ArrayLike | None = None,
     affs = np.zeros((len(offsets),) + labels.shape, dtype=np.float32)
     affs_mask = np.zeros_like(affs)
     for c, offset in enumerate(offsets):
-        src, dst = _edge_slices(offset, labels.shape)
+        src, dst = edge_slices(offset, labels.shape)
         a, b = labels[src], labels[dst]
         affs[c][src] = (a == b) & (a != 0)
         affs_mask[c][src] = 1 if mask is None else mask[src] & mask[dst]
@@ -96,7 +83,8 @@ def nearest_neighbour_affinities(affs: ArrayLike, offsets: ArrayLike | None = No
     affs : (C, z, y, x) or (C, y, x) float32
         Affinities in [0, 1]; float64 and float16 are cast to float32, uint8 is divided by 255.
     offsets : (C, ndim) array_like of int, optional
-        The offsets of ``affs``; default the nearest neighbours ``-e_d``.
+        The offsets of ``affs``, with ``-e_d`` or ``+e_d`` among them for every axis; default
+        the nearest neighbours ``-e_d``.
 
     Returns
     -------
@@ -110,38 +98,7 @@ def nearest_neighbour_affinities(affs: ArrayLike, offsets: ArrayLike | None = No
         If ``affs`` or ``offsets`` are invalid, or an axis has neither a ``-e_d`` nor a ``+e_d``
         channel.
     """
-    return _nearest_neighbour(*as_affinities(affs, offsets))
-
-
-def _nearest_neighbour(affs: np.ndarray, offsets: np.ndarray) -> np.ndarray:
-    """:func:`nearest_neighbour_affinities` of affinities already validated by ``as_affinities``."""
-    ndim = affs.ndim - 1
-    if affs.shape[0] >= ndim and np.array_equal(offsets[:ndim], -np.eye(ndim, dtype=np.int64)):
-        return affs[:ndim]  # already in this layout: a view, no copy
-    out = np.empty((ndim,) + affs.shape[1:], dtype=np.float32)
-    for d in range(ndim):
-        unit = np.zeros(ndim, dtype=np.int64)
-        unit[d] = -1
-        match = np.flatnonzero((offsets == unit).all(axis=1))
-        if match.size:
-            out[d] = affs[match[0]]
-            continue
-        match = np.flatnonzero((offsets == -unit).all(axis=1))
-        if not match.size:
-            raise InputError(
-                f"the offsets {offsets.tolist()} have no nearest-neighbour channel along axis {d} "
-                f"({unit.tolist()} or {(-unit).tolist()})"
-            )
-        out[d] = _shift(affs[match[0]], -unit)
-    return out
-
-
-def _shift(channel: np.ndarray, offset: np.ndarray) -> np.ndarray:
-    """``out[u + offset] = channel[u]``, 0 where nothing lands."""
-    out = np.zeros_like(channel)
-    src, dst = _edge_slices(offset, channel.shape)
-    out[dst] = channel[src]
-    return out
+    return nearest_neighbour_channels(*as_affinities(affs, offsets))
 
 
 def invert_offsets(affs: ArrayLike, offsets: ArrayLike | None) -> tuple[np.ndarray, np.ndarray]:
@@ -155,7 +112,7 @@ def invert_offsets(affs: ArrayLike, offsets: ArrayLike | None) -> tuple[np.ndarr
     affs : (C, z, y, x) or (C, y, x) float32
         Affinities in [0, 1]; float64 and float16 are cast to float32, uint8 is divided by 255.
     offsets : (C, ndim) array_like of int or None
-        The offsets of ``affs``; None means the nearest neighbours ``-e_d``.
+        The offsets of ``affs`` (to be negated); None means the nearest neighbours ``-e_d``.
 
     Returns
     -------
@@ -170,7 +127,7 @@ def invert_offsets(affs: ArrayLike, offsets: ArrayLike | None) -> tuple[np.ndarr
         If ``affs`` or ``offsets`` are invalid.
     """
     affs, offsets = as_affinities(affs, offsets)
-    out = np.stack([_shift(affs[c], offsets[c]) for c in range(len(offsets))])
+    out = np.stack([shift_channel(affs[c], offsets[c]) for c in range(len(offsets))])
     return out, -offsets
 
 
@@ -354,21 +311,23 @@ def to_boundaries(affs: ArrayLike) -> np.ndarray:
 
 
 def from_boundaries(boundaries: ArrayLike) -> np.ndarray:
-    """Affinities from boundary maps, any layout: ``1 - boundaries`` as float32.
+    """Affinities from boundary maps, any layout: ``1 - boundaries`` as float32, the inverse of
+    :func:`to_boundaries` (and the same operation).
 
     Parameters
     ----------
     boundaries : array_like of float32, any shape
-        Boundary maps in [0, 1]; float64 and float16 are cast to float32, uint8 is divided by 255.
+        Boundary maps in [0, 1] (1 = boundary), converted as :func:`to_boundaries` converts
+        affinities.
 
     Returns
     -------
     affs : float32, shape of ``boundaries``
-        ``1 - boundaries``.
+        The affinities.
 
     Raises
     ------
     InputError
-        If ``boundaries`` is empty, not numeric as above, or has values outside [0, 1] (or NaN).
+        As :func:`to_boundaries` does, for ``boundaries``.
     """
     return np.float32(1) - as_unit_float32(boundaries, name="boundaries")

@@ -15,7 +15,7 @@ from ._shared import FRAGMENT_OPTIONS, MERGE_FUNCTION, fragments_of
 
 def run(affs, offsets, *, thresholds, mask, voxel_size, fragments, **options) -> Segmentation:
     from ..graph.mala.agglomeration import agglomerate
-    from ..graph.mala.fragments import _boundary_map, distance_seeds
+    from ..graph.mala.fragments import boundary_map, distance_seeds
     from ..graph.random_walker.solver import MIN_AFFINITY_WEIGHT, random_walker
 
     # an affinity of exactly 0 would cut the voxel off the walk (label 0): let it through, barely
@@ -29,7 +29,7 @@ def run(affs, offsets, *, thresholds, mask, voxel_size, fragments, **options) ->
                             [random_walker(weights, seeds, offsets, mask=mask)])
     fragments = fragments_of(affs, offsets, options, mask=mask, voxel_size=voxel_size, fragments=fragments)
     result = agglomerate(affs, fragments, offsets, thresholds=thresholds, merge_function=options["merge_function"])
-    interior = _boundary_map(affs, offsets, in_plane=options["in_plane"]) > 0.5
+    interior = boundary_map(affs, offsets, in_plane=options["in_plane"]) > 0.5
     segs = []
     for i in range(len(result.thresholds)):
         seeds = np.where(interior, result.segmentation(i), np.uint64(0))

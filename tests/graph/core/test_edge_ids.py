@@ -5,8 +5,7 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from affseg.conventions import _edge_slices
-from affseg.graph.core.edges import edge_bounds, split_edge_id
+from affseg.graph.core.edges import edge_bounds, edge_slices, split_edge_id
 
 
 @given(st.integers(1, 2**31), st.data())
@@ -27,9 +26,9 @@ def test_split_edge_id_corrects_a_quotient_rounded_down():
 
 
 @given(st.tuples(*[st.integers(1, 7)] * 3), st.tuples(*[st.integers(-9, 9)] * 3))
-def test_edge_bounds_are_the_edge_slices(shape, offset):
+def test_edge_bounds_are_theedge_slices(shape, offset):
     z0, z1, y0, y1, x0, x1 = edge_bounds(*shape, *offset)
-    src, _ = _edge_slices(np.array(offset), shape)
+    src, _ = edge_slices(np.array(offset), shape)
     expected = [(s.start or 0, s.stop if s.stop is not None else n) for s, n in zip(src, shape)]
     got = [(z0, z1), (y0, y1), (x0, x1)]
     for (lo, hi), (e_lo, e_hi), n in zip(got, expected, shape):

@@ -14,7 +14,7 @@ from affseg import (
     mutex_watershed,
     mutex_watershed_graph,
 )
-from affseg.conventions import _edge_slices
+from affseg.graph.core.edges import edge_slices
 from affseg.graph.signed import _gasp_kernels
 from affseg.graph.signed.gasp import LINKAGES, signed_region_graph
 
@@ -151,7 +151,7 @@ def numpy_signed_region_graph(affs, offsets, fragments, bias):
     nodes[fragments == 0] = -1
     n, keys, ws, local = len(ids), [], [], []
     for c, o in enumerate(np.asarray(offsets)):
-        src, dst = _edge_slices(o, fragments.shape)
+        src, dst = edge_slices(o, fragments.shape)
         a, b = nodes[src], nodes[dst]
         ok = (a != b) & (a >= 0) & (b >= 0)
         keys.append(np.minimum(a, b)[ok] * n + np.maximum(a, b)[ok])

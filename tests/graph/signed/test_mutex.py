@@ -8,8 +8,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from affseg import mutex_watershed, mutex_watershed_graph
-from affseg.conventions import _edge_slices, flat_steps
 from affseg.errors import InputError
+from affseg.graph.core.edges import edge_slices, flat_steps
 from affseg.graph.signed.mutex import signed_weights
 
 OFFSETS_2D = [[-1, 0], [0, -1], [-3, 0], [0, -3], [-2, 2]]
@@ -26,7 +26,7 @@ def mwatershed_partition(weights: np.ndarray, offsets, strides=None, seeds=None)
     has_attractive = np.zeros(out.shape, bool)
     for c, o in enumerate(offsets):
         step = strides[c] if strides is not None else [1] * len(o)
-        src, dst = _edge_slices(np.array(o), out.shape)
+        src, dst = edge_slices(np.array(o), out.shape)
         src = tuple(slice(s.start, s.stop, k) for s, k in zip(src, step))
         dst = tuple(slice(s.start, s.stop, k) for s, k in zip(dst, step))
         positive = weights[c][src] > 0
@@ -94,7 +94,7 @@ def grid_as_graph(affs: np.ndarray, offsets, bias: float):
     index = np.arange(int(np.prod(shape))).reshape(shape)
     uv, w = [], []
     for c, o in enumerate(offsets):
-        src, dst = _edge_slices(np.array(o), shape)
+        src, dst = edge_slices(np.array(o), shape)
         uv.append(np.stack([index[src].ravel(), index[dst].ravel()], axis=1))
         w.append(affs[c][src].astype(np.float64).ravel() - bias)
     return np.concatenate(uv), np.concatenate(w)
@@ -185,7 +185,7 @@ def attractive_components(labels, affs, offsets, bias):
 
     inside = np.stack([np.zeros(labels.shape, bool)] * len(offsets))
     for c, o in enumerate(np.asarray(offsets)):
-        src, dst = _edge_slices(o, labels.shape)
+        src, dst = edge_slices(o, labels.shape)
         inside[c][src] = (labels[src] == labels[dst]) & (affs[c][src] > bias)
     return connected_components(inside.astype(np.float32), offsets, threshold=0.5)
 

@@ -3,12 +3,17 @@ or walk grid edges, and their numpy forms (slices, edge lists) for the code arou
 
 Edge ``e = c * n + u`` of a volume with ``n`` voxels is channel ``c``'s edge at voxel ``u``
 (its index in the raveled ``(C, *spatial)`` affinities); it joins ``u`` and ``u + deltas[c]``
-(``deltas`` from :func:`affseg.conventions.flat_steps`).
+(``deltas`` from :func:`flat_steps`).
+
+The numpy helpers take input validated already (``as_affinities``, ``as_offsets``); they are
+shared by the kernel families and :mod:`affseg.conventions` and are not part of the public API.
 """
 from __future__ import annotations
 
 import numpy as np
 from numba import njit
+
+from ...errors import InputError
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -67,3 +72,49 @@ def edge_list(shape: tuple[int, ...], offsets: np.ndarray):
         vs.append(v)
         es.append(u + c * n)
     return np.concatenate(us), np.concatenate(vs), np.concatenate(es)
+
+
+def flat_steps(shape: tuple[int, ...], offsets) -> np.ndarray:
+    """Per offset, the step of the flat (C-order) voxel index from ``u`` to ``u + offset``, int64."""
+    strides = np.cumprod((1,) + tuple(shape)[:0:-1])[::-1]
+    return np.asarray(offsets, dtype=np.int64) @ strides.astype(np.int64)
+
+
+def as_3d(affs: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A 2D problem as one z-section: ``(C, 1, y, x)`` affinities and offsets with a zero z."""
+    if affs.ndim == 4:
+        return affs, offsets
+    return affs[:, None], np.concatenate([np.zeros((len(offsets), 1), np.int64), offsets], axis=1)
+
+
+def shift_channel(channel: np.ndarray, offset: np.ndarray) -> np.ndarray:
+    """``out[u + offset] = channel[u]``, 0 where nothing lands."""
+    out = np.zeros_like(channel)
+    src, dst = edge_slices(offset, channel.shape)
+    out[dst] = channel[src]
+    return out
+
+
+def nearest_neighbour_channels(affs: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """:func:`affseg.conventions.nearest_neighbour_affinities` of validated affinities (float32,
+    ``(C, *spatial)``) and offsets: channel ``d`` links ``u`` and ``u - e_d``; a view of ``affs``
+    when its first channels already are ``-e_d`` in axis order."""
+    ndim = affs.ndim - 1
+    if affs.shape[0] >= ndim and np.array_equal(offsets[:ndim], -np.eye(ndim, dtype=np.int64)):
+        return affs[:ndim]  # already in this layout: a view, no copy
+    out = np.empty((ndim,) + affs.shape[1:], dtype=np.float32)
+    for d in range(ndim):
+        unit = np.zeros(ndim, dtype=np.int64)
+        unit[d] = -1
+        match = np.flatnonzero((offsets == unit).all(axis=1))
+        if match.size:
+            out[d] = affs[match[0]]
+            continue
+        match = np.flatnonzero((offsets == -unit).all(axis=1))
+        if not match.size:
+            raise InputError(
+                f"the offsets {offsets.tolist()} have no nearest-neighbour channel along axis {d} "
+                f"({unit.tolist()} or {(-unit).tolist()})"
+            )
+        out[d] = shift_channel(affs[match[0]], -unit)
+    return out

@@ -13,7 +13,7 @@ from ..._checks import as_affinities, as_labels, as_thresholds
 from ...errors import InputError
 from ..core.relabel import relabel
 from . import _kernels as K
-from .rag import _fragment_graph
+from .rag import fragment_graph
 from .statistics import HISTOGRAM_BINS, EdgeStatistics
 
 __all__ = ["Agglomeration", "agglomerate", "agglomerate_graph", "parse_merge_function", "relabel",
@@ -287,7 +287,7 @@ def agglomerate(
     affs, offsets = as_affinities(affs, offsets)
     frags = as_labels(fragments, name="fragments", shape=affs.shape[1:])
     options = _agglomeration_options(thresholds, merge_function, discretize_queue, progress)
-    rag = _fragment_graph(affs, offsets, frags)
+    rag = fragment_graph(affs, offsets, frags)
 
     def init(kind, init_with_max, bins, cnt, val, hist, hist_sum):
         K.init_statistics(kind, rag.contact_ptr, rag.contact_aff, init_with_max, bins, cnt, val, hist, hist_sum)

@@ -7,13 +7,13 @@ from numpy.typing import ArrayLike
 
 from ..._checks import as_affinities, as_int, as_mask, as_number, as_spacing, check_id_range
 from ..._deprecation import renamed_keywords
-from ...conventions import _nearest_neighbour
 from ...errors import InputError
+from ..core.edges import nearest_neighbour_channels
 from ..core.relabel import relabel, relabel_consecutive
 from ..core.unionfind import find, union
 from .distance import distance_transform
 from .filters import maximum_filter
-from .rag import _fragment_graph
+from .rag import fragment_graph
 from .watershed import flood_levels
 
 __all__ = ["boundary_map", "distance_seeds", "extract_fragments"]
@@ -27,8 +27,8 @@ def boundary_map(affs: ArrayLike, offsets: ArrayLike | None = None, *, in_plane:
     Parameters
     ----------
     affs : (C, z, y, x) or (C, y, x) float32
-        Affinities in [0, 1]; float64 and float16 are cast to float32, uint8 is divided by 255.
-        The nearest-neighbour channels (``-e_d`` or ``+e_d``) are used.
+        Affinities in [0, 1], converted as for :func:`extract_fragments`; only the
+        nearest-neighbour channels (``-e_d`` or ``+e_d``) are read.
     offsets : (C, ndim) array_like of int, optional
         The offsets of ``affs``; default the nearest neighbours ``-e_d``.
     in_plane : bool
@@ -48,7 +48,7 @@ def boundary_map(affs: ArrayLike, offsets: ArrayLike | None = None, *, in_plane:
 
 
 def _boundary_map(affs: np.ndarray, offsets: np.ndarray, *, in_plane: bool) -> np.ndarray:
-    nn = _nearest_neighbour(affs, offsets)
+    nn = nearest_neighbour_channels(affs, offsets)
     channels = nn[1:] if in_plane and nn.shape[0] == 3 else nn
     out = channels[0].copy()
     for c in channels[1:]:
@@ -228,20 +228,19 @@ def distance_seeds(affs: ArrayLike, offsets: ArrayLike | None = None, *, thresho
     Parameters
     ----------
     affs : (C, z, y, x) or (C, y, x) float32
-        Affinities in [0, 1]; float64 and float16 are cast to float32, uint8 is divided by 255.
-        The nearest-neighbour channels (``-e_d`` or ``+e_d``) are used.
+        As for :func:`extract_fragments`.
     offsets : (C, ndim) array_like of int, optional
-        The offsets of ``affs``; default the nearest neighbours ``-e_d``.
+        As for :func:`extract_fragments`.
     threshold : float
-        Boundary-map threshold between boundary and interior, in [0, 1).
+        As for :func:`extract_fragments` (interior: boundary map above it).
     min_seed_distance : int
-        Size of the maximum filter for seeds (voxels, >= 1).
+        As for :func:`extract_fragments` (the maximum filter's size).
     in_plane : bool
         Seeds per z-section (2D distance and plateaus); ``fragments_in_xy=`` is a deprecated alias.
     mask : bool array, spatial shape, optional
         Voxels outside (zero) are boundary: no seed lies there.
     voxel_size : sequence of float, optional
-        Voxel size for the distance transform (zyx or yx); ``sampling=`` is a deprecated alias.
+        As for :func:`extract_fragments`; ``sampling=`` is a deprecated alias.
 
     Returns
     -------
@@ -348,15 +347,19 @@ def extract_fragments(
     _label_unreached(seeds, lift(full), in_plane or len(shape) == 2, int(seeds.max()) + 1)
     fragments = seeds if len(shape) == 3 else seeds[0]
     if min_size > 1:
-        fragments = _apply_min_size(affs, offsets, fragments, min_size)
+        fragments = merge_small_segments(affs, offsets, fragments, min_size)
     fragments, _ = relabel_consecutive(fragments, start=id_offset + 1)
     return fragments
 
 
-def _apply_min_size(affs, offsets, fragments, min_size, frozen_ids=None):
+def merge_small_segments(affs: np.ndarray, offsets: np.ndarray, fragments: np.ndarray, min_size: int,
+                         frozen_ids: np.ndarray | None = None) -> np.ndarray:
     """Merge segments under ``min_size`` voxels (see ``_merge_small``); ids in ``frozen_ids``
-    are never merged away. A segment that absorbs others keeps its id."""
-    rag = _fragment_graph(affs, offsets, fragments)
+    are never merged away. A segment that absorbs others keeps its id.
+
+    Package-internal (not in ``__all__``; used by :func:`extract_fragments` and the Mutex
+    Watershed's ``min_size``): the inputs must be validated already."""
+    rag = fragment_graph(affs, offsets, fragments)
     counts = np.diff(rag.contact_ptr)
     sums = np.add.reduceat(rag.contact_aff, rag.contact_ptr[:-1]) if rag.num_edges else np.zeros(0)
     mean = (sums / np.maximum(counts, 1)).astype(np.float32)

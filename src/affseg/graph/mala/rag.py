@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
+from ..core.edges import nearest_neighbour_channels
 from ..core.relabel import compact_fragments
 
 __all__ = ["RegionGraph"]
@@ -138,18 +139,18 @@ def _group_edges(starts, other, value, n_nodes):
     return eu[:n_edges].copy(), ev[:n_edges].copy(), ptr[: n_edges + 1].copy(), contact_aff
 
 
-def _fragment_graph(affs: np.ndarray, offsets: np.ndarray, fragments: np.ndarray, owned=None) -> RegionGraph:
+def fragment_graph(affs: np.ndarray, offsets: np.ndarray, fragments: np.ndarray, owned=None) -> RegionGraph:
     """Region graph of 2D or 3D ``fragments`` over the nearest-neighbour channels of ``affs``.
 
-    Private: ``affs``, ``offsets`` and ``fragments`` must be validated already (``as_affinities``,
-    ``as_labels``); the public entry is :func:`affseg.graph.mala.statistics.edge_statistics`. A 2D
+    Package-internal (not in ``__all__``), shared by the statistics, the agglomeration and the
+    fragments: ``affs``, ``offsets`` and ``fragments`` must be validated already
+    (``as_affinities``, ``as_labels``); the public entry is
+    :func:`affseg.graph.mala.statistics.edge_statistics`. A 2D
     problem becomes one section with an unused z channel. ``owned`` (slices, default all) keeps
     the contacts whose upper voxel (the one carrying the affinity) lies in it, and counts node
     sizes there only: blocks that own disjoint regions own disjoint contacts.
     """
-    from ...conventions import _nearest_neighbour
-
-    nn = _nearest_neighbour(affs, offsets)
+    nn = nearest_neighbour_channels(affs, offsets)
     bounds = [] if owned is None else [b for s in owned for b in (s.start, s.stop)]
     if nn.shape[0] == 2:
         nn = np.concatenate([np.zeros((1,) + nn.shape[1:], np.float32), nn])[:, None]

@@ -20,7 +20,7 @@ from numpy.typing import ArrayLike
 from ..._checks import as_affinities, as_labels
 from ...errors import InputError
 from ._kernels import discretize
-from .rag import RegionGraph, _fragment_graph
+from .rag import RegionGraph, fragment_graph
 
 __all__ = ["HISTOGRAM_BINS", "EdgeStatistics", "edge_statistics", "merge_edge_statistics"]
 
@@ -137,7 +137,7 @@ def edge_statistics(affs: ArrayLike, fragments: ArrayLike, offsets: ArrayLike | 
     """
     affs, offsets = as_affinities(affs, offsets)
     fragments = as_labels(fragments, name="fragments", shape=affs.shape[1:])
-    rag = _fragment_graph(affs, offsets, fragments, _as_region(owned, fragments.shape))
+    rag = fragment_graph(affs, offsets, fragments, _as_region(owned, fragments.shape))
     stats = _from_region_graph(rag, histogram=histogram, keep_contacts=keep_contacts)
     if owned is None:
         return stats

@@ -6,8 +6,7 @@ from numba import njit
 from numpy.typing import ArrayLike
 
 from ..._checks import as_affinities, as_mask, as_number
-from ...conventions import _as_3d
-from ..core.edges import edge_bounds
+from ..core.edges import as_3d, edge_bounds
 from ..core.unionfind import find, union
 
 __all__ = ["connected_components"]
@@ -78,7 +77,7 @@ def connected_components(affs: ArrayLike, offsets: ArrayLike | None = None, *, t
     mask = as_mask(mask, shape)
     if mask is None:
         mask = np.ones(shape, dtype=bool)
-    affs, offsets = _as_3d(affs, offsets)
+    affs, offsets = as_3d(affs, offsets)
     parent = np.arange(mask.size, dtype=np.int64)
     flat_mask = mask.reshape(-1)
     _join_edges(affs, np.ascontiguousarray(offsets), np.float32(threshold), flat_mask, parent)

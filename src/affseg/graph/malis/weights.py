@@ -17,9 +17,9 @@ from numba import njit
 from numpy.typing import ArrayLike
 
 from ..._checks import as_affinities, as_array, as_flag, as_labels, as_mask
-from ...conventions import affinities_from_labels, flat_steps
+from ...conventions import affinities_from_labels
 from ...errors import InputError
-from ..core.edges import edge_bounds, edge_ends
+from ..core.edges import edge_bounds, edge_ends, flat_steps
 from ..core.hashtable import hash_get, hash_put
 from ..core.prefetch import prefetch
 from ..core.unionfind import find
@@ -335,14 +335,9 @@ def constrained_malis_weights(affs: ArrayLike, labels: ArrayLike, offsets: Array
 
     Parameters
     ----------
-    affs : (C, z, y, x) or (C, y, x) float32
-        As for :func:`malis_pair_counts`.
-    labels : (z, y, x) or (y, x) array of int
-        As for :func:`malis_pair_counts`.
-    offsets : (C, ndim) array_like of int, optional
-        As for :func:`malis_pair_counts`.
-    mask : bool array of the shape of ``labels`` or of ``affs``, optional
-        As for :func:`malis_pair_counts`.
+    affs, labels, offsets, mask : arrays (``offsets`` and ``mask`` optional)
+        Predicted affinities, ground truth, their offsets and where the ground truth is known,
+        as for :func:`malis_pair_counts`.
     normalize : bool
         Divide each pass by its number of pairs, so both passes weigh the same (as in Funke's
         implementation); else return raw pair counts.
@@ -398,14 +393,9 @@ def malis_weights(affs: ArrayLike, labels: ArrayLike, offsets: ArrayLike | None 
 
     Parameters
     ----------
-    affs : (C, z, y, x) or (C, y, x) float32
-        As for :func:`malis_pair_counts`.
-    labels : (z, y, x) or (y, x) array of int
-        As for :func:`malis_pair_counts`.
-    offsets : (C, ndim) array_like of int, optional
-        As for :func:`malis_pair_counts`.
-    mask : bool array of the shape of ``labels`` or of ``affs``, optional
-        As for :func:`malis_pair_counts`.
+    affs, labels, offsets, mask : arrays (``offsets`` and ``mask`` optional)
+        Predicted affinities, ground truth, their offsets and where the ground truth is known,
+        as for :func:`malis_pair_counts`.
     constrained : bool
         Constrained MALIS (:func:`constrained_malis_weights`); else unconstrained.
     normalize : bool

@@ -5,13 +5,12 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from ..._checks import as_affinities, as_array, as_flag, as_labels, as_mask, describe
-from ...conventions import _as_3d
 from ...errors import InputError
-from ..core.edges import edge_slices
+from ..core.edges import as_3d, edge_slices
 from ..core.relabel import compact_fragments, relabel, relabel_consecutive
 from . import _gasp_kernels as k
 from ._mutex_kernels import labels_from_roots
-from .mutex import _as_edges, _as_num_nodes, channel_biases, is_long_range
+from .inputs import as_edges, as_num_nodes, channel_biases, is_long_range
 
 __all__ = ["LINKAGES", "gasp", "gasp_graph", "signed_region_graph"]
 
@@ -70,9 +69,9 @@ def gasp_graph(
         ``edge_sizes`` are not positive finite numbers or ``mergeable`` not booleans (one per
         edge), or ``linkage`` or ``cannot_link`` are invalid.
     """
-    num_nodes = _as_num_nodes(num_nodes)
+    num_nodes = as_num_nodes(num_nodes)
     code = _linkage_code(linkage)
-    uv, w = _as_edges(num_nodes, uv_ids, weights, name="uv_ids")
+    uv, w = as_edges(num_nodes, uv_ids, weights, name="uv_ids")
     sizes = _as_per_edge(edge_sizes, len(w), "edge_sizes", 1.0)
     if (sizes <= 0).any():
         raise InputError(f"edge_sizes must be positive, found {sizes.min()}")
@@ -245,7 +244,7 @@ def _signed_region_graph(affs, offsets, fragments, biases):
     ids = ids[1:]
     n = len(ids)
     nodes3 = index.reshape((1,) * (3 - index.ndim) + index.shape)
-    affs3, offsets3 = _as_3d(affs, offsets)
+    affs3, offsets3 = as_3d(affs, offsets)
     keys, totals, counts, local = k.pair_sums(nodes3, affs3, offsets3, np.asarray(biases, np.float64),
                                               ~is_long_range(offsets), n)
     order = np.argsort(keys)  # by (smaller node, larger node)

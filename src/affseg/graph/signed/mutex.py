@@ -18,74 +18,15 @@ from ..._checks import (
     as_int,
     as_labels,
     as_mask,
-    as_number,
     check_id_range,
     describe,
 )
-from ...conventions import _as_3d, flat_steps
 from ...errors import InputError
+from ..core.edges import as_3d, flat_steps
 from . import _mutex_kernels as k
+from .inputs import as_edges, as_num_nodes, channel_biases, is_long_range
 
 __all__ = ["channel_biases", "mutex_watershed", "mutex_watershed_graph", "signed_weights"]
-
-
-def is_long_range(offsets: np.ndarray) -> np.ndarray:
-    """Per channel: whether the offset is not a nearest-neighbour unit vector."""
-    return np.abs(offsets).sum(axis=1) > 1
-
-
-def channel_biases(offsets: np.ndarray, bias: ArrayLike = 0.5, long_range_bias: float | None = None) -> np.ndarray:
-    """One bias per channel, float64, each in (0, 1).
-
-    ``bias`` is a scalar or one value per channel. With ``long_range_bias`` (a scalar), channels
-    whose offset is not a nearest-neighbour unit vector take it and ``bias`` applies to the
-    nearest-neighbour channels only.
-
-    Parameters
-    ----------
-    offsets : (C, ndim) int64
-        Validated offsets (as ``as_offsets`` gives them).
-    bias : float or (C,) array_like of float
-        Bias of every channel, or one per channel; each in (0, 1).
-    long_range_bias : float, optional
-        Bias of the long-range channels, in (0, 1).
-
-    Returns
-    -------
-    biases : (C,) float64
-        The bias of each channel.
-
-    Raises
-    ------
-    InputError
-        If ``bias`` is not a real number or ``C`` of them, or a bias lies outside (0, 1) or is NaN.
-    """
-    n = len(offsets)
-    try:
-        raw = np.asarray(bias)
-    except ValueError:  # ragged nesting
-        raw = np.asarray(None)
-    if raw.dtype.kind not in "iuf":  # strings, bools, complex, None, objects
-        raise InputError(f"bias must be a number or {n} numbers (one per channel), got {describe(bias)}")
-    values = raw.astype(np.float64)
-    if values.ndim == 0:
-        values = np.full(n, float(values))
-    elif values.shape != (n,):
-        raise InputError(f"bias must be a scalar or {n} values (one per channel), got shape {values.shape}")
-    _check_biases(values)  # also those that long_range_bias replaces: a NaN is a mistake anywhere
-    if long_range_bias is not None:
-        long_range_bias = as_number(long_range_bias, name="long_range_bias")
-        if not 0 < long_range_bias < 1:
-            raise InputError(f"biases must lie in (0, 1), got long_range_bias={long_range_bias}")
-        values[is_long_range(offsets)] = long_range_bias
-    return values
-
-
-def _check_biases(values: np.ndarray) -> None:
-    bad = ~((values > 0) & (values < 1))
-    if bad.any():
-        raise InputError(f"biases must lie in (0, 1), got {values[bad].tolist()} for channels "
-                         f"{np.flatnonzero(bad).tolist()}")
 
 
 def signed_weights(affs: ArrayLike, offsets: ArrayLike | None = None, *, bias: ArrayLike = 0.5,
@@ -95,7 +36,8 @@ def signed_weights(affs: ArrayLike, offsets: ArrayLike | None = None, *, bias: A
     Parameters
     ----------
     affs : (C, z, y, x) or (C, y, x) float32
-        Affinities in [0, 1]; float64 and float16 are cast to float32, uint8 is divided by 255.
+        Affinities in [0, 1], converted as for :func:`mutex_watershed` (float64 and float16 cast
+        to float32, uint8 divided by 255).
     offsets : (C, ndim) array_like of int, optional
         The offsets of ``affs``; default the nearest neighbours ``-e_d``.
     bias : float or (C,) array_like of float
@@ -228,7 +170,7 @@ def mutex_watershed(
         grid_strides = channel_strides
     if ndim == 2:  # strides of the added z axis: 1
         grid_strides = np.concatenate([np.ones((len(offsets), 1), np.int64), grid_strides], axis=1)
-    affs3, offsets3 = _as_3d(affs, offsets)
+    affs3, offsets3 = as_3d(affs, offsets)
     labels = _grid_mutex_watershed(affs3, offsets3, biases, grid_strides, keep_prob, rng_seed,
                                    mask, seeds).reshape(shape)
     if min_size > 1:
@@ -280,11 +222,11 @@ def _grid_mutex_watershed(affs, offsets, biases, strides, keep_prob, rng_seed, m
 def _clean_small(affs, offsets, labels, min_size, seeds):
     """Merge segments under ``min_size`` voxels; seeded ones are never merged away."""
     from ..core.relabel import relabel
-    from ..mala.fragments import _apply_min_size
+    from ..mala.fragments import merge_small_segments
 
     top_seed = int(seeds.max()) if seeds is not None else 0
     frozen = np.unique(seeds[seeds != 0]) if top_seed else None  # the seed ids, not 1..max (ids up to 2**64 - 1)
-    merged = _apply_min_size(affs, offsets, labels, min_size, frozen_ids=frozen)
+    merged = merge_small_segments(affs, offsets, labels, min_size, frozen_ids=frozen)
     ids = np.unique(merged)
     unseeded = ids[ids > np.uint64(top_seed)]
     if unseeded.size == 0:
@@ -330,12 +272,12 @@ def mutex_watershed_graph(
         ``[0, num_nodes)``, is a self-loop or is listed twice, a weight is not finite (or, with
         ``mutex_uv_ids``, negative), or only one of ``mutex_uv_ids`` and ``mutex_weights`` is given.
     """
-    num_nodes = _as_num_nodes(num_nodes)
-    uv, w = _as_edges(num_nodes, uv_ids, weights, name="uv_ids")
+    num_nodes = as_num_nodes(num_nodes)
+    uv, w = as_edges(num_nodes, uv_ids, weights, name="uv_ids")
     if (mutex_uv_ids is None) != (mutex_weights is None):
         raise InputError("mutex_uv_ids and mutex_weights go together: give both or neither")
     if mutex_uv_ids is not None:
-        muv, mw = _as_edges(num_nodes, mutex_uv_ids, mutex_weights, name="mutex_uv_ids")
+        muv, mw = as_edges(num_nodes, mutex_uv_ids, mutex_weights, name="mutex_uv_ids")
         for name, values in (("weights", w), ("mutex_weights", mw)):
             if (values < 0).any():
                 raise InputError(f"{name} are strengths here and must be >= 0, found {values.min()}")
@@ -351,54 +293,3 @@ def mutex_watershed_graph(
     edges = (np.ascontiguousarray(uv[order, 0]), np.ascontiguousarray(uv[order, 1]), attractive[order], num_nodes)
     k.run(k.process_sorted, edges, node, seed, False, *store)
     return k.labels_from_roots(node[:, k.PARENT], seed, False, np.ones(1, bool), False, np.uint64(1))
-
-
-# Graphs share the grid's limit of 2**31 - 1 nodes (voxels): node ids then fit the kernels'
-# 32-bit state (and each node costs about 40 bytes in the Mutex Watershed's and GASP's
-# kernels, so more nodes would not fit in memory anyway).
-MAX_NODES = 2**31 - 1
-
-
-def _as_num_nodes(num_nodes) -> int:
-    if isinstance(num_nodes, (bool, np.bool_)) or not isinstance(num_nodes, (int, np.integer)) or num_nodes < 1:
-        raise InputError(f"num_nodes must be a positive integer, got {describe(num_nodes)}")
-    if num_nodes > MAX_NODES:
-        raise InputError(f"num_nodes must be at most 2**31 - 1 = {MAX_NODES} (the node limit of the graph "
-                         f"kernels, as for grids; their state takes tens of bytes per node), got {int(num_nodes)}")
-    return int(num_nodes)
-
-
-
-
-def _as_edges(num_nodes: int, uv_ids, weights, *, name: str) -> tuple[np.ndarray, np.ndarray]:
-    """Edges as (E, 2) int64 and weights as (E,) float64, checked before any work."""
-    uv = as_array(uv_ids, name=name)
-    if uv.ndim != 2 or uv.shape[1] != 2:
-        raise InputError(f"{name} must have the shape (E, 2), got {uv.shape}")
-    if uv.size and uv.dtype.kind not in "iu":
-        raise InputError(f"{name} must be integers, got dtype {uv.dtype}")
-    if uv.size and uv.dtype.kind == "u" and uv.max() > np.iinfo(np.int64).max:
-        raise InputError(f"{name} has node id {uv.max()} outside [0, {num_nodes})")
-    uv = uv.astype(np.int64)
-    weight_name = "weights" if name == "uv_ids" else "mutex_weights"
-    w = as_array(weights, name=weight_name)
-    if w.dtype.kind not in "biuf":  # complex, strings, objects, None
-        raise InputError(f"{weight_name} must be real numbers, got dtype {w.dtype}")
-    w = w.astype(np.float64)
-    if w.shape != (uv.shape[0],):
-        raise InputError(f"{weight_name} must have the shape ({uv.shape[0]},) to match {name}, got {w.shape}")
-    if not np.isfinite(w).all():
-        raise InputError(f"{weight_name} contain {int((~np.isfinite(w)).sum())} NaN or infinite values")
-    if uv.size:
-        bad = (uv < 0) | (uv >= num_nodes)
-        if bad.any():
-            raise InputError(f"{name} has node id {uv[bad][0]} outside [0, {num_nodes})")
-        loops = np.flatnonzero(uv[:, 0] == uv[:, 1])
-        if loops.size:
-            raise InputError(f"{name} has a self-loop at edge {loops[0]}: {uv[loops[0]].tolist()}")
-        pairs = np.sort(uv, axis=1)
-        uniq, counts = np.unique(pairs, axis=0, return_counts=True)
-        if (counts > 1).any():
-            dup = uniq[np.argmax(counts > 1)]
-            raise InputError(f"{name} lists the edge {dup.tolist()} more than once")
-    return uv, w
