@@ -153,3 +153,35 @@ def test_mwatershed_bias_must_match_the_channels():
 def test_missing_nearest_neighbour_channel_is_named():
     with pytest.raises(ValueError, match="no nearest-neighbour channel along axis 1"):
         nearest_neighbour_affinities(np.zeros((2, 3, 3, 3), np.float32), [[-1, 0, 0], [0, 0, -1]])
+
+
+def test_mask_and_bias_are_keyword_only_with_the_old_positional_use_deprecated():
+    rng = np.random.default_rng(5)
+    labels = rng.integers(0, 3, (3, 4, 5))
+    mask = rng.random((3, 4, 5)) > 0.3
+    expected = affinities_from_labels(labels, None, mask=mask)
+    with pytest.warns(DeprecationWarning, match=r"passing mask to affinities_from_labels\(\) positionally"):
+        old = affinities_from_labels(labels, None, mask)
+    for a, b in zip(old, expected):
+        np.testing.assert_array_equal(a, b)
+    affs = rng.random((3, 4, 5, 6)).astype(np.float32)
+    bias = [0.5, 0.4, 0.3]
+    weights, offsets = to_mwatershed(affs, None, bias=bias)
+    with pytest.warns(DeprecationWarning, match=r"passing bias to to_mwatershed\(\) positionally .* use bias="):
+        old_weights, _ = to_mwatershed(affs, None, bias)
+    np.testing.assert_array_equal(old_weights, weights)
+    back, _ = from_mwatershed(weights, offsets, bias=bias)
+    with pytest.warns(DeprecationWarning, match="from_mwatershed"):
+        old_back, _ = from_mwatershed(weights, offsets, bias)
+    np.testing.assert_array_equal(old_back, back)
+    with pytest.raises(TypeError, match="multiple values for argument 'bias'"):
+        to_mwatershed(affs, None, 0.5, bias=0.5)
+    with pytest.raises(TypeError, match="at most 3 positional"):
+        to_mwatershed(affs, None, 0.5, 0.5)
+
+
+def test_keyword_only_signatures():
+    import inspect
+
+    for function, name in ((affinities_from_labels, "mask"), (to_mwatershed, "bias"), (from_mwatershed, "bias")):
+        assert inspect.signature(function).parameters[name].kind is inspect.Parameter.KEYWORD_ONLY

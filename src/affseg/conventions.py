@@ -10,6 +10,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from ._checks import as_affinities, as_labels, as_mask, as_offsets, as_unit_float32, default_offsets
+from ._deprecation import keyword_only
 from .errors import InputError
 from .graph.core.edges import edge_slices, nearest_neighbour_channels, shift_channel
 
@@ -31,7 +32,8 @@ __all__ = [
 DEFAULT_OFFSETS = ((-1, 0, 0), (0, -1, 0), (0, 0, -1))
 
 
-def affinities_from_labels(labels: ArrayLike, offsets: ArrayLike | None = None,
+@keyword_only(2, "mask")
+def affinities_from_labels(labels: ArrayLike, offsets: ArrayLike | None = None, *,
                            mask: ArrayLike | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Ground-truth affinities of a label volume, and where they are defined.
 
@@ -42,9 +44,9 @@ def affinities_from_labels(labels: ArrayLike, offsets: ArrayLike | None = None,
         and has affinity 0 to every voxel.
     offsets : (C, ndim) array_like of int, optional
         Neighbourhood; defaults to the nearest neighbours ``-e_d``.
-    mask : array_like of bool, shape of ``labels``, optional
+    mask : array_like of bool, shape of ``labels``, optional, keyword-only
         Voxels whose labels are known (non-zero = known); an affinity touching a voxel outside
-        it is masked.
+        it is masked. Passing it positionally (third) is deprecated.
 
     Returns
     -------
@@ -215,7 +217,8 @@ def from_waterz(affs: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     return affs, offsets
 
 
-def to_mwatershed(affs: ArrayLike, offsets: ArrayLike | None = None,
+@keyword_only(2, "bias")
+def to_mwatershed(affs: ArrayLike, offsets: ArrayLike | None = None, *,
                   bias: ArrayLike = 0.5) -> tuple[np.ndarray, list[list[int]]]:
     """mwatershed's input: float64 signed weights ``affinity - bias`` and offsets as lists.
 
@@ -227,8 +230,9 @@ def to_mwatershed(affs: ArrayLike, offsets: ArrayLike | None = None,
         Affinities in [0, 1]; float64 and float16 are cast to float32, uint8 is divided by 255.
     offsets : (C, ndim) array_like of int, optional
         The offsets of ``affs``; default the nearest neighbours ``-e_d``.
-    bias : float or (C,) array_like of float
-        Subtracted from the affinities (per channel if an array).
+    bias : float or (C,) array_like of float, keyword-only
+        Subtracted from the affinities (per channel if an array); passing it positionally (third)
+        is deprecated.
 
     Returns
     -------
@@ -248,7 +252,8 @@ def to_mwatershed(affs: ArrayLike, offsets: ArrayLike | None = None,
     return np.ascontiguousarray(weights), offsets.tolist()
 
 
-def from_mwatershed(weights: ArrayLike, offsets: ArrayLike | None,
+@keyword_only(2, "bias")
+def from_mwatershed(weights: ArrayLike, offsets: ArrayLike | None, *,
                     bias: ArrayLike = 0.5) -> tuple[np.ndarray, np.ndarray]:
     """Inverse of :func:`to_mwatershed`: affinities ``weights + bias``, clipped to [0, 1].
 
@@ -258,8 +263,9 @@ def from_mwatershed(weights: ArrayLike, offsets: ArrayLike | None,
         Signed weights (positive attract, negative repel), read as float64.
     offsets : (C, ndim) array_like of int or None
         The offsets of ``weights``; None means the nearest neighbours ``-e_d``.
-    bias : float or (C,) array_like of float
-        Added to the weights (per channel if an array).
+    bias : float or (C,) array_like of float, keyword-only
+        Added to the weights (per channel if an array); passing it positionally (third) is
+        deprecated.
 
     Returns
     -------

@@ -135,13 +135,55 @@ def test_known_answers():
 def test_signed_region_graph_by_hand():
     affs = np.array([[[0.9, 0.2], [0.9, 0.4]], [[0.0, 0.8], [0.0, 0.6]]], np.float32)  # (2, 2, 2)
     fragments = np.array([[1, 2], [1, 2]], np.uint64)
-    uv, w, sizes, local, ids = signed_region_graph(affs, [[-1, 0], [0, -1]], fragments, bias=0.5)
+    uv, w, sizes, local, ids = signed_region_graph(affs, fragments, [[-1, 0], [0, -1]], bias=0.5)
     np.testing.assert_array_equal(ids, [1, 2])
     np.testing.assert_array_equal(uv, [[0, 1]])
     # the only contacts between 1 and 2 are the x-channel edges at x = 1: 0.8 and 0.6
     np.testing.assert_allclose(w, [0.2])
     np.testing.assert_array_equal(sizes, [2])
     assert local.tolist() == [True]
+
+
+def test_signed_region_graph_offsets_default_to_nearest_neighbours():
+    rng = np.random.default_rng(1)
+    affs = rng.random((3, 4, 5, 6)).astype(np.float32)
+    fragments = rng.integers(0, 5, (4, 5, 6)).astype(np.uint64)
+    default = signed_region_graph(affs, fragments)
+    explicit = signed_region_graph(affs, fragments, [[-1, 0, 0], [0, -1, 0], [0, 0, -1]])
+    for a, b in zip(default, explicit):
+        np.testing.assert_array_equal(a, b)
+    assert len(default[0]) > 0
+
+
+def test_signed_region_graph_old_argument_order_is_deprecated():
+    rng = np.random.default_rng(2)
+    offsets = [[-1, 0], [0, -1], [0, -3]]
+    affs = rng.random((3, 7, 8)).astype(np.float32)
+    fragments = rng.integers(1, 6, (7, 8)).astype(np.uint64)
+    expected = signed_region_graph(affs, fragments, offsets, bias=0.4)
+    with pytest.warns(DeprecationWarning, match=r"signed_region_graph\(affs, offsets, fragments\)"):
+        old = signed_region_graph(affs, offsets, fragments, bias=0.4)
+    with pytest.warns(DeprecationWarning):
+        old_default = signed_region_graph(affs[:2], None, fragments)
+    for a, b, c in zip(old, expected, signed_region_graph(affs, fragments=fragments, offsets=offsets, bias=0.4)):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(c, b)
+    for a, b in zip(old_default, signed_region_graph(affs[:2], fragments)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_grid_gasp_refuses_more_voxels_than_the_node_limit():
+    from affseg.errors import InputError
+    from affseg.graph.signed.inputs import MAX_NODES, check_grid_nodes
+
+    # regression: GASP on voxels made every voxel a node with no check of the kernels' limit;
+    # the check, on shapes alone (no array of that size is made)
+    assert check_grid_nodes((64, 256, 256), method="GASP") == 64 * 256 * 256
+    assert check_grid_nodes((1, 1, MAX_NODES), method="GASP") == MAX_NODES
+    with pytest.raises(InputError, match=r"spatial shape \(1024, 2048, 1024\) has 2147483648 voxels"):
+        check_grid_nodes((1024, 2048, 1024), method="GASP")
+    with pytest.raises(InputError, match="GASP on voxels"):
+        check_grid_nodes((65536, 65536), method="GASP")
 
 
 def numpy_signed_region_graph(affs, offsets, fragments, bias):
@@ -177,7 +219,7 @@ def test_signed_region_graph_equals_numpy_grouping(ndim):
     for axis in range(ndim):
         fragments = np.repeat(fragments, 3, axis=axis)
     fragments = np.ascontiguousarray(fragments[tuple(slice(0, s) for s in shape)])
-    got = signed_region_graph(affs, offsets, fragments, bias=0.4)
+    got = signed_region_graph(affs, fragments, offsets, bias=0.4)
     expected = numpy_signed_region_graph(affs, offsets, fragments, 0.4)
     assert len(got[0]) > 512
     for a, b in zip(got, expected):

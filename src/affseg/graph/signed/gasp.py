@@ -1,6 +1,8 @@
 """GASP: generalized agglomeration of signed graphs (Bailoni et al. 2022), on grids and graphs."""
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 from numpy.typing import ArrayLike
 
@@ -10,7 +12,7 @@ from ..core.edges import as_3d, edge_slices
 from ..core.relabel import compact_fragments, relabel, relabel_consecutive
 from . import _gasp_kernels as k
 from ._mutex_kernels import labels_from_roots
-from .inputs import as_edges, as_num_nodes, channel_biases, is_long_range
+from .inputs import as_edges, as_num_nodes, channel_biases, check_grid_nodes, is_long_range
 
 __all__ = ["LINKAGES", "gasp", "gasp_graph", "signed_region_graph"]
 
@@ -165,7 +167,7 @@ def gasp(
         uv, w, sizes, local, ids = _signed_region_graph(affs, offsets, fragments, biases)
         node_labels = _run(len(ids), uv, w, sizes, local | bool(long_range_merges), code, cannot_link)
         return relabel(fragments, ids, node_labels)
-    n = int(np.prod(shape))
+    n = check_grid_nodes(shape, method="GASP")
     index = np.arange(n, dtype=np.int64).reshape(shape)
     keep = np.ones(shape, bool) if mask is None else mask
     mergeable = ~is_long_range(offsets) | bool(long_range_merges)
@@ -187,8 +189,8 @@ def gasp(
 
 def signed_region_graph(
     affs: ArrayLike,
-    offsets: ArrayLike | None,
     fragments: ArrayLike,
+    offsets: ArrayLike | None = None,
     *,
     bias: ArrayLike = 0.5,
     long_range_bias: float | None = None,
@@ -200,10 +202,11 @@ def signed_region_graph(
     ----------
     affs : (C, z, y, x) or (C, y, x) float32
         Affinities in [0, 1]; float64 and float16 are cast to float32, uint8 is divided by 255.
-    offsets : (C, ndim) array_like of int or None
-        The offsets of ``affs``; None means the nearest neighbours ``-e_d``.
     fragments : uint64 array, spatial shape
         Fragment ids (any non-negative integers); 0 is background: not a node.
+    offsets : (C, ndim) array_like of int, optional
+        The offsets of ``affs``; default the nearest neighbours ``-e_d``. The old order
+        ``(affs, offsets, fragments)`` is still accepted, with a DeprecationWarning.
     bias : float or (C,) array_like of float
         As for :func:`~affseg.mutex_watershed`.
     long_range_bias : float, optional
@@ -229,6 +232,11 @@ def signed_region_graph(
     InputError
         If ``affs``, ``offsets``, ``fragments``, ``mask`` or the biases are invalid.
     """
+    affs = as_array(affs, name="affs")
+    if _old_argument_order(affs, fragments, offsets):
+        warnings.warn("signed_region_graph(affs, offsets, fragments) is deprecated: pass "
+                      "signed_region_graph(affs, fragments, offsets)", DeprecationWarning, stacklevel=2)
+        fragments, offsets = offsets, fragments
     affs, offsets = as_affinities(affs, offsets)
     shape = affs.shape[1:]
     fragments = as_labels(fragments, name="fragments", shape=shape)
@@ -236,6 +244,16 @@ def signed_region_graph(
     if mask is not None:
         fragments = np.where(mask, fragments, 0)
     return _signed_region_graph(affs, offsets, fragments, channel_biases(offsets, bias, long_range_bias))
+
+
+def _old_argument_order(affs: np.ndarray, fragments, offsets) -> bool:
+    """Whether ``(fragments, offsets)`` were passed in the old order ``(offsets, fragments)``:
+    the volume in the offsets' place and something else (offsets or None) in the fragments'."""
+    spatial = affs.shape[1:]
+    try:
+        return np.shape(offsets) == spatial and (fragments is None or np.shape(fragments) != spatial)
+    except ValueError:  # ragged nesting: as_affinities / as_labels will say what is wrong
+        return False
 
 
 def _signed_region_graph(affs, offsets, fragments, biases):
