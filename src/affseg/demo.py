@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -18,10 +19,15 @@ DEFAULT_THRESHOLDS = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
 # the demo's neighbourhood: nearest neighbours for MALA, long-range ones for MWS and GASP
 DEMO_OFFSETS = [[-1, 0, 0], [0, -1, 0], [0, 0, -1], [-2, 0, 0], [0, -8, 0], [0, 0, -8]]
 DEMO_BIASES = {"bias": 0.3, "long_range_bias": 0.7}
+DEMO_STAGES = 6
+
+
+def _shape(shape) -> str:
+    return " x ".join(str(int(s)) for s in shape)
 
 
 # what the demo writes into its output folder: --overwrite replaces a folder holding only these
-DEMO_ENTRIES = {"demo.zarr", "run", "loss.png", "split_merge.png", "scores.json"}
+DEMO_ENTRIES = {"demo.zarr", "run", "run.yaml", "loss.png", "split_merge.png", "scores.json"}
 
 
 def _check_demo_output(out: Path, overwrite: bool) -> None:
@@ -103,9 +109,44 @@ def plot_loss(log: Path, path: Path) -> None:
         fig.savefig(tmp, format="png", dpi=120)
 
 
-def cmd_demo(args) -> int:
-    from tqdm.auto import tqdm
+def _say(step: int, text: str) -> None:
+    """One status line per stage (stderr, like the progress bars): what the demo is doing now."""
+    print(f"[{step}/{DEMO_STAGES}] {text}", file=sys.stderr, flush=True)
 
+
+def write_demo_config(staging: Path, iterations: int, seed: int) -> Path:
+    """``run.yaml``: the demo's training config, with paths relative to it, reusable as it is
+    (``affseg train affseg-demo/run.yaml`` continues the demo's run in ``affseg-demo/run``)."""
+    import yaml
+
+    from .io.atomic import atomic_path
+
+    cfg = demo_config(Path("demo.zarr") / "train", iterations, seed)
+    path = staging / "run.yaml"
+    with atomic_path(path) as tmp:
+        tmp.write_text("# the affseg demo's training config (docs/training.md explains every key); raise\n"
+                       "# train.iterations and rerun 'affseg train run.yaml' to train the demo's network longer\n"
+                       + yaml.safe_dump(cfg, sort_keys=False, default_flow_style=None))
+    return path
+
+
+def _relocate_run(run: Path, staging: Path, out: Path) -> None:
+    """Point the run's stored config at the data's final place (the demo builds it in a staging
+    folder that is renamed at the end), so that the run resumes from ``run.yaml``."""
+    import json
+
+    from .io.atomic import atomic_path
+
+    stored = run / "config.json"
+    cfg = json.loads(stored.read_text())
+    for source in cfg["data"]["train"]:
+        for key in ("raw", "labels"):
+            source[key] = str(out.resolve() / Path(source[key]).relative_to(staging.resolve()))
+    with atomic_path(stored) as tmp:
+        tmp.write_text(json.dumps(cfg, indent=2))
+
+
+def cmd_demo(args) -> int:
     from .cli import print_table
     from .evaluation import best_threshold, evaluate, plot_split_merge
     from .graph.mala.agglomeration import agglomerate
@@ -113,6 +154,7 @@ def cmd_demo(args) -> int:
     from .graph.signed.gasp import gasp
     from .graph.signed.mutex import mutex_watershed
     from .io import read_volume, write_json, write_volume
+    from .learn.config import load_config
     from .learn.predict import predict
     from .learn.train import train
     from .synthetic import make_volume
@@ -122,8 +164,8 @@ def cmd_demo(args) -> int:
     thresholds = DEFAULT_THRESHOLDS
     started = time.perf_counter()
     try:
-        steps = tqdm(total=7, desc="demo", unit="stage", disable=None)
-        steps.set_postfix_str("synthesize")
+        _say(1, f"synthesizing a {_shape(args.train_shape)} training volume and a held-out {_shape(args.shape)} "
+                "test volume (EM-like raw with a missing and a low-contrast section, labels)")
         data = staging / "demo.zarr"
         train_vol = make_volume(tuple(args.train_shape), seed=args.seed, defects=True)
         vol = make_volume(tuple(args.shape), seed=args.seed + 1, defects=True)
@@ -132,31 +174,28 @@ def cmd_demo(args) -> int:
         write_volume(data / "train" / "labels", train_vol.labels, **meta)
         write_volume(data / "raw", vol.raw, **meta)
         write_volume(data / "labels", vol.labels, **meta)
-        steps.update()
-        steps.set_postfix_str("train")
-        run = train(demo_config(data / "train", args.iterations, args.seed), staging / "run", progress=True)
-        steps.update()
-        steps.set_postfix_str("predict")
+        _say(2, f"training a small 3D U-Net for {args.iterations} iterations on the CPU ({len(DEMO_OFFSETS)} "
+                "affinity channels: nearest neighbours and long range)")
+        config = write_demo_config(staging, args.iterations, args.seed)
+        run = train(load_config(config), staging / "run", progress=True, config_path=config)
+        _relocate_run(staging / "run", staging, out)
+        _say(3, "predicting affinities on the held-out volume, tile by tile")
         predict(run.last_checkpoint, str(data / "raw"), data, progress=True)
         affs, _ = read_volume(data / "affs")
         offsets = np.array(DEMO_OFFSETS)
-        steps.update()
-        steps.set_postfix_str("fragments + agglomerate")
+        _say(4, "MALA: watershed fragments, then agglomeration at each threshold")
         nearest = affs[:3]
         fragments = extract_fragments(nearest, offsets[:3], min_seed_distance=args.min_seed_distance)
         agg = agglomerate(nearest, fragments, offsets[:3], thresholds=thresholds, merge_function=args.merge_function)
-        steps.update()
-        steps.set_postfix_str("mutex watershed + gasp")
+        _say(5, "Mutex Watershed on voxels and GASP on the fragments (signed graphs, long-range offsets)")
         mws = mutex_watershed(affs, offsets, **DEMO_BIASES)
         gasp_seg = gasp(affs, offsets, linkage="mean", fragments=fragments, **DEMO_BIASES)
-        steps.update()
-        steps.set_postfix_str("evaluate")
+        _say(6, "scoring against the ground truth, writing volumes, plots and scores")
+        # the thresholds as given (agglomerate's are float32): 0.1, not 0.10000000149011612
         mala_rows = [{"threshold": float(t), **evaluate(agg.segmentation(i), vol.labels)}
-                     for i, t in enumerate(agg.thresholds)]
+                     for i, t in enumerate(thresholds)]
         signed_rows = {"mutex watershed (voxels)": evaluate(mws, vol.labels),
                        "GASP mean (fragments)": evaluate(gasp_seg, vol.labels)}
-        steps.update()
-        steps.set_postfix_str("write")
         best = best_threshold(mala_rows)
         best_index = [r["threshold"] for r in mala_rows].index(best["threshold"])
         write_volume(data / "fragments", fragments, **meta)
@@ -172,8 +211,6 @@ def cmd_demo(args) -> int:
                                              "gasp": signed_rows["GASP mean (fragments)"],
                                              "train": {"iterations": run.iterations,
                                                        "checkpoint": str(out / run.last_checkpoint.relative_to(staging))}})
-        steps.update()
-        steps.close()
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -192,6 +229,9 @@ def cmd_demo(args) -> int:
     print(f"best MALA: threshold {best['threshold']:.2f}, VOI split {best['voi_split']:.3f}, VOI merge "
           f"{best['voi_merge']:.3f}, ARAND {best['arand']:.3f}, CREMI score {best['cremi_score']:.3f}")
     print(f"wrote {out}/demo.zarr (raw, labels, affs, fragments, segmentation, mws, gasp), {out}/run "
-          f"(checkpoints, log.csv), {out}/loss.png, {out}/split_merge.png, {out}/scores.json "
-          f"in {time.perf_counter() - started:.1f} s")
+          f"(checkpoints, log.csv), {out}/run.yaml (the training config), {out}/loss.png, {out}/split_merge.png, "
+          f"{out}/scores.json in {time.perf_counter() - started:.0f} s")
+    print(f"next: 'affseg evaluate {out}/demo.zarr/mws {out}/demo.zarr/labels' scores a segmentation; "
+          f"'affseg train {out}/run.yaml' trains further after raising train.iterations in it; "
+          "docs/your-own-data.md walks through the same steps with your data")
     return 0

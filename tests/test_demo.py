@@ -1,0 +1,37 @@
+"""affseg demo: says what it does at each stage, writes a training config that is reusable as it
+is (it continues the demo's run), and scores with the thresholds as given."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytest.importorskip("torch", reason="the demo trains a network: it needs the 'train' extra")
+yaml = pytest.importorskip("yaml", reason="the demo's config is YAML: it needs the 'train' extra")
+
+from affseg.cli import main
+from affseg.demo import DEFAULT_THRESHOLDS, DEMO_STAGES
+
+ARGS = ["--shape", "12", "64", "64", "--train-shape", "16", "80", "80", "--iterations", "2"]
+
+
+def test_the_demo_reports_its_stages_and_its_config_continues_the_run(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["demo", "--output", "d", *ARGS]) == 0
+    err = capsys.readouterr().err
+    stages = [line for line in err.splitlines() if line.startswith("[")]
+    assert [s.split("]")[0] for s in stages] == [f"[{i}/{DEMO_STAGES}" for i in range(1, DEMO_STAGES + 1)]
+    scores = json.loads((tmp_path / "d" / "scores.json").read_text())
+    assert [row["threshold"] for row in scores["mala"]] == DEFAULT_THRESHOLDS  # 0.1, not 0.10000000149
+    # the run's stored config names the data where it is now, not the demo's staging folder
+    stored = json.loads((tmp_path / "d" / "run" / "config.json").read_text())
+    assert stored["data"]["train"][0]["raw"] == str(tmp_path / "d" / "demo.zarr" / "train" / "raw")
+    config = tmp_path / "d" / "run.yaml"
+    text = config.read_text()
+    assert "train:" in text and text.startswith("# ")
+    cfg = yaml.safe_load(text)
+    cfg["train"]["iterations"] = 3
+    config.write_text(yaml.safe_dump(cfg))
+    assert main(["train", str(config)]) == 0
+    assert "trained 3 iterations" in capsys.readouterr().out
+    assert sorted(p.name for p in (tmp_path / "d" / "run" / "checkpoints").iterdir())[-1] == "iteration_00000003.pt"
