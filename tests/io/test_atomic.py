@@ -25,7 +25,7 @@ def test_atomic_path_replaces_in_one_step_and_cleans_up_on_failure(tmp_path):
 
 def test_write_json_refuses_to_overwrite(tmp_path):
     write_json(tmp_path / "a.json", {"x": 1})
-    with pytest.raises(OutputExists, match="--overwrite"):
+    with pytest.raises(OutputExists, match="pass overwrite=True to replace it"):
         write_json(tmp_path / "a.json", {"x": 2})
     write_json(tmp_path / "a.json", {"x": 2}, overwrite=True)
     assert '"x": 2' in (tmp_path / "a.json").read_text()

@@ -202,7 +202,7 @@ def check_writable(path: str | os.PathLike, *, overwrite: bool) -> Path:
     """
     path = Path(path)
     if path.exists() and not overwrite:
-        raise OutputExists(f"{path} exists; rerun with --overwrite (overwrite=True) to replace it")
+        raise OutputExists(f"{path} exists; pass overwrite=True to replace it")
     return path
 
 

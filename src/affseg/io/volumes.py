@@ -32,8 +32,8 @@ from .. import __version__
 from ..errors import AffsegError, CorruptInput, InputError, OutputExists, VolumeNotFound
 from .atomic import check_output_writable, is_stale_temporary, remove_stale_temporaries, temporary_name
 
-__all__ = ["Volume", "open_volume", "parse_address", "read_volume", "volume_exists", "write_volume",
-           "written_by_affseg"]
+__all__ = ["Volume", "open_volume", "parse_address", "read_volume", "stop_zarr_io", "volume_exists",
+           "write_volume", "written_by_affseg"]
 
 WRITTEN_BY = f"affseg {__version__}"
 
@@ -392,7 +392,7 @@ def check_replaceable(address: str | os.PathLike, *, overwrite: bool) -> None:
     if not volume_exists(address):
         return
     if not overwrite:
-        raise OutputExists(f"{address} exists; rerun with --overwrite (overwrite=True) to replace it")
+        raise OutputExists(f"{address} exists; pass overwrite=True to replace it")
     if not written_by_affseg(address):
         raise OutputExists(f"{address} exists and was not written by affseg; affseg replaces only its own "
                            "outputs: choose another output or remove it yourself")
@@ -448,12 +448,59 @@ def _write_zarr(container: Path, dataset: str, data, meta, chunks) -> None:
         if final.exists():
             os.rename(final, trash)
         os.rename(staged, final)
-    except BaseException:
+    except BaseException as e:
+        if isinstance(e, KeyboardInterrupt):  # chunk writes may still run in zarr's thread: stop them first
+            stop_zarr_io()
         shutil.rmtree(staged, ignore_errors=True)
         if trash.exists() and not final.exists():
             os.rename(trash, final)
         raise
     shutil.rmtree(trash, ignore_errors=True)
+
+
+def stop_zarr_io(timeout: float = 5.0) -> int:
+    """Cancel the zarr reads and writes still in flight, and wait until they have stopped.
+
+    zarr (v3) runs its I/O as asyncio tasks on an event loop in a thread of its own; the calling
+    thread only waits for them. A ``KeyboardInterrupt`` (Ctrl-C) that lands while it waits leaves
+    those tasks running: they would go on writing into a dataset that is being removed, and be
+    destroyed half-way when the interpreter exits (asyncio's "Task was destroyed but it is
+    pending!"). Call this after catching the interrupt, before cleaning up or exiting. Every task
+    on zarr's loop is cancelled, those of other threads too: call it only when the process stops
+    its work.
+
+    Parameters
+    ----------
+    timeout : float
+        Seconds to wait for the cancelled tasks to finish.
+
+    Returns
+    -------
+    cancelled : int
+        The number of tasks that were still pending (0 if zarr was not used, or none were).
+    """
+    import asyncio
+    import sys
+
+    sync = sys.modules.get("zarr.core.sync")
+    loop = (getattr(sync, "loop", None) or [None])[0]
+    if loop is None or loop.is_closed() or not loop.is_running():
+        return 0
+
+    async def cancel_others() -> int:
+        current = asyncio.current_task()
+        pending = [task for task in asyncio.all_tasks() if task is not current and not task.done()]
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        return len(pending)
+
+    future = asyncio.run_coroutine_threadsafe(cancel_others(), loop)
+    try:
+        return future.result(timeout)
+    except Exception:  # a timeout, or the loop stopped meanwhile: nothing more to do
+        future.cancel()
+        return 0
 
 
 def _default_chunks(ndim: int) -> tuple[int, ...]:
