@@ -74,6 +74,60 @@ def test_options_of_other_methods_are_refused(volume):
         segment(volume.affs, thresholds=[0.3], method="cc", bias=0.4)
 
 
-def test_signed_methods_warn_on_nearest_neighbour_affinities(volume):
-    with pytest.warns(UserWarning, match="nearest neighbours only"):
-        segment(volume.affs, method="mws")
+@pytest.mark.parametrize("method", ["mws", "gasp"])
+def test_signed_methods_warn_on_nearest_neighbour_affinities(volume, method):
+    with pytest.warns(UserWarning, match="needs long-range offsets for good results.*nearest neighbours only"):
+        segment(volume.affs, method=method)
+
+
+# ------------------------------------------------------------------ default thresholds
+
+
+def _segment_counts(affs, fragments, offsets, thresholds):
+    from affseg import agglomerate
+
+    result = agglomerate(affs, fragments, offsets, thresholds=thresholds)
+    return [len(np.unique(result.segment_ids[i])) for i in range(len(thresholds))]
+
+
+def test_default_thresholds_cover_the_range_where_the_segmentation_changes():
+    from affseg import extract_fragments
+    from affseg.pipeline import AFFINITY_THRESHOLDS, default_thresholds
+
+    vol = make_volume((24, 96, 96), seed=1)
+    fragments = extract_fragments(vol.affs, vol.offsets, min_seed_distance=8)
+    thresholds = default_thresholds(vol.affs, fragments, vol.offsets)
+    assert len(thresholds) == 9 and thresholds == sorted(thresholds)
+    assert all(len(repr(t)) <= 5 for t in thresholds)  # short decimals, e.g. 0.064
+    n_fragments = len(np.unique(fragments[fragments > 0]))
+    fully_merged = _segment_counts(vol.affs, fragments, vol.offsets, [1.001])[0]
+    counts = _segment_counts(vol.affs, fragments, vol.offsets, thresholds)
+    # every threshold lies where the segmentation changes: it merged something, and not all
+    assert counts[0] < n_fragments and counts[-1] > fully_merged
+    assert counts == sorted(counts, reverse=True) and len(set(counts)) == 9
+    # the fixed sweep spends several thresholds on the fully merged result on these data
+    fixed = _segment_counts(vol.affs, fragments, vol.offsets, list(AFFINITY_THRESHOLDS))
+    assert fixed.count(fully_merged) >= 3
+    # spacing: evenly below the score of the last merge, k * last / 10
+    last = 10 * thresholds[0]
+    np.testing.assert_allclose(thresholds, [k * last / 10 for k in range(1, 10)], atol=2e-3)
+    assert _segment_counts(vol.affs, fragments, vol.offsets, [last * 1.02])[0] == fully_merged
+
+
+def test_default_thresholds_count_and_degenerate_inputs():
+    from affseg.errors import InputError
+    from affseg.pipeline import default_thresholds
+
+    vol = make_volume((8, 40, 40), seed=2)
+    from affseg import extract_fragments
+
+    fragments = extract_fragments(vol.affs, vol.offsets, min_seed_distance=4)
+    assert len(default_thresholds(vol.affs, fragments, vol.offsets, count=3)) == 3
+    assert default_thresholds(vol.affs, fragments, vol.offsets, merge_function="mean", count=1)[0] > 0
+    one = np.ones((8, 40, 40), np.uint64)
+    assert default_thresholds(vol.affs, one, vol.offsets) == [0.5]  # nothing to merge
+    for bad in (0, 2.5, True):
+        with pytest.raises(InputError, match="count"):
+            default_thresholds(vol.affs, fragments, vol.offsets, count=bad)
+    with pytest.raises(InputError):
+        default_thresholds(vol.affs, fragments, vol.offsets, merge_function="median")

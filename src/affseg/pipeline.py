@@ -1,6 +1,7 @@
 """Affinities -> segmentations with any registered method (:mod:`affseg.methods`)."""
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -8,11 +9,15 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-from ._checks import as_affinities, as_labels, as_spacing, as_thresholds
+from ._checks import as_affinities, as_int, as_labels, as_spacing, as_thresholds
 from .errors import InputError
 from .methods import Segmentation, get_method, method_names
 
-__all__ = ["Segmentation", "check_options", "segment"]
+__all__ = ["AFFINITY_THRESHOLDS", "Segmentation", "check_options", "default_thresholds", "segment"]
+
+AFFINITY_THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+"""The default thresholds of ``method="cc"`` (on the affinity itself), and of agglomerations
+whose data are not at hand (``affseg segment --blockwise``)."""
 
 # spellings of earlier versions, accepted with a DeprecationWarning for one release
 _RENAMED = {"fragments_in_xy": "in_plane", "sampling": "voxel_size"}
@@ -102,11 +107,71 @@ def segment(
     else:
         thresholds = np.zeros(0, np.float32)
     if chosen.needs_long_range and not (np.abs(offsets).sum(axis=1) > 1).any():
-        warnings.warn(f"method {method!r} works on short- and long-range affinities, but the offsets "
-                      f"{offsets.tolist()} are nearest neighbours only: expect a much worse segmentation",
+        warnings.warn(f"method {method!r} needs long-range offsets for good results, but the offsets "
+                      f"{offsets.tolist()} are nearest neighbours only: expect a much worse segmentation "
+                      "(predict affinities with long-range offsets too, or use method 'mala')",
                       UserWarning, stacklevel=2)
     return chosen.run(affs, offsets, thresholds=thresholds, mask=mask, voxel_size=voxel_size,
                       fragments=fragments, **resolved)
+
+
+def default_thresholds(
+    affs: ArrayLike,
+    fragments: ArrayLike,
+    offsets: ArrayLike | None = None,
+    *,
+    merge_function: str = "hist_quant_75",
+    count: int = 9,
+) -> list[float]:
+    """Agglomeration thresholds that cover the range where the segmentation changes.
+
+    The fragments are agglomerated once to the end (a threshold above every score), which gives
+    the score of the last merge: above it every fragment has merged with all it touches, and no
+    larger threshold changes anything. The thresholds are ``count`` values evenly spaced below
+    that score, ``k * last / (count + 1)`` for ``k = 1 .. count``, rounded to short decimals
+    (two significant digits of the spacing), so that none is spent on the fully merged result.
+    The sweep of ``affseg segment`` for ``--method mala`` and ``rw`` without ``--thresholds``.
+
+    Parameters
+    ----------
+    affs : (C, z, y, x) or (C, y, x) float32, float64, float16 or uint8
+        Affinities in affseg's convention; the nearest-neighbour channels are used, as by
+        :func:`~affseg.agglomerate`.
+    fragments : (z, y, x) or (y, x) int
+        The fragments to agglomerate (0 = background), e.g. from :func:`~affseg.extract_fragments`.
+    offsets : (C, ndim) array_like of int, optional
+        The offsets of ``affs``; default nearest neighbours.
+    merge_function : str
+        The merge function of the agglomeration the thresholds are for (see
+        :func:`~affseg.agglomerate`).
+    count : int
+        How many thresholds (at least 1).
+
+    Returns
+    -------
+    thresholds : list of float
+        Increasing thresholds on the merge score, at most ``count`` (equal ones after rounding
+        are given once). ``[0.5]`` if nothing merges at a positive score (one fragment, no
+        contacts, or every merge at score 0): then every positive threshold gives the same result.
+
+    Raises
+    ------
+    InputError
+        If ``count`` is not a positive integer, or the affinities, fragments, offsets or merge
+        function are invalid.
+    """
+    from .graph.mala.agglomeration import agglomerate
+
+    count = as_int(count, name="count", minimum=1)
+    result = agglomerate(affs, fragments, offsets, thresholds=[1.001], merge_function=merge_function)
+    scores = result.merge_history["score"]
+    last = float(scores.max()) if scores.size else 0.0
+    if not last > 0:
+        return [0.5]
+    step = last / (count + 1)
+    decimals = max(2, 1 - math.floor(math.log10(step)))
+    values = sorted({round(k * step, decimals) for k in range(1, count + 1)} - {0.0})
+    return values or [0.5]
 
 
 def check_options(method: str, **options: Any) -> dict:
