@@ -19,10 +19,14 @@ def run(affs, offsets, *, thresholds, mask, voxel_size, fragments, **options) ->
     return Segmentation("gasp", np.array([np.nan], np.float32), fragments, None, [seg])
 
 
-LINKAGE = Option("linkage", "str", "mean", "gasp: linkage of merged clusters",
-                 choices=("mean", "sum", "max", "min", "abs_max"))
-CANNOT_LINK = Option("cannot_link", "bool", False, "gasp: add cannot-link constraints")
-SUPERPIXELS = Option("superpixels", "bool", False, "gasp: on MALA fragments, not voxels")
+LINKAGE = Option("linkage", "str", "mean", "gasp: how the interaction of two clusters is computed from the "
+                 "edge weights between them: mean (size-weighted), sum, max, min, or abs_max (the weight of "
+                 "largest magnitude)", choices=("mean", "sum", "max", "min", "abs_max"))
+CANNOT_LINK = Option("cannot_link", "bool", False, "gasp: visit interactions by magnitude, a repulsive one "
+                     "forbidding its two clusters to merge later (as the Mutex Watershed); without it merging "
+                     "stops at the first interaction that is not attractive")
+SUPERPIXELS = Option("superpixels", "bool", False, "gasp: cluster MALA fragments (made with the fragment "
+                     "options) instead of voxels; faster on large volumes")
 METHOD = Method("gasp", "GASP (needs long-range offsets; no thresholds)", run,
                 options=(BIAS, LONG_RANGE_BIAS, LINKAGE, CANNOT_LINK, SUPERPIXELS, *FRAGMENT_OPTIONS),
                 thresholded=lambda options: False, uses_fragments=lambda options: options["superpixels"],
