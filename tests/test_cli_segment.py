@@ -99,7 +99,8 @@ def _simulate_interruption(out: Path, drop: str) -> None:
     shutil.rmtree(out / drop)
     group = zarr.open_group(str(out), mode="a")
     record = json.loads(group.attrs["affseg_segment"])
-    group.attrs["affseg_segment"] = json.dumps({**record, "complete": False})
+    written = [n for n in record["datasets"] if n != drop]
+    group.attrs["affseg_segment"] = json.dumps({**record, "complete": False, "written": written})
 
 
 def test_an_interrupted_output_is_finished_without_redoing_what_is_complete(tmp_path, data, capsys):
@@ -111,7 +112,8 @@ def test_an_interrupted_output_is_finished_without_redoing_what_is_complete(tmp_
     _simulate_interruption(out, "threshold_0.5")
     capsys.readouterr()
     assert main(["evaluate", str(out), str(data / "labels")]) == 0
-    assert "incomplete (3 of 4 datasets" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "incomplete" in err and "3 of 4 datasets are written, missing threshold_0.5" in err
     kept = {n: (out / n / "zarr.json").stat().st_mtime_ns for n in ("fragments", "threshold_0.2", "threshold_0.8")}
     assert main(command) == 0
     assert "resuming" in capsys.readouterr().out
@@ -199,3 +201,108 @@ def test_blockwise_segment_equals_the_one_pass_command(tmp_path, data, method, c
     assert main(["segment", str(data / "affs"), str(blocks), "--method", "mws", "--blockwise",
                  "--block-shape", "2,16,16"]) == 2
     assert "--blockwise runs --method mala or cc" in capsys.readouterr().err
+
+
+def test_every_registered_method_is_tested_through_the_cli():
+    from affseg.methods import method_names
+
+    assert sorted(METHODS) == sorted(method_names())  # a new method gets its case in METHODS
+
+
+@pytest.mark.parametrize("method,args", [
+    ("rw", ["--rw-seeds", "maxima", "--min-seed-distance", "4"]),
+    ("gasp", ["--long-range-bias", "0.7"]),  # on voxels: no fragments
+    ("mala", ["--thresholds", "0.5", "--min-seed-distance", "4"]),
+])
+@pytest.mark.parametrize("slash", ["", "/"])
+def test_evaluate_takes_the_path_given_to_segment_for_each_variant(tmp_path, data, method, args, slash, capsys):
+    out = f"{tmp_path / 'out.zarr' / 'seg'}{slash}"
+    assert main(["segment", str(data / "affs"), out, "--method", method, *args]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", out, str(data / "labels"), "--json", str(tmp_path / "s.json")]) == 0
+    rows = json.loads((tmp_path / "s.json").read_text())
+    assert len(rows) == 1 and rows[0]["voi"] >= 0
+    assert rows[0]["segmentation"].endswith("threshold_0.5" if method == "mala" else "segmentation")
+
+
+def test_default_thresholds_come_from_the_data(tmp_path, data, capsys):
+    from affseg.graph.mala.fragments import extract_fragments
+    from affseg.pipeline import default_thresholds
+
+    out = tmp_path / "out.zarr" / "seg"
+    command = ["segment", str(data / "affs"), str(out), "--min-seed-distance", "4"]
+    assert main(command) == 0
+    printed = capsys.readouterr().out
+    affs, _ = read_volume(data / "affs")
+    fragments, _ = read_volume(out / "fragments")
+    np.testing.assert_array_equal(fragments, extract_fragments(affs, json.loads(OFFSETS), min_seed_distance=4))
+    expected = default_thresholds(affs, fragments, json.loads(OFFSETS))
+    assert "thresholds from the data" in printed and " ".join(map(repr, expected)) in printed
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith("threshold_")) == \
+        sorted(f"threshold_{t!r}" for t in expected)
+    for t in expected:
+        with open_volume(out / f"threshold_{t!r}") as vol:
+            assert vol.data.attrs["threshold"] == t
+    assert main(command) == 0
+    assert "complete already" in capsys.readouterr().out
+    # interrupted after some of them: the rerun keeps the thresholds and finishes
+    _simulate_interruption(out, f"threshold_{expected[-1]!r}")
+    assert main(command) == 0
+    assert "resuming" in capsys.readouterr().out
+    assert (out / f"threshold_{expected[-1]!r}").is_dir()
+    # explicit thresholds are another run, used exactly as given
+    assert main([*command, "--thresholds", "0.25", "0.5", "--overwrite"]) == 0
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith("threshold_")) == \
+        ["threshold_0.25", "threshold_0.5"]
+
+
+@pytest.mark.parametrize("method", ["mws", "gasp"])
+def test_signed_methods_warn_without_long_range_offsets(tmp_path, data, method, capsys):
+    nearest = "[[-1,0,0],[0,-1,0],[0,0,-1]]"
+    affs, _ = read_volume(data / "affs")
+    from affseg.io import write_volume
+
+    write_volume(tmp_path / "nn.zarr" / "affs", affs[:3], attrs={"offsets": json.loads(nearest)})
+    assert main(["segment", str(tmp_path / "nn.zarr" / "affs"), str(tmp_path / "o.zarr" / "seg"), "--method",
+                 method]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"warning: method '{method}' needs long-range offsets for good results")
+    assert main(["segment", str(data / "affs"), str(tmp_path / "o.zarr" / "lr"), "--method", method]) == 0
+    assert "warning" not in capsys.readouterr().err  # with long-range offsets: no warning
+
+
+def test_evaluate_says_by_which_criterion_it_chose(tmp_path, data, capsys):
+    out = tmp_path / "out.zarr" / "seg"
+    assert main(["segment", str(data / "affs"), str(out), "--method", "cc", "--thresholds", "0.30001", "0.5",
+                 "0.7", "0.9"]) == 0
+    report = tmp_path / "s.json"
+    for criterion, key, name in (("voi", "voi", "VOI"), ("cremi", "cremi_score", "CREMI score"),
+                                 ("arand", "arand", "ARAND")):
+        capsys.readouterr()
+        extra = [] if criterion == "voi" else ["--best-by", criterion]  # VOI is the default
+        assert main(["evaluate", str(out), str(data / "labels"), "--json", str(report), "--overwrite", *extra]) == 0
+        text = capsys.readouterr().out
+        rows = json.loads(report.read_text())
+        best = min(rows, key=lambda r: r[key])
+        assert f"best by {name}: threshold {best['threshold']!r} (" in text
+    assert "    0.30001 " in text  # the table writes thresholds as typed
+    with pytest.raises(SystemExit):  # argparse: "invalid choice: 'f1' (choose from 'voi', 'cremi', 'arand')"
+        main(["evaluate", str(out), str(data / "labels"), "--best-by", "f1"])
+
+
+def test_a_run_stopped_before_its_final_record_is_complete_on_rerun(tmp_path, data, capsys):
+    out = tmp_path / "out.zarr" / "seg"
+    command = ["segment", str(data / "affs"), str(out), "--method", "cc", "--thresholds", "0.4", "0.6"]
+    assert main(command) == 0
+    import zarr
+
+    group = zarr.open_group(str(out), mode="a")
+    record = json.loads(group.attrs["affseg_segment"])
+    assert record["written"] == record["datasets"] == ["threshold_0.4", "threshold_0.6"]
+    group.attrs["affseg_segment"] = json.dumps({**record, "complete": False})  # all written, not yet marked
+    kept = {n: (out / n / "zarr.json").stat().st_mtime_ns for n in record["datasets"]}
+    capsys.readouterr()
+    assert main(command) == 0
+    assert "complete already" in capsys.readouterr().out
+    assert json.loads(zarr.open_group(str(out), mode="r").attrs["affseg_segment"])["complete"] is True
+    assert kept == {n: (out / n / "zarr.json").stat().st_mtime_ns for n in kept}

@@ -3,14 +3,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import threading
+import warnings
 from pathlib import Path
 
 import numpy as np
 
-from .demo import DEFAULT_THRESHOLDS, cmd_demo
+from .demo import cmd_demo
 from .errors import AffsegError, InputError, OutputExists
 from .learn.examples import EXAMPLE_NAMES
+from .pipeline import AFFINITY_THRESHOLDS
+
+BEST_BY_CHOICES = ("voi", "cremi", "arand")  # affseg.evaluation.BEST_BY, without importing numba here
 
 
 def _progress(total: int, desc: str):
@@ -38,6 +44,7 @@ def cmd_synth(args) -> int:
     out = Path(args.output)
     if out.suffix.lower() not in (".zarr", ".h5", ".hdf5"):
         raise InputError(f"output {out} must be a .zarr or .h5 container")
+    args.interrupt_note = lambda: f"{out} may hold some of its datasets: rerun the same command with --overwrite"
     bar = _progress(4, "synth")
     vol = make_volume(tuple(args.shape), seed=args.seed, anisotropic=args.anisotropic,
                       offsets=_offsets(args.offsets), defects=args.defects)
@@ -97,29 +104,52 @@ def _method_options(args):
 
 def _segment_plan(args) -> dict:
     """Everything ``segment`` will do, checked before any input is read: method and options,
-    thresholds, names, offsets, output location (not an input, writable)."""
+    thresholds (None: chosen from the data), names, offsets, output location (not an input,
+    writable)."""
     from ._checks import as_thresholds
     from .io import check_output_writable, parse_address
 
     method, options = _method_options(args)
     single = not method.thresholded(options)
-    thresholds = [] if single else [float(t) for t in as_thresholds(args.thresholds, name="--thresholds")]
+    if single:
+        thresholds = []
+    elif args.thresholds is not None:
+        thresholds = [float(t) for t in as_thresholds(args.thresholds, name="--thresholds")]
+    elif args.blockwise or not method.uses_fragments(options):
+        thresholds = list(AFFINITY_THRESHOLDS)  # cc's thresholds are on the affinity; blockwise has no data at hand
+    else:
+        thresholds = None  # from the data: pipeline.default_thresholds on the fragments
     out = args.output.rstrip("/")
-    names = ["segmentation"] if single else [threshold_name(t) for t in thresholds]
-    if method.uses_fragments(options):
-        names = ["fragments"] + names
-    container, group, _ = parse_address(f"{out}/{names[0]}")
+    container, group, _ = parse_address(f"{out}/fragments")
     group = group.rpartition("/")[0]
-    inputs = [args.affs] + ([args.mask] if args.mask else [])
-    for address in inputs:
+    plan = {"method": method, "options": options, "single": single, "thresholds": thresholds, "out": out,
+            "container": container, "group": group, "offsets": _offsets(args.offsets)}
+    plan["names"] = None if thresholds is None else _dataset_names(plan, thresholds)
+    _check_not_an_input(args, plan, plan["names"] or [])
+    check_output_writable(container)
+    return plan
+
+
+def _dataset_names(plan: dict, thresholds) -> list[str]:
+    """The datasets a segment run writes: fragments (where the method makes them), then one per
+    threshold, or the one segmentation."""
+    names = ["segmentation"] if plan["single"] else [threshold_name(t) for t in thresholds]
+    if plan["method"].uses_fragments(plan["options"]):
+        names = ["fragments"] + names
+    return names
+
+
+def _check_not_an_input(args, plan: dict, names: list[str]) -> None:
+    """Refuse an output group that is an input, or whose datasets would replace one."""
+    from .io import parse_address
+
+    container, group = plan["container"], plan["group"]
+    for address in [args.affs] + ([args.mask] if args.mask else []):
         source = parse_address(address)
         if source[0].resolve() == container.resolve():
             clash = [n for n in names if "/".join(filter(None, [group, n])) == source[1]]
             if clash or source[1] == group:
-                raise InputError(f"the output {out} would replace the input {address}; choose another output")
-    check_output_writable(container)
-    return {"method": method, "options": options, "single": single, "thresholds": thresholds, "names": names,
-            "out": out, "container": container, "group": group, "offsets": _offsets(args.offsets)}
+                raise InputError(f"the output {plan['out']} would replace the input {address}; choose another output")
 
 
 def _digest(array: np.ndarray) -> str:
@@ -130,11 +160,12 @@ def _digest(array: np.ndarray) -> str:
 
 def _segment_identity(args, plan: dict, affs: np.ndarray, offsets, mask) -> dict:
     """What makes two segment runs the same: input (address, shape, dtype, content hash),
-    offsets, mask, method and every option."""
+    offsets, mask, method, thresholds (or "from the data") and every option."""
     return {"input": {"address": str(args.affs), "shape": list(affs.shape), "dtype": str(affs.dtype),
                       "blake2b": _digest(affs)},
             "mask": None if mask is None else {"address": str(args.mask), "blake2b": _digest(mask)},
-            "offsets": offsets.tolist(), "method": plan["method"].name, "thresholds": plan["thresholds"],
+            "offsets": offsets.tolist(), "method": plan["method"].name,
+            "thresholds": "from the data" if plan["thresholds"] is None else plan["thresholds"],
             "options": plan["options"]}
 
 
@@ -167,6 +198,9 @@ def cmd_segment_blockwise(args, plan: dict) -> int:
         raise InputError(f"--blockwise runs --method mala or cc so far, not {method}")
     if args.block_shape is None:
         raise InputError("--blockwise needs --block-shape Z,Y,X (a multiple of the affinities' chunks is fastest)")
+    store = args.db or "the graph store"
+    args.interrupt_note = lambda: (f"{store} records the finished blocks of {plan['out']}: rerun the same command "
+                                   "to resume")
     engine = Engine(workers=args.workers, scheduler=args.scheduler, progress=True)
     with engine:
         if engine.dashboard:
@@ -192,17 +226,43 @@ def cmd_segment_blockwise(args, plan: dict) -> int:
     return 0
 
 
+def _segment_kept(plan: dict, state: dict) -> str:
+    """What an interrupted segment run leaves, for the one line printed on Ctrl-C."""
+    names, written = state.get("names"), state.get("written", [])
+    if not state.get("recorded"):
+        return f"nothing was written to {plan['out']}: rerun the same command to start again"
+    return (f"{plan['out']} holds {len(written)} of {len(names)} datasets and is marked incomplete "
+            f"(affseg evaluate says so): rerun the same command to resume")
+
+
+def _replaced_datasets(plan: dict, record: dict | None, names: list[str] | None) -> list[str]:
+    """The datasets of the group that a new (not resumed) run replaces: the earlier run's (its
+    record's), this run's names where they exist, and, without a record, any segment output."""
+    from .io import volume_exists
+    from .io.volumes import group_members
+
+    candidates = set((record or {}).get("datasets", [])) | set(names or [])
+    if record is None and names is None:
+        try:
+            members = group_members(plan["out"])[2]
+        except FileNotFoundError:
+            members = []
+        candidates |= {n for n in members if n in ("fragments", "segmentation") or n.startswith("threshold_")}
+    return sorted(n for n in candidates if volume_exists(f"{plan['out']}/{n}"))
+
+
 def cmd_segment(args) -> int:
     from ._checks import as_offsets
     from .io import output_lock, read_group_record, read_volume, volume_exists, write_group_record, write_volume
     from .io.volumes import check_replaceable, remove_volume
-    from .pipeline import segment
+    from .pipeline import default_thresholds, segment
 
     plan = _segment_plan(args)
     if args.blockwise:
         return cmd_segment_blockwise(args, plan)
     out, container, group = plan["out"], plan["container"], plan["group"]
-    targets = {name: f"{out}/{name}" for name in plan["names"]}
+    state: dict = {}
+    args.interrupt_note = lambda: _segment_kept(plan, state)
     with output_lock(container):
         _clean_output_group(container, group)
         affs, offsets, meta = _read_affs(args.affs)
@@ -212,37 +272,59 @@ def cmd_segment(args) -> int:
         mask = read_volume(args.mask)[0] != 0 if args.mask else None
         identity = _segment_identity(args, plan, affs, offsets, mask)
         record = read_group_record(container, group, SEGMENT_RECORD)
-        existing = [name for name, address in targets.items() if volume_exists(address)]
         resume = record is not None and record.get("identity") == identity and not args.overwrite
-        if not resume:
-            earlier = [n for n in (record or {}).get("datasets", []) if n not in targets
-                       and volume_exists(f"{out}/{n}")]
-            if (existing or earlier) and record is not None and not args.overwrite:
+        thresholds, names = plan["thresholds"], plan["names"]
+        if resume:
+            names = record.get("datasets", names)
+            thresholds = record.get("thresholds", thresholds)
+            written = record.get("written")
+            if written is None:  # a record of an earlier version: what exists is what was written
+                written = names
+            done = [n for n in names if n in written and volume_exists(f"{out}/{n}")]
+            if len(done) == len(names):
+                if not record.get("complete"):  # killed between its last dataset and the final record
+                    write_group_record(container, group, SEGMENT_RECORD, {**record, "written": names,
+                                                                          "complete": True})
+                print(f"{out} is complete already (same input and options); nothing to do")
+                return 0
+            print(f"resuming {out}: {len(done)} of {len(names)} datasets were written before")
+            replaced = []
+        else:
+            replaced = _replaced_datasets(plan, record, names)
+            if replaced and record is not None and not args.overwrite:
                 raise OutputExists(f"{out} holds a segmentation of another input or with other options; rerun "
                                    "with --overwrite to replace it, or choose another output")
-            for name in existing:
-                check_replaceable(targets[name], overwrite=args.overwrite)
-            for name in earlier:  # outputs of the replaced run that this one does not write
-                check_replaceable(f"{out}/{name}", overwrite=True)
-            for name in earlier:
-                remove_volume(f"{out}/{name}")
-            existing = []
-        todo = [name for name in plan["names"] if name not in existing]
-        if not todo:
-            print(f"{out} is complete already (same input and options); nothing to do")
-            return 0
+            for name in replaced:
+                check_replaceable(f"{out}/{name}", overwrite=args.overwrite)
+            done = []
         if resume:
-            print(f"resuming {out}: {len(existing)} of {len(targets)} datasets were written before")
-        fragments = read_volume(targets["fragments"])[0] if "fragments" in existing else None
-        bar = _progress(len(todo) + 1, "segment")
-        result = segment(affs, offsets, method=plan["method"].name, thresholds=plan["thresholds"] or None,
-                         mask=mask, voxel_size=meta.voxel_size, fragments=fragments, **plan["options"])
+            state.update(recorded=True, names=names, written=list(done))
+        fragments = read_volume(f"{out}/fragments")[0] if "fragments" in done else None
+        if thresholds is None:  # from the data: evenly below the score at which every fragment has merged
+            from .methods._shared import fragments_of
+
+            options = plan["options"]
+            fragments = fragments_of(affs, offsets, options, mask=mask, voxel_size=meta.voxel_size,
+                                     fragments=fragments)
+            thresholds = default_thresholds(affs, fragments, offsets, merge_function=options["merge_function"])
+            names = _dataset_names(plan, thresholds)
+            _check_not_an_input(args, plan, names)
+            print(f"thresholds from the data (evenly spaced below the merge score at which every fragment has "
+                  f"merged; --thresholds to choose others): {' '.join(map(repr, thresholds))}")
+        bar = _progress(1 + len(names) - len(done), "segment")
+        result = segment(affs, offsets, method=plan["method"].name, thresholds=thresholds or None, mask=mask,
+                         voxel_size=meta.voxel_size, fragments=fragments, **plan["options"])
         bar.update()
+        todo = [n for n in names if n not in done]
+        record = {"identity": identity, "datasets": names, "thresholds": thresholds, "complete": False,
+                  "written": done}
         # the record goes first: datasets without it would look like another run's
-        write_group_record(container, group, SEGMENT_RECORD, {"identity": identity, "datasets": plan["names"],
-                                                              "complete": False})
+        write_group_record(container, group, SEGMENT_RECORD, record)
+        state.update(recorded=True, names=names, written=list(done))
+        for name in replaced:  # the replaced run's datasets: none may mix into this one
+            remove_volume(f"{out}/{name}")
         spatial = dict(voxel_size=meta.voxel_size, offset=meta.offset, overwrite=True)
-        segmentations = [n for n in plan["names"] if n != "fragments"]
+        segmentations = [n for n in names if n != "fragments"]
         for name in todo:
             attrs = {"method": plan["method"].name, **plan["options"]}
             if name == "fragments":
@@ -251,12 +333,13 @@ def cmd_segment(args) -> int:
                 index = segmentations.index(name)
                 data = result.segmentation(index)
                 if not plan["single"]:
-                    attrs["threshold"] = plan["thresholds"][index]
-            write_volume(targets[name], data, attrs=attrs, **spatial)
+                    attrs["threshold"] = thresholds[index]
+            write_volume(f"{out}/{name}", data, attrs=attrs, **spatial)
+            state["written"].append(name)
+            write_group_record(container, group, SEGMENT_RECORD, {**record, "written": state["written"]})
             bar.update()
         bar.close()
-        write_group_record(container, group, SEGMENT_RECORD, {"identity": identity, "datasets": plan["names"],
-                                                              "complete": True})
+        write_group_record(container, group, SEGMENT_RECORD, {**record, "written": names, "complete": True})
     print(f"wrote {out}/segmentation" if plan["single"] else
           f"wrote {len(segmentations)} segmentations to {out}/threshold_*")
     return 0
@@ -267,7 +350,11 @@ def cmd_segment(args) -> int:
 
 def _segmentations_under(address: str) -> list[tuple[float | None, str]]:
     """A dataset, or what ``segment`` wrote into a group: its ``threshold_*`` datasets (in
-    increasing threshold) or its one ``segmentation``. Warns when that run did not finish."""
+    increasing threshold) or its one ``segmentation``.
+
+    A group that an interrupted ``segment`` run left (its record says incomplete) gets a warning
+    naming the datasets that are missing; the ones it finished are scored (datasets an earlier,
+    replaced run left are not)."""
     from .io import read_group_record, volume_exists
     from .io.volumes import group_members
 
@@ -277,20 +364,28 @@ def _segmentations_under(address: str) -> list[tuple[float | None, str]]:
     container, group, names = group_members(address)
     record = read_group_record(container, group, SEGMENT_RECORD)
     if record is not None and not record.get("complete"):
-        done = [n for n in record.get("datasets", []) if n in names]
-        print(f"warning: {address} is incomplete ({len(done)} of {len(record.get('datasets', []))} datasets "
-              "written; the segment run was interrupted): rerun the same segment command to finish it",
-              file=sys.stderr)
+        planned = record.get("datasets", [])
+        written = record.get("written", planned)
+        present = [n for n in planned if n in written and n in names]
+        missing = [n for n in planned if n not in present]
+        print(f"warning: {address} is incomplete: the segment run that writes it was interrupted; "
+              f"{len(present)} of {len(planned)} datasets are written, missing {', '.join(missing)} "
+              "(scoring what is there; rerun the same segment command to finish it)", file=sys.stderr)
+        names = present
     found = sorted((float(n.split("_", 1)[1]), n) for n in names if n.startswith("threshold_"))
     if not found and "segmentation" in names:
         found = [(None, "segmentation")]
     if not found:
-        raise InputError(f"{address} is neither a dataset nor a group with threshold_* datasets or a "
-                         "segmentation dataset")
+        what = ("holds no finished segmentation yet" if record is not None and not record.get("complete")
+                else "is neither a dataset nor a group with threshold_* datasets or a segmentation dataset")
+        raise InputError(f"{address} {what}")
     return [(threshold, f"{address}/{name}") for threshold, name in found]
 
 
 def print_table(rows: list[dict], title: str = "") -> None:
+    """The scores as a table on stdout, one row per threshold (written as the decimal it stands for)."""
+    from .evaluation import decimal_threshold
+
     cols = ["threshold", "voi_split", "voi_merge", "voi", "arand", "cremi_score"]
     if title:
         print(title)
@@ -299,12 +394,29 @@ def print_table(rows: list[dict], title: str = "") -> None:
         cells = []
         for c in cols:
             v = r.get(c)
-            cells.append(f"{'-':>11}" if v is None else f"{v:>11.4f}")
+            if v is None:
+                cells.append(f"{'-':>11}")
+            elif c == "threshold":
+                cells.append(f"{decimal_threshold(v)!r:>11}")
+            else:
+                cells.append(f"{v:>11.4f}")
         print("  ".join(cells))
 
 
+def best_line(rows: list[dict], best_by: str = "voi") -> str:
+    """``best by VOI: threshold 0.3 (VOI ..., ARAND ..., CREMI score ...)``: the best row by a
+    criterion of :data:`affseg.evaluation.BEST_BY`, and which criterion chose it."""
+    from .evaluation import best_threshold, decimal_threshold
+    from .evaluation.curves import CRITERION_NAMES
+
+    best = best_threshold(rows, best_by)
+    return (f"best by {CRITERION_NAMES[best_by]}: threshold {decimal_threshold(best['threshold'])!r} "
+            f"(VOI {best['voi']:.4f} = split {best['voi_split']:.4f} + merge {best['voi_merge']:.4f}, "
+            f"ARAND {best['arand']:.4f}, CREMI score {best['cremi_score']:.4f})")
+
+
 def cmd_evaluate(args) -> int:
-    from .evaluation import best_threshold, evaluate, plot_split_merge
+    from .evaluation import evaluate, plot_split_merge
     from .io import check_output_writable, check_writable, read_volume, write_json
 
     for path, suffix in ((args.json, ".json"), (args.plot, ".png")):
@@ -314,6 +426,7 @@ def cmd_evaluate(args) -> int:
             raise InputError(f"{path} must end in {suffix}")
         check_writable(path, overwrite=args.overwrite)
         check_output_writable(path)
+    args.interrupt_note = lambda: "nothing was written: rerun the same command to start again"
     gt, _ = read_volume(args.ground_truth)
     items = _segmentations_under(args.segmentation)
     rows = []
@@ -327,16 +440,56 @@ def cmd_evaluate(args) -> int:
     bar.close()
     print_table(rows)
     if len(rows) > 1:
-        best = best_threshold(rows)
-        print(f"best threshold {best['threshold']}: VOI {best['voi']:.4f}, CREMI score {best['cremi_score']:.4f}")
+        print(best_line(rows, args.best_by))
     if args.json:
         write_json(args.json, rows, overwrite=True)
     if args.plot:
-        plot_split_merge({Path(args.segmentation).name: rows}, args.plot)
+        plot_split_merge({Path(args.segmentation).name: rows}, args.plot, best_by=args.best_by)
     return 0
 
 
 # ------------------------------------------------------------------ train / predict
+
+
+def _checkpoint_iteration(path: Path) -> int | None:
+    import re
+
+    match = re.fullmatch(r"iteration_(\d+)\.pt", path.name)
+    return int(match.group(1)) if match else None
+
+
+def _resume_point(cfg: dict, output: Path) -> tuple[int, Path] | None:
+    """(iteration, checkpoint) that ``train`` resumes ``output`` from: its newest checkpoint, where
+    the folder holds a run of this config (every section but ``train`` equal, as train() checks;
+    an unreadable newest checkpoint makes train() fall back to the one before, with a warning)."""
+    from .learn.config import validate_config
+    from .learn.train import latest_checkpoint
+
+    checkpoint = latest_checkpoint(output)
+    if checkpoint is None or _checkpoint_iteration(checkpoint) is None:
+        return None
+    try:
+        stored = validate_config(json.loads((output / "config.json").read_text()))
+    except (OSError, ValueError, TypeError):
+        return None
+    mine = {k: v for k, v in cfg.items() if k != "train"}
+    theirs = {k: v for k, v in stored.items() if k != "train"}
+    if mine.get("model", {}).get("output_shape") is None:  # train() resolves it the same way again
+        mine["model"] = {k: v for k, v in mine["model"].items() if k != "output_shape"}
+        theirs["model"] = {k: v for k, v in theirs.get("model", {}).items() if k != "output_shape"}
+    if mine != theirs:
+        return None  # train() refuses it with its own message
+    return _checkpoint_iteration(checkpoint), checkpoint
+
+
+def _train_kept(output: Path) -> str:
+    from .learn.train import latest_checkpoint
+
+    checkpoint = latest_checkpoint(output)
+    if checkpoint is None:
+        return f"no checkpoint was written to {output} yet: rerun the same command to start again"
+    return (f"{output} keeps the checkpoint of iteration {_checkpoint_iteration(checkpoint)} ({checkpoint}): "
+            "rerun the same command to resume from it")
 
 
 def cmd_train(args) -> int:
@@ -352,6 +505,16 @@ def cmd_train(args) -> int:
 
     cfg = load_config(args.config)
     output = Path(args.output) if args.output else Path(args.config).with_suffix("")
+    start = None if args.overwrite else _resume_point(cfg, output)
+    if start is not None:
+        iteration, checkpoint = start
+        total = cfg["train"]["iterations"]
+        if iteration >= total:
+            print(f"{output} has done its {total} iterations already (checkpoint {checkpoint.name}); raise "
+                  "train.iterations in the config to train longer")
+        else:
+            print(f"resuming {output} from iteration {iteration} (checkpoint {checkpoint.name})")
+    args.interrupt_note = lambda: _train_kept(output)
     try:
         result = train(cfg, output, overwrite=args.overwrite, progress=True, config_path=args.config)
     except TrainingError as e:
@@ -364,6 +527,8 @@ def cmd_train(args) -> int:
 def cmd_predict(args) -> int:
     from .learn.predict import predict
 
+    args.interrupt_note = lambda: (f"{args.output} keeps the tiles that were finished: rerun the same command to "
+                                   "resume")
     written = predict(args.checkpoint, args.raw, args.output, tile=args.tile, device=args.device,
                       overwrite=args.overwrite, progress=True)
     print("wrote " + ", ".join(written.values()))
@@ -385,7 +550,7 @@ def _add_method_flags(parser) -> None:
         for option in method.options:
             seen.setdefault(option.name, (option, []))[1].append(method.name)
     for name, (option, users) in seen.items():
-        default = "" if option.default in (None, False) else f"; default {option.default}"
+        default = "" if option.default is None or option.default is False else f"; default {option.default}"
         help_text = f"{option.help} [{', '.join(users)}{default}]"
         kwargs = {"dest": name, "default": None, "help": help_text}
         if option.kind == "bool":
@@ -396,23 +561,43 @@ def _add_method_flags(parser) -> None:
             kind = {"int": int, "float": float, "str": str}[option.kind]
             parser.add_argument(option.flag, type=kind, choices=option.choices, **kwargs)
     # the spelling of earlier versions
-    parser.add_argument("--fragments-in-xy", dest="in_plane", action="store_true", default=None,
-                        help=argparse.SUPPRESS)
+    parser.add_argument("--fragments-in-xy", dest="in_plane", action=_Deprecated, replacement="--in-plane",
+                        help="deprecated spelling of --in-plane (accepted for one release)")
+
+
+class _Deprecated(argparse.Action):
+    """A flag of earlier versions: sets its replacement's value and notes the old spelling, for a
+    warning line when the command runs."""
+
+    def __init__(self, option_strings, dest, replacement: str, **kwargs):
+        kwargs.setdefault("default", None)
+        super().__init__(option_strings, dest, nargs=0, **kwargs)
+        self.replacement = replacement
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, True)
+        notes = list(getattr(namespace, "deprecated", None) or [])
+        namespace.deprecated = notes + [f"{option_string} is deprecated: use {self.replacement}"]
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="affseg", description="Affinity-based segmentation of EM volumes.")
     p.add_argument("--debug", action="store_true", help="show full tracebacks instead of one-line errors")
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                           help="what to do (affseg COMMAND --help lists its options)")
 
     s = sub.add_parser("synth", help="write a synthetic dataset (raw, labels, affs)")
     s.add_argument("output", help="container, e.g. synth.zarr")
-    s.add_argument("--shape", type=int, nargs="+", default=[32, 128, 128])
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--shape", type=int, nargs="+", default=[32, 128, 128], metavar="N",
+                   help="volume shape in voxels, z y x (or y x for 2D); default 32 128 128")
+    s.add_argument("--seed", type=int, default=0,
+                   help="seed of every random step: the same seed gives the same volume; default 0")
     s.add_argument("--anisotropic", action="store_true", help="voxels of (4, 1, 1)")
     s.add_argument("--defects", action="store_true", help="a missing and a low-contrast section")
-    s.add_argument("--offsets", help="JSON list of offsets (default nearest neighbours)")
-    s.add_argument("--overwrite", action="store_true")
+    s.add_argument("--offsets", help="JSON list of the affinities' offsets, e.g. '[[-1,0,0],[0,-1,0],[0,0,-1],"
+                                     "[0,-4,0],[0,0,-4]]' (default nearest neighbours)")
+    s.add_argument("--overwrite", action="store_true",
+                   help="replace the datasets of an earlier synth output (only datasets affseg wrote)")
     s.set_defaults(func=cmd_synth)
 
     g = sub.add_parser("segment", help="affinities -> segmentations (one per threshold, or one)",
@@ -421,9 +606,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("affs", help="affinities dataset, e.g. synth.zarr/affs")
     g.add_argument("output", help="output group, e.g. out.zarr/seg (writes fragments, threshold_* or segmentation)")
     _add_method_flags(g)
-    g.add_argument("--thresholds", type=float, nargs="+", default=DEFAULT_THRESHOLDS,
-                   help="thresholds of the methods that have them (mala: on the merge score; cc: on the "
-                        f"affinity; rw with fragment seeds); default {' '.join(map(str, DEFAULT_THRESHOLDS))}")
+    g.add_argument("--thresholds", type=float, nargs="+", metavar="T",
+                   help="thresholds of the methods that have them, one segmentation each, named threshold_<T> "
+                        "as typed (mala and rw with fragment seeds: on the merge score, 1 - affinity statistic, "
+                        "lower merges less; cc: on the affinity, an edge with a larger affinity joins). Default: "
+                        "mala and rw: 9 thresholds from the data, evenly spaced below the merge score at which "
+                        "every fragment has merged (affseg.pipeline.default_thresholds); cc and --blockwise: "
+                        f"{' '.join(map(str, AFFINITY_THRESHOLDS))}")
     g.add_argument("--offsets", help="JSON offsets (default: the dataset's 'offsets' attribute)")
     g.add_argument("--mask", help="mask dataset (non-zero = segment here); voxels outside get 0")
     g.add_argument("--overwrite", action="store_true", help="replace an earlier segment output (affseg's own only)")
@@ -440,11 +629,18 @@ def build_parser() -> argparse.ArgumentParser:
     g.set_defaults(func=cmd_segment)
 
     e = sub.add_parser("evaluate", help="segmentation(s) vs ground truth -> table, JSON, curve PNG")
-    e.add_argument("segmentation", help="a dataset, or a group with threshold_* datasets")
+    e.add_argument("segmentation", help="a dataset, or the output group given to affseg segment (its threshold_* "
+                                        "datasets or its segmentation); an interrupted one is scored as far as "
+                                        "it was written, with a warning naming what is missing")
     e.add_argument("ground_truth", help="ground-truth dataset (0 = unlabelled)")
-    e.add_argument("--json", help="write the scores here")
-    e.add_argument("--plot", help="write the split/merge curve PNG here")
-    e.add_argument("--overwrite", action="store_true")
+    e.add_argument("--best-by", choices=list(BEST_BY_CHOICES), default="voi",
+                   help="the criterion of the best threshold (lowest wins): voi = VOI split + merge in bits, as "
+                        "the MALA and waterz papers; cremi = CREMI score sqrt(VOI x ARAND), the CREMI "
+                        "challenge's ranking; arand = adapted Rand error; default voi")
+    e.add_argument("--json", help="write the scores here (a list with one object per threshold)")
+    e.add_argument("--plot", help="write the split/merge curves here (PNG; points labelled with their thresholds, "
+                                  "the best by --best-by circled)")
+    e.add_argument("--overwrite", action="store_true", help="replace an existing --json or --plot file")
     e.set_defaults(func=cmd_evaluate)
 
     t = sub.add_parser("train", help="train a U-Net from a YAML/TOML config (resumes an existing run)")
@@ -462,8 +658,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("raw", help="raw dataset, e.g. data.h5/raw")
     r.add_argument("output", help="zarr group for the outputs, e.g. pred.zarr (writes affs, lsds)")
     r.add_argument("--tile", type=int, nargs="+", help="output tile shape (default about 64 per axis)")
-    r.add_argument("--device", default="cpu")
-    r.add_argument("--overwrite", action="store_true")
+    r.add_argument("--device", default="cpu",
+                   help="torch device to run the network on: cpu, cuda, cuda:1, ...; default cpu")
+    r.add_argument("--overwrite", action="store_true",
+                   help="replace the outputs of an earlier prediction (only datasets affseg wrote)")
     r.set_defaults(func=cmd_predict)
 
     d = sub.add_parser("demo", help="synthesize, train, predict, segment, evaluate, plot")
@@ -479,30 +677,153 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run a command; affseg's errors become one line on stderr and exit code 2 (tracebacks only
-    with ``--debug``), Ctrl-C exit code 130."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def cli_wording(message: str) -> str:
+    """A library message in the command line's words: the keyword ``overwrite=True`` becomes the
+    flag ``--overwrite``.
+
+    Parameters
+    ----------
+    message : str
+        An error or warning message of the library.
+
+    Returns
+    -------
+    message : str
+        The message with each API spelling replaced by its flag, once.
+    """
+    for mixed in ("--overwrite (overwrite=True)", "overwrite=True (--overwrite)"):
+        message = message.replace(mixed, "--overwrite")
+    return message.replace("overwrite=True", "--overwrite")
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings as one line on stderr, ``warning: ...`` (no source line)."""
+    print(f"warning: {cli_wording(str(message))}", file=sys.stderr)
+
+
+class _Interrupts:
+    """Ctrl-C (SIGINT) while a command runs: a context manager that installs the handler.
+
+    The first SIGINT raises KeyboardInterrupt, as Python's own handler does, and is remembered.
+    Python code that swallows it (an exception raised inside a ctypes callback is only printed:
+    numba's compiler runs such callbacks) would keep the command running, so until the command
+    reaches its clean-up (``handled``) a watchdog raises it again every second. During the
+    clean-up further SIGINTs are ignored, so that the one line on what was kept comes out.
+    """
+
+    def __init__(self, delay: float = 1.0):
+        self.delay = delay
+        self.requested = False
+        self.handled = False
+        self._timer: threading.Timer | None = None
+        self._previous = None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handler)
+            self._previous_hook, sys.unraisablehook = sys.unraisablehook, self._unraisable
+        return self
+
+    def __exit__(self, *exc):
+        self.handled = True
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            sys.unraisablehook = self._previous_hook
+        return False
+
+    def _unraisable(self, unraisable) -> None:
+        """A swallowed KeyboardInterrupt is not printed (the watchdog raises it again)."""
+        if isinstance(unraisable.exc_value, KeyboardInterrupt):
+            return
+        self._previous_hook(unraisable)
+
+    def _handler(self, signum, frame):
+        if self.handled:
+            return
+        self.requested = True
+        self._arm()
+        if isinstance(sys.exc_info()[1], KeyboardInterrupt):
+            return  # already unwinding through a clean-up (an except block): let it finish
+        raise KeyboardInterrupt
+
+    def _arm(self) -> None:
+        if self._timer is None:
+            self._timer = threading.Timer(self.delay, self._again)
+            self._timer.daemon = True
+            self._timer.start()
+
+    def _again(self) -> None:
+        self._timer = None
+        if self.requested and not self.handled:
+            import _thread
+
+            _thread.interrupt_main(signal.SIGINT)  # runs _handler in the main thread again
+
+
+def _interrupted(args, interrupts: _Interrupts) -> int:
+    """Ctrl-C: stop zarr's I/O in flight (its tasks would otherwise be destroyed half-way at exit),
+    then one line on what the command keeps."""
+    from .io import stop_zarr_io
+
+    interrupts.handled = True
+    stop_zarr_io()
+    note = getattr(args, "interrupt_note", None)
     try:
-        return args.func(args)
-    except KeyboardInterrupt:
-        if args.debug:
-            raise
-        print(f"\ninterrupted; rerun the same command to resume ({args.command} keeps what it finished)",
-              file=sys.stderr)
-        return 130
-    except ModuleNotFoundError as e:
-        if e.name not in ("torch", "yaml") or args.debug:
-            raise
-        print(f"error: {args.command} needs {e.name}; install the train extra: "
-              f"pip install -c constraints.txt -e '.[train]'", file=sys.stderr)
-        return 2
-    except (AffsegError, ValueError, FileNotFoundError, FileExistsError, PermissionError) as e:
-        if args.debug:
-            raise
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        kept = note() if callable(note) else "rerun the same command to start again"
+    except Exception:  # the line must come out, whatever state the output is in
+        kept = "rerun the same command"
+    print(("\n" if sys.stderr.isatty() else "") + f"interrupted; {kept}", file=sys.stderr)
+    return 130
+
+
+def run_command(args) -> int:
+    """Run the command ``args.func(args)`` of parsed arguments: affseg's errors become one line on
+    stderr and exit code 2 (tracebacks only with ``--debug``), warnings one line each, Ctrl-C one
+    line on what was kept and exit code 130.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        From :func:`build_parser` (``func``, ``command``, ``debug`` and the command's arguments).
+
+    Returns
+    -------
+    code : int
+        The exit code.
+    """
+    with warnings.catch_warnings(), _Interrupts() as interrupts:
+        warnings.showwarning = _show_warning
+        for note in getattr(args, "deprecated", None) or []:
+            print(f"warning: {note}", file=sys.stderr)
+        try:
+            try:
+                return args.func(args)
+            except Exception as e:  # raised because of the interrupt, e.g. numba's SystemError around it
+                if interrupts.requested:
+                    raise KeyboardInterrupt from e
+                raise
+        except KeyboardInterrupt:
+            if args.debug:
+                raise
+            return _interrupted(args, interrupts)
+        except ModuleNotFoundError as e:
+            if e.name not in ("torch", "yaml") or args.debug:
+                raise
+            print(f"error: {args.command} needs {e.name}; install the train extra: "
+                  f"pip install -c constraints.txt -e '.[train]'", file=sys.stderr)
+            return 2
+        except (AffsegError, ValueError, FileNotFoundError, FileExistsError, PermissionError) as e:
+            if args.debug:
+                raise
+            print(f"error: {cli_wording(str(e))}", file=sys.stderr)
+            return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the command line and run the command (see :func:`run_command`)."""
+    return run_command(build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":
