@@ -129,6 +129,6 @@ def test_a_killed_client_resumes_redoing_only_unfinished_blocks(tmp_path, data):
     assert again["computed"] == {"fragments": 0, "region_graph": 0, "agglomerate": 0, "relabel": 0}
     from affseg.errors import OutputExists
 
-    with pytest.raises(OutputExists, match="--overwrite"), Engine(workers=0) as engine:
+    with pytest.raises(OutputExists, match="overwrite=True"), Engine(workers=0) as engine:
         mala_to_zarr(str(path / "affs"), str(out), thresholds=[0.3, 0.7], block_shape=(4, 16, 16),
                      context=(2, 6, 6), engine=engine, store=str(store_path), fragment_options={"min_seed_distance": 6})
