@@ -15,7 +15,6 @@ import numpy as np
 
 from .errors import OutputExists
 
-DEFAULT_THRESHOLDS = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
 # the demo's neighbourhood: nearest neighbours for MALA, long-range ones for MWS and GASP
 DEMO_OFFSETS = [[-1, 0, 0], [0, -1, 0], [0, 0, -1], [-2, 0, 0], [0, -8, 0], [0, 0, -8]]
 DEMO_BIASES = {"bias": 0.3, "long_range_bias": 0.7}
@@ -157,11 +156,11 @@ def cmd_demo(args) -> int:
     from .learn.config import load_config
     from .learn.predict import predict
     from .learn.train import train
+    from .pipeline import default_thresholds
     from .synthetic import make_volume
 
     out = Path(args.output)
     staging = _staging_dir(out, args.overwrite)
-    thresholds = DEFAULT_THRESHOLDS
     started = time.perf_counter()
     try:
         _say(1, f"synthesizing a {_shape(args.train_shape)} training volume and a held-out {_shape(args.shape)} "
@@ -186,6 +185,8 @@ def cmd_demo(args) -> int:
         _say(4, "MALA: watershed fragments, then agglomeration at each threshold")
         nearest = affs[:3]
         fragments = extract_fragments(nearest, offsets[:3], min_seed_distance=args.min_seed_distance)
+        # the sweep spans the scores where the segmentation changes (none spent on a fully merged one)
+        thresholds = default_thresholds(nearest, fragments, offsets[:3], merge_function=args.merge_function)
         agg = agglomerate(nearest, fragments, offsets[:3], thresholds=thresholds, merge_function=args.merge_function)
         _say(5, "Mutex Watershed on voxels and GASP on the fragments (signed graphs, long-range offsets)")
         mws = mutex_watershed(affs, offsets, **DEMO_BIASES)
