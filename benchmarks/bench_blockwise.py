@@ -10,6 +10,15 @@ with 2 worker processes. The repeats interleave the three; the table gives the m
 median of the paired ratios, and the peak resident memory of the largest process of the run
 (the client or a worker: ``ru_maxrss`` of the children), which for blockwise runs is bounded by
 the block size, not the volume (run two shapes with the same blocks to see it).
+
+    python benchmarks/bench_blockwise.py --mws-voi                        # Mutex Watershed blockwise vs one pass
+
+``--mws-voi`` measures how far the Mutex Watershed blockwise (per block with context, stitched
+where neighbouring runs agree; docs/blockwise.md) is from one pass of ``affseg.mutex_watershed``:
+VOI (bits) of each against the ground truth and of blockwise against one pass, for a few block
+shapes and contexts, on a synthetic volume and on ``../shared/data/neuroproof_train.h5`` labels
+turned into noisy affinities (skipped where absent). The blockwise result is computed in this
+process (``mutex_watershed_blockwise``: the same bits as the zarr stages with any workers).
 """
 from __future__ import annotations
 
@@ -51,6 +60,49 @@ def run(command: list[str]) -> tuple[float, float]:
     return seconds, int(out.stdout.split()[-1]) / 1024
 
 
+MWS_OFFSETS = [[-1, 0, 0], [0, -1, 0], [0, 0, -1], [-2, 0, 0], [0, -8, 0], [0, 0, -8]]  # the demo's
+MWS_BIASES = {"bias": 0.3, "long_range_bias": 0.7}
+MWS_LAYOUTS = [((32, 128, 128), (4, 16, 16)), ((32, 128, 128), (8, 32, 32)), ((32, 64, 64), (8, 32, 32))]
+
+
+def mws_voi(shape) -> None:
+    """Print the VOI table of the Mutex Watershed blockwise against one pass."""
+    from affseg import evaluate, mutex_watershed
+    from affseg.blockwise.mutex import mutex_watershed_blockwise
+    from affseg.synthetic import make_volume, noisy_affinities
+
+    volumes = []
+    vol = make_volume(tuple(shape), seed=0, offsets=MWS_OFFSETS)
+    volumes.append((f"synthetic {tuple(shape)}", vol.labels, vol.affs))
+    data = Path(__file__).resolve().parents[2] / "shared" / "data" / "neuroproof_train.h5"
+    if data.is_file():
+        import h5py
+
+        with h5py.File(data, "r") as f:
+            labels = f["labels"][:]
+        volumes.append((f"neuroproof {labels.shape}", labels, noisy_affinities(labels, MWS_OFFSETS, seed=0)))
+    else:
+        print(f"({data} is absent: neuroproof skipped)")
+    print(f"offsets {MWS_OFFSETS}, {MWS_BIASES}; VOI split / merge in bits")
+    print(f"{'volume':<28} {'run':<34} {'s':>6} {'vs gt split':>11} {'merge':>6} {'vs one split':>12} {'merge':>6}")
+    for name, labels, affs in volumes:
+        started = time.perf_counter()
+        one = mutex_watershed(affs, MWS_OFFSETS, **MWS_BIASES)
+        seconds = time.perf_counter() - started
+        gt = evaluate(one, labels)
+        print(f"{name:<28} {'one pass':<34} {seconds:>6.1f} {gt['voi_split']:>11.3f} {gt['voi_merge']:>6.3f}")
+        for block_shape, context in MWS_LAYOUTS:
+            block_shape = tuple(min(b, s) for b, s in zip(block_shape, labels.shape))
+            started = time.perf_counter()
+            blocks = mutex_watershed_blockwise(affs, MWS_OFFSETS, block_shape=block_shape, context=context,
+                                               **MWS_BIASES)
+            seconds = time.perf_counter() - started
+            gt, vs = evaluate(blocks, labels), evaluate(blocks, one)
+            run_name = f"blocks {block_shape} context {context}"
+            print(f"{'':<28} {run_name:<34} {seconds:>6.1f} {gt['voi_split']:>11.3f} {gt['voi_merge']:>6.3f} "
+                  f"{vs['voi_split']:>12.3f} {vs['voi_merge']:>6.3f}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--shape", type=int, nargs=3, default=[64, 512, 512])
@@ -58,7 +110,11 @@ def main() -> None:
     p.add_argument("--data", help="an affinity dataset to use instead of the synthetic volume")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--mws-voi", action="store_true", help="the Mutex Watershed blockwise vs one pass (VOI)")
     args = p.parse_args()
+    if args.mws_voi:
+        mws_voi(args.shape)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         affs = args.data or make_data(folder, args.shape, args.block_shape, args.seed)

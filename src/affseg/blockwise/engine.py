@@ -36,10 +36,13 @@ class Engine:
         A tqdm bar per :meth:`map` (for the command line).
     connect_timeout : float
         Seconds to wait for ``scheduler`` before an InputError.
+    order_seed : int, optional
+        Submit the items of every :meth:`map` in a random order drawn from this seed (to check
+        that a result does not depend on the order of the blocks); default: in the order given.
     """
 
     def __init__(self, *, workers: int | None = None, scheduler: str | None = None, window: int | None = None,
-                 progress: bool = False, connect_timeout: float = 10.0):
+                 progress: bool = False, connect_timeout: float = 10.0, order_seed: int | None = None):
         if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 0):
             raise InputError(f"workers must be a number >= 0, got {workers!r}")
         if scheduler is not None and (not isinstance(scheduler, str) or "://" not in scheduler):
@@ -47,6 +50,9 @@ class Engine:
         self.workers = (os.cpu_count() or 1) if workers is None else workers
         self.scheduler, self.window_size, self.progress = scheduler, window, progress
         self.connect_timeout = connect_timeout
+        if order_seed is not None and (isinstance(order_seed, bool) or not isinstance(order_seed, int)):
+            raise InputError(f"order_seed must be an integer, got {order_seed!r}")
+        self.order_seed = order_seed
         self.client = None
         self._cluster = None
 
@@ -87,6 +93,10 @@ class Engine:
         """Run ``function(item, *args, **kwargs)`` for every item; ``on_result(item, result)`` is
         called in this process as each finishes (in completion order)."""
         items = list(items)
+        if self.order_seed is not None:
+            import random
+
+            random.Random(self.order_seed).shuffle(items)
         bar = None
         if self.progress:
             from tqdm.auto import tqdm

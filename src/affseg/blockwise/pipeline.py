@@ -1,23 +1,210 @@
-"""Blockwise stages over zarr volumes, run on an :class:`~affseg.blockwise.engine.Engine`."""
+"""Blockwise stages over zarr volumes, run on an :class:`~affseg.blockwise.engine.Engine`.
+
+Every function here checks everything it can before any block runs, and refuses with an
+:mod:`affseg.errors` exception that names the value, leaving no output behind: the input (its
+shape, offsets, mask, chunks), the layout (a block shape beyond the volume, a context larger
+than the block, a block shape that straddles the input's chunks), the output address, the graph
+store (a wrong URL, an unreachable server, a damaged or foreign file) and what the store
+recorded (another layout, other options, an input that changed since).
+
+Every stage records its finished blocks in the graph store, with the layout, the options and the
+input's identity; a rerun after a crash or a kill redoes only the blocks that were not finished.
+"""
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 from collections.abc import Sequence
 
 import numpy as np
 
 from .._checks import as_number, as_offsets
-from ..errors import InputError
+from ..errors import InputError, OutputExists, PathNotFound
 from .engine import Engine
 from .layout import BlockLayout
 
-__all__ = ["connected_components_to_zarr", "mala_to_zarr"]
+__all__ = ["connected_components_to_zarr", "mala_to_zarr", "mutex_watershed_to_zarr"]
+
+
+# ---------------------------------------------------------------------------------------------
+# checks shared by the stages
 
 
 def _open(address):
     from ..io import open_volume
 
     return open_volume(address).data if address is not None else None
+
+
+def _read_input(affs_address: str, offsets, mask_address: str | None):
+    """Shape, offsets, spatial metadata and spatial chunks of an affinity dataset (checked)."""
+    from ..io import open_volume
+
+    with open_volume(affs_address) as vol:
+        if vol.ndim not in (3, 4):
+            raise InputError(f"{affs_address} must hold affinities (C, z, y, x) or (C, y, x), got shape {vol.shape}")
+        shape, channels = vol.shape[1:], vol.shape[0]
+        stored = vol.data.attrs.get("offsets")
+        meta = dict(voxel_size=vol.voxel_size, offset=vol.offset)
+        chunks = getattr(vol.data, "chunks", None)
+    offsets = as_offsets(offsets if offsets is not None else stored, len(shape), channels=channels)
+    if mask_address is not None:
+        with open_volume(mask_address) as mask:
+            if mask.shape != shape:
+                raise InputError(f"mask {mask_address} has shape {mask.shape}, which does not match {shape}")
+    return shape, offsets, meta, (tuple(chunks[1:]) if chunks is not None else None)
+
+
+def _layout(shape, block_shape, context, chunks, affs_address: str) -> BlockLayout:
+    """The block layout, refused where a block exceeds the volume or straddles the input's chunks."""
+    layout = BlockLayout(shape, block_shape, context=context)
+    beyond = [i for i, (b, n) in enumerate(zip(layout.block_shape, shape)) if b > n]
+    if beyond:
+        raise InputError(f"block shape {layout.block_shape} exceeds the volume {tuple(shape)} of {affs_address} "
+                         f"along axis {beyond[0]}: use blocks of at most the volume's shape")
+    if chunks is not None:
+        for axis, (b, c, n) in enumerate(zip(layout.block_shape, chunks, shape)):
+            if b < n and c < n and b % c and c % b:
+                raise InputError(
+                    f"block shape {layout.block_shape} does not align with the chunks {tuple(chunks)} of "
+                    f"{affs_address} along axis {axis} ({b} is neither a multiple nor a divisor of {c}): "
+                    f"blocks would read chunks they share only in part; choose a multiple or a divisor of the "
+                    f"chunks, or rechunk the input")
+    layout.check_ids_fit()
+    return layout
+
+
+def _output_container(address: str):
+    from ..io import check_output_writable, parse_address
+
+    container, dataset, kind = parse_address(address)
+    if kind != "zarr":
+        raise InputError(f"{address}: blockwise outputs are zarr (HDF5 has no safe concurrent writers); "
+                         "write to a .zarr container")
+    check_output_writable(container)
+    return container, dataset
+
+
+def _input_identity(address: str) -> dict:
+    """What identifies an input cheaply: address, shape, dtype, chunks and its metadata file's
+    size and time (a rewrite of the dataset changes them; chunk contents are not hashed)."""
+    from ..io import open_volume, parse_address
+
+    with open_volume(address) as vol:
+        identity = {"address": str(address), "shape": list(vol.shape), "dtype": str(vol.dtype),
+                    "chunks": list(getattr(vol.data, "chunks", None) or [])}
+    container, dataset, kind = parse_address(address)
+    meta = container / dataset / "zarr.json" if kind == "zarr" else container
+    stat = meta.stat()
+    identity["metadata"] = [stat.st_size, stat.st_mtime_ns]
+    return identity
+
+
+def _stage_key(dataset: str) -> str:
+    """A stage-name prefix for an output dataset (letters, digits, _ . -; at most 120 characters)."""
+    key = re.sub(r"[^A-Za-z0-9_.-]", "_", dataset.strip("/"))
+    if len(key) > 120:
+        key = key[:100] + "." + hashlib.blake2b(dataset.encode(), digest_size=8).hexdigest()
+    return key
+
+
+def _plain(identity: dict) -> dict:
+    return json.loads(json.dumps(identity, sort_keys=True))
+
+
+def _changed_input(stored: dict, new: dict) -> str | None:
+    """The address of an input whose identity (shape, dtype, chunks, metadata time) changed."""
+    old_params, new_params = stored.get("parameters", {}), new.get("parameters", {})
+    for name in ("affs", "mask"):
+        a, b = old_params.get(name), new_params.get(name)
+        if isinstance(a, dict) and isinstance(b, dict) and a.get("address") == b.get("address") and a != b:
+            return b["address"]
+    return None
+
+
+def _open_job(store, container, outputs: Sequence[str], stages: dict[str, dict], final_stage: str,
+              overwrite: bool):
+    """Open the graph store and check it against this job before any work.
+
+    Refuses (OutputExists) a store whose stages were run with another layout, other options or an
+    input that has changed since, and outputs that exist but are not this job's (unless
+    ``overwrite``). A store is created only once every check has passed."""
+    from ..io import volume_exists
+    from ..io.volumes import check_replaceable
+    from .store import default_store_path, open_store
+
+    url = store if store is not None else default_store_path(container)
+    existing = [a for a in outputs if volume_exists(a)]
+    for address in existing:
+        check_replaceable(address, overwrite=True)  # refuses datasets affseg did not write
+    try:
+        opened = open_store(url, create=not existing or overwrite)
+    except PathNotFound:  # outputs exist, and no store says they are ours
+        check_replaceable(existing[0], overwrite=False)
+        raise
+    try:
+        stages = {name: _plain(identity) for name, identity in stages.items()}
+        if not overwrite:
+            for name, identity in stages.items():
+                stored = opened.identity(name)
+                if stored is None or stored == identity:
+                    continue
+                changed = _changed_input(stored, identity)
+                if changed is not None:
+                    raise OutputExists(
+                        f"the input {changed} changed since the {opened!r} recorded stage {name!r} (its shape, "
+                        f"dtype, chunks or metadata time differ): the finished blocks no longer fit it; rerun "
+                        "with overwrite=True (--overwrite) to start again, or use another store")
+                opened.begin_stage(name, identity)  # raises OutputExists naming the differences
+        ours = opened.identity(final_stage) == stages[final_stage]
+        for address in existing:
+            check_replaceable(address, overwrite=overwrite or ours)
+        done = {name: opened.begin_stage(name, identity, overwrite=overwrite) for name, identity in stages.items()}
+    except BaseException:
+        opened.close()
+        raise
+    return opened, done
+
+
+def _identity(layout, **parameters) -> dict:
+    from .store import stage_identity
+
+    return stage_identity(layout, **parameters)
+
+
+def _pending(done: dict, stage: str, blocks: int) -> list[int]:
+    return [i for i in range(blocks) if i not in done[stage]]
+
+
+def _restart(store, done: dict, stages: dict, stage: str) -> None:
+    """Forget a stage's done blocks (their scratch output is gone)."""
+    store.reset_stage(stage)
+    done[stage] = store.begin_stage(stage, stages[stage])
+
+
+def _pairs_statistics(pairs: Sequence[np.ndarray]):
+    """Label pairs as the edges of an EdgeStatistics (u < v, each once), to keep in the store."""
+    from ..graph.mala.statistics import EdgeStatistics
+
+    every = np.concatenate([np.asarray(p, np.uint64).reshape(-1, 2) for p in pairs]) if pairs else \
+        np.zeros((0, 2), np.uint64)
+    every = np.unique(np.sort(every, axis=1), axis=0) if every.size else every
+    n = every.shape[0]
+    return EdgeStatistics(node_ids=np.zeros(0, np.uint64), node_sizes=np.zeros(0, np.int64), u=every[:, 0],
+                          v=every[:, 1], count=np.ones(n, np.int64), sum=np.zeros(n), max=np.zeros(n, np.float32),
+                          min=np.zeros(n, np.float32), histogram=None)
+
+
+def _lookup_from_pairs(store, pairs_stage: str):
+    from .components import merge_face_pairs
+
+    statistics = store.read_statistics(pairs_stage, histogram=False)
+    return merge_face_pairs([np.stack([statistics.u, statistics.v], axis=1)])
+
+
+# ---------------------------------------------------------------------------------------------
+# threshold + connected components
 
 
 def _components_task(block_id, affs_address, labels_address, layout, offsets, threshold, mask_address):
@@ -34,8 +221,9 @@ def _pairs_task(block_id, affs_address, labels_address, layout, offsets, thresho
     from ..io.volumes import open_staged
     from .components import block_face_pairs
 
-    return block_face_pairs(_open(affs_address), open_staged(labels_address), offsets, layout,
-                            layout.block(block_id), threshold=threshold, mask=_open(mask_address))
+    return _pairs_statistics([block_face_pairs(_open(affs_address), open_staged(labels_address), offsets, layout,
+                                               layout.block(block_id), threshold=threshold,
+                                               mask=_open(mask_address))])
 
 
 def _relabel_task(block_id, labels_address, out_address, layout, old_ids, new_ids):
@@ -49,9 +237,13 @@ def _relabel_task(block_id, labels_address, out_address, layout, old_ids, new_id
 
 def connected_components_to_zarr(affs_address: str, out_address: str, offsets=None, *, threshold: float = 0.5,
                                  block_shape: Sequence[int], engine: Engine, mask_address: str | None = None,
-                                 overwrite: bool = False) -> str:
+                                 store=None, overwrite: bool = False) -> dict:
     """Threshold + connected components of a zarr/HDF5 affinity volume into a zarr dataset,
     block by block on ``engine`` (the same partition as :func:`affseg.connected_components`).
+
+    Resumable: the stages (components per block, face pairs per block, one union-find, relabel
+    per block) record their finished blocks in the graph ``store``; a rerun after a crash or a kill
+    redoes only the blocks that were not finished.
 
     Parameters
     ----------
@@ -65,52 +257,283 @@ def connected_components_to_zarr(affs_address: str, out_address: str, offsets=No
     threshold : float
         Edges with ``affinity > threshold`` join their voxels.
     block_shape : sequence of int
-        Write shape of a block (also the output chunks).
+        Write shape of a block (also the output chunks), at most the volume's shape, a multiple
+        or a divisor of the input's chunks.
     engine : Engine
         Where the blocks run (entered already).
     mask_address : str, optional
         Mask dataset (non-zero = segment); voxels outside get 0.
+    store : str or path-like, optional
+        The graph store (a SQLite path or a PostgreSQL URL); default a SQLite file beside the
+        output container (:func:`~affseg.blockwise.store.default_store_path`). Its stages are
+        named after the output dataset, so one store serves several outputs.
     overwrite : bool
-        Replace an existing output that affseg wrote.
+        Replace an existing output that affseg wrote, and discard the store's records of a run
+        with other parameters.
 
     Returns
     -------
-    str
-        ``out_address``.
+    dict
+        ``dataset`` (``out_address``), ``blocks``, and per stage the number of blocks
+        ``computed`` by this call.
+
+    Raises
+    ------
+    InputError, CorruptInput, OutputExists, PathNotFound
+        Before any block runs, naming the value (see the module's docstring).
     """
-    from ..io import check_output_writable, open_volume, parse_address
-    from ..io.volumes import check_replaceable, discard_staged, publish_volume, stage_volume
+    from ..io import volume_exists
+    from ..io.volumes import discard_staged, publish_volume, stage_volume, staged_exists
 
-    with open_volume(affs_address) as vol:
-        shape, channels = vol.shape[1:], vol.shape[0]
-        stored = vol.data.attrs.get("offsets")
-        meta = dict(voxel_size=vol.voxel_size, offset=vol.offset)
-    offsets = as_offsets(offsets if offsets is not None else stored, len(shape), channels=channels)
+    shape, offsets, meta, chunks = _read_input(affs_address, offsets, mask_address)
     threshold = as_number(threshold, name="threshold")
-    if mask_address is not None:
-        with open_volume(mask_address) as mask:
-            if mask.shape != shape:
-                raise InputError(f"mask {mask_address} has shape {mask.shape}, which does not match {shape}")
-    layout = BlockLayout(shape, block_shape)
-    layout.check_ids_fit()
-    check_replaceable(out_address, overwrite=overwrite)
-    check_output_writable(parse_address(out_address)[0])
+    layout = _layout(shape, block_shape, 0, chunks, affs_address)
+    container, dataset = _output_container(out_address)
+    inputs = {"affs": _input_identity(affs_address), "offsets": offsets.tolist(),
+              "mask": None if mask_address is None else _input_identity(mask_address)}
+    identity = _identity(layout, **inputs, threshold=threshold)
+    key = f"cc:{_stage_key(dataset)}"
+    names = {s: f"{key}:{s}" for s in ("components", "faces", "merge", "relabel")}
+    stages = {names[s]: identity for s in names}
+    store, done = _open_job(store, container, [out_address], stages, names["relabel"], overwrite)
+    n = len(layout)
+    computed = {}
     blocks_address = f"{out_address}.blocks"
-    stage_volume(blocks_address, shape=shape, dtype=np.uint64, chunks=layout.block_shape, **meta)
-    stage_volume(out_address, shape=shape, dtype=np.uint64, chunks=layout.block_shape, **meta,
-                 attrs={"method": "cc", "threshold": threshold, "block_shape": list(layout.block_shape)})
-    ids = range(len(layout))
-    args = (affs_address, blocks_address, layout, offsets, threshold, mask_address)
-    engine.map(_components_task, ids, *args, desc="components")
-    pairs = []
-    engine.map(_pairs_task, ids, *args, desc="faces", on_result=lambda block_id, p: pairs.append(p))
-    from .components import merge_face_pairs
-
-    old_ids, new_ids = merge_face_pairs(pairs)
-    engine.map(_relabel_task, ids, blocks_address, out_address, layout, old_ids, new_ids, desc="relabel")
-    publish_volume(out_address, overwrite=overwrite)
+    with store:
+        finished = len(done[names["faces"]]) == n and len(done[names["relabel"]]) == n
+        if not finished and not staged_exists(blocks_address) and done[names["components"]]:
+            _restart(store, done, stages, names["components"])
+        if len(done[names["relabel"]]) < n and not staged_exists(out_address) and done[names["relabel"]]:
+            _restart(store, done, stages, names["relabel"])
+        args = (affs_address, blocks_address, layout, offsets, threshold, mask_address)
+        todo = _pending(done, names["components"], n)
+        if not finished:
+            stage_volume(blocks_address, shape=shape, dtype=np.uint64, chunks=layout.block_shape, **meta)
+        engine.map(_components_task, todo, *args, desc="components",
+                   on_result=lambda block_id, _: store.mark_done(names["components"], [block_id]))
+        computed["components"] = len(todo)
+        todo = _pending(done, names["faces"], n)
+        engine.map(_pairs_task, todo, *args, desc="faces",
+                   on_result=lambda block_id, pairs: store.write_block(block_id, pairs, stage=names["faces"]))
+        computed["faces"] = len(todo)
+        if done[names["merge"]]:
+            old_ids, new_ids = store.read_lookup(key)
+            computed["merge"] = 0
+        else:
+            old_ids, new_ids = _lookup_from_pairs(store, names["faces"])
+            store.write_lookup(key, old_ids, new_ids, stage=names["merge"])
+            store.mark_done(names["merge"], [0])
+            computed["merge"] = 1
+        todo = _pending(done, names["relabel"], n)
+        if todo:
+            stage_volume(out_address, shape=shape, dtype=np.uint64, chunks=layout.block_shape, **meta,
+                         attrs={"method": "cc", "threshold": threshold, "block_shape": list(layout.block_shape)})
+        engine.map(_relabel_task, todo, blocks_address, out_address, layout, old_ids, new_ids, desc="relabel",
+                   on_result=lambda block_id, _: store.mark_done(names["relabel"], [block_id]))
+        computed["relabel"] = len(todo)
+    if staged_exists(out_address) or not volume_exists(out_address):
+        publish_volume(out_address, overwrite=True)  # ours: staged by this run or the one it resumes
     discard_staged(blocks_address)
-    return out_address
+    return {"dataset": out_address, "blocks": n, "computed": computed}
+
+
+# ---------------------------------------------------------------------------------------------
+# the Mutex Watershed
+
+
+def _local_shape(layout: BlockLayout) -> tuple[int, ...]:
+    """The largest read region of any block (the scratch array's block shape)."""
+    return tuple(min(n, b + 2 * c) for n, b, c in zip(layout.shape, layout.block_shape, layout.context))
+
+
+class _Run:
+    """One block's read region in the scratch array, read by slices relative to the region."""
+
+    def __init__(self, scratch, block):
+        self.scratch, self.block = scratch, block
+
+    def __getitem__(self, key) -> np.ndarray:
+        return np.asarray(self.scratch[(self.block.id,) + tuple(key)])
+
+
+def _mws_block_task(block_id, affs_address, runs_address, layout, offsets, options, mask_address):
+    from ..io.volumes import open_staged
+    from .mutex import block_mutex_watershed
+
+    block = layout.block(block_id)
+    labels = block_mutex_watershed(_open(affs_address), offsets, layout, block, mask=_open(mask_address), **options)
+    scratch = open_staged(runs_address)
+    padded = np.zeros(scratch.shape[1:], np.uint64)
+    padded[tuple(slice(0, s) for s in labels.shape)] = labels
+    scratch[block_id] = padded  # the block's own chunk, whole: idempotent
+
+
+def _mws_pairs_task(block_id, runs_address, layout, overlap):
+    from ..io.volumes import open_staged
+    from .mutex import neighbours, stitch_pairs
+
+    scratch = open_staged(runs_address)
+    block = layout.block(block_id)
+    pairs = []
+    for other_id in neighbours(layout, block):
+        other = layout.block(other_id)
+        pairs.append(stitch_pairs(_Run(scratch, block), block, _Run(scratch, other), other, overlap=overlap))
+    return _pairs_statistics(pairs)
+
+
+def _mws_relabel_task(block_id, runs_address, out_address, layout, old_ids, new_ids):
+    from ..graph.core.relabel import relabel
+    from ..io.volumes import open_staged
+
+    block = layout.block(block_id)
+    labels = _Run(open_staged(runs_address), block)[block.write_in_read]
+    open_staged(out_address)[block.write] = relabel(labels, old_ids, new_ids)
+
+
+def _check_mws_options(offsets: np.ndarray, options: dict) -> None:
+    """Refuse bad Mutex Watershed options before any block runs (a run on one voxel checks them)."""
+    from ..graph.signed.mutex import mutex_watershed
+
+    tiny = np.zeros((offsets.shape[0],) + (1,) * offsets.shape[1], np.float32)
+    mutex_watershed(tiny, offsets, **options)
+
+
+def mutex_watershed_to_zarr(affs_address: str, out_address: str, offsets=None, *, block_shape: Sequence[int],
+                            context: int | Sequence[int], engine: Engine, bias=0.5, long_range_bias: float | None = None,
+                            strides=None, randomized_strides: bool = False, rng_seed: int = 0, min_size: int = 0,
+                            overlap: float = 0.5, mask_address: str | None = None, store=None,
+                            overwrite: bool = False) -> dict:
+    """The Mutex Watershed blockwise: per block with ``context``, stitched where the runs of
+    neighbouring blocks agree in their overlap (see :mod:`affseg.blockwise.mutex`).
+
+    Stages, each resumable through the graph ``store``: ``blocks`` (:func:`affseg.mutex_watershed`
+    of each block's read region, kept in a scratch array ``<name>.runs`` beside the output),
+    ``pairs`` (per block, the segment pairs its runs and its neighbours' agree on), ``stitch`` (one
+    union-find over all pairs, a lookup table in the store) and ``relabel`` (per block). The
+    result does not depend on the number of workers or the order of the blocks.
+
+    Parameters
+    ----------
+    affs_address : str
+        ``container/dataset`` of the affinities, (C, [z,] y, x), short- and long-range.
+    out_address : str
+        Zarr dataset to write, chunked by ``block_shape``.
+    offsets : (C, ndim) array_like of int, optional
+        Default: the dataset's ``offsets`` attribute, else nearest neighbours.
+    block_shape : sequence of int
+        Write shape of a block (also the output chunks), at most the volume's shape, a multiple
+        or a divisor of the input's chunks.
+    context : int or sequence of int
+        Voxels read beyond the write region on each side: at least 1 (blocks are stitched in
+        it) and at most the block shape along every axis that has more than one block. More
+        context, closer to one pass (see docs/blockwise.md for measurements).
+    engine : Engine
+        Where the blocks run (entered already).
+    bias : float or (C,) array_like of float
+        Edge weight is ``affinity - bias``, as for :func:`affseg.mutex_watershed`.
+    long_range_bias : float, optional
+        Bias of the long-range channels (default: ``bias``).
+    strides : (ndim,) or (C, ndim) array_like of int, optional
+        Keep only the long-range edges on a grid with this step; per block, the grid starts at
+        the read region's corner.
+    randomized_strides : bool
+        Keep each long-range edge with probability ``1 / prod(stride)`` instead (per block).
+    rng_seed : int
+        Seed of the randomized strides.
+    min_size : int
+        Segments under this many voxels merge into a neighbour, per block (before stitching).
+    overlap : float
+        Fraction in [0.5, 1) of a segment's voxels in the overlap that the neighbour's run must
+        give one segment for the two to merge (default one half: a majority).
+    mask_address : str, optional
+        Mask dataset (non-zero = segment); voxels outside get 0.
+    store : str or path-like, optional
+        The graph store (SQLite path or PostgreSQL URL); default a SQLite file beside the output
+        container. Its stages are named after the output dataset.
+    overwrite : bool
+        Replace an existing output that affseg wrote, and discard the store's records of a run
+        with other parameters.
+
+    Returns
+    -------
+    dict
+        ``dataset`` (``out_address``), ``blocks``, ``pairs`` (the agreed pairs of segments that
+        were merged) and per stage the number of blocks ``computed`` by this call.
+
+    Raises
+    ------
+    InputError, CorruptInput, OutputExists, PathNotFound
+        Before any block runs, naming the value (see the module's docstring).
+    """
+    from ..io import volume_exists
+    from ..io.volumes import discard_staged, publish_volume, stage_volume, staged_exists
+    from .mutex import check_context, check_overlap
+
+    shape, offsets, meta, chunks = _read_input(affs_address, offsets, mask_address)
+    layout = _layout(shape, block_shape, context, chunks, affs_address)
+    check_context(layout)
+    options = {"bias": bias, "long_range_bias": long_range_bias, "strides": strides,
+               "randomized_strides": randomized_strides, "rng_seed": rng_seed, "min_size": min_size}
+    _check_mws_options(offsets, options)
+    options = _plain({k: (np.asarray(v).tolist() if isinstance(v, (np.ndarray, list, tuple)) else v)
+                      for k, v in options.items()})
+    overlap = check_overlap(overlap)
+    container, dataset = _output_container(out_address)
+    inputs = {"affs": _input_identity(affs_address), "offsets": offsets.tolist(),
+              "mask": None if mask_address is None else _input_identity(mask_address)}
+    key = f"mws:{_stage_key(dataset)}"
+    names = {s: f"{key}:{s}" for s in ("blocks", "pairs", "stitch", "relabel")}
+    blocks_identity = _identity(layout, **inputs, mws=options)
+    identity = _identity(layout, **inputs, mws=options, overlap=overlap)
+    stages = {names["blocks"]: blocks_identity, names["pairs"]: identity, names["stitch"]: identity,
+              names["relabel"]: identity}
+    store, done = _open_job(store, container, [out_address], stages, names["relabel"], overwrite)
+    n = len(layout)
+    computed = {}
+    runs_address = f"{out_address}.runs"
+    with store:
+        finished = len(done[names["pairs"]]) == n and len(done[names["relabel"]]) == n
+        if not finished and not staged_exists(runs_address) and done[names["blocks"]]:
+            _restart(store, done, stages, names["blocks"])  # the scratch is gone: the blocks again
+        if len(done[names["relabel"]]) < n and not staged_exists(out_address) and done[names["relabel"]]:
+            _restart(store, done, stages, names["relabel"])
+        if not finished:
+            run_shape = _local_shape(layout)
+            stage_volume(runs_address, shape=(n, *run_shape), dtype=np.uint64, chunks=(1, *run_shape),
+                         attrs={"method": "mws", "layout": layout.describe()})
+        todo = _pending(done, names["blocks"], n)
+        engine.map(_mws_block_task, todo, affs_address, runs_address, layout, offsets, options, mask_address,
+                   desc="mutex watershed", on_result=lambda block_id, _: store.mark_done(names["blocks"], [block_id]))
+        computed["blocks"] = len(todo)
+        todo = _pending(done, names["pairs"], n)
+        engine.map(_mws_pairs_task, todo, runs_address, layout, overlap, desc="stitch",
+                   on_result=lambda block_id, pairs: store.write_block(block_id, pairs, stage=names["pairs"]))
+        computed["pairs"] = len(todo)
+        if done[names["stitch"]]:
+            old_ids, new_ids = store.read_lookup(key)
+            computed["stitch"] = 0
+        else:
+            old_ids, new_ids = _lookup_from_pairs(store, names["pairs"])
+            store.write_lookup(key, old_ids, new_ids, stage=names["stitch"])
+            store.mark_done(names["stitch"], [0])
+            computed["stitch"] = 1
+        todo = _pending(done, names["relabel"], n)
+        if todo:
+            stage_volume(out_address, shape=shape, dtype=np.uint64, chunks=layout.block_shape, **meta,
+                         attrs={"method": "mws", **options, "overlap": overlap,
+                                "block_shape": list(layout.block_shape), "context": list(layout.context)})
+        engine.map(_mws_relabel_task, todo, runs_address, out_address, layout, old_ids, new_ids, desc="relabel",
+                   on_result=lambda block_id, _: store.mark_done(names["relabel"], [block_id]))
+        computed["relabel"] = len(todo)
+        merged = int(np.count_nonzero(old_ids != new_ids))
+    if staged_exists(out_address) or not volume_exists(out_address):
+        publish_volume(out_address, overwrite=True)  # ours: staged by this run or the one it resumes
+    discard_staged(runs_address)
+    return {"dataset": out_address, "blocks": n, "pairs": merged, "computed": computed}
+
+
+# ---------------------------------------------------------------------------------------------
+# MALA
 
 
 def _fragments_task(block_id, affs_address, fragments_address, layout, offsets, options, mask_address):
@@ -151,26 +574,6 @@ def _lookup_task(block_id, fragments_address, out_addresses, layout, fragment_id
         open_staged(address)[block.write] = relabel(fragments, fragment_ids, segments)
 
 
-def _input_identity(address: str) -> dict:
-    """What identifies an input cheaply: address, shape, dtype, chunks and its metadata file's
-    size and time (a rewrite of the dataset changes them; chunk contents are not hashed)."""
-    from ..io import open_volume, parse_address
-
-    with open_volume(address) as vol:
-        identity = {"address": str(address), "shape": list(vol.shape), "dtype": str(vol.dtype),
-                    "chunks": list(getattr(vol.data, "chunks", None) or [])}
-    container, dataset, kind = parse_address(address)
-    meta = container / dataset / "zarr.json" if kind == "zarr" else container
-    stat = meta.stat()
-    identity["metadata"] = [stat.st_size, stat.st_mtime_ns]
-    return identity
-
-
-def _pending(store, stage: str, identity: dict, blocks: int, overwrite: bool) -> list[int]:
-    done = store.begin_stage(stage, identity, overwrite=overwrite)
-    return [i for i in range(blocks) if i not in done]
-
-
 def mala_to_zarr(affs_address: str, out_group: str, offsets=None, *, thresholds: Sequence[float],
                  block_shape: Sequence[int], context: int | Sequence[int], engine: Engine,
                  merge_function: str = "hist_quant_75", fragment_options: dict | None = None,
@@ -185,7 +588,9 @@ def mala_to_zarr(affs_address: str, out_group: str, offsets=None, *, thresholds:
     Resumable: every stage records its finished blocks in the graph ``store`` (a URL or path;
     default a SQLite file beside the output container) with the layout, the options and the
     input's identity; a rerun after a crash or a kill redoes only the blocks that were not
-    finished. A rerun with other options or another input is refused unless ``overwrite``.
+    finished. A rerun with other options or another input is refused unless ``overwrite``;
+    so are a block shape beyond the volume or straddling the input's chunks, a context larger
+    than the block, a wrong store URL and a damaged or foreign store, all before any block runs.
 
     Returns
     -------
@@ -195,58 +600,55 @@ def mala_to_zarr(affs_address: str, out_group: str, offsets=None, *, thresholds:
     """
     from .._checks import as_thresholds
     from ..graph.mala.agglomeration import agglomerate_graph, parse_merge_function
-    from ..io import check_output_writable, open_volume, parse_address
-    from ..io.volumes import check_replaceable, publish_volume, stage_volume
+    from ..io import volume_exists
+    from ..io.volumes import publish_volume, stage_volume, staged_exists
     from ..methods import get_method
-    from .store import default_store_path, open_store, stage_identity
 
-    with open_volume(affs_address) as vol:
-        shape, channels = vol.shape[1:], vol.shape[0]
-        stored = vol.data.attrs.get("offsets")
-        meta = dict(voxel_size=vol.voxel_size, offset=vol.offset)
-    offsets = as_offsets(offsets if offsets is not None else stored, len(shape), channels=channels)
+    shape, offsets, meta, chunks = _read_input(affs_address, offsets, mask_address)
     thresholds = as_thresholds(thresholds)
     function = parse_merge_function(merge_function)
     options = {k: v for k, v in get_method("mala").resolve({"merge_function": merge_function,
                                                             **(fragment_options or {})}).items()
                if k != "merge_function"}
-    layout = BlockLayout(shape, block_shape, context=context)
-    layout.check_ids_fit()
+    layout = _layout(shape, block_shape, context, chunks, affs_address)
     out_group = out_group.rstrip("/")
     names = ["fragments"] + [f"threshold_{float(t)!r}" for t in thresholds]
-    container = parse_address(f"{out_group}/fragments")[0]
-    check_output_writable(container)
+    container, _ = _output_container(f"{out_group}/fragments")
     inputs = {"affs": _input_identity(affs_address), "offsets": offsets.tolist(),
               "mask": None if mask_address is None else _input_identity(mask_address)}
-    final_identity = stage_identity(layout, **inputs, fragments=options, merge_function=merge_function,
-                                    thresholds=thresholds.tolist())
-    store = open_store(store if store is not None else default_store_path(container), create=True)
-    # outputs published by an interrupted run of this same job are its own: a rerun may finish them
-    ours = store.identity("relabel") == json.loads(json.dumps(final_identity))
-    for name in names:
-        check_replaceable(f"{out_group}/{name}", overwrite=overwrite or ours)
+    with_histogram = function.kind == 1 and not function.init_with_max
+    final_identity = _identity(layout, **inputs, fragments=options, merge_function=merge_function,
+                                       thresholds=thresholds.tolist())
+    stages = {"fragments": _identity(layout, **inputs, fragments=options),
+              "region_graph": _identity(layout, **inputs, fragments=options, histogram=with_histogram),
+              "agglomerate": final_identity, "relabel": final_identity}
+    store, done = _open_job(store, container, [f"{out_group}/{name}" for name in names], stages, "relabel",
+                            overwrite)
     computed = {}
     n = len(layout)
     chunks = layout.block_shape
+    fragments_address = f"{out_group}/fragments"
+    outputs = [f"{out_group}/{name}" for name in names[1:]]
     with store:
-        fragments_address = f"{out_group}/fragments"
-        identity = stage_identity(layout, **inputs, fragments=options)
-        todo = _pending(store, "fragments", identity, n, overwrite)
-        stage_volume(fragments_address, shape=shape, dtype=np.uint64, chunks=chunks, **meta,
-                     attrs={"method": "mala", **options})
+        finished = len(done["region_graph"]) == n and len(done["relabel"]) == n
+        if not finished and not staged_exists(fragments_address) and done["fragments"]:
+            _restart(store, done, stages, "fragments")  # the staged fragments are gone: the blocks again
+        if len(done["relabel"]) < n and not all(staged_exists(a) for a in outputs) and done["relabel"]:
+            _restart(store, done, stages, "relabel")
+        todo = _pending(done, "fragments", n)
+        if not finished:  # (a finished job's fragments may be published already: not staged again)
+            stage_volume(fragments_address, shape=shape, dtype=np.uint64, chunks=chunks, **meta,
+                         attrs={"method": "mala", **options})
         engine.map(_fragments_task, todo, affs_address, fragments_address, layout, offsets, options, mask_address,
                    desc="fragments", on_result=lambda block_id, count: store.mark_done("fragments", [block_id]))
         computed["fragments"] = len(todo)
-        with_histogram = function.kind == 1 and not function.init_with_max
-        identity = stage_identity(layout, **inputs, fragments=options, histogram=with_histogram)
-        todo = _pending(store, "region_graph", identity, n, overwrite)
+        todo = _pending(done, "region_graph", n)
         engine.map(_statistics_task, todo, affs_address, fragments_address, layout, offsets, with_histogram,
                    desc="region graph", on_result=lambda block_id, stats: store.write_block(block_id, stats))
         computed["region_graph"] = len(todo)
         statistics = store.read_statistics(histogram=with_histogram)  # merged in block order: the same every run
-        identity = final_identity
         tables = [f"threshold_{float(t)!r}" for t in thresholds]
-        if not _pending(store, "agglomerate", identity, 1, overwrite):
+        if done["agglomerate"]:
             lookups = [store.read_lookup(name) for name in tables]
             computed["agglomerate"] = 0
         else:
@@ -256,20 +658,17 @@ def mala_to_zarr(affs_address: str, out_group: str, offsets=None, *, thresholds:
                 store.write_lookup(name, old, new)
             store.mark_done("agglomerate", [0])
             computed["agglomerate"] = 1
-        outputs = [f"{out_group}/{name}" for name in tables]
+        todo = _pending(done, "relabel", n)
         for address, t in zip(outputs, thresholds):
-            stage_volume(address, shape=shape, dtype=np.uint64, chunks=chunks, **meta,
-                         attrs={"method": "mala", "threshold": float(t), "merge_function": merge_function})
-        todo = _pending(store, "relabel", identity, n, overwrite)
+            if todo:
+                stage_volume(address, shape=shape, dtype=np.uint64, chunks=chunks, **meta,
+                             attrs={"method": "mala", "threshold": float(t), "merge_function": merge_function})
         fragment_ids = lookups[0][0] if lookups else np.zeros(0, np.uint64)
         engine.map(_lookup_task, todo, fragments_address, outputs, layout, fragment_ids,
                    [new for _, new in lookups], desc="relabel",
                    on_result=lambda block_id, _: store.mark_done("relabel", [block_id]))
         computed["relabel"] = len(todo)
         n_fragments = int(np.count_nonzero(fragment_ids)) if lookups else 0
-    from ..io import volume_exists
-    from ..io.volumes import staged_exists
-
     for address in [fragments_address, *outputs]:
         if staged_exists(address) or not volume_exists(address):
             publish_volume(address, overwrite=True)  # ours: staged by this run or the one it resumes
