@@ -127,8 +127,66 @@ def test_a_killed_client_resumes_redoing_only_unfinished_blocks(tmp_path, data):
                              context=(2, 6, 6), engine=engine, store=str(store_path),
                              fragment_options={"min_seed_distance": 5})
     assert again["computed"] == {"fragments": 0, "region_graph": 0, "agglomerate": 0, "relabel": 0}
+    for name in ("fragments", "threshold_0.3", "threshold_0.7"):  # the finished outputs are not staged again
+        np.testing.assert_array_equal(read_volume(out / name)[0], read_volume(reference / name)[0], err_msg=name)
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]
     from affseg.errors import OutputExists
 
     with pytest.raises(OutputExists, match="overwrite=True"), Engine(workers=0) as engine:
         mala_to_zarr(str(path / "affs"), str(out), thresholds=[0.3, 0.7], block_shape=(4, 16, 16),
                      context=(2, 6, 6), engine=engine, store=str(store_path), fragment_options={"min_seed_distance": 6})
+
+
+def _cc_job(data_path, out, store):
+    return (f"from affseg.blockwise.engine import Engine\n"
+            f"from affseg.blockwise.pipeline import connected_components_to_zarr\n"
+            f"with Engine(workers=0) as engine:\n"
+            f"    connected_components_to_zarr({str(data_path / 'affs')!r}, {str(out)!r}, threshold=0.6, "
+            f"block_shape=(4, 16, 16), engine=engine, mask_address={str(data_path / 'mask')!r}, store={str(store)!r})\n")
+
+
+def test_connected_components_resume_after_a_killed_client_redoing_only_unfinished_blocks(tmp_path, data):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from affseg.blockwise.store import open_store
+
+    path, affs, mask = data
+    out, store_path = tmp_path / "out.zarr" / "cc", tmp_path / "out.sqlite"
+
+    def run():
+        with Engine(workers=0) as engine:
+            return connected_components_to_zarr(str(path / "affs"), str(out), threshold=0.6, block_shape=(4, 16, 16),
+                                                engine=engine, mask_address=str(path / "mask"), store=str(store_path))
+
+    job = subprocess.Popen([sys.executable, "-c", _cc_job(path, out, store_path)], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.PIPE)
+    stage, done = "cc:cc:components", set()
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and job.poll() is None:
+        try:
+            with open_store(store_path) as store:
+                done = store.done_blocks(stage) if stage in store.stages() else set()
+        except Exception:  # not there yet, or being created
+            done = set()
+        if len(done) >= 10:
+            break
+        time.sleep(0.02)
+    job.send_signal(signal.SIGKILL)
+    job.wait()
+    with open_store(store_path) as store:
+        done = store.done_blocks(stage)
+    assert 10 <= len(done) < 64, "the kill should land within the components stage"
+    assert not (out.parent / "cc").exists() and (out.parent / ".cc.blocks.partial").exists()
+    summary = run()
+    assert summary["blocks"] == 64
+    assert summary["computed"] == {"components": 64 - len(done), "faces": 64, "merge": 1, "relabel": 64}
+    seg, _ = read_volume(out)
+    whole = connected_components(affs, OFFSETS, threshold=0.6, mask=mask)
+    assert same_partition(seg, whole) and ((seg == 0) == (whole == 0)).all()
+    assert sorted(p.name for p in out.parent.iterdir()) == ["cc", "zarr.json"]
+    again = run()  # everything is done
+    assert again["computed"] == {"components": 0, "faces": 0, "merge": 0, "relabel": 0}
+    np.testing.assert_array_equal(read_volume(out)[0], seg)
