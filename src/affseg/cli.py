@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .demo import cmd_demo
+from .demo import DEMO_ITERATIONS, cmd_demo
 from .errors import AffsegError, InputError, OutputExists
 from .learn.examples import EXAMPLE_NAMES
 from .pipeline import AFFINITY_THRESHOLDS
@@ -665,14 +665,19 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(func=cmd_predict)
 
     d = sub.add_parser("demo", help="synthesize, train, predict, segment, evaluate, plot")
-    d.add_argument("--output", default="affseg-demo")
-    d.add_argument("--shape", type=int, nargs=3, default=[48, 160, 160], help="held-out test volume")
-    d.add_argument("--train-shape", type=int, nargs=3, default=[48, 160, 160])
-    d.add_argument("--iterations", type=int, default=400, help="training iterations (about 0.3 s each on 2 cores)")
-    d.add_argument("--seed", type=int, default=0)
-    d.add_argument("--merge-function", default="hist_quant_75")
-    d.add_argument("--min-seed-distance", type=int, default=10)
-    d.add_argument("--overwrite", action="store_true")
+    d.add_argument("--output", default="affseg-demo", help="folder the demo writes (default affseg-demo)")
+    d.add_argument("--shape", type=int, nargs=3, default=[48, 160, 160], metavar=("Z", "Y", "X"),
+                   help="shape of the held-out test volume (default 48 160 160)")
+    d.add_argument("--train-shape", type=int, nargs=3, default=[48, 160, 160], metavar=("Z", "Y", "X"),
+                   help="shape of the synthetic training volume (default 48 160 160)")
+    d.add_argument("--iterations", type=int, default=DEMO_ITERATIONS,
+                   help=f"training iterations (default {DEMO_ITERATIONS}; more give better affinities)")
+    d.add_argument("--seed", type=int, default=0, help="seed of the synthetic volumes and the training (default 0)")
+    d.add_argument("--merge-function", default="hist_quant_75",
+                   help="MALA agglomeration score (default hist_quant_75; see affseg segment --help)")
+    d.add_argument("--min-seed-distance", type=int, default=10,
+                   help="MALA fragments: size of the maximum filter that finds seeds (default 10)")
+    d.add_argument("--overwrite", action="store_true", help="replace an earlier demo output (only a folder the demo wrote)")
     d.set_defaults(func=cmd_demo)
     return p
 

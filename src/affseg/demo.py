@@ -19,6 +19,7 @@ from .errors import OutputExists
 DEMO_OFFSETS = [[-1, 0, 0], [0, -1, 0], [0, 0, -1], [-2, 0, 0], [0, -8, 0], [0, 0, -8]]
 DEMO_BIASES = {"bias": 0.3, "long_range_bias": 0.7}
 DEMO_STAGES = 6
+DEMO_ITERATIONS = 400
 
 
 def _shape(shape) -> str:

@@ -267,7 +267,7 @@ def test_overwrite_replaces_a_previous_run(tmp_path):
     assert marker["kind"] == "affseg training run" and marker["version"]
     cfg["train"]["iterations"] = 1
     cfg["model"]["num_fmaps"] = 3  # a different config: only overwrite may replace it
-    with pytest.raises(OutputExists, match="different config; pass --overwrite"):
+    with pytest.raises(OutputExists, match="different config; pass overwrite=True"):
         train(cfg, tmp_path / "run")
     train(cfg, tmp_path / "run", overwrite=True)
     assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["iteration_00000001.pt"]

@@ -348,7 +348,7 @@ def _why_not_replaceable(output: Path, entries: list[str], protected) -> str | N
     but what a run writes, and none of the config's inputs. Else the reason, for the message."""
     for what, path in protected:
         if _inside(path, output):
-            return f"it holds {what} ({path}), which --overwrite would delete"
+            return f"it holds {what} ({path}), which overwrite=True would delete"
     if output.is_symlink():
         return "it is a symbolic link"
     foreign = _foreign_entries(entries)
@@ -399,7 +399,7 @@ def _prepare_output(output: Path, cfg: dict, overwrite: bool, protected=()) -> P
         if entries and overwrite:
             why = _why_not_replaceable(output, entries, protected)
             if why is not None:
-                raise OutputExists(f"--overwrite (overwrite=True) refuses to replace {output}: {why}. "
+                raise OutputExists(f"overwrite=True refuses to replace {output}: {why}. "
                                    f"It only replaces a training run that affseg wrote; choose another output folder")
             _remove_run(output, entries)
             entries = []
@@ -407,7 +407,7 @@ def _prepare_output(output: Path, cfg: dict, overwrite: bool, protected=()) -> P
             previous = _stored_config(output)
             if previous is None and _has_marker(output) and (stored.exists() or latest_checkpoint(output)):
                 why = "cannot be read as an affseg config" if stored.exists() else "is missing (the run has checkpoints)"
-                raise CorruptInput(f"{stored} {why}; pass --overwrite to start over or choose another output folder")
+                raise CorruptInput(f"{stored} {why}; pass overwrite=True to start over or choose another output folder")
             if previous is None and not (_has_marker(output) and not _foreign_entries(entries)):
                 raise OutputExists(f"{output} exists and is not an affseg training run"
                                    f"{_holds(_foreign_entries(entries))}; choose another output folder")
@@ -415,7 +415,7 @@ def _prepare_output(output: Path, cfg: dict, overwrite: bool, protected=()) -> P
                 same = {k: v for k, v in previous.items() if k != "train"} == \
                     {k: v for k, v in cfg.items() if k != "train"}
                 if not same:
-                    hint = ("pass --overwrite to start over or choose another output folder"
+                    hint = ("pass overwrite=True to start over or choose another output folder"
                             if _why_not_replaceable(output, entries, protected) is None else "choose another output folder")
                     raise OutputExists(f"{output} holds a run with a different config; {hint}")
                 if not _has_marker(output):
@@ -468,7 +468,7 @@ def _resume(output: Path, device, net: UNet, optimizer) -> tuple[dict, Path]:
     if not unreadable:
         raise CorruptInput(f"{output / 'checkpoints'} holds no checkpoint to resume from")
     raise CorruptInput(f"no checkpoint of {output} can be read: " + "; ".join(str(e) for _, e in unreadable)
-                       + "; pass --overwrite to start over or choose another output folder")
+                       + "; pass overwrite=True to start over or choose another output folder")
 
 
 def _losses(cfg: dict, outputs: dict, batch: dict, iteration: int) -> tuple[torch.Tensor, dict, str]:
