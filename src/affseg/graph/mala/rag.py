@@ -61,15 +61,25 @@ def _lower_neighbour(nodes, z, y, x, d):
     return nodes[z, y, x - 1] if x > 0 else nodes.dtype.type(0)
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _unsigned(box):
+    """The bounds of ``box`` (z0, z1, y0, y1, x0, x1, all >= 0) as uint64. Loop indices then
+    cannot be negative, so indexing needs no wraparound code: the loops over a box ran about
+    10 % slower with int64 bounds than the loops over ``range(nz)`` they replaced."""
+    return (np.uint64(box[0]), np.uint64(box[1]), np.uint64(box[2]), np.uint64(box[3]), np.uint64(box[4]),
+            np.uint64(box[5]))
+
+
 @njit(cache=True, nogil=True)
 def _count_contacts(nodes, n_nodes, box):
     """Contacts per smaller node and voxels per node, of the voxels in ``box`` (z0, z1, y0, y1,
     x0, x1): a contact belongs to the voxel that carries its affinity (the upper one)."""
     counts = np.zeros(n_nodes + 2, dtype=np.int64)
     sizes = np.zeros(n_nodes + 1, dtype=np.int64)
-    for z in range(box[0], box[1]):
-        for y in range(box[2], box[3]):
-            for x in range(box[4], box[5]):
+    z0, z1, y0, y1, x0, x1 = _unsigned(box)
+    for z in range(z0, z1):
+        for y in range(y0, y1):
+            for x in range(x0, x1):
                 a = nodes[z, y, x]
                 sizes[a] += 1
                 for d in range(3):
@@ -85,9 +95,10 @@ def _bucket_contacts(nodes, affs, starts, box):
     fill = starts.copy()
     other = np.empty(starts[-1], dtype=np.uint32)
     value = np.empty(starts[-1], dtype=np.float32)
-    for z in range(box[0], box[1]):
-        for y in range(box[2], box[3]):
-            for x in range(box[4], box[5]):
+    z0, z1, y0, y1, x0, x1 = _unsigned(box)
+    for z in range(z0, z1):
+        for y in range(y0, y1):
+            for x in range(x0, x1):
                 a = nodes[z, y, x]
                 for d in range(3):
                     b = _lower_neighbour(nodes, z, y, x, d)

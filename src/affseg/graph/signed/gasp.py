@@ -151,7 +151,8 @@ def gasp(
     Raises
     ------
     InputError
-        If ``affs``, ``offsets``, the biases, ``mask``, ``fragments`` or an option are invalid.
+        If ``affs``, ``offsets``, the biases, ``mask``, ``fragments`` or an option are invalid, or
+        (without ``fragments``) the volume has more than 2**31 - 1 voxels.
     """
     affs, offsets = as_affinities(affs, offsets)
     shape = affs.shape[1:]
