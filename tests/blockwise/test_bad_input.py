@@ -164,3 +164,21 @@ def test_an_input_that_changed_since_the_store_was_written(tmp_path, data, metho
     with Engine(workers=0) as engine:  # overwrite starts again
         summary = _segment(method, affs, out, engine, overwrite=True)
     assert all(count > 0 for count in summary["computed"].values())
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_an_output_that_is_not_this_jobs(tmp_path, data, method):
+    import zarr
+
+    out = tmp_path / "out.zarr" / "seg"
+    first = "seg/fragments" if method == "mala" else "seg"
+    write_volume(tmp_path / "out.zarr" / first, np.ones(SHAPE, np.uint64))  # affseg's, but no store says ours
+    before = sorted(p.name for p in (tmp_path / "out.zarr").rglob("*"))
+    with pytest.raises(OutputExists, match=rf"out\.zarr/{first} exists"), Engine(workers=0) as engine:
+        _segment(method, data / "affs", out, engine)
+    foreign = tmp_path / "foreign.zarr"
+    zarr.create_array(store=str(foreign), name=first, shape=SHAPE, dtype="uint64")  # not written by affseg
+    with pytest.raises(OutputExists, match="not written by affseg"), Engine(workers=0) as engine:
+        _segment(method, data / "affs", foreign / "seg", engine, overwrite=True)
+    assert sorted(p.name for p in (tmp_path / "out.zarr").rglob("*")) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["foreign.zarr", "out.zarr"]  # no store created

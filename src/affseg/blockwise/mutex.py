@@ -9,10 +9,11 @@ Three steps, each per block and independent of the others (any engine, any block
 2. :func:`stitch_pairs`: for a block ``A`` and each neighbour ``B`` after it (faces, edges and
    corners of the grid), the two runs overlap on ``(A.read & B.write) | (B.read & A.write)``: the
    slab of ``context`` voxels on either side of their shared face. There ``A``'s run has labelled
-   voxels that ``B`` owns and ``B``'s run voxels that ``A`` owns (only these slabs are read). Segment ``a`` of ``A`` and
-   ``b`` of ``B`` are merged when the two runs *agree*: more than ``overlap`` (default one half)
-   of ``b``'s voxels in ``A``'s context carry ``a`` in ``A``'s run, and more than ``overlap`` of
-   ``a``'s voxels in ``B``'s context carry ``b`` in ``B``'s run.
+   voxels that ``B`` owns and ``B``'s run voxels that ``A`` owns (only these slabs are read).
+   Segment ``a`` of ``A`` and ``b`` of ``B`` are merged when the two runs *agree*: more than
+   ``overlap`` (default one half) of ``b``'s voxels in ``A``'s context carry ``a`` in
+   ``A``'s run, and more than ``overlap`` of ``a``'s voxels in ``B``'s context carry ``b`` in
+   ``B``'s run.
 3. :func:`~affseg.blockwise.components.merge_face_pairs` joins the agreed pairs of all blocks
    (union-find; each object takes its smallest segment id), and each block's segments are
    relabelled through that table.
@@ -180,7 +181,8 @@ def mutex_watershed_blockwise(affs, offsets=None, *, block_shape: Sequence[int],
         Voxels outside get 0.
     overlap : float
         Fraction of a segment's voxels in the overlap that the other block's run must give one
-        segment for the two to merge, in [0.5, 1) (the default one half: a majority).
+        segment for the two to merge, in [0.5, 1): the default one half is a majority;
+        higher merges less (docs/blockwise.md measures 0.5, 0.75 and 0.9).
     **options
         Of :func:`affseg.mutex_watershed` (``bias``, ``long_range_bias``, ``strides``,
         ``randomized_strides``, ``rng_seed``, ``min_size``), applied per block.

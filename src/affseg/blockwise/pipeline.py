@@ -444,7 +444,7 @@ def mutex_watershed_to_zarr(affs_address: str, out_address: str, offsets=None, *
         Segments under this many voxels merge into a neighbour, per block (before stitching).
     overlap : float
         Fraction in [0.5, 1) of a segment's voxels in the overlap that the neighbour's run must
-        give one segment for the two to merge (default one half: a majority).
+        give one segment for the two to merge (default one half: a majority; higher merges less).
     mask_address : str, optional
         Mask dataset (non-zero = segment); voxels outside get 0.
     store : str or path-like, optional
