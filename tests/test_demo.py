@@ -21,6 +21,7 @@ def test_the_demo_reports_its_stages_and_its_config_continues_the_run(tmp_path, 
     err = capsys.readouterr().err
     stages = [line for line in err.splitlines() if line.startswith("[")]
     assert [s.split("]")[0] for s in stages] == [f"[{i}/{DEMO_STAGES}" for i in range(1, DEMO_STAGES + 1)]
+    assert all(s.split("]")[1].split()[1] == "s" for s in stages)  # seconds since the start
     scores = json.loads((tmp_path / "d" / "scores.json").read_text())
     thresholds = [row["threshold"] for row in scores["mala"]]
     # the sweep the data calls for, written as short decimals (0.1, not 0.10000000149011612)

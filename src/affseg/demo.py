@@ -112,9 +112,10 @@ def plot_loss(log: Path, path: Path) -> None:
         fig.savefig(tmp, format="png", dpi=120)
 
 
-def _say(step: int, text: str) -> None:
-    """One status line per stage (stderr, like the progress bars): what the demo is doing now."""
-    print(f"[{step}/{DEMO_STAGES}] {text}", file=sys.stderr, flush=True)
+def _say(step: int, started: float, text: str) -> None:
+    """One status line per stage (stderr, like the progress bars): what the demo is doing now,
+    and the seconds since it started (the first run on a machine also compiles the kernels)."""
+    print(f"[{step}/{DEMO_STAGES}] {time.perf_counter() - started:5.0f} s  {text}", file=sys.stderr, flush=True)
 
 
 def write_demo_config(staging: Path, iterations: int, seed: int) -> Path:
@@ -167,7 +168,7 @@ def cmd_demo(args) -> int:
     staging = _staging_dir(out, args.overwrite)
     started = time.perf_counter()
     try:
-        _say(1, f"synthesizing a {_shape(args.train_shape)} training volume and a held-out {_shape(args.shape)} "
+        _say(1, started, f"synthesizing a {_shape(args.train_shape)} training volume and a held-out {_shape(args.shape)} "
                 "test volume (EM-like raw with a missing and a low-contrast section, labels)")
         data = staging / "demo.zarr"
         train_vol = make_volume(tuple(args.train_shape), seed=args.seed, defects=True)
@@ -177,25 +178,25 @@ def cmd_demo(args) -> int:
         write_volume(data / "train" / "labels", train_vol.labels, **meta)
         write_volume(data / "raw", vol.raw, **meta)
         write_volume(data / "labels", vol.labels, **meta)
-        _say(2, f"training a small 3D U-Net for {args.iterations} iterations on the CPU ({len(DEMO_OFFSETS)} "
+        _say(2, started, f"training a small 3D U-Net for {args.iterations} iterations on the CPU ({len(DEMO_OFFSETS)} "
                 "affinity channels: nearest neighbours and long range)")
         config = write_demo_config(staging, args.iterations, args.seed)
         run = train(load_config(config), staging / "run", progress=True, config_path=config)
         _relocate_run(staging / "run", staging, out)
-        _say(3, "predicting affinities on the held-out volume, tile by tile")
+        _say(3, started, "predicting affinities on the held-out volume, tile by tile")
         predict(run.last_checkpoint, str(data / "raw"), data, progress=True)
         affs, _ = read_volume(data / "affs")
         offsets = np.array(DEMO_OFFSETS)
-        _say(4, "MALA: watershed fragments, then agglomeration at each threshold")
+        _say(4, started, "MALA: watershed fragments, then agglomeration at each threshold")
         nearest = affs[:3]
         fragments = extract_fragments(nearest, offsets[:3], min_seed_distance=args.min_seed_distance)
         # the sweep spans the scores where the segmentation changes (none spent on a fully merged one)
         thresholds = default_thresholds(nearest, fragments, offsets[:3], merge_function=args.merge_function)
         agg = agglomerate(nearest, fragments, offsets[:3], thresholds=thresholds, merge_function=args.merge_function)
-        _say(5, "Mutex Watershed on voxels and GASP on the fragments (signed graphs, long-range offsets)")
+        _say(5, started, "Mutex Watershed on voxels and GASP on the fragments (signed graphs, long-range offsets)")
         mws = mutex_watershed(affs, offsets, **DEMO_BIASES)
         gasp_seg = gasp(affs, offsets, linkage="mean", fragments=fragments, **DEMO_BIASES)
-        _say(6, "scoring against the ground truth, writing volumes, plots and scores")
+        _say(6, started, "scoring against the ground truth, writing volumes, plots and scores")
         # the thresholds as given (agglomerate's are float32): 0.1, not 0.10000000149011612
         mala_rows = [{"threshold": float(t), **evaluate(agg.segmentation(i), vol.labels)}
                      for i, t in enumerate(thresholds)]
@@ -231,7 +232,7 @@ def cmd_demo(args) -> int:
         print(f"  {name:<26} VOI split {row['voi_split']:.3f}, VOI merge {row['voi_merge']:.3f}, "
               f"ARAND {row['arand']:.3f}, CREMI score {row['cremi_score']:.3f}")
     print()
-    print(f"best MALA: threshold {best['threshold']:.2f}, VOI split {best['voi_split']:.3f}, VOI merge "
+    print(f"best MALA: threshold {best['threshold']:g}, VOI split {best['voi_split']:.3f}, VOI merge "
           f"{best['voi_merge']:.3f}, ARAND {best['arand']:.3f}, CREMI score {best['cremi_score']:.3f}")
     print(f"wrote {out}/demo.zarr (raw, labels, affs, fragments, segmentation, mws, gasp), {out}/run "
           f"(checkpoints, log.csv), {out}/run.yaml (the training config), {out}/loss.png, {out}/split_merge.png, "
