@@ -151,7 +151,7 @@ def _relocate_run(run: Path, staging: Path, out: Path) -> None:
 
 
 def cmd_demo(args) -> int:
-    from .cli import print_table
+    from .cli import print_table, use_cpu_threads
     from .evaluation import best_threshold, evaluate, plot_split_merge
     from .graph.mala.agglomeration import agglomerate
     from .graph.mala.fragments import extract_fragments
@@ -166,6 +166,7 @@ def cmd_demo(args) -> int:
 
     out = Path(args.output)
     staging = _staging_dir(out, args.overwrite)
+    use_cpu_threads()
     started = time.perf_counter()
     try:
         _say(1, started, f"synthesizing a {_shape(args.train_shape)} training volume and a held-out {_shape(args.shape)} "
