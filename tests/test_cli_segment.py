@@ -198,9 +198,24 @@ def test_blockwise_segment_equals_the_one_pass_command(tmp_path, data, method, c
         fragments, _ = read_volume(blocks / "fragments")
         single = agglomerate(affs, fragments, json.loads(OFFSETS), thresholds=[0.3, 0.6])
         np.testing.assert_array_equal(read_volume(blocks / "threshold_0.6")[0], single.segmentation(1))
-    assert main(["segment", str(data / "affs"), str(blocks), "--method", "mws", "--blockwise",
+    assert main(["segment", str(data / "affs"), str(blocks), "--method", "gasp", "--blockwise",
                  "--block-shape", "2,16,16"]) == 2
-    assert "--blockwise runs --method mala or cc" in capsys.readouterr().err
+    assert "--blockwise runs --method mala, cc or mws" in capsys.readouterr().err
+
+
+def test_blockwise_mutex_watershed_command_equals_the_library(tmp_path, data, capsys):
+    pytest.importorskip("distributed", reason="blockwise runs on Dask: install the 'blockwise' extra")
+    from affseg.blockwise.mutex import mutex_watershed_blockwise
+
+    out = tmp_path / "blocks.zarr" / "seg"
+    assert main(["segment", str(data / "affs"), str(out), "--method", "mws", "--blockwise", "--block-shape",
+                 "2,16,16", "--context", "1,4,4", "--workers", "1", "--bias", "0.4"]) == 0
+    assert "segments stitched" in capsys.readouterr().out
+    affs, _ = read_volume(data / "affs")
+    expected = mutex_watershed_blockwise(affs, json.loads(OFFSETS), block_shape=(2, 16, 16), context=(1, 4, 4),
+                                         bias=0.4)
+    np.testing.assert_array_equal(read_volume(out / "segmentation")[0], expected)
+    assert main(["evaluate", str(out), str(data / "labels")]) == 0
 
 
 def test_every_registered_method_is_tested_through_the_cli():

@@ -190,13 +190,13 @@ def _int_list(text: str) -> list[int]:
 
 
 def cmd_segment_blockwise(args, plan: dict) -> int:
-    """``segment --blockwise``: the method's blockwise stages on Dask workers (mala and cc so far)."""
+    """``segment --blockwise``: the method's blockwise stages on Dask workers (mala, cc and mws so far)."""
     from .blockwise.engine import Engine
-    from .blockwise.pipeline import connected_components_to_zarr, mala_to_zarr
+    from .blockwise.pipeline import connected_components_to_zarr, mala_to_zarr, mutex_watershed_to_zarr
 
     method = plan["method"].name
-    if method not in ("mala", "cc"):
-        raise InputError(f"--blockwise runs --method mala or cc so far, not {method}")
+    if method not in ("mala", "cc", "mws"):
+        raise InputError(f"--blockwise runs --method mala, cc or mws so far, not {method}")
     if args.block_shape is None:
         raise InputError("--blockwise needs --block-shape Z,Y,X (a multiple of the affinities' chunks is fastest)")
     store = args.db or "the graph store"
@@ -211,8 +211,17 @@ def cmd_segment_blockwise(args, plan: dict) -> int:
             for t, name in zip(plan["thresholds"], plan["names"]):
                 written.append(connected_components_to_zarr(
                     args.affs, f"{plan['out']}/{name}", plan["offsets"], threshold=t, block_shape=args.block_shape,
-                    engine=engine, mask_address=args.mask, overwrite=args.overwrite))
+                    engine=engine, mask_address=args.mask, store=args.db, overwrite=args.overwrite))
             print(f"wrote {len(written)} segmentations to {plan['out']}/threshold_*")
+            return 0
+        if method == "mws":
+            # the runs of neighbouring blocks are compared in the context: a quarter of the block
+            context = args.context if args.context is not None else [max(1, b // 4) for b in args.block_shape]
+            summary = mutex_watershed_to_zarr(args.affs, f"{plan['out']}/segmentation", plan["offsets"],
+                                              block_shape=args.block_shape, context=context, engine=engine,
+                                              mask_address=args.mask, store=args.db, overwrite=args.overwrite,
+                                              **plan["options"])
+            print(f"wrote {summary['dataset']} ({summary['blocks']} blocks, {summary['pairs']} segments stitched)")
             return 0
         options = dict(plan["options"])
         merge_function = options.pop("merge_function")
