@@ -114,6 +114,30 @@ def test_stop_zarr_io_cancels_the_tasks_in_flight():
     assert stop_zarr_io() == 0
 
 
+def test_stop_zarr_io_waits_for_a_file_write_already_running_in_the_thread_pool():
+    """Cancelling the task stops only its waiting; the write itself runs on in zarr's thread pool
+    and would recreate a staged dataset after the caller removed it (seen in CI)."""
+    import asyncio
+    import threading
+
+    from zarr.core.sync import _get_loop
+
+    from affseg.io import stop_zarr_io
+
+    started, finished = threading.Event(), threading.Event()
+
+    def slow_write():
+        started.set()
+        time.sleep(0.5)
+        finished.set()
+
+    future = asyncio.run_coroutine_threadsafe(asyncio.to_thread(slow_write), _get_loop())
+    assert started.wait(5)
+    assert stop_zarr_io() == 1
+    assert finished.is_set()  # stop_zarr_io returned only after the write had ended
+    assert future.cancelled() or isinstance(future.exception(timeout=5), asyncio.CancelledError)
+
+
 # ------------------------------------------------------------------ the commands, in a subprocess
 
 

@@ -497,10 +497,39 @@ def stop_zarr_io(timeout: float = 5.0) -> int:
 
     future = asyncio.run_coroutine_threadsafe(cancel_others(), loop)
     try:
-        return future.result(timeout)
+        cancelled = future.result(timeout)
     except Exception:  # a timeout, or the loop stopped meanwhile: nothing more to do
         future.cancel()
         return 0
+    # A cancelled task stops waiting for its file write, but a write already running in the loop's
+    # thread pool goes on (and would recreate a directory that the caller removes next).
+    _wait_until_threads_idle(getattr(loop, "_default_executor", None), timeout)
+    return cancelled
+
+
+def _wait_until_threads_idle(executor, timeout: float) -> None:
+    """Wait until no work item of a ``ThreadPoolExecutor`` runs: every worker joins a barrier, which
+    each can reach only after finishing what it runs (work still queued was cancelled with its task)."""
+    import threading
+
+    workers = getattr(executor, "_max_workers", 0)
+    if not workers:
+        return
+    barrier = threading.Barrier(workers + 1, timeout=timeout)
+    try:
+        for _ in range(workers):
+            executor.submit(_join, barrier)
+    except RuntimeError:  # the executor was shut down: nothing runs on it any more
+        barrier.abort()
+        return
+    _join(barrier)
+
+
+def _join(barrier) -> None:
+    try:
+        barrier.wait()
+    except Exception:  # broken by a timeout (a write that hangs): give up waiting, as stop_zarr_io does
+        barrier.abort()
 
 
 def _default_chunks(ndim: int) -> tuple[int, ...]:
