@@ -39,6 +39,43 @@ def quiet_stdout():
         os.close(saved)
 
 
+def write_affs_and_mask(path: Path, affs: np.ndarray, offsets, *, chunks) -> np.ndarray:
+    """Zarr datasets ``path/affs`` (with their offsets) and ``path/mask`` (ones with a hole) for
+    the blockwise stages; returns the mask."""
+    from affseg.io import write_volume
+
+    write_volume(path / "affs", affs, axes=["c^", "z", "y", "x"], attrs={"offsets": offsets}, chunks=chunks)
+    mask = np.ones(affs.shape[1:], np.uint8)
+    mask[3:9, 20:40, :12] = 0
+    write_volume(path / "mask", mask)
+    return mask
+
+
+def kill_when_done(job, store_path: Path, stage: str, count: int, timeout: float = 120) -> set:
+    """SIGKILL a blockwise job (a subprocess) once its store has ``count`` blocks of ``stage``
+    done; returns the blocks done at the kill."""
+    import signal
+    import time
+
+    from affseg.blockwise.store import open_store
+
+    done = set()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and job.poll() is None:
+        try:
+            with open_store(store_path) as store:
+                done = store.done_blocks(stage) if stage in store.stages() else set()
+        except Exception:  # not there yet, or the job is creating it
+            done = set()
+        if len(done) >= count:
+            break
+        time.sleep(0.02)
+    job.send_signal(signal.SIGKILL)
+    job.wait()
+    with open_store(store_path) as store:
+        return store.done_blocks(stage)
+
+
 @pytest.fixture
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():

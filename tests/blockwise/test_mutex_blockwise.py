@@ -12,14 +12,14 @@ import time
 
 import numpy as np
 import pytest
-from conftest import same_partition
+from conftest import kill_when_done, same_partition, write_affs_and_mask
 
 from affseg import evaluate, mutex_watershed
 from affseg.blockwise.layout import BlockLayout
 from affseg.blockwise.mutex import mutex_watershed_blockwise, neighbours, stitch_pairs
 from affseg.conventions import affinities_from_labels
 from affseg.errors import InputError
-from affseg.io import read_volume, write_volume
+from affseg.io import read_volume
 from affseg.synthetic import make_volume
 
 OFFSETS = [[-1, 0, 0], [0, -1, 0], [0, 0, -1], [-2, 0, 0], [0, -4, 0], [0, 0, -4]]
@@ -106,10 +106,7 @@ def data(tmp_path_factory):
     pytest.importorskip("distributed", reason="blockwise runs on Dask: install the 'blockwise' extra")
     path = tmp_path_factory.mktemp("mws") / "data.zarr"
     vol = make_volume((16, 48, 48), seed=8, offsets=OFFSETS)
-    write_volume(path / "affs", vol.affs, axes=["c^", "z", "y", "x"], attrs={"offsets": OFFSETS}, chunks=(6, 8, 16, 16))
-    mask = np.ones((16, 48, 48), np.uint8)
-    mask[3:9, 20:40, :12] = 0
-    write_volume(path / "mask", mask)
+    mask = write_affs_and_mask(path, vol.affs, OFFSETS, chunks=(6, 8, 16, 16))
     reference = mutex_watershed_blockwise(vol.affs, OFFSETS, mask=mask, **BLOCKS, **BIASES)
     return path, reference
 
@@ -146,27 +143,6 @@ def _job(data_path, out, store):
             f"store={str(store)!r}, bias={BIASES['bias']}, long_range_bias={BIASES['long_range_bias']})\n")
 
 
-def _kill_when_done(job: subprocess.Popen, store_path, stage: str, count: int) -> set:
-    from affseg.blockwise.store import open_store
-
-    done = set()
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and job.poll() is None:
-        if store_path.exists():
-            try:
-                with open_store(store_path) as store:
-                    done = store.done_blocks(stage) if stage in store.stages() else set()
-            except Exception:  # the child is creating the store
-                done = set()
-            if len(done) >= count:
-                break
-        time.sleep(0.02)
-    job.send_signal(signal.SIGKILL)
-    job.wait()
-    with open_store(store_path) as store:
-        return store.done_blocks(stage)
-
-
 def test_a_killed_client_resumes_redoing_only_unfinished_blocks(tmp_path, data):
     from affseg.blockwise.engine import Engine
     from affseg.blockwise.pipeline import mutex_watershed_to_zarr
@@ -176,7 +152,7 @@ def test_a_killed_client_resumes_redoing_only_unfinished_blocks(tmp_path, data):
     out, store_path = tmp_path / "out.zarr" / "seg", tmp_path / "out.sqlite"
     job = subprocess.Popen([sys.executable, "-c", _job(path, out, store_path)], stdout=subprocess.DEVNULL,
                            stderr=subprocess.PIPE)
-    done = _kill_when_done(job, store_path, "mws:seg:blocks", 8)
+    done = kill_when_done(job, store_path, "mws:seg:blocks", 8)
     assert 8 <= len(done) < 36, "the kill should land within the blocks stage"
     # a copy of the interrupted job whose scratch runs are lost: every block again, the same result
     lost = tmp_path / "lost"

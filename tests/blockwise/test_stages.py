@@ -1,10 +1,10 @@
 """Blockwise stages on zarr volumes with real worker processes (Dask LocalCluster)."""
 import numpy as np
 import pytest
-from conftest import same_partition
+from conftest import kill_when_done, same_partition, write_affs_and_mask
 
 from affseg import connected_components
-from affseg.io import read_volume, write_volume
+from affseg.io import read_volume
 from affseg.synthetic import make_volume
 
 pytest.importorskip("distributed", reason="blockwise runs on Dask: install the 'blockwise' extra")
@@ -18,10 +18,7 @@ OFFSETS = [[-1, 0, 0], [0, -1, 0], [0, 0, -1], [-2, 0, 0], [0, -3, 0], [0, 0, 3]
 def data(tmp_path_factory):
     path = tmp_path_factory.mktemp("bw") / "data.zarr"
     vol = make_volume((16, 64, 64), seed=8, offsets=OFFSETS)
-    write_volume(path / "affs", vol.affs, axes=["c^", "z", "y", "x"], attrs={"offsets": OFFSETS}, chunks=(6, 8, 32, 32))
-    mask = np.ones((16, 64, 64), np.uint8)
-    mask[3:9, 20:40, :12] = 0
-    write_volume(path / "mask", mask)
+    mask = write_affs_and_mask(path, vol.affs, OFFSETS, chunks=(6, 8, 32, 32))
     return path, vol.affs, mask
 
 
@@ -81,12 +78,8 @@ def _mala_job(data_path, out, store):
 
 
 def test_a_killed_client_resumes_redoing_only_unfinished_blocks(tmp_path, data):
-    import signal
     import subprocess
     import sys
-    import time
-
-    from affseg.blockwise.store import open_store
 
     path, _, _ = data
     reference = tmp_path / "ref.zarr" / "seg"
@@ -95,22 +88,7 @@ def test_a_killed_client_resumes_redoing_only_unfinished_blocks(tmp_path, data):
     out, store_path = tmp_path / "out.zarr" / "seg", tmp_path / "out.sqlite"
     job = subprocess.Popen([sys.executable, "-c", _mala_job(path, out, store_path)], stdout=subprocess.PIPE,
                            stderr=subprocess.PIPE)
-    done = set()
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and job.poll() is None:
-        if store_path.exists():
-            try:
-                with open_store(store_path) as store:
-                    done = store.done_blocks("fragments") if "fragments" in store.stages() else set()
-            except Exception:  # the child is creating the store
-                done = set()
-            if len(done) >= 10:
-                break
-        time.sleep(0.05)
-    job.send_signal(signal.SIGKILL)
-    job.wait()
-    with open_store(store_path) as store:
-        done = store.done_blocks("fragments")
+    done = kill_when_done(job, store_path, "fragments", 10)
     assert 10 <= len(done) < 64, "the kill should land within the fragments stage"
     from affseg.blockwise.engine import Engine
     from affseg.blockwise.pipeline import mala_to_zarr
@@ -146,12 +124,8 @@ def _cc_job(data_path, out, store):
 
 
 def test_connected_components_resume_after_a_killed_client_redoing_only_unfinished_blocks(tmp_path, data):
-    import signal
     import subprocess
     import sys
-    import time
-
-    from affseg.blockwise.store import open_store
 
     path, affs, mask = data
     out, store_path = tmp_path / "out.zarr" / "cc", tmp_path / "out.sqlite"
@@ -163,21 +137,7 @@ def test_connected_components_resume_after_a_killed_client_redoing_only_unfinish
 
     job = subprocess.Popen([sys.executable, "-c", _cc_job(path, out, store_path)], stdout=subprocess.DEVNULL,
                            stderr=subprocess.PIPE)
-    stage, done = "cc:cc:components", set()
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and job.poll() is None:
-        try:
-            with open_store(store_path) as store:
-                done = store.done_blocks(stage) if stage in store.stages() else set()
-        except Exception:  # not there yet, or being created
-            done = set()
-        if len(done) >= 10:
-            break
-        time.sleep(0.02)
-    job.send_signal(signal.SIGKILL)
-    job.wait()
-    with open_store(store_path) as store:
-        done = store.done_blocks(stage)
+    done = kill_when_done(job, store_path, "cc:cc:components", 10)
     assert 10 <= len(done) < 64, "the kill should land within the components stage"
     assert not (out.parent / "cc").exists() and (out.parent / ".cc.blocks.partial").exists()
     summary = run()

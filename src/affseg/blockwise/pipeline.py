@@ -101,6 +101,12 @@ def _input_identity(address: str) -> dict:
     return identity
 
 
+def _inputs_identity(affs_address: str, offsets: np.ndarray, mask_address: str | None) -> dict:
+    """The inputs of a job, as its stages' identities record them."""
+    return {"affs": _input_identity(affs_address), "offsets": offsets.tolist(),
+            "mask": None if mask_address is None else _input_identity(mask_address)}
+
+
 def _stage_key(dataset: str) -> str:
     """A stage-name prefix for an output dataset (letters, digits, _ . -; at most 120 characters)."""
     key = re.sub(r"[^A-Za-z0-9_.-]", "_", dataset.strip("/"))
@@ -203,6 +209,38 @@ def _lookup_from_pairs(store, pairs_stage: str):
     return merge_face_pairs([np.stack([statistics.u, statistics.v], axis=1)])
 
 
+def _restart_lost(store, done: dict, stages: dict, n: int, *, finished: bool, first: str, scratch: str,
+                  last: str, outputs: Sequence[str]) -> None:
+    """Restart the stages whose staged output is gone (removed by hand, or never staged by a crash):
+    ``first`` writes the ``scratch`` volume, ``last`` the staged ``outputs``."""
+    from ..io.volumes import staged_exists
+
+    if not finished and not staged_exists(scratch) and done[first]:
+        _restart(store, done, stages, first)
+    if len(done[last]) < n and not all(staged_exists(a) for a in outputs) and done[last]:
+        _restart(store, done, stages, last)
+
+
+def _merge_stage(store, done: dict, key: str, *, pairs_stage: str, stage: str) -> tuple[np.ndarray, np.ndarray, int]:
+    """The lookup that merges the blocks' labels (from the pairs of every block), read back if a
+    previous run stored it; also the number of times it was computed (0 or 1)."""
+    if done[stage]:
+        return (*store.read_lookup(key), 0)
+    old_ids, new_ids = _lookup_from_pairs(store, pairs_stage)
+    store.write_lookup(key, old_ids, new_ids, stage=stage)
+    store.mark_done(stage, [0])
+    return old_ids, new_ids, 1
+
+
+def _publish(addresses: Sequence[str]) -> None:
+    from ..io import volume_exists
+    from ..io.volumes import publish_volume, staged_exists
+
+    for address in addresses:
+        if staged_exists(address) or not volume_exists(address):
+            publish_volume(address, overwrite=True)  # ours: staged by this run or the one it resumes
+
+
 # ---------------------------------------------------------------------------------------------
 # threshold + connected components
 
@@ -282,15 +320,13 @@ def connected_components_to_zarr(affs_address: str, out_address: str, offsets=No
     InputError, CorruptInput, OutputExists, PathNotFound
         Before any block runs, naming the value (see the module's docstring).
     """
-    from ..io import volume_exists
-    from ..io.volumes import discard_staged, publish_volume, stage_volume, staged_exists
+    from ..io.volumes import discard_staged, stage_volume
 
     shape, offsets, meta, chunks = _read_input(affs_address, offsets, mask_address)
     threshold = as_number(threshold, name="threshold")
     layout = _layout(shape, block_shape, 0, chunks, affs_address)
     container, dataset = _output_container(out_address)
-    inputs = {"affs": _input_identity(affs_address), "offsets": offsets.tolist(),
-              "mask": None if mask_address is None else _input_identity(mask_address)}
+    inputs = _inputs_identity(affs_address, offsets, mask_address)
     identity = _identity(layout, **inputs, threshold=threshold)
     key = f"cc:{_stage_key(dataset)}"
     names = {s: f"{key}:{s}" for s in ("components", "faces", "merge", "relabel")}
@@ -301,10 +337,8 @@ def connected_components_to_zarr(affs_address: str, out_address: str, offsets=No
     blocks_address = f"{out_address}.blocks"
     with store:
         finished = len(done[names["faces"]]) == n and len(done[names["relabel"]]) == n
-        if not finished and not staged_exists(blocks_address) and done[names["components"]]:
-            _restart(store, done, stages, names["components"])
-        if len(done[names["relabel"]]) < n and not staged_exists(out_address) and done[names["relabel"]]:
-            _restart(store, done, stages, names["relabel"])
+        _restart_lost(store, done, stages, n, finished=finished, first=names["components"], scratch=blocks_address,
+                      last=names["relabel"], outputs=[out_address])
         args = (affs_address, blocks_address, layout, offsets, threshold, mask_address)
         todo = _pending(done, names["components"], n)
         if not finished:
@@ -316,14 +350,8 @@ def connected_components_to_zarr(affs_address: str, out_address: str, offsets=No
         engine.map(_pairs_task, todo, *args, desc="faces",
                    on_result=lambda block_id, pairs: store.write_block(block_id, pairs, stage=names["faces"]))
         computed["faces"] = len(todo)
-        if done[names["merge"]]:
-            old_ids, new_ids = store.read_lookup(key)
-            computed["merge"] = 0
-        else:
-            old_ids, new_ids = _lookup_from_pairs(store, names["faces"])
-            store.write_lookup(key, old_ids, new_ids, stage=names["merge"])
-            store.mark_done(names["merge"], [0])
-            computed["merge"] = 1
+        old_ids, new_ids, computed["merge"] = _merge_stage(store, done, key, pairs_stage=names["faces"],
+                                                          stage=names["merge"])
         todo = _pending(done, names["relabel"], n)
         if todo:
             stage_volume(out_address, shape=shape, dtype=np.uint64, chunks=layout.block_shape, **meta,
@@ -331,8 +359,7 @@ def connected_components_to_zarr(affs_address: str, out_address: str, offsets=No
         engine.map(_relabel_task, todo, blocks_address, out_address, layout, old_ids, new_ids, desc="relabel",
                    on_result=lambda block_id, _: store.mark_done(names["relabel"], [block_id]))
         computed["relabel"] = len(todo)
-    if staged_exists(out_address) or not volume_exists(out_address):
-        publish_volume(out_address, overwrite=True)  # ours: staged by this run or the one it resumes
+    _publish([out_address])
     discard_staged(blocks_address)
     return {"dataset": out_address, "blocks": n, "computed": computed}
 
@@ -465,8 +492,7 @@ def mutex_watershed_to_zarr(affs_address: str, out_address: str, offsets=None, *
     InputError, CorruptInput, OutputExists, PathNotFound
         Before any block runs, naming the value (see the module's docstring).
     """
-    from ..io import volume_exists
-    from ..io.volumes import discard_staged, publish_volume, stage_volume, staged_exists
+    from ..io.volumes import discard_staged, stage_volume
     from .mutex import check_context, check_overlap
 
     shape, offsets, meta, chunks = _read_input(affs_address, offsets, mask_address)
@@ -479,8 +505,7 @@ def mutex_watershed_to_zarr(affs_address: str, out_address: str, offsets=None, *
                       for k, v in options.items()})
     overlap = check_overlap(overlap)
     container, dataset = _output_container(out_address)
-    inputs = {"affs": _input_identity(affs_address), "offsets": offsets.tolist(),
-              "mask": None if mask_address is None else _input_identity(mask_address)}
+    inputs = _inputs_identity(affs_address, offsets, mask_address)
     key = f"mws:{_stage_key(dataset)}"
     names = {s: f"{key}:{s}" for s in ("blocks", "pairs", "stitch", "relabel")}
     blocks_identity = _identity(layout, **inputs, mws=options)
@@ -493,10 +518,8 @@ def mutex_watershed_to_zarr(affs_address: str, out_address: str, offsets=None, *
     runs_address = f"{out_address}.runs"
     with store:
         finished = len(done[names["pairs"]]) == n and len(done[names["relabel"]]) == n
-        if not finished and not staged_exists(runs_address) and done[names["blocks"]]:
-            _restart(store, done, stages, names["blocks"])  # the scratch is gone: the blocks again
-        if len(done[names["relabel"]]) < n and not staged_exists(out_address) and done[names["relabel"]]:
-            _restart(store, done, stages, names["relabel"])
+        _restart_lost(store, done, stages, n, finished=finished, first=names["blocks"], scratch=runs_address,
+                      last=names["relabel"], outputs=[out_address])
         if not finished:
             run_shape = _local_shape(layout)
             stage_volume(runs_address, shape=(n, *run_shape), dtype=np.uint64, chunks=(1, *run_shape),
@@ -509,14 +532,8 @@ def mutex_watershed_to_zarr(affs_address: str, out_address: str, offsets=None, *
         engine.map(_mws_pairs_task, todo, runs_address, layout, overlap, desc="stitch",
                    on_result=lambda block_id, pairs: store.write_block(block_id, pairs, stage=names["pairs"]))
         computed["pairs"] = len(todo)
-        if done[names["stitch"]]:
-            old_ids, new_ids = store.read_lookup(key)
-            computed["stitch"] = 0
-        else:
-            old_ids, new_ids = _lookup_from_pairs(store, names["pairs"])
-            store.write_lookup(key, old_ids, new_ids, stage=names["stitch"])
-            store.mark_done(names["stitch"], [0])
-            computed["stitch"] = 1
+        old_ids, new_ids, computed["stitch"] = _merge_stage(store, done, key, pairs_stage=names["pairs"],
+                                                            stage=names["stitch"])
         todo = _pending(done, names["relabel"], n)
         if todo:
             stage_volume(out_address, shape=shape, dtype=np.uint64, chunks=layout.block_shape, **meta,
@@ -526,8 +543,7 @@ def mutex_watershed_to_zarr(affs_address: str, out_address: str, offsets=None, *
                    on_result=lambda block_id, _: store.mark_done(names["relabel"], [block_id]))
         computed["relabel"] = len(todo)
         merged = int(np.count_nonzero(old_ids != new_ids))
-    if staged_exists(out_address) or not volume_exists(out_address):
-        publish_volume(out_address, overwrite=True)  # ours: staged by this run or the one it resumes
+    _publish([out_address])
     discard_staged(runs_address)
     return {"dataset": out_address, "blocks": n, "pairs": merged, "computed": computed}
 
@@ -600,8 +616,7 @@ def mala_to_zarr(affs_address: str, out_group: str, offsets=None, *, thresholds:
     """
     from .._checks import as_thresholds
     from ..graph.mala.agglomeration import agglomerate_graph, parse_merge_function
-    from ..io import volume_exists
-    from ..io.volumes import publish_volume, stage_volume, staged_exists
+    from ..io.volumes import stage_volume
     from ..methods import get_method
 
     shape, offsets, meta, chunks = _read_input(affs_address, offsets, mask_address)
@@ -614,8 +629,7 @@ def mala_to_zarr(affs_address: str, out_group: str, offsets=None, *, thresholds:
     out_group = out_group.rstrip("/")
     names = ["fragments"] + [f"threshold_{float(t)!r}" for t in thresholds]
     container, _ = _output_container(f"{out_group}/fragments")
-    inputs = {"affs": _input_identity(affs_address), "offsets": offsets.tolist(),
-              "mask": None if mask_address is None else _input_identity(mask_address)}
+    inputs = _inputs_identity(affs_address, offsets, mask_address)
     with_histogram = function.kind == 1 and not function.init_with_max
     final_identity = _identity(layout, **inputs, fragments=options, merge_function=merge_function,
                                        thresholds=thresholds.tolist())
@@ -631,10 +645,8 @@ def mala_to_zarr(affs_address: str, out_group: str, offsets=None, *, thresholds:
     outputs = [f"{out_group}/{name}" for name in names[1:]]
     with store:
         finished = len(done["region_graph"]) == n and len(done["relabel"]) == n
-        if not finished and not staged_exists(fragments_address) and done["fragments"]:
-            _restart(store, done, stages, "fragments")  # the staged fragments are gone: the blocks again
-        if len(done["relabel"]) < n and not all(staged_exists(a) for a in outputs) and done["relabel"]:
-            _restart(store, done, stages, "relabel")
+        _restart_lost(store, done, stages, n, finished=finished, first="fragments", scratch=fragments_address,
+                      last="relabel", outputs=outputs)
         todo = _pending(done, "fragments", n)
         if not finished:  # (a finished job's fragments may be published already: not staged again)
             stage_volume(fragments_address, shape=shape, dtype=np.uint64, chunks=chunks, **meta,
@@ -669,8 +681,6 @@ def mala_to_zarr(affs_address: str, out_group: str, offsets=None, *, thresholds:
                    on_result=lambda block_id, _: store.mark_done("relabel", [block_id]))
         computed["relabel"] = len(todo)
         n_fragments = int(np.count_nonzero(fragment_ids)) if lookups else 0
-    for address in [fragments_address, *outputs]:
-        if staged_exists(address) or not volume_exists(address):
-            publish_volume(address, overwrite=True)  # ours: staged by this run or the one it resumes
+    _publish([fragments_address, *outputs])
     return {"fragments": n_fragments or statistics.num_nodes, "edges": statistics.num_edges, "blocks": n,
             "datasets": names, "computed": computed}
