@@ -468,30 +468,6 @@ def _checkpoint_iteration(path: Path) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def _resume_point(cfg: dict, output: Path) -> tuple[int, Path] | None:
-    """(iteration, checkpoint) that ``train`` resumes ``output`` from: its newest checkpoint, where
-    the folder holds a run of this config (every section but ``train`` equal, as train() checks;
-    an unreadable newest checkpoint makes train() fall back to the one before, with a warning)."""
-    from .learn.config import validate_config
-    from .learn.train import latest_checkpoint
-
-    checkpoint = latest_checkpoint(output)
-    if checkpoint is None or _checkpoint_iteration(checkpoint) is None:
-        return None
-    try:
-        stored = validate_config(json.loads((output / "config.json").read_text()))
-    except (OSError, ValueError, TypeError):
-        return None
-    mine = {k: v for k, v in cfg.items() if k != "train"}
-    theirs = {k: v for k, v in stored.items() if k != "train"}
-    if mine.get("model", {}).get("output_shape") is None:  # train() resolves it the same way again
-        mine["model"] = {k: v for k, v in mine["model"].items() if k != "output_shape"}
-        theirs["model"] = {k: v for k, v in theirs.get("model", {}).items() if k != "output_shape"}
-    if mine != theirs:
-        return None  # train() refuses it with its own message
-    return _checkpoint_iteration(checkpoint), checkpoint
-
-
 def _train_kept(output: Path) -> str:
     from .learn.train import latest_checkpoint
 
@@ -551,18 +527,19 @@ def cmd_train(args) -> int:
     cfg = load_config(args.config)
     use_cpu_threads()
     output = Path(args.output) if args.output else Path(args.config).with_suffix("")
-    start = None if args.overwrite else _resume_point(cfg, output)
-    if start is not None:
-        iteration, checkpoint = start
-        total = cfg["train"]["iterations"]
+    total = cfg["train"]["iterations"]
+
+    def say_resuming(iteration: int, checkpoint: Path) -> None:
         if iteration >= total:
             print(f"{output} has done its {total} iterations already (checkpoint {checkpoint.name}); raise "
                   "train.iterations in the config to train longer")
         else:
-            print(f"resuming {output} from iteration {iteration} (checkpoint {checkpoint.name})")
+            print(f"resuming {output} from iteration {iteration} (checkpoint {checkpoint.name})", flush=True)
+
     args.interrupt_note = lambda: _train_kept(output)
     try:
-        result = train(cfg, output, overwrite=args.overwrite, progress=True, config_path=args.config)
+        result = train(cfg, output, overwrite=args.overwrite, progress=True, config_path=args.config,
+                       on_resume=say_resuming)
     except TrainingError as e:
         print(f"error: {e}", file=sys.stderr)
         return 3

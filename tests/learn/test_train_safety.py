@@ -172,9 +172,11 @@ def test_resume_falls_back_from_a_corrupt_latest_checkpoint(tmp_path, monkeypatc
     real, ran = T._losses, []
     monkeypatch.setattr(T, "_losses", lambda c, o, b, i: (ran.append(i), real(c, o, b, i))[1])
     cfg["train"]["iterations"] = 5
+    resumed_from = []
     with pytest.warns(RuntimeWarning, match=r"from \S*iteration_00000002\.pt \(iteration 2\).*iteration_00000003\.pt"):
-        result = train(cfg, tmp_path / "run")
+        result = train(cfg, tmp_path / "run", on_resume=lambda i, path: resumed_from.append((i, path.name)))
     assert ran == [3, 4, 5]  # resumed after iteration 2, not from scratch and not after 3
+    assert resumed_from == [(2, "iteration_00000002.pt")]  # what the CLI prints: the checkpoint really used
     assert read_log(tmp_path / "run") == [1, 2, 3, 4, 5]
     assert result.last_checkpoint.name == "iteration_00000005.pt"
     assert (tmp_path / "run" / "checkpoints" / "iteration_00000003.pt.unreadable").exists()

@@ -18,6 +18,7 @@ import shutil
 import time
 import warnings
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
@@ -538,7 +539,8 @@ def _snapshot(output: Path, iteration: int, batch: dict, outputs: dict) -> None:
 
 
 def train(config: dict, output: str | Path, *, overwrite: bool = False, progress: bool = False,
-          config_path: str | Path | None = None) -> TrainResult:
+          config_path: str | Path | None = None,
+          on_resume: Callable[[int, Path], None] | None = None) -> TrainResult:
     """Train (or resume) the run in ``output`` as the config says.
 
     Parameters
@@ -565,6 +567,9 @@ def train(config: dict, output: str | Path, *, overwrite: bool = False, progress
         Show a tqdm progress bar.
     config_path : path, optional
         The config file the config was read from, protected like the inputs.
+    on_resume : callable, optional
+        Called as ``on_resume(iteration, checkpoint)`` when the run resumes, with the checkpoint
+        it was loaded from (before any iteration; also when no iteration is left to do).
 
     Returns
     -------
@@ -599,6 +604,8 @@ def train(config: dict, output: str | Path, *, overwrite: bool = False, progress
     if resume is not None:
         state, resume = _resume(output, device, net, optimizer)
         start = state["iteration"]
+        if on_resume is not None:
+            on_resume(start, resume)
     _truncate_log(log, start)  # rows of iterations after the checkpoint (or of a run that never saved one)
     total = cfg["train"]["iterations"]
     last = resume
