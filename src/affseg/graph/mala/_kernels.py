@@ -14,7 +14,7 @@ import numpy as np
 from numba import njit
 
 from ..core.hashtable import hash_fill, hash_get, hash_put, pair_key  # noqa: F401 (hash_fill: K.hash_fill)
-from ..core.heap import heap_pop, heap_push
+from ..core.heap import heap_pop_call, heap_push_call
 from ..core.unionfind import find
 
 MEAN, HIST, MAX, MIN = 0, 1, 2, 3
@@ -166,7 +166,7 @@ def queue_push(e, score, n_bins, qs, bin_head, bin_tail, q_edge, q_next, h_score
     # binary heap ordered by (score, age): ties leave in the order they came
     age = qs[Q_AGE]
     qs[Q_AGE] = age + 1
-    heap_push(h_score, h_age, q_edge, qs[Q_HEAP_SIZE], score, age, e)
+    heap_push_call(h_score, h_age, q_edge, qs[Q_HEAP_SIZE], score, age, e)
     qs[Q_HEAP_SIZE] += 1
 
 
@@ -194,7 +194,7 @@ def queue_pop(n_bins, qs, bin_head, bin_tail, q_edge, q_next, h_score, h_age):
                 b += 1
             qs[Q_MIN_BIN] = b if b < n_bins else -1
         return
-    heap_pop(h_score, h_age, q_edge, qs[Q_HEAP_SIZE])
+    heap_pop_call(h_score, h_age, q_edge, qs[Q_HEAP_SIZE])
     qs[Q_HEAP_SIZE] -= 1
 
 

@@ -18,7 +18,7 @@ from numba import njit
 
 from ..core.edges import edge_bounds
 from ..core.hashtable import hash_fill, hash_get, hash_put, pair_key
-from ..core.heap import heap_pop, heap_push
+from ..core.heap import heap_pop_call, heap_push_call
 from ..core.unionfind import find
 
 MEAN, SUM, MAX, MIN, ABS_MAX = 0, 1, 2, 3, 4
@@ -86,7 +86,7 @@ def _heap_push(h_pri, h_edge, h_ver, size, pri, e, ver):
         p2, e2, v2 = np.empty(m), np.empty(m, np.int64), np.empty(m, np.int64)
         p2[:size], e2[:size], v2[:size] = h_pri[:size], h_edge[:size], h_ver[:size]
         h_pri, h_edge, h_ver = p2, e2, v2
-    heap_push(h_pri, h_edge, h_ver, size, -pri, e, ver)
+    heap_push_call(h_pri, h_edge, h_ver, size, -pri, e, ver)
     return h_pri, h_edge, h_ver
 
 
@@ -175,7 +175,7 @@ def gasp(n_nodes, eu, ev, weights, sizes, mergeable, kind, cannot_link):
                 h_size += 1
     while h_size > 0:
         e, ver = h_edge[0], h_ver[0]
-        heap_pop(h_pri, h_edge, h_ver, h_size)
+        heap_pop_call(h_pri, h_edge, h_ver, h_size)
         h_size -= 1
         if dead[e] or ver != version[e] or constrained[e]:
             continue
