@@ -103,12 +103,14 @@ def test_shape_mismatch_is_an_error():
         ((2, 3), (6,), r"ground_truth has shape \(6,\), which does not match \(2, 3\)"),
     ],
 )
-def test_only_volumes_and_voxel_sets_are_scored(seg_shape, gt_shape, match):
-    # 4D/5D (and 0D) input was scored as if flattened, although only volumes are documented
+@pytest.mark.parametrize("metric", [evaluate, variation_of_information, adapted_rand_error])
+def test_only_volumes_and_voxel_sets_are_scored(seg_shape, gt_shape, match, metric):
+    # 4D/5D (and 0D) input was scored as if flattened, although only volumes are documented;
+    # the single metrics accept what evaluate accepts
     from affseg.errors import InputError
 
     with pytest.raises(InputError, match=match):
-        evaluate(np.ones(seg_shape, np.uint64), np.ones(gt_shape, np.uint64))
+        metric(np.ones(seg_shape, np.uint64), np.ones(gt_shape, np.uint64))
 
 
 def test_a_voxel_set_scores_like_the_volume_it_came_from():

@@ -82,3 +82,30 @@ def test_random_walker_loss_prefers_ground_truth_affinities(shape):
     # raising an affinity inside an object helps (negative gradient) more often than across a boundary
     inside, across = grad[gt == 1], grad[gt == 0]
     assert np.mean(inside) < np.mean(across)
+
+
+@pytest.mark.parametrize("ndim", [2, 3])
+def test_random_walker_loss_of_crops_with_one_object_or_none_is_zero(ndim):
+    from affseg.learn.losses import random_walker_loss
+
+    offsets = -np.eye(ndim, dtype=int)
+    shape = (8,) * ndim
+    affs = torch.rand(2, ndim, *shape, generator=torch.Generator().manual_seed(0)).requires_grad_()
+    labels = np.stack([np.full(shape, 7, np.uint64), np.zeros(shape, np.uint64)])  # one object; unlabelled
+    loss = random_walker_loss(affs, labels, offsets)
+    assert float(loss.detach()) == 0.0  # not -log(1 + eps) < 0, and no error for the crop without a seed
+    loss.backward()
+    assert not affs.grad.any()
+
+
+def test_random_walker_loss_averages_over_the_crops_with_objects_to_tell_apart():
+    from affseg.learn.losses import random_walker_loss
+    from affseg.synthetic import make_volume
+
+    labels = make_volume((1, 24, 24), seed=1).labels.reshape(24, 24)
+    offsets = -np.eye(2, dtype=int)
+    affs = torch.rand(1, 2, 24, 24, generator=torch.Generator().manual_seed(1))
+    alone = random_walker_loss(affs, labels[None], offsets)
+    with_uniform = random_walker_loss(torch.cat([affs, affs]), np.stack([labels, np.ones_like(labels)]), offsets)
+    torch.testing.assert_close(with_uniform, alone)
+    assert float(alone) > 0

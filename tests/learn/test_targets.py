@@ -7,7 +7,8 @@ import itertools
 import numpy as np
 import pytest
 
-from affseg.learn.targets import balance_weights, grow_boundary, local_shape_descriptors
+from affseg.errors import InputError
+from affseg.learn.targets import balance_weights, grow_boundary, local_shape_descriptors, lsd_channels
 from affseg.synthetic import make_volume, neurite_labels
 
 
@@ -108,6 +109,17 @@ def test_lsds_bad_input():
         local_shape_descriptors(np.ones((4, 4), np.uint64), 1, voxel_size=(0, 1))
     with pytest.raises(ValueError, match="downsample"):
         local_shape_descriptors(np.ones((4, 4), np.uint64), 1, downsample=0)
+
+
+@pytest.mark.parametrize("ndim", [2, 3])
+def test_lsd_channels_count_the_descriptors(ndim):
+    assert lsd_channels(ndim) == local_shape_descriptors(np.ones((4,) * ndim, np.uint64), 1).shape[0]
+
+
+@pytest.mark.parametrize("ndim", [1, 4, 2.0, "3"])
+def test_lsd_channels_names_a_bad_ndim(ndim):
+    with pytest.raises(InputError, match="ndim"):
+        lsd_channels(ndim)
 
 
 def test_grow_boundary_erodes_objects_where_they_touch():

@@ -64,8 +64,21 @@ def _pair_sums(g, s, n_g, n_s):
     return starts[-1], sum_p2, sum_plogp, sum_a2, sum_aloga, sum_b2, sum_blogb
 
 
+def _check_ndim(segmentation, ground_truth) -> None:
+    """Volumes of 2 or 3 axes, or 1D voxel sets: the shapes every metric accepts."""
+    for name, volume in (("segmentation", segmentation), ("ground_truth", ground_truth)):
+        what = f"{name} must be a 2D (y, x) or 3D (z, y, x) volume, or a 1D set of voxels (e.g. seg[mask]), got"
+        try:
+            shape = np.shape(volume)
+        except ValueError:  # ragged nesting
+            raise InputError(f"{what} a ragged sequence") from None
+        if len(shape) not in (1, 2, 3):
+            raise InputError(f"{what} shape {shape}")
+
+
 def _sums(segmentation, ground_truth):
     """Contingency sums of :func:`_pair_sums` over the labelled voxels; none is an error."""
+    _check_ndim(segmentation, ground_truth)
     seg = as_labels(segmentation, name="segmentation", any_ndim=True)
     gt = as_labels(ground_truth, name="ground_truth", shape=seg.shape, any_ndim=True)
     g, gids = compact_fragments(gt.reshape(-1))
@@ -99,7 +112,7 @@ def variation_of_information(segmentation: ArrayLike, ground_truth: ArrayLike) -
 
     Parameters
     ----------
-    segmentation : int array, any shape
+    segmentation : int array, 2D or 3D volume or 1D set of voxels
         Segment ids (non-negative, up to 2**64 - 1); 0 counts as one segment like any other.
     ground_truth : int array, shape of ``segmentation``
         Object ids (non-negative); voxels labelled 0 are ignored.
@@ -114,8 +127,8 @@ def variation_of_information(segmentation: ArrayLike, ground_truth: ArrayLike) -
     Raises
     ------
     InputError
-        If the labels are negative or not integers, the shapes differ, or the ground truth has
-        no labelled voxel.
+        If the labels are negative or not integers, not 1D, 2D or 3D, the shapes differ, or the
+        ground truth has no labelled voxel.
     """
     n, _, plogp, _, aloga, _, blogb = _sums(segmentation, ground_truth)
     h_st, h_t, h_s = _entropies(n, plogp, aloga, blogb)
@@ -133,7 +146,7 @@ def adapted_rand_error(segmentation: ArrayLike, ground_truth: ArrayLike, *,
 
     Parameters
     ----------
-    segmentation : int array, any shape
+    segmentation : int array, 2D or 3D volume or 1D set of voxels
         Segment ids (non-negative, up to 2**64 - 1); 0 counts as one segment like any other.
     ground_truth : int array, shape of ``segmentation``
         Object ids (non-negative); voxels labelled 0 are ignored.
@@ -152,8 +165,8 @@ def adapted_rand_error(segmentation: ArrayLike, ground_truth: ArrayLike, *,
     Raises
     ------
     InputError
-        If the labels are negative or not integers, the shapes differ, or the ground truth has
-        no labelled voxel.
+        If the labels are negative or not integers, not 1D, 2D or 3D, the shapes differ, or the
+        ground truth has no labelled voxel.
     """
     n, p2, _, a2, _, b2, _ = _sums(segmentation, ground_truth)
     return _arand(n, p2, a2, b2, count_self_pairs)
@@ -188,14 +201,6 @@ def evaluate(segmentation: ArrayLike, ground_truth: ArrayLike) -> dict[str, floa
         ``rand_split`` and ``rand_merge`` as waterz (self pairs counted); ``arand`` = 1 - F-score
         of those two (CREMI); ``cremi_score`` = sqrt(voi * arand); ``n_voxels`` (int) scored.
     """
-    for name, volume in (("segmentation", segmentation), ("ground_truth", ground_truth)):
-        what = f"{name} must be a 2D (y, x) or 3D (z, y, x) volume, or a 1D set of voxels (e.g. seg[mask]), got"
-        try:
-            shape = np.shape(volume)
-        except ValueError:  # ragged nesting
-            raise InputError(f"{what} a ragged sequence") from None
-        if len(shape) not in (1, 2, 3):
-            raise InputError(f"{what} shape {shape}")
     n, p2, plogp, a2, aloga, b2, blogb = _sums(segmentation, ground_truth)
     h_st, h_t, h_s = _entropies(n, plogp, aloga, blogb)
     voi_split, voi_merge = max(h_st - h_t, 0.0), max(h_st - h_s, 0.0)

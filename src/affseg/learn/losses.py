@@ -166,7 +166,8 @@ def random_walker_loss(affs: torch.Tensor, labels: ArrayLike | torch.Tensor, off
     """The Learned Random Walker loss: the affinities are the diffusivities of a random walker
     seeded with one blob per ground-truth object (:func:`affseg.learn.targets.oracle_seeds`),
     and the loss is the cross-entropy ``-log p[object]`` of its probabilities, averaged over the
-    labelled unseeded voxels of the batch (0 if a crop holds a single object).
+    labelled unseeded voxels of the batch items that hold two objects or more (a crop with one
+    object or none contributes nothing; the loss is 0 if no crop has two).
 
     Parameters
     ----------
@@ -183,7 +184,7 @@ def random_walker_loss(affs: torch.Tensor, labels: ArrayLike | torch.Tensor, off
     num_samples : int
         See :class:`affseg.learn.random_walker.RandomWalker`.
     eps : float
-        Added inside the logarithm.
+        Added inside the logarithm (and the result divided by ``1 + eps``, so the loss is >= 0).
 
     Returns
     -------
@@ -194,7 +195,7 @@ def random_walker_loss(affs: torch.Tensor, labels: ArrayLike | torch.Tensor, off
     ------
     InputError
         If ``labels`` do not match the batch and spatial shape of ``affs``, or the random
-        walker refuses the input (e.g. a crop without any labelled voxel has no seed).
+        walker refuses the input.
     """
     from ..graph.random_walker.solver import MIN_AFFINITY_WEIGHT
     from .random_walker import random_walker_probabilities
@@ -206,7 +207,12 @@ def random_walker_loss(affs: torch.Tensor, labels: ArrayLike | torch.Tensor, off
     seeds, targets = zip(*(oracle_seeds(item, seed_radius) for item in labels))
     seeds_t = torch.from_numpy(np.stack(seeds))
     target_t = torch.from_numpy(np.stack(targets)).to(affs.device)
-    num_labels = max(1, int(seeds_t.max()))
+    # a crop with fewer than two objects teaches nothing (and one without a label has no seed)
+    useful = [i for i, s in enumerate(seeds) if s.max() > 1]
+    if not useful:
+        return affs.sum() * 0
+    seeds_t, target_t, affs = seeds_t[useful], target_t[useful], affs[useful]
+    num_labels = int(seeds_t.max())
     probs = random_walker_probabilities(affs.clamp_min(MIN_AFFINITY_WEIGHT), seeds_t, offsets, num_labels=num_labels,
                                         gradient=gradient, num_samples=num_samples)
     where = (target_t > 0) & (seeds_t.to(affs.device) == 0)
@@ -214,7 +220,8 @@ def random_walker_loss(affs: torch.Tensor, labels: ArrayLike | torch.Tensor, off
         return affs.sum() * 0
     index = (target_t - 1).clamp_min(0).unsqueeze(1)
     picked = torch.gather(probs, 1, index).squeeze(1)
-    return -torch.log(picked[where] + eps).mean()
+    # divided by 1 + eps: a certain right answer costs exactly 0 (not -log(1 + eps) < 0)
+    return -torch.log((picked[where] + eps) / (1 + eps)).mean()
 
 
 def _numpy(x) -> np.ndarray:

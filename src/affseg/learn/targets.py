@@ -10,7 +10,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy import ndimage
 
-from .._checks import as_labels, as_mask
+from .._checks import as_int, as_labels, as_mask
 from .._deprecation import renamed_keywords
 from ..errors import InputError
 
@@ -34,10 +34,10 @@ def lsd_channels(ndim: int) -> int:
 
     Raises
     ------
-    KeyError
+    InputError
         If ``ndim`` is not 2 or 3.
     """
-    return {2: 6, 3: 10}[ndim]
+    return {2: 6, 3: 10}[as_int(ndim, name="ndim", minimum=2, maximum=3)]
 
 
 def local_shape_descriptors(labels: ArrayLike, sigma: float | Sequence[float], *,
