@@ -12,6 +12,7 @@ median of the paired ratios, and the peak resident memory of the largest process
 the block size, not the volume (run two shapes with the same blocks to see it).
 
     python benchmarks/bench_blockwise.py --mws-voi                        # Mutex Watershed blockwise vs one pass
+    python benchmarks/bench_blockwise.py --voi --shape 64 256 256         # MALA and cc blockwise vs one pass
 
 ``--mws-voi`` measures how far the Mutex Watershed blockwise (per block with context, stitched
 where neighbouring runs agree; docs/blockwise.md) is from one pass of ``affseg.mutex_watershed``:
@@ -120,6 +121,68 @@ def mws_voi(shape) -> None:
                       f"{vs['voi_split']:>12.3f} {vs['voi_merge']:>6.3f}", flush=True)
 
 
+MALA_LAYOUTS = [((32, 128, 128), (8, 32, 32)), ((32, 64, 64), (8, 16, 16)), ((64, 128, 128), (4, 16, 16))]
+
+
+def mala_cc_voi(shape) -> None:
+    """Print the VOI table of MALA and threshold + connected components blockwise (the zarr
+    stages, one process) against one pass, on the synthetic volume and neuroproof."""
+
+    from affseg import agglomerate, connected_components, evaluate, extract_fragments
+    from affseg.blockwise.engine import Engine
+    from affseg.blockwise.pipeline import connected_components_to_zarr, mala_to_zarr
+    from affseg.io import read_volume, write_volume
+    from affseg.synthetic import make_volume, noisy_affinities
+
+    volumes = []
+    vol = make_volume(tuple(shape), seed=0)
+    volumes.append((f"synthetic {tuple(shape)}", vol.labels, vol.affs))
+    data = Path(__file__).resolve().parents[2] / "shared" / "data" / "neuroproof_train.h5"
+    if data.is_file():
+        import h5py
+
+        with h5py.File(data, "r") as f:
+            labels = f["labels"][:]
+        volumes.append((f"neuroproof {labels.shape}", labels, noisy_affinities(labels, seed=0)))
+    else:
+        print(f"({data} is absent: neuroproof skipped)")
+    thresholds = [float(t) for t in THRESHOLDS]
+    print(f"MALA hist_quant_75 at {thresholds} (default fragments), cc at 0.5; VOI split / merge in bits")
+    print(f"{'volume':<28} {'run':<40} {'t':>4} {'vs gt split':>11} {'merge':>6} {'vs one split':>12} {'merge':>6}")
+
+    def row(name, run, t, seg, labels, one):
+        gt = evaluate(seg, labels)
+        vs = "" if one is None else f"{evaluate(seg, one)['voi_split']:>12.3f} {evaluate(seg, one)['voi_merge']:>6.3f}"
+        print(f"{name:<28} {run:<40} {t:>4} {gt['voi_split']:>11.3f} {gt['voi_merge']:>6.3f} {vs}", flush=True)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, labels, affs in volumes:
+            address = str(Path(tmp) / f"{len(name)}.zarr" / "affs")
+            write_volume(address, affs, axes=["c^", "z", "y", "x"], chunks=(3, 16, 64, 64), overwrite=True)
+            fragments = extract_fragments(affs)
+            result = agglomerate(affs, fragments, thresholds=thresholds)
+            one = {t: result.segmentation(i) for i, t in enumerate(thresholds)}
+            for t in thresholds:
+                row(name, "MALA one pass", t, one[t], labels, None)
+            whole = connected_components(affs, threshold=0.5)
+            row(name, "cc one pass", 0.5, whole, labels, None)
+            for block_shape, context in MALA_LAYOUTS:
+                block_shape = tuple(min(b, s) for b, s in zip(block_shape, labels.shape))
+                out = str(Path(tmp) / f"out{len(name)}_{'x'.join(map(str, block_shape))}_{context[0]}.zarr" / "seg")
+                with Engine(workers=0) as engine:
+                    mala_to_zarr(address, out, thresholds=thresholds, block_shape=block_shape, context=context,
+                                 engine=engine)
+                for t in thresholds:
+                    seg, _ = read_volume(f"{out}/threshold_{t!r}")
+                    row("", f"MALA blocks {block_shape} context {context}", t, seg, labels, one[t])
+            block_shape = tuple(min(b, s) for b, s in zip(MALA_LAYOUTS[0][0], labels.shape))
+            with Engine(workers=0) as engine:
+                connected_components_to_zarr(address, str(Path(tmp) / f"cc{len(name)}.zarr" / "cc"), threshold=0.5,
+                                             block_shape=block_shape, engine=engine)
+            seg, _ = read_volume(Path(tmp) / f"cc{len(name)}.zarr" / "cc")
+            row("", f"cc blocks {block_shape}", 0.5, seg, labels, whole)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--shape", type=int, nargs=3, default=[64, 512, 512])
@@ -128,9 +191,13 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--mws-voi", action="store_true", help="the Mutex Watershed blockwise vs one pass (VOI)")
+    p.add_argument("--voi", action="store_true", help="MALA and connected components blockwise vs one pass (VOI)")
     args = p.parse_args()
     if args.mws_voi:
         mws_voi(args.shape)
+        return
+    if args.voi:
+        mala_cc_voi(args.shape)
         return
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
