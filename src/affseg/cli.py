@@ -38,10 +38,43 @@ def _offsets(text: str | None):
 # ------------------------------------------------------------------ synth
 
 
+def cmd_synth_blockwise(args) -> int:
+    """``synth --blockwise``: a Worley volume of any size, block by block on Dask workers."""
+    from .blockwise.engine import Engine
+    from .blockwise.synth import check_synthetic_options, synthetic_to_zarr
+
+    if args.anisotropic or args.defects:
+        raise InputError("--blockwise writes the Worley volume (isotropic, no section defects): drop "
+                         "--anisotropic and --defects")
+    if args.block_shape is None:
+        raise InputError("--blockwise needs --block-shape Z,Y,X (the chunks of the datasets, e.g. 64,256,256)")
+    store = args.db or "the graph store"
+    args.interrupt_note = lambda: f"{store} records the finished blocks of {args.output}: rerun the same command to resume"
+    engine = Engine(workers=args.workers, scheduler=args.scheduler, progress=True)
+    options = dict(block_shape=args.block_shape, seed=args.seed, offsets=_offsets(args.offsets),
+                   affs_dtype=args.affs_dtype or "uint8", store=args.db, overwrite=args.overwrite)
+    check_synthetic_options(args.output, args.shape, **options)  # before the cluster starts
+    with engine:
+        if engine.dashboard:
+            print(f"Dask dashboard: {engine.dashboard}")
+        summary = synthetic_to_zarr(args.output, args.shape, engine=engine, **options)
+    out = summary["container"]
+    print(f"wrote {out}/raw, {out}/labels, {out}/affs  (shape {tuple(args.shape)}, {summary['blocks']} blocks, "
+          f"{summary['computed']} written now)")
+    return 0
+
+
 def cmd_synth(args) -> int:
     from .io import write_volume
     from .synthetic import make_volume
 
+    if args.blockwise:
+        return cmd_synth_blockwise(args)
+    given = [flag for flag, value in (("--block-shape", args.block_shape), ("--workers", args.workers),
+                                      ("--scheduler", args.scheduler), ("--db", args.db),
+                                      ("--affs-dtype", args.affs_dtype)) if value is not None]
+    if given:
+        raise InputError(f"{given[0]} needs --blockwise")
     out = Path(args.output)
     if out.suffix.lower() not in (".zarr", ".h5", ".hdf5"):
         raise InputError(f"output {out} must be a .zarr or .h5 container")
@@ -622,6 +655,17 @@ def build_parser() -> argparse.ArgumentParser:
                                      "[0,-4,0],[0,0,-4]]' (default nearest neighbours)")
     s.add_argument("--overwrite", action="store_true",
                    help="replace the datasets of an earlier synth output (only datasets affseg wrote)")
+    b = s.add_argument_group("blockwise (volumes larger than memory: the Worley volume, zarr, written block by "
+                             "block; docs/blockwise.md)")
+    b.add_argument("--blockwise", action="store_true", help="write block by block on Dask workers")
+    b.add_argument("--block-shape", type=_int_list, help="write shape of a block, e.g. 64,256,256 (the chunks)")
+    b.add_argument("--workers", type=int, help="worker processes of the embedded Dask cluster (default: the CPU "
+                                               "count; 0 = in this process)")
+    b.add_argument("--scheduler", help="address of a running Dask scheduler, e.g. tcp://host:8786 (a cluster)")
+    b.add_argument("--db", help="graph store: a SQLite path or postgresql://user@host/db (default: "
+                                "<output>.graph.sqlite); it records finished blocks, so a rerun resumes")
+    b.add_argument("--affs-dtype", choices=["uint8", "float32"],
+                   help="affinities as 0..255 (default) or float32 in [0, 1]")
     s.set_defaults(func=cmd_synth)
 
     g = sub.add_parser("segment", help="affinities -> segmentations (one per threshold, or one)",

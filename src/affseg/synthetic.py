@@ -5,6 +5,11 @@ few branches sideways), measured in world units so that anisotropic voxels give 
 Raw has textured cytoplasm, dark membranes, blur, noise and optional defects; predicted
 affinities are ground-truth affinities made hard: blurred, correlated and white noise, gaps in
 membranes (false merges) and spurious membranes inside cells (false splits).
+
+:func:`worley_region` makes another kind of volume, for volumes larger than memory: every voxel
+is a function of the seed and its global position only, so any region of it (a block) can be
+computed on its own, and the blocks of a volume fit together bit for bit
+(:func:`affseg.blockwise.synth.synthetic_to_zarr` writes one block by block).
 """
 from __future__ import annotations
 
@@ -19,7 +24,10 @@ from ._checks import as_labels, as_offsets
 from .conventions import affinities_from_labels
 from .errors import InputError
 
-__all__ = ["SyntheticVolume", "make_volume", "neurite_labels", "noisy_affinities", "raw_from_labels"]
+__all__ = ["WORLEY_CELL", "SyntheticVolume", "make_volume", "neurite_labels", "noisy_affinities", "raw_from_labels",
+           "worley_region"]
+
+WORLEY_CELL = (48, 20, 20)  # the unit cell of worley_region, voxels (z, y, x): one object per cell
 
 
 def _check_shape(shape) -> tuple[int, ...]:
@@ -292,3 +300,104 @@ def make_volume(shape: Sequence[int] = (32, 128, 128), *, seed: int = 0, anisotr
     offsets = as_offsets(offsets, len(shape))
     affs = noisy_affinities(labels, offsets, seed=seed, voxel_size=voxel_size, **affinity_options)
     return SyntheticVolume(raw=raw, labels=labels, affs=affs, offsets=offsets, voxel_size=voxel_size)
+
+
+def worley_options(shape, *, seed, offsets, noise, affs_dtype) -> tuple:
+    """The options of :func:`worley_region`, checked (InputError naming the value): ``(shape, seed,
+    offsets, noise, affs_dtype)`` as tuple of int, int, (C, 3) int64 array, bool, str."""
+    from ._checks import as_flag, as_int, describe
+
+    try:
+        shape = _check_shape(shape)
+    except (TypeError, ValueError):
+        raise InputError(f"shape must be 3 positive sizes, got {describe(shape)}") from None
+    if len(shape) != 3:
+        raise InputError(f"worley volumes are 3D, got shape {shape}")
+    seed = as_int(seed, name="seed", minimum=0, maximum=2**63 - 1)
+    offsets = as_offsets(offsets, 3)
+    noise = as_flag(noise, name="noise")
+    if affs_dtype not in ("float32", "uint8"):
+        raise InputError(f"affs_dtype must be 'float32' or 'uint8', got {affs_dtype!r}")
+    return shape, seed, offsets, noise, affs_dtype
+
+
+def _as_region(region, shape: tuple[int, ...]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    if region is None:
+        return (0,) * len(shape), shape
+    try:
+        bounds = [(int(r.start or 0), int(shape[i] if r.stop is None else r.stop), r.step)
+                  for i, r in enumerate(region)]
+    except (AttributeError, TypeError):
+        bounds = None
+    if (bounds is None or len(bounds) != len(shape) or any(step not in (None, 1) for *_, step in bounds)
+            or any(not 0 <= a < b <= n for (a, b, _), n in zip(bounds, shape))):
+        raise InputError(f"region must be {len(shape)} slices with steps of 1 inside the volume {shape}, got {region!r}")
+    return tuple(a for a, _, _ in bounds), tuple(b - a for a, b, _ in bounds)
+
+
+def worley_region(shape: Sequence[int], region: Sequence[slice] | None = None, *, seed: int = 0,
+                  offsets: ArrayLike | None = None, noise: bool = True,
+                  affs_dtype: str = "float32") -> SyntheticVolume:
+    """Labels, raw and affinities of a region of a large synthetic volume, computed on their own.
+
+    The volume: objects are the cells of a warped power diagram of random points, one point per
+    unit cell of :data:`WORLEY_CELL` voxels (48 x 20 x 20: objects about 20 voxels across in y and
+    x, elongated along z like neurites), the coordinates warped by smooth noise (wiggly
+    boundaries) and the points weighted (cells of different sizes). Raw has a grey tone per
+    object, texture, dark membranes about two voxels thick and white noise. Affinities are 1 where
+    a voxel and its partner (inside the volume) carry the same label, else 0 (as
+    :func:`affseg.affinities_from_labels`); with ``noise`` they are made hard: soft over a voxel or
+    two next to boundaries, smooth blobs that open gaps in boundaries (false merges) and
+    spurious boundaries inside objects (false splits), smooth and white noise.
+
+    Every value is a function of ``seed`` and the voxel's global position only (random numbers
+    come from a hash of the seed and integer coordinates), so a region equals the same part of
+    the whole volume bit for bit, whatever the region.
+
+    Parameters
+    ----------
+    shape : (z, y, x) sequence of int
+        Shape of the whole volume (affinities whose partner lies outside it are 0; ids depend
+        on it).
+    region : sequence of 3 slices, optional
+        The part of the volume to compute (steps of 1, inside the volume); default all of it.
+    seed : int
+        Seed of every random field, >= 0.
+    offsets : (C, 3) array_like of int, optional
+        Offsets of the affinities; default the nearest neighbours ``-e_d``.
+    noise : bool
+        Make the affinities hard (else they are exactly the labels' affinities).
+    affs_dtype : {"float32", "uint8"}
+        Affinities in [0, 1], or scaled to 0..255 (rounded).
+
+    Returns
+    -------
+    volume : SyntheticVolume
+        ``labels`` (uint64, ids > 0, not consecutive), ``raw`` (uint8), ``affs`` ((C, *region
+        shape)), ``offsets`` ((C, 3) int64), ``voxel_size`` (1, 1, 1).
+
+    Raises
+    ------
+    InputError
+        If ``shape`` is not 3 positive sizes, ``region`` does not lie in it, ``seed`` is not an
+        integer >= 0, the offsets are not 3D, or ``affs_dtype`` is neither.
+    """
+    from ._worley import affinity_region, raw_region, worley_labels
+
+    shape, seed, offsets, noise, affs_dtype = worley_options(shape, seed=seed, offsets=offsets, noise=noise,
+                                                             affs_dtype=affs_dtype)
+    start, size = _as_region(region, shape)
+    # labels and boundary distances around the region: every partner of its voxels inside the volume
+    halo = np.abs(offsets).max(axis=0)
+    lo = np.maximum(0, np.array(start) - halo)
+    hi = np.minimum(shape, np.array(start) + size + halo)
+    cell = np.array(WORLEY_CELL, dtype=np.float64)
+    grid = np.ceil(np.array(shape) / cell).astype(np.int64) + 4
+    labels, dist = worley_labels(lo.astype(np.int64), tuple(int(n) for n in hi - lo), seed, cell, 0.3, 0.3, grid)
+    inner = tuple(slice(int(s - a), int(s - a + n)) for s, a, n in zip(start, lo, size))
+    affs = np.empty((len(offsets), *size), dtype=affs_dtype)
+    affinity_region(labels, dist, np.array([s.start for s in inner], np.int64), lo.astype(np.int64),
+                    np.array(shape, np.int64), offsets, seed, noise, 255.0 if affs_dtype == "uint8" else 1.0, affs)
+    labels, dist = np.ascontiguousarray(labels[inner]), np.ascontiguousarray(dist[inner])
+    raw = raw_region(labels, dist, np.array(start, np.int64), seed)
+    return SyntheticVolume(raw=raw, labels=labels, affs=affs, offsets=offsets, voxel_size=(1.0, 1.0, 1.0))
