@@ -88,7 +88,7 @@ def test_a_killed_client_resumes_redoing_only_unfinished_blocks(tmp_path, data):
     out, store_path = tmp_path / "out.zarr" / "seg", tmp_path / "out.sqlite"
     job = subprocess.Popen([sys.executable, "-c", _mala_job(path, out, store_path)], stdout=subprocess.PIPE,
                            stderr=subprocess.PIPE)
-    done = kill_when_done(job, store_path, "fragments", 10)
+    done = kill_when_done(job, store_path, "mala:seg:fragments", 10)
     assert 10 <= len(done) < 64, "the kill should land within the fragments stage"
     from affseg.blockwise.engine import Engine
     from affseg.blockwise.pipeline import mala_to_zarr
@@ -150,3 +150,52 @@ def test_connected_components_resume_after_a_killed_client_redoing_only_unfinish
     again = run()  # everything is done
     assert again["computed"] == {"components": 0, "faces": 0, "merge": 0, "relabel": 0}
     np.testing.assert_array_equal(read_volume(out)[0], seg)
+
+
+def test_one_store_serves_several_mala_outputs_and_a_removed_output_is_made_again(tmp_path, data):
+    """The default store (beside the container) keeps each output group's stages apart: a second
+    group with other thresholds, and a third with the first one's options, each run in full; a
+    finished job whose output was deleted by hand runs again instead of failing to publish."""
+    import shutil
+
+    from affseg.blockwise.pipeline import mala_to_zarr
+
+    path, _, _ = data
+    options = dict(block_shape=(8, 32, 32), context=(2, 8, 8), fragment_options={"min_seed_distance": 6})
+    container = tmp_path / "out.zarr"
+
+    def run(group, thresholds):
+        with Engine(workers=0) as engine:
+            return mala_to_zarr(str(path / "affs"), str(container / group), thresholds=thresholds, engine=engine,
+                                **options)
+
+    first = run("a", [0.3, 0.7])
+    assert run("b", [0.5])["computed"]["fragments"] == 8
+    assert run("c", [0.3, 0.7])["computed"]["fragments"] == 8
+    for name in ("fragments", "threshold_0.3", "threshold_0.7"):
+        np.testing.assert_array_equal(read_volume(container / "a" / name)[0], read_volume(container / "c" / name)[0])
+    assert run("a", [0.3, 0.7])["computed"] == {"fragments": 0, "region_graph": 0, "agglomerate": 0, "relabel": 0}
+    expected = read_volume(container / "a" / "threshold_0.7")[0]
+    shutil.rmtree(container / "a" / "threshold_0.7")
+    again = run("a", [0.3, 0.7])
+    assert again["computed"] == {"fragments": 8, "region_graph": 8, "agglomerate": 1, "relabel": 8}
+    np.testing.assert_array_equal(read_volume(container / "a" / "threshold_0.7")[0], expected)
+    assert first["fragments"] == again["fragments"]
+
+
+def test_a_finished_cc_job_whose_output_was_removed_runs_again(tmp_path, data):
+    import shutil
+
+    path, affs, mask = data
+    out = tmp_path / "out.zarr" / "cc"
+
+    def run():
+        with Engine(workers=0) as engine:
+            return connected_components_to_zarr(str(path / "affs"), str(out), threshold=0.6, block_shape=(8, 32, 32),
+                                                engine=engine)
+
+    run()
+    shutil.rmtree(out)
+    assert run()["computed"] == {"components": 8, "faces": 8, "merge": 1, "relabel": 8}
+    seg, _ = read_volume(out)
+    assert same_partition(seg, connected_components(affs, OFFSETS, threshold=0.6))

@@ -210,15 +210,23 @@ def _lookup_from_pairs(store, pairs_stage: str):
 
 
 def _restart_lost(store, done: dict, stages: dict, n: int, *, finished: bool, first: str, scratch: str,
-                  last: str, outputs: Sequence[str]) -> None:
+                  last: str, outputs: Sequence[str], products: Sequence[str]) -> bool:
     """Restart the stages whose staged output is gone (removed by hand, or never staged by a crash):
-    ``first`` writes the ``scratch`` volume, ``last`` the staged ``outputs``."""
+    ``first`` writes the ``scratch`` volume, ``last`` the staged ``outputs``. A finished job one
+    of whose ``products`` (what it publishes) was removed since runs again from the start.
+    Returns whether the job is still finished."""
+    from ..io import volume_exists
     from ..io.volumes import staged_exists
 
+    if len(done[last]) == n and not all(staged_exists(a) or volume_exists(a) for a in products):
+        for stage in stages:
+            _restart(store, done, stages, stage)
+        return False
     if not finished and not staged_exists(scratch) and done[first]:
         _restart(store, done, stages, first)
     if len(done[last]) < n and not all(staged_exists(a) for a in outputs) and done[last]:
         _restart(store, done, stages, last)
+    return finished
 
 
 def _merge_stage(store, done: dict, key: str, *, pairs_stage: str, stage: str) -> tuple[np.ndarray, np.ndarray, int]:
@@ -337,8 +345,9 @@ def connected_components_to_zarr(affs_address: str, out_address: str, offsets=No
     blocks_address = f"{out_address}.blocks"
     with store:
         finished = len(done[names["faces"]]) == n and len(done[names["relabel"]]) == n
-        _restart_lost(store, done, stages, n, finished=finished, first=names["components"], scratch=blocks_address,
-                      last=names["relabel"], outputs=[out_address])
+        finished = _restart_lost(store, done, stages, n, finished=finished, first=names["components"],
+                                 scratch=blocks_address, last=names["relabel"], outputs=[out_address],
+                                 products=[out_address])
         args = (affs_address, blocks_address, layout, offsets, threshold, mask_address)
         todo = _pending(done, names["components"], n)
         if not finished:
@@ -518,8 +527,9 @@ def mutex_watershed_to_zarr(affs_address: str, out_address: str, offsets=None, *
     runs_address = f"{out_address}.runs"
     with store:
         finished = len(done[names["pairs"]]) == n and len(done[names["relabel"]]) == n
-        _restart_lost(store, done, stages, n, finished=finished, first=names["blocks"], scratch=runs_address,
-                      last=names["relabel"], outputs=[out_address])
+        finished = _restart_lost(store, done, stages, n, finished=finished, first=names["blocks"],
+                                 scratch=runs_address, last=names["relabel"], outputs=[out_address],
+                                 products=[out_address])
         if not finished:
             run_shape = _local_shape(layout)
             stage_volume(runs_address, shape=(n, *run_shape), dtype=np.uint64, chunks=(1, *run_shape),
@@ -628,15 +638,17 @@ def mala_to_zarr(affs_address: str, out_group: str, offsets=None, *, thresholds:
     layout = _layout(shape, block_shape, context, chunks, affs_address)
     out_group = out_group.rstrip("/")
     names = ["fragments"] + [f"threshold_{float(t)!r}" for t in thresholds]
-    container, _ = _output_container(f"{out_group}/fragments")
+    container, dataset = _output_container(f"{out_group}/fragments")
     inputs = _inputs_identity(affs_address, offsets, mask_address)
     with_histogram = function.kind == 1 and not function.init_with_max
     final_identity = _identity(layout, **inputs, fragments=options, merge_function=merge_function,
                                        thresholds=thresholds.tolist())
-    stages = {"fragments": _identity(layout, **inputs, fragments=options),
-              "region_graph": _identity(layout, **inputs, fragments=options, histogram=with_histogram),
-              "agglomerate": final_identity, "relabel": final_identity}
-    store, done = _open_job(store, container, [f"{out_group}/{name}" for name in names], stages, "relabel",
+    key = f"mala:{_stage_key(dataset.rpartition('/')[0] or '.')}"  # one store serves every output group
+    stage = {s: f"{key}:{s}" for s in ("fragments", "region_graph", "agglomerate", "relabel")}
+    stages = {stage["fragments"]: _identity(layout, **inputs, fragments=options),
+              stage["region_graph"]: _identity(layout, **inputs, fragments=options, histogram=with_histogram),
+              stage["agglomerate"]: final_identity, stage["relabel"]: final_identity}
+    store, done = _open_job(store, container, [f"{out_group}/{name}" for name in names], stages, stage["relabel"],
                             overwrite)
     computed = {}
     n = len(layout)
@@ -644,33 +656,36 @@ def mala_to_zarr(affs_address: str, out_group: str, offsets=None, *, thresholds:
     fragments_address = f"{out_group}/fragments"
     outputs = [f"{out_group}/{name}" for name in names[1:]]
     with store:
-        finished = len(done["region_graph"]) == n and len(done["relabel"]) == n
-        _restart_lost(store, done, stages, n, finished=finished, first="fragments", scratch=fragments_address,
-                      last="relabel", outputs=outputs)
-        todo = _pending(done, "fragments", n)
+        finished = len(done[stage["region_graph"]]) == n and len(done[stage["relabel"]]) == n
+        finished = _restart_lost(store, done, stages, n, finished=finished, first=stage["fragments"],
+                                 scratch=fragments_address, last=stage["relabel"], outputs=outputs,
+                                 products=[fragments_address, *outputs])
+        todo = _pending(done, stage["fragments"], n)
         if not finished:  # (a finished job's fragments may be published already: not staged again)
             stage_volume(fragments_address, shape=shape, dtype=np.uint64, chunks=chunks, **meta,
                          attrs={"method": "mala", **options})
         engine.map(_fragments_task, todo, affs_address, fragments_address, layout, offsets, options, mask_address,
-                   desc="fragments", on_result=lambda block_id, count: store.mark_done("fragments", [block_id]))
+                   desc="fragments", on_result=lambda block_id, count: store.mark_done(stage["fragments"], [block_id]))
         computed["fragments"] = len(todo)
-        todo = _pending(done, "region_graph", n)
+        todo = _pending(done, stage["region_graph"], n)
         engine.map(_statistics_task, todo, affs_address, fragments_address, layout, offsets, with_histogram,
-                   desc="region graph", on_result=lambda block_id, stats: store.write_block(block_id, stats))
+                   desc="region graph",
+                   on_result=lambda block_id, stats: store.write_block(block_id, stats, stage=stage["region_graph"]))
         computed["region_graph"] = len(todo)
-        statistics = store.read_statistics(histogram=with_histogram)  # merged in block order: the same every run
-        tables = [f"threshold_{float(t)!r}" for t in thresholds]
-        if done["agglomerate"]:
+        # merged in block order: the same every run
+        statistics = store.read_statistics(stage["region_graph"], histogram=with_histogram)
+        tables = [f"{key}:threshold_{float(t)!r}" for t in thresholds]
+        if done[stage["agglomerate"]]:
             lookups = [store.read_lookup(name) for name in tables]
             computed["agglomerate"] = 0
         else:
             result = agglomerate_graph(statistics, thresholds=thresholds, merge_function=merge_function)
             lookups = [(result.fragment_ids, result.segment_ids[i]) for i in range(len(thresholds))]
             for name, (old, new) in zip(tables, lookups):
-                store.write_lookup(name, old, new)
-            store.mark_done("agglomerate", [0])
+                store.write_lookup(name, old, new, stage=stage["agglomerate"])
+            store.mark_done(stage["agglomerate"], [0])
             computed["agglomerate"] = 1
-        todo = _pending(done, "relabel", n)
+        todo = _pending(done, stage["relabel"], n)
         for address, t in zip(outputs, thresholds):
             if todo:
                 stage_volume(address, shape=shape, dtype=np.uint64, chunks=chunks, **meta,
@@ -678,7 +693,7 @@ def mala_to_zarr(affs_address: str, out_group: str, offsets=None, *, thresholds:
         fragment_ids = lookups[0][0] if lookups else np.zeros(0, np.uint64)
         engine.map(_lookup_task, todo, fragments_address, outputs, layout, fragment_ids,
                    [new for _, new in lookups], desc="relabel",
-                   on_result=lambda block_id, _: store.mark_done("relabel", [block_id]))
+                   on_result=lambda block_id, _: store.mark_done(stage["relabel"], [block_id]))
         computed["relabel"] = len(todo)
         n_fragments = int(np.count_nonzero(fragment_ids)) if lookups else 0
     _publish([fragments_address, *outputs])

@@ -152,7 +152,7 @@ def synthetic_to_zarr(out_container: str | os.PathLike, shape: Sequence[int], *,
     n = len(layout)
     with store:
         _restart_lost(store, done, stages, n, finished=len(done[STAGE]) == n, first=STAGE, scratch=outputs[0],
-                      last=STAGE, outputs=outputs)
+                      last=STAGE, outputs=outputs, products=outputs)
         todo = _pending(done, STAGE, n)
         if todo:
             attrs = {"synthetic": GENERATOR, "seed": seed, "noise": noise}
