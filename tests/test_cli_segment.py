@@ -184,8 +184,9 @@ def test_blockwise_segment_equals_the_one_pass_command(tmp_path, data, method, c
     one = tmp_path / "one.zarr" / "seg"
     assert main(["segment", str(data / "affs"), str(one), *args]) == 0
     blocks = tmp_path / "blocks.zarr" / "seg"
+    context = ["--context", "2,8,8"] if method == "mala" else []
     assert main(["segment", str(data / "affs"), str(blocks), *args, "--blockwise", "--block-shape", "2,16,16",
-                 "--workers", "0", "--context", "2,8,8"]) == 0
+                 "--workers", "0", *context]) == 0
     from conftest import same_partition
 
     if method == "cc":
@@ -201,6 +202,10 @@ def test_blockwise_segment_equals_the_one_pass_command(tmp_path, data, method, c
     assert main(["segment", str(data / "affs"), str(blocks), "--method", "gasp", "--blockwise",
                  "--block-shape", "2,16,16"]) == 2
     assert "--blockwise runs --method mala, cc or mws" in capsys.readouterr().err
+    if method == "cc":  # a context would be ignored: refused rather than silently dropped
+        assert main(["segment", str(data / "affs"), str(tmp_path / "c.zarr" / "seg"), *args, "--blockwise",
+                     "--block-shape", "2,16,16", "--workers", "0", "--context", "2,8,8"]) == 2
+        assert "--context is for --method mala and mws" in capsys.readouterr().err
 
 
 def test_blockwise_mutex_watershed_command_equals_the_library(tmp_path, data, capsys):
@@ -210,7 +215,7 @@ def test_blockwise_mutex_watershed_command_equals_the_library(tmp_path, data, ca
     out = tmp_path / "blocks.zarr" / "seg"
     assert main(["segment", str(data / "affs"), str(out), "--method", "mws", "--blockwise", "--block-shape",
                  "2,16,16", "--context", "1,4,4", "--workers", "1", "--bias", "0.4"]) == 0
-    assert "segments stitched" in capsys.readouterr().out
+    assert "the stitch merged" in capsys.readouterr().out
     affs, _ = read_volume(data / "affs")
     expected = mutex_watershed_blockwise(affs, json.loads(OFFSETS), block_shape=(2, 16, 16), context=(1, 4, 4),
                                          bias=0.4)

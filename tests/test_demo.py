@@ -38,3 +38,14 @@ def test_the_demo_reports_its_stages_and_its_config_continues_the_run(tmp_path, 
     assert main(["train", str(config)]) == 0
     assert "trained 3 iterations" in capsys.readouterr().out
     assert sorted(p.name for p in (tmp_path / "d" / "run" / "checkpoints").iterdir())[-1] == "iteration_00000003.pt"
+
+
+@pytest.mark.parametrize("bad,named", [(["--iterations", "0"], "--iterations"), (["--iterations", "-3"], "--iterations"),
+                                       (["--shape", "0", "64", "64"], "--shape"), (["--seed", "-1"], "--seed"),
+                                       (["--min-seed-distance", "0"], "--min-seed-distance")])
+def test_bad_demo_numbers_are_refused_before_anything_is_written(tmp_path, monkeypatch, capsys, bad, named):
+    monkeypatch.chdir(tmp_path)
+    assert main(["demo", "--output", "d", *ARGS, *bad]) == 2
+    err = capsys.readouterr().err
+    assert named in err and err.count("\n") == 1
+    assert list(tmp_path.iterdir()) == []  # no staging folder, no output

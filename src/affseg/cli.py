@@ -232,6 +232,9 @@ def cmd_segment_blockwise(args, plan: dict) -> int:
         raise InputError(f"--blockwise runs --method mala, cc or mws so far, not {method}")
     if args.block_shape is None:
         raise InputError("--blockwise needs --block-shape Z,Y,X (a multiple of the affinities' chunks is fastest)")
+    if method == "cc" and args.context is not None:
+        raise InputError("--context is for --method mala and mws: connected components read no context "
+                         "(the blocks are joined exactly across their faces)")
     store = args.db or "the graph store"
     args.interrupt_note = lambda: (f"{store} records the finished blocks of {plan['out']}: rerun the same command "
                                    "to resume")
@@ -254,7 +257,8 @@ def cmd_segment_blockwise(args, plan: dict) -> int:
                                               block_shape=args.block_shape, context=context, engine=engine,
                                               mask_address=args.mask, store=args.db, overwrite=args.overwrite,
                                               **plan["options"])
-            print(f"wrote {summary['dataset']} ({summary['blocks']} blocks, {summary['pairs']} segments stitched)")
+            print(f"wrote {summary['dataset']} ({summary['blocks']} blocks; the stitch merged "
+                  f"{summary['segments_merged']} block segments into their neighbours')")
             return 0
         options = dict(plan["options"])
         merge_function = options.pop("merge_function")
@@ -684,11 +688,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--offsets", help="JSON offsets (default: the dataset's 'offsets' attribute)")
     g.add_argument("--mask", help="mask dataset (non-zero = segment here); voxels outside get 0")
     g.add_argument("--overwrite", action="store_true", help="replace an earlier segment output (affseg's own only)")
-    b = g.add_argument_group("blockwise (volumes larger than memory; zarr outputs; methods mala and cc)")
+    b = g.add_argument_group("blockwise (volumes larger than memory; zarr outputs; methods mala, cc and mws)")
     b.add_argument("--blockwise", action="store_true", help="segment block by block on Dask workers")
     b.add_argument("--block-shape", type=_int_list, help="write shape of a block, e.g. 64,256,256 (the output chunks)")
-    b.add_argument("--context", type=_int_list, help="voxels read around each block (fragments); default "
-                                                      "2 x min-seed-distance per axis, at most the block")
+    b.add_argument("--context", type=_int_list, help="voxels read around each block, e.g. 8,32,32 (mala: for the "
+                                                      "fragments, default 2 x min-seed-distance per axis, at most the "
+                                                      "block; mws: where neighbouring runs are compared, default a "
+                                                      "quarter of the block)")
     b.add_argument("--workers", type=int, help="worker processes of the embedded Dask cluster (default: the CPU "
                                                "count; 0 = in this process)")
     b.add_argument("--scheduler", help="address of a running Dask scheduler, e.g. tcp://host:8786 (a cluster)")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import OutputExists
+from .errors import InputError, OutputExists
 
 # the demo's neighbourhood: nearest neighbours for MALA, long-range ones for MWS and GASP
 DEMO_OFFSETS = [[-1, 0, 0], [0, -1, 0], [0, 0, -1], [-2, 0, 0], [0, -8, 0], [0, 0, -8]]
@@ -150,6 +150,19 @@ def _relocate_run(run: Path, staging: Path, out: Path) -> None:
         tmp.write_text(json.dumps(cfg, indent=2))
 
 
+def _check_demo_args(args) -> None:
+    """Refuse bad numbers before anything is synthesized (InputError naming the option)."""
+    from ._checks import as_int
+
+    as_int(args.iterations, name="--iterations", minimum=1)
+    as_int(args.seed, name="--seed", minimum=0)
+    as_int(args.min_seed_distance, name="--min-seed-distance", minimum=1)
+    for name in ("shape", "train_shape"):
+        shape = getattr(args, name)
+        if min(shape) < 1:
+            raise InputError(f"--{name.replace('_', '-')} must be positive, got {' '.join(map(str, shape))}")
+
+
 def cmd_demo(args) -> int:
     from .cli import print_table, use_cpu_threads
     from .evaluation import best_threshold, evaluate, plot_split_merge
@@ -164,6 +177,7 @@ def cmd_demo(args) -> int:
     from .pipeline import default_thresholds
     from .synthetic import make_volume
 
+    _check_demo_args(args)
     out = Path(args.output)
     staging = _staging_dir(out, args.overwrite)
     use_cpu_threads()

@@ -186,7 +186,7 @@ def test_one_store_serves_several_mala_outputs_and_a_removed_output_is_made_agai
 def test_a_finished_cc_job_whose_output_was_removed_runs_again(tmp_path, data):
     import shutil
 
-    path, affs, mask = data
+    path, affs, _ = data
     out = tmp_path / "out.zarr" / "cc"
 
     def run():

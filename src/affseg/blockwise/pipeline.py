@@ -493,8 +493,9 @@ def mutex_watershed_to_zarr(affs_address: str, out_address: str, offsets=None, *
     Returns
     -------
     dict
-        ``dataset`` (``out_address``), ``blocks``, ``pairs`` (the agreed pairs of segments that
-        were merged) and per stage the number of blocks ``computed`` by this call.
+        ``dataset`` (``out_address``), ``blocks``, ``segments_merged`` (how many of the blocks'
+        segments the stitch merged into another) and per stage the number of blocks ``computed``
+        by this call.
 
     Raises
     ------
@@ -555,7 +556,7 @@ def mutex_watershed_to_zarr(affs_address: str, out_address: str, offsets=None, *
         merged = int(np.count_nonzero(old_ids != new_ids))
     _publish([out_address])
     discard_staged(runs_address)
-    return {"dataset": out_address, "blocks": n, "pairs": merged, "computed": computed}
+    return {"dataset": out_address, "blocks": n, "segments_merged": merged, "computed": computed}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -89,8 +89,8 @@ train:
 
 _2D = """\
 # affseg training config: 2D images (each z-section on its own), e.g. ISBI 2012 from the
-# affseg checkout. A 2D model is chosen by 2D offsets; the data must then be 2D arrays, one
-# entry per image (a (z, y, x) stack: one entry per section, e.g. file.h5/raw with a roi).
+# affseg checkout. A 2D model is chosen by 2D offsets; an entry is a 2D image or a (z, y, x)
+# stack, whose sections are then separate images (each crop comes from one section).
 # Every key is explained in docs/training.md.
 data:
   train:
