@@ -3,7 +3,7 @@
 A table is a ``keys`` array whose length is a power of two, probed linearly from a home slot
 given by a hash of the key; a map keeps its values in ``vals``, at the slots of their keys.
 Node pairs are keyed by :func:`pair_key`. Callers keep tables at most 3/4 full (and grow or
-rebuild them), so a probe always ends. :func:`probe`, :func:`set_add` and :func:`home` are
+rebuild them), so a probe always ends. :func:`set_probe`, :func:`set_add` and :func:`set_home` are
 inlined (numba IR), so kernels compiled with ``_nrt=False`` can call them.
 
 Sets hash with splitmix64 (:func:`mix`): the Mutex Watershed's set of mutex pairs is large,
@@ -24,14 +24,17 @@ def mix(x):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def home(keys, key):
-    """The slot where the probe for ``key`` starts."""
+def set_home(keys, key):
+    """The slot where the probe for ``key`` starts in a set (splitmix64)."""
     return np.int64(mix(key) & np.uint64(keys.shape[0] - 1))
 
 
 @njit(cache=True, nogil=True, inline="always")
 def map_home(keys, key):
-    """The slot where the probe for ``key`` starts in a map (Fibonacci hashing)."""
+    """The slot where the probe for ``key`` starts in a map: a multiply by 2**64 / phi (as in
+    Fibonacci hashing) and a fold of the high bits into the low ones, whose low bits index the
+    table. Maps and sets hash differently: probe a map only through :func:`hash_put` /
+    :func:`hash_get`, a set through :func:`set_probe` / :func:`set_add`."""
     h = key * np.uint64(0x9E3779B97F4A7C15)
     h ^= h >> np.uint64(29)
     return np.int64(h & np.uint64(keys.shape[0] - 1))
@@ -47,9 +50,9 @@ def probe_from(keys, key, i):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def probe(keys, key):
+def set_probe(keys, key):
     """The slot of ``key`` in a set (see :func:`probe_from`)."""
-    return probe_from(keys, key, home(keys, key))
+    return probe_from(keys, key, set_home(keys, key))
 
 
 @njit(cache=True, nogil=True)
@@ -65,7 +68,7 @@ def pair_key(a, b, n):
 @njit(cache=True, nogil=True, inline="always")
 def set_add(keys, key):
     """Add ``key`` to the set; True if it was new."""
-    i = probe(keys, key)
+    i = set_probe(keys, key)
     if keys[i] == key:
         return False
     keys[i] = key

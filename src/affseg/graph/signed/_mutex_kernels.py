@@ -30,7 +30,7 @@ import numpy as np
 from numba import njit
 
 from ..core.edges import edge_bounds, edge_ends
-from ..core.hashtable import grown_set, home, mix, pair_key, probe, set_add
+from ..core.hashtable import grown_set, mix, pair_key, set_add, set_home, set_probe
 from ..core.prefetch import prefetch
 from ..core.unionfind import find
 
@@ -405,7 +405,7 @@ def _prefetch_ahead(node_flat, keys, node, u_far, v_far, u_mid, v_mid, u_near, v
     prefetch(node_flat, node[v_mid, PARENT] * 3)
     ru = node[node[u_near, PARENT], PARENT]
     rv = node[node[v_near, PARENT], PARENT]
-    prefetch(keys, home(keys, pair_key(ru, rv, n_nodes)))
+    prefetch(keys, set_home(keys, pair_key(ru, rv, n_nodes)))
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -418,7 +418,7 @@ def _process_edge(u, v, attractive, n_nodes, node, node_flat, seed, use_seeds, k
     key = pair_key(ru, rv, n_nodes)
     slot = -1
     if node[ru, COUNT] > 0 and node[rv, COUNT] > 0:  # else the pair cannot be in the set
-        slot = probe(keys, key)
+        slot = set_probe(keys, key)
         if keys[slot] == key:
             return True
     if attractive:
@@ -431,7 +431,7 @@ def _process_edge(u, v, attractive, n_nodes, node, node_flat, seed, use_seeds, k
         return True
     if not _has_room(keys, blocks, state, 1, 2):
         return False
-    keys[slot if slot >= 0 else probe(keys, key)] = key  # a new pair: checked above
+    keys[slot if slot >= 0 else set_probe(keys, key)] = key  # a new pair: checked above
     state[PAIRS] += 1
     _append(node, ru, rv, blocks, state)
     _append(node, rv, ru, blocks, state)
@@ -473,7 +473,7 @@ def _join(ru, rv, n_nodes, node, node_flat, seed, use_seeds, keys, blocks, state
             fill = BLOCK
         for t in range(k):
             roots[t] = find(node, gathered[t], skip_short=True)
-            prefetch(keys, home(keys, pair_key(big, roots[t], n_nodes)))
+            prefetch(keys, set_home(keys, pair_key(big, roots[t], n_nodes)))
         for t in range(k):
             if set_add(keys, pair_key(big, roots[t], n_nodes)):
                 state[PAIRS] += 1
