@@ -584,9 +584,42 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_predict_blockwise(args) -> int:
+    """``predict --blockwise``: the tiled prediction block by block on Dask workers (one model
+    load and one torch thread per worker)."""
+    from .blockwise.engine import Engine
+    from .blockwise.predict import check_predict_options, predict_to_zarr
+
+    if args.block_shape is None:
+        raise InputError("--blockwise needs --block-shape Z,Y,X (a multiple of the tile step, e.g. 64,256,256)")
+    store = args.db or "the graph store"
+    args.interrupt_note = lambda: (f"{store} records the finished blocks of {args.output}: rerun the same command "
+                                   "to resume")
+    options = dict(block_shape=args.block_shape, tile=args.tile, device=args.device)
+    check_predict_options(args.checkpoint, args.raw, args.output, **options)  # before the cluster starts
+    engine = Engine(workers=args.workers, scheduler=args.scheduler, progress=True)
+    if engine.serial:
+        use_cpu_threads()  # in this process; the workers of a cluster run one thread each
+    with engine:
+        if engine.dashboard:
+            print(f"Dask dashboard: {engine.dashboard}")
+        summary = predict_to_zarr(args.checkpoint, args.raw, args.output, engine=engine, store=args.db,
+                                  overwrite=args.overwrite, **options)
+    out = summary["container"]
+    print("wrote " + ", ".join(f"{out}/{name}" for name in summary["datasets"]) +
+          f"  ({summary['blocks']} blocks, {summary['computed']} predicted now)")
+    return 0
+
+
 def cmd_predict(args) -> int:
     from .learn.predict import predict
 
+    if args.blockwise:
+        return cmd_predict_blockwise(args)
+    given = [flag for flag, value in (("--block-shape", args.block_shape), ("--workers", args.workers),
+                                      ("--scheduler", args.scheduler), ("--db", args.db)) if value is not None]
+    if given:
+        raise InputError(f"{given[0]} needs --blockwise")
     use_cpu_threads()
     args.interrupt_note = lambda: (f"{args.output} keeps the tiles that were finished: rerun the same command to "
                                    "resume")
@@ -736,6 +769,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="torch device to run the network on: cpu, cuda, cuda:1, ...; default cpu")
     r.add_argument("--overwrite", action="store_true",
                    help="replace the outputs of an earlier prediction (only datasets affseg wrote)")
+    b = r.add_argument_group("blockwise (volumes larger than memory; zarr outputs equal to one process's; "
+                             "docs/blockwise.md)")
+    b.add_argument("--blockwise", action="store_true",
+                   help="predict block by block on Dask workers (one model load per worker)")
+    b.add_argument("--block-shape", type=_int_list, help="write shape of a block, e.g. 64,256,256 (the output "
+                                                          "chunks): a multiple of the tile step")
+    b.add_argument("--workers", type=int, help="worker processes of the embedded Dask cluster (default: the CPU "
+                                               "count; 0 = in this process)")
+    b.add_argument("--scheduler", help="address of a running Dask scheduler, e.g. tcp://host:8786 (a cluster)")
+    b.add_argument("--db", help="graph store: a SQLite path or postgresql://user@host/db (default: "
+                                "<output>.graph.sqlite); it records finished blocks, so a rerun resumes")
     r.set_defaults(func=cmd_predict)
 
     d = sub.add_parser("demo", help="synthesize, train, predict, segment, evaluate, plot")

@@ -13,7 +13,9 @@ import os
 import shutil
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -23,7 +25,7 @@ from .data import check_raw_dtype, open_array, read_padded, to_unit
 from .train import load_checkpoint
 from .unet import UNet
 
-__all__ = ["predict", "tile_shape"]
+__all__ = ["TilePlan", "check_not_input", "predict", "predict_tile", "tile_plan", "tile_shape"]
 
 
 def tile_shape(model: UNet, wanted: Sequence[int]) -> tuple[tuple[int, ...], tuple[int, ...]]:
@@ -52,6 +54,152 @@ def tile_shape(model: UNet, wanted: Sequence[int]) -> tuple[tuple[int, ...], tup
     output = np.where(below >= factor, below, above)  # each axis valid on its own
     step = (output // factor) * factor
     return tuple(int(o) for o in output), tuple(int(s) for s in step)
+
+
+@dataclass(frozen=True)
+class TilePlan:
+    """How :func:`predict` tiles a volume: the geometry both the one-process and the blockwise
+    prediction (:mod:`affseg.blockwise.predict`) follow, so that they compute the same tiles.
+
+    Attributes
+    ----------
+    shape : tuple of int
+        Spatial shape of the raw and of the outputs.
+    sections : bool
+        A 2D network over a (z, y, x) stack, section by section.
+    step : tuple of int
+        The tile step in output voxels, one per axis of ``shape`` (1 along z for sections):
+        tiles start at multiples of it.
+    in_tile, context : tuple of int
+        The network's input shape for a tile and the context read on each side (0 along z for
+        sections).
+    offsets : list of list of int
+        The affinities' offsets as written (3D for sections: a first ``[-1, 0, 0]`` channel).
+    heads : dict of str to int
+        Output name (``affs``, ``lsds``) to its number of channels as written.
+    """
+
+    shape: tuple[int, ...]
+    sections: bool
+    step: tuple[int, ...]
+    in_tile: tuple[int, ...]
+    context: tuple[int, ...]
+    offsets: list
+    heads: dict
+
+    @property
+    def grid(self) -> tuple[int, ...]:
+        """Tiles per axis."""
+        return tuple(-(-s // t) for s, t in zip(self.shape, self.step))
+
+
+def tile_plan(model: UNet, state: dict, shape: Sequence[int], tile: Sequence[int] | None = None) -> TilePlan:
+    """The tiling of a raw of ``shape`` for a checkpoint's network (checked).
+
+    Parameters
+    ----------
+    model : UNet
+        The network (from :func:`affseg.learn.train.load_checkpoint`).
+    state : dict
+        The checkpoint's contents (its config's offsets).
+    shape : sequence of int
+        The raw's shape: the network's dimensions, or (z, y, x) for a 2D network.
+    tile : sequence of int, optional
+        Wanted output tile shape (network axes); default 64 per axis.
+
+    Returns
+    -------
+    TilePlan
+
+    Raises
+    ------
+    InputError
+        If the network is not valid-padded or the raw does not have its number of dimensions.
+    """
+    if model.padding != "valid":
+        raise InputError("tiled prediction needs a valid-padding U-Net (same padding sees the tile borders)")
+    shape = tuple(int(s) for s in shape)
+    sections = model.dims == 2 and len(shape) == 3  # a stack of 2D sections, predicted one by one
+    if len(shape) != model.dims and not sections:
+        raise InputError(f"raw has shape {shape} but the network is {model.dims}D")
+    out_tile, step = tile_shape(model, tile if tile is not None else [64] * model.dims)
+    in_tile = np.array(model.input_shape(out_tile))
+    context = (in_tile - np.array(out_tile)) // 2
+    offsets = state["config"]["targets"]["offsets"]
+    heads = dict(model.head_channels)
+    if sections:
+        # tiles of one section; the in-plane offsets become 3D ones within a section, after a
+        # z channel of 0 (sections are separate objects, as 2D labels are), so that every method,
+        # MALA's fragments and agglomeration too, reads the result as 3D affinities
+        step, in_tile, context = (1, *step), np.array((1, *in_tile)), np.array((0, *context))
+        offsets = [[-1, 0, 0]] + [[0, *o] for o in offsets]
+        heads["affs"] += 1
+    return TilePlan(shape, sections, tuple(int(s) for s in step), tuple(int(i) for i in in_tile),
+                    tuple(int(c) for c in context), [list(map(int, o)) for o in offsets], heads)
+
+
+def predict_tile(model: UNet, data: Any, plan: TilePlan, start: Sequence[int],
+                 device: str | torch.device = "cpu") -> dict[str, np.ndarray]:
+    """The outputs of the tile that starts at ``start`` (output voxels), cropped to the volume.
+
+    Parameters
+    ----------
+    model : UNet
+        The network, in eval mode on ``device``.
+    data : array-like
+        The raw (an array or a lazily read dataset), of ``plan.shape``.
+    plan : TilePlan
+        From :func:`tile_plan`.
+    start : sequence of int
+        The tile's first output voxel: a multiple of ``plan.step``.
+    device : str or torch.device
+        Where the model is.
+
+    Returns
+    -------
+    dict of str to ndarray
+        Head name to its float32 output (channels, *tile), the tile cropped at the volume's far
+        border.
+    """
+    start = np.asarray(start, dtype=np.int64)
+    x = to_unit(read_padded(data, start - np.array(plan.context), plan.in_tile))
+    with torch.no_grad():
+        outputs = model(torch.from_numpy(x[0] if plan.sections else x)[None, None].to(device))
+    stop = np.minimum(start + np.array(plan.step), plan.shape)
+    crop = (slice(None),) + tuple(slice(0, b - a) for a, b in zip(start, stop))
+    result = {}
+    for name in plan.heads:
+        block = outputs[name][0].cpu().numpy()
+        if plan.sections:
+            block = block[:, None]
+            if name == "affs":
+                block = np.concatenate([np.zeros_like(block[:1]), block])
+        result[name] = block[crop]
+    return result
+
+
+def check_not_input(raw: str | os.PathLike, container: str | os.PathLike, heads: Sequence[str]) -> None:
+    """Refuse an output container whose heads would replace the raw dataset.
+
+    Parameters
+    ----------
+    raw : str or path-like
+        The raw's address (``data.zarr/raw``).
+    container : str or path-like
+        The output group (``pred.zarr``).
+    heads : sequence of str
+        The datasets written into it (``affs``, ``lsds``).
+
+    Raises
+    ------
+    InputError
+        If the raw is one of ``container/<head>``.
+    """
+    from ..io import parse_address
+
+    source, dataset, _ = parse_address(raw)
+    if Path(source).resolve() == Path(container).resolve() and dataset in heads:
+        raise InputError(f"the output {Path(container) / dataset} would replace the input {raw}; choose another output")
 
 
 def predict(checkpoint: str | os.PathLike, raw: str | os.PathLike | np.ndarray, output: str | os.PathLike, *,
@@ -102,56 +250,29 @@ def predict(checkpoint: str | os.PathLike, raw: str | os.PathLike | np.ndarray, 
         If the output cannot be written.
     """
     model, state = load_checkpoint(checkpoint, device)
-    if model.padding != "valid":
-        raise InputError("tiled prediction needs a valid-padding U-Net (same padding sees the tile borders)")
     data, voxel_size = open_array(raw)
     check_raw_dtype(data, raw)
-    sections = model.dims == 2 and data.ndim == 3  # a stack of 2D sections, predicted one by one
-    if data.ndim != model.dims and not sections:
-        raise InputError(f"raw has shape {tuple(data.shape)} but the network is {model.dims}D")
-    out_tile, step = tile_shape(model, tile if tile is not None else [64] * model.dims)
-    in_tile = np.array(model.input_shape(out_tile))
-    context = (in_tile - np.array(out_tile)) // 2
-    offsets = state["config"]["targets"]["offsets"]
-    heads = dict(model.head_channels)
-    if sections:
-        # tiles of one section; the in-plane offsets become 3D ones within a section, after a
-        # z channel of 0 (sections are separate objects, as 2D labels are), so that every method,
-        # MALA's fragments and agglomeration too, reads the result as 3D affinities
-        step, in_tile, context = (1, *step), np.array((1, *in_tile)), np.array((0, *context))
-        offsets = [[-1, 0, 0]] + [[0, *o] for o in offsets]
-        heads["affs"] += 1
-    grid = [range(0, s, t) for s, t in zip(data.shape, step)]
+    plan = tile_plan(model, state, data.shape, tile)
     container = Path(output)
     if not isinstance(raw, np.ndarray):
-        from ..io import parse_address
-
-        source, dataset, _ = parse_address(raw)
-        if source.resolve() == container.resolve() and dataset in model.head_channels:
-            raise InputError(f"the output {container / dataset} would replace the input {raw}; choose another output")
+        check_not_input(raw, container, plan.heads)
     identity = {"checkpoint": str(Path(checkpoint).resolve()), "checkpoint_bytes": Path(checkpoint).stat().st_size,
                 "checkpoint_mtime": Path(checkpoint).stat().st_mtime, # an in-memory raw is never resumed: nothing identifies it
                 "raw": str(raw) if not isinstance(raw, np.ndarray) else uuid.uuid4().hex,
-                "shape": list(data.shape), "step": list(step)}
-    staged = _stage(container, heads, data.shape, step, voxel_size, offsets, overwrite)
+                "shape": list(data.shape), "step": list(plan.step)}
+    staged = _stage(container, plan.heads, data.shape, plan.step, voxel_size, plan.offsets, overwrite)
     done = _read_progress(staged["progress"], identity)
-    corners = [c for c in np.ndindex(*[len(g) for g in grid]) if c not in done]
+    corners = [c for c in np.ndindex(*plan.grid) if c not in done]
     from tqdm.auto import tqdm
 
     with staged["progress"].open("a") as log, torch.no_grad():
         for index in tqdm(corners, desc="predict", unit="tile", disable=not progress):
-            start = np.array([g[i] for g, i in zip(grid, index)])
-            x = to_unit(read_padded(data, start - context, in_tile))
-            outputs = model(torch.from_numpy(x[0] if sections else x)[None, None].to(device))
+            start = np.array(index) * np.array(plan.step)
+            outputs = predict_tile(model, data, plan, start, device)
+            size = next(iter(outputs.values())).shape[1:]
+            region = (slice(None),) + tuple(slice(a, a + b) for a, b in zip(start, size))
             for name, arr in staged["arrays"].items():
-                block = outputs[name][0].cpu().numpy()
-                if sections:
-                    block = block[:, None]
-                    if name == "affs":
-                        block = np.concatenate([np.zeros_like(block[:1]), block])
-                stop = np.minimum(start + step, data.shape)
-                region = tuple(slice(a, b) for a, b in zip(start, stop))
-                arr[(slice(None),) + region] = block[(slice(None),) + tuple(slice(0, b - a) for a, b in zip(start, stop))]
+                arr[region] = outputs[name]
             log.write(json.dumps([int(i) for i in index]) + "\n")
             log.flush()
     return _publish(container, staged)
