@@ -674,6 +674,15 @@ class _Deprecated(argparse.Action):
         namespace.deprecated = notes + [f"{option_string} is deprecated: use {self.replacement}"]
 
 
+def _add_engine_options(group) -> None:
+    """--workers, --scheduler and --db of the blockwise commands (segment, synth, predict)."""
+    group.add_argument("--workers", type=int, help="worker processes of the embedded Dask cluster (default: the "
+                                                   "CPU count; 0 = in this process)")
+    group.add_argument("--scheduler", help="address of a running Dask scheduler, e.g. tcp://host:8786 (a cluster)")
+    group.add_argument("--db", help="graph store: a SQLite path or postgresql://user@host/db (default: "
+                                    "<output container>.graph.sqlite); it records finished blocks, so a rerun resumes")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="affseg", description="Affinity-based segmentation of EM volumes.")
     p.add_argument("--debug", action="store_true", help="show full tracebacks instead of one-line errors")
@@ -696,11 +705,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "block; docs/blockwise.md)")
     b.add_argument("--blockwise", action="store_true", help="write block by block on Dask workers")
     b.add_argument("--block-shape", type=_int_list, help="write shape of a block, e.g. 64,256,256 (the chunks)")
-    b.add_argument("--workers", type=int, help="worker processes of the embedded Dask cluster (default: the CPU "
-                                               "count; 0 = in this process)")
-    b.add_argument("--scheduler", help="address of a running Dask scheduler, e.g. tcp://host:8786 (a cluster)")
-    b.add_argument("--db", help="graph store: a SQLite path or postgresql://user@host/db (default: "
-                                "<output>.graph.sqlite); it records finished blocks, so a rerun resumes")
+    _add_engine_options(b)
     b.add_argument("--affs-dtype", choices=["uint8", "float32"],
                    help="affinities as 0..255 (default) or float32 in [0, 1]")
     s.set_defaults(func=cmd_synth)
@@ -728,11 +733,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                       "fragments, default 2 x min-seed-distance per axis, at most the "
                                                       "block; mws: where neighbouring runs are compared, default a "
                                                       "quarter of the block)")
-    b.add_argument("--workers", type=int, help="worker processes of the embedded Dask cluster (default: the CPU "
-                                               "count; 0 = in this process)")
-    b.add_argument("--scheduler", help="address of a running Dask scheduler, e.g. tcp://host:8786 (a cluster)")
-    b.add_argument("--db", help="graph store: a SQLite path or postgresql://user@host/db (default: "
-                                "<output container>.graph.sqlite); it records finished blocks, so a rerun resumes")
+    _add_engine_options(b)
     g.set_defaults(func=cmd_segment)
 
     e = sub.add_parser("evaluate", help="segmentation(s) vs ground truth -> table, JSON, curve PNG")
@@ -775,11 +776,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="predict block by block on Dask workers (one model load per worker)")
     b.add_argument("--block-shape", type=_int_list, help="write shape of a block, e.g. 64,256,256 (the output "
                                                           "chunks): a multiple of the tile step")
-    b.add_argument("--workers", type=int, help="worker processes of the embedded Dask cluster (default: the CPU "
-                                               "count; 0 = in this process)")
-    b.add_argument("--scheduler", help="address of a running Dask scheduler, e.g. tcp://host:8786 (a cluster)")
-    b.add_argument("--db", help="graph store: a SQLite path or postgresql://user@host/db (default: "
-                                "<output>.graph.sqlite); it records finished blocks, so a rerun resumes")
+    _add_engine_options(b)
     r.set_defaults(func=cmd_predict)
 
     d = sub.add_parser("demo", help="synthesize, train, predict, segment, evaluate, plot")
