@@ -55,23 +55,46 @@ def _smooth(t):
     return t * t * (3.0 - 2.0 * t)
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _corner(seed, stream, iz, iy, ix, k):
+    """The random value of lattice corner ``k`` (bits dz, dy, dx) of the cell at (iz, iy, ix)."""
+    return _unit(_hash(seed, stream, iz + (k >> 2), iy + ((k >> 1) & 1), ix + (k & 1)))
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _interpolate(corners, fz, fy, fx):
+    """Smoothstep-weighted sum of the 8 ``corners`` (indexed as in :func:`_corner`), mapped to [-1, 1]."""
+    total = 0.0
+    for k in range(8):
+        wz = fz if k >> 2 else 1.0 - fz
+        wy = fy if (k >> 1) & 1 else 1.0 - fy
+        wx = fx if k & 1 else 1.0 - fx
+        total += wz * wy * wx * corners[k]
+    return 2.0 * total - 1.0
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _lattice(z, y, x, sz, sy, sx):
+    """The lattice cell of voxel (z, y, x) for spacing (sz, sy, sx) and the smoothstep weights in it."""
+    tz, ty, tx = z / sz, y / sy, x / sx
+    iz, iy, ix = np.floor(tz), np.floor(ty), np.floor(tx)
+    return (np.int64(iz), np.int64(iy), np.int64(ix)), _smooth(tz - iz), _smooth(ty - iy), _smooth(tx - ix)
+
+
 @njit(cache=True, nogil=True)
 def value_noise(seed, stream, z, y, x, sz, sy, sx):
     """Smooth noise in [-1, 1] at voxel (z, y, x): random values on a lattice of spacing
     (sz, sy, sx) voxels, interpolated with smoothstep weights."""
-    tz, ty, tx = z / sz, y / sy, x / sx
-    iz, iy, ix = np.floor(tz), np.floor(ty), np.floor(tx)
-    fz, fy, fx = _smooth(tz - iz), _smooth(ty - iy), _smooth(tx - ix)
-    iz, iy, ix = np.int64(iz), np.int64(iy), np.int64(ix)
-    total = 0.0
-    for dz in range(2):
-        wz = fz if dz else 1.0 - fz
-        for dy in range(2):
-            wy = fy if dy else 1.0 - fy
-            for dx in range(2):
-                wx = fx if dx else 1.0 - fx
-                total += wz * wy * wx * _unit(_hash(seed, stream, iz + dz, iy + dy, ix + dx))
-    return 2.0 * total - 1.0
+    cell, fz, fy, fx = _lattice(z, y, x, sz, sy, sx)
+    corners = (_corner(seed, stream, cell[0], cell[1], cell[2], 0),
+               _corner(seed, stream, cell[0], cell[1], cell[2], 1),
+               _corner(seed, stream, cell[0], cell[1], cell[2], 2),
+               _corner(seed, stream, cell[0], cell[1], cell[2], 3),
+               _corner(seed, stream, cell[0], cell[1], cell[2], 4),
+               _corner(seed, stream, cell[0], cell[1], cell[2], 5),
+               _corner(seed, stream, cell[0], cell[1], cell[2], 6),
+               _corner(seed, stream, cell[0], cell[1], cell[2], 7))
+    return _interpolate(corners, fz, fy, fx)
 
 
 @njit(cache=True, nogil=True)
@@ -101,33 +124,15 @@ def worley_labels(lo, shape, seed, cell, warp, weight, grid):
             y = lo[1] + b
             for c in range(nx):
                 x = lo[2] + c
-                # the warp: value_noise of streams WARP, WARP + 16, WARP + 32 (the same arithmetic)
-                tz, ty, tx = z / cz, y / cy, x / cx
-                iz, iy, ix = np.floor(tz), np.floor(ty), np.floor(tx)
-                fz, fy, fx = _smooth(tz - iz), _smooth(ty - iy), _smooth(tx - ix)
-                lattice = (np.int64(iz), np.int64(iy), np.int64(ix))
+                # the warp: value_noise of streams WARP, WARP + 16, WARP + 32, with the corners kept
+                lattice, fz, fy, fx = _lattice(z, y, x, cz, cy, cx)
                 if lattice != last_lattice:
                     last_lattice = lattice
                     for s in range(3):
-                        k = 0
-                        for dz in range(2):
-                            for dy in range(2):
-                                for dx in range(2):
-                                    corners[s, k] = _unit(_hash(seed, WARP + 16 * s, lattice[0] + dz,
-                                                                lattice[1] + dy, lattice[2] + dx))
-                                    k += 1
+                        for k in range(8):
+                            corners[s, k] = _corner(seed, WARP + 16 * s, lattice[0], lattice[1], lattice[2], k)
                 for s in range(3):
-                    total = 0.0
-                    k = 0
-                    for dz in range(2):
-                        wz = fz if dz else 1.0 - fz
-                        for dy in range(2):
-                            wy = fy if dy else 1.0 - fy
-                            for dx in range(2):
-                                wx = fx if dx else 1.0 - fx
-                                total += wz * wy * wx * corners[s, k]
-                                k += 1
-                    q[s] = 2.0 * total - 1.0
+                    q[s] = _interpolate(corners[s], fz, fy, fx)
                 qz = z / cz + warp * q[0]
                 qy = y / cy + warp * q[1]
                 qx = x / cx + warp * q[2]
