@@ -112,6 +112,8 @@ def test_a_killed_client_resumes_predicting_only_unfinished_blocks(tmp_path, job
     assert again["computed"] == 0
     with pytest.raises(OutputExists, match="block_shape"):  # another layout in the same store
         predict_to_zarr(ckpt, raw, out, block_shape=(8, 12, 12), store=str(store_path), tile=TILE)
+    with pytest.raises(OutputExists, match="device"):  # another device may differ in the last bits
+        predict_to_zarr(ckpt, raw, out, block_shape=(4, 12, 12), store=str(store_path), tile=TILE, device="meta")
 
 
 def test_bad_input_is_refused_before_any_work(tmp_path, job):

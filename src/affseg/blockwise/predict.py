@@ -217,7 +217,8 @@ def predict_to_zarr(checkpoint: str | os.PathLike, raw_address: str, out_contain
         Replace existing outputs that affseg wrote, and discard the store's records of a run
         with other parameters.
     device : str
-        Where the network runs on every worker (``"cpu"``, ``"cuda"``, ``"cuda:1"``).
+        Where the network runs on every worker (``"cpu"``, ``"cuda"``, ``"cuda:1"``); part of
+        the job's identity (devices may differ in the last bits), so a resume uses the same one.
     tile : sequence of int, optional
         Wanted output tile shape (the network's axes); default about 64 voxels per axis, as
         :func:`~affseg.learn.predict.predict`.
@@ -260,7 +261,7 @@ def predict_to_zarr(checkpoint: str | os.PathLike, raw_address: str, out_contain
     identity = _identity(layout, checkpoint={"path": str(checkpoint), "bytes": stat.st_size,
                                              "digest": _checkpoint_digest(checkpoint)},
                          raw=_input_identity(raw_address), step=list(plan.step), in_tile=list(plan.in_tile),
-                         heads=plan.heads, offsets=plan.offsets)
+                         heads=plan.heads, offsets=plan.offsets, device=str(device))
     stages = {stage: identity}
     store, done = _open_job(store, container, outputs, stages, stage, overwrite)
     n = len(layout)
