@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -35,12 +36,37 @@ def _offsets(text: str | None):
         raise InputError(f"--offsets must be JSON like '[[-1,0,0],[0,-1,0],[0,0,-1]]', got {text!r}: {e}") from None
 
 
+# ------------------------------------------------------------------ blockwise commands
+
+
+def _refuse_blockwise_flags(args, *extra: tuple[str, object]) -> None:
+    """A blockwise-only flag given without --blockwise: InputError naming it."""
+    flags = (("--block-shape", args.block_shape), ("--workers", args.workers), ("--scheduler", args.scheduler),
+             ("--db", args.db), *extra)
+    given = [flag for flag, value in flags if value is not None]
+    if given:
+        raise InputError(f"{given[0]} needs --blockwise")
+
+
+@contextlib.contextmanager
+def _blockwise_engine(args, out: str):
+    """The Dask engine of a blockwise command, entered: Ctrl-C says that the store keeps the
+    finished blocks of ``out``; the dashboard's address is printed when there is one."""
+    from .blockwise.engine import Engine
+
+    store = args.db or "the graph store"
+    args.interrupt_note = lambda: f"{store} records the finished blocks of {out}: rerun the same command to resume"
+    with Engine(workers=args.workers, scheduler=args.scheduler, progress=True) as engine:
+        if engine.dashboard:
+            print(f"Dask dashboard: {engine.dashboard}")
+        yield engine
+
+
 # ------------------------------------------------------------------ synth
 
 
 def cmd_synth_blockwise(args) -> int:
     """``synth --blockwise``: a Worley volume of any size, block by block on Dask workers."""
-    from .blockwise.engine import Engine
     from .blockwise.synth import check_synthetic_options, synthetic_to_zarr
 
     if args.anisotropic or args.defects:
@@ -48,15 +74,10 @@ def cmd_synth_blockwise(args) -> int:
                          "--anisotropic and --defects")
     if args.block_shape is None:
         raise InputError("--blockwise needs --block-shape Z,Y,X (the chunks of the datasets, e.g. 64,256,256)")
-    store = args.db or "the graph store"
-    args.interrupt_note = lambda: f"{store} records the finished blocks of {args.output}: rerun the same command to resume"
-    engine = Engine(workers=args.workers, scheduler=args.scheduler, progress=True)
     options = dict(block_shape=args.block_shape, seed=args.seed, offsets=_offsets(args.offsets),
                    affs_dtype=args.affs_dtype or "uint8", store=args.db, overwrite=args.overwrite)
     check_synthetic_options(args.output, args.shape, **options)  # before the cluster starts
-    with engine:
-        if engine.dashboard:
-            print(f"Dask dashboard: {engine.dashboard}")
+    with _blockwise_engine(args, args.output) as engine:
         summary = synthetic_to_zarr(args.output, args.shape, engine=engine, **options)
     out = summary["container"]
     print(f"wrote {out}/raw, {out}/labels, {out}/affs  (shape {tuple(args.shape)}, {summary['blocks']} blocks, "
@@ -70,11 +91,7 @@ def cmd_synth(args) -> int:
 
     if args.blockwise:
         return cmd_synth_blockwise(args)
-    given = [flag for flag, value in (("--block-shape", args.block_shape), ("--workers", args.workers),
-                                      ("--scheduler", args.scheduler), ("--db", args.db),
-                                      ("--affs-dtype", args.affs_dtype)) if value is not None]
-    if given:
-        raise InputError(f"{given[0]} needs --blockwise")
+    _refuse_blockwise_flags(args, ("--affs-dtype", args.affs_dtype))
     out = Path(args.output)
     if out.suffix.lower() not in (".zarr", ".h5", ".hdf5"):
         raise InputError(f"output {out} must be a .zarr or .h5 container")
@@ -224,7 +241,6 @@ def _int_list(text: str) -> list[int]:
 
 def cmd_segment_blockwise(args, plan: dict) -> int:
     """``segment --blockwise``: the method's blockwise stages on Dask workers (mala, cc and mws so far)."""
-    from .blockwise.engine import Engine
     from .blockwise.pipeline import connected_components_to_zarr, mala_to_zarr, mutex_watershed_to_zarr
 
     method = plan["method"].name
@@ -235,13 +251,7 @@ def cmd_segment_blockwise(args, plan: dict) -> int:
     if method == "cc" and args.context is not None:
         raise InputError("--context is for --method mala and mws: connected components read no context "
                          "(the blocks are joined exactly across their faces)")
-    store = args.db or "the graph store"
-    args.interrupt_note = lambda: (f"{store} records the finished blocks of {plan['out']}: rerun the same command "
-                                   "to resume")
-    engine = Engine(workers=args.workers, scheduler=args.scheduler, progress=True)
-    with engine:
-        if engine.dashboard:
-            print(f"Dask dashboard: {engine.dashboard}")
+    with _blockwise_engine(args, plan["out"]) as engine:
         if method == "cc":
             written = []
             for t, name in zip(plan["thresholds"], plan["names"]):
@@ -587,22 +597,15 @@ def cmd_train(args) -> int:
 def cmd_predict_blockwise(args) -> int:
     """``predict --blockwise``: the tiled prediction block by block on Dask workers (one model
     load and one torch thread per worker)."""
-    from .blockwise.engine import Engine
     from .blockwise.predict import check_predict_options, predict_to_zarr
 
     if args.block_shape is None:
         raise InputError("--blockwise needs --block-shape Z,Y,X (a multiple of the tile step, e.g. 64,256,256)")
-    store = args.db or "the graph store"
-    args.interrupt_note = lambda: (f"{store} records the finished blocks of {args.output}: rerun the same command "
-                                   "to resume")
     options = dict(block_shape=args.block_shape, tile=args.tile, device=args.device)
     check_predict_options(args.checkpoint, args.raw, args.output, **options)  # before the cluster starts
-    engine = Engine(workers=args.workers, scheduler=args.scheduler, progress=True)
-    if engine.serial:
-        use_cpu_threads()  # in this process; the workers of a cluster run one thread each
-    with engine:
-        if engine.dashboard:
-            print(f"Dask dashboard: {engine.dashboard}")
+    with _blockwise_engine(args, args.output) as engine:
+        if engine.serial:
+            use_cpu_threads()  # in this process; the workers of a cluster run one thread each
         summary = predict_to_zarr(args.checkpoint, args.raw, args.output, engine=engine, store=args.db,
                                   overwrite=args.overwrite, **options)
     out = summary["container"]
@@ -616,10 +619,7 @@ def cmd_predict(args) -> int:
 
     if args.blockwise:
         return cmd_predict_blockwise(args)
-    given = [flag for flag, value in (("--block-shape", args.block_shape), ("--workers", args.workers),
-                                      ("--scheduler", args.scheduler), ("--db", args.db)) if value is not None]
-    if given:
-        raise InputError(f"{given[0]} needs --blockwise")
+    _refuse_blockwise_flags(args)
     use_cpu_threads()
     args.interrupt_note = lambda: (f"{args.output} keeps the tiles that were finished: rerun the same command to "
                                    "resume")
