@@ -9,7 +9,8 @@ inlined (numba IR), so kernels compiled with ``_nrt=False`` can call them.
 Sets hash with splitmix64 (:func:`mix`): the Mutex Watershed's set of mutex pairs is large,
 read at random and tuned with it. Maps (GASP's edges, MALIS's label lists, the signed region
 graph) hash with one multiply (Fibonacci hashing, :func:`map_home`): their lookups are many and
-cheap, and splitmix64's extra multiply and shifts made GASP on voxels about 5 % slower.
+cheap, and splitmix64's extra multiply and shifts made GASP on voxels about 5 % slower (a
+one-off A/B measurement, no script kept; the kept comparison is benchmarks/bench_revisions.py).
 """
 import numpy as np
 from numba import njit
