@@ -152,7 +152,8 @@ def mala_cc_voi(shape) -> None:
 
     def row(name, run, t, seg, labels, one):
         gt = evaluate(seg, labels)
-        vs = "" if one is None else f"{evaluate(seg, one)['voi_split']:>12.3f} {evaluate(seg, one)['voi_merge']:>6.3f}"
+        against = None if one is None else evaluate(seg, one)
+        vs = "" if against is None else f"{against['voi_split']:>12.3f} {against['voi_merge']:>6.3f}"
         print(f"{name:<28} {run:<40} {t:>4} {gt['voi_split']:>11.3f} {gt['voi_merge']:>6.3f} {vs}", flush=True)
 
     with tempfile.TemporaryDirectory() as tmp:
