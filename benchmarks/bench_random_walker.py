@@ -4,9 +4,19 @@ Learned Random Walker's exact (adjoint) backward against the paper's sampled one
     python benchmarks/bench_random_walker.py                 # everything (about 25 min on 2 cores)
     python benchmarks/bench_random_walker.py --solver        # affseg vs skimage, 256x256x64, 50 labels
     python benchmarks/bench_random_walker.py --gradient      # forward/backward 256^2 and 64^3
+    python benchmarks/bench_random_walker.py --solver --input neuroproof --shape 64 128 128
 
 Each solver runs in its own process (peak memory from /proc VmHWM). skimage and pyamg are single
-threaded; affseg is reported on one core (pinned) and on all cores of the machine.
+threaded; affseg is reported on one core (pinned) and on all cores of the machine. The image and
+the seeds are made once by the parent and handed to each solver's process as .npy files, untimed.
+
+Input. Without --input: the raw of affseg.synthetic.make_volume (--shape, seed 0; the published
+figures). With --input SPEC (benchmarks/inputs.py): the image is the mean of the input's
+nearest-neighbour affinities (a boundary map, dark on membranes as EM raw is), float64 in [0, 1];
+the seed blobs go into its label objects (other than 0), or, for a file without labels, into
+affseg's fragments of its affinities. --shape then sets the generated shape (synthetic, curves)
+or crops the input from its corner; --gradient crops the 2D problem from section 0 (256 x 256)
+and the 3D one from the corner (64 x 64 x 64).
 """
 from __future__ import annotations
 
@@ -23,6 +33,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_segmentation import _status_mb, pin_to_one_core
+from inputs import NEAREST, add_input_argument, load_input
 
 
 def problem(shape, n_labels: int, seed: int = 0, min_size: int | None = 500):
@@ -33,21 +44,47 @@ def problem(shape, n_labels: int, seed: int = 0, min_size: int | None = 500):
 
     vol = make_volume(shape, seed=seed)
     image = vol.raw.astype(np.float64) / 255
+    return image, seed_blobs(vol.labels, n_labels, seed, min_size)
+
+
+def seed_blobs(labels: np.ndarray, n_labels: int, seed: int = 0, min_size: int | None = 500) -> np.ndarray:
+    """One 3x5x5 seed blob (ids 1..n_labels) around a random voxel of each of ``n_labels`` random
+    objects of ``labels`` (3D; 0 is no object), drawn among the objects over ``min_size`` voxels
+    (``None``, or too few of them: among the ``2 n_labels`` largest)."""
     rng = np.random.default_rng(seed)
-    seeds = np.zeros(shape, np.int64)
-    ids, sizes = np.unique(vol.labels, return_counts=True)
-    candidates = ids[np.argsort(sizes)[::-1][:2 * n_labels]] if min_size is None else ids[sizes > min_size]
+    seeds = np.zeros(labels.shape, np.int64)
+    ids, sizes = np.unique(labels, return_counts=True)
+    ids, sizes = ids[ids != 0], sizes[ids != 0]
+    candidates = None if min_size is None else ids[sizes > min_size]
+    if candidates is None or len(candidates) < n_labels:
+        candidates = ids[np.argsort(sizes)[::-1][:2 * n_labels]]
+    if len(candidates) < n_labels:
+        print(f"only {len(candidates)} objects in the input: {len(candidates)} seed labels instead of {n_labels}",
+              file=sys.stderr)
+        n_labels = len(candidates)
     for k, obj in enumerate(rng.choice(candidates, n_labels, replace=False), start=1):
-        where = np.argwhere(vol.labels == obj)
+        where = np.argwhere(labels == obj)
         z, y, x = where[rng.integers(len(where))]
         seeds[max(z - 1, 0):z + 2, max(y - 2, 0):y + 3, max(x - 2, 0):x + 3] = k
-    return image, seeds
+    return seeds
 
 
-def run_one(method: str, shape, n_labels: int, tol: float, one_core: bool) -> dict:
+def input_image(spec: str, seed: int = 0, shape=None) -> tuple[np.ndarray, np.ndarray, str]:
+    """The image (mean nearest-neighbour affinity, float64) and objects of an input spec: its labels,
+    or affseg's fragments of its affinities for a file without labels."""
+    affs, labels, offsets, desc = load_input(spec, NEAREST, seed=seed, shape=shape)
+    if labels is None:
+        from affseg import extract_fragments
+
+        labels = extract_fragments(affs, offsets)
+        desc += "; seeds in affseg's fragments"
+    return affs.mean(axis=0, dtype=np.float64), labels, desc + "; image = mean affinity"
+
+
+def run_one(method: str, data_dir: Path, tol: float, one_core: bool) -> dict:
     if one_core:
         pin_to_one_core()
-    image, seeds = problem(shape, n_labels)
+    image, seeds = np.load(data_dir / "image.npy"), np.load(data_dir / "seeds.npy")
     start = time.perf_counter()
     if method.startswith("skimage"):
         from skimage.segmentation import random_walker as skimage_random_walker
@@ -69,21 +106,39 @@ def run_one(method: str, shape, n_labels: int, tol: float, one_core: bool) -> di
 ALL_RUNS = ("affseg:cg:1", "affseg:cg:all", "skimage:cg_mg:1", "skimage:cg_j:1")
 
 
-def bench_solver(shape=(64, 256, 256), n_labels: int = 50, tol: float = 1e-3, runs=ALL_RUNS) -> list[dict]:
+def save_problem(data_dir: Path, image: np.ndarray, seeds: np.ndarray) -> Path:
+    data_dir.mkdir(exist_ok=True)
+    np.save(data_dir / "image.npy", image)
+    np.save(data_dir / "seeds.npy", seeds)
+    return data_dir
+
+
+def bench_solver(shape=(64, 256, 256), n_labels: int = 50, tol: float = 1e-3, runs=ALL_RUNS, spec: str | None = None,
+                 seed: int = 0) -> list[dict]:
     """affseg vs skimage (cg_mg: pyamg Ruge-Stuben; cg_j: Jacobi, skimage's default)."""
     import tempfile
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
+        if spec is None:
+            image, seeds = problem(shape, n_labels)
+            desc = f"synthetic EM image {' x '.join(map(str, shape))} (affseg.synthetic raw, seed 0)"
+        else:
+            image, labels, desc = input_image(spec, seed, shape)
+            seeds = seed_blobs(labels, n_labels)
+            del labels
+        print(f"input: {desc}; {int(seeds.max())} seed labels, beta 130, tol {tol}", flush=True)
+        data_dir = save_problem(Path(tmp) / "input", image, seeds)
+        del image, seeds
+        warm_dir = save_problem(Path(tmp) / "warm", *problem((8, 32, 32), 3))
         outputs = {}
         runs = [(run.rsplit(":", 1)[0], run.endswith(":1")) for run in runs]
         # warm the numba cache so that compilation is not timed
-        subprocess.run([sys.executable, __file__, "--one", "affseg:cg", "--shape", "8", "32", "32",
-                        "--labels", "3", "--tol", str(tol)], check=True, env={**os.environ, "RW_BENCH_OUT": f"{tmp}/warm.npy"},
-                       stdout=subprocess.DEVNULL)
+        subprocess.run([sys.executable, __file__, "--one", "affseg:cg", "--data", str(warm_dir), "--tol", str(tol)],
+                       check=True, env={**os.environ, "RW_BENCH_OUT": f"{tmp}/warm.npy"}, stdout=subprocess.DEVNULL)
         for method, one_core in runs:
             out = f"{tmp}/{method.replace(':', '_')}_{int(one_core)}.npy"
-            cmd = [sys.executable, __file__, "--one", method, "--shape", *map(str, shape), "--labels", str(n_labels),
+            cmd = [sys.executable, __file__, "--one", method, "--data", str(data_dir),
                    "--tol", str(tol)] + (["--one-core"] if one_core else [])
             done = subprocess.run(cmd, check=True, capture_output=True, text=True,
                                   env={**os.environ, "RW_BENCH_OUT": out})
@@ -103,14 +158,25 @@ def bench_solver(shape=(64, 256, 256), n_labels: int = 50, tol: float = 1e-3, ru
     return rows
 
 
-def bench_gradient(samples_2d: int = 1000, samples_3d: int = 100) -> None:
+def bench_gradient(samples_2d: int = 1000, samples_3d: int = 100, spec: str | None = None, seed: int = 0) -> None:
     """Forward, exact backward and the paper's sampled backward; cosine similarity of the two."""
     import torch
 
     from affseg.learn.random_walker import random_walker_probabilities
 
+    if spec is not None:
+        full_image, full_labels, desc = input_image(spec, seed)
+        print(f"input: {desc}; problems cropped from it", flush=True)
     for shape, n_labels, samples in (((256, 256), 20, samples_2d), ((64, 64, 64), 20, samples_3d)):
-        image, seeds = problem((1,) + shape if len(shape) == 2 else shape, n_labels, seed=1, min_size=None)
+        if spec is None:
+            image, seeds = problem((1,) + shape if len(shape) == 2 else shape, n_labels, seed=1, min_size=None)
+        else:
+            crop = (slice(0, 1),) + tuple(slice(0, s) for s in shape) if len(shape) == 2 else \
+                tuple(slice(0, s) for s in shape)
+            image = np.ascontiguousarray(full_image[crop])
+            seeds = seed_blobs(full_labels[crop], n_labels, seed=1, min_size=None)
+            shape = image.shape[1:] if len(shape) == 2 else image.shape
+            n_labels = int(seeds.max())
         if len(shape) == 2:
             image, seeds = image[0], seeds[0]
         from affseg.graph.random_walker import image_weights
@@ -139,27 +205,32 @@ def bench_gradient(samples_2d: int = 1000, samples_3d: int = 100) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--solver", action="store_true")
     parser.add_argument("--gradient", action="store_true")
     parser.add_argument("--runs", nargs="+", default=list(ALL_RUNS),
                         help="method:cores pairs (cores 1 = pinned to one core, all = the machine)")
     parser.add_argument("--samples-2d", type=int, default=1000, help="sampled gradient: voxels (256x256)")
     parser.add_argument("--samples-3d", type=int, default=100, help="sampled gradient: voxels (64^3)")
+    add_input_argument(parser, default=None, default_text="default: the raw of affseg.synthetic, see above")
+    parser.add_argument("--seed", type=int, default=0, help="the input's seed where SPEC gives none")
     parser.add_argument("--one", help=argparse.SUPPRESS)
-    parser.add_argument("--shape", type=int, nargs="+", default=[64, 256, 256])
+    parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--shape", type=int, nargs=3, default=None,
+                        help="solver problem shape (default 64 256 256; with --input: generated shape or crop)")
     parser.add_argument("--labels", type=int, default=50)
     parser.add_argument("--tol", type=float, default=1e-3)
     parser.add_argument("--one-core", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(run_one(args.one, tuple(args.shape), args.labels, args.tol, args.one_core)))
+        print(json.dumps(run_one(args.one, args.data, args.tol, args.one_core)))
         return
     both = not (args.solver or args.gradient)
     if args.solver or both:
-        bench_solver(tuple(args.shape), args.labels, args.tol, args.runs)
+        shape = tuple(args.shape) if args.shape else (None if args.input else (64, 256, 256))
+        bench_solver(shape, args.labels, args.tol, args.runs, spec=args.input, seed=args.seed)
     if args.gradient or both:
-        bench_gradient(args.samples_2d, args.samples_3d)
+        bench_gradient(args.samples_2d, args.samples_3d, spec=args.input, seed=args.seed)
 
 
 if __name__ == "__main__":

@@ -1,14 +1,18 @@
 """Fragments + agglomeration: affseg against the lsd recipe + waterz, in one run, on one core.
 
     python benchmarks/bench_segmentation.py                      # synthetic 64 x 256 x 256
-    python benchmarks/bench_segmentation.py --dataset neuroproof  # ../shared/data, noisy GT affinities
+    python benchmarks/bench_segmentation.py --input neuroproof    # ../shared/data, noisy GT affinities
+    python benchmarks/bench_segmentation.py --input curves:1      # another generator, seed 1
+    python benchmarks/bench_segmentation.py --input my.h5/affs,labels=my.h5/labels   # your data
     python benchmarks/bench_segmentation.py --jit                 # cold / warm numba start-up
     python benchmarks/bench_segmentation.py --profile             # where affseg's time goes
 
 Each method runs in its own process pinned to one core (numba and BLAS threads set to 1); the
 time and the peak resident memory cover the whole pipeline (fragments, region graph,
 agglomeration, one segmentation volume per threshold), not the loading of the input. The scores
-(VOI, ARAND) of every threshold are computed afterwards, untimed, with affseg.evaluate.
+(VOI, ARAND) of every threshold are computed afterwards, untimed, with affseg.evaluate (skipped
+for an input without labels). The input (--input, see benchmarks/inputs.py) is made or read once
+by the parent and handed to every worker as .npy files, so its making is not timed.
 """
 from __future__ import annotations
 
@@ -23,7 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from inputs import NEAREST, add_input_argument, load_input
+
 THRESHOLDS = [0.1, 0.3, 0.5, 0.7, 0.9]
 MERGE_FUNCTION = "hist_quant_75"
 
@@ -116,12 +122,18 @@ def agglomeration_only(method: str, data_dir: Path) -> dict:
             "peak_increase_mb": _status_mb("VmHWM") - rss_before}
 
 
+def load_labels(data_dir: Path) -> np.ndarray | None:
+    """The input's labels, None for an input without them."""
+    path = data_dir / "labels.npy"
+    return np.load(path) if path.exists() else None
+
+
 def worker(method: str, data_dir: Path) -> dict:
     if method.endswith("-agglomerate"):
         return agglomeration_only(method, data_dir)
     pin_to_one_core()
     affs = np.load(data_dir / "affs.npy")
-    labels = np.load(data_dir / "labels.npy")
+    labels = load_labels(data_dir)
     if method == "affseg":
         # numba's one-time start in a process (about 0.3 s, see --jit), like the imports below
         run_affseg(np.ascontiguousarray(affs[:, :4, :16, :16]), THRESHOLDS)
@@ -139,7 +151,9 @@ def worker(method: str, data_dir: Path) -> dict:
     # quality, untimed
     from affseg import evaluate
 
-    if method == "affseg":
+    if labels is None:
+        segs = []
+    elif method == "affseg":
         segs = result.segmentations()
     else:
         import waterz
@@ -164,24 +178,12 @@ def worker(method: str, data_dir: Path) -> dict:
     }
 
 
-def make_input(dataset: str, data_dir: Path, seed: int) -> str:
-    if dataset == "synthetic":
-        from affseg.synthetic import make_volume
-
-        vol = make_volume((64, 256, 256), seed=seed)
-        affs, labels = vol.affs, vol.labels
-        desc = f"synthetic 64 x 256 x 256, noisy affinities (affseg.synthetic, seed {seed})"
-    else:
-        from affseg.io import open_volume
-        from affseg.synthetic import noisy_affinities
-
-        path = ROOT.parent / "shared" / "data" / "neuroproof_train.h5"
-        with open_volume(path / "labels") as vol:
-            labels = vol.read()
-        affs = noisy_affinities(labels, seed=seed)
-        desc = f"neuroproof_train.h5 {labels.shape}, ground-truth affinities made noisy (seed {seed})"
+def make_input(spec: str, data_dir: Path, seed: int) -> str:
+    """Write the input's affinities (nearest neighbours) and labels (if any) as .npy for the workers."""
+    affs, labels, _, desc = load_input(spec, NEAREST, seed=seed)
     np.save(data_dir / "affs.npy", np.ascontiguousarray(affs, dtype=np.float32))
-    np.save(data_dir / "labels.npy", labels)
+    if labels is not None:
+        np.save(data_dir / "labels.npy", labels)
     return desc
 
 
@@ -197,10 +199,19 @@ def best(scores):
     return min(scores, key=lambda s: s["voi"])
 
 
-def benchmark(dataset: str, seed: int, repeats: int) -> None:
+def score_columns(scores) -> str:
+    """Best threshold, VOI split / merge / total, ARAND; dashes without labels."""
+    if not scores:
+        return f"{'-':>10}{'-':>11}{'-':>11}{'-':>8}{'-':>8}"
+    b = best(scores)
+    return (f"{b['threshold']:>10.1f}{b['voi_split']:>11.3f}{b['voi_merge']:>11.3f}"
+            f"{b['voi']:>8.3f}{b['arand']:>8.3f}")
+
+
+def benchmark(spec: str, seed: int, repeats: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = Path(tmp)
-        desc = make_input(dataset, data_dir, seed)
+        desc = make_input(spec, data_dir, seed)
         run_in_process(["--worker", "affseg", str(data_dir)])  # warm the numba cache
         # repeats interleave the two, so that a slow spell of the machine hits both
         runs = {"affseg": [], "reference": []}
@@ -225,10 +236,8 @@ def benchmark(dataset: str, seed: int, repeats: int) -> None:
           f"{'best thr':>10}{'VOI split':>11}{'VOI merge':>11}{'VOI':>8}{'ARAND':>8}")
     names = {"affseg": "affseg fragments + agglomerate", "reference": "lsd recipe + waterz 0.10.1"}
     for method, r in rows.items():
-        b = best(r["scores"])
         print(f"{names[method]:<34}{r['seconds']:>10.2f}{r['peak_rss_mb']:>15.0f}{r['peak_increase_mb']:>19.0f}"
-              f"{r['fragments']:>11}{b['threshold']:>10.1f}{b['voi_split']:>11.3f}{b['voi_merge']:>11.3f}"
-              f"{b['voi']:>8.3f}{b['arand']:>8.3f}")
+              f"{r['fragments']:>11}{score_columns(r['scores'])}")
     paired = [r / o for o, r in zip(ours["all_seconds"], ref["all_seconds"])]
     print(f"speed-up {ref['seconds'] / ours['seconds']:.1f}x (fastest runs), median of the {repeats} paired runs "
           f"{float(np.median(paired)):.1f}x (affseg {ours['all_seconds']}, reference {ref['all_seconds']}); "
@@ -255,15 +264,13 @@ print(time.perf_counter() - t0)
 """
 
 
-def profile_stages(seed: int) -> None:
+def profile_stages(spec: str, seed: int) -> None:
     """Time per kernel of affseg's pipeline (cProfile sees each numba kernel as one call)."""
     import cProfile
     import pstats
 
-    from affseg.synthetic import make_volume
-
     pin_to_one_core()
-    affs = make_volume((64, 256, 256), seed=seed).affs
+    affs = load_input(spec, NEAREST, seed=seed)[0]
     run_affseg(np.ascontiguousarray(affs[:, :4, :16, :16]), THRESHOLDS)  # numba's one-time start
     profiler = cProfile.Profile()
     profiler.runcall(run_affseg, affs, THRESHOLDS)
@@ -287,18 +294,24 @@ def main() -> None:
         print(json.dumps(worker(sys.argv[2], Path(sys.argv[3]))))
         return
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dataset", choices=["synthetic", "neuroproof"], default="synthetic")
-    p.add_argument("--seed", type=int, default=0)
+    add_input_argument(p)
+    p.add_argument("--dataset", choices=["synthetic", "neuroproof"],
+                   help="the same as --input synthetic / --input neuroproof (kept for old commands)")
+    p.add_argument("--seed", type=int, default=0, help="the input's seed where SPEC gives none")
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--jit", action="store_true", help="only measure numba's cold and warm start")
     p.add_argument("--profile", action="store_true", help="only profile affseg's pipeline per kernel")
     args = p.parse_args()
+    if args.dataset:
+        if args.input != p.get_default("input"):
+            p.error("--dataset and --input: give one (--dataset X is --input X)")
+        args.input = args.dataset
     if args.jit:
         jit_times()
     elif args.profile:
-        profile_stages(args.seed)
+        profile_stages(args.input, args.seed)
     else:
-        benchmark(args.dataset, args.seed, args.repeats)
+        benchmark(args.input, args.seed, args.repeats)
 
 
 if __name__ == "__main__":

@@ -3,13 +3,17 @@
     python benchmarks/bench_signed_graphs.py               # synthetic 64 x 256 x 256, 6 offsets
     python benchmarks/bench_signed_graphs.py --repeats 3
     python benchmarks/bench_signed_graphs.py --profile     # where the time goes, one core
+    python benchmarks/bench_signed_graphs.py --input curves          # another generator
+    python benchmarks/bench_signed_graphs.py --input my.zarr/affs,labels=my.zarr/labels
 
-Input: affseg.synthetic noisy affinities for the offsets 3 nearest neighbours, [-3, 0, 0],
-[0, -9, 0], [0, 0, -9]; edge weights ``affinity - 0.5`` (float64 for mwatershed, as it needs).
+Input (--input, see benchmarks/inputs.py; default affseg.synthetic): noisy affinities for the
+offsets 3 nearest neighbours, [-3, 0, 0], [0, -9, 0], [0, 0, -9] (a file must hold these six,
+named by its `offsets` attribute); edge weights ``affinity - 0.5`` (float64 for mwatershed, as it
+needs). The input is made or read once and handed to the workers as .npy files, untimed.
 Each method runs in its own process pinned to one core; time and peak resident memory (above
 the process's memory after loading the input) cover the segmentation call, including
 mwatershed's float64 weights. Scores (VOI, ARAND against the synthetic labels) are computed
-afterwards, untimed. mwatershed labels voxels without any attractive edge 0; for its scores
+afterwards, untimed (skipped for a file without labels). mwatershed labels voxels without any attractive edge 0; for its scores
 each of those voxels is a segment of its own, as in affseg.
 """
 from __future__ import annotations
@@ -25,7 +29,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_segmentation import _status_mb, pin_to_one_core, run_in_process
+from bench_segmentation import _status_mb, load_labels, pin_to_one_core, run_in_process
+from inputs import add_input_argument, load_input
 
 OFFSETS = [[-1, 0, 0], [0, -1, 0], [0, 0, -1], [-3, 0, 0], [0, -9, 0], [0, 0, -9]]
 BIAS = 0.5
@@ -76,7 +81,7 @@ def segment(method: str, affs: np.ndarray):
 def worker(method: str, data_dir: Path) -> dict:
     pin_to_one_core()
     affs = np.load(data_dir / "affs.npy")
-    labels = np.load(data_dir / "labels.npy")
+    labels = load_labels(data_dir)
     small = np.ascontiguousarray(affs[:, :4, :24, :24])
     if method.startswith("affseg"):
         segment(method, small)  # numba's one-time start in a process, like the imports
@@ -91,7 +96,9 @@ def worker(method: str, data_dir: Path) -> dict:
     peak = _status_mb("VmHWM") - rss_before
     from affseg import evaluate
 
-    if method == "affseg-mala":
+    if labels is None:
+        scores = None
+    elif method == "affseg-mala":
         rows = [evaluate(result.segmentation(i), labels) for i in range(len(MALA_THRESHOLDS))]
         scores = min(rows, key=lambda r: r["voi"])
     else:
@@ -103,15 +110,14 @@ def worker(method: str, data_dir: Path) -> dict:
             "scores": scores}
 
 
-def benchmark(seed: int, repeats: int) -> None:
-    from affseg.synthetic import make_volume
-
+def benchmark(spec: str, seed: int, repeats: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = Path(tmp)
-        vol = make_volume((64, 256, 256), seed=seed, offsets=OFFSETS)
-        np.save(data_dir / "affs.npy", np.ascontiguousarray(vol.affs, dtype=np.float32))
-        np.save(data_dir / "labels.npy", vol.labels)
-        del vol
+        affs, labels, _, desc = load_input(spec, OFFSETS, seed=seed)
+        np.save(data_dir / "affs.npy", np.ascontiguousarray(affs, dtype=np.float32))
+        if labels is not None:
+            np.save(data_dir / "labels.npy", labels)
+        del affs, labels
         run_in_process(["--worker", "affseg-mws", str(data_dir)], script=__file__)  # warm numba's cache
         # repeats interleave the methods, so that a slow spell of the machine hits all of them
         runs = {method: [] for method in METHODS}
@@ -125,14 +131,15 @@ def benchmark(seed: int, repeats: int) -> None:
             fastest["all_seconds"] = [round(r["seconds"], 2) for r in method_runs]
             fastest["all_system_seconds"] = [round(r["system_seconds"], 2) for r in method_runs]
             rows[method] = fastest
-    print(f"input: synthetic 64 x 256 x 256 (seed {seed}), offsets {OFFSETS}, bias {BIAS}; "
+    print(f"input: {desc}; offsets {OFFSETS}, bias {BIAS}; "
           f"fastest of {repeats} run(s) per method, one core")
     print(f"{'method':<44}{'time (s)':>10}{'peak (MB)':>11}{'VOI split':>11}{'VOI merge':>11}"
           f"{'VOI':>8}{'ARAND':>8}")
     for method, r in rows.items():
         s = r["scores"]
-        print(f"{METHODS[method]:<44}{r['seconds']:>10.2f}{r['peak_increase_mb']:>11.0f}{s['voi_split']:>11.3f}"
-              f"{s['voi_merge']:>11.3f}{s['voi']:>8.3f}{s['arand']:>8.3f}")
+        scores = (f"{'-':>11}{'-':>11}{'-':>8}{'-':>8}" if s is None else
+                  f"{s['voi_split']:>11.3f}{s['voi_merge']:>11.3f}{s['voi']:>8.3f}{s['arand']:>8.3f}")
+        print(f"{METHODS[method]:<44}{r['seconds']:>10.2f}{r['peak_increase_mb']:>11.0f}{scores}")
     ours, ref = rows["affseg-mws"], rows["mwatershed"]
     paired = [r / o for o, r in zip(ours["all_seconds"], ref["all_seconds"])]
     print(f"Mutex Watershed: speed-up {ref['seconds'] / ours['seconds']:.1f}x (fastest runs), median of the "
@@ -142,7 +149,7 @@ def benchmark(seed: int, repeats: int) -> None:
           f"(page faults): affseg {ours['all_system_seconds']}, mwatershed {ref['all_system_seconds']}")
 
 
-def profile(seed: int) -> None:
+def profile(spec: str, seed: int) -> None:
     """Stages of affseg's Mutex Watershed and of GASP on fragments, timed one by one."""
     pin_to_one_core()
     from affseg import extract_fragments, mutex_watershed
@@ -150,9 +157,10 @@ def profile(seed: int) -> None:
     from affseg.graph.signed import _gasp_kernels, _mutex_kernels
     from affseg.graph.signed.gasp import _signed_region_graph
     from affseg.graph.signed.mutex import channel_biases
-    from affseg.synthetic import make_volume
 
-    affs = np.ascontiguousarray(make_volume((64, 256, 256), seed=seed, offsets=OFFSETS).affs)
+    affs, _, _, desc = load_input(spec, OFFSETS, seed=seed)
+    affs = np.ascontiguousarray(affs)
+    print(f"input: {desc}")
     offsets = np.asarray(OFFSETS)
     mutex_watershed(affs[:, :4, :24, :24], OFFSETS)  # compile / load the kernels
     biases = channel_biases(offsets, BIAS)
@@ -193,7 +201,8 @@ def profile(seed: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seed", type=int, default=0)
+    add_input_argument(parser)
+    parser.add_argument("--seed", type=int, default=0, help="the input's seed where SPEC gives none")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--profile", action="store_true", help="time affseg's stages instead")
     parser.add_argument("--worker", nargs=2, metavar=("METHOD", "DIR"), help=argparse.SUPPRESS)
@@ -203,9 +212,9 @@ def main() -> None:
         return
     if args.profile:
         os.environ.setdefault("NUMBA_NUM_THREADS", "1")
-        profile(args.seed)
+        profile(args.input, args.seed)
         return
-    benchmark(args.seed, args.repeats)
+    benchmark(args.input, args.seed, args.repeats)
 
 
 if __name__ == "__main__":
