@@ -47,3 +47,10 @@ def test_id_lists_must_be_1d_integers():
         relabel(SMALL, [5.5], [1])
     with pytest.raises(InputError, match="integer dtype"):
         relabel(SMALL, [2**64], [1])
+
+
+def test_ids_above_the_listed_ones_keep_their_value():
+    # the dense table spans the listed ids only: larger labels (here past any table) pass through
+    labels = np.array([[0, 5, 2**40], [7, 2**63, 5]], np.uint64)
+    out = relabel(labels, [5, 7], [1, 2])
+    np.testing.assert_array_equal(out, np.array([[0, 1, 2**40], [2, 2**63, 1]], np.uint64))

@@ -224,3 +224,33 @@ def test_waterz_names_and_relabel():
     np.testing.assert_array_equal(out, [[0, 1, 1], [1, 9, 1]])
     with pytest.raises(ValueError, match="differ in shape"):
         relabel(np.ones((2, 2), np.uint64), [1, 2], [1])
+
+
+def test_segmentation_into_a_buffer(synthetic):
+    vol, fragments = synthetic
+    result = agglomerate(vol.affs, fragments, thresholds=[0.3, 0.7])
+    buffer = np.empty(fragments.shape, np.uint64)
+    for i in range(2):  # one buffer for every threshold, as waterz
+        assert result.segmentation(i, out=buffer) is buffer
+        np.testing.assert_array_equal(buffer, result.segmentation(i))
+    for bad in (np.empty(fragments.shape, np.int64), np.empty(fragments.shape[1:], np.uint64),
+                np.empty(fragments.shape[::-1], np.uint64).T, [0]):
+        with pytest.raises(ValueError, match="out must be"):
+            result.segmentation(0, out=bad)
+
+
+def test_bad_affinities_are_refused_as_before(synthetic):
+    # agglomerate checks float32 affinities in one pass; what it refuses, as_affinities names
+    vol, fragments = synthetic
+    for value, message in ((np.nan, "NaN"), (1.5, r"must lie in \[0, 1\]"), (-0.5, r"must lie in \[0, 1\]")):
+        affs = vol.affs.copy()
+        affs[1, 3, 4, 5] = value
+        with pytest.raises(ValueError, match=message):
+            agglomerate(affs, fragments, thresholds=[0.5])
+    with pytest.raises(ValueError, match="offsets"):
+        agglomerate(vol.affs, fragments, [[0, 0, -1]], thresholds=[0.5])
+    # other dtypes are converted as documented: the same partition from float64 and uint8 in [0, 1]
+    exact = (np.round(vol.affs * 255) / 255).astype(np.float32)
+    a = agglomerate(exact, fragments, thresholds=[0.5])
+    b = agglomerate(np.round(vol.affs * 255).astype(np.uint8), fragments, thresholds=[0.5])
+    np.testing.assert_array_equal(a.segment_ids, b.segment_ids)

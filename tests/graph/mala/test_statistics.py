@@ -136,3 +136,51 @@ def test_owned_must_be_a_box(synthetic):
         edge_statistics(affs, fragments, owned=(slice(0, 2),))
     with pytest.raises(InputError, match="owned"):
         edge_statistics(affs, fragments, owned=(slice(0, 2), slice(0, 4), slice(3, 3)))
+
+
+@pytest.mark.parametrize("case", ["random", "large_ids", "owned", "two_d"])
+def test_one_pass_statistics_equal_those_of_the_contacts(synthetic, case):
+    # edge_statistics counts in one pass (contacts in chains of blocks per node); with
+    # keep_contacts it goes through the region graph with every contact: the same, bit for bit
+    affs, fragments = synthetic
+    owned = None
+    if case == "random":  # ~2.7 contacts per voxel: the contact blocks grow during the scan
+        rng = np.random.default_rng(5)
+        fragments = rng.integers(0, 300, size=fragments.shape).astype(np.uint64)
+    elif case == "large_ids":  # past the dense table: node indices first
+        fragments = fragments * np.uint64(2**40) + (fragments > 0).astype(np.uint64)
+    elif case == "owned":
+        owned = (slice(2, 9), slice(5, 40), slice(0, 31))
+    else:
+        affs, fragments = affs[1:, 4], fragments[4]
+    one_pass = edge_statistics(affs, fragments, owned=owned)
+    contacts = edge_statistics(affs, fragments, owned=owned, keep_contacts=True)
+    for name in ("node_ids", "node_sizes", "u", "v", "count", "sum", "max", "min", "histogram"):
+        a, b = getattr(one_pass, name), getattr(contacts, name)
+        assert a.dtype == b.dtype, name
+        np.testing.assert_array_equal(a, b, err_msg=name)
+
+
+def test_histogram_bins_are_waterz_discretisation():
+    # the one-pass statistics bin affinities without branches; waterz's discretize, value for value
+    from numba import njit
+
+    from affseg.graph.mala._kernels import discretize
+    from affseg.graph.mala.rag import _bin
+
+    @njit
+    def both(values, bins):
+        out = np.empty((2, values.shape[0]), np.int64)
+        for i in range(values.shape[0]):
+            out[0, i] = _bin(values[i], bins)
+            out[1, i] = discretize(values[i], bins)
+        return out
+
+    edges = np.arange(257, dtype=np.float32) / np.float32(256)
+    near = np.concatenate([np.nextafter(edges, np.float32(-1)), edges, np.nextafter(edges, np.float32(2))])
+    tiny = np.array([0.0, -0.0, np.finfo(np.float32).smallest_subnormal, np.finfo(np.float32).tiny], np.float32)
+    values = np.concatenate([near, tiny, np.random.default_rng(0).random(100_000, dtype=np.float32)])
+    values = values[(values >= 0) & (values <= 1)]
+    for bins in (256, 64, 2):
+        ours, waterz = both(values, bins)
+        np.testing.assert_array_equal(ours, waterz)

@@ -2,6 +2,10 @@
 
 One place for the dense-table-or-search choice: a lookup table when the largest id is small
 (below ``max(2**20, n / 4)``), a sorted search otherwise, so that ids near 2**64 cost no memory.
+
+Volumes are allocated by numpy and filled by the kernels: numpy asks the kernel for 2 MiB pages
+on large arrays, numba's own allocations get 4 KiB pages, whose faults made filling a fresh
+33 MB volume about 3x slower (23 ms against 7 ms for 4.2 megavoxels, one core).
 """
 from __future__ import annotations
 
@@ -15,12 +19,15 @@ from ...errors import InputError
 __all__ = ["compact_fragments", "relabel", "relabel_consecutive"]
 
 
-def _dense_table_fits(top: int, size: int) -> bool:
+def dense_table_fits(top: int, size: int) -> bool:
+    """Whether a lookup table over ids ``0..top`` is small enough for ``size`` labels."""
     return top < max(2**20, size // 4)
 
 
 @njit(cache=True, nogil=True)
-def _dense_lut(flat, lut):
+def _dense_lut(flat, lut, out):
+    """Node indices ``1..n`` of the ids in ``flat`` into ``out`` (uint32), in increasing id order;
+    ``lut`` (zeros over ``0..max``) ends as the id -> index table. Returns ``n``."""
     for i in range(flat.shape[0]):
         lut[flat[i]] = 1
     lut[0] = 0
@@ -29,10 +36,9 @@ def _dense_lut(flat, lut):
         if lut[i]:
             n += 1
             lut[i] = n
-    out = np.empty(flat.shape[0], dtype=np.uint32)
     for i in range(flat.shape[0]):
         out[i] = lut[flat[i]]
-    return out, n
+    return n
 
 
 def compact_fragments(fragments: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
@@ -60,13 +66,12 @@ def compact_fragments(fragments: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     fragments = as_labels(fragments, name="fragments", any_ndim=True)
     flat = fragments.reshape(-1)
     top = int(flat.max()) if flat.size else 0
-    if _dense_table_fits(top, flat.size):
-        index, n = _dense_lut(flat, np.zeros(top + 1, dtype=np.int64))
+    if dense_table_fits(top, flat.size):
+        lut = np.zeros(top + 1, dtype=np.int64)
+        index = np.empty(flat.shape[0], dtype=np.uint32)
+        n = _dense_lut(flat, lut, index)
         ids = np.zeros(n + 1, dtype=np.uint64)
-        present = np.zeros(top + 1, dtype=bool)
-        present[flat] = True
-        present[0] = False
-        ids[1:] = np.flatnonzero(present).astype(np.uint64)
+        ids[1:] = np.flatnonzero(lut).astype(np.uint64)  # lut[0] == 0
         return index.reshape(fragments.shape), ids
     uniq, inverse = np.unique(flat, return_inverse=True)
     if uniq.size >= 2**32 - 1:
@@ -78,10 +83,39 @@ def compact_fragments(fragments: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
 
 
 @njit(cache=True, nogil=True)
-def _relabel_dense(flat, lut):
-    out = np.empty(flat.shape[0], dtype=np.uint64)
+def _relabel_dense(flat, lut, out):
+    """``out = lut[flat]`` where ``flat`` indexes ``lut``; larger ids are copied as they are.
+
+    The table is read at ``min(label, last)`` and the choice made by a select, without a
+    branch: about 15 % faster than ``lut[label] if label < size else label`` (5.8 against
+    6.9 ms for 4.2 megavoxels into a fresh volume, one core, median of 9 interleaved runs).
+    """
+    last = np.uint64(lut.shape[0] - 1)
     for i in range(flat.shape[0]):
-        out[i] = lut[flat[i]]
+        label = flat[i]
+        value = lut[min(label, last)]
+        out[i] = value if label <= last else label
+
+
+def relabel_into(labels: np.ndarray, old_ids: np.ndarray, new_ids: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """:func:`relabel` of checked input into ``out``: ``labels`` and ``out`` C-contiguous uint64 of
+    one shape, ``old_ids`` uint64 without repeats, ``new_ids`` uint64 of its shape. Package-internal.
+
+    The dense table spans the listed ids only (ids above them keep their value), so no pass over
+    the volume looks for its largest id.
+    """
+    flat, dest = labels.reshape(-1), out.reshape(-1)
+    top = int(old_ids.max()) if old_ids.size else 0
+    if dense_table_fits(top, flat.size):
+        lut = np.arange(top + 1, dtype=np.uint64)
+        lut[old_ids] = new_ids
+        _relabel_dense(flat, lut, dest)
+        return out
+    order = np.argsort(old_ids)
+    pos = np.searchsorted(old_ids[order], flat).clip(0, max(len(old_ids) - 1, 0))
+    hit = old_ids[order][pos] == flat if len(old_ids) else np.zeros(flat.shape, bool)
+    dest[:] = flat
+    dest[hit] = new_ids[order][pos[hit]]
     return out
 
 
@@ -117,19 +151,7 @@ def relabel(labels: ArrayLike, old_ids: ArrayLike, new_ids: ArrayLike) -> np.nda
     if old_ids.shape != new_ids.shape:
         raise InputError(f"old_ids {old_ids.shape} and new_ids {new_ids.shape} differ in shape")
     _check_unique(old_ids)
-    flat = labels.reshape(-1)
-    top = int(flat.max()) if flat.size else 0
-    if _dense_table_fits(top, flat.size):
-        lut = np.arange(top + 1, dtype=np.uint64)
-        keep = old_ids <= top
-        lut[old_ids[keep]] = new_ids[keep]
-        return _relabel_dense(flat, lut).reshape(labels.shape)
-    order = np.argsort(old_ids)
-    pos = np.searchsorted(old_ids[order], flat).clip(0, max(len(old_ids) - 1, 0))
-    hit = old_ids[order][pos] == flat if len(old_ids) else np.zeros(flat.shape, bool)
-    out = flat.copy()
-    out[hit] = new_ids[order][pos[hit]]
-    return out.reshape(labels.shape)
+    return relabel_into(labels, old_ids, new_ids, np.empty(labels.shape, np.uint64))
 
 
 def _as_ids(ids: ArrayLike, *, name: str) -> np.ndarray:

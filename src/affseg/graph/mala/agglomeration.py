@@ -7,13 +7,14 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+from numba import njit
 from numpy.typing import ArrayLike
 
-from ..._checks import as_affinities, as_labels, as_thresholds
+from ..._checks import as_affinities, as_labels, as_offsets, as_thresholds
 from ...errors import InputError
-from ..core.relabel import relabel
+from ..core.relabel import relabel, relabel_into
 from . import _kernels as K
-from .rag import fragment_graph
+from .rag import edge_table
 from .statistics import HISTOGRAM_BINS, EdgeStatistics
 
 __all__ = ["Agglomeration", "agglomerate", "agglomerate_graph", "parse_merge_function", "relabel",
@@ -133,12 +134,38 @@ class Agglomeration:
         """The fragment -> segment table at ``thresholds[index]``: (fragment_ids, segment_ids)."""
         return self.fragment_ids, self.segment_ids[index]
 
-    def segmentation(self, index: int) -> np.ndarray:
-        """The segmentation (uint64 volume) at ``thresholds[index]``."""
+    def segmentation(self, index: int, out: np.ndarray | None = None) -> np.ndarray:
+        """The segmentation at ``thresholds[index]``.
+
+        Parameters
+        ----------
+        index : int
+            Index into ``thresholds``.
+        out : uint64 array, optional
+            A C-contiguous uint64 array of the fragments' shape to write the segmentation into
+            (e.g. one buffer reused for every threshold, as waterz does); default a new array.
+
+        Returns
+        -------
+        segmentation : uint64 array
+            The fragments with each id replaced by its segment's; ``out`` if given.
+
+        Raises
+        ------
+        InputError
+            If the agglomeration was made from a graph alone (no fragments), or ``out`` is not a
+            C-contiguous uint64 array of the fragments' shape.
+        """
         if self.fragments is None:
             raise InputError("this agglomeration was made from a graph alone: relabel the fragments with "
                              "relabel(fragments, *result.lookup(index))")
-        return relabel(self.fragments, *self.lookup(index))
+        if out is None:
+            out = np.empty(self.fragments.shape, np.uint64)
+        elif not (isinstance(out, np.ndarray) and out.dtype == np.uint64 and out.shape == self.fragments.shape
+                  and out.flags.c_contiguous and out.flags.writeable):
+            raise InputError(f"out must be a writeable C-contiguous uint64 array of shape {self.fragments.shape}, "
+                             f"got {_describe(out)}")
+        return relabel_into(self.fragments, *self.lookup(index), out)
 
     def segmentations(self) -> Iterator[np.ndarray]:
         """Segmentations for every threshold, computed one at a time."""
@@ -146,16 +173,76 @@ class Agglomeration:
             yield self.segmentation(i)
 
 
+def _initial_statistics(function: MergeFunction, n_edges: int, init) -> tuple[np.ndarray, ...]:
+    """``(cnt, val, hist, hist_sum)`` of ``n_edges`` edges for ``function``, filled by
+    ``init(kind, init_with_max, bins, cnt, val, hist, hist_sum)``."""
+    cnt = np.zeros(n_edges if function.kind == K.MEAN else 0, np.int64)
+    val = np.zeros(n_edges if function.kind != K.HIST else 0, np.float32)
+    hist_rows = n_edges if function.kind == K.HIST else 0
+    hist = np.zeros((hist_rows, HISTOGRAM_BINS), np.uint32)
+    hist_sum = np.zeros(hist_rows, np.int64)
+    init(function.kind, function.init_with_max, HISTOGRAM_BINS, cnt, val, hist, hist_sum)
+    return cnt, val, hist, hist_sum
+
+
+def _table_statistics(function: MergeFunction) -> tuple[str, ...]:
+    """What :func:`~affseg.graph.mala.rag.edge_table` must accumulate for ``function``."""
+    if function.kind == K.MEAN:
+        return ("mean",)
+    if function.kind == K.MIN:
+        return ("min",)
+    if function.kind == K.MAX or function.init_with_max:
+        return ("max",)
+    return ("histogram",)
+
+
+@njit(cache=True, nogil=True)
+def _push_all(scores, n_bins, score, qs, bin_head, bin_tail, q_edge, q_next, h_score, h_age):
+    """:func:`~affseg.graph.mala._kernels.score_all` with the scores known already."""
+    for e in range(scores.shape[0]):
+        score[e] = scores[e]
+        K.queue_push(e, scores[e], n_bins, qs, bin_head, bin_tail, q_edge, q_next, h_score, h_age)
+
+
+def _statistics_from_table(function: MergeFunction, table) -> tuple[np.ndarray, ...]:
+    """``(cnt, val, hist, hist_sum)`` of ``function`` from an edge table of :func:`_table_statistics`:
+    the table's own arrays where they are the state (no copy of the histograms)."""
+    n_edges = table.num_edges
+    empty_hist = np.zeros((0, HISTOGRAM_BINS), np.uint32)
+    empty_f, empty_i = np.zeros(0, np.float32), np.zeros(0, np.int64)
+    if function.kind == K.MEAN:
+        return table.count, table.mean, empty_hist, empty_i
+    if function.kind == K.MIN:
+        return empty_i, table.min, empty_hist, empty_i
+    if function.kind == K.MAX:
+        return empty_i, np.maximum(table.max, np.float32(0)), empty_hist, empty_i
+    if not function.init_with_max:
+        return empty_i, empty_f, table.histogram, table.count
+
+    def init(kind, init_with_max, bins, cnt, val, hist, hist_sum):  # the largest contact only
+        K.init_from_statistics(kind, init_with_max, bins, table.count, np.zeros(n_edges), table.max, table.max,
+                               empty_hist, cnt, val, hist, hist_sum)
+
+    return _initial_statistics(function, n_edges, init)
+
+
+def _describe(value) -> str:
+    if isinstance(value, np.ndarray):
+        order = "C-contiguous" if value.flags.c_contiguous else "not C-contiguous"
+        return f"{value.dtype} array of shape {value.shape}, {order}"
+    return type(value).__name__
+
+
 class _State:
     """Arrays of one agglomeration, resumable from threshold to threshold.
 
     ``ids`` are the fragment ids of nodes ``1..n`` (``ids[0] == 0``), ``u < v`` the node indices
-    of the edges, sorted; ``init(kind, init_with_max, bins, cnt, val, hist, hist_sum)`` fills the
-    initial statistics.
+    of the edges, sorted; ``statistics`` the initial ``(cnt, val, hist, hist_sum)`` (see
+    :func:`_initial_statistics`), updated in place by the merges.
     """
 
-    def __init__(self, ids: np.ndarray, u: np.ndarray, v: np.ndarray, init, function: MergeFunction,
-                 discretize_queue: int):
+    def __init__(self, ids: np.ndarray, u: np.ndarray, v: np.ndarray, statistics: tuple[np.ndarray, ...],
+                 function: MergeFunction, discretize_queue: int, scores: np.ndarray | None = None):
         n_edges, n = u.shape[0], ids.shape[0] - 1
         self.ids, self.num_nodes, self.f, self.n_bins = ids, n, function, discretize_queue
         self.eu, self.ev = u.copy(), v.copy()
@@ -164,12 +251,7 @@ class _State:
         self.deleted = np.zeros(n_edges, bool)
         self.parent = np.arange(n + 1, dtype=np.int64)
         self.slot_next, self.head, self.tail = K.build_incidence(self.eu, self.ev, n)
-        self.cnt = np.zeros(n_edges if function.kind == K.MEAN else 0, np.int64)
-        self.val = np.zeros(n_edges if function.kind != K.HIST else 0, np.float32)
-        hist_rows = n_edges if function.kind == K.HIST else 0
-        self.hist = np.zeros((hist_rows, HISTOGRAM_BINS), np.uint32)
-        self.hist_sum = np.zeros(hist_rows, np.int64)
-        init(function.kind, function.init_with_max, HISTOGRAM_BINS, self.cnt, self.val, self.hist, self.hist_sum)
+        self.cnt, self.val, self.hist, self.hist_sum = statistics
         self.qs = np.array([-1, -1, 0, 0, 0], np.int64)
         nb = max(discretize_queue, 1)
         self.bin_head = np.full(nb, -1, np.int64)
@@ -179,14 +261,18 @@ class _State:
         self.h_score = np.empty(0 if discretize_queue else max(n_edges, 1), np.float32)
         self.h_age = np.empty(0 if discretize_queue else max(n_edges, 1), np.int64)
         self.hstate = np.zeros(1, np.int64)
+        self.hkeys = np.zeros(0, np.uint64)
         self._rehash()
         self.hist_a = np.empty(n + 1, np.int64)
         self.hist_b = np.empty(n + 1, np.int64)
         self.hist_score = np.empty(n + 1, np.float32)
         self.hist_len = np.zeros(1, np.int64)
         self.merged_until = -np.inf
-        K.score_all(function.kind, function.quantile, HISTOGRAM_BINS, self.n_bins, self.score,
-                    self.cnt, self.val, self.hist, self.hist_sum, *self._queue())
+        if scores is None:
+            K.score_all(function.kind, function.quantile, HISTOGRAM_BINS, self.n_bins, self.score,
+                        self.cnt, self.val, self.hist, self.hist_sum, *self._queue())
+        else:
+            _push_all(scores, self.n_bins, self.score, *self._queue())
 
     def _queue(self):
         return (self.qs, self.bin_head, self.bin_tail, self.q_edge, self.q_next, self.h_score, self.h_age)
@@ -194,8 +280,9 @@ class _State:
     def _rehash(self) -> None:
         live = int(np.count_nonzero(~self.deleted))
         capacity = 1 << int(4 * live + 4).bit_length()
-        self.hkeys = np.zeros(capacity, np.uint64)
-        self.hvals = np.empty(capacity, np.int64)
+        if self.hkeys.shape[0] != capacity:  # else refilled in place (fresh memory costs page faults)
+            self.hkeys = np.zeros(capacity, np.uint64)
+            self.hvals = np.empty(capacity, np.int64)
         self.hstate[0] = K.hash_fill(self.hkeys, self.hvals, self.eu, self.ev, self.deleted, self.num_nodes)
 
     def merge_until(self, threshold: np.float32) -> None:
@@ -244,7 +331,9 @@ def agglomerate(
     O(1) per operation), exactly as waterz's ``BinQueue``; with 0 it is a binary heap ordered by
     (score, insertion). The partitions equal waterz 0.10.1's with the same scoring function (see
     :func:`waterz_scoring_function`) and queue. This is :func:`~affseg.graph.mala.statistics.edge_statistics`
-    followed by :func:`agglomerate_graph`, keeping the contacts so that ``mean`` is waterz's too.
+    followed by :func:`agglomerate_graph`, with only the statistic the merge function needs,
+    counted in one pass over the volume in waterz's order, so that ``mean`` (a float32 running
+    mean) is waterz's too.
 
     Parameters
     ----------
@@ -284,15 +373,19 @@ def agglomerate(
         warnings.warn("agglomerate(affs, fragments, thresholds) is deprecated: pass thresholds=... (the third "
                       "argument is now offsets)", DeprecationWarning, stacklevel=2)
         offsets, thresholds = None, offsets
-    affs, offsets = as_affinities(affs, offsets)
+    affs, offsets = _as_affinities(affs, offsets)
     frags = as_labels(fragments, name="fragments", shape=affs.shape[1:])
     options = _agglomeration_options(thresholds, merge_function, discretize_queue, progress)
-    rag = fragment_graph(affs, offsets, frags)
-
-    def init(kind, init_with_max, bins, cnt, val, hist, hist_sum):
-        K.init_statistics(kind, rag.contact_ptr, rag.contact_aff, init_with_max, bins, cnt, val, hist, hist_sum)
-
-    result = _agglomerate(rag.ids, rag.u, rag.v, init, return_region_graph=return_region_graph, **options)
+    function = options["function"]
+    quantile = function.quantile if function.kind == K.HIST and not function.init_with_max else None
+    table = edge_table(affs, offsets, frags, statistics=_table_statistics(function), bins=HISTOGRAM_BINS,
+                       quantile=quantile)
+    statistics = _statistics_from_table(function, table)
+    # the initial scores of the histograms, taken while they were in the cache (as K.one_minus)
+    scores = None if table.quantile is None else (1.0 - table.quantile.astype(np.float64)).astype(np.float32)
+    ids, u, v = table.ids, table.u, table.v
+    del table
+    result = _agglomerate(ids, u, v, statistics, return_region_graph=return_region_graph, scores=scores, **options)
     result.fragments = frags
     return result
 
@@ -348,6 +441,7 @@ def agglomerate_graph(
         raise InputError("statistics: every edge must join two listed nodes, u < v")
     function = parse_merge_function(merge_function)
     contacts = statistics.contacts
+    n_edges = statistics.num_edges
     if contacts is not None:
         def init(kind, init_with_max, bins, cnt, val, hist, hist_sum):
             K.init_statistics(kind, contacts.contact_ptr, contacts.contact_aff, init_with_max, bins, cnt, val,
@@ -363,7 +457,32 @@ def agglomerate_graph(
             K.init_from_statistics(kind, init_with_max, bins, statistics.count, statistics.sum, statistics.max,
                                    statistics.min, histogram, cnt, val, hist, hist_sum)
 
-    return _agglomerate(ids, u, v, init, return_region_graph=return_region_graph, **options)
+    return _agglomerate(ids, u, v, _initial_statistics(function, n_edges, init),
+                        return_region_graph=return_region_graph, **options)
+
+
+@njit(cache=True, nogil=True)
+def _in_unit_interval(values):
+    """Whether every value lies in [0, 1] (False for NaN)."""
+    ok = True
+    for i in range(values.shape[0]):
+        v = values[i]
+        ok &= (v >= 0) & (v <= 1)
+    return ok
+
+
+def _as_affinities(affs, offsets) -> tuple[np.ndarray, np.ndarray]:
+    """``as_affinities``: C-contiguous float32 affinities in [0, 1] are checked in one pass
+    (``as_affinities`` takes their minimum and maximum, two passes: 3 of the 7 ms on the
+    benchmark volume); any other input, or a value outside [0, 1], goes through it, so the
+    conversions and the errors stay its own."""
+    arr = np.asarray(affs) if isinstance(affs, np.ndarray) else None
+    if (arr is not None and arr.dtype == np.float32 and arr.ndim in (3, 4) and arr.size
+            and arr.flags.c_contiguous):
+        checked = as_offsets(offsets, arr.ndim - 1, channels=arr.shape[0])
+        if _in_unit_interval(arr.reshape(-1)):
+            return arr, checked
+    return as_affinities(affs, offsets)
 
 
 def _looks_like_thresholds(value) -> bool:
@@ -386,9 +505,9 @@ def _agglomeration_options(thresholds, merge_function, discretize_queue, progres
             "discretize_queue": int(discretize_queue), "progress": progress}
 
 
-def _agglomerate(ids, u, v, init, *, thresholds, function, discretize_queue, progress,
-                 return_region_graph) -> Agglomeration:
-    state = _State(ids, u, v, init, function, discretize_queue)
+def _agglomerate(ids, u, v, statistics, *, thresholds, function, discretize_queue, progress,
+                 return_region_graph, scores=None) -> Agglomeration:
+    state = _State(ids, u, v, statistics, function, discretize_queue, scores)
     initial = state.region_graph()
     n = ids.shape[0] - 1
     segment_ids = np.empty((len(thresholds), n), np.uint64)

@@ -20,7 +20,7 @@ from numpy.typing import ArrayLike
 from ..._checks import as_affinities, as_labels
 from ...errors import InputError
 from ._kernels import discretize
-from .rag import RegionGraph, fragment_graph
+from .rag import RegionGraph, edge_table, fragment_graph
 
 __all__ = ["HISTOGRAM_BINS", "EdgeStatistics", "edge_statistics", "merge_edge_statistics"]
 
@@ -137,7 +137,14 @@ def edge_statistics(affs: ArrayLike, fragments: ArrayLike, offsets: ArrayLike | 
     """
     affs, offsets = as_affinities(affs, offsets)
     fragments = as_labels(fragments, name="fragments", shape=affs.shape[1:])
-    rag = fragment_graph(affs, offsets, fragments, _as_region(owned, fragments.shape))
+    region = _as_region(owned, fragments.shape)
+    if not keep_contacts:  # one pass, no contacts kept
+        table = edge_table(affs, offsets, fragments, region, bins=HISTOGRAM_BINS,
+                           statistics=("sum", "max", "min") + (("histogram",) if histogram else ()))
+        return EdgeStatistics(node_ids=table.ids[1:], node_sizes=table.sizes[1:], u=table.ids[table.u],
+                              v=table.ids[table.v], count=table.count, sum=table.sum, max=table.max, min=table.min,
+                              histogram=table.histogram)
+    rag = fragment_graph(affs, offsets, fragments, region)
     stats = _from_region_graph(rag, histogram=histogram, keep_contacts=keep_contacts)
     if owned is None:
         return stats
