@@ -437,8 +437,8 @@ def _check_mws_options(offsets: np.ndarray, options: dict) -> None:
 def mutex_watershed_to_zarr(affs_address: str, out_address: str, offsets=None, *, block_shape: Sequence[int],
                             context: int | Sequence[int], engine: Engine, bias=0.5, long_range_bias: float | None = None,
                             strides=None, randomized_strides: bool = False, rng_seed: int = 0, min_size: int = 0,
-                            overlap: float = 0.5, mask_address: str | None = None, store=None,
-                            overwrite: bool = False) -> dict:
+                            ties: str = "agreement", overlap: float = 0.5, mask_address: str | None = None,
+                            store=None, overwrite: bool = False) -> dict:
     """The Mutex Watershed blockwise: per block with ``context``, stitched where the runs of
     neighbouring blocks agree in their overlap (see :mod:`affseg.blockwise.mutex`).
 
@@ -478,6 +478,9 @@ def mutex_watershed_to_zarr(affs_address: str, out_address: str, offsets=None, *
         Seed of the randomized strides.
     min_size : int
         Segments under this many voxels merge into a neighbour, per block (before stitching).
+    ties : {"agreement", "hash", "repulsive-first", "attractive-first"}
+        Order of edges whose weights tie exactly, as for :func:`affseg.mutex_watershed` (per
+        block: the hash is of the edge's index in the read region).
     overlap : float
         Fraction in [0.5, 1) of a segment's voxels in the overlap that the neighbour's run must
         give one segment for the two to merge (default one half: a majority; higher merges less).
@@ -509,7 +512,7 @@ def mutex_watershed_to_zarr(affs_address: str, out_address: str, offsets=None, *
     layout = _layout(shape, block_shape, context, chunks, affs_address)
     check_context(layout)
     options = {"bias": bias, "long_range_bias": long_range_bias, "strides": strides,
-               "randomized_strides": randomized_strides, "rng_seed": rng_seed, "min_size": min_size}
+               "randomized_strides": randomized_strides, "rng_seed": rng_seed, "min_size": min_size, "ties": ties}
     _check_mws_options(offsets, options)
     options = _plain({k: (np.asarray(v).tolist() if isinstance(v, (np.ndarray, list, tuple)) else v)
                       for k, v in options.items()})

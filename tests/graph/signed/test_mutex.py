@@ -8,6 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from affseg import mutex_watershed, mutex_watershed_graph
+from affseg.conventions import affinities_from_labels
 from affseg.errors import InputError
 from affseg.graph.core.edges import edge_slices, flat_steps
 from affseg.graph.signed.mutex import signed_weights
@@ -100,9 +101,10 @@ def grid_as_graph(affs: np.ndarray, offsets, bias: float):
     return np.concatenate(uv), np.concatenate(w)
 
 
+@pytest.mark.parametrize("ties", ["attractive-first", "repulsive-first"])  # "mixed": see the next test
 @pytest.mark.parametrize("seed", range(3))
 @pytest.mark.parametrize("shape", [(4, 5), (13, 14)])  # tie runs under and over 32 edges
-def test_grid_orders_float32_ties_exactly_as_the_graph(seed, shape):
+def test_grid_orders_float32_ties_exactly_as_the_graph(seed, shape, ties):
     # |w| of all these round to 0.5 in float32 but differ in float64: stronger, exactly 0.5 and
     # weaker, attractive and repulsive, so the grid's float32 sort must be refined exactly
     bias = 0.5 + 2.0**-40
@@ -112,14 +114,52 @@ def test_grid_orders_float32_ties_exactly_as_the_graph(seed, shape):
     affs = rng.choice(pool, size=(len(offsets),) + shape).astype(np.float32)
     uv, w = grid_as_graph(affs, offsets, bias)
     assert len(np.unique(np.float32(np.abs(w[np.abs(np.abs(w) - 0.5) < 1e-8])))) == 1
-    grid = mutex_watershed(affs, offsets, bias=bias)
-    graph = mutex_watershed_graph(affs[0].size, uv, w).reshape(grid.shape)
+    grid = mutex_watershed(affs, offsets, bias=bias, ties=ties)
+    graph = mutex_watershed_graph(affs[0].size, uv, w, ties=ties).reshape(grid.shape)
     np.testing.assert_array_equal(grid, graph)
 
 
-@pytest.mark.parametrize("size", [4, 40])  # tie runs under and over 32 edges
-def test_grid_edge_order_is_exact_strength_then_sign_then_channel_and_voxel(size):
+def edge_hash(edge: np.ndarray) -> np.ndarray:
+    """The low 11 bits of splitmix64 of the edge id (numpy, wrapping)."""
+    x = edge.astype(np.uint64)
+    with np.errstate(over="ignore"):
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return (x ^ (x >> np.uint64(31))) & np.uint64(2047)
+
+
+def hash_key(edge: np.ndarray) -> np.ndarray:
+    """The "hash" tie key: two 11-bit edge hashes."""
+    return edge_hash(edge.astype(np.uint64) ^ np.uint64(0x5BD1E995)) << np.uint64(11) | edge_hash(edge)
+
+
+def agreement_key(affs: np.ndarray, offsets: np.ndarray, bias: float, edge: np.ndarray) -> np.ndarray:
+    """The "agreement" tie key by brute force: the mean weight of the channel's edges (both ends
+    inside) at +-1 along the axes where the offset is 0, signed by the edge, in 2048 levels
+    (stronger first), above the edge hash."""
+    _, nz, ny, nx = affs.shape
+    n = nz * ny * nx
+    keys = []
+    for e in edge.tolist():
+        c, i = divmod(e, n)
+        z, y, x = np.unravel_index(i, (nz, ny, nx))
+        values = []
+        for zz, yy, xx in np.ndindex(3, 3, 3):
+            q = np.array([z + zz - 1, y + yy - 1, x + xx - 1])
+            beside = ((q == (z, y, x)) | (offsets[c] == 0)).all()  # moves only along the axes the offset is 0 on
+            if beside and ((q >= 0) & (q < (nz, ny, nx)) & (q + offsets[c] >= 0) & (q + offsets[c] < (nz, ny, nx))).all():
+                values.append(float(affs[(c, *q)]))
+        mean = np.mean(values) - bias
+        agree = mean if float(affs[c, z, y, x]) - bias > 0 else -mean
+        keys.append(2047 - min(max(int((agree + 1.0) * 1024), 0), 2047))
+    return np.array(keys, np.uint64) << np.uint64(11) | edge_hash(edge)
+
+
+@pytest.mark.parametrize("ties", ["agreement", "hash", "repulsive-first", "attractive-first"])
+@pytest.mark.parametrize("size", [4, 40, 400])  # tie runs under and over 32 edges, and long ones
+def test_grid_edge_order_is_exact_strength_then_tie_order_then_channel_and_voxel(size, ties):
     from affseg.graph.signed import _mutex_kernels as kernels
+    from affseg.graph.signed.mutex import TIE_ORDERS
 
     bias = 0.5 + 2.0**-40
     rng = np.random.default_rng(size)
@@ -128,14 +168,25 @@ def test_grid_edge_order_is_exact_strength_then_sign_then_channel_and_voxel(size
     affs = rng.choice(pool, size=(2, 1, size, 3)).astype(np.float32)
     affs[:, :, ::2] = rng.random((2, 1, (size + 1) // 2, 3))  # many distinct values too
     offsets = np.array([[0, 0, -1], [0, -1, 0]])
-    packed, _, _ = kernels.grid_edges(affs, offsets, np.full(2, bias), np.ones((2, 3), np.int64), np.ones(2), 0,
-                                   np.ones((1, 1, 1), bool), False)
-    kernels.exact_order(packed, affs, np.full(2, bias))
+    packed, _, n_repulsive = kernels.grid_edges(affs, offsets, np.full(2, bias), np.ones((2, 3), np.int64),
+                                                np.ones(2), 0, np.ones((1, 1, 1), bool), False, TIE_ORDERS[ties])
+    # runs of equal sort keys, by edge id: the agreement orders only runs of more than 32 edges
+    key = packed >> np.uint64(kernels.KEY_SHIFT + 1)
+    _, inverse, counts = np.unique(key, return_inverse=True, return_counts=True)
+    run_length = dict(zip((packed & np.uint64(0x7FFFFFFF)).astype(np.int64).tolist(), counts[inverse].tolist()))
+    kernels.exact_order(packed, affs, np.full(2, bias), offsets=offsets,
+                        ties=TIE_ORDERS[ties])
     entries = kernels.compact(packed).copy()
     edge = (entries & np.uint32(0x7FFFFFFF)).astype(np.int64)
     w = affs.reshape(-1)[edge].astype(np.float64) - bias
-    expected = np.lexsort((edge, w <= 0, -np.abs(w)))  # strongest, attractive first, then c * n + i
+    if ties == "agreement":  # runs of more than 32 tied edges; shorter ones by the hash
+        long_run = np.array([run_length[e] > 32 for e in edge.tolist()])
+        tie = np.where(long_run, agreement_key(affs, offsets, bias, edge), hash_key(edge))
+    else:
+        tie = {"hash": hash_key(edge), "repulsive-first": w > 0, "attractive-first": w <= 0}[ties]
+    expected = np.lexsort((edge, tie, -np.abs(w)))  # strongest, the tie order, then c * n + i
     np.testing.assert_array_equal(edge, edge[expected])
+    assert n_repulsive == np.count_nonzero(w <= 0)
     np.testing.assert_array_equal(entries >> np.uint32(31), w <= 0)
 
 
@@ -144,7 +195,7 @@ def test_sort_key_is_monotone_and_exact_where_not_flagged(a, b):
     from affseg.graph.signed import _mutex_kernels as kernels
 
     def key_value_inexact(strength):
-        entry = int(kernels._entry(-strength, 0))  # repulsive: w <= 0 for every strength
+        entry = int(kernels._entry(-strength, 0, kernels.TIES_ATTRACTIVE))  # repulsive: w <= 0 for every strength
         rank = entry >> (kernels.KEY_SHIFT + 1)
         return rank, kernels._key_value(np.uint64(entry)), bool(entry >> 32 & 1)
 
@@ -364,14 +415,56 @@ def test_randomized_strides_keep_the_expected_share_of_edges():
     np.testing.assert_allclose(counts[2:] / full[2:], 0.25, atol=0.01)
 
 
-def test_ties_go_attractive_first_on_graphs_and_grids():
+def test_sign_first_tie_orders_on_graphs_and_grids():
     # |weight| 0.5 everywhere: 1-2 and 0-2 attract, 0-1 repels; listed repulsive first
-    labels = mutex_watershed_graph(3, [[0, 1], [1, 2], [0, 2]], [-0.5, 0.5, 0.5])
-    np.testing.assert_array_equal(labels, [1, 1, 1])
+    uv, w = [[0, 1], [1, 2], [0, 2]], [-0.5, 0.5, 0.5]
+    np.testing.assert_array_equal(mutex_watershed_graph(3, uv, w, ties="attractive-first"), [1, 1, 1])
+    np.testing.assert_array_equal(mutex_watershed_graph(3, uv, w, ties="repulsive-first"), [1, 2, 2])
     affs = np.zeros((2, 1, 3), np.float32)  # channel 0: (2, 0) repels; it comes first by channel
     affs[1, 0, 1:] = 1.0  # channel 1: (x, x - 1) attract with the same |weight|
-    labels = mutex_watershed(affs, [[0, -2], [0, -1]])
-    np.testing.assert_array_equal(labels, [[1, 1, 1]])
+    offsets = [[0, -2], [0, -1]]
+    np.testing.assert_array_equal(mutex_watershed(affs, offsets, ties="attractive-first"), [[1, 1, 1]])
+    np.testing.assert_array_equal(mutex_watershed(affs, offsets, ties="repulsive-first"), [[1, 1, 2]])
+
+
+def test_hash_ties_follow_the_edge_hash_on_graphs():
+    # equal |weight| everywhere: the graph processes edges by hash_key of their list position
+    rng = np.random.default_rng(4)
+    n = 12
+    uv = np.array(sorted({tuple(sorted(rng.choice(n, 2, replace=False))) for _ in range(30)}))
+    w = np.where(rng.random(len(uv)) < 0.5, -0.5, 0.5)
+    order = np.argsort(hash_key(np.arange(len(uv))), kind="stable")
+    # strictly decreasing strengths in that order: no ties left to break
+    ranked = np.sign(w[order]) * (1.0 - 1e-6 * np.arange(len(uv)))
+    expected = mutex_watershed_graph(n, uv[order], ranked)
+    ours = mutex_watershed_graph(n, uv, w, ties="hash")
+    assert same_partition(ours, expected)
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("leak_rate", [0.05, 0.2])
+def test_agreement_ties_keep_saturated_boundaries_that_attractive_first_merges(seed, leak_rate):
+    # two objects side by side, affinities saturated (1 inside, 0 across) with attractive leaks
+    # through the membrane: at |weight| 0.5 the leaks disagree with their neighbourhood and go
+    # after the repulsive edges, whose mutexes keep the objects apart
+    labels = np.zeros((24, 24), np.uint64)
+    labels[:, :12], labels[:, 12:] = 1, 2
+    offsets = np.array([[-1, 0], [0, -1], [0, -6], [-6, 0]])
+    affs = affinities_from_labels(labels, offsets)[0].astype(np.float32)
+    leaks = np.random.default_rng(seed).random(affs.shape) < leak_rate
+    leaks[2:] = False  # nearest-neighbour channels only
+    affs[leaks] = 1.0
+    assert len(np.unique(mutex_watershed(affs, offsets, ties="attractive-first"))) == 1
+    assert same_partition(mutex_watershed(affs, offsets), labels)
+
+
+def test_unknown_tie_order_is_refused():
+    with pytest.raises(InputError, match="ties must be one of"):
+        mutex_watershed(np.ones((2, 3, 3), np.float32), ties="random")
+    with pytest.raises(InputError, match="ties must be one of"):
+        mutex_watershed_graph(2, [[0, 1]], [1.0], ties=None)
+    with pytest.raises(InputError, match="needs a grid"):
+        mutex_watershed_graph(2, [[0, 1]], [1.0], ties="agreement")
 
 
 @pytest.mark.parametrize("graph", [False, True])

@@ -4,9 +4,11 @@ Edges are processed once, strongest ``|weight|`` first: an attractive edge (weig
 its two clusters unless a mutex (a repulsive edge processed earlier) or two different seeds
 separate them; a repulsive edge (weight <= 0) adds a mutex between its clusters.
 
-Ordering (grids) is a stable LSD radix sort on a 31-bit key, ``|w|`` cut to 30 bits and the
-sign, so ties keep the edge order (channel, then raster order); runs that the key ties but float64
-tells apart are then put in exact order. The sorted edges are then kept as 4-byte entries.
+Ordering (grids) is a stable LSD radix sort on a 31-bit key, ``|w|`` cut to 30 bits and a tie
+bit; runs that the key ties are then put in the tie order (by default the edges whose
+neighbours beside them agree most with their sign first, then a hash of the edge id; or a sign first, then
+channel and raster order), and entries that float64 tells apart are put in exact order. The
+sorted edges are then kept as 4-byte entries.
 
 State, passed around as plain arrays:
 
@@ -46,6 +48,10 @@ MOVE_BATCH = 63  # partners gathered (and prefetched) at a time when a list move
 KEY_SHIFT = 33  # grid entries: the sort key above an inexact flag, the repulsive bit and the id
 KEY_MANTISSA = 25  # mantissa bits of |w| in the sort key, below a 5-bit binade
 KEY_BINADE_ZERO = 992  # float64 biased exponent of 2**-31: binade 1 is [2**-30, 2**-29)
+# order of exact ties of |w| (see grid_edges, exact_order)
+TIES_AGREEMENT, TIES_HASH, TIES_REPULSIVE, TIES_ATTRACTIVE = 0, 1, 2, 3
+TIE_DIGIT = 11  # bits per counting-sort pass of the tie order: the radix sort's digit width
+TIE_BUCKETS = 1 << TIE_DIGIT
 
 
 # ---------------------------------------------------------------------------------- edge order
@@ -91,21 +97,26 @@ def _key_value(entry):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _entry(w, edge_id):
+def _entry(w, edge_id, ties):
     """The packed grid entry of an edge of weight ``w`` (``|w| < 1``), see :func:`grid_edges`."""
     key, inexact = _strength_key(abs(w))
     rank = np.uint64(0x3FFFFFFF) - key  # strongest first
     repulsive = np.uint64(0 if w > 0 else 1)
-    return ((rank << np.uint64(1) | repulsive) << np.uint64(KEY_SHIFT) | np.uint64(inexact) << np.uint64(32)
+    # the key's tie bit (1 goes after 0)
+    later = repulsive if ties == TIES_ATTRACTIVE else np.uint64(1) - repulsive if ties == TIES_REPULSIVE else np.uint64(0)
+    # (TIES_AGREEMENT and TIES_HASH leave both signs in one run for exact_order)
+    return ((rank << np.uint64(1) | later) << np.uint64(KEY_SHIFT) | np.uint64(inexact) << np.uint64(32)
             | repulsive << np.uint64(31) | np.uint64(edge_id))
 
 
-def grid_edges(affs, offsets, bias, strides, keep_prob, rng_seed, mask, use_mask):
+def grid_edges(affs, offsets, bias, strides, keep_prob, rng_seed, mask, use_mask, ties=TIES_ATTRACTIVE):
     """The kept grid edges as packed uint64 in processing order, a scratch buffer of the same
     size (free memory for the later stages), and how many edges repel.
 
     An entry holds, from the top: a 31-bit sort key (the key of ``|w|``, :func:`_strength_key`,
-    inverted, then a repulsive bit, so attractive edges go first on exact ties), a bit set where
+    inverted, then a tie bit: on exact ties of ``|w|`` attractive edges go first with
+    ``TIES_ATTRACTIVE``, repulsive ones with ``TIES_REPULSIVE``; with ``TIES_AGREEMENT`` and
+    ``TIES_HASH`` the bit is 0 and :func:`exact_order` orders the tied runs), a bit set where
     the key does not hold ``|w|`` exactly, the repulsive bit again and the edge id ``c * n + i`` (31 bits;
     the low 32 bits are the compact entry of :func:`compact`). Order: a stable radix sort of
     the key in three 11-bit digits, so ties stay in channel then raster order; see
@@ -119,7 +130,7 @@ def grid_edges(affs, offsets, bias, strides, keep_prob, rng_seed, mask, use_mask
     n_kept = _count_edges(*args)
     entries = np.empty(n_kept, dtype=np.uint64)
     other = np.empty(n_kept, dtype=np.uint64)
-    return _sorted_edges(*args, entries, other)
+    return _sorted_edges(*args, entries, other, int(ties))
 
 
 @njit(cache=True, nogil=True)
@@ -127,22 +138,21 @@ def _count_edges(affs, offsets, bias, strides, keep_prob, seed, flat_mask, use_m
     n_kept = 0
     for c in range(affs.shape[0]):
         n_kept += _edge_loop(affs, offsets, bias, strides, keep_prob, seed, flat_mask, use_mask, c, n_kept,
-                             np.empty(0, dtype=np.uint64), np.empty((0, 0), dtype=np.int64), False)
+                             np.empty(0, dtype=np.uint64), np.empty((0, 0), dtype=np.int64), False, TIES_ATTRACTIVE)
     return n_kept
 
 
 @njit(cache=True, nogil=True)
-def _sorted_edges(affs, offsets, bias, strides, keep_prob, seed, flat_mask, use_mask, entries, other):
+def _sorted_edges(affs, offsets, bias, strides, keep_prob, seed, flat_mask, use_mask, entries, other, ties):
     """:func:`grid_edges` into the given buffers (which come back swapped where the sort
     ends in ``other``)."""
-    counts = np.zeros((3, 2049), dtype=np.int64)  # digit histograms, filled as entries are written
+    # digit histograms, filled as entries are written; counts[3, 0]: the repulsive edges
+    counts = np.zeros((4, 2049), dtype=np.int64)
     done = 0
     for c in range(affs.shape[0]):
         done += _edge_loop(affs, offsets, bias, strides, keep_prob, seed, flat_mask, use_mask, c, done,
-                           entries, counts, True)
-    n_repulsive = 0
-    for b in range(2048):  # the repulsive bit is the lowest bit of the lowest digit
-        n_repulsive += counts[0, b + 1] * (b & 1)
+                           entries, counts, True, ties)
+    n_repulsive = counts[3, 0]
     for d in range(3):
         for b in range(2048):
             counts[d, b + 1] += counts[d, b]
@@ -155,7 +165,8 @@ def _sorted_edges(affs, offsets, bias, strides, keep_prob, seed, flat_mask, use_
 
 
 @njit(cache=True, nogil=True)
-def _edge_loop(affs, offsets, bias, strides, keep_prob, seed, flat_mask, use_mask, c, start, out, counts, write):
+def _edge_loop(affs, offsets, bias, strides, keep_prob, seed, flat_mask, use_mask, c, start, out, counts, write,
+               ties):
     """Channel ``c``'s kept edges in raster order: their number, and with ``write`` their
     entries (:func:`_entry`) written to ``out`` from ``start`` and their digits counted in
     ``counts`` (:func:`_digit`, ``counts[d, digit + 1]``)."""
@@ -177,8 +188,9 @@ def _edge_loop(affs, offsets, bias, strides, keep_prob, seed, flat_mask, use_mas
                 if not _kept(c, i, delta, n, keep_prob[c], threshold, seed, flat_mask, use_mask):
                     continue
                 if write:
-                    entry = _entry(np.float64(flat[base + i]) - b_c, base + i)
+                    entry = _entry(np.float64(flat[base + i]) - b_c, base + i, ties)
                     out[k] = entry
+                    counts[3, 0] += np.int64((entry >> np.uint64(31)) & np.uint64(1))
                     for d in range(3):
                         counts[d, _digit(entry, d) + 1] += 1
                 k += 1
@@ -208,33 +220,154 @@ def _scatter(src, dst, d, starts):
         starts[digit] += 1
 
 
-@njit(cache=True, nogil=True)
-def exact_order(packed, affs, bias):
-    """Put runs of equal sort keys in exact float64 ``|w|`` order, in place.
+def exact_order(packed, affs, bias, *, offsets=None, scratch=None, ties=TIES_ATTRACTIVE):
+    """Put runs of equal sort keys in the tie order, then in exact float64 ``|w|`` order, in place.
 
-    Only entries flagged inexact can differ from their run's key value (:func:`_key_value`),
-    so only they are looked up (random reads) and sorted; the exact ones keep their order
-    between the inexact entries that are stronger and those that are weaker.
+    With ``TIES_AGREEMENT`` or ``TIES_HASH`` (edges from ``grid_edges(..., ties)``, whose key
+    leaves both signs in one run) each run of two or more edges is first put in the order of
+    :func:`_tie_key` (two stable counting-sort passes through ``scratch``, a buffer at least as
+    long as ``packed``; ``offsets`` (C, 3) are the channels' offsets). Then only entries flagged
+    inexact can differ from their run's key value (:func:`_key_value`), so only they are looked
+    up (random reads) and sorted; the exact ones keep their order between the inexact entries
+    that are stronger and those that are weaker.
     """
+    keyed = ties in (TIES_AGREEMENT, TIES_HASH)
+    if keyed and (scratch is None or scratch.shape[0] < packed.shape[0]):
+        scratch = np.empty(packed.shape[0], dtype=np.uint64)
+    elif scratch is None:
+        scratch = np.empty(0, dtype=np.uint64)
+    offsets = np.zeros((affs.shape[0], 3), np.int64) if offsets is None else np.asarray(offsets, np.int64)
+    _exact_order(packed, scratch, affs, offsets, bias, int(ties) if keyed else -1)
+
+
+@njit(cache=True, nogil=True)
+def _exact_order(packed, other, affs, offsets, bias, ties):
     n = affs[0].size
     flat = affs.reshape(-1)
     m = packed.shape[0]
     scratch = np.empty(SHORT_RUN, dtype=np.float64)
+    starts = np.empty(TIE_BUCKETS + 1, dtype=np.int64)
     run_start = 0
     n_inexact = 0
     for j in range(m + 1):
         if j + EXACT_AHEAD < m and (packed[j + EXACT_AHEAD] >> np.uint64(32)) & np.uint64(1):
             prefetch(flat, np.int64(packed[j + EXACT_AHEAD] & np.uint64(0x7FFFFFFF)))
         if j == m or (packed[j] >> np.uint64(KEY_SHIFT + 1)) != (packed[run_start] >> np.uint64(KEY_SHIFT + 1)):
-            if n_inexact > 0 and j - run_start > 1:
-                if j - run_start <= SHORT_RUN:
-                    _exact_order_short_run(packed[run_start:j], scratch, flat, bias, n)
-                else:
-                    _exact_order_run(packed[run_start:j], n_inexact, flat, bias, n)
+            if j - run_start > 1:
+                value = _key_value(packed[run_start])
+                if ties >= 0:  # the sort key's bits are free from here: tie_order reuses them
+                    _tie_order(packed[run_start:j], other[run_start:j], starts, affs, offsets, bias, ties)
+                if n_inexact > 0:
+                    if j - run_start <= SHORT_RUN:
+                        _exact_order_short_run(packed[run_start:j], value, scratch, flat, bias, n)
+                    else:
+                        _exact_order_run(packed[run_start:j], value, n_inexact, flat, bias, n)
             run_start = j
             n_inexact = 0
         if j < m:
             n_inexact += np.int64((packed[j] >> np.uint64(32)) & np.uint64(1))
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _edge_hash(edge_id):
+    """The low ``TIE_DIGIT`` bits of splitmix64 of an edge id: a fixed pseudo-random order."""
+    return mix(np.uint64(edge_id)) & np.uint64(TIE_BUCKETS - 1)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _hash_key(edge_id):
+    """A ``2 * TIE_DIGIT``-bit pseudo-random key of an edge id (two :func:`_edge_hash`)."""
+    return _edge_hash(edge_id ^ 0x5BD1E995) << np.uint64(TIE_DIGIT) | _edge_hash(edge_id)
+
+
+@njit(cache=True, nogil=True)
+def edge_hashes(m):
+    """:func:`_hash_key` of the edge ids ``0 .. m - 1`` (the graph's hash tie order)."""
+    out = np.empty(m, dtype=np.uint64)
+    for e in range(m):
+        out[e] = _hash_key(e)
+    return out
+
+
+@njit(cache=True, nogil=True)
+def agreement(affs, offsets, bias, c, i):
+    """How far the edges beside edge ``(c, i)`` agree with its sign: their mean weight
+    ``affinity - bias``, negated for a repulsive edge; in ``[-1, 1]``.
+
+    Beside: channel ``c`` at the voxels ``i`` +- 1 along the axes where the channel's offset is
+    0 (a 3 x 3 window across a nearest-neighbour edge in 3D), whose partners lie inside the
+    volume. A membrane crossed by the edge lies across the window, so the edges of a thin
+    boundary agree with each other while a gap or a speck of noise disagrees with its surround.
+    """
+    _, nz, ny, nx = affs.shape
+    oz, oy, ox = offsets[c, 0], offsets[c, 1], offsets[c, 2]
+    z0, z1, y0, y1, x0, x1 = edge_bounds(nz, ny, nx, oz, oy, ox)
+    z, rest = divmod(i, ny * nx)
+    y, x = divmod(rest, nx)
+    # the window's rows: x is contiguous, so a window along x reads one cache line per row
+    za, zb = (max(z - 1, z0), min(z + 2, z1)) if oz == 0 else (z, z + 1)
+    ya, yb = (max(y - 1, y0), min(y + 2, y1)) if oy == 0 else (y, y + 1)
+    xa, xb = (max(x - 1, x0), min(x + 2, x1)) if ox == 0 else (x, x + 1)
+    flat = affs.reshape(-1)
+    base = c * nz * ny * nx
+    total = 0.0
+    for zz in range(za, zb):
+        for yy in range(ya, yb):
+            row = base + (zz * ny + yy) * nx
+            for xx in range(xa, xb):
+                total += flat[row + xx]
+    mean = total / ((zb - za) * (yb - ya) * (xb - xa)) - bias[c]
+    return mean if np.float64(flat[base + i]) - bias[c] > 0 else -mean
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _tie_key(entry, affs, offsets, bias, ties):
+    """The ``2 * TIE_DIGIT``-bit tie key of an entry (smaller goes first): with ``TIES_AGREEMENT``
+    the :func:`agreement` (stronger first) above the edge hash, else :func:`_hash_key`."""
+    e = np.int64(entry & np.uint64(0x7FFFFFFF))
+    if ties == TIES_HASH:
+        return _hash_key(e)
+    h = _edge_hash(e)
+    n = affs[0].size
+    q = min(max(np.int64((agreement(affs, offsets, bias, e // n, e % n) + 1.0) * (TIE_BUCKETS // 2)), 0),
+            TIE_BUCKETS - 1)
+    return np.uint64(TIE_BUCKETS - 1 - q) << np.uint64(TIE_DIGIT) | h
+
+
+@njit(cache=True, nogil=True)
+def _tie_order(run, other, starts, affs, offsets, bias, ties):
+    """Put a run in :func:`_tie_key` order, stable (key ties keep the run's order), in place;
+    runs of at most ``SHORT_RUN`` edges by the hash key alone.
+
+    The key replaces the run's (equal) sort keys in the entries; short runs are then sorted by
+    insertion, longer ones by two counting-sort passes on digits 0 and 1 through ``other`` (the
+    result is back in ``run``).
+    """
+    m = run.shape[0]
+    low = np.uint64((1 << KEY_SHIFT) - 1)
+    # a short run is a coincidence of float values, a long one saturation or quantisation: only
+    # long runs pay for the agreement's reads (their edges come in raster order, so cheaply)
+    mode = TIES_HASH if m <= SHORT_RUN else ties
+    for j in range(m):
+        run[j] = _tie_key(run[j], affs, offsets, bias, mode) << np.uint64(KEY_SHIFT) | (run[j] & low)
+    if m <= SHORT_RUN:  # stable insertion sort on the key bits: no bucket arrays to clear
+        for j in range(1, m):
+            entry = run[j]
+            k = j
+            while k > 0 and (run[k - 1] >> np.uint64(KEY_SHIFT)) > (entry >> np.uint64(KEY_SHIFT)):
+                run[k] = run[k - 1]
+                k -= 1
+            run[k] = entry
+        return
+    src, dst = run, other
+    for d in range(2):
+        starts[:] = 0
+        for j in range(m):
+            starts[_digit(src[j], d) + 1] += 1
+        for b in range(TIE_BUCKETS):
+            starts[b + 1] += starts[b]
+        _scatter(src, dst, d, starts)
+        src, dst = dst, src
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -244,9 +377,9 @@ def _exact_strength(entry, flat, bias, n):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _exact_order_short_run(run, strength, flat, bias, n):
-    """Stable insertion sort, strongest first, with no allocation (most runs are a few edges)."""
-    value = _key_value(run[0])
+def _exact_order_short_run(run, value, strength, flat, bias, n):
+    """Stable insertion sort, strongest first, with no allocation (most runs are a few edges);
+    ``value``: the run's key value (:func:`_key_value`)."""
     for j in range(run.shape[0]):
         entry = run[j]
         s = _exact_strength(entry, flat, bias, n) if (entry >> np.uint64(32)) & np.uint64(1) else value
@@ -260,8 +393,7 @@ def _exact_order_short_run(run, strength, flat, bias, n):
 
 
 @njit(cache=True, nogil=True)
-def _exact_order_run(run, n_inexact, flat, bias, n):
-    value = _key_value(run[0])
+def _exact_order_run(run, value, n_inexact, flat, bias, n):
     inexact = np.empty(n_inexact, dtype=np.uint64)
     strength = np.empty(n_inexact, dtype=np.float64)
     k = 0

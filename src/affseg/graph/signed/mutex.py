@@ -2,7 +2,8 @@
 
 Each affinity becomes an edge of weight ``affinity - bias``: attractive if positive, repulsive
 otherwise (as mwatershed: a weight of exactly 0 repels). Edges are processed once, strongest
-``|weight|`` first, ties in channel then raster order; see :mod:`._mutex_kernels`.
+``|weight|`` first; exact ties of ``|weight|`` (saturated or quantised affinities) go first to
+the edges whose neighbourhood agrees most with their sign (``ties``); see :mod:`._mutex_kernels`.
 """
 from __future__ import annotations
 
@@ -26,7 +27,23 @@ from ..core.edges import as_3d, flat_steps
 from . import _mutex_kernels as k
 from .inputs import as_edges, as_num_nodes, channel_biases, is_long_range
 
-__all__ = ["channel_biases", "mutex_watershed", "mutex_watershed_graph", "signed_weights"]
+__all__ = ["TIE_ORDERS", "channel_biases", "mutex_watershed", "mutex_watershed_graph", "signed_weights"]
+
+#: Orders of edges whose ``|weight|`` ties exactly (``docs/methods.md``, "Ties"): "agreement"
+#: (grids, the default) the edges whose 3 x 3 x 3 neighbourhood in their channel agrees most with
+#: their sign first, then a hash of the edge; "hash" a fixed pseudo-random order (attractive and
+#: repulsive edges interleave); "repulsive-first" / "attractive-first" one sign first, then
+#: channel and raster order (the graph: list order).
+TIE_ORDERS = {"agreement": k.TIES_AGREEMENT, "hash": k.TIES_HASH, "repulsive-first": k.TIES_REPULSIVE,
+              "attractive-first": k.TIES_ATTRACTIVE}
+
+
+def _tie_order(ties, *, graph: bool = False) -> int:
+    allowed = sorted(set(TIE_ORDERS) - {"agreement"}) if graph else sorted(TIE_ORDERS)
+    if not isinstance(ties, str) or ties not in allowed:
+        raise InputError(f"ties must be one of {allowed}, got {describe(ties)}"
+                         + (" ('agreement' needs a grid's neighbourhoods)" if ties == "agreement" else ""))
+    return TIE_ORDERS[ties]
 
 
 def signed_weights(affs: ArrayLike, offsets: ArrayLike | None = None, *, bias: ArrayLike = 0.5,
@@ -94,6 +111,7 @@ def mutex_watershed(
     mask: ArrayLike | None = None,
     seeds: ArrayLike | None = None,
     min_size: int = 0,
+    ties: str = "agreement",
 ) -> np.ndarray:
     """Segment affinities with the Mutex Watershed.
 
@@ -130,6 +148,14 @@ def mutex_watershed(
         Segments smaller than this many voxels (an integer >= 0) merge into the neighbour of
         highest mean nearest-neighbour affinity (seeded segments absorb but are never merged away). Needs
         the nearest-neighbour channels among the offsets.
+    ties : {"agreement", "hash", "repulsive-first", "attractive-first"}
+        Order of edges whose ``|weight|`` is exactly equal (common in saturated or uint8
+        predictions; without such ties every choice gives mwatershed's partition).
+        "agreement": first the edges whose neighbourhood (the 3 x 3 x 3 edges of their channel
+        around them) agrees most with their sign, then a hash of channel and voxel; best on the
+        inputs measured in ``docs/benchmarks.md``. "hash": the hash alone (attractive and
+        repulsive edges interleave). The others put one sign first, then channel and raster
+        order (affseg 0.1: "attractive-first").
 
     Returns
     -------
@@ -157,6 +183,7 @@ def mutex_watershed(
     randomized_strides = as_flag(randomized_strides, name="randomized_strides")
     rng_seed = as_int(rng_seed, name="rng_seed")
     min_size = as_int(min_size, name="min_size", minimum=0)
+    tie_order = _tie_order(ties)
     if seeds is not None:
         seeds = as_labels(seeds, name="seeds", shape=shape)
         if mask is not None:  # ignored there, so they name no segment and reserve no id
@@ -172,7 +199,7 @@ def mutex_watershed(
         grid_strides = np.concatenate([np.ones((len(offsets), 1), np.int64), grid_strides], axis=1)
     affs3, offsets3 = as_3d(affs, offsets)
     labels = _grid_mutex_watershed(affs3, offsets3, biases, grid_strides, keep_prob, rng_seed,
-                                   mask, seeds).reshape(shape)
+                                   mask, seeds, tie_order).reshape(shape)
     if min_size > 1:
         labels = _clean_small(affs, offsets, labels, min_size, seeds)
     return labels
@@ -190,13 +217,13 @@ def _check_seed_ids(seeds: np.ndarray, mask) -> None:
         check_id_range(int(seeds.max()) + 1, n_free, name="seeds")
 
 
-def _grid_mutex_watershed(affs, offsets, biases, strides, keep_prob, rng_seed, mask, seeds):
+def _grid_mutex_watershed(affs, offsets, biases, strides, keep_prob, rng_seed, mask, seeds, tie_order):
     """The kernels on a (C, z, y, x) problem; ``mask`` and ``seeds`` have any matching shape."""
     use_mask = mask is not None
     mask_arr = mask.reshape(affs.shape[1:]) if use_mask else np.ones((1, 1, 1), dtype=bool)
     packed, scratch, n_repulsive = k.grid_edges(affs, offsets, biases, strides, keep_prob,
-                                                int(rng_seed) % 2**64, mask_arr, use_mask)
-    k.exact_order(packed, affs, biases)
+                                                int(rng_seed) % 2**64, mask_arr, use_mask, tie_order)
+    k.exact_order(packed, affs, biases, offsets=offsets, scratch=scratch, ties=tie_order)
     entries = k.compact(packed)  # 4 bytes per edge from here on, in the front half of packed
     # the sort's scratch and packed's back half hold the rest of the state
     spare = (k.spare_bytes(scratch), k.spare_bytes(packed, entries.nbytes))
@@ -243,6 +270,7 @@ def mutex_watershed_graph(
     *,
     mutex_uv_ids: ArrayLike | None = None,
     mutex_weights: ArrayLike | None = None,
+    ties: str = "hash",
 ) -> np.ndarray:
     """The Mutex Watershed on an explicit graph, e.g. the region graph of fragments.
 
@@ -259,6 +287,10 @@ def mutex_watershed_graph(
         Repulsive edges, given apart (affogato's convention).
     mutex_weights : (M,) array_like of float, optional
         Their non-negative strengths.
+    ties : {"hash", "repulsive-first", "attractive-first"}
+        Order of edges of exactly equal strength, as for :func:`mutex_watershed`; "hash" hashes
+        the edge's position in the list (``uv_ids`` then ``mutex_uv_ids``); list order breaks the
+        others' ties.
 
     Returns
     -------
@@ -273,6 +305,7 @@ def mutex_watershed_graph(
         ``mutex_uv_ids``, negative), or only one of ``mutex_uv_ids`` and ``mutex_weights`` is given.
     """
     num_nodes = as_num_nodes(num_nodes)
+    tie_order = _tie_order(ties, graph=True)
     uv, w = as_edges(num_nodes, uv_ids, weights, name="uv_ids")
     if (mutex_uv_ids is None) != (mutex_weights is None):
         raise InputError("mutex_uv_ids and mutex_weights go together: give both or neither")
@@ -287,8 +320,11 @@ def mutex_watershed_graph(
     else:
         attractive = w > 0
         strength = np.abs(w)
-    # strongest first; ties: attractive before repulsive, then in the given order
-    order = np.lexsort((~attractive, -strength))
+    # strongest first, then the tie order, then the given order
+    if tie_order == k.TIES_HASH:
+        order = np.lexsort((k.edge_hashes(len(strength)), -strength))
+    else:
+        order = np.lexsort((attractive if tie_order == k.TIES_REPULSIVE else ~attractive, -strength))
     node, seed, *store = k.new_state(num_nodes, False, int((~attractive).sum()))
     edges = (np.ascontiguousarray(uv[order, 0]), np.ascontiguousarray(uv[order, 1]), attractive[order], num_nodes)
     k.run(k.process_sorted, edges, node, seed, False, *store)
