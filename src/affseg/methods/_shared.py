@@ -30,7 +30,10 @@ MERGE_FUNCTION = Option("merge_function", "str", "hist_quant_75", "agglomeration
 BIAS = Option("bias", "float", 0.5, "signed weight = affinity - bias (each bias in (0, 1))", check=_bias)
 LONG_RANGE_BIAS = Option("long_range_bias", "float", None, "bias of the long-range (not nearest-neighbour) "
                          "channels; default: bias", minimum=0, maximum=1)
-FRAGMENT_OPTIONS = (MIN_SEED_DISTANCE, MIN_SIZE, IN_PLANE)
+FLOOD = Option("flood", "str", "boundary", "fragments: the watershed's height: boundary (mostly the boundary "
+               "map, so fragments follow faint boundaries inside objects) or distance (the MALA/lsd recipe: "
+               "distance to the boundary inside objects)", choices=("boundary", "distance"))
+FRAGMENT_OPTIONS = (MIN_SEED_DISTANCE, MIN_SIZE, IN_PLANE, FLOOD)
 
 
 def _merge_function(value):
@@ -50,4 +53,4 @@ def fragments_of(affs, offsets, options: dict, *, mask, voxel_size, fragments):
 
     return extract_fragments(affs, offsets, in_plane=options["in_plane"],
                              min_seed_distance=options["min_seed_distance"], min_size=options["min_size"],
-                             mask=mask, voxel_size=voxel_size)
+                             mask=mask, voxel_size=voxel_size, flood=options["flood"])

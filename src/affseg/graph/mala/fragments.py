@@ -5,7 +5,7 @@ import numpy as np
 from numba import njit
 from numpy.typing import ArrayLike
 
-from ..._checks import as_affinities, as_int, as_mask, as_number, as_spacing, check_id_range
+from ..._checks import as_affinities, as_int, as_mask, as_number, as_spacing, check_id_range, describe
 from ..._deprecation import renamed_keywords
 from ...errors import InputError
 from ..core.edges import nearest_neighbour_channels
@@ -178,13 +178,29 @@ def _merge_small(u, v, mean_aff, sizes, min_size, frozen):
 FLOOD_LEVELS = 2**16
 
 
-def _flood_levels(dist, bmap, inside) -> np.ndarray:
-    """Flooding order as uint16 levels: deep interior first, then boundaries by their affinity.
+FLOODS = ("boundary", "distance")
+BOUNDARY_WEIGHT = np.float32(0.9)  # flood="boundary": the boundary map's share of the height
 
-    Interior voxels take ``-distance`` on the lower 3/4 of the levels (resolution ``max
-    distance / 49152``, finer than the gap between distinct distances of any realistic object),
-    boundary voxels ``1 - boundary map`` on the upper quarter.
+
+def _flood_levels(dist, bmap, inside, flood: str) -> np.ndarray:
+    """Flooding order as uint16 levels (lower floods first); see :func:`extract_fragments`.
+
+    "boundary": ``0.9 (1 - boundary map) + 0.1 (1 - distance / max distance)`` everywhere,
+    on all 65536 levels. "distance" (the MALA/lsd recipe): interior voxels take ``-distance`` on
+    the lower 3/4 of the levels (resolution ``max distance / 49152``, finer than the gap between
+    distinct distances of any realistic object), boundary voxels ``1 - boundary map`` on the
+    upper quarter.
     """
+    if flood == "boundary":
+        top = np.float32(max(float(dist.max()), 1e-6))
+        height = np.minimum(dist, top)  # float32 throughout: the volume's temporaries stay small
+        height /= -top
+        height += np.float32(1)
+        height *= np.float32(1) - BOUNDARY_WEIGHT
+        height += (np.float32(1) - bmap) * BOUNDARY_WEIGHT
+        height *= np.float32(FLOOD_LEVELS - 1)
+        np.rint(height, out=height)
+        return height.astype(np.uint16)
     interior = (FLOOD_LEVELS * 3) // 4
     top = float(dist.max()) if inside.any() else 1.0
     scale = (interior - 1) / max(top, 1e-6)
@@ -273,17 +289,22 @@ def extract_fragments(
     min_size: int = 0,
     voxel_size: ArrayLike | None = None,
     id_offset: int = 0,
+    flood: str = "boundary",
 ) -> np.ndarray:
-    """Over-segment affinities into fragments, the MALA recipe.
+    """Over-segment affinities into fragments: MALA's seeds, a watershed that follows the boundaries.
 
     1. boundary map = mean nearest-neighbour affinity (in-plane channels with ``in_plane``);
     2. interior = boundary map > ``threshold``; its Euclidean distance transform (``voxel_size``);
     3. seeds = plateaus of local maxima of the distance within a box of ``min_seed_distance``
        voxels (``scipy.ndimage.maximum_filter`` size), on positive distances;
-    4. seeded watershed (face connectivity) on the height ``-distance`` inside objects and
-       ``1 - boundary map`` on boundaries, so that every unmasked voxel joins a fragment (parts
-       that no seed reaches, e.g. cut off by the mask, become fragments of their own); heights
-       are quantized to 65536 levels for a linear-time bucket queue;
+    4. seeded watershed (face connectivity) on a height that ``flood`` chooses, so that every
+       unmasked voxel joins a fragment (parts that no seed reaches, e.g. cut off by the mask,
+       become fragments of their own); heights are quantized to 65536 levels for a linear-time
+       bucket queue. "boundary" (default): ``0.9 (1 - boundary map) + 0.1 (1 - distance / max
+       distance)`` everywhere, so that fragments follow faint boundaries inside objects too.
+       "distance" (the MALA/lsd recipe): ``-distance`` inside objects and ``1 - boundary map``
+       on boundaries, ignoring the boundary evidence inside; see docs/benchmarks.md for both
+       on real shapes;
     5. fragments under ``min_size`` voxels merge, smallest first, into the neighbour they share
        the highest mean affinity with.
 
@@ -309,6 +330,8 @@ def extract_fragments(
         Voxel size for the distance transform (zyx or yx); ``sampling=`` is a deprecated alias.
     id_offset : int
         Fragment ids start at ``id_offset + 1`` (>= 0).
+    flood : {"boundary", "distance"}
+        The watershed's height (step 4).
 
     Returns
     -------
@@ -328,6 +351,8 @@ def extract_fragments(
     min_size = as_int(min_size, name="min_size", minimum=0)
     id_offset = as_int(id_offset, name="id_offset", minimum=0)
     threshold = _boundary_threshold(threshold)
+    if not isinstance(flood, str) or flood not in FLOODS:
+        raise InputError(f"flood must be one of {FLOODS}, got {describe(flood)}")
     voxel_size = as_spacing(voxel_size, len(shape), name="voxel_size")
     # at most one fragment per voxel: the ids must fit before any work is done
     check_id_range(id_offset + 1, int(np.prod(shape)), name="id_offset")
@@ -336,7 +361,7 @@ def extract_fragments(
     seeds, dist, bmap, inside = _distance_seeds(affs, offsets, threshold, min_seed_distance, in_plane, mask,
                                                 voxel_size)
     seeds = lift(seeds)
-    levels = _flood_levels(dist, bmap, inside)
+    levels = _flood_levels(dist, bmap, inside, flood)
     del dist, bmap, inside
     full = np.ones(shape, bool) if mask is None else mask
     flooded = flood_levels(levels, seeds if len(shape) == 3 else seeds[0], mask, n_levels=FLOOD_LEVELS,
