@@ -482,8 +482,12 @@ def run(process, edges, node, seed, use_seeds, keys, blocks, state):
         done = process(*edges, done, node, node.reshape(-1), seed, use_seeds, keys, blocks, state, scratch)
         if done < 0:
             return keys, blocks
-        while _pairs_short(keys, state, state[NEED_PAIRS]):
-            keys = grown_set(keys)
+        if _pairs_short(keys, state, state[NEED_PAIRS]):
+            # the set also holds the stale keys of roots that have joined another: rebuild it
+            # from the partner lists in place first, and grow only a set that is still half full
+            state[PAIRS] = live_pairs(keys, node, blocks, node.shape[0])
+            while (state[PAIRS] + state[NEED_PAIRS] + 1) * 2 > keys.shape[0]:
+                keys = grown_set(keys)
         if blocks.shape[0] - state[USED] + state[N_FREE] < state[NEED_BLOCKS]:
             grown = np.empty((2 * len(blocks) + state[NEED_BLOCKS], BLOCK + 1), dtype=blocks.dtype)
             grown[:len(blocks)] = blocks
@@ -494,6 +498,29 @@ def run(process, edges, node, seed, use_seeds, keys, blocks, state):
 def _pairs_short(keys, state, extra):
     """Whether ``extra`` more pairs (and one more) would fill the set beyond 3/4."""
     return (state[PAIRS] + extra + 1) * 4 > keys.shape[0] * 3
+
+
+@njit(cache=True, nogil=True)
+def live_pairs(keys, node, blocks, n_nodes):
+    """Refill the pair set ``keys`` (in place) with the live pairs only: for every root, the
+    roots of the partners in its list. Returns their number."""
+    keys[:] = 0
+    count = 0
+    for r in range(node.shape[0]):
+        if node[r, PARENT] != r or node[r, COUNT] == 0:
+            continue
+        blk = node[r, HEAD]
+        fill = node[r, COUNT] % BLOCK
+        if fill == 0:
+            fill = BLOCK
+        while blk >= 0:
+            for t in range(fill):
+                q = find(node, blocks[blk, t], skip_short=True)
+                if q != r and set_add(keys, pair_key(r, q, n_nodes)):
+                    count += 1
+            blk = blocks[blk, BLOCK]
+            fill = BLOCK
+    return count
 
 
 @njit(cache=True, nogil=True, inline="always")
