@@ -88,6 +88,13 @@ def test_stitch_pairs_need_both_runs_to_agree():
     assert stitch_pairs(run_a, a, run_b, b, overlap=0.75).tolist() == []  # not more than three quarters
 
 
+@pytest.mark.parametrize("ties", ["hash", "attractive-first"])
+def test_tie_order_reaches_the_blocks(volume, ties):
+    # one block holding the whole volume is one pass, with any tie order
+    whole = mutex_watershed_blockwise(volume.affs, OFFSETS, block_shape=volume.affs.shape[1:], context=1, ties=ties)
+    assert same_partition(whole, mutex_watershed(volume.affs, OFFSETS, ties=ties))
+
+
 def test_bad_options_are_named(volume):
     with pytest.raises(InputError, match="overlap"):
         mutex_watershed_blockwise(volume.affs, OFFSETS, block_shape=(6, 24, 24), context=2, overlap=0.3)

@@ -35,7 +35,7 @@ from .layout import Block, BlockLayout
 
 __all__ = ["block_mutex_watershed", "mutex_watershed_blockwise", "neighbours", "stitch_pairs"]
 
-MWS_OPTIONS = ("bias", "long_range_bias", "strides", "randomized_strides", "rng_seed", "min_size")
+MWS_OPTIONS = ("bias", "long_range_bias", "strides", "randomized_strides", "rng_seed", "min_size", "ties")
 
 
 def block_mutex_watershed(affs, offsets, layout: BlockLayout, block: Block, *, mask=None, **options) -> np.ndarray:
@@ -185,7 +185,7 @@ def mutex_watershed_blockwise(affs, offsets=None, *, block_shape: Sequence[int],
         higher merges less (docs/blockwise.md measures 0.5, 0.75 and 0.9).
     **options
         Of :func:`affseg.mutex_watershed` (``bias``, ``long_range_bias``, ``strides``,
-        ``randomized_strides``, ``rng_seed``, ``min_size``), applied per block.
+        ``randomized_strides``, ``rng_seed``, ``min_size``, ``ties``), applied per block.
 
     Returns
     -------

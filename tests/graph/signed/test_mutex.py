@@ -458,6 +458,20 @@ def test_agreement_ties_keep_saturated_boundaries_that_attractive_first_merges(s
     assert same_partition(mutex_watershed(affs, offsets), labels)
 
 
+@pytest.mark.parametrize("ties", ["agreement", "hash", "repulsive-first", "attractive-first"])
+def test_affinities_outside_the_mask_do_not_change_the_result(ties):
+    # the agreement reads the edges beside a tied edge: only those inside the mask count
+    rng = np.random.default_rng(0)
+    offsets = [[-1, 0, 0], [0, -1, 0], [0, 0, -1], [0, -3, 0], [0, 0, -3]]
+    affs = (rng.random((5, 4, 24, 24)) > 0.3).astype(np.float32)  # saturated: every weight ties
+    mask = np.zeros((4, 24, 24), bool)
+    mask[:, :, :12] = True
+    flipped = affs.copy()
+    flipped[:, ~mask] = 1 - flipped[:, ~mask]
+    np.testing.assert_array_equal(mutex_watershed(affs, offsets, mask=mask, ties=ties),
+                                  mutex_watershed(flipped, offsets, mask=mask, ties=ties))
+
+
 def test_unknown_tie_order_is_refused():
     with pytest.raises(InputError, match="ties must be one of"):
         mutex_watershed(np.ones((2, 3, 3), np.float32), ties="random")

@@ -119,7 +119,8 @@ def grid_edges(affs, offsets, bias, strides, keep_prob, rng_seed, mask, use_mask
     ``TIES_HASH`` the bit is 0 and :func:`exact_order` orders the tied runs), a bit set where
     the key does not hold ``|w|`` exactly, the repulsive bit again and the edge id ``c * n + i`` (31 bits;
     the low 32 bits are the compact entry of :func:`compact`). Order: a stable radix sort of
-    the key in three 11-bit digits, so ties stay in channel then raster order; see
+    the key in three 11-bit digits, so ties stay in channel then raster order (until
+    :func:`exact_order` reorders them for the agreement and hash orders); see
     :func:`exact_order` for the inexact ties. Needs ``C * n < 2**31``.
 
     The two buffers are numpy's, not numba's: numpy advises the kernel to back large arrays
@@ -220,13 +221,14 @@ def _scatter(src, dst, d, starts):
         starts[digit] += 1
 
 
-def exact_order(packed, affs, bias, *, offsets=None, scratch=None, ties=TIES_ATTRACTIVE):
+def exact_order(packed, affs, bias, *, offsets=None, scratch=None, ties=TIES_ATTRACTIVE, mask=None):
     """Put runs of equal sort keys in the tie order, then in exact float64 ``|w|`` order, in place.
 
     With ``TIES_AGREEMENT`` or ``TIES_HASH`` (edges from ``grid_edges(..., ties)``, whose key
     leaves both signs in one run) each run of two or more edges is first put in the order of
-    :func:`_tie_key` (two stable counting-sort passes through ``scratch``, a buffer at least as
-    long as ``packed``; ``offsets`` (C, 3) are the channels' offsets). Then only entries flagged
+    :func:`_tie_key` (:func:`_tie_order`: by the hash alone for runs of at most ``SHORT_RUN``
+    edges; ``scratch`` is a buffer at least as long as ``packed``, ``offsets`` (C, 3) the
+    channels' offsets, ``mask`` the voxel mask of the edges, whose outside the agreement ignores). Then only entries flagged
     inexact can differ from their run's key value (:func:`_key_value`), so only they are looked
     up (random reads) and sorted; the exact ones keep their order between the inexact entries
     that are stronger and those that are weaker.
@@ -237,11 +239,13 @@ def exact_order(packed, affs, bias, *, offsets=None, scratch=None, ties=TIES_ATT
     elif scratch is None:
         scratch = np.empty(0, dtype=np.uint64)
     offsets = np.zeros((affs.shape[0], 3), np.int64) if offsets is None else np.asarray(offsets, np.int64)
-    _exact_order(packed, scratch, affs, offsets, bias, int(ties) if keyed else -1)
+    use_mask = mask is not None
+    flat_mask = mask.reshape(-1) if use_mask else np.ones(1, dtype=bool)
+    _exact_order(packed, scratch, affs, offsets, bias, int(ties) if keyed else -1, flat_mask, use_mask)
 
 
 @njit(cache=True, nogil=True)
-def _exact_order(packed, other, affs, offsets, bias, ties):
+def _exact_order(packed, other, affs, offsets, bias, ties, flat_mask, use_mask):
     n = affs[0].size
     flat = affs.reshape(-1)
     m = packed.shape[0]
@@ -256,7 +260,7 @@ def _exact_order(packed, other, affs, offsets, bias, ties):
             if j - run_start > 1:
                 value = _key_value(packed[run_start])
                 if ties >= 0:  # the sort key's bits are free from here: tie_order reuses them
-                    _tie_order(packed[run_start:j], other[run_start:j], starts, affs, offsets, bias, ties)
+                    _tie_order(packed[run_start:j], other[run_start:j], starts, affs, offsets, bias, ties, flat_mask, use_mask)
                 if n_inexact > 0:
                     if j - run_start <= SHORT_RUN:
                         _exact_order_short_run(packed[run_start:j], value, scratch, flat, bias, n)
@@ -290,13 +294,13 @@ def edge_hashes(m):
 
 
 @njit(cache=True, nogil=True)
-def agreement(affs, offsets, bias, c, i):
+def agreement(affs, offsets, bias, c, i, flat_mask, use_mask):
     """How far the edges beside edge ``(c, i)`` agree with its sign: their mean weight
     ``affinity - bias``, negated for a repulsive edge; in ``[-1, 1]``.
 
     Beside: channel ``c`` at the voxels ``i`` +- 1 along the axes where the channel's offset is
     0 (a 3 x 3 window across a nearest-neighbour edge in 3D), whose partners lie inside the
-    volume. A membrane crossed by the edge lies across the window, so the edges of a thin
+    volume and, with ``use_mask``, both ends inside the mask. A membrane crossed by the edge lies across the window, so the edges of a thin
     boundary agree with each other while a gap or a speck of noise disagrees with its surround.
     """
     _, nz, ny, nx = affs.shape
@@ -310,18 +314,23 @@ def agreement(affs, offsets, bias, c, i):
     xa, xb = (max(x - 1, x0), min(x + 2, x1)) if ox == 0 else (x, x + 1)
     flat = affs.reshape(-1)
     base = c * nz * ny * nx
+    delta = (oz * ny + oy) * nx + ox
     total = 0.0
+    count = 0
     for zz in range(za, zb):
         for yy in range(ya, yb):
-            row = base + (zz * ny + yy) * nx
+            row = (zz * ny + yy) * nx
             for xx in range(xa, xb):
-                total += flat[row + xx]
-    mean = total / ((zb - za) * (yb - ya) * (xb - xa)) - bias[c]
+                if use_mask and not (flat_mask[row + xx] and flat_mask[row + xx + delta]):
+                    continue
+                total += flat[base + row + xx]
+                count += 1
+    mean = total / max(count, 1) - bias[c]  # the edge itself is always counted
     return mean if np.float64(flat[base + i]) - bias[c] > 0 else -mean
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _tie_key(entry, affs, offsets, bias, ties):
+def _tie_key(entry, affs, offsets, bias, ties, flat_mask, use_mask):
     """The ``2 * TIE_DIGIT``-bit tie key of an entry (smaller goes first): with ``TIES_AGREEMENT``
     the :func:`agreement` (stronger first) above the edge hash, else :func:`_hash_key`."""
     e = np.int64(entry & np.uint64(0x7FFFFFFF))
@@ -329,13 +338,13 @@ def _tie_key(entry, affs, offsets, bias, ties):
         return _hash_key(e)
     h = _edge_hash(e)
     n = affs[0].size
-    q = min(max(np.int64((agreement(affs, offsets, bias, e // n, e % n) + 1.0) * (TIE_BUCKETS // 2)), 0),
+    q = min(max(np.int64((agreement(affs, offsets, bias, e // n, e % n, flat_mask, use_mask) + 1.0) * (TIE_BUCKETS // 2)), 0),
             TIE_BUCKETS - 1)
     return np.uint64(TIE_BUCKETS - 1 - q) << np.uint64(TIE_DIGIT) | h
 
 
 @njit(cache=True, nogil=True)
-def _tie_order(run, other, starts, affs, offsets, bias, ties):
+def _tie_order(run, other, starts, affs, offsets, bias, ties, flat_mask, use_mask):
     """Put a run in :func:`_tie_key` order, stable (key ties keep the run's order), in place;
     runs of at most ``SHORT_RUN`` edges by the hash key alone.
 
@@ -349,7 +358,7 @@ def _tie_order(run, other, starts, affs, offsets, bias, ties):
     # long runs pay for the agreement's reads (their edges come in raster order, so cheaply)
     mode = TIES_HASH if m <= SHORT_RUN else ties
     for j in range(m):
-        run[j] = _tie_key(run[j], affs, offsets, bias, mode) << np.uint64(KEY_SHIFT) | (run[j] & low)
+        run[j] = _tie_key(run[j], affs, offsets, bias, mode, flat_mask, use_mask) << np.uint64(KEY_SHIFT) | (run[j] & low)
     if m <= SHORT_RUN:  # stable insertion sort on the key bits: no bucket arrays to clear
         for j in range(1, m):
             entry = run[j]

@@ -30,8 +30,9 @@ from .inputs import as_edges, as_num_nodes, channel_biases, is_long_range
 __all__ = ["TIE_ORDERS", "channel_biases", "mutex_watershed", "mutex_watershed_graph", "signed_weights"]
 
 #: Orders of edges whose ``|weight|`` ties exactly (``docs/methods.md``, "Ties"): "agreement"
-#: (grids, the default) the edges whose 3 x 3 x 3 neighbourhood in their channel agrees most with
-#: their sign first, then a hash of the edge; "hash" a fixed pseudo-random order (attractive and
+#: (grids, the default) the edges that the edges beside them (their channel at +-1 along the
+#: axes where the offset is 0) agree with most first, then a hash of the edge (runs of at most
+#: 32 tied edges by the hash alone); "hash" a fixed pseudo-random order (attractive and
 #: repulsive edges interleave); "repulsive-first" / "attractive-first" one sign first, then
 #: channel and raster order (the graph: list order).
 TIE_ORDERS = {"agreement": k.TIES_AGREEMENT, "hash": k.TIES_HASH, "repulsive-first": k.TIES_REPULSIVE,
@@ -151,9 +152,10 @@ def mutex_watershed(
     ties : {"agreement", "hash", "repulsive-first", "attractive-first"}
         Order of edges whose ``|weight|`` is exactly equal (common in saturated or uint8
         predictions; without such ties every choice gives mwatershed's partition).
-        "agreement": first the edges whose neighbourhood (the 3 x 3 x 3 edges of their channel
-        around them) agrees most with their sign, then a hash of channel and voxel; best on the
-        inputs measured in ``docs/benchmarks.md``. "hash": the hash alone (attractive and
+        "agreement": first the edges whose neighbours agree most with their sign (the edges of
+        their channel at +-1 along the axes where the offset is 0, inside the mask), then a hash
+        of channel and voxel; runs of at most 32 edges with the same strength key go by the
+        hash alone. Best overall on the inputs measured in ``docs/benchmarks.md``. "hash": the hash alone (attractive and
         repulsive edges interleave). The others put one sign first, then channel and raster
         order (affseg 0.1: "attractive-first").
 
@@ -223,7 +225,8 @@ def _grid_mutex_watershed(affs, offsets, biases, strides, keep_prob, rng_seed, m
     mask_arr = mask.reshape(affs.shape[1:]) if use_mask else np.ones((1, 1, 1), dtype=bool)
     packed, scratch, n_repulsive = k.grid_edges(affs, offsets, biases, strides, keep_prob,
                                                 int(rng_seed) % 2**64, mask_arr, use_mask, tie_order)
-    k.exact_order(packed, affs, biases, offsets=offsets, scratch=scratch, ties=tie_order)
+    k.exact_order(packed, affs, biases, offsets=offsets, scratch=scratch, ties=tie_order,
+                  mask=mask_arr if use_mask else None)
     entries = k.compact(packed)  # 4 bytes per edge from here on, in the front half of packed
     # the sort's scratch and packed's back half hold the rest of the state
     spare = (k.spare_bytes(scratch), k.spare_bytes(packed, entries.nbytes))
