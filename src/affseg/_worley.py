@@ -62,14 +62,20 @@ def _corner(seed, stream, iz, iy, ix, k):
 
 
 @njit(cache=True, nogil=True, inline="always")
+def _weight(k, fz, fy, fx):
+    """The smoothstep weight of corner ``k`` (bits dz, dy, dx, as in :func:`_corner`)."""
+    wz = fz if k >> 2 else 1.0 - fz
+    wy = fy if (k >> 1) & 1 else 1.0 - fy
+    wx = fx if k & 1 else 1.0 - fx
+    return wz * wy * wx
+
+
+@njit(cache=True, nogil=True, inline="always")
 def _interpolate(corners, fz, fy, fx):
     """Smoothstep-weighted sum of the 8 ``corners`` (indexed as in :func:`_corner`), mapped to [-1, 1]."""
     total = 0.0
     for k in range(8):
-        wz = fz if k >> 2 else 1.0 - fz
-        wy = fy if (k >> 1) & 1 else 1.0 - fy
-        wx = fx if k & 1 else 1.0 - fx
-        total += wz * wy * wx * corners[k]
+        total += _weight(k, fz, fy, fx) * corners[k]
     return 2.0 * total - 1.0
 
 
@@ -85,16 +91,11 @@ def _lattice(z, y, x, sz, sy, sx):
 def value_noise(seed, stream, z, y, x, sz, sy, sx):
     """Smooth noise in [-1, 1] at voxel (z, y, x): random values on a lattice of spacing
     (sz, sy, sx) voxels, interpolated with smoothstep weights."""
-    cell, fz, fy, fx = _lattice(z, y, x, sz, sy, sx)
-    corners = (_corner(seed, stream, cell[0], cell[1], cell[2], 0),
-               _corner(seed, stream, cell[0], cell[1], cell[2], 1),
-               _corner(seed, stream, cell[0], cell[1], cell[2], 2),
-               _corner(seed, stream, cell[0], cell[1], cell[2], 3),
-               _corner(seed, stream, cell[0], cell[1], cell[2], 4),
-               _corner(seed, stream, cell[0], cell[1], cell[2], 5),
-               _corner(seed, stream, cell[0], cell[1], cell[2], 6),
-               _corner(seed, stream, cell[0], cell[1], cell[2], 7))
-    return _interpolate(corners, fz, fy, fx)
+    (iz, iy, ix), fz, fy, fx = _lattice(z, y, x, sz, sy, sx)
+    total = 0.0
+    for k in range(8):
+        total += _weight(k, fz, fy, fx) * _corner(seed, stream, iz, iy, ix, k)
+    return 2.0 * total - 1.0
 
 
 @njit(cache=True, nogil=True)
