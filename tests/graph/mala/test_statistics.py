@@ -184,3 +184,16 @@ def test_histogram_bins_are_waterz_discretisation():
     for bins in (256, 64, 2):
         ours, waterz = both(values, bins)
         np.testing.assert_array_equal(ours, waterz)
+
+
+def test_edge_table_refuses_bins_its_binning_cannot_match():
+    # _bin equals waterz's discretize only for powers of two up to 256 (1-byte bins)
+    from affseg.graph.mala.rag import edge_table
+
+    affs = np.full((3, 2, 3, 3), 0.5, np.float32)
+    fragments = np.arange(18, dtype=np.uint64).reshape(2, 3, 3)
+    offsets = np.array([[-1, 0, 0], [0, -1, 0], [0, 0, -1]])
+    for bins in (0, 100, 512):
+        with pytest.raises(ValueError, match="power of two"):
+            edge_table(affs, offsets, fragments, statistics=("histogram",), bins=bins)
+    assert edge_table(affs, offsets, fragments, statistics=("histogram",), bins=64).histogram.shape[1] == 64

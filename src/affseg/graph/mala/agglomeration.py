@@ -474,7 +474,7 @@ def _in_unit_interval(values):
 def _as_affinities(affs, offsets) -> tuple[np.ndarray, np.ndarray]:
     """``as_affinities``: C-contiguous float32 affinities in [0, 1] are checked in one pass
     (``as_affinities`` takes their minimum and maximum, two passes: 3 of the 7 ms on the
-    benchmark volume); any other input, or a value outside [0, 1], goes through it, so the
+    benchmark volume, a one-off measurement); any other input, or a value outside [0, 1], goes through it, so the
     conversions and the errors stay its own."""
     arr = np.asarray(affs) if isinstance(affs, np.ndarray) else None
     if (arr is not None and arr.dtype == np.float32 and arr.ndim in (3, 4) and arr.size

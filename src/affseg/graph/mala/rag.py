@@ -23,8 +23,20 @@ from ..core.relabel import compact_fragments, dense_table_fits
 __all__ = ["EdgeTable", "RegionGraph"]
 
 
+class _Graph:
+    """``num_nodes`` and ``num_edges`` of a graph with node ids ``ids`` (``ids[0] == 0``) and edges ``u``."""
+
+    @property
+    def num_nodes(self) -> int:
+        return self.ids.shape[0] - 1
+
+    @property
+    def num_edges(self) -> int:
+        return self.u.shape[0]
+
+
 @dataclass(frozen=True)
-class RegionGraph:
+class RegionGraph(_Graph):
     """Fragments as nodes ``1..n`` (0 = background), edges with their contact affinities.
 
     Attributes
@@ -47,14 +59,6 @@ class RegionGraph:
     contact_ptr: np.ndarray
     contact_aff: np.ndarray
     sizes: np.ndarray
-
-    @property
-    def num_nodes(self) -> int:
-        return self.ids.shape[0] - 1
-
-    @property
-    def num_edges(self) -> int:
-        return self.u.shape[0]
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -206,17 +210,13 @@ def _region_adjacency_graph(nn_affs: np.ndarray, fragments: np.ndarray, box: np.
 
 
 @dataclass(frozen=True)
-class EdgeTable:
+class EdgeTable(_Graph):
     """Fragments as nodes ``1..n`` and the edges between them with per-edge statistics only.
 
     Attributes
     ----------
-    ids : (n + 1,) uint64
-        Fragment id of each node; ``ids[0] == 0``; increasing.
-    sizes : (n + 1,) int64
-        Voxels per node (in the owned box).
-    u, v : (E,) int64
-        Node indices of each edge, ``u < v``, sorted by (u, v).
+    ids, sizes, u, v
+        As in :class:`RegionGraph` (``sizes`` counted in the owned box).
     count : (E,) int64
         Contact faces of each edge.
     sum : (E,) float64 or None
@@ -225,8 +225,8 @@ class EdgeTable:
         Their largest and smallest affinity.
     mean : (E,) float32 or None
         waterz's float32 running mean of them, in raster order.
-    histogram : (E, 256) uint32 or None
-        Their histogram (bin ``discretize(affinity, 256)``).
+    histogram : (E, bins) uint32 or None
+        Their histogram (bin ``discretize(affinity, bins)``).
     quantile : (E,) float32 or None
         A percentile of each histogram (see :func:`edge_table`).
     """
@@ -243,14 +243,6 @@ class EdgeTable:
     histogram: np.ndarray | None
     quantile: np.ndarray | None = None
 
-    @property
-    def num_nodes(self) -> int:
-        return self.ids.shape[0] - 1
-
-    @property
-    def num_edges(self) -> int:
-        return self.u.shape[0]
-
 
 # Contacts are appended to a chain of blocks per smaller node; block ``k`` holds ``size``
 # contacts at ``k * size ...`` of three arrays: the larger node, the affinity (if a statistic
@@ -260,6 +252,9 @@ class EdgeTable:
 # 55 ns a probe). Blocks hold 64 contacts (larger blocks, fewer jumps between them when the
 # chains are read) where fragments are large, down to 4 for tiny fragments, so that half-empty
 # last blocks cost at most about as much as the contacts.
+# The timings in this module's comments were taken once on the 64 x 256 x 256 benchmark volume,
+# one core, by scripts that were not kept; `python benchmarks/bench_segmentation.py --profile`
+# gives the time of each kernel (edge_table's among them) on the same volume.
 _MAX_BLOCK = 64
 _MIN_BLOCK = 4
 
@@ -278,8 +273,8 @@ def _block_size(voxels: int, nodes: int) -> int:
 def _bin(value, bins):
     """waterz's histogram bin of an affinity in [0, 1]: ``_kernels.discretize(value, bins)`` (the
     float32 product truncated, clamped to ``[0, bins - 1]``) for a power-of-two ``bins``, where
-    the product is exact; clamped before the conversion instead of by branches (a tenth faster
-    scan)."""
+    the product is exact; clamped before the conversion instead of by branches (the scan was
+    about a tenth faster, one-off measurement)."""
     return np.uint8(min(max(np.float32(value) * np.float32(bins), np.float32(0)), np.float32(bins - 1)))
 
 
@@ -404,7 +399,7 @@ def _chain_neighbours(node_count, node_first, block_next, pool, size, stamp, eu,
 # a node's edges with at most this many have their histograms counted in a scratch buffer that
 # stays in the L1 cache, then copied out row by row: counting straight into the (E, 256) array,
 # whose lines are met for the first time, took 1.7x as long (23 against 14 ms on the benchmark
-# volume, one core, median of 11 interleaved runs)
+# volume, one-off measurement)
 _LOCAL_EDGES = 32
 
 

@@ -145,7 +145,7 @@ def edge_statistics(affs: ArrayLike, fragments: ArrayLike, offsets: ArrayLike | 
                               v=table.ids[table.v], count=table.count, sum=table.sum, max=table.max, min=table.min,
                               histogram=table.histogram)
     rag = fragment_graph(affs, offsets, fragments, region)
-    stats = _from_region_graph(rag, histogram=histogram, keep_contacts=keep_contacts)
+    stats = _from_region_graph(rag, histogram=histogram)
     if owned is None:
         return stats
     # fragments seen only in the context, with no contact here: not this part's nodes
@@ -170,12 +170,13 @@ def _as_region(owned, shape: tuple[int, ...]) -> tuple[slice, ...] | None:
     return tuple(region)
 
 
-def _from_region_graph(rag: RegionGraph, *, histogram: bool, keep_contacts: bool) -> EdgeStatistics:
+def _from_region_graph(rag: RegionGraph, *, histogram: bool) -> EdgeStatistics:
+    """The statistics of ``rag``'s contacts, which it keeps (``contacts``)."""
     total, hi, lo, hist = _contact_statistics(rag.contact_ptr, rag.contact_aff, HISTOGRAM_BINS, histogram)
     return EdgeStatistics(
         node_ids=rag.ids[1:].copy(), node_sizes=rag.sizes[1:].copy(), u=rag.ids[rag.u], v=rag.ids[rag.v],
         count=np.diff(rag.contact_ptr), sum=total, max=hi, min=lo, histogram=hist if histogram else None,
-        contacts=rag if keep_contacts else None)
+        contacts=rag)
 
 
 def merge_edge_statistics(parts: Sequence[EdgeStatistics]) -> EdgeStatistics:
