@@ -19,19 +19,17 @@ bench_segmentation.py.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
-import os
 import sys
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_segmentation import waterz_segmentations
 from inputs import INPUT_HELP, NEAREST, check_spec, load_input
 
 THRESHOLDS = [round(0.05 * k, 2) for k in range(1, 20)]
-MERGE_FUNCTION = "hist_quant_75"
+MERGE_FUNCTION = "hist_quant_75"  # bench_segmentation.MERGE_FUNCTION
 
 
 def boundary_watershed(affs: np.ndarray) -> np.ndarray:
@@ -44,26 +42,10 @@ def boundary_watershed(affs: np.ndarray) -> np.ndarray:
     return watershed(1.0 - mean, seeds).astype(np.uint64)
 
 
-def waterz_segmentations(affs, fragments):
-    import waterz
-
-    from affseg.graph.mala.agglomeration import waterz_scoring_function
-
-    saved = os.dup(1)
-    os.dup2(os.open(os.devnull, os.O_WRONLY), 1)  # waterz prints progress to stdout
-    try:
-        for seg in waterz.agglomerate(affs, THRESHOLDS, fragments=fragments.copy(), discretize_queue=256,
-                                      scoring_function=waterz_scoring_function(MERGE_FUNCTION)):
-            yield seg.copy()
-    finally:
-        os.dup2(saved, 1)
-
-
 def affseg_segmentations(affs, fragments):
     from affseg import agglomerate
 
-    with contextlib.redirect_stdout(io.StringIO()):
-        result = agglomerate(affs, fragments, thresholds=THRESHOLDS, merge_function=MERGE_FUNCTION)
+    result = agglomerate(affs, fragments, thresholds=THRESHOLDS, merge_function=MERGE_FUNCTION)
     for i in range(len(THRESHOLDS)):
         yield result.segmentation(i)
 
@@ -89,7 +71,8 @@ def compare(spec: str) -> list[dict]:
         fragments = extract_fragments(affs, flood=flood)
         rows.append(best_row(f"affseg flood={flood}", fragments, affseg_segmentations(affs, fragments), labels))
     fragments = boundary_watershed(affs)
-    rows.append(best_row("boundary-map watershed + waterz", fragments, waterz_segmentations(affs, fragments), labels))
+    rows.append(best_row("boundary-map watershed + waterz", fragments, waterz_segmentations(affs, fragments, THRESHOLDS, MERGE_FUNCTION),
+                           labels))
     return rows
 
 

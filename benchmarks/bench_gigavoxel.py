@@ -2,7 +2,7 @@
 and resumed, on this machine's cores.
 
     python benchmarks/bench_gigavoxel.py /big/disk/gv.zarr                         # 256 x 2048 x 2048
-    python benchmarks/bench_gigavoxel.py /tmp/small.zarr --shape 64 512 512        # a quick look
+    python benchmarks/bench_gigavoxel.py small.zarr --shape 64 512 512              # a quick look
 
 Three ``affseg`` commands, each a fresh process (``--workers`` Dask worker processes):
 ``synth --blockwise`` (labels, raw, uint8 affinities), then ``segment --blockwise`` (MALA,
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import shutil
 import signal
@@ -83,8 +84,6 @@ def main() -> None:
     job = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     while job.poll() is None and done_blocks(store, stage) < n_blocks // 2:
         time.sleep(1)
-    import os
-
     os.killpg(job.pid, signal.SIGKILL)  # the client and its Dask workers
     job.wait()
     killed = time.perf_counter() - started

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_signed_graphs import BIAS, OFFSETS, singletons_apart
+from bench_signed_graphs import BIAS, OFFSETS, mwatershed_labels, singletons_apart
 from inputs import INPUT_HELP, check_spec, load_input
 
 TIE_ORDERS = ("agreement", "hash", "repulsive-first", "attractive-first")
@@ -40,9 +40,7 @@ def score_row(spec: str, uint8: bool, shape) -> list[dict]:
     for method in (*TIE_ORDERS, "mwatershed"):
         start = time.perf_counter()
         if method == "mwatershed":
-            import mwatershed
-
-            seg = singletons_apart(mwatershed.agglom(affs.astype(np.float64) - BIAS, offsets.tolist()))
+            seg = singletons_apart(mwatershed_labels(affs.astype(np.float64) - BIAS, offsets))
         else:
             seg = mutex_watershed(affs, offsets, bias=BIAS, ties=method)
         seconds = time.perf_counter() - start

@@ -17,6 +17,7 @@ by the parent and handed to every worker as .npy files, so its making is not tim
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -76,22 +77,37 @@ def lsd_fragments(affs):
 
 
 def run_reference(affs, thresholds):
+    fragments = lsd_fragments(affs)
+    for _ in waterz_segmentations(affs, fragments, thresholds, copy=False):
+        pass
+    return fragments
+
+
+@contextlib.contextmanager
+def quiet_stdout():
+    """File descriptor 1 to /dev/null (waterz's C++ prints progress to stdout)."""
+    saved = os.dup(1)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(devnull)
+        os.close(saved)
+
+
+def waterz_segmentations(affs, fragments, thresholds, merge_function: str = MERGE_FUNCTION, copy: bool = True):
+    """waterz.agglomerate on ``fragments`` (left unchanged) with ``merge_function``, silenced: one
+    segmentation per threshold (copies unless ``copy=False``: waterz reuses one buffer)."""
     import waterz
 
     from affseg.graph.mala.agglomeration import waterz_scoring_function
 
-    fragments = lsd_fragments(affs)
-    scoring = waterz_scoring_function(MERGE_FUNCTION)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    saved = os.dup(1)
-    os.dup2(devnull, 1)  # waterz prints progress to stdout
-    try:
-        for _ in waterz.agglomerate(affs, thresholds, fragments=fragments.copy(), scoring_function=scoring,
-                                    discretize_queue=256):
-            pass
-    finally:
-        os.dup2(saved, 1)
-    return fragments
+    with quiet_stdout():
+        for seg in waterz.agglomerate(affs, thresholds, fragments=fragments.copy(), discretize_queue=256,
+                                      scoring_function=waterz_scoring_function(merge_function)):
+            yield seg.copy() if copy else seg
 
 
 def agglomeration_only(method: str, data_dir: Path) -> dict:
@@ -100,7 +116,6 @@ def agglomeration_only(method: str, data_dir: Path) -> dict:
     affs = np.load(data_dir / "affs.npy")
     fragments = np.load(data_dir / "fragments.npy")
     from affseg import agglomerate
-    from affseg.graph.mala.agglomeration import waterz_scoring_function
 
     agglomerate(np.ascontiguousarray(affs[:, :4, :16, :16]), np.ascontiguousarray(fragments[:4, :16, :16]), thresholds=[0.5])
     import waterz
@@ -112,12 +127,8 @@ def agglomeration_only(method: str, data_dir: Path) -> dict:
         for i in range(len(THRESHOLDS)):
             result.segmentation(i)
     else:
-        saved = os.dup(1)
-        os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
-        for _ in waterz.agglomerate(affs, THRESHOLDS, fragments=fragments.copy(), discretize_queue=256,
-                                    scoring_function=waterz_scoring_function(MERGE_FUNCTION)):
+        for _ in waterz_segmentations(affs, fragments, THRESHOLDS, copy=False):
             pass
-        os.dup2(saved, 1)
     return {"method": method, "seconds": time.perf_counter() - start,
             "peak_increase_mb": _status_mb("VmHWM") - rss_before}
 
@@ -156,16 +167,7 @@ def worker(method: str, data_dir: Path) -> dict:
     elif method == "affseg":
         segs = result.segmentations()
     else:
-        import waterz
-
-        from affseg.graph.mala.agglomeration import waterz_scoring_function
-
-        saved = os.dup(1)
-        os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
-        segs = [s.copy() for s in waterz.agglomerate(
-            affs, THRESHOLDS, fragments=fragments.copy(), discretize_queue=256,
-            scoring_function=waterz_scoring_function(MERGE_FUNCTION))]
-        os.dup2(saved, 1)
+        segs = list(waterz_segmentations(affs, fragments, THRESHOLDS))
     scores = [{"threshold": t, **evaluate(s, labels)} for t, s in zip(THRESHOLDS, segs)]
     return {
         "method": method,

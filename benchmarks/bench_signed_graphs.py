@@ -47,10 +47,10 @@ METHODS = {
 }
 
 
-def mwatershed_labels(weights: np.ndarray) -> np.ndarray:
+def mwatershed_labels(weights: np.ndarray, offsets=OFFSETS) -> np.ndarray:
     import mwatershed
 
-    return mwatershed.agglom(weights, OFFSETS)
+    return mwatershed.agglom(weights, np.asarray(offsets).tolist())
 
 
 def singletons_apart(labels: np.ndarray) -> np.ndarray:
