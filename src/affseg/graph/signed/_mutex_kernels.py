@@ -5,9 +5,9 @@ its two clusters unless a mutex (a repulsive edge processed earlier) or two diff
 separate them; a repulsive edge (weight <= 0) adds a mutex between its clusters.
 
 Ordering (grids) is a stable LSD radix sort on a 31-bit key, ``|w|`` cut to 30 bits and a tie
-bit; runs that the key ties are then put in the tie order (by default the edges whose
-neighbours beside them agree most with their sign first, then a hash of the edge id; or a sign first, then
-channel and raster order), and entries that float64 tells apart are put in exact order. The
+bit; runs that the key ties are then put in the tie order (by default first the edges that
+the edges beside them agree with, then a hash of the edge id; or a sign first, then channel
+and raster order), and entries that float64 tells apart are put in exact order. The
 sorted edges are then kept as 4-byte entries.
 
 State, passed around as plain arrays:
@@ -103,8 +103,12 @@ def _entry(w, edge_id, ties):
     rank = np.uint64(0x3FFFFFFF) - key  # strongest first
     repulsive = np.uint64(0 if w > 0 else 1)
     # the key's tie bit (1 goes after 0)
-    later = repulsive if ties == TIES_ATTRACTIVE else np.uint64(1) - repulsive if ties == TIES_REPULSIVE else np.uint64(0)
     # (TIES_AGREEMENT and TIES_HASH leave both signs in one run for exact_order)
+    later = np.uint64(0)
+    if ties == TIES_ATTRACTIVE:
+        later = repulsive
+    elif ties == TIES_REPULSIVE:
+        later = np.uint64(1) - repulsive
     return ((rank << np.uint64(1) | later) << np.uint64(KEY_SHIFT) | np.uint64(inexact) << np.uint64(32)
             | repulsive << np.uint64(31) | np.uint64(edge_id))
 
@@ -227,11 +231,11 @@ def exact_order(packed, affs, bias, *, offsets=None, scratch=None, ties=TIES_ATT
     With ``TIES_AGREEMENT`` or ``TIES_HASH`` (edges from ``grid_edges(..., ties)``, whose key
     leaves both signs in one run) each run of two or more edges is first put in the order of
     :func:`_tie_key` (:func:`_tie_order`: by the hash alone for runs of at most ``SHORT_RUN``
-    edges; ``scratch`` is a buffer at least as long as ``packed``, ``offsets`` (C, 3) the
-    channels' offsets, ``mask`` the voxel mask of the edges, whose outside the agreement ignores). Then only entries flagged
-    inexact can differ from their run's key value (:func:`_key_value`), so only they are looked
-    up (random reads) and sorted; the exact ones keep their order between the inexact entries
-    that are stronger and those that are weaker.
+    edges). ``scratch`` is a buffer at least as long as ``packed``, ``offsets`` (C, 3) the
+    channels' offsets, ``mask`` the voxel mask of the edges (the agreement ignores the edges
+    outside it). Then only entries flagged inexact can differ from their run's key value
+    (:func:`_key_value`), so only they are looked up (random reads) and sorted; the exact ones
+    keep their order between the inexact entries that are stronger and those that are weaker.
     """
     keyed = ties in (TIES_AGREEMENT, TIES_HASH)
     if keyed and (scratch is None or scratch.shape[0] < packed.shape[0]):
@@ -260,7 +264,8 @@ def _exact_order(packed, other, affs, offsets, bias, ties, flat_mask, use_mask):
             if j - run_start > 1:
                 value = _key_value(packed[run_start])
                 if ties >= 0:  # the sort key's bits are free from here: tie_order reuses them
-                    _tie_order(packed[run_start:j], other[run_start:j], starts, affs, offsets, bias, ties, flat_mask, use_mask)
+                    _tie_order(packed[run_start:j], other[run_start:j], starts, affs, offsets, bias, ties,
+                               flat_mask, use_mask)
                 if n_inexact > 0:
                     if j - run_start <= SHORT_RUN:
                         _exact_order_short_run(packed[run_start:j], value, scratch, flat, bias, n)
@@ -300,8 +305,9 @@ def agreement(affs, offsets, bias, c, i, flat_mask, use_mask):
 
     Beside: channel ``c`` at the voxels ``i`` +- 1 along the axes where the channel's offset is
     0 (a 3 x 3 window across a nearest-neighbour edge in 3D), whose partners lie inside the
-    volume and, with ``use_mask``, both ends inside the mask. A membrane crossed by the edge lies across the window, so the edges of a thin
-    boundary agree with each other while a gap or a speck of noise disagrees with its surround.
+    volume and, with ``use_mask``, both ends inside the mask. A membrane crossed by the edge lies
+    across the window, so the edges of a thin boundary agree with each other while a gap or a
+    speck of noise disagrees with its surround.
     """
     _, nz, ny, nx = affs.shape
     oz, oy, ox = offsets[c, 0], offsets[c, 1], offsets[c, 2]
@@ -338,8 +344,8 @@ def _tie_key(entry, affs, offsets, bias, ties, flat_mask, use_mask):
         return _hash_key(e)
     h = _edge_hash(e)
     n = affs[0].size
-    q = min(max(np.int64((agreement(affs, offsets, bias, e // n, e % n, flat_mask, use_mask) + 1.0) * (TIE_BUCKETS // 2)), 0),
-            TIE_BUCKETS - 1)
+    agree = agreement(affs, offsets, bias, e // n, e % n, flat_mask, use_mask)
+    q = min(max(np.int64((agree + 1.0) * (TIE_BUCKETS // 2)), 0), TIE_BUCKETS - 1)
     return np.uint64(TIE_BUCKETS - 1 - q) << np.uint64(TIE_DIGIT) | h
 
 
@@ -358,7 +364,8 @@ def _tie_order(run, other, starts, affs, offsets, bias, ties, flat_mask, use_mas
     # long runs pay for the agreement's reads (their edges come in raster order, so cheaply)
     mode = TIES_HASH if m <= SHORT_RUN else ties
     for j in range(m):
-        run[j] = _tie_key(run[j], affs, offsets, bias, mode, flat_mask, use_mask) << np.uint64(KEY_SHIFT) | (run[j] & low)
+        key = _tie_key(run[j], affs, offsets, bias, mode, flat_mask, use_mask)
+        run[j] = key << np.uint64(KEY_SHIFT) | (run[j] & low)
     if m <= SHORT_RUN:  # stable insertion sort on the key bits: no bucket arrays to clear
         for j in range(1, m):
             entry = run[j]

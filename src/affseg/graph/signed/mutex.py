@@ -155,9 +155,9 @@ def mutex_watershed(
         "agreement": first the edges whose neighbours agree most with their sign (the edges of
         their channel at +-1 along the axes where the offset is 0, inside the mask), then a hash
         of channel and voxel; runs of at most 32 edges with the same strength key go by the
-        hash alone. Best overall on the inputs measured in ``docs/benchmarks.md``. "hash": the hash alone (attractive and
-        repulsive edges interleave). The others put one sign first, then channel and raster
-        order (affseg 0.1: "attractive-first").
+        hash alone. Best overall on the inputs measured in ``docs/benchmarks.md``. "hash": the
+        hash alone (attractive and repulsive edges interleave). The others put one sign first,
+        then channel and raster order (affseg 0.1: "attractive-first").
 
     Returns
     -------
