@@ -61,11 +61,16 @@ def singletons_apart(labels: np.ndarray) -> np.ndarray:
     return out
 
 
+TIE_PREFIX = "affseg-mws-ties="  # + a tie order: the Mutex Watershed with that ``ties`` (--ties)
+
+
 def segment(method: str, affs: np.ndarray):
     from affseg import agglomerate, extract_fragments, gasp, mutex_watershed
 
     if method == "affseg-mws":
         return mutex_watershed(affs, OFFSETS, bias=BIAS)
+    if method.startswith(TIE_PREFIX):
+        return mutex_watershed(affs, OFFSETS, bias=BIAS, ties=method[len(TIE_PREFIX):])
     if method == "mwatershed":
         return mwatershed_labels(affs.astype(np.float64) - BIAS)
     if method.startswith("affseg-gasp-grid"):
@@ -93,7 +98,8 @@ def worker(method: str, data_dir: Path) -> dict:
     result = segment(method, affs)
     seconds = time.perf_counter() - start
     system_seconds = os.times().system - times_before.system  # mostly faulting in fresh memory
-    peak = _status_mb("VmHWM") - rss_before
+    peak_whole = _status_mb("VmHWM")
+    peak = peak_whole - rss_before
     from affseg import evaluate
 
     if labels is None:
@@ -107,10 +113,10 @@ def worker(method: str, data_dir: Path) -> dict:
         scores = evaluate(seg, gt)
         scores["segments"] = len(np.unique(seg))
     return {"method": method, "seconds": seconds, "system_seconds": system_seconds, "peak_increase_mb": peak,
-            "scores": scores}
+            "peak_mb": peak_whole, "scores": scores}
 
 
-def benchmark(spec: str, seed: int, repeats: int) -> None:
+def benchmark(spec: str, seed: int, repeats: int, ties: list[str] = ()) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = Path(tmp)
         affs, labels, _, desc = load_input(spec, OFFSETS, seed=seed)
@@ -120,31 +126,39 @@ def benchmark(spec: str, seed: int, repeats: int) -> None:
         del affs, labels
         run_in_process(["--worker", "affseg-mws", str(data_dir)], script=__file__)  # warm numba's cache
         # repeats interleave the methods, so that a slow spell of the machine hits all of them
-        runs = {method: [] for method in METHODS}
+        methods = {**METHODS, **{f"{TIE_PREFIX}{t}": f"affseg mutex_watershed ties={t}" for t in ties}}
+        runs = {method: [] for method in methods}
         for _ in range(repeats):
-            for method in METHODS:
+            for method in methods:
                 runs[method].append(run_in_process(["--worker", method, str(data_dir)], script=__file__))
         rows = {}
         for method, method_runs in runs.items():
             fastest = min(method_runs, key=lambda r: r["seconds"])
             fastest["peak_increase_mb"] = max(r["peak_increase_mb"] for r in method_runs)
+            fastest["peak_mb"] = max(r["peak_mb"] for r in method_runs)
             fastest["all_seconds"] = [round(r["seconds"], 2) for r in method_runs]
             fastest["all_system_seconds"] = [round(r["system_seconds"], 2) for r in method_runs]
             rows[method] = fastest
     print(f"input: {desc}; offsets {OFFSETS}, bias {BIAS}; "
           f"fastest of {repeats} run(s) per method, one core")
-    print(f"{'method':<44}{'time (s)':>10}{'peak (MB)':>11}{'VOI split':>11}{'VOI merge':>11}"
+    print(f"{'method':<44}{'time (s)':>10}{'peak (MB)':>11}{'peak-start':>11}{'VOI split':>11}{'VOI merge':>11}"
           f"{'VOI':>8}{'ARAND':>8}")
     for method, r in rows.items():
         s = r["scores"]
         scores = (f"{'-':>11}{'-':>11}{'-':>8}{'-':>8}" if s is None else
                   f"{s['voi_split']:>11.3f}{s['voi_merge']:>11.3f}{s['voi']:>8.3f}{s['arand']:>8.3f}")
-        print(f"{METHODS[method]:<44}{r['seconds']:>10.2f}{r['peak_increase_mb']:>11.0f}{scores}")
+        print(f"{methods[method]:<44}{r['seconds']:>10.2f}{r['peak_mb']:>11.0f}{r['peak_increase_mb']:>11.0f}"
+              f"{scores}")
     ours, ref = rows["affseg-mws"], rows["mwatershed"]
+    for t in ties:  # each tie order against the default, paired run by run
+        other = rows[f"{TIE_PREFIX}{t}"]["all_seconds"]
+        ratio = float(np.median([o / d for d, o in zip(ours["all_seconds"], other)]))
+        print(f"ties={t}: median time ratio to the default of the {repeats} paired runs {ratio:.2f}")
     paired = [r / o for o, r in zip(ours["all_seconds"], ref["all_seconds"])]
     print(f"Mutex Watershed: speed-up {ref['seconds'] / ours['seconds']:.1f}x (fastest runs), median of the "
           f"{repeats} paired runs {float(np.median(paired)):.1f}x; peak memory ratio (affseg / mwatershed) "
-          f"{ours['peak_increase_mb'] / ref['peak_increase_mb']:.2f}; "
+          f"{ours['peak_increase_mb'] / ref['peak_increase_mb']:.2f} above start, "
+          f"{ours['peak_mb'] / ref['peak_mb']:.2f} whole process; "
           f"all runs: affseg {ours['all_seconds']}, mwatershed {ref['all_seconds']}; of which system time "
           f"(page faults): affseg {ours['all_system_seconds']}, mwatershed {ref['all_system_seconds']}")
 
@@ -205,6 +219,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="the input's seed where SPEC gives none")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--profile", action="store_true", help="time affseg's stages instead")
+    parser.add_argument("--ties", nargs="+", default=[], metavar="ORDER",
+                        choices=["agreement", "hash", "repulsive-first", "attractive-first"],
+                        help="also run the Mutex Watershed with these tie orders (interleaved with the rest)")
     parser.add_argument("--worker", nargs=2, metavar=("METHOD", "DIR"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -214,7 +231,7 @@ def main() -> None:
         os.environ.setdefault("NUMBA_NUM_THREADS", "1")
         profile(args.input, args.seed)
         return
-    benchmark(args.input, args.seed, args.repeats)
+    benchmark(args.input, args.seed, args.repeats, args.ties)
 
 
 if __name__ == "__main__":
