@@ -10,7 +10,7 @@ import numpy as np
 from numba import njit
 from numpy.typing import ArrayLike
 
-from ..._checks import as_affinities, as_labels, as_offsets, as_thresholds
+from ..._checks import as_affinities, as_labels, as_thresholds
 from ...errors import InputError
 from ..core.relabel import relabel, relabel_into
 from . import _kernels as K
@@ -373,7 +373,7 @@ def agglomerate(
         warnings.warn("agglomerate(affs, fragments, thresholds) is deprecated: pass thresholds=... (the third "
                       "argument is now offsets)", DeprecationWarning, stacklevel=2)
         offsets, thresholds = None, offsets
-    affs, offsets = _as_affinities(affs, offsets)
+    affs, offsets = as_affinities(affs, offsets)
     frags = as_labels(fragments, name="fragments", shape=affs.shape[1:])
     options = _agglomeration_options(thresholds, merge_function, discretize_queue, progress)
     function = options["function"]
@@ -459,30 +459,6 @@ def agglomerate_graph(
 
     return _agglomerate(ids, u, v, _initial_statistics(function, n_edges, init),
                         return_region_graph=return_region_graph, **options)
-
-
-@njit(cache=True, nogil=True)
-def _in_unit_interval(values):
-    """Whether every value lies in [0, 1] (False for NaN)."""
-    ok = True
-    for i in range(values.shape[0]):
-        v = values[i]
-        ok &= (v >= 0) & (v <= 1)
-    return ok
-
-
-def _as_affinities(affs, offsets) -> tuple[np.ndarray, np.ndarray]:
-    """``as_affinities``: C-contiguous float32 affinities in [0, 1] are checked in one pass
-    (``as_affinities`` takes their minimum and maximum, two passes: 3 of the 7 ms on the
-    benchmark volume, a one-off measurement); any other input, or a value outside [0, 1], goes through it, so the
-    conversions and the errors stay its own."""
-    arr = np.asarray(affs) if isinstance(affs, np.ndarray) else None
-    if (arr is not None and arr.dtype == np.float32 and arr.ndim in (3, 4) and arr.size
-            and arr.flags.c_contiguous):
-        checked = as_offsets(offsets, arr.ndim - 1, channels=arr.shape[0])
-        if _in_unit_interval(arr.reshape(-1)):
-            return arr, checked
-    return as_affinities(affs, offsets)
 
 
 def _looks_like_thresholds(value) -> bool:
