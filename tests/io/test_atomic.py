@@ -1,4 +1,5 @@
 """Atomic outputs, stale temporaries, the one-writer lock, writability checks."""
+import os
 import signal
 import subprocess
 import sys
@@ -79,3 +80,17 @@ def test_a_temporary_with_an_impossible_pid_is_stale_not_a_crash(tmp_path):
     assert is_stale_temporary(name)
     write_json(tmp_path / "a.json", {"x": 1})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json"]
+
+
+def test_probe_files_that_a_kill_left_are_removed_by_the_next_check(tmp_path):
+    # a process killed between check_output_writable's probe and its removal leaves the probe
+    # file; the next check in that folder removes it, but never a live process's probe
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True)
+    left = tmp_path / f".affseg-probe-{int(dead.stdout)}-abcd1234"
+    old_format = tmp_path / ".affseg-probe-xyz12345"
+    live = tmp_path / f".affseg-probe-{os.getpid()}-live0000"
+    for path in (left, old_format, live):
+        path.touch()
+    check_output_writable(tmp_path / "out.zarr")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [live.name]

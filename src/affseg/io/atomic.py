@@ -33,7 +33,8 @@ __all__ = [
 ]
 
 _TEMPORARY = re.compile(r"^\.(?P<name>.+)\.(?:tmp|old)-(?:(?P<pid>\d+)-)?[0-9a-f]{8}$")
-_PROBE_PREFIX = ".affseg-probe-"  # check_output_writable's test file
+_PROBE_PREFIX = ".affseg-probe-"  # check_output_writable's test file: + "<pid>-" + random
+_PROBE = re.compile(r"^\.affseg-probe-(?:(?P<pid>\d+)-)?")
 
 
 def process_alive(pid: int) -> bool:
@@ -108,10 +109,13 @@ def is_stale_temporary(entry: str, name: str | None = None) -> bool:
     Returns
     -------
     stale : bool
-        True if ``entry`` is a temporary (``tmp`` or ``old``) of ``name`` whose process is gone,
-        or that carries no process id (older versions of affseg).
+        True if ``entry`` is a temporary (``tmp`` or ``old``) of ``name`` (or, without ``name``,
+        also a probe file of :func:`check_output_writable`) whose process is gone, or that
+        carries no process id (older versions of affseg).
     """
     match = _TEMPORARY.match(entry)
+    if match is None and name is None:
+        match = _PROBE.match(entry)  # a probe file of check_output_writable that a kill left
     if match is None or (name is not None and match.group("name") != name):
         return False
     pid = match.group("pid")
@@ -243,8 +247,12 @@ def check_output_writable(path: str | os.PathLike) -> Path:
         except OSError as e:
             raise OutputNotWritable(f"cannot write {path}: {e.strerror or e}") from None
         probe = probe.parent
+    for entry in probe.iterdir() if probe.is_dir() else ():
+        if entry.name.startswith(_PROBE_PREFIX) and is_stale_temporary(entry.name):
+            with contextlib.suppress(OSError):  # another run may be removing it too
+                entry.unlink()
     try:
-        fd, name = tempfile.mkstemp(prefix=_PROBE_PREFIX, dir=probe)
+        fd, name = tempfile.mkstemp(prefix=f"{_PROBE_PREFIX}{os.getpid()}-", dir=probe)
     except OSError as e:
         why = "read-only file system" if e.errno == errno.EROFS else (e.strerror or str(e))
         raise OutputNotWritable(f"cannot write {path}: {probe} is not writable ({why})") from None
