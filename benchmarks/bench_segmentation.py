@@ -192,7 +192,8 @@ def make_input(spec: str, data_dir: Path, seed: int) -> str:
 def run_in_process(args: list[str], env_extra: dict | None = None, script: str = __file__) -> dict:
     """Run ``script --worker ...`` in a fresh single-threaded process; its last stdout line is JSON."""
     env = dict(os.environ, NUMBA_NUM_THREADS="1", OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1",
-               MKL_NUM_THREADS="1", RAYON_NUM_THREADS="1", **(env_extra or {}))
+               MKL_NUM_THREADS="1", RAYON_NUM_THREADS="1")
+    env.update(env_extra or {})
     out = subprocess.run([sys.executable, script, *args], check=True, capture_output=True, text=True, env=env)
     return json.loads(out.stdout.strip().splitlines()[-1])
 

@@ -2,8 +2,8 @@
 
 A public function is a function defined in affseg and listed in the ``__all__`` of a public module: affseg,
 affseg.conventions, .synthetic, .pipeline, .methods, .io, .io.volumes, .io.atomic, .evaluation,
-.evaluation.metrics, .evaluation.curves, and every module under affseg.graph and affseg.learn whose name
-does not start with an underscore.
+.evaluation.metrics, .evaluation.curves, and every module under affseg.graph, affseg.central_masks and
+affseg.learn whose name does not start with an underscore.
 """
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ _TOP_LEVEL = (
     "affseg.evaluation.metrics",
     "affseg.evaluation.curves",
 )
-_WALKED = ("affseg.graph", "affseg.learn")
+_WALKED = ("affseg.graph", "affseg.central_masks", "affseg.learn")
 
 
 def _walk(name: str) -> list[str]:

@@ -157,7 +157,8 @@ def test_an_input_that_changed_since_the_store_was_written(tmp_path, data, metho
     before = {p.relative_to(out.parent): p.stat().st_mtime_ns for p in out.parent.rglob("*")}
     write_volume(affs, original[:, ::-1].copy(), axes=["c^", "z", "y", "x"], attrs={"offsets": OFFSETS},
                  chunks=(6, 4, 16, 16), overwrite=True)
-    with pytest.raises(OutputExists, match=rf"the input {affs} changed since the .* recorded stage"), \
+    with pytest.raises(OutputExists, match=rf"the input {affs} changed \(its shape, dtype, chunks or metadata time differ\) since the .* "
+                                          r"recorded stage"), \
             Engine(workers=0) as engine:
         _segment(method, affs, out, engine)
     assert {p.relative_to(out.parent): p.stat().st_mtime_ns for p in out.parent.rglob("*")} == before  # untouched

@@ -116,6 +116,27 @@ def test_a_killed_client_resumes_predicting_only_unfinished_blocks(tmp_path, job
         predict_to_zarr(ckpt, raw, out, block_shape=(4, 12, 12), store=str(store_path), tile=TILE, device="meta")
 
 
+def test_a_raw_volume_or_checkpoint_that_changed_since_is_named(tmp_path, job):
+    import shutil
+
+    ckpt, raw, _, _ = job
+    mine, data, out = tmp_path / "model.pt", tmp_path / "raw.zarr" / "raw", tmp_path / "pred.zarr"
+    shutil.copyfile(ckpt, mine)
+    original, _ = read_volume(raw)
+    write_volume(data, original)
+    predict_to_zarr(mine, str(data), out, block_shape=(4, 24, 12), tile=TILE)
+    other = train(small_config(tmp_path, iterations=2), tmp_path / "run").last_checkpoint
+    shutil.copyfile(other, mine)
+    with pytest.raises(OutputExists, match=rf"the checkpoint {mine} changed \(its size or content differ\) since "
+                                           r"the .*--overwrite"):
+        predict_to_zarr(mine, str(data), out, block_shape=(4, 24, 12), tile=TILE)
+    shutil.copyfile(ckpt, mine)
+    write_volume(data, original[::-1].copy(), overwrite=True)
+    with pytest.raises(OutputExists, match=rf"the input {data} changed \(its shape, dtype, chunks or metadata time "
+                                           r"differ\) since the .*--overwrite"):
+        predict_to_zarr(mine, str(data), out, block_shape=(4, 24, 12), tile=TILE)
+
+
 def test_bad_input_is_refused_before_any_work(tmp_path, job):
     ckpt, raw, _, _ = job
     out = tmp_path / "out.zarr"

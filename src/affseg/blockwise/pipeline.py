@@ -120,12 +120,16 @@ def _plain(identity: dict) -> dict:
 
 
 def _changed_input(stored: dict, new: dict) -> str | None:
-    """The address of an input whose identity (shape, dtype, chunks, metadata time) changed."""
+    """What changed since the store was written: an input (shape, dtype, chunks, metadata time)
+    or the checkpoint (size, content) at the same address, named for the error message."""
     old_params, new_params = stored.get("parameters", {}), new.get("parameters", {})
-    for name in ("affs", "mask"):
+    for name in ("affs", "mask", "raw"):
         a, b = old_params.get(name), new_params.get(name)
         if isinstance(a, dict) and isinstance(b, dict) and a.get("address") == b.get("address") and a != b:
-            return b["address"]
+            return f"the input {b['address']} changed (its shape, dtype, chunks or metadata time differ)"
+    a, b = old_params.get("checkpoint"), new_params.get("checkpoint")
+    if isinstance(a, dict) and isinstance(b, dict) and a.get("path") == b.get("path") and a != b:
+        return f"the checkpoint {b['path']} changed (its size or content differ)"
     return None
 
 
@@ -159,9 +163,8 @@ def _open_job(store, container, outputs: Sequence[str], stages: dict[str, dict],
                 changed = _changed_input(stored, identity)
                 if changed is not None:
                     raise OutputExists(
-                        f"the input {changed} changed since the {opened!r} recorded stage {name!r} (its shape, "
-                        f"dtype, chunks or metadata time differ): the finished blocks no longer fit it; rerun "
-                        "with overwrite=True (--overwrite) to start again, or use another store")
+                        f"{changed} since the {opened!r} recorded stage {name!r}: the finished blocks no longer "
+                        "fit it; rerun with overwrite=True (--overwrite) to start again, or use another store")
                 opened.begin_stage(name, identity)  # raises OutputExists naming the differences
         ours = opened.identity(final_stage) == stages[final_stage]
         for address in existing:
