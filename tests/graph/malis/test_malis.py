@@ -211,3 +211,35 @@ def test_flags_of_wrong_type_are_refused(kwargs):
     labels = np.ones((4, 5), np.uint64)
     with pytest.raises(InputError, match="must be True or False"):
         malis_weights(affs, labels, **kwargs)
+
+
+@pytest.mark.parametrize("saturated", [False, True])
+def test_single_label_opening_gives_the_counts_of_the_full_kernel(saturated):
+    """Both passes run their opening edges (inside objects) on a lean union-find, then the records;
+    on a volume with many objects and long lists that equals running every edge on the records."""
+    from affseg.graph.malis.weights import (
+        _compact_labels,
+        _counts_in_order,
+        _descending_order,
+        _edges,
+        _same_label,
+        _single_label_prefix,
+    )
+    from affseg.synthetic import make_volume
+
+    vol = make_volume((12, 48, 48), seed=3)
+    affs = np.round(vol.affs * 4) / 4 if saturated else vol.affs  # exact 0s and 1s: between edges at 1
+    compact, n_labels = _compact_labels(vol.labels)
+    offsets = np.array([[-1, 0, 0], [0, -1, 0], [0, 0, -1], [0, -3, 0]])
+    full = np.concatenate([affs, affs[1:2]])
+    ids, deltas, n = _edges(vol.labels.shape, offsets)
+    same_label = _same_label(ids, compact, n, deltas)
+    order = _descending_order(full.ravel()[ids], np.arange(len(ids), dtype=np.int64))
+    within_first = np.concatenate([order[same_label[order]], order[~same_label[order]]])
+    for edges in (order, within_first):
+        prefix = _single_label_prefix(edges, same_label)
+        lean = _counts_in_order(compact, n_labels, ids[edges], deltas, full.size, prefix)
+        plain = _counts_in_order(compact, n_labels, ids[edges], deltas, full.size, 0)
+        np.testing.assert_array_equal(lean[0], plain[0])
+        np.testing.assert_array_equal(lean[1], plain[1])
+    assert _single_label_prefix(within_first, same_label) == np.count_nonzero(same_label) > len(ids) // 2
