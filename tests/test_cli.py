@@ -172,10 +172,10 @@ def _without_help(parser) -> list[str]:
             if not isinstance(a, argparse._HelpAction) and (not a.help or a.help == argparse.SUPPRESS)]
 
 
-@pytest.mark.parametrize("command", ["synth", "segment", "evaluate", "train", "predict", "demo"])
+@pytest.mark.parametrize("command", ["synth", "segment", "evaluate", "train", "predict", "demo", "view"])
 def test_every_option_of_every_command_has_a_help_text(command):
     parser, commands = _subparsers()
-    assert set(commands) == {"synth", "segment", "evaluate", "train", "predict", "demo"}  # a new one is listed here
+    assert set(commands) == {"synth", "segment", "evaluate", "train", "predict", "demo", "view"}  # a new one is listed here
     assert _without_help(parser) == []
     assert _without_help(commands[command]) == []
 

@@ -30,6 +30,7 @@ _TOP_LEVEL = (
     "affseg.evaluation",
     "affseg.evaluation.metrics",
     "affseg.evaluation.curves",
+    "affseg.evaluation.report",
 )
 _WALKED = ("affseg.graph", "affseg.central_masks", "affseg.learn")
 

@@ -21,6 +21,7 @@ _EXPORTS = {
     "gasp_graph": "affseg.graph.signed.gasp",
     "mutex_watershed": "affseg.graph.signed.mutex",
     "mutex_watershed_graph": "affseg.graph.signed.mutex",
+    "napari_layers": "affseg.view",
     "distance_seeds": "affseg.graph.mala.fragments",
     "image_weights": "affseg.graph.random_walker.solver",
     "open_volume": "affseg.io.volumes",
@@ -30,7 +31,8 @@ _EXPORTS = {
     "split_merge_curve": "affseg.evaluation.curves",
     "write_volume": "affseg.io.volumes",
 }
-_SUBMODULES = {"conventions", "errors", "evaluation", "graph", "io", "learn", "synthetic", "pipeline", "cli"}
+_SUBMODULES = {"conventions", "errors", "evaluation", "graph", "io", "learn", "synthetic", "pipeline", "cli",
+               "view"}  # affseg.view is also callable: affseg.view(...) serves volumes in neuroglancer
 
 __all__ = sorted(_EXPORTS) + sorted(_SUBMODULES)
 

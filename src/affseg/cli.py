@@ -1,4 +1,4 @@
-"""The ``affseg`` command line: synth, segment, evaluate, train, predict, demo."""
+"""The ``affseg`` command line: synth, segment, evaluate, train, predict, demo, view."""
 from __future__ import annotations
 
 import argparse
@@ -17,6 +17,7 @@ from .demo import DEMO_ITERATIONS, cmd_demo
 from .errors import AffsegError, InputError, OutputExists
 from .learn.examples import EXAMPLE_NAMES
 from .pipeline import AFFINITY_THRESHOLDS
+from .view.command import add_demo_view_options, add_view_parser
 
 BEST_BY_CHOICES = ("voi", "cremi", "arand")  # affseg.evaluation.BEST_BY, without importing numba here
 
@@ -474,15 +475,18 @@ def best_line(rows: list[dict], best_by: str = "voi") -> str:
 
 def cmd_evaluate(args) -> int:
     from .evaluation import evaluate, plot_split_merge
+    from .evaluation.report import REPORT_SUFFIXES
     from .io import check_output_writable, check_writable, read_volume, write_json
 
-    for path, suffix in ((args.json, ".json"), (args.plot, ".png")):
+    outputs = [(args.json, (".json",)), (args.plot, (".png",))] + [(p, REPORT_SUFFIXES) for p in args.report or ()]
+    for path, suffixes in outputs:
         if not path:
             continue
-        if Path(path).suffix.lower() != suffix:  # so that --overwrite can never replace a volume or other file
-            raise InputError(f"{path} must end in {suffix}")
+        if Path(path).suffix.lower() not in suffixes:  # so that --overwrite can never replace a volume or other file
+            raise InputError(f"{path} must end in {' or '.join(suffixes)}")
         check_writable(path, overwrite=args.overwrite)
         check_output_writable(path)
+    _check_report_options(args, [path for path, _ in outputs if path])
     args.interrupt_note = lambda: "nothing was written: rerun the same command to start again"
     gt, _ = read_volume(args.ground_truth)
     items = _segmentations_under(args.segmentation)
@@ -502,7 +506,44 @@ def cmd_evaluate(args) -> int:
         write_json(args.json, rows, overwrite=True)
     if args.plot:
         plot_split_merge({Path(args.segmentation).name: rows}, args.plot, best_by=args.best_by)
+    if args.report:
+        _write_error_report(args, rows, gt)
     return 0
+
+
+def _check_report_options(args, paths: list[str]) -> None:
+    """--report-top and --viewer-url need --report and sane values; no file named twice."""
+    if not args.report and (args.report_top is not None or args.viewer_url is not None):
+        raise InputError("--report-top and --viewer-url need --report")
+    if args.report_top is not None and args.report_top < 1:
+        raise InputError(f"--report-top must be at least 1, got {args.report_top}")
+    if args.viewer_url is not None and not args.viewer_url.startswith(("http://", "https://")):
+        raise InputError(f"--viewer-url must be an http:// or https:// address, got {args.viewer_url!r}")
+    resolved = [Path(p).resolve() for p in paths]
+    for i, path in enumerate(resolved):
+        if path in resolved[:i]:
+            raise InputError(f"{paths[i]} is named as two outputs")
+
+
+def _write_error_report(args, rows: list[dict], gt) -> None:
+    """The error report of the segmentation (of a group: its best threshold by --best-by)."""
+    from .evaluation import best_threshold
+    from .evaluation.report import error_report, write_report
+    from .io import read_volume
+
+    best = best_threshold(rows, args.best_by) if len(rows) > 1 else rows[0]
+    seg, meta = read_volume(best["segmentation"])
+    report = {"segmentation": best["segmentation"], "ground_truth": args.ground_truth,
+              "threshold": best["threshold"], "best_by": args.best_by if len(rows) > 1 else None}
+    report.update(error_report(seg, gt, top=args.report_top or 20, voxel_size=meta.voxel_size, offset=meta.offset,
+                               units=meta.units, viewer_url=args.viewer_url,
+                               sources={"segmentation": best["segmentation"], "ground_truth": args.ground_truth}))
+    if len(rows) > 1:
+        report["curve"] = [dict(row) for row in rows]
+    for path in args.report:
+        write_report(report, path, overwrite=True)
+        print(f"wrote {path} ({report['n_merges']} merges, {report['n_splits']} splits"
+              f"{'; scored at threshold ' + repr(best['threshold']) if len(rows) > 1 else ''})")
 
 
 # ------------------------------------------------------------------ train / predict
@@ -618,13 +659,15 @@ def cmd_predict(args) -> int:
     from .learn.predict import predict
 
     if args.blockwise:
+        if args.readout is not None:
+            raise InputError("--readout is for models with mask branches, which --blockwise does not predict yet")
         return cmd_predict_blockwise(args)
     _refuse_blockwise_flags(args)
     use_cpu_threads()
     args.interrupt_note = lambda: (f"{args.output} keeps the tiles that were finished: rerun the same command to "
                                    "resume")
     written = predict(args.checkpoint, args.raw, args.output, tile=args.tile, device=args.device,
-                      overwrite=args.overwrite, progress=True)
+                      overwrite=args.overwrite, progress=True, readout=args.readout)
     print("wrote " + ", ".join(written.values()))
     return 0
 
@@ -748,7 +791,16 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", help="write the scores here (a list with one object per threshold)")
     e.add_argument("--plot", help="write the split/merge curves here (PNG; points labelled with their thresholds, "
                                   "the best by --best-by circled)")
-    e.add_argument("--overwrite", action="store_true", help="replace an existing --json or --plot file")
+    e.add_argument("--report", action="append", metavar="PATH",
+                   help="write an error report here: .html (opens offline) or .json (may be given twice, once "
+                        "each): the largest merges and splits ranked by their share of VOI merge / split (the "
+                        "shares add up to the VOI terms), with ids, sizes, bounding boxes and neuroglancer states; "
+                        "of a threshold group, the best threshold by --best-by, with the split/merge curve")
+    e.add_argument("--report-top", type=int, metavar="N", help="merges and splits the report lists (default 20)")
+    e.add_argument("--viewer-url", metavar="URL",
+                   help="a neuroglancer viewer address (e.g. the one 'affseg view' prints): each report entry then "
+                        "links to it; without it the report holds each entry's neuroglancer state to paste")
+    e.add_argument("--overwrite", action="store_true", help="replace an existing --json, --plot or --report file")
     e.set_defaults(func=cmd_evaluate)
 
     t = sub.add_parser("train", help="train a U-Net from a YAML/TOML config (resumes an existing run)")
@@ -770,6 +822,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="torch device to run the network on: cpu, cuda, cuda:1, ...; default cpu")
     r.add_argument("--overwrite", action="store_true",
                    help="replace the outputs of an earlier prediction (only datasets affseg wrote)")
+    r.add_argument("--readout", choices=["aggregate", "centre"],
+                   help="models with mask branches (model.type enb, snb+enb): affinities from all masks that "
+                        "cover an edge, with their variance (aggregate, MaskAggr), or from the mask centred at "
+                        "each voxel (centre); default the config's masks.readout (aggregate). Writes mask_affs "
+                        "and mask_affs_variance")
     b = r.add_argument_group("blockwise (volumes larger than memory; zarr outputs equal to one process's; "
                              "docs/blockwise.md)")
     b.add_argument("--blockwise", action="store_true",
@@ -793,7 +850,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--min-seed-distance", type=int, default=10,
                    help="MALA fragments: size of the maximum filter that finds seeds (default 10)")
     d.add_argument("--overwrite", action="store_true", help="replace an earlier demo output (only a folder the demo wrote)")
+    add_demo_view_options(d)
     d.set_defaults(func=cmd_demo)
+
+    add_view_parser(sub)  # affseg view: volumes in a local neuroglancer viewer (src/affseg/view/command.py)
     return p
 
 
@@ -913,7 +973,18 @@ def run_command(args) -> int:
     code : int
         The exit code.
     """
-    with warnings.catch_warnings(), _Interrupts() as interrupts:
+    interrupts = _Interrupts()
+    try:
+        return _run_command(args, interrupts)
+    finally:
+        if interrupts.requested:
+            # zarr's coroutines that the interrupt cut off are collected after this, outside the
+            # command's warning handling: their "never awaited" warnings would follow the one line
+            warnings.filterwarnings("ignore", message=r"coroutine .* was never awaited", category=RuntimeWarning)
+
+
+def _run_command(args, interrupts: _Interrupts) -> int:
+    with warnings.catch_warnings(), interrupts:
         warnings.showwarning = _show_warning
         for note in getattr(args, "deprecated", None) or []:
             print(f"warning: {note}", file=sys.stderr)

@@ -20,6 +20,8 @@ DEMO_OFFSETS = [[-1, 0, 0], [0, -1, 0], [0, 0, -1], [-2, 0, 0], [0, -8, 0], [0, 
 DEMO_BIASES = {"bias": 0.3, "long_range_bias": 0.7}
 DEMO_STAGES = 6
 DEMO_ITERATIONS = 250
+# what --view shows: the test volume, its ground truth, the predicted affinities, the best MALA segmentation
+DEMO_VIEW = ("raw", "labels", "affs", "segmentation")
 
 
 def _shape(shape) -> str:
@@ -157,6 +159,10 @@ def _check_demo_args(args) -> None:
     as_int(args.iterations, name="--iterations", minimum=1)
     as_int(args.seed, name="--seed", minimum=0)
     as_int(args.min_seed_distance, name="--min-seed-distance", minimum=1)
+    if getattr(args, "view", False):
+        as_int(args.port, name="--port", minimum=0, maximum=65535)
+    elif getattr(args, "port", 0) != 0 or getattr(args, "bind", "127.0.0.1") != "127.0.0.1":
+        raise InputError("--bind and --port are for --view")
     for name in ("shape", "train_shape"):
         shape = getattr(args, name)
         if min(shape) < 1:
@@ -178,6 +184,14 @@ def cmd_demo(args) -> int:
     from .synthetic import make_volume
 
     _check_demo_args(args)
+    if getattr(args, "view", False):
+        from .view import require_neuroglancer
+
+        try:
+            require_neuroglancer("affseg demo --view")  # before the demo's minutes of work
+        except ModuleNotFoundError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     out = Path(args.output)
     staging = _staging_dir(out, args.overwrite)
     use_cpu_threads()
@@ -255,4 +269,10 @@ def cmd_demo(args) -> int:
     print(f"next: 'affseg evaluate {out}/demo.zarr/mws {out}/demo.zarr/labels' scores a segmentation; "
           f"'affseg train {out}/run.yaml' trains further after raising train.iterations in it; "
           "docs/your-own-data.md walks through the same steps with your data")
+    if getattr(args, "view", False):
+        from .view.command import serve
+
+        print()
+        shown = [out / "demo.zarr" / name for name in DEMO_VIEW]
+        return serve(args, shown)
     return 0

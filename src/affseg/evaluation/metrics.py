@@ -13,6 +13,8 @@ from ..graph.core.relabel import compact_fragments
 
 __all__ = ["adapted_rand_error", "evaluate", "variation_of_information"]
 
+NO_LABELLED_VOXEL = "the ground truth has no labelled voxel (all 0)"
+
 
 @njit(cache=True, nogil=True)
 def _pair_sums(g, s, n_g, n_s):
@@ -76,16 +78,27 @@ def _check_ndim(segmentation, ground_truth) -> None:
             raise InputError(f"{what} shape {shape}")
 
 
-def _sums(segmentation, ground_truth):
-    """Contingency sums of :func:`_pair_sums` over the labelled voxels; none is an error."""
+def compact_pair(segmentation, ground_truth):
+    """Check a segmentation and ground truth and give both as flat node indices.
+
+    Returns ``(g, gids, s, sids, shape)``: ``g`` (uint32, flat) indexes ``gids`` (``gids[0] == 0``,
+    unlabelled), ``s`` indexes ``sids`` (1.. with segment 0, if present, as the last index), and
+    the volumes' shape. The contingency table of the metrics is over ``(g, s)`` where ``g > 0``.
+    """
     _check_ndim(segmentation, ground_truth)
     seg = as_labels(segmentation, name="segmentation", any_ndim=True)
     gt = as_labels(ground_truth, name="ground_truth", shape=seg.shape, any_ndim=True)
     g, gids = compact_fragments(gt.reshape(-1))
     s, sids = _compact_with_zero(seg.reshape(-1))
+    return g, gids, s, sids, seg.shape
+
+
+def _sums(segmentation, ground_truth):
+    """Contingency sums of :func:`_pair_sums` over the labelled voxels; none is an error."""
+    g, gids, s, sids, _ = compact_pair(segmentation, ground_truth)
     sums = _pair_sums(g, s, len(gids) - 1, len(sids) - 1)
     if sums[0] == 0:
-        raise InputError("the ground truth has no labelled voxel (all 0)")
+        raise InputError(NO_LABELLED_VOXEL)
     return sums
 
 
@@ -201,7 +214,11 @@ def evaluate(segmentation: ArrayLike, ground_truth: ArrayLike) -> dict[str, floa
         ``rand_split`` and ``rand_merge`` as waterz (self pairs counted); ``arand`` = 1 - F-score
         of those two (CREMI); ``cremi_score`` = sqrt(voi * arand); ``n_voxels`` (int) scored.
     """
-    n, p2, plogp, a2, aloga, b2, blogb = _sums(segmentation, ground_truth)
+    return scores_from_sums(*_sums(segmentation, ground_truth))
+
+
+def scores_from_sums(n, p2, plogp, a2, aloga, b2, blogb) -> dict[str, float]:
+    """The scores of :func:`evaluate` from the contingency sums of :func:`_pair_sums`."""
     h_st, h_t, h_s = _entropies(n, plogp, aloga, blogb)
     voi_split, voi_merge = max(h_st - h_t, 0.0), max(h_st - h_s, 0.0)
     arand, rand_split, rand_merge = _arand(n, p2, a2, b2, True)

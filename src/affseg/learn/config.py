@@ -14,6 +14,8 @@ __all__ = ["DEFAULTS", "load_config", "validate_config"]
 # mse/bce: affinities against ground truth; random_walker: the affinities are the diffusivities of
 # a random walker seeded from the ground truth (one blob per object), cross-entropy on its output
 LOSSES = ("mse", "bce", "random_walker")
+# snb: sparse affinities (the affinity head); enb: encoded central-instance masks; snb+enb: both
+MODEL_TYPES = ("snb", "enb", "snb+enb")
 
 # section -> key -> (allowed types, default); ``None`` in the types means the key may be null
 DEFAULTS: dict[str, dict[str, tuple]] = {
@@ -34,12 +36,27 @@ DEFAULTS: dict[str, dict[str, tuple]] = {
         # null: the valid output shape nearest to a target that fits the model (see
         # affseg.learn.train.resolve_output_shape), so the defaults work with any downsample_factors
         "output_shape": ((list, None), None),
+        # snb: affinity head only; enb: encoded central-instance masks (Bailoni et al. 2020) only;
+        # snb+enb: both (see the masks section and affseg.learn.central_masks)
+        "type": ((str,), "snb"),
     },
     "targets": {
         "offsets": ((list,), [[-1, 0, 0], [0, -1, 0], [0, 0, -1]]),
         "lsd_sigma": ((float, int, None), None),
         "lsd_downsample": ((int,), 1),
         "rw_seed_radius": ((int,), 2),
+    },
+    "masks": {
+        # each {window: odd sizes on the branch grid, factor: downscale per axis}; null: one
+        # full-resolution branch with a 5 x 7 x 7 (3D) or 7 x 7 (2D) window
+        "branches": ((list, None), None),
+        "latent_channels": ((int,), 32),
+        "decoder_channels": ((int,), 16),
+        "centres": ((int,), 64),
+        "boundary_margin": ((int, list), 2),
+        "inverted": ((bool,), True),
+        "offsets": ((list, None), None),
+        "readout": ((str,), "aggregate"),
     },
     "augment": {
         "mirror": ((bool,), True),
@@ -69,10 +86,14 @@ DEFAULTS: dict[str, dict[str, tuple]] = {
         # optional share of the balanced affinity MSE added to the random-walker loss (0: the
         # paper's loss alone, best on ISBI 2012 at lr 1e-4; see docs/benchmarks.md)
         "rw_affinity_weight": ((float, int), 0.0),
+        # weight of the masks' Dice loss beside the affinity loss (model.type snb+enb)
+        "mask_loss_weight": ((float, int), 1.0),
         "checkpoint_every": ((int,), 100),
         "keep_checkpoints": ((int,), 3),
         "snapshot_every": ((int,), 0),
         "log_every": ((int,), 1),
+        # also write TensorBoard event files to <run>/tensorboard when the package is installed
+        "tensorboard": ((bool,), True),
         "seed": ((int,), 0),
         "device": ((str,), "auto"),
     },
@@ -217,6 +238,14 @@ def _check_values(cfg: dict, where: str) -> None:
     if shape is not None and (not shape or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0
                                                    for s in shape)):
         bad("model.output_shape", f"must be null or positive integers, got {shape}")
+    if model["type"] not in MODEL_TYPES:
+        bad("model.type", f"must be one of {MODEL_TYPES}, got {model['type']!r}")
+    if train["mask_loss_weight"] < 0:
+        bad("train.mask_loss_weight", f"must be >= 0, got {train['mask_loss_weight']}")
+    if "enb" in model["type"]:
+        from .central_masks_config import check_masks_config
+
+        check_masks_config(cfg, where)
 
 
 def load_config(path: str | os.PathLike) -> dict:

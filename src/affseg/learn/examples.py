@@ -13,6 +13,7 @@ EXAMPLE_NAMES = {
     "fibsem": "isotropic FIB-SEM (10 nm voxels), set to ../shared/data/neuroproof_train.h5, z < 100",
     "sstem": "anisotropic serial-section TEM (e.g. CREMI, 40 x 4 x 4 nm), MALA's U-Net",
     "2d": "single 2D images (one section each), e.g. ISBI 2012",
+    "masks": "encoded central-instance masks + affinities (SNB+ENB, Bailoni et al. 2020) on the fibsem data",
 }
 
 _FIBSEM = """\
@@ -111,7 +112,50 @@ train:
   device: auto
 """
 
-_TEXTS = {"fibsem": _FIBSEM, "sstem": _SSTEM, "2d": _2D}
+_MASKS = """\
+# affseg training config: encoded central-instance masks (Bailoni et al. 2020) beside the usual
+# affinities, on isotropic FIB-SEM: ../shared/data/neuroproof_train.h5 (z 0-99; 100-149 held out),
+# from the affseg checkout. affseg predict then writes affs (the affinity head) and mask_affs with
+# mask_affs_variance (affinities derived from the decoded masks); segment either with
+# affseg segment --method mws. Every key is explained in docs/training.md.
+data:
+  train:
+    - raw: ../shared/data/neuroproof_train.h5/raw
+      labels: ../shared/data/neuroproof_train.h5/labels
+      roi: [[0, 0, 0], [100, 250, 250]]
+  min_labelled: 0.5
+model:
+  num_fmaps: 8
+  fmap_inc_factor: 3
+  downsample_factors: [[2, 2, 2], [2, 2, 2]]
+  output_shape: [20, 40, 40]  # every branch factor must divide it
+  type: snb+enb              # snb: affinities only; enb: masks only; snb+enb: both (the paper's best)
+targets:
+  offsets: [[-1, 0, 0], [0, -1, 0], [0, 0, -1], [-4, 0, 0], [0, -4, 0], [0, 0, -4], [0, -8, 0], [0, 0, -8]]
+masks:
+  # one latent map per branch: a mask window (odd sizes, in voxels of the branch grid) at a
+  # downscale factor. Each offset's mask affinities come from the finest branch whose window
+  # holds offset / factor: here the nearest neighbours from the first, the rest from the second.
+  branches:
+    - {window: [3, 5, 5], factor: [1, 1, 1]}
+    - {window: [5, 7, 7], factor: [2, 4, 4]}
+  latent_channels: 32        # Q, as the paper
+  centres: 64                # masks decoded per crop and branch in training (never all voxels)
+  readout: aggregate         # affseg predict: MaskAggr with variance; centre: the mask at each voxel
+augment:
+  mirror: true
+  transpose: true
+train:
+  iterations: 1000
+  learning_rate: 5.0e-4
+  loss: mse                  # the affinity head's loss; the masks' Dice loss is added
+  mask_loss_weight: 1.0
+  checkpoint_every: 250
+  seed: 0
+  device: auto
+"""
+
+_TEXTS = {"fibsem": _FIBSEM, "sstem": _SSTEM, "2d": _2D, "masks": _MASKS}
 
 
 def example_text(name: str) -> str:

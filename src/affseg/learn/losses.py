@@ -8,7 +8,7 @@ from numpy.typing import ArrayLike
 from ..errors import InputError
 from ..graph.malis.weights import malis_weights
 
-__all__ = ["dice_loss", "malis_loss", "random_walker_loss", "weighted_bce", "weighted_mse"]
+__all__ = ["dice_loss", "malis_loss", "mask_dice_loss", "random_walker_loss", "weighted_bce", "weighted_mse"]
 
 
 def _checked(pred: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None):
@@ -111,6 +111,45 @@ def dice_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | Non
     inter = (pred * target * mask).sum(dims)
     total = (pred * mask).sum(dims) + (target * mask).sum(dims)
     return (1 - (2 * inter + eps) / (total + eps)).mean()
+
+
+def mask_dice_loss(pred: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None = None, *,
+                   inverted: bool = True, eps: float = 1e-6) -> torch.Tensor:
+    """Soft Dice loss of decoded central-instance masks against their targets (Bailoni et al. 2020).
+
+    All masks of the batch form one channel of :func:`dice_loss` (as the authors' channel-wise
+    Dice over the batch), so a mask that lies in one object needs no special case.
+
+    Parameters
+    ----------
+    pred : (N, *window) tensor
+        Decoded masks in [0, 1] (1 = the centre's object).
+    target : (N, *window) tensor
+        Target masks in [0, 1].
+    weights : (N, *window) tensor, optional
+        0 where the target is not defined (outside the crop, unlabelled, centres on label 0);
+        default 1.
+    inverted : bool
+        Score the inverted masks (1 = another object), as the paper: the Dice then rewards the
+        voxels of other objects (the boundaries that matter for a segmentation), which a window
+        inside one object mostly lacks; False scores the masks as they are.
+    eps : float
+        As :func:`dice_loss` (a batch without foreground scores 0 when nothing is predicted).
+
+    Returns
+    -------
+    loss : scalar tensor
+        ``1 - 2 sum(w p t) / (sum(w p) + sum(w t))`` in [0, 1], differentiable in ``pred``.
+
+    Raises
+    ------
+    InputError
+        If the shapes differ.
+    """
+    _checked(pred, target, weights)
+    if inverted:
+        pred, target = 1 - pred, 1 - target
+    return dice_loss(pred[:, None], target[:, None], None if weights is None else weights[:, None], eps=eps)
 
 
 def malis_loss(affs: torch.Tensor, labels: ArrayLike | torch.Tensor, offsets: ArrayLike, *,

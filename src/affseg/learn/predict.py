@@ -118,6 +118,9 @@ def tile_plan(model: UNet, state: dict, shape: Sequence[int], tile: Sequence[int
     """
     if model.padding != "valid":
         raise InputError("tiled prediction needs a valid-padding U-Net (same padding sees the tile borders)")
+    if hasattr(model, "branches"):
+        raise InputError("this checkpoint's model has mask branches (model.type enb or snb+enb): predict it "
+                         "with affseg predict without --blockwise (affseg.learn.predict.predict)")
     shape = tuple(int(s) for s in shape)
     sections = model.dims == 2 and len(shape) == 3  # a stack of 2D sections, predicted one by one
     if len(shape) != model.dims and not sections:
@@ -204,7 +207,7 @@ def check_not_input(raw: str | os.PathLike, container: str | os.PathLike, heads:
 
 def predict(checkpoint: str | os.PathLike, raw: str | os.PathLike | np.ndarray, output: str | os.PathLike, *,
             tile: Sequence[int] | None = None, device: str | torch.device = "cpu", overwrite: bool = False,
-            progress: bool = False) -> dict[str, str]:
+            progress: bool = False, readout: str | None = None) -> dict[str, str]:
     """Run a checkpoint over ``raw`` and write each head to ``output/<head>`` (zarr).
 
     Parameters
@@ -231,11 +234,18 @@ def predict(checkpoint: str | os.PathLike, raw: str | os.PathLike | np.ndarray, 
         Replace existing outputs (only datasets affseg wrote).
     progress : bool
         Show a tqdm progress bar over the tiles.
+    readout : {"aggregate", "centre"}, optional
+        For a model with mask branches (``model.type`` ``enb`` or ``snb+enb``): how affinities
+        come from the masks (:func:`affseg.central_masks.affinities_from_latents`); default the
+        config's ``masks.readout``. Such a model writes ``mask_affs`` and ``mask_affs_variance``
+        (the offsets of ``masks.offsets`` as their ``offsets`` attribute), besides ``affs`` (the
+        affinity head of ``snb+enb``) and ``lsds``; see :func:`affseg.learn.central_masks.predict_masks`.
 
     Returns
     -------
     written : dict of str to str
-        Head name (``affs``, ``lsds``) to the path of the zarr array written.
+        Head name (``affs``, ``lsds``, ``mask_affs``, ``mask_affs_variance``) to the path of the
+        zarr array written.
 
     Raises
     ------
@@ -252,6 +262,16 @@ def predict(checkpoint: str | os.PathLike, raw: str | os.PathLike | np.ndarray, 
     model, state = load_checkpoint(checkpoint, device)
     data, voxel_size = open_array(raw)
     check_raw_dtype(data, raw)
+    if hasattr(model, "branches"):  # mask branches: affinities from the decoded masks
+        from .central_masks import MASK_AFFS, MASK_VARIANCE, predict_masks
+
+        if not isinstance(raw, np.ndarray):
+            check_not_input(raw, Path(output), [*model.head_channels, MASK_AFFS, MASK_VARIANCE])
+        return predict_masks(model, state, checkpoint, raw, data, voxel_size, output, tile=tile, device=device,
+                             overwrite=overwrite, progress=progress, readout=readout)
+    if readout is not None:
+        raise InputError("readout applies to models with mask branches (model.type enb or snb+enb); this "
+                         "checkpoint has none")
     plan = tile_plan(model, state, data.shape, tile)
     container = Path(output)
     if not isinstance(raw, np.ndarray):

@@ -30,23 +30,26 @@ from .. import __version__
 from ..errors import AffsegError, CorruptInput, InputError, OutputExists, PathNotFound, UnsafeCheckpoint
 from ..io.atomic import atomic_path, is_temporary
 from .augment import Augment
+from .central_masks import add_sampled_masks
+from .central_masks_config import check_masks_fit
 from .config import plain, validate_config
 from .data import CropDataset, CropSampler, Source
 from .losses import malis_loss, random_walker_loss, weighted_bce, weighted_mse
+from .tensorboard import TENSORBOARD_DIR, TensorBoardLog
 from .unet import UNet
 
 __all__ = ["RUN_MARKER", "TrainingError", "build_model", "latest_checkpoint", "load_checkpoint",
            "resolve_output_shape", "train"]
 
 LOG_FIELDS = ["iteration", "phase", "loss", "loss_affs", "loss_lsds", "time_data", "time_forward",
-              "time_loss", "time_backward"]
+              "time_loss", "time_backward", "loss_masks"]
 
 
 # the file that marks a folder as a training run affseg wrote (see train())
 RUN_MARKER = "affseg-run.json"
 RUN_KIND = "affseg training run"
 # what a run folder holds; anything else makes it not a run (overwrite refuses it)
-RUN_ENTRIES = {"config.json", RUN_MARKER, "checkpoints", "log.csv", "snapshots.zarr"}
+RUN_ENTRIES = {"config.json", RUN_MARKER, "checkpoints", "log.csv", "snapshots.zarr", TENSORBOARD_DIR}
 _CHECKPOINT_NAME = re.compile(r"^iteration_\d+\.pt(?:\.unreadable)?$")
 CHECKPOINT_KEYS = ("model", "config", "iteration")
 RESUME_KEYS = CHECKPOINT_KEYS + ("optimizer", "torch_rng")
@@ -76,6 +79,10 @@ def build_model(cfg: dict) -> UNet:
     heads = {"affs": len(offsets)}
     if cfg["targets"]["lsd_sigma"] is not None:
         heads["lsds"] = 10 if dims == 3 else 6
+    if cfg["model"]["type"] != "snb":  # mask branches (affseg.learn.central_masks)
+        from .central_masks import build_central_mask_model
+
+        return build_central_mask_model(cfg, heads, dims)
     return UNet(1, model["num_fmaps"], model["fmap_inc_factor"], model["downsample_factors"], heads,
                 dims=dims, kernel_sizes=model["kernel_sizes"], padding=model["padding"],
                 upsampling=model["upsampling"])
@@ -475,6 +482,8 @@ def _resume(output: Path, device, net: UNet, optimizer) -> tuple[dict, Path]:
 def _losses(cfg: dict, outputs: dict, batch: dict, iteration: int) -> tuple[torch.Tensor, dict, str]:
     train = cfg["train"]
     malis = train["malis_start"] is not None and iteration >= train["malis_start"]
+    if "affs" not in outputs:  # model.type enb: the masks' Dice loss (and the LSDs')
+        return _with_masks(cfg, outputs, batch, batch["raw"].new_zeros(()), {"loss_affs": ""}, "dice", 1.0)
     pred = outputs["affs"]
     if train["loss"] == "random_walker":
         loss_affs = random_walker_loss(pred, batch["labels"], cfg["targets"]["offsets"],
@@ -499,7 +508,24 @@ def _losses(cfg: dict, outputs: dict, batch: dict, iteration: int) -> tuple[torc
         loss_lsds = weighted_mse(outputs["lsds"], batch["lsds"], batch["lsds_mask"])
         parts["loss_lsds"] = float(loss_lsds.detach())
         total = total + loss_lsds
-    return total, parts, "malis" if malis else train["loss"]
+    return _with_masks(cfg, outputs, batch, total, parts, "malis" if malis else train["loss"],
+                       train["mask_loss_weight"])
+
+
+def _with_masks(cfg: dict, outputs: dict, batch: dict, total, parts: dict, phase: str, weight: float):
+    """Add the Dice loss of the decoded masks (model types enb, snb+enb), and the LSD loss of a
+    model without an affinity head."""
+    if "affs" not in outputs and "lsds" in outputs:
+        loss_lsds = weighted_mse(outputs["lsds"], batch["lsds"], batch["lsds_mask"])
+        parts["loss_lsds"] = float(loss_lsds.detach())
+        total = total + loss_lsds
+    if "masks_0" in outputs:
+        from .central_masks import central_mask_loss
+
+        loss_masks = central_mask_loss(cfg, outputs, batch)
+        parts["loss_masks"] = float(loss_masks.detach())
+        total = total + weight * loss_masks
+    return total, parts, phase
 
 
 def _save_checkpoint(output: Path, iteration: int, model, optimizer, cfg, keep: int) -> Path:
@@ -536,6 +562,11 @@ def _snapshot(output: Path, iteration: int, batch: dict, outputs: dict) -> None:
             axes = ["c^"] + ["z", "y", "x"][-(outputs[name].ndim - 2):]
             write_volume(group / f"gt_{name}", batch[name][0].cpu().numpy(), axes=axes, overwrite=True)
             write_volume(group / f"pred_{name}", outputs[name][0].detach().cpu().numpy(), axes=axes, overwrite=True)
+    for name in [k for k in outputs if k.startswith("masks_")]:  # the sampled masks of the batch (mask branches)
+        axes = ["c^"] + ["z", "y", "x"][-(outputs[name].ndim - 1):]
+        write_volume(group / f"gt_{name}", batch[name].cpu().numpy(), axes=axes, overwrite=True)
+        write_volume(group / f"weights_{name}", batch[f"{name}_weights"].cpu().numpy(), axes=axes, overwrite=True)
+        write_volume(group / f"pred_{name}", outputs[name].detach().cpu().numpy(), axes=axes, overwrite=True)
 
 
 def train(config: dict, output: str | Path, *, overwrite: bool = False, progress: bool = False,
@@ -552,7 +583,8 @@ def train(config: dict, output: str | Path, *, overwrite: bool = False, progress
     output : path
         Run folder: ``affseg-run.json`` (the marker ``{"kind": "affseg training run", "version":
         ...}``, written atomically when the folder is created), ``config.json``,
-        ``checkpoints/iteration_*.pt``, ``log.csv``, ``snapshots.zarr``. An existing run with the
+        ``checkpoints/iteration_*.pt``, ``log.csv``, ``snapshots.zarr``, ``tensorboard/`` (event
+        files, when the ``tensorboard`` package is installed). An existing run with the
         same config resumes from its last readable checkpoint (an unreadable newer one is set
         aside with a warning). An existing folder that is not a run is refused.
     overwrite : bool
@@ -594,6 +626,8 @@ def train(config: dict, output: str | Path, *, overwrite: bool = False, progress
     torch.manual_seed(cfg["train"]["seed"])  # the initial weights
     net = build_model(cfg)
     cfg["model"]["output_shape"] = list(resolve_output_shape(cfg, net))
+    if cfg["model"]["type"] != "snb":
+        check_masks_fit(cfg, cfg["model"]["output_shape"])  # factors divide the crop, centres fit in it
     sampler = _sampler(cfg, net)  # shapes and sources checked before any file is written
     device = _device(cfg["train"]["device"])
     resume = _prepare_output(output, cfg, overwrite, _protected_paths(cfg, config_path))
@@ -620,6 +654,7 @@ def train(config: dict, output: str | Path, *, overwrite: bool = False, progress
     new_log = not log.exists()
     batches = iter(loader)
     net.train()
+    board = TensorBoardLog(output, start, enabled=cfg["train"]["tensorboard"])  # nothing without the package
     try:
         with log.open("a", newline="") as f:
             writer = csv.DictWriter(f, LOG_FIELDS)
@@ -630,6 +665,7 @@ def train(config: dict, output: str | Path, *, overwrite: bool = False, progress
                 batch = {k: v.to(device) for k, v in next(batches).items()}
                 t1 = time.perf_counter()
                 outputs = net(batch["raw"])
+                add_sampled_masks(net, outputs, batch, cfg, iteration)  # mask branches only
                 t2 = time.perf_counter()
                 loss, parts, phase = _losses(cfg, outputs, batch, iteration)
                 t3 = time.perf_counter()
@@ -645,17 +681,23 @@ def train(config: dict, output: str | Path, *, overwrite: bool = False, progress
                 if iteration % cfg["train"]["log_every"] == 0 or iteration == total:
                     writer.writerow({"iteration": iteration, "phase": phase, "loss": float(loss.detach()),
                                      "loss_affs": parts["loss_affs"], "loss_lsds": parts.get("loss_lsds", ""),
+                                     "loss_masks": parts.get("loss_masks", ""),
                                      "time_data": t1 - t0, "time_forward": t2 - t1, "time_loss": t3 - t2,
                                      "time_backward": t4 - t3})
                     f.flush()
+                    board.scalars(iteration, phase=phase, loss=float(loss.detach()), parts=parts,
+                                  learning_rate=optimizer.param_groups[0]["lr"],
+                                  times={"data": t1 - t0, "forward": t2 - t1, "loss": t3 - t2, "backward": t4 - t3})
                 every = cfg["train"]["snapshot_every"]
                 if every and iteration % every == 0:
                     _snapshot(output, iteration, batch, outputs)
+                    board.images(iteration, batch, outputs)
                 if iteration % cfg["train"]["checkpoint_every"] == 0 or iteration == total:
                     last = _save_checkpoint(output, iteration, net, optimizer, cfg, cfg["train"]["keep_checkpoints"])
                 bar.set_postfix(loss=f"{float(loss.detach()):.4f}", phase=phase)
                 bar.update()
     finally:
         bar.close()
+        board.close()
         del batches
     return TrainResult(output, total, last, log)

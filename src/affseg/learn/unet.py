@@ -224,6 +224,12 @@ class UNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """``(batch, in_channels, *input_shape)`` raw in [0, 1] -> {head: ``(batch, channels, *output_shape)``}."""
+        x = self.features(x)
+        return {name: torch.sigmoid(head(x)) for name, head in self.heads.items()}
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """``(batch, in_channels, *input_shape)`` raw in [0, 1] -> the top level's feature maps
+        ``(batch, num_fmaps, *output_shape)`` that the heads read."""
         if x.ndim != self.dims + 2:
             raise InputError(
                 f"input must have the shape (batch, channels, {'z, ' if self.dims == 3 else ''}y, x), got {tuple(x.shape)}"
@@ -240,7 +246,7 @@ class UNet(nn.Module):
             x = self.upsample[level](x)
             x = torch.cat([_center_crop(skips[level], x.shape[2:]), x], dim=1)
             x = self.up[level](x)
-        return {name: torch.sigmoid(head(x)) for name, head in self.heads.items()}
+        return x
 
 
 def _center_crop(x: torch.Tensor, shape) -> torch.Tensor:
