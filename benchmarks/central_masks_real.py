@@ -70,7 +70,7 @@ def config(name: str, model_type: str, srcs: list[dict], args) -> dict:
         "model": {"num_fmaps": 8, "fmap_inc_factor": 3, "downsample_factors": spec["downsample"],
                   "output_shape": spec["output_shape"], "type": model_type},
         "targets": {"offsets": spec["offsets"]},
-        "masks": {"branches": spec["branches"], "centres": 64},
+        "masks": {"branches": spec["branches"], "centres": 64, "boundary_margin": args.boundary_margin},
         "augment": {} if name == "neuroproof" else {"elastic_sigma": 0.0},
         "train": {"iterations": args.iterations, "learning_rate": 5e-4, "checkpoint_every": args.iterations,
                   "loss": "mse", "seed": args.seed, "device": "cpu"},
@@ -139,8 +139,11 @@ def main() -> None:
     p.add_argument("--types", nargs="+", choices=TYPES, default=list(TYPES))
     p.add_argument("--iterations", type=int, default=300)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--boundary-margin", type=int, nargs="+", default=[2],
+                   help="masks.boundary_margin: one int or one per axis (e.g. 0 1 1)")
     p.add_argument("--output", required=True)
     args = p.parse_args()
+    args.boundary_margin = args.boundary_margin[0] if len(args.boundary_margin) == 1 else args.boundary_margin
     rows = []
     for name in args.data:
         for model_type in args.types:
@@ -148,7 +151,7 @@ def main() -> None:
             Path(args.output).mkdir(parents=True, exist_ok=True)
             (Path(args.output) / "rows.json").write_text(json.dumps(rows, indent=1))
     print(f"| data | model | affinities | method | VOI split | VOI merge | ARAND | CREMI | train (min) |  "
-          f"seed {args.seed}, {args.iterations} iterations")
+          f"seed {args.seed}, {args.iterations} iterations, boundary margin {args.boundary_margin}")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['data']} | {r['model']} | {r['affinities']} | {r['method']} | {r['voi_split']:.3f} | "
