@@ -24,7 +24,7 @@ import numpy as np
 from numba import njit, prange
 from numpy.typing import ArrayLike
 
-from .._checks import as_array, as_int, as_offsets, describe
+from .._checks import as_array, as_int, as_offsets, as_unit_float32, describe
 from ..errors import InputError
 from .targets import as_factor, as_window
 
@@ -72,14 +72,12 @@ def affinities_from_masks(masks: ArrayLike, offsets: ArrayLike, *, factor: int |
     masks = _as_masks(masks)
     ndim = masks.ndim // 2
     grid, window = masks.shape[:ndim], masks.shape[ndim:]
-    latents = np.arange(int(np.prod(grid)), dtype=np.float32).reshape((1,) + grid)
-    flat = masks.reshape((-1,) + window)
 
-    def lookup(rows: np.ndarray) -> np.ndarray:
-        return flat[rows[:, 0].astype(np.int64)]
+    def masks_of(start, stop):
+        return masks[tuple(slice(a, b) for a, b in zip(start[3 - ndim:], stop[3 - ndim:]))]
 
-    return affinities_from_latents(latents, lookup, offsets, window=window, factor=factor, readout=readout,
-                                   tile_shape=grid, shape=shape)
+    return _affinities(masks_of, grid, offsets, window=window, factor=factor, readout=readout, tile_shape=grid,
+                       shape=shape)
 
 
 def affinities_from_latents(latents: ArrayLike, decode: Callable[[np.ndarray], np.ndarray], offsets: ArrayLike, *,
@@ -122,7 +120,20 @@ def affinities_from_latents(latents: ArrayLike, decode: Callable[[np.ndarray], n
     """
     latents = _as_latents(latents)
     ndim = latents.ndim - 1
-    grid = tuple(latents.shape[1:])
+    window = as_window(window, ndim)
+
+    def masks_of(start, stop):
+        codes = np.asarray(latents[(slice(None),) + tuple(slice(a, b) for a, b in zip(start[3 - ndim:], stop[3 - ndim:]))])
+        return _decoded(decode, codes, window).reshape(codes.shape[1:] + window)
+
+    return _affinities(masks_of, tuple(latents.shape[1:]), offsets, window=window, factor=factor, readout=readout,
+                       tile_shape=tile_shape, shape=shape)
+
+
+def _affinities(masks_of, grid: tuple[int, ...], offsets, *, window, factor, readout, tile_shape, shape):
+    """The tile loop of both entry points: ``masks_of(start, stop)`` (3D corners of a region of
+    centres) gives their masks, ``(*region, *window)`` float32 in [0, 1]."""
+    ndim = len(grid)
     window = as_window(window, ndim)
     factor = as_factor(factor, ndim)
     grid_offsets = _grid_offsets(offsets, ndim, window, factor)
@@ -137,8 +148,7 @@ def affinities_from_latents(latents: ArrayLike, decode: Callable[[np.ndarray], n
     variance = np.zeros_like(affs)
     for lo, hi in _tiles(grid3, (1,) * (3 - ndim) + tiles):
         start, stop = _with_halo(lo, hi, (0,) * (3 - ndim) + halo, grid3)
-        codes = np.asarray(latents[(slice(None),) + tuple(slice(a, b) for a, b in zip(start[3 - ndim:], stop[3 - ndim:]))])
-        masks = _decoded(decode, codes, window).reshape(tuple(np.subtract(stop, start)) + window3)
+        masks = np.ascontiguousarray(masks_of(start, stop)).reshape(tuple(np.subtract(stop, start)) + window3)
         if readout == "centre":
             _centre_tile(masks, np.array(start), np.array(grid3), offsets3, affs)
         else:
@@ -222,11 +232,10 @@ def _grid_offsets(offsets, ndim: int, window: tuple[int, ...], factor: tuple[int
 
 def _as_masks(masks) -> np.ndarray:
     arr = as_array(masks, name="masks")
-    if arr.ndim not in (4, 6) or arr.dtype.kind not in "fiub":
+    if arr.ndim not in (4, 6) or 0 in arr.shape:
         raise InputError(f"masks must be a (grid, window) array of 2D (4 axes) or 3D (6 axes) masks in [0, 1], "
                          f"got shape {arr.shape}, dtype {arr.dtype}")
-    _check_unit(arr, "masks")
-    return arr
+    return as_unit_float32(arr, name="masks")
 
 
 def _as_latents(latents):
@@ -246,14 +255,7 @@ def _decoded(decode, codes: np.ndarray, window: tuple[int, ...]) -> np.ndarray:
     if masks.shape != expected:
         raise InputError(f"decode returned masks of shape {masks.shape} for {flat.shape[0]} codes of window {window}; "
                          f"expected {expected}")
-    _check_unit(masks, "decoded masks")
-    return np.ascontiguousarray(masks, dtype=np.float32)
-
-
-def _check_unit(arr: np.ndarray, name: str) -> None:
-    if arr.size and not (np.all(np.isfinite(arr)) and arr.min() >= 0 and arr.max() <= 1):
-        raise InputError(f"{name} must lie in [0, 1] (probabilities), found values in "
-                         f"[{np.nanmin(arr)}, {np.nanmax(arr)}] or NaN")
+    return as_unit_float32(masks, name="decoded masks")
 
 
 def _output_shape(shape, grid: tuple[int, ...], factor: tuple[int, ...]) -> tuple[int, ...]:
