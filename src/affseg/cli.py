@@ -822,7 +822,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="torch device to run the network on: cpu, cuda, cuda:1, ...; default cpu")
     r.add_argument("--overwrite", action="store_true",
                    help="replace the outputs of an earlier prediction (only datasets affseg wrote)")
-    r.add_argument("--readout", choices=["aggregate", "centre"],
+    r.add_argument("--readout", choices=["aggregate", "centre"],  # affseg.central_masks' READOUTS (torch-free import)
                    help="models with mask branches (model.type enb, snb+enb): affinities from all masks that "
                         "cover an edge, with their variance (aggregate, MaskAggr), or from the mask centred at "
                         "each voxel (centre); default the config's masks.readout (aggregate). Writes mask_affs "

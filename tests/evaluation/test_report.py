@@ -213,8 +213,15 @@ def test_bad_input_is_refused_before_any_work(tmp_path):
         error_report(seg, gt, top=0)
     with pytest.raises(InputError, match="viewer_url"):
         error_report(seg, gt, viewer_url="127.0.0.1:9000")
-    with pytest.raises(InputError, match="voxel_size"):
-        error_report(seg, gt, voxel_size=(4, 4))
+    for voxel_size in [(4, 4), (0, 4, 4), (-40, 4, 4), ("a", 4, 4)]:
+        with pytest.raises(InputError, match=r"voxel_size must hold 3 positive numbers"):
+            error_report(seg, gt, voxel_size=voxel_size, sources={"segmentation": "s", "ground_truth": "g"})
+    with pytest.raises(InputError, match=r"offset must be 3 finite numbers"):
+        error_report(seg, gt, offset=("a", 0, 0))
+    with pytest.raises(InputError, match="sources must have the keys"):
+        error_report(seg, gt, sources={"segmentation": "s"})
+    with pytest.raises(InputError, match="units must be 3 strings"):
+        error_report(seg, gt, units=["nm"])
     with pytest.raises(InputError, match="shape"):
         error_report(seg, gt[:, :, :5])
     with pytest.raises(InputError, match=r"\.html or \.json"):

@@ -228,6 +228,7 @@ def test_a_tiny_enb_model_overfits_one_crop(one_thread):
     ({"branches": [{"window": [3, 3, 3]}]}, {}, r"targets.offsets \(the affinities derived from the masks\): offset "
                                                 r"\[0, -4, 0\] fits no branch"),
     ({"offsets": [[0, -3, 0]]}, {}, r"masks.offsets .*offset \[0, -3, 0\] fits no branch"),
+    ({"offsets": [1, 2]}, {}, r"masks.offsets must be null or a list of 3-integer offsets, got \[1, 2\]"),
     ({"centres": 0}, {}, "masks.centres must be >= 1"),
     ({"latent_channels": 0}, {}, "masks.latent_channels must be >= 1"),
     ({"readout": "mean"}, {}, "masks.readout must be one of"),

@@ -28,7 +28,7 @@ from urllib.parse import quote
 import numpy as np
 from numpy.typing import ArrayLike
 
-from .._checks import as_int
+from .._checks import as_int, as_spacing
 from ..errors import InputError
 from .metrics import NO_LABELLED_VOXEL, _check_ndim, compact_pair, scores_from_sums
 
@@ -149,7 +149,10 @@ def _check_viewer_url(viewer_url) -> str:
 def _spatial(values, ndim: int, name: str, default: float) -> list[float]:
     if values is None:
         return [default] * ndim
-    values = [float(v) for v in np.ravel(values)]
+    try:
+        values = [float(v) for v in np.ravel(values)]
+    except (TypeError, ValueError):
+        raise InputError(f"{name} must be {ndim} finite numbers (one per spatial axis), got {values!r}") from None
     if len(values) != ndim or not all(math.isfinite(v) for v in values):
         raise InputError(f"{name} must be {ndim} finite numbers (one per spatial axis), got {values}")
     return values
@@ -221,7 +224,7 @@ def error_report(segmentation: ArrayLike, ground_truth: ArrayLike, *, top: int =
     ndim = np.ndim(segmentation)
     if ndim not in (2, 3):
         raise InputError(f"the error report needs 2D (y, x) or 3D (z, y, x) volumes, got shape {np.shape(segmentation)}")
-    voxel_size = _spatial(voxel_size, ndim, "voxel_size", 1.0)
+    voxel_size = [1.0] * ndim if voxel_size is None else as_spacing(voxel_size, ndim, name="voxel_size").tolist()
     offset = _spatial(offset, ndim, "offset", 0.0)
     units = [str(u) for u in units] if units is not None else [""] * ndim
     if len(units) != ndim:

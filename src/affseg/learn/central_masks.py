@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from ..errors import InputError
-from .central_masks_config import mask_branches, mask_offsets
+from .central_masks_config import READOUTS, mask_branches, mask_offsets
 from .unet import UNet
 
 __all__ = ["CentralMaskUNet", "MaskDecoder", "add_sampled_masks", "central_mask_loss", "decoder_callable",
@@ -367,8 +367,8 @@ def predict_masks(model: CentralMaskUNet, state: dict, checkpoint: str | os.Path
 
     cfg = state["config"]
     readout = readout or cfg["masks"]["readout"]
-    if readout not in ("aggregate", "centre"):
-        raise InputError(f"readout must be 'aggregate' or 'centre', got {readout!r}")
+    if readout not in READOUTS:
+        raise InputError(f"readout must be one of {READOUTS}, got {readout!r}")
     if model.padding != "valid":
         raise InputError("tiled prediction needs a valid-padding U-Net (same padding sees the tile borders)")
     shape = tuple(int(s) for s in data.shape)

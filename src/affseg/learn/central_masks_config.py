@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from ..central_masks.aggregate import READOUTS
 from ..errors import InputError
 
 __all__ = ["READOUTS", "check_masks_config", "check_masks_fit", "mask_branches", "mask_offsets"]
 
-READOUTS = ("aggregate", "centre")
 DEFAULT_WINDOW = {3: [5, 7, 7], 2: [7, 7]}  # the finest branch of Bailoni et al. 2020
 
 
@@ -117,9 +117,10 @@ def check_masks_config(cfg: dict, where: str = "config") -> None:
         bad("masks.boundary_margin", f"must be an integer >= 0 or {dims} of them, got {margin!r}")
     if masks["readout"] not in READOUTS:
         bad("masks.readout", f"must be one of {READOUTS}, got {masks['readout']!r}")
+    given = masks["offsets"]
+    if given is not None and (not given or not all(_is_offset(o, dims) for o in given)):
+        bad("masks.offsets", f"must be null or a list of {dims}-integer offsets, got {given!r}")
     offsets = mask_offsets(cfg)
-    if not offsets or not all(_is_offset(o, dims) for o in offsets):
-        bad("masks.offsets", f"must be null or a list of {dims}-integer offsets, got {masks['offsets']!r}")
     try:
         branch_for_offsets(offsets, mask_branches(cfg))
     except InputError as e:
