@@ -513,12 +513,17 @@ def cmd_evaluate(args) -> int:
 
 def _check_report_options(args, paths: list[str]) -> None:
     """--report-top and --viewer-url need --report and sane values; no file named twice."""
-    if not args.report and (args.report_top is not None or args.viewer_url is not None):
-        raise InputError("--report-top and --viewer-url need --report")
-    if args.report_top is not None and args.report_top < 1:
-        raise InputError(f"--report-top must be at least 1, got {args.report_top}")
-    if args.viewer_url is not None and not args.viewer_url.startswith(("http://", "https://")):
-        raise InputError(f"--viewer-url must be an http:// or https:// address, got {args.viewer_url!r}")
+    from ._checks import as_int
+    from .view.layers import viewer_token
+
+    if not args.report and (args.report_top is not None or args.viewer_url is not None or args.raw is not None):
+        raise InputError("--report-top, --viewer-url and --raw need --report")
+    if args.raw is not None and args.viewer_url is None:
+        raise InputError("--raw is the image under the report's links: it needs --viewer-url")
+    if args.report_top is not None:
+        as_int(args.report_top, name="--report-top", minimum=1)
+    if args.viewer_url is not None:
+        viewer_token(args.viewer_url)
     resolved = [Path(p).resolve() for p in paths]
     for i, path in enumerate(resolved):
         if path in resolved[:i]:
@@ -530,14 +535,22 @@ def _write_error_report(args, rows: list[dict], gt) -> None:
     from .evaluation import best_threshold
     from .evaluation.report import error_report, write_report
     from .io import read_volume
+    from .view.layers import viewer_source
 
     best = best_threshold(rows, args.best_by) if len(rows) > 1 else rows[0]
     seg, meta = read_volume(best["segmentation"])
     report = {"segmentation": best["segmentation"], "ground_truth": args.ground_truth,
               "threshold": best["threshold"], "best_by": args.best_by if len(rows) > 1 else None}
+    addresses = {"segmentation": best["segmentation"], "ground_truth": args.ground_truth}
+    if args.raw is not None:
+        addresses["raw"] = args.raw
+    if args.viewer_url is not None:  # the volumes as affseg view serves them; else their addresses, to edit
+        sources = {key: viewer_source(args.viewer_url, address) for key, address in addresses.items()}
+        report["viewer"] = {"url": args.viewer_url, "volumes": list(addresses.values())}
+    else:
+        sources = addresses
     report.update(error_report(seg, gt, top=args.report_top or 20, voxel_size=meta.voxel_size, offset=meta.offset,
-                               units=meta.units, viewer_url=args.viewer_url,
-                               sources={"segmentation": best["segmentation"], "ground_truth": args.ground_truth}))
+                               units=meta.units, viewer_url=args.viewer_url, sources=sources))
     if len(rows) > 1:
         report["curve"] = [dict(row) for row in rows]
     for path in args.report:
@@ -798,8 +811,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "of a threshold group, the best threshold by --best-by, with the split/merge curve")
     e.add_argument("--report-top", type=int, metavar="N", help="merges and splits the report lists (default 20)")
     e.add_argument("--viewer-url", metavar="URL",
-                   help="a neuroglancer viewer address (e.g. the one 'affseg view' prints): each report entry then "
-                        "links to it; without it the report holds each entry's neuroglancer state to paste")
+                   help="the URL 'affseg view' prints (http://HOST:PORT/v/TOKEN/) for a viewer of the segmentation "
+                        "(or its group) and the ground truth: each report entry then links there, showing its ids "
+                        "at its place (use a fixed 'affseg view --port P --token NAME' for links that last); "
+                        "without it each entry holds a neuroglancer state whose sources are the file addresses")
+    e.add_argument("--raw", metavar="ADDRESS", help="with --viewer-url: the raw data, shown under the segments in the "
+                                                    "report's links (the viewer must show it too)")
     e.add_argument("--overwrite", action="store_true", help="replace an existing --json, --plot or --report file")
     e.set_defaults(func=cmd_evaluate)
 

@@ -6,7 +6,7 @@ import json
 import math
 from collections import Counter
 from html.parser import HTMLParser
-from urllib.parse import unquote
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import numpy as np
 import pytest
@@ -148,10 +148,32 @@ def test_neuroglancer_state_and_link_jump_to_the_entry():
     assert layers["ground truth"]["source"] == "data.zarr/labels" and layers["ground truth"]["segments"] == ["1", "2"]
     split_layers = {layer["name"]: layer["segments"] for layer in split["neuroglancer"]["state"]["layers"]}
     assert split_layers == {"segmentation": ["31", "32", "33"], "ground truth": ["3"]}
-    url = merge["neuroglancer"]["url"]
-    base, fragment = url.split("#!", 1)
-    assert base == VIEWER and json.loads(unquote(fragment)) == state
-    assert neuroglancer_url(state, VIEWER + "#!old") == url  # an old state in the base is replaced
+    # an affseg view viewer: its server takes the state and sends the browser on to the viewer
+    url = urlsplit(merge["neuroglancer"]["url"])
+    assert url.scheme + "://" + url.netloc == "http://127.0.0.1:9000" and url.path == "/affseg/open/affseg"
+    assert json.loads(parse_qs(url.query, strict_parsing=True)["state"][0]) == state
+    # any other neuroglancer: the state after #! (an old state in the base is replaced)
+    other = "https://neuroglancer-demo.appspot.com/"
+    base, fragment = neuroglancer_url(state, other + "#!old").split("#!", 1)
+    assert base == other and json.loads(unquote(fragment)) == state
+
+
+def test_neuroglancer_units_and_the_raw_layer():
+    seg, gt = constructed_case()
+    # SI lengths as they are; other length names in nm (as affseg view shows them); others unitless
+    for voxel_size, units, unit, scales in (((40, 4, 4), " nanometer", "nm", (4, 40)),
+                                            ((0.04, 0.004, 0.004), "um", "um", (0.004, 0.04)),
+                                            ((0.04, 0.004, 0.004), "micrometer", "nm", (4, 40)),
+                                            ((0.04, 0.004, 0.004), "pixel", "", (0.004, 0.04))):
+        report = error_report(seg, gt, voxel_size=voxel_size, units=(units,) * 3, sources=SOURCES)
+        dims = report["merges"][0]["neuroglancer"]["state"]["dimensions"]
+        assert list(dims) == ["x", "y", "z"] and {u for _, u in dims.values()} == {unit}, units
+        assert [dims[a][0] for a in "xyz"] == pytest.approx([scales[0], scales[0], scales[1]]), units
+    report = error_report(seg, gt, sources={**SOURCES, "raw": "data.zarr/raw"})
+    state = report["splits"][0]["neuroglancer"]["state"]
+    assert [(layer["name"], layer["type"]) for layer in state["layers"]] == [
+        ("raw", "image"), ("segmentation", "segmentation"), ("ground truth", "segmentation")]
+    assert "segments" not in state["layers"][0] and state["selectedLayer"]["layer"] == "segmentation"
 
 
 class _Resources(HTMLParser):
@@ -249,7 +271,16 @@ def test_cli_report_of_a_threshold_group(tmp_path, capsys):
     assert [r["threshold"] for r in report["curve"]] == [0.5, 0.9]
     assert report["voxel_size"] == [40.0, 4.0, 4.0]
     assert [m["segment"] for m in report["merges"]] == [20] and [s["object"] for s in report["splits"]] == [3]
-    assert report["merges"][0]["neuroglancer"]["url"].startswith(VIEWER + "#!")
+    # the links name the volumes as the viewer at VIEWER serves them (affseg view out.zarr/seg data.zarr/labels)
+    from affseg.view.layers import volume_token
+
+    state = report["merges"][0]["neuroglancer"]["state"]
+    sources = {layer["name"]: layer["source"] for layer in state["layers"]}
+    assert sources == {"segmentation": f"python://volume/affseg.{volume_token(report['segmentation'])}",
+                       "ground truth": f"python://volume/affseg.{volume_token(tmp_path / 'data.zarr' / 'labels')}"}
+    assert report["merges"][0]["neuroglancer"]["url"].startswith("http://127.0.0.1:9000/affseg/open/affseg?state=")
+    assert report["viewer"] == {"url": VIEWER, "volumes": [report["segmentation"], report["ground_truth"]]}
+    assert "affseg view " + report["segmentation"] in html_path.read_text()
     assert "data:image/png;base64," in html_path.read_text()
     assert "wrote" in capsys.readouterr().out
     # an existing report is not replaced without --overwrite; bad options are refused before any work
@@ -257,6 +288,9 @@ def test_cli_report_of_a_threshold_group(tmp_path, capsys):
     assert main(args + ["--overwrite"]) == 0
     for bad in (["--report", str(tmp_path / "r.txt")], ["--report-top", "3"],
                 ["--report", str(tmp_path / "x.html"), "--viewer-url", "ftp://x"],
+                ["--report", str(tmp_path / "x.html"), "--viewer-url", "https://neuroglancer-demo.appspot.com/"],
+                ["--report", str(tmp_path / "x.html"), "--raw", str(tmp_path / "data.zarr" / "labels")],
+                ["--raw", str(tmp_path / "data.zarr" / "labels")],
                 ["--report", str(tmp_path / "x.html"), "--report-top", "0"],
                 ["--report", str(json_path), "--json", str(json_path), "--overwrite"]):
         assert main(args[:3] + bad) == 2

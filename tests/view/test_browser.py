@@ -161,3 +161,43 @@ def test_affseg_view_draws_the_volume_and_the_segmentation_in_chromium(browser, 
     assert _coloured(seg).mean() > 0.5, f"the segmentation is not shown (see {tmp_path / 'labels.png'})"
     assert _distinct_colours(seg) >= 10, f"too few segment colours (see {tmp_path / 'labels.png'})"
     assert code == 130
+
+
+def test_a_report_link_opens_the_merge_in_the_running_viewer(browser, tmp_path):
+    """affseg view --token + affseg evaluate --report --viewer-url: the first merge's link loads its state
+    into the viewer, which stays connected to its server and draws the merged ids over the raw data."""
+    import json
+
+    from affseg.cli import main
+
+    vol = make_volume((12, 64, 64), seed=2)
+    root = tmp_path / "r.zarr"
+    gt = vol.labels
+    seg = gt.copy()
+    a, b = gt[6, 16, 16], gt[6, 48, 48]
+    seg[seg == a] = b  # one merge of two objects
+    write_volume(root / "raw", vol.raw, voxel_size=(8, 4, 4), units=("nanometer",) * 3)
+    write_volume(root / "gt", gt, voxel_size=(8, 4, 4), units=("nanometer",) * 3)
+    write_volume(root / "seg", seg, voxel_size=(8, 4, 4), units=("nanometer",) * 3)
+    proc, url = _start_view(str(root / "raw"), str(root / "seg"), str(root / "gt"), "--token", "report")
+    try:
+        assert url.endswith("/v/report/")
+        report_path = tmp_path / "report.json"
+        assert main(["evaluate", str(root / "seg"), str(root / "gt"), "--report", str(report_path),
+                     "--viewer-url", url, "--raw", str(root / "raw")]) == 0
+        merge = json.loads(report_path.read_text())["merges"][0]
+        assert merge["segment"] == b and {o["id"] for o in merge["objects"]} == {a, b}
+
+        def drawn(panel):
+            return 0.05 < _coloured(panel).mean() < 0.9 and panel.std() > 20
+        panel = _screenshot_until(browser, merge["neuroglancer"]["url"], drawn, tmp_path / "link.png")
+        time.sleep(3)  # a viewer cut off from its server shows so within a second or two
+        text = browser.find_element("tag name", "body").text
+        browser.get_screenshot_as_file(str(tmp_path / "link-later.png"))
+        assert browser.current_url == url, "the link did not lead on to the viewer"
+    finally:
+        code, _ = _stop_view(proc)
+    assert drawn(panel), f"the merge is not drawn over the raw data (see {tmp_path / 'link.png'})"
+    assert "Disconnected" not in text and "Python server" not in text, \
+        f"the viewer is not connected to its server: {text!r} (see {tmp_path / 'link-later.png'})"
+    assert code == 130

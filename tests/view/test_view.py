@@ -289,3 +289,58 @@ def test_two_viewers_share_the_process_server(data, served):
         urllib.request.urlopen(first.url, timeout=30)  # the stopped one is gone
     second.stop()
     assert ng_server.global_server is None
+
+
+def test_volume_tokens_are_stable_and_viewer_urls_parsed(data, monkeypatch):
+    from affseg.view.layers import viewer_link, viewer_source, viewer_token, volume_token
+
+    monkeypatch.chdir(data)
+    token = volume_token(data / "s.zarr" / "labels")
+    assert volume_token("s.zarr/labels") == volume_token("./s.zarr/labels/") == token  # every spelling
+    assert volume_token("s.zarr/raw") != token and volume_token(data / "c.h5" / "raw") != volume_token("s.zarr/raw")
+    code = f"from affseg.view.layers import volume_token; print(volume_token({str(data / 's.zarr/labels')!r}))"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True).stdout.strip() == token  # the same in every process
+    url = "http://127.0.0.1:8787/v/my_view-1/"
+    assert viewer_token(url) == viewer_token(url[:-1]) == viewer_token(url + "#!{}") == "my_view-1"
+    assert viewer_source(url, "s.zarr/labels") == f"python://volume/my_view-1.{token}"
+    link = viewer_link(url, '{"a": [1, "x&y+z"]}')
+    assert link.startswith("http://127.0.0.1:8787/affseg/open/my_view-1?state=")
+    from urllib.parse import parse_qs, urlsplit
+
+    assert parse_qs(urlsplit(link).query)["state"] == ['{"a": [1, "x&y+z"]}']
+    for bad in ("https://neuroglancer-demo.appspot.com/", "127.0.0.1:8787/v/x/", "http://h:1/v/a.b/", None):
+        with pytest.raises(InputError, match="is not one that affseg view prints"):
+            viewer_token(bad)
+
+
+def test_a_fixed_token_and_the_open_route_load_a_state_into_the_viewer(data, served):
+    _ng()
+    import json
+
+    from affseg.view.layers import viewer_link, viewer_source
+
+    for bad in ("a.b", "a/b", "", "x" * 65, 3):
+        with pytest.raises(InputError, match="token must be"):
+            affseg.view(data / "s.zarr" / "raw", token=bad)
+    server = affseg.view(data / "s.zarr" / "raw", data / "s.zarr" / "labels", token="report-view")
+    served.append(server)
+    assert server.url.endswith("/v/report-view/")
+    with pytest.raises(InputError, match="already has the token 'report-view'"):
+        affseg.view(data / "s.zarr" / "raw", token="report-view")
+    labels = viewer_source(server.url, data / "s.zarr" / "labels")
+    assert server.state.layers["labels"].source[0].url == labels  # served under the stable source
+    state = {"dimensions": {"x": [4, "nm"], "y": [4, "nm"], "z": [40, "nm"]}, "position": [10, 20, 3],
+             "layers": [{"type": "segmentation", "source": labels, "name": "ground truth", "segments": ["7"]}]}
+    with urllib.request.urlopen(viewer_link(server.url, json.dumps(state)), timeout=30) as page:
+        assert page.status == 200 and page.url == server.url  # redirected to the viewer
+    assert [layer.name for layer in server.state.layers] == ["ground truth"]
+    assert list(server.state.position) == [10, 20, 3] and list(server.state.layers[0].segments) == [7]
+    base = server.url.split("/v/")[0]
+    for url, code in ((f"{base}/affseg/open/report-view?state=%7Bnot%20json", 400),
+                      (f"{base}/affseg/open/report-view?state=%5B1%5D", 400),
+                      (f"{base}/affseg/open/report-view", 400), (f"{base}/affseg/open/nobody?state=%7B%7D", 404)):
+        with pytest.raises(urllib.error.HTTPError) as error:
+            urllib.request.urlopen(url, timeout=30)
+        assert error.value.code == code, url
+    assert list(server.state.position) == [10, 20, 3]  # refused states changed nothing

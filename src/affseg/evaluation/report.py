@@ -38,7 +38,8 @@ REPORT_SUFFIXES = (".html", ".json")
 """The report formats, chosen by the file's suffix."""
 
 _URL_SAFE = "~@$&()*!+=:;,.?/'"  # left unquoted in the state, as neuroglancer's own links do
-_LAYERS = {"segmentation": "segmentation", "ground_truth": "ground truth"}  # key -> neuroglancer layer name
+_LAYERS = {"raw": "raw", "segmentation": "segmentation", "ground_truth": "ground truth"}  # key -> layer name, drawn in this order
+_NEEDED_SOURCES = {"segmentation", "ground_truth"}
 
 
 def _contingency(g: np.ndarray, s: np.ndarray, n_s: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -78,20 +79,22 @@ def neuroglancer_state(layers: dict[str, dict], *, position: Sequence[float], vo
                        units: Sequence[str] | None = None, extent: float | None = None) -> dict:
     """A neuroglancer viewer state (plain JSON data) that centres the view on ``position``.
 
-    Built by hand, without the ``neuroglancer`` package: segmentation layers with their sources
-    and the segments to show, a global coordinate space of one voxel per step (named ``x, y, z``,
-    neuroglancer's order, from affseg's ``z, y, x``) and the position.
+    Built by hand, without the ``neuroglancer`` package: layers with their sources (segmentation
+    layers with the segments to show), a global coordinate space of one voxel per step (named
+    ``x, y, z``, neuroglancer's order, from affseg's ``z, y, x``) and the position.
 
     Parameters
     ----------
     layers : dict of str to dict
-        Layer name to ``{"source": str, "segments": list of int}``; each becomes a segmentation layer.
+        Layer name to ``{"source": str, "segments": list of int}`` (a segmentation layer) or
+        ``{"source": str, "type": "image"}``; drawn in this order, the last on top.
     position : sequence of float
         The centre, in voxels (``z, y, x`` or ``y, x``), global: the offset (in voxels) included.
     voxel_size : sequence of float
         World size of a voxel per axis (``z, y, x`` or ``y, x``).
     units : sequence of str, optional
-        Unit of each axis (e.g. ``nm``); default none (unitless).
+        Unit of each axis: ``nm`` or another SI length (``um``, ``m``...), or a name neuroglancer
+        does not take (``nanometer``, ``micron``), which is converted to nm; default none (unitless).
     extent : float, optional
         The in-plane size (voxels) to fit in view; sets the zoom.
 
@@ -103,25 +106,61 @@ def neuroglancer_state(layers: dict[str, dict], *, position: Sequence[float], vo
     """
     ndim = len(position)
     names = ("z", "y", "x")[-ndim:]
-    units = tuple(units) if units else ("",) * ndim
+    scales, units = _neuroglancer_units(voxel_size, units)
     order = list(range(ndim))[::-1]  # x, y(, z)
     state = {
-        "dimensions": {names[i]: [float(voxel_size[i]), units[i] or ""] for i in order},
+        "dimensions": {names[i]: [scales[i], units[i]] for i in order},
         "position": [float(position[i]) for i in order],
-        "layers": [{"type": "segmentation", "source": spec["source"], "name": name,
-                    "segments": [str(int(k)) for k in spec["segments"]]} for name, spec in layers.items()],
+        "layers": [_state_layer(name, spec) for name, spec in layers.items()],
         "layout": "4panel" if ndim == 3 else "xy",
     }
-    if extent is not None:
-        state["crossSectionScale"] = max(1.0, float(extent) / 500.0)
-    if state["layers"]:
-        state["selectedLayer"] = {"layer": state["layers"][0]["name"], "visible": True}
+    if extent is not None:  # the extent (at least 16 voxels) across about 250 screen pixels
+        state["crossSectionScale"] = max(float(extent), 16.0) / 250.0
+    shown = [layer["name"] for layer in state["layers"] if layer["type"] == "segmentation"] or \
+        [layer["name"] for layer in state["layers"]]
+    if shown:
+        state["selectedLayer"] = {"layer": shown[0]}  # the side panel stays closed: the data get the window
     return state
+
+
+def _state_layer(name: str, spec: dict) -> dict:
+    kind = spec.get("type", "segmentation")
+    if kind == "image":
+        return {"type": "image", "source": spec["source"], "name": name}
+    if kind != "segmentation":
+        raise InputError(f"layer {name!r}: type must be 'segmentation' or 'image', got {kind!r}")
+    return {"type": "segmentation", "source": spec["source"], "name": name,
+            "segments": [str(int(k)) for k in spec["segments"]]}
+
+
+_SI_LENGTHS = {"m", "mm", "um", "µm", "nm", "pm"}
+
+
+def _neuroglancer_units(voxel_size: Sequence[float], units: Sequence[str] | None) -> tuple[list[float], list[str]]:
+    """Scales and units neuroglancer takes: SI lengths as they are, other length names in nm (as
+    ``affseg view`` shows them), anything else unitless."""
+    from ..view.layers import nm_per_unit
+
+    scales = [float(v) for v in voxel_size]
+    if not units:
+        return scales, [""] * len(scales)
+    units = [str(u).strip() for u in units]
+    if all(u in _SI_LENGTHS for u in units):
+        return scales, units
+    try:
+        factors = nm_per_unit(units, "the report")
+    except InputError:
+        return scales, [""] * len(scales)
+    return [v * f for v, f in zip(scales, factors)], ["nm"] * len(scales)
 
 
 def neuroglancer_url(state: dict, viewer_url: str) -> str:
     """The link that opens ``state`` in the neuroglancer at ``viewer_url``: ``viewer_url#!`` +
-    the state as URL-quoted JSON (neuroglancer's own URL format).
+    the state as URL-quoted JSON (neuroglancer's own URL format), or, for an ``affseg view``
+    viewer (``http://HOST:PORT/v/TOKEN/``), ``http://HOST:PORT/affseg/open/TOKEN?state=`` + the
+    state: that viewer's server loads it and sends the browser on to the viewer, which stays
+    connected to the server (neuroglancer's Python viewer runs cut off from its server when
+    opened with a state in the URL).
 
     Parameters
     ----------
@@ -136,8 +175,13 @@ def neuroglancer_url(state: dict, viewer_url: str) -> str:
     url : str
         The link.
     """
+    from ..view.layers import is_viewer_url, viewer_link
+
+    text = json.dumps(state, separators=(",", ":"))
+    if is_viewer_url(viewer_url):
+        return viewer_link(viewer_url, text)
     base = _check_viewer_url(viewer_url).split("#", 1)[0]
-    return base + "#!" + quote(json.dumps(state, separators=(",", ":")), safe=_URL_SAFE)
+    return base + "#!" + quote(text, safe=_URL_SAFE)
 
 
 def _check_viewer_url(viewer_url) -> str:
@@ -186,9 +230,10 @@ def error_report(segmentation: ArrayLike, ground_truth: ArrayLike, *, top: int =
     units : sequence of str, optional
         Unit of each axis (e.g. ``("nm", "nm", "nm")``).
     sources : dict, optional
-        neuroglancer layer sources, ``{"segmentation": ..., "ground_truth": ...}`` (e.g. the
-        volume addresses, or what a neuroglancer server serves them as). Without them the
-        entries carry no neuroglancer state.
+        neuroglancer layer sources, ``{"segmentation": ..., "ground_truth": ...}`` and optionally
+        ``"raw"`` (an image layer under the others): what a neuroglancer server serves the volumes
+        as, e.g. :func:`affseg.view.layers.viewer_source` for the ``affseg view`` viewer at
+        ``viewer_url``. Without them the entries carry no neuroglancer state.
     viewer_url : str, optional
         A neuroglancer viewer's address (``http(s)://``): each entry then carries a link to it.
 
@@ -218,8 +263,9 @@ def error_report(segmentation: ArrayLike, ground_truth: ArrayLike, *, top: int =
     overlaps = as_int(overlaps, name="overlaps", minimum=1)
     if viewer_url is not None:
         _check_viewer_url(viewer_url)
-    if sources is not None and set(sources) != set(_LAYERS):
-        raise InputError(f"sources must have the keys {sorted(_LAYERS)}, got {sorted(sources)}")
+    if sources is not None and not _NEEDED_SOURCES <= set(sources) <= set(_LAYERS):
+        raise InputError(f"sources must have the keys {sorted(_NEEDED_SOURCES)} and may have 'raw', "
+                         f"got {sorted(sources)}")
     _check_ndim(segmentation, ground_truth)
     ndim = np.ndim(segmentation)
     if ndim not in (2, 3):
@@ -306,7 +352,8 @@ def _entry(kind, rank, k, share, term, own, other, count, overlaps, box, geometr
     if sources is not None:
         own_layer, other_layer = ("segmentation", "ground_truth") if kind == "merges" else ("ground_truth", "segmentation")
         segments = {own_layer: [entry[one]], other_layer: [o["id"] for o in listed]}
-        layers = {name: {"source": sources[key], "segments": segments[key]} for key, name in _LAYERS.items()}
+        layers = {name: {"source": sources[key], "segments": segments[key]} if key in segments else
+                  {"source": sources[key], "type": "image"} for key, name in _LAYERS.items() if key in sources}
         position = [o / v + (a + b) / 2 for o, v, a, b in zip(offset, voxel_size, start, stop)]
         extent = max(b - a for a, b in zip(start[-2:], stop[-2:]))
         state = neuroglancer_state(layers, position=position, voxel_size=voxel_size, units=geometry["units"],
@@ -405,6 +452,12 @@ def report_html(report: dict) -> str:
         "over the voxels with labelled ground truth: the shares of all merges add up to VOI merge, those of all "
         "splits to VOI split. Bounding boxes are zyx, start inclusive, stop exclusive, of the entry's voxels "
         "with labelled ground truth.</p>")
+    viewer = report.get("viewer")
+    if viewer:
+        command = "affseg view " + " ".join(viewer["volumes"])
+        parts.append(f"<p class='note'>The links open in the viewer at <code>{e(viewer['url'])}</code> while it "
+                     f"shows these volumes (<code>{e(command)}</code>, with the port and token of that URL: "
+                     "<code>--port PORT --token TOKEN</code>).</p>")
     for kind, one, many, term in (("merges", "segment", "objects", "voi_merge"),
                                   ("splits", "object", "segments", "voi_split")):
         listed = report[kind]

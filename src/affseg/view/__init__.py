@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from .._checks import as_int
 from ..errors import InputError
-from .layers import KINDS, Layer, plan_layers
+from .layers import KINDS, VIEWER_TOKEN, Layer, plan_layers
 from .napari import napari_layers
 
 if TYPE_CHECKING:
@@ -27,7 +27,8 @@ __all__ = ["KINDS", "Layer", "napari_layers", "view"]
 
 
 def view(*addresses: str | os.PathLike, segmentation: Iterable[str | os.PathLike] = (),
-         image: Iterable[str | os.PathLike] = (), bind: str = "127.0.0.1", port: int = 0) -> ViewServer:
+         image: Iterable[str | os.PathLike] = (), bind: str = "127.0.0.1", port: int = 0,
+         token: str | None = None) -> ViewServer:
     """Serve volumes in a local neuroglancer viewer; returns the running :class:`ViewServer`.
 
     Each volume becomes a layer: raw data an image, affinities (a channel axis) an RGB image of
@@ -54,6 +55,11 @@ def view(*addresses: str | os.PathLike, segmentation: Iterable[str | os.PathLike
         every interface (anyone who can reach the machine can then read the volumes).
     port : int
         TCP port; 0 (default) picks a free one. A port in use is an InputError.
+    token : str, optional
+        The viewer's name in its URL (``http://HOST:PORT/v/TOKEN/``; letters, digits, ``_`` and
+        ``-``). Default: a random one, which also keeps others on the network from guessing the
+        URL. A fixed token and port give the same URL at every start, so the links of an error
+        report (``affseg evaluate --report --viewer-url``) keep working after a restart.
 
     Returns
     -------
@@ -64,7 +70,7 @@ def view(*addresses: str | os.PathLike, segmentation: Iterable[str | os.PathLike
     Raises
     ------
     InputError
-        No volume, a bad port, a port in use, a float volume forced as segmentation, 2D and 3D
+        No volume, a bad port or token, a port in use, a token another viewer of this process has, a float volume forced as segmentation, 2D and 3D
         volumes together, a unit that is not a length, an offset that is not a whole number of
         voxels. All but the port are checked before the server starts.
     VolumeNotFound, CorruptInput
@@ -75,12 +81,14 @@ def view(*addresses: str | os.PathLike, segmentation: Iterable[str | os.PathLike
     port = as_int(port, name="port", minimum=0, maximum=65535)
     if not isinstance(bind, str) or not bind.strip():
         raise InputError(f"bind must be an address such as '127.0.0.1', got {bind!r}")
+    if token is not None and (not isinstance(token, str) or not VIEWER_TOKEN.match(token)):
+        raise InputError(f"token must be 1 to 64 letters, digits, '_' or '-', got {token!r}")
     require_neuroglancer("affseg.view")
     layers = plan_layers(addresses, segmentation=segmentation, image=image)
     from .server import ViewServer
 
     try:
-        return ViewServer(layers, bind=bind.strip(), port=port)
+        return ViewServer(layers, bind=bind.strip(), port=port, token=token)
     except BaseException:
         from .layers import close_layers
 

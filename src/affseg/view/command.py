@@ -11,6 +11,10 @@ def add_server_options(parser: argparse.ArgumentParser) -> None:
                         help="address the viewer listens on (default 127.0.0.1: this machine only; 0.0.0.0: every "
                              "interface, anyone who reaches the machine can read the volumes)")
     parser.add_argument("--port", type=int, default=0, help="TCP port of the viewer (default 0: any free port)")
+    parser.add_argument("--token", metavar="NAME",
+                        help="the viewer's name in its URL (http://HOST:PORT/v/NAME/); default a random one. With a "
+                             "fixed --port and --token the URL is the same at every start, so error-report links "
+                             "(affseg evaluate --report --viewer-url URL) keep working")
 
 
 def add_view_parser(sub) -> None:
@@ -43,7 +47,8 @@ def serve(args, addresses, *, segmentation=(), image=()) -> int:
     """Start the viewer, print its URL and layers, serve until Ctrl-C (run_command's exit 130)."""
     from . import view
 
-    server = view(*addresses, segmentation=segmentation, image=image, bind=args.bind, port=args.port)
+    server = view(*addresses, segmentation=segmentation, image=image, bind=args.bind, port=args.port,
+                  token=args.token)
     args.interrupt_note = lambda: "the viewer stopped"
     try:
         print(f"neuroglancer: {server.url}")

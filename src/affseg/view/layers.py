@@ -20,14 +20,22 @@ nm), so volumes of different shapes and voxel sizes are shown aligned (a predict
 network's context sits where it belongs in the raw). Refused: volumes with different numbers of
 spatial axes (2D beside 3D), a unit that is not a length, and an offset that is not a whole number
 of voxels.
+
+Sources: each volume is served under ``python://volume/<viewer token>.<volume token>``, the volume
+token a hash of the dataset's absolute address (:func:`volume_token`), so a link written elsewhere
+(:func:`viewer_source`, used by ``affseg evaluate --report``) names the same volume whenever it is
+served by the viewer at that URL.
 """
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
 
@@ -68,7 +76,9 @@ class Layer:
         return start, start + np.asarray(self.spatial_shape) * np.asarray(self.voxel_size)
 
 
-def _to_nm(units: Sequence[str], address: str) -> np.ndarray:
+def nm_per_unit(units: Sequence[str], address: str) -> np.ndarray:
+    """Nanometres per unit of each axis (a volume without units is in nm); InputError naming
+    ``address`` for a unit that is not a length."""
     factors = []
     for unit in units:
         key = str(unit).strip()
@@ -77,6 +87,51 @@ def _to_nm(units: Sequence[str], address: str) -> np.ndarray:
                              f"({', '.join(repr(u) for u in _TO_NM if u)})")
         factors.append(_TO_NM.get(key, _TO_NM.get(key.lower())))
     return np.asarray(factors)
+
+
+_VIEWER_URL = re.compile(r"^https?://[^/#?]+/v/(?P<token>[A-Za-z0-9_-]+)/?(?:[#?].*)?$")
+OPEN_PATH = "/affseg/open/"  # + TOKEN?state=JSON: the viewer's server sets that state (server.py)
+VIEWER_TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # no "." (neuroglancer splits volume keys there) nor "/"
+
+
+def volume_token(address: str | os.PathLike) -> str:
+    """The token a dataset is served under: a hash of its container's absolute path and the path
+    inside it, the same for every spelling of the address and in every process."""
+    from ..io import parse_address
+
+    container, dataset, _ = parse_address(address)
+    canonical = f"{Path(container).resolve()}::{dataset.strip('/')}"
+    return hashlib.sha256(canonical.encode()).hexdigest()[:20]
+
+
+def viewer_token(viewer_url: str) -> str:
+    """The TOKEN of an ``affseg view`` URL (``http://HOST:PORT/v/TOKEN/``, as the command prints
+    it); InputError for any other address."""
+    match = _VIEWER_URL.match(viewer_url) if isinstance(viewer_url, str) else None
+    if match is None:
+        raise InputError(f"viewer URL {viewer_url!r} is not one that affseg view prints "
+                         "(http://HOST:PORT/v/TOKEN/)")
+    return match["token"]
+
+
+def is_viewer_url(url: str) -> bool:
+    """Whether ``url`` is one that ``affseg view`` prints (``http://HOST:PORT/v/TOKEN/``)."""
+    return isinstance(url, str) and _VIEWER_URL.match(url) is not None
+
+
+def viewer_link(viewer_url: str, state_json: str) -> str:
+    """The link that loads a neuroglancer state (JSON text) into the ``affseg view`` viewer at
+    ``viewer_url``: the viewer's server takes it (``OPEN_PATH``) and sends the browser to the
+    viewer, which stays connected to the server (a ``#!`` state in the URL would cut it off)."""
+    token = viewer_token(viewer_url)
+    origin = viewer_url.split("/v/", 1)[0]
+    return f"{origin}{OPEN_PATH}{token}?state={quote(state_json, safe=':,')}"
+
+
+def viewer_source(viewer_url: str, address: str | os.PathLike) -> str:
+    """The neuroglancer source under which the ``affseg view`` viewer at ``viewer_url`` serves
+    the dataset ``address`` (whenever that viewer shows it)."""
+    return f"python://volume/{viewer_token(viewer_url)}.{volume_token(address)}"
 
 
 def auto_kind(volume, address: str) -> str:
@@ -212,7 +267,7 @@ def _open_layer(address: str, name: str, kind: str | None) -> Layer:
             raise InputError(f"{address} has {len(spatial)} spatial axes (axes {list(volume.axes)}); "
                              "affseg view shows 2D and 3D volumes")
         spatial_units = volume.units if len(volume.units) == len(spatial) else (volume.units[:1] * len(spatial))
-        factors = _to_nm(spatial_units, address)
+        factors = nm_per_unit(spatial_units, address)
         voxel_size = tuple(float(v) for v in np.asarray(volume.voxel_size) * factors)
         offset = tuple(float(o) for o in np.asarray(volume.offset) * factors)
         if min(voxel_size) <= 0:

@@ -6,16 +6,19 @@ viewer starts.
 from __future__ import annotations
 
 import errno
+import json
+import re
 import socket
 import threading
 
 import neuroglancer as ng
 import numpy as np
+import tornado.web
 from neuroglancer import local_volume
 from neuroglancer import server as ng_server
 
 from ..errors import InputError
-from .layers import Layer, close_layers, display_dtype, display_range
+from .layers import OPEN_PATH, Layer, close_layers, display_dtype, display_range, volume_token
 
 GRAY_SHADER = """#uicontrol invlerp normalized
 void main() {
@@ -75,7 +78,9 @@ def layer_source(layer: Layer) -> ng.LocalVolume:
         names, scales, units, offset = ["c^"] + names, [1.0] + scales, [""] + units, [0] + offset
     dimensions = ng.CoordinateSpace(names=names, units=units, scales=scales)
     volume_type = "segmentation" if layer.kind == "segmentation" else "image"
-    return _Source(_ChunkReader(layer), dimensions=dimensions, voxel_offset=offset, volume_type=volume_type)
+    source = _Source(_ChunkReader(layer), dimensions=dimensions, voxel_offset=offset, volume_type=volume_type)
+    source.token = volume_token(layer.address)  # stable, so that report links name it (layers.viewer_source)
+    return source
 
 
 def make_layer(layer: Layer, source: ng.LocalVolume):
@@ -116,6 +121,34 @@ def fill_state(state, layers: list[Layer]) -> dict[str, ng.LocalVolume]:
     return sources
 
 
+class _OpenStateHandler(tornado.web.RequestHandler):
+    """``OPEN_PATH + TOKEN?state=JSON``: set the viewer's state and send the browser to the viewer.
+
+    The links of an error report come here: neuroglancer's Python viewer opened with a ``#!``
+    state in its URL does not connect to its server (its event stream is refused), so the state
+    is set here on the server instead and the viewer opens connected."""
+
+    def get(self, token: str) -> None:
+        viewer = ng_server.global_server.viewers.get(token) if ng_server.global_server else None
+        if viewer is None:
+            raise tornado.web.HTTPError(404, reason=f"no viewer {token!r} here")
+        try:
+            state = json.loads(self.get_query_argument("state"))
+            if not isinstance(state, dict):
+                raise ValueError("not a JSON object")
+            viewer.set_state(ng.ViewerState(state))
+        except (tornado.web.MissingArgumentError, ValueError, TypeError, KeyError) as e:
+            raise tornado.web.HTTPError(400, reason=f"not a neuroglancer state: {e}"[:200]) from None
+        self.redirect(f"/v/{token}/")  # relative: the host the browser used
+
+
+def _add_open_route() -> None:
+    running = ng_server.global_server
+    if not getattr(running, "_affseg_open_route", False):
+        running.app.add_handlers(r".*", [(f"^{re.escape(OPEN_PATH)}([A-Za-z0-9_-]+)$", _OpenStateHandler)])
+        running._affseg_open_route = True
+
+
 def _start_server(bind: str, port: int) -> None:
     """Start neuroglancer's server (one per process) on ``bind:port``; a port in use, or an address
     this machine does not have, is an InputError."""
@@ -147,12 +180,16 @@ class ViewServer:
     closes the volumes; :meth:`wait` blocks until :meth:`stop` or Ctrl-C.
     """
 
-    def __init__(self, layers: list[Layer], *, bind: str, port: int):
+    def __init__(self, layers: list[Layer], *, bind: str, port: int, token: str | None = None):
         self.layers = layers
         self._stopped = threading.Event()
         _start_server(bind, port)
-        self.viewer = ng.Viewer()
+        if token is not None and token in ng_server.global_server.viewers:
+            self._stopped.set()
+            raise InputError(f"a viewer of this process already has the token {token!r}; stop it or choose another")
+        self.viewer = ng.Viewer(token=token)
         try:
+            _add_open_route()
             with self.viewer.txn() as state:
                 self.sources = fill_state(state, layers)
             self.url = self.viewer.get_viewer_url()
