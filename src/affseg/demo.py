@@ -185,12 +185,9 @@ def cmd_demo(args) -> int:
 
     _check_demo_args(args)
     if getattr(args, "view", False):
-        from .view import require_neuroglancer
+        from .view.command import neuroglancer_missing
 
-        try:
-            require_neuroglancer("affseg demo --view")  # before the demo's minutes of work
-        except ModuleNotFoundError as e:
-            print(f"error: {e}", file=sys.stderr)
+        if neuroglancer_missing("affseg demo --view"):  # before the demo's minutes of work
             return 2
     out = Path(args.output)
     staging = _staging_dir(out, args.overwrite)

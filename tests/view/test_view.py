@@ -97,6 +97,30 @@ def test_forced_kinds_and_clear_errors(data, synth):
         plan_layers([z / "missing"])
 
 
+def test_addresses_and_volumes_that_cannot_be_shown_are_named(tmp_path):
+    import zarr
+
+    with pytest.raises(InputError, match="is not a volume address"):
+        plan_layers([tmp_path / "plain_folder"])
+    zarr.open_group(str(tmp_path / "e.zarr"), mode="w").create_group("empty")
+    with pytest.raises(InputError, match=r"e\.zarr/empty holds no datasets"):
+        plan_layers([tmp_path / "e.zarr" / "empty"])
+    with pytest.raises(VolumeNotFound, match="no dataset or group 'nothing' in"):
+        plan_layers([tmp_path / "e.zarr" / "nothing"])
+    write_volume(tmp_path / "x.zarr" / "complex", np.zeros((4, 5, 6), np.complex64))
+    with pytest.raises(InputError, match="complex has dtype complex64, which cannot be shown"):
+        plan_layers([tmp_path / "x.zarr" / "complex"])
+    write_volume(tmp_path / "x.zarr" / "two_channels", np.zeros((2, 3, 4, 5, 6), np.float32),
+                 axes=["c^", "t^", "z", "y", "x"])
+    with pytest.raises(InputError, match=r"two_channels has 2 channel axes .* one at most"):
+        plan_layers([tmp_path / "x.zarr" / "two_channels"])
+    write_volume(tmp_path / "x.zarr" / "four_d", np.zeros((2, 3, 4, 5), np.float32), axes=["t", "z", "y", "x"])
+    with pytest.raises(InputError, match=r"four_d has 4 spatial axes .* shows 2D and 3D volumes"):
+        plan_layers([tmp_path / "x.zarr" / "four_d"])
+    with pytest.raises(InputError, match="bind must be an address"):
+        affseg.view(tmp_path / "x.zarr" / "complex", bind=" ")
+
+
 def test_2d_beside_3d_offsets_off_the_grid_and_strange_units_are_refused(data, tmp_path):
     write_volume(tmp_path / "two.zarr" / "section", np.zeros((40, 48), np.uint8))
     with pytest.raises(InputError, match=r"is 2D .* but .* is 3D"):

@@ -62,12 +62,19 @@ def serve(args, addresses, *, segmentation=(), image=()) -> int:
     return 0
 
 
-def cmd_view(args) -> int:
+def neuroglancer_missing(what: str) -> bool:
+    """Whether neuroglancer is missing; if so, the one-line error naming the extra is printed."""
     from . import require_neuroglancer
 
     try:
-        require_neuroglancer("affseg view")
+        require_neuroglancer(what)
     except ModuleNotFoundError as e:
         print(f"error: {e}", file=sys.stderr)
+        return True
+    return False
+
+
+def cmd_view(args) -> int:
+    if neuroglancer_missing("affseg view"):
         return 2
     return serve(args, args.volumes, segmentation=args.segmentation, image=args.image)
