@@ -1,5 +1,5 @@
 """affseg demo: says what it does at each stage, writes a training config that is reusable as it
-is (it continues the demo's run), and scores with the thresholds as given."""
+is (it continues the demo's run, also from a moved folder), and scores with the thresholds as given."""
 from __future__ import annotations
 
 import json
@@ -26,10 +26,15 @@ def test_the_demo_reports_its_stages_and_its_config_continues_the_run(tmp_path, 
     thresholds = [row["threshold"] for row in scores["mala"]]
     # the sweep the data calls for, written as short decimals (0.1, not 0.10000000149011612)
     assert thresholds and thresholds == sorted(thresholds) and all(len(repr(t)) <= 6 for t in thresholds)
-    # the run's stored config names the data where it is now, not the demo's staging folder
+    # the run's stored config names the data relative to the run, not in the demo's staging folder
     stored = json.loads((tmp_path / "d" / "run" / "config.json").read_text())
-    assert stored["data"]["train"][0]["raw"] == str(tmp_path / "d" / "demo.zarr" / "train" / "raw")
-    config = tmp_path / "d" / "run.yaml"
+    assert stored["data"]["train"][0]["raw"] == "../demo.zarr/train/raw"
+    # the demo's folder moved elsewhere: its config still continues its run
+    (tmp_path / "d").rename(tmp_path / "moved")
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "moved").rename(tmp_path / "elsewhere" / "d")
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    config = tmp_path / "elsewhere" / "d" / "run.yaml"
     text = config.read_text()
     assert "train:" in text and text.startswith("# ")
     cfg = yaml.safe_load(text)
@@ -37,7 +42,8 @@ def test_the_demo_reports_its_stages_and_its_config_continues_the_run(tmp_path, 
     config.write_text(yaml.safe_dump(cfg))
     assert main(["train", str(config)]) == 0
     assert "trained 3 iterations" in capsys.readouterr().out
-    assert sorted(p.name for p in (tmp_path / "d" / "run" / "checkpoints").iterdir())[-1] == "iteration_00000003.pt"
+    assert sorted(p.name for p in (tmp_path / "elsewhere" / "d" / "run" / "checkpoints").iterdir())[-1] == \
+        "iteration_00000003.pt"
 
 
 @pytest.mark.parametrize("bad,named", [(["--iterations", "0"], "--iterations"), (["--iterations", "-3"], "--iterations"),

@@ -136,22 +136,6 @@ def write_demo_config(staging: Path, iterations: int, seed: int) -> Path:
     return path
 
 
-def _relocate_run(run: Path, staging: Path, out: Path) -> None:
-    """Point the run's stored config at the data's final place (the demo builds it in a staging
-    folder that is renamed at the end), so that the run resumes from ``run.yaml``."""
-    import json
-
-    from .io.atomic import atomic_path
-
-    stored = run / "config.json"
-    cfg = json.loads(stored.read_text())
-    for source in cfg["data"]["train"]:
-        for key in ("raw", "labels"):
-            source[key] = str(out.resolve() / Path(source[key]).relative_to(staging.resolve()))
-    with atomic_path(stored) as tmp:
-        tmp.write_text(json.dumps(cfg, indent=2))
-
-
 def _check_demo_args(args) -> None:
     """Refuse bad numbers before anything is synthesized (InputError naming the option)."""
     from ._checks import as_int
@@ -208,7 +192,6 @@ def cmd_demo(args) -> int:
                 "affinity channels: nearest neighbours and long range)")
         config = write_demo_config(staging, args.iterations, args.seed)
         run = train(load_config(config), staging / "run", progress=True, config_path=config)
-        _relocate_run(staging / "run", staging, out)
         _say(3, started, "predicting affinities on the held-out volume, tile by tile")
         predict(run.last_checkpoint, str(data / "raw"), data, progress=True)
         affs, _ = read_volume(data / "affs")

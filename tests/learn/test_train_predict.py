@@ -53,6 +53,37 @@ def test_train_writes_checkpoints_log_snapshots_and_resumes(tmp_path):
         train(cfg, tmp_path / "run")
 
 
+def test_a_run_moved_together_with_its_data_resumes_and_elsewhere_is_a_different_config(tmp_path):
+    import json
+    import shutil
+
+    project = tmp_path / "project"
+    project.mkdir()
+    cfg = small_config(project, iterations=2)
+    train(cfg, project / "run")
+    stored = json.loads((project / "run" / "config.json").read_text())
+    assert stored["data"]["train"][0] == {**stored["data"]["train"][0], "raw": "../data.zarr/raw",
+                                          "labels": "../data.zarr/labels"}  # relative to the run folder
+    shutil.move(project, tmp_path / "moved")
+    cfg = json.loads(json.dumps(cfg).replace(str(project), str(tmp_path / "moved")))
+    cfg["train"]["iterations"] = 4
+    train(cfg, tmp_path / "moved" / "run")  # resumes from iteration 2
+    rows = list(csv.DictReader((tmp_path / "moved" / "run" / "log.csv").open()))
+    assert [int(r["iteration"]) for r in rows] == [1, 2, 3, 4]
+    # the run folder moved alone, its data left where they are: resumes too
+    shutil.move(tmp_path / "moved" / "run", tmp_path / "archived_run")
+    cfg["train"]["iterations"] = 5
+    train(cfg, tmp_path / "archived_run")
+    rows = list(csv.DictReader((tmp_path / "archived_run" / "log.csv").open()))
+    assert [int(r["iteration"]) for r in rows] == [1, 2, 3, 4, 5]
+    shutil.move(tmp_path / "archived_run", tmp_path / "moved" / "run")
+    # the same run folder with other data (here: the same arrays under another path) is another experiment
+    shutil.copytree(tmp_path / "moved" / "data.zarr", tmp_path / "other.zarr")
+    cfg = json.loads(json.dumps(cfg).replace(str(tmp_path / "moved" / "data.zarr"), str(tmp_path / "other.zarr")))
+    with pytest.raises(FileExistsError, match="different config"):
+        train(cfg, tmp_path / "moved" / "run")
+
+
 @pytest.mark.parametrize("workers", [0, 2])
 def test_resumed_run_equals_an_uninterrupted_one(tmp_path, workers):
     """Resuming reloads weights, optimizer state and the per-iteration data: 2 + 2 iterations

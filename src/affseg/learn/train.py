@@ -9,8 +9,10 @@ holds anything else (an object whose unpickling could run code) is refused, not 
 """
 from __future__ import annotations
 
+import copy
 import csv
 import json
+import os
 import pickle
 import pickletools
 import re
@@ -392,8 +394,24 @@ def _remove_run(output: Path, entries: list[str]) -> None:
 
 
 def _write_marker(output: Path) -> None:
+    # "folder": where the run last ran, against which config.json's relative data paths also resolve
     with atomic_path(output / RUN_MARKER) as tmp:
-        tmp.write_text(json.dumps({"kind": RUN_KIND, "version": __version__}, indent=2) + "\n")
+        tmp.write_text(json.dumps({"kind": RUN_KIND, "version": __version__, "folder": str(output.resolve())},
+                                  indent=2) + "\n")
+
+
+def _same_experiment(previous: dict, cfg: dict, output: Path) -> bool:
+    """Whether a run's stored config and a new one are one experiment (``train`` may differ). The
+    stored data paths are relative to the run folder: they match where the run is now (moved
+    together with its data) or where it last ran (the run folder moved alone)."""
+    given = _with_data_paths(cfg, lambda p: str(Path(p).resolve()))
+    marker = _read_json(output / RUN_MARKER)
+    made_in = marker.get("folder") if isinstance(marker, dict) and isinstance(marker.get("folder"), str) else None
+    for folder in [output] + ([Path(made_in)] if made_in else []):
+        stored = _with_data_paths(previous, lambda p, folder=folder: str((folder / p).resolve()))
+        if {k: v for k, v in stored.items() if k != "train"} == {k: v for k, v in given.items() if k != "train"}:
+            return True
+    return False
 
 
 def _prepare_output(output: Path, cfg: dict, overwrite: bool, protected=()) -> Path | None:
@@ -420,22 +438,51 @@ def _prepare_output(output: Path, cfg: dict, overwrite: bool, protected=()) -> P
                 raise OutputExists(f"{output} exists and is not an affseg training run"
                                    f"{_holds(_foreign_entries(entries))}; choose another output folder")
             if previous is not None:
-                same = {k: v for k, v in previous.items() if k != "train"} == \
-                    {k: v for k, v in cfg.items() if k != "train"}
-                if not same:
+                if not _same_experiment(previous, cfg, output):
                     hint = ("pass overwrite=True to start over or choose another output folder"
                             if _why_not_replaceable(output, entries, protected) is None else "choose another output folder")
                     raise OutputExists(f"{output} holds a run with a different config; {hint}")
-                if not _has_marker(output):
-                    _write_marker(output)  # a run from before the marker: mark it now
+                _settle(output, previous, cfg)
                 return latest_checkpoint(output)
             # else: a run folder killed while it was created (the marker, no config yet): set it up
     output.mkdir(parents=True, exist_ok=True)
     _write_marker(output)
     (output / "checkpoints").mkdir(exist_ok=True)
-    with atomic_path(stored) as tmp:
-        tmp.write_text(json.dumps(cfg, indent=2))
+    _write_config(output, cfg)
     return None
+
+
+def _write_config(output: Path, cfg: dict) -> None:
+    """config.json with data paths relative to the run folder (a folder moved together with its
+    data still resumes)."""
+    portable = _with_data_paths(cfg, lambda p: os.path.relpath(Path(p).resolve(), output.resolve()))
+    with atomic_path(output / "config.json") as tmp:
+        tmp.write_text(json.dumps(portable, indent=2))
+
+
+def _settle(output: Path, previous: dict, cfg: dict) -> None:
+    """A run resumed where it is now: its marker names this folder and config.json's data paths
+    are relative to it (the stored train section is kept), so later moves compare against here."""
+    marker = _read_json(output / RUN_MARKER)
+    if not (isinstance(marker, dict) and marker.get("kind") == RUN_KIND and marker.get("folder") == str(output.resolve())):
+        _write_marker(output)  # (also marks a run from before the marker)
+    settled = {**cfg, "train": previous["train"]}
+    if _stored_config(output) != _with_data_paths(settled, lambda p: os.path.relpath(Path(p).resolve(),
+                                                                                     output.resolve())):
+        _write_config(output, settled)
+
+
+_DATA_PATH_KEYS = ("raw", "labels", "mask")
+
+
+def _with_data_paths(cfg: dict, change: Callable[[str], str]) -> dict:
+    """A copy of ``cfg`` with ``change`` applied to the raw, labels and mask path of each training source."""
+    cfg = copy.deepcopy(cfg)
+    for source in cfg.get("data", {}).get("train", []):
+        for key in _DATA_PATH_KEYS:
+            if isinstance(source.get(key), str):
+                source[key] = change(source[key])
+    return cfg
 
 
 def _resume(output: Path, device, net: UNet, optimizer) -> tuple[dict, Path]:
