@@ -291,6 +291,7 @@ def test_cli_report_of_a_threshold_group(tmp_path, capsys):
                 ["--report", str(tmp_path / "x.html"), "--viewer-url", "https://neuroglancer-demo.appspot.com/"],
                 ["--report", str(tmp_path / "x.html"), "--raw", str(tmp_path / "data.zarr" / "labels")],
                 ["--raw", str(tmp_path / "data.zarr" / "labels")],
+                ["--report", str(tmp_path / "x.html"), "--viewer-url", VIEWER, "--raw", str(tmp_path / "no.zarr" / "raw")],
                 ["--report", str(tmp_path / "x.html"), "--report-top", "0"],
                 ["--report", str(json_path), "--json", str(json_path), "--overwrite"]):
         assert main(args[:3] + bad) == 2

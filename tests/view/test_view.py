@@ -355,16 +355,36 @@ def test_a_fixed_token_and_the_open_route_load_a_state_into_the_viewer(data, ser
     labels = viewer_source(server.url, data / "s.zarr" / "labels")
     assert server.state.layers["labels"].source[0].url == labels  # served under the stable source
     state = {"dimensions": {"x": [4, "nm"], "y": [4, "nm"], "z": [40, "nm"]}, "position": [10, 20, 3],
+             "crossSectionScale": 0.5, "layout": "xy",
              "layers": [{"type": "segmentation", "source": labels, "name": "ground truth", "segments": ["7"]}]}
     with urllib.request.urlopen(viewer_link(server.url, json.dumps(state)), timeout=30) as page:
         assert page.status == 200 and page.url == server.url  # redirected to the viewer
-    assert [layer.name for layer in server.state.layers] == ["ground truth"]
-    assert list(server.state.position) == [10, 20, 3] and list(server.state.layers[0].segments) == [7]
+    # the entry is applied to the viewer's layers: the named one shown with its segments, the others
+    # hidden but still served (a link never drops a volume)
+    layers = {layer.name: layer for layer in server.state.layers}
+    assert list(layers) == ["raw", "labels"] and not layers["raw"].visible and layers["labels"].visible
+    assert list(layers["labels"].segments) == [7]
+    assert list(server.state.position) == [10, 20, 3] and server.state.cross_section_scale == 0.5
     base = server.url.split("/v/")[0]
+    for name in ("raw", "labels"):
+        with urllib.request.urlopen(f"{base}/neuroglancer/info/{server.viewer.token}.{server.sources[name].token}",
+                                    timeout=30) as info:
+            assert info.status == 200, name
+    raw = viewer_source(server.url, data / "s.zarr" / "raw")
+    refused = [{}, 5, {"layers": 5}, {"layers": [{"source": "precomputed://https://elsewhere/x"}]},
+               {"layers": [{"source": raw, "segments": ["x"]}]}, {"layers": [{"source": raw, "segments": "7"}]},
+               {"position": [1, 2]}, {"position": [1, 2, "x"]}, {"dimensions": {"a": [1, "nm"]}},
+               {"crossSectionScale": -1}, {"layout": "3d"}, {"shader": "void main() {}"}]
+    for bad in refused[1:]:
+        with pytest.raises(urllib.error.HTTPError) as error:
+            urllib.request.urlopen(viewer_link(server.url, json.dumps(bad)), timeout=30)
+        assert error.value.code == 400, bad
     for url, code in ((f"{base}/affseg/open/report-view?state=%7Bnot%20json", 400),
-                      (f"{base}/affseg/open/report-view?state=%5B1%5D", 400),
                       (f"{base}/affseg/open/report-view", 400), (f"{base}/affseg/open/nobody?state=%7B%7D", 404)):
         with pytest.raises(urllib.error.HTTPError) as error:
             urllib.request.urlopen(url, timeout=30)
         assert error.value.code == code, url
-    assert list(server.state.position) == [10, 20, 3]  # refused states changed nothing
+    assert list(server.state.position) == [10, 20, 3] and len(server.state.layers) == 2  # refused: nothing changed
+    with urllib.request.urlopen(viewer_link(server.url, json.dumps(refused[0])), timeout=30) as page:
+        assert page.status == 200  # an empty entry changes nothing but the visibility
+    assert [layer.visible for layer in server.state.layers] == [False, False]

@@ -21,6 +21,7 @@ import io
 import json
 import math
 import os
+import shlex
 from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import quote
@@ -158,9 +159,10 @@ def neuroglancer_url(state: dict, viewer_url: str) -> str:
     """The link that opens ``state`` in the neuroglancer at ``viewer_url``: ``viewer_url#!`` +
     the state as URL-quoted JSON (neuroglancer's own URL format), or, for an ``affseg view``
     viewer (``http://HOST:PORT/v/TOKEN/``), ``http://HOST:PORT/affseg/open/TOKEN?state=`` + the
-    state: that viewer's server loads it and sends the browser on to the viewer, which stays
+    state: that viewer's server applies it and sends the browser on to the viewer, which stays
     connected to the server (neuroglancer's Python viewer runs cut off from its server when
-    opened with a state in the URL).
+    opened with a state in the URL). Any ``/v/TOKEN/`` address is taken to be ``affseg view``'s:
+    the viewer of a plain ``neuroglancer`` Python server has no such route.
 
     Parameters
     ----------
@@ -454,7 +456,7 @@ def report_html(report: dict) -> str:
         "with labelled ground truth.</p>")
     viewer = report.get("viewer")
     if viewer:
-        command = "affseg view " + " ".join(viewer["volumes"])
+        command = "affseg view " + " ".join(map(shlex.quote, viewer["volumes"]))
         parts.append(f"<p class='note'>The links open in the viewer at <code>{e(viewer['url'])}</code> while it "
                      f"shows these volumes (<code>{e(command)}</code>, with the port and token of that URL: "
                      "<code>--port PORT --token TOKEN</code>).</p>")

@@ -122,24 +122,79 @@ def fill_state(state, layers: list[Layer]) -> dict[str, ng.LocalVolume]:
 
 
 class _OpenStateHandler(tornado.web.RequestHandler):
-    """``OPEN_PATH + TOKEN?state=JSON``: set the viewer's state and send the browser to the viewer.
+    """``OPEN_PATH + TOKEN?state=JSON``: show a report entry in the viewer, then send the browser there.
 
     The links of an error report come here: neuroglancer's Python viewer opened with a ``#!``
-    state in its URL does not connect to its server (its event stream is refused), so the state
-    is set here on the server instead and the viewer opens connected."""
+    state in its URL does not connect to its server (its event stream is refused), so the entry
+    is applied here on the server instead and the viewer opens connected. Any page the browser
+    visits can send this request, so only a report's few settings are taken (:func:`apply_link`):
+    the view moves and the served layers are shown, hidden or given segments; nothing is added
+    or removed."""
 
     def get(self, token: str) -> None:
         viewer = ng_server.global_server.viewers.get(token) if ng_server.global_server else None
         if viewer is None:
             raise tornado.web.HTTPError(404, reason=f"no viewer {token!r} here")
         try:
-            state = json.loads(self.get_query_argument("state"))
-            if not isinstance(state, dict):
-                raise ValueError("not a JSON object")
-            viewer.set_state(ng.ViewerState(state))
-        except (tornado.web.MissingArgumentError, ValueError, TypeError, KeyError) as e:
-            raise tornado.web.HTTPError(400, reason=f"not a neuroglancer state: {e}"[:200]) from None
+            link = json.loads(self.get_query_argument("state"))
+            apply_link(viewer, link)
+        except (tornado.web.MissingArgumentError, InputError, ValueError) as e:
+            raise tornado.web.HTTPError(400, reason=f"not a report entry: {e}"[:200]) from None
         self.redirect(f"/v/{token}/")  # relative: the host the browser used
+
+
+_LINK_KEYS = {"dimensions", "position", "crossSectionScale", "layout", "layers", "selectedLayer"}
+
+
+def apply_link(viewer, link) -> None:
+    """Apply a report entry's state (:func:`affseg.evaluation.report.neuroglancer_state`) to a
+    viewer: its position, zoom, layout and coordinate space; the viewer's layers whose source
+    the entry names are shown (segmentations with the entry's segments), the others hidden.
+    InputError, with nothing changed, for anything else: other keys, a source the viewer does not
+    serve, segments that are not ids, a position of the wrong length."""
+    if not isinstance(link, dict) or not set(link) <= _LINK_KEYS:
+        raise InputError(f"a report entry holds only {sorted(_LINK_KEYS)}")
+    state = viewer.state
+    names = {layer.source[0].url: layer.name for layer in state.layers if len(layer.source)}
+    shown: dict[str, list[int] | None] = {}
+    layers = link.get("layers", [])
+    if not isinstance(layers, list):
+        raise InputError("layers must be a list")
+    for entry in layers:
+        if not isinstance(entry, dict) or entry.get("source") not in names:
+            raise InputError("each layer must name a source this viewer serves")
+        segments = entry.get("segments")
+        if segments is not None:
+            if not isinstance(segments, list) or not all(str(k).isdigit() and int(k) < 2**64 for k in segments):
+                raise InputError("segments must be a list of ids")
+            segments = [int(k) for k in segments]
+        shown[names[entry["source"]]] = segments
+    dims = link.get("dimensions", state.dimensions.to_json())
+    if not isinstance(dims, dict) or set(dims) != set(state.dimensions.names):
+        raise InputError(f"dimensions must be {list(state.dimensions.names)}")
+    dimensions = ng.CoordinateSpace(dims)
+    position = link.get("position", [float(p) for p in state.position])
+    if not isinstance(position, list) or len(position) != len(dims) or \
+            not all(isinstance(p, (int, float)) and np.isfinite(p) for p in position):
+        raise InputError(f"position must be {len(dims)} numbers")
+    zoom = link.get("crossSectionScale", state.cross_section_scale)
+    if not isinstance(zoom, (int, float)) or not 0 < zoom < 1e9:
+        raise InputError("crossSectionScale must be a positive number")
+    layout = link.get("layout", state.layout.type if hasattr(state.layout, "type") else state.layout)
+    if layout not in ("4panel", "xy"):
+        raise InputError("layout must be 4panel or xy")
+    with viewer.txn() as s:
+        s.dimensions = dimensions
+        s.position = position
+        s.cross_section_scale = float(zoom)
+        s.layout = layout
+        for layer in s.layers:
+            layer.visible = layer.name in shown
+            if shown.get(layer.name) is not None:
+                layer.segments = shown[layer.name]
+        first = next((name for name, segments in shown.items() if segments is not None), None)
+        if first is not None:
+            s.selected_layer.layer = first
 
 
 def _add_open_route() -> None:
