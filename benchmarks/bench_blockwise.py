@@ -14,6 +14,9 @@ the block size, not the volume (run two shapes with the same blocks to see it).
     python benchmarks/bench_blockwise.py --mws-voi                        # Mutex Watershed blockwise vs one pass
     python benchmarks/bench_blockwise.py --voi --shape 64 256 256         # MALA and cc blockwise vs one pass
 
+``--voi`` also runs MALA's hierarchical mode (``mode="hierarchical"``, lsd's) on the fragments of
+each exact blockwise run and scores it against the exact mode.
+
 ``--mws-voi`` measures how far the Mutex Watershed blockwise (per block with context, stitched
 where neighbouring runs agree; docs/blockwise.md) is from one pass of ``affseg.mutex_watershed``:
 VOI (bits) of each against the ground truth and of blockwise against one pass, for a few block
@@ -170,12 +173,18 @@ def mala_cc_voi(shape) -> None:
             for block_shape, context in MALA_LAYOUTS:
                 block_shape = tuple(min(b, s) for b, s in zip(block_shape, labels.shape))
                 out = str(Path(tmp) / f"out{len(name)}_{'x'.join(map(str, block_shape))}_{context[0]}.zarr" / "seg")
-                with Engine(workers=0) as engine:
-                    mala_to_zarr(address, out, thresholds=thresholds, block_shape=block_shape, context=context,
-                                 engine=engine)
-                for t in thresholds:
-                    seg, _ = read_volume(f"{out}/threshold_{t!r}")
-                    row("", f"MALA blocks {block_shape} context {context}", t, seg, labels, one[t])
+                exact = {}
+                for mode in ("exact", "hierarchical"):  # the same fragments (the same blocks and context)
+                    with Engine(workers=0) as engine:
+                        mala_to_zarr(address, f"{out}_{mode}", thresholds=thresholds, block_shape=block_shape,
+                                     context=context, engine=engine, mode=mode)
+                    for t in thresholds:
+                        seg, _ = read_volume(f"{out}_{mode}/threshold_{t!r}")
+                        if mode == "exact":
+                            exact[t] = seg
+                            row("", f"MALA blocks {block_shape} context {context}", t, seg, labels, one[t])
+                        else:  # lsd's mode against the exact one on the same fragments
+                            row("", "  hierarchical (vs exact blockwise)", t, seg, labels, exact[t])
             block_shape = tuple(min(b, s) for b, s in zip(MALA_LAYOUTS[0][0], labels.shape))
             with Engine(workers=0) as engine:
                 connected_components_to_zarr(address, str(Path(tmp) / f"cc{len(name)}.zarr" / "cc"), threshold=0.5,

@@ -3,6 +3,7 @@ and resumed, on this machine's cores.
 
     python benchmarks/bench_gigavoxel.py /big/disk/gv.zarr                         # 256 x 2048 x 2048
     python benchmarks/bench_gigavoxel.py small.zarr --shape 64 512 512              # a quick look
+    python benchmarks/bench_gigavoxel.py gv.zarr --reuse --mala-mode hierarchical   # lsd's agglomeration
 
 Three ``affseg`` commands, each a fresh process (``--workers`` Dask worker processes):
 ``synth --blockwise`` (labels, raw, uint8 affinities), then ``segment --blockwise`` (MALA,
@@ -63,6 +64,8 @@ def main() -> None:
     p.add_argument("--block-shape", default="64,256,256")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--reuse", action="store_true", help="keep an existing synthetic volume")
+    p.add_argument("--mala-mode", choices=["exact", "hierarchical"], default="exact",
+                   help="segment --mala-mode: the agglomeration of the whole graph, or lsd's block by block")
     args = p.parse_args()
     from affseg.blockwise.layout import BlockLayout
 
@@ -70,7 +73,7 @@ def main() -> None:
     n_blocks = len(BlockLayout(tuple(args.shape), tuple(block)))
     voxels = args.shape[0] * args.shape[1] * args.shape[2]
     print(f"volume {tuple(args.shape)} = {voxels / 1e9:.3f} gigavoxels, blocks {tuple(block)}: {n_blocks}; "
-          f"{args.workers} workers", flush=True)
+          f"{args.workers} workers; MALA {args.mala_mode}", flush=True)
     container = args.container
     if not (args.reuse and (container / "affs").exists()):
         run(affseg("synth", container, "--shape", *args.shape, "--blockwise", "--block-shape", args.block_shape,
@@ -78,7 +81,8 @@ def main() -> None:
     seg = container / "seg"
     store = Path(f"{container}.graph.sqlite")
     command = affseg("segment", container / "affs", seg, "--method", "mala", "--thresholds", *THRESHOLDS,
-                     "--blockwise", "--block-shape", args.block_shape, "--workers", args.workers, "--overwrite")
+                     "--blockwise", "--block-shape", args.block_shape, "--workers", args.workers,
+                     "--mala-mode", args.mala_mode, "--overwrite")
     stage = "mala:seg:fragments"
     started = time.perf_counter()
     job = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)

@@ -206,6 +206,27 @@ def test_blockwise_segment_equals_the_one_pass_command(tmp_path, data, method, c
         assert main(["segment", str(data / "affs"), str(tmp_path / "c.zarr" / "seg"), *args, "--blockwise",
                      "--block-shape", "2,16,16", "--workers", "0", "--context", "2,8,8"]) == 2
         assert "--context is for --method mala and mws" in capsys.readouterr().err
+        assert main(["segment", str(data / "affs"), str(tmp_path / "c.zarr" / "seg"), *args, "--blockwise",
+                     "--block-shape", "2,16,16", "--workers", "0", "--mala-mode", "hierarchical"]) == 2
+        assert "--mala-mode is for --method mala, not cc" in capsys.readouterr().err
+    else:  # lsd's hierarchical mode: the blocks' join levels of the same fragments
+        from affseg.blockwise.engine import Engine
+        from affseg.blockwise.pipeline import mala_to_zarr
+
+        hier = tmp_path / "hier.zarr" / "seg"
+        assert main(["segment", str(data / "affs"), str(hier), *args, "--blockwise", "--block-shape", "2,16,16",
+                     "--workers", "0", *context, "--mala-mode", "hierarchical"]) == 0
+        with Engine(workers=0) as engine:
+            mala_to_zarr(str(data / "affs"), str(tmp_path / "lib.zarr" / "seg"), json.loads(OFFSETS),
+                         thresholds=[0.3, 0.6], block_shape=(2, 16, 16), context=(2, 8, 8), engine=engine,
+                         fragment_options={"min_seed_distance": 4}, mode="hierarchical")
+        for name in ("fragments", "threshold_0.3", "threshold_0.6"):
+            np.testing.assert_array_equal(read_volume(hier / name)[0], read_volume(tmp_path / "lib.zarr" / "seg" /
+                                                                                    name)[0], err_msg=name)
+    # blockwise options without --blockwise: refused, not ignored
+    for flag, value in (("--mala-mode", "exact"), ("--context", "2,8,8"), ("--block-shape", "2,16,16")):
+        assert main(["segment", str(data / "affs"), str(tmp_path / "x.zarr" / "seg"), *args, flag, value]) == 2
+        assert f"{flag} needs --blockwise" in capsys.readouterr().err
 
 
 def test_blockwise_mutex_watershed_command_equals_the_library(tmp_path, data, capsys):

@@ -249,6 +249,8 @@ def cmd_segment_blockwise(args, plan: dict) -> int:
         raise InputError(f"--blockwise runs --method mala, cc or mws so far, not {method}")
     if args.block_shape is None:
         raise InputError("--blockwise needs --block-shape Z,Y,X (a multiple of the affinities' chunks is fastest)")
+    if method != "mala" and args.mala_mode is not None:
+        raise InputError(f"--mala-mode is for --method mala, not {method}")
     if method == "cc" and args.context is not None:
         raise InputError("--context is for --method mala and mws: connected components read no context "
                          "(the blocks are joined exactly across their faces)")
@@ -278,8 +280,10 @@ def cmd_segment_blockwise(args, plan: dict) -> int:
         summary = mala_to_zarr(args.affs, plan["out"], plan["offsets"], thresholds=plan["thresholds"],
                                block_shape=args.block_shape, context=context, engine=engine,
                                merge_function=merge_function, fragment_options=options,
-                               mask_address=args.mask, store=args.db, overwrite=args.overwrite)
-    print(f"wrote {plan['out']}/fragments ({summary['fragments']} fragments, {summary['edges']} edges, "
+                               mask_address=args.mask, store=args.db, overwrite=args.overwrite,
+                               mode=args.mala_mode or "exact")
+    edges = "joined edges" if args.mala_mode == "hierarchical" else "edges"
+    print(f"wrote {plan['out']}/fragments ({summary['fragments']} fragments, {summary['edges']} {edges}, "
           f"{summary['blocks']} blocks) and {len(summary['datasets']) - 1} segmentations")
     return 0
 
@@ -318,6 +322,7 @@ def cmd_segment(args) -> int:
     plan = _segment_plan(args)
     if args.blockwise:
         return cmd_segment_blockwise(args, plan)
+    _refuse_blockwise_flags(args, ("--context", args.context), ("--mala-mode", args.mala_mode))
     out, container, group = plan["out"], plan["container"], plan["group"]
     state: dict = {}
     args.interrupt_note = lambda: _segment_kept(plan, state)
@@ -524,6 +529,11 @@ def _check_report_options(args, paths: list[str]) -> None:
         as_int(args.report_top, name="--report-top", minimum=1)
     if args.viewer_url is not None:
         viewer_token(args.viewer_url)
+    if args.raw is not None:
+        from .io import volume_exists
+
+        if not volume_exists(args.raw):
+            raise InputError(f"--raw {args.raw} is not a dataset")
     resolved = [Path(p).resolve() for p in paths]
     for i, path in enumerate(resolved):
         if path in resolved[:i]:
@@ -785,6 +795,12 @@ def build_parser() -> argparse.ArgumentParser:
     b = g.add_argument_group("blockwise (volumes larger than memory; zarr outputs; methods mala, cc and mws)")
     b.add_argument("--blockwise", action="store_true", help="segment block by block on Dask workers")
     b.add_argument("--block-shape", type=_int_list, help="write shape of a block, e.g. 64,256,256 (the output chunks)")
+    b.add_argument("--mala-mode", choices=["exact", "hierarchical"],
+                   help="mala: exact (default) agglomerates the whole region graph at once, equal to one pass on the "
+                        "same fragments, holding every edge in memory (about 1.1 KiB each with hist_quant_*); "
+                        "hierarchical (lsd's) agglomerates each block with its --context and joins the blocks' "
+                        "results, holding 3 numbers per joined edge: for graphs too large for one machine, close to "
+                        "exact but not equal (docs/blockwise.md)")
     b.add_argument("--context", type=_int_list, help="voxels read around each block, e.g. 8,32,32 (mala: for the "
                                                       "fragments, default 2 x min-seed-distance per axis, at most the "
                                                       "block; mws: where neighbouring runs are compared, default a "

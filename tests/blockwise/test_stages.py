@@ -68,6 +68,73 @@ def test_mala_blockwise_agglomerates_like_one_pass_on_the_same_fragments(tmp_pat
         np.testing.assert_array_equal(results[0][f"threshold_{t}"], single.segmentation(i))
 
 
+@pytest.mark.parametrize("merge_function", ["hist_quant_75", "max"])
+def test_hierarchical_mala_equals_exact_where_every_block_sees_the_volume(tmp_path, data, merge_function):
+    """lsd's mode: with a context as large as the block, each of the 2 x 2 x 2 blocks agglomerates the
+    whole region graph, so thresholding the stored join levels gives the exact partitions."""
+    from affseg import agglomerate
+    from affseg.blockwise.pipeline import mala_to_zarr
+
+    path, affs, _ = data
+    thresholds = [0.2, 0.5, 0.8]
+    out = tmp_path / "out.zarr" / "seg"
+    with Engine(workers=2) as engine:
+        summary = mala_to_zarr(str(path / "affs"), str(out), thresholds=thresholds, block_shape=(8, 32, 32),
+                               context=(8, 32, 32), engine=engine, merge_function=merge_function,
+                               fragment_options={"min_seed_distance": 6}, mask_address=str(path / "mask"),
+                               mode="hierarchical")
+    assert summary["blocks"] == 8 and summary["computed"]["scores"] == 8
+    fragments = read_volume(out / "fragments")[0]
+    assert summary["fragments"] == len(np.unique(fragments[fragments > 0]))
+    # the node table: every fragment with its size and centre (voxel coordinates of the volume)
+    from scipy import ndimage
+
+    from affseg.blockwise.store import default_store_path, open_store
+
+    with open_store(default_store_path(tmp_path / "out.zarr")) as store:
+        ids, sizes, centres = store.read_fragments(summary["fragments_stage"])
+    np.testing.assert_array_equal(ids, np.unique(fragments[fragments > 0]))
+    np.testing.assert_array_equal(sizes, ndimage.sum_labels(np.ones(fragments.shape), fragments, ids))
+    np.testing.assert_allclose(centres, ndimage.center_of_mass(np.ones(fragments.shape), fragments, ids),
+                               rtol=0, atol=1e-9)
+    single = agglomerate(affs, fragments, OFFSETS, thresholds=thresholds, merge_function=merge_function)
+    for i, t in enumerate(thresholds):
+        np.testing.assert_array_equal(read_volume(out / f"threshold_{t}")[0], single.segmentation(i))
+    import zarr
+
+    assert zarr.open_array(str(out / "threshold_0.5"), mode="r").attrs["mode"] == "hierarchical"
+
+
+def test_hierarchical_mala_with_a_small_context_resumes_and_is_close_to_exact(tmp_path, data):
+    from affseg import evaluate
+    from affseg.blockwise.pipeline import mala_to_zarr
+    from affseg.errors import InputError, OutputExists
+
+    path, _, _ = data
+    options = dict(thresholds=[0.3, 0.6], block_shape=(8, 32, 32), context=(2, 8, 8),
+                   fragment_options={"min_seed_distance": 6})
+    segs = {}
+    for workers, mode in ((0, "exact"), (0, "hierarchical"), (2, "hierarchical")):
+        out = tmp_path / f"{mode}{workers}.zarr" / "seg"
+        with Engine(workers=workers) as engine:
+            summary = mala_to_zarr(str(path / "affs"), str(out), engine=engine, mode=mode, **options)
+        segs[mode, workers] = {t: read_volume(out / f"threshold_{t}")[0] for t in (0.3, 0.6)}
+    for t in (0.3, 0.6):
+        np.testing.assert_array_equal(segs["hierarchical", 0][t], segs["hierarchical", 2][t])  # any worker count
+    # an approximation: close to the exact mode where few fragments merge, apart where most do
+    scores = evaluate(segs["hierarchical", 0][0.3], segs["exact", 0][0.3])
+    assert scores["voi_split"] + scores["voi_merge"] < 0.5, scores
+    assert not np.array_equal(segs["hierarchical", 0][0.6], segs["exact", 0][0.6])
+    with Engine(workers=0) as engine:  # a rerun computes nothing; another mode over it needs overwrite
+        again = mala_to_zarr(str(path / "affs"), str(out), engine=engine, mode="hierarchical", **options)
+        assert again["computed"] == {"fragments": 0, "scores": 0, "agglomerate": 0, "relabel": 0}
+        with pytest.raises(OutputExists, match="overwrite=True"):
+            mala_to_zarr(str(path / "affs"), str(out), engine=engine, mode="exact", **options)
+        with pytest.raises(InputError, match="mode must be one of exact, hierarchical, got 'lsd'"):
+            mala_to_zarr(str(path / "affs"), str(out), engine=engine, mode="lsd", **options)
+    assert summary["edges"] > 0
+
+
 def _mala_job(data_path, out, store):
     return (f"from affseg.blockwise.engine import Engine\n"
             f"from affseg.blockwise.pipeline import mala_to_zarr\n"

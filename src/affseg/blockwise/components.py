@@ -98,15 +98,23 @@ def merge_face_pairs(pairs: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarra
         return np.zeros(0, np.uint64), np.zeros(0, np.uint64)
     ids, index = np.unique(every, return_inverse=True)
     index = index.reshape(-1, 2)
+    return ids, smallest_in_components(ids, index[:, 0], index[:, 1])
+
+
+def smallest_in_components(ids: np.ndarray, iu: np.ndarray, iv: np.ndarray) -> np.ndarray:
+    """For each of the sorted ``ids``, the smallest id of its component when ``ids[iu[k]]`` and
+    ``ids[iv[k]]`` are joined for every ``k``."""
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components as graph_components
 
     n = ids.shape[0]
-    graph = coo_matrix((np.ones(len(index), np.int8), (index[:, 0], index[:, 1])), shape=(n, n))
+    if n == 0:
+        return ids.copy()
+    graph = coo_matrix((np.ones(len(iu), np.int8), (iu, iv)), shape=(n, n))
     _, component = graph_components(graph, directed=False)
     smallest = np.full(component.max() + 1, np.iinfo(np.uint64).max, np.uint64)
     np.minimum.at(smallest, component, ids)  # ids are sorted: the first of each component
-    return ids, smallest[component]
+    return smallest[component]
 
 
 def connected_components_blockwise(affs, offsets=None, *, threshold: float = 0.5, block_shape: Sequence[int],

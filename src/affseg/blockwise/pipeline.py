@@ -568,6 +568,9 @@ def mutex_watershed_to_zarr(affs_address: str, out_address: str, offsets=None, *
 # ---------------------------------------------------------------------------------------------
 # MALA
 
+MALA_MODES = ("exact", "hierarchical")
+"""How blockwise MALA agglomerates: the whole region graph at once, or lsd's block by block."""
+
 
 def _fragments_task(block_id, affs_address, fragments_address, layout, offsets, options, mask_address):
     from ..graph.core.relabel import relabel_consecutive
@@ -579,9 +582,26 @@ def _fragments_task(block_id, affs_address, fragments_address, layout, offsets, 
     mask = _open(mask_address)
     mask = None if mask is None else np.asarray(mask[block.read]) != 0
     fragments = extract_fragments(affs, offsets, mask=mask, **options)[block.write_in_read]
-    fragments, count = relabel_consecutive(fragments, start=layout.id_offset(block_id) + 1)
+    first = layout.id_offset(block_id) + 1
+    fragments, count = relabel_consecutive(fragments, start=first)
     open_staged(fragments_address)[block.write] = fragments
-    return count
+    return _fragment_table(fragments, first, count, [w.start for w in block.write])
+
+
+def _fragment_table(fragments: np.ndarray, first: int, count: int, origin) -> tuple[np.ndarray, ...]:
+    """ids, sizes and centres (voxel coordinates of the volume) of the fragments ``first ..
+    first + count - 1`` of a block whose write region starts at ``origin``."""
+    index = np.where(fragments > 0, fragments - np.uint64(first - 1), 0).astype(np.intp).ravel()
+    sizes = np.bincount(index, minlength=count + 1)[1:]
+    centres = np.empty((count, fragments.ndim))
+    for axis in range(fragments.ndim):
+        shape = [1] * fragments.ndim
+        shape[axis] = fragments.shape[axis]
+        coordinate = np.broadcast_to(np.arange(fragments.shape[axis], dtype=np.float64).reshape(shape),
+                                     fragments.shape).ravel()
+        centres[:, axis] = np.bincount(index, weights=coordinate, minlength=count + 1)[1:] / np.maximum(sizes, 1)
+        centres[:, axis] += origin[axis]
+    return np.arange(first, first + count, dtype=np.uint64), sizes, centres  # relabel_consecutive leaves no gap
 
 
 def _statistics_task(block_id, affs_address, fragments_address, layout, offsets, histogram):
@@ -597,6 +617,43 @@ def _statistics_task(block_id, affs_address, fragments_address, layout, offsets,
     return edge_statistics(affs, fragments, offsets, owned=owned, histogram=histogram)
 
 
+def _scores_task(block_id, affs_address, fragments_address, layout, offsets, histogram, merge_function, thresholds):
+    """lsd's hierarchical mode, one block: agglomerate the region graph of the block with its
+    context at every threshold, and keep each edge the block owns with the threshold at which its
+    fragments first joined (edges that never join are left out)."""
+    from ..graph.mala.agglomeration import agglomerate_graph
+    from ..graph.mala.levels import join_levels
+    from ..graph.mala.statistics import EdgeStatistics, edge_statistics
+    from ..io.volumes import open_staged
+
+    block = layout.block(block_id)
+    # the context, and at least one voxel below the write region (the contacts of its lowest voxels)
+    read = tuple(slice(max(0, min(r.start, w.start - 1)), r.stop) for r, w in zip(block.read, block.write))
+    owned = tuple(slice(w.start - r.start, w.stop - r.start) for w, r in zip(block.write, read))
+    affs = np.asarray(_open(affs_address)[(slice(None),) + read])
+    fragments = np.asarray(open_staged(fragments_address)[read])
+    seen = edge_statistics(affs, fragments, offsets, histogram=histogram)
+    own = edge_statistics(affs, fragments, offsets, owned=owned, histogram=False)
+    level = join_levels(agglomerate_graph(seen, thresholds=thresholds, merge_function=merge_function), own.u, own.v)
+    keep = np.isfinite(level)
+    # stored as statistics: the contacts' count and sum, and the join level as max and min
+    return EdgeStatistics(node_ids=own.node_ids, node_sizes=own.node_sizes, u=own.u[keep], v=own.v[keep],
+                          count=own.count[keep], sum=own.sum[keep], max=level[keep], min=level[keep], histogram=None)
+
+
+def _lookups_from_levels(statistics, thresholds: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per threshold, the fragment -> segment table that joins every stored edge whose level is
+    at most it (each segment named by its smallest fragment, as agglomerate's)."""
+    from .components import smallest_in_components
+
+    n = statistics.num_edges
+    ids, index = np.unique(np.concatenate([statistics.u, statistics.v]), return_inverse=True)
+    iu, iv = index[:n], index[n:]
+    levels = np.asarray(statistics.max, np.float32)
+    return [(ids, smallest_in_components(ids, iu[keep], iv[keep]))
+            for keep in (levels <= np.float32(t) for t in thresholds)]
+
+
 def _lookup_task(block_id, fragments_address, out_addresses, layout, fragment_ids, segment_ids):
     from ..graph.core.relabel import relabel
     from ..io.volumes import open_staged
@@ -610,13 +667,23 @@ def _lookup_task(block_id, fragments_address, out_addresses, layout, fragment_id
 def mala_to_zarr(affs_address: str, out_group: str, offsets=None, *, thresholds: Sequence[float],
                  block_shape: Sequence[int], context: int | Sequence[int], engine: Engine,
                  merge_function: str = "hist_quant_75", fragment_options: dict | None = None,
-                 mask_address: str | None = None, store=None, overwrite: bool = False) -> dict:
-    """MALA blockwise: fragments per block (with ``context``), region-graph statistics per block
-    (each contact counted once), one agglomeration of the merged graph, relabelled per block.
+                 mask_address: str | None = None, store=None, overwrite: bool = False,
+                 mode: str = "exact") -> dict:
+    """MALA blockwise: fragments per block (with ``context``), then the agglomeration, relabelled
+    per block.
 
-    The agglomeration equals :func:`affseg.agglomerate` on the same fragments for ``hist_quant_*``,
-    ``max`` and ``min`` (``mean``: see :mod:`affseg.graph.mala.statistics`). Writes
-    ``out_group/fragments`` and ``out_group/threshold_<t>`` (zarr, chunked by ``block_shape``).
+    ``mode="exact"``: region-graph statistics per block (each contact counted once), one
+    agglomeration of the merged graph on the client. It equals :func:`affseg.agglomerate` on the
+    same fragments for ``hist_quant_*``, ``max`` and ``min`` (``mean``: see
+    :mod:`affseg.graph.mala.statistics`); the client holds every edge (with ``hist_quant_*``
+    about 1.1 KiB each, docs/blockwise.md). ``mode="hierarchical"`` (lsd's): each block
+    agglomerates its own region graph with the context at every threshold and stores each edge
+    it owns whose fragments joined, with the first threshold that joined them
+    (:func:`~affseg.graph.mala.levels.join_levels`); each threshold's segmentation is then the
+    connected components of the stored edges at or below it. The client holds these joined edges
+    only (about 100 bytes each while reading them); the result approximates the exact mode (the
+    blocks do not see the whole graph: docs/blockwise.md gives the VOI between the two). Writes ``out_group/fragments`` and ``out_group/threshold_<t>``
+    (zarr, chunked by ``block_shape``).
 
     Resumable: every stage records its finished blocks in the graph ``store`` (a URL or path;
     default a SQLite file beside the output container) with the layout, the options and the
@@ -628,14 +695,18 @@ def mala_to_zarr(affs_address: str, out_group: str, offsets=None, *, thresholds:
     Returns
     -------
     dict
-        ``fragments`` (the number), ``edges``, ``blocks``, the written ``datasets`` and, per stage,
-        the number of blocks ``computed`` by this call.
+        ``fragments`` (the number), ``edges`` (of the region graph; hierarchical: the joined edges
+        stored), ``blocks``, the written ``datasets``, per stage the
+        number of blocks ``computed`` by this call, and ``fragments_stage``: the stage whose node
+        table (``store.read_fragments(stage)``: ids, sizes, centres) the fragments stage wrote.
     """
     from .._checks import as_thresholds
     from ..graph.mala.agglomeration import agglomerate_graph, parse_merge_function
     from ..io.volumes import stage_volume
     from ..methods import get_method
 
+    if mode not in MALA_MODES:
+        raise InputError(f"mode must be one of {', '.join(MALA_MODES)}, got {mode!r}")
     shape, offsets, meta, chunks = _read_input(affs_address, offsets, mask_address)
     thresholds = as_thresholds(thresholds)
     function = parse_merge_function(merge_function)
@@ -648,12 +719,18 @@ def mala_to_zarr(affs_address: str, out_group: str, offsets=None, *, thresholds:
     container, dataset = _output_container(f"{out_group}/fragments")
     inputs = _inputs_identity(affs_address, offsets, mask_address)
     with_histogram = function.kind == 1 and not function.init_with_max
+    hierarchical = {"mode": mode} if mode != "exact" else {}  # (exact runs keep the identity they had)
     final_identity = _identity(layout, **inputs, fragments=options, merge_function=merge_function,
-                                       thresholds=thresholds.tolist())
+                                       thresholds=thresholds.tolist(), **hierarchical)
     key = f"mala:{_stage_key(dataset.rpartition('/')[0] or '.')}"  # one store serves every output group
-    stage = {s: f"{key}:{s}" for s in ("fragments", "region_graph", "agglomerate", "relabel")}
+    graph_stage = "scores" if hierarchical else "region_graph"
+    stage = {s: f"{key}:{s}" for s in ("fragments", graph_stage, "agglomerate", "relabel")}
+    stage["region_graph"] = stage[graph_stage]
+    graph_identity = (_identity(layout, **inputs, fragments=options, merge_function=merge_function,
+                                thresholds=thresholds.tolist(), **hierarchical) if hierarchical else
+                      _identity(layout, **inputs, fragments=options, histogram=with_histogram))
     stages = {stage["fragments"]: _identity(layout, **inputs, fragments=options),
-              stage["region_graph"]: _identity(layout, **inputs, fragments=options, histogram=with_histogram),
+              stage["region_graph"]: graph_identity,
               stage["agglomerate"]: final_identity, stage["relabel"]: final_identity}
     store, done = _open_job(store, container, [f"{out_group}/{name}" for name in names], stages, stage["relabel"],
                             overwrite)
@@ -672,22 +749,28 @@ def mala_to_zarr(affs_address: str, out_group: str, offsets=None, *, thresholds:
             stage_volume(fragments_address, shape=shape, dtype=np.uint64, chunks=chunks, **meta,
                          attrs={"method": "mala", **options})
         engine.map(_fragments_task, todo, affs_address, fragments_address, layout, offsets, options, mask_address,
-                   desc="fragments", on_result=lambda block_id, count: store.mark_done(stage["fragments"], [block_id]))
+                   desc="fragments",
+                   on_result=lambda block_id, table: store.write_fragments(block_id, *table, stage=stage["fragments"]))
         computed["fragments"] = len(todo)
         todo = _pending(done, stage["region_graph"], n)
-        engine.map(_statistics_task, todo, affs_address, fragments_address, layout, offsets, with_histogram,
-                   desc="region graph",
+        task, task_options = ((_scores_task, (with_histogram, merge_function, thresholds))
+                              if hierarchical else (_statistics_task, (with_histogram,)))
+        engine.map(task, todo, affs_address, fragments_address, layout, offsets, *task_options,
+                   desc="block agglomeration" if hierarchical else "region graph",
                    on_result=lambda block_id, stats: store.write_block(block_id, stats, stage=stage["region_graph"]))
-        computed["region_graph"] = len(todo)
+        computed[graph_stage] = len(todo)
         # merged in block order: the same every run
-        statistics = store.read_statistics(stage["region_graph"], histogram=with_histogram)
+        statistics = store.read_statistics(stage["region_graph"], histogram=with_histogram and not hierarchical)
         tables = [f"{key}:threshold_{float(t)!r}" for t in thresholds]
         if done[stage["agglomerate"]]:
             lookups = [store.read_lookup(name) for name in tables]
             computed["agglomerate"] = 0
+        elif hierarchical:
+            lookups = _lookups_from_levels(statistics, thresholds)
         else:
             result = agglomerate_graph(statistics, thresholds=thresholds, merge_function=merge_function)
             lookups = [(result.fragment_ids, result.segment_ids[i]) for i in range(len(thresholds))]
+        if not done[stage["agglomerate"]]:
             for name, (old, new) in zip(tables, lookups):
                 store.write_lookup(name, old, new, stage=stage["agglomerate"])
             store.mark_done(stage["agglomerate"], [0])
@@ -696,13 +779,14 @@ def mala_to_zarr(affs_address: str, out_group: str, offsets=None, *, thresholds:
         for address, t in zip(outputs, thresholds):
             if todo:
                 stage_volume(address, shape=shape, dtype=np.uint64, chunks=chunks, **meta,
-                             attrs={"method": "mala", "threshold": float(t), "merge_function": merge_function})
+                             attrs={"method": "mala", "threshold": float(t), "merge_function": merge_function,
+                                    **hierarchical})
         fragment_ids = lookups[0][0] if lookups else np.zeros(0, np.uint64)
         engine.map(_lookup_task, todo, fragments_address, outputs, layout, fragment_ids,
                    [new for _, new in lookups], desc="relabel",
                    on_result=lambda block_id, _: store.mark_done(stage["relabel"], [block_id]))
         computed["relabel"] = len(todo)
-        n_fragments = int(np.count_nonzero(fragment_ids)) if lookups else 0
     _publish([fragments_address, *outputs])
-    return {"fragments": n_fragments or statistics.num_nodes, "edges": statistics.num_edges, "blocks": n,
-            "datasets": names, "computed": computed}
+    # (every fragment is a node of the block that holds it, in both modes)
+    return {"fragments": statistics.num_nodes, "edges": statistics.num_edges, "blocks": n, "datasets": names,
+            "computed": computed, "fragments_stage": stage["fragments"]}

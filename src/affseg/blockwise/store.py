@@ -21,13 +21,18 @@ What is stored (every row belongs to a *stage*, e.g. ``"region_graph"``):
   blocks exactly as :func:`~affseg.graph.mala.statistics.merge_edge_statistics` does (sizes, counts,
   sums and histograms add up, max of maxima, min of minima; bitwise equal, also the float sums,
   since rows are merged in block order).
+- **fragments** ``(stage, block, id, size, z, y, x)``: the node table of a fragments stage, each
+  fragment's voxel count and centre (the mean of its voxels' indices in the whole volume, zyx;
+  ``z`` is NULL in 2D), by :meth:`GraphStore.write_fragments` and
+  :meth:`GraphStore.read_fragments`.
 - **lookup tables** ``(name, old, new)``: fragment id -> segment id, one per name (e.g. per
   threshold), by :meth:`GraphStore.write_lookup` and :meth:`GraphStore.read_lookup`.
 - **done records** ``(stage, block)`` and one **identity** per stage (JSON: the layout and the
   parameters, see :func:`stage_identity`), set by :meth:`GraphStore.begin_stage`, which refuses
   another identity (:class:`~affseg.errors.OutputExists`) unless ``overwrite=True``.
 - **meta** ``(key, value)``: the schema's name and version; a database with other tables, or
-  another version, is refused (:class:`~affseg.errors.CorruptInput`) before any work.
+  another version, is refused (:class:`~affseg.errors.CorruptInput`) before any work, except a
+  store of version 1, which is brought to version 2 (its fragments table added) when opened.
 
 Storage decisions:
 
@@ -82,7 +87,7 @@ __all__ = [
 ]
 
 SCHEMA_NAME = "affseg graph store"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the fragments table (version 1 stores are brought up to it)
 CONNECT_TIMEOUT_S = 5  # PostgreSQL: seconds to wait for the server before refusing the URL
 BUSY_TIMEOUT_MS = 120_000  # SQLite: how long a writer waits for another one
 MAX_BLOCK_ID = 2**63 - 1
@@ -90,7 +95,8 @@ FETCH_ROWS = 50_000  # rows converted to arrays at a time when reading
 _HIST_RECORD = np.dtype([("bin", "u1"), ("count", "<u4")])  # packed: 5 bytes
 _STAGE_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,200}$")
 _TABLES = ("affseg_meta", "affseg_stages", "affseg_done", "affseg_parts", "affseg_nodes", "affseg_edges",
-           "affseg_lookups", "affseg_lookup_entries")
+           "affseg_lookups", "affseg_lookup_entries", "affseg_fragments")
+_ADDED_IN_2 = {"affseg_fragments"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -537,7 +543,14 @@ def _ddl(backend: _Backend) -> list[str]:
         "CREATE TABLE affseg_lookups (name TEXT PRIMARY KEY, stage TEXT NOT NULL, size BIGINT NOT NULL)",
         "CREATE TABLE affseg_lookup_entries (name TEXT NOT NULL, old BIGINT NOT NULL, new BIGINT NOT NULL, "
         f"PRIMARY KEY (name, old)){s}",
+        *_fragments_ddl(backend),
     ]
+
+
+def _fragments_ddl(backend: _Backend) -> list[str]:
+    return ["CREATE TABLE affseg_fragments (stage TEXT NOT NULL, block BIGINT NOT NULL, id BIGINT NOT NULL, "
+            "size BIGINT NOT NULL, z DOUBLE PRECISION, y DOUBLE PRECISION NOT NULL, x DOUBLE PRECISION NOT NULL, "
+            f"PRIMARY KEY (stage, block, id)){backend.table_suffix}"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -616,22 +629,34 @@ class GraphStore:
         backend.connect(create)
         with self._guard():
             with backend.transaction(write=False) as cur:
-                empty = self._inspect(cur)
-            if empty:
+                state = self._inspect(cur)
+            if state == "empty":
                 if not create:
                     raise PathNotFound(f"the {backend.describe()} holds no graph store (its tables are created "
                                        "with create=True)")
-                if isinstance(backend, _SQLite):
-                    backend.set_modes()
-                with backend.transaction(write=True) as cur:
-                    backend.before_create(cur)
-                    if self._inspect(cur):
-                        for statement in _ddl(backend):
-                            cur.execute(statement)
-                        cur.execute(backend.sql("INSERT INTO affseg_meta (key, value) VALUES (?, ?), (?, ?)"),
-                                    ("schema", SCHEMA_NAME, "version", str(SCHEMA_VERSION)))
+                self._change_schema("empty", _ddl(backend) + [
+                    ("INSERT INTO affseg_meta (key, value) VALUES (?, ?), (?, ?)",
+                     ("schema", SCHEMA_NAME, "version", str(SCHEMA_VERSION)))])
+            elif state == "version 1":  # one way: the affseg of version 1 no longer opens the store
+                self._change_schema("version 1", _fragments_ddl(backend) + [
+                    ("UPDATE affseg_meta SET value = ? WHERE key = ?", (str(SCHEMA_VERSION), "version"))])
             elif isinstance(backend, _SQLite):
                 backend.set_modes()
+
+    def _change_schema(self, expected: str, statements: list) -> None:
+        """Run ``statements`` (SQL, or (SQL, parameters)) in one write transaction if the store is
+        still in the ``expected`` state (a concurrent opener may have done it first)."""
+        backend = self._backend
+        if isinstance(backend, _SQLite):
+            backend.set_modes()
+        with backend.transaction(write=True) as cur:
+            backend.before_create(cur)
+            if self._inspect(cur) == expected:
+                for statement in statements:
+                    if isinstance(statement, tuple):
+                        cur.execute(backend.sql(statement[0]), statement[1])
+                    else:
+                        cur.execute(statement)
 
     def _after_fork(self) -> None:
         """In a forked child: drop the parent's connection (without disturbing it) and lock."""
@@ -639,18 +664,24 @@ class GraphStore:
         self._backend.detach()
         self._pid = os.getpid()
 
-    def _inspect(self, cur) -> bool:
-        """True for an empty database; raises CorruptInput for anything but this schema."""
+    def _inspect(self, cur) -> str:
+        """``"empty"``, ``"current"`` (this schema and version) or ``"version 1"`` (a store to bring
+        up to date); raises CorruptInput for anything else."""
         where = self._backend.describe()
         tables = self._backend.tables(cur)
         if not tables:
-            return True
+            return "empty"
         foreign = sorted(tables - set(_TABLES))
         if foreign:
             shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
             raise CorruptInput(f"the {where} is not an affseg graph store: it holds other tables ({shown}); "
                                f"{self._backend.elsewhere}")
         missing = sorted(set(_TABLES) - tables)
+        if set(missing) == _ADDED_IN_2:
+            cur.execute("SELECT key, value FROM affseg_meta")
+            meta = dict(cur.fetchall())
+            if meta.get("schema") == SCHEMA_NAME and meta.get("version") == "1":
+                return "version 1"
         if missing:
             raise CorruptInput(f"the {where} is an incomplete affseg graph store: it lacks {', '.join(missing)}")
         cur.execute("SELECT key, value FROM affseg_meta")
@@ -660,7 +691,7 @@ class GraphStore:
         if meta.get("version") != str(SCHEMA_VERSION):
             raise CorruptInput(f"the {where} has graph-store schema version {meta.get('version')}, this affseg "
                                f"reads version {SCHEMA_VERSION}: use the affseg that wrote it, or a new store")
-        return False
+        return "current"
 
     @contextlib.contextmanager
     def _guard(self):
@@ -745,7 +776,7 @@ class GraphStore:
         return done
 
     def reset_stage(self, stage: str) -> None:
-        """Forget a stage: its identity, done records, nodes, edges and lookup tables."""
+        """Forget a stage: its identity, done records, nodes, edges, fragments and lookup tables."""
         stage = _check_stage_name(stage)
         with self._guard(), self._transaction(write=True) as cur:
             self._clear(cur, stage)
@@ -753,7 +784,7 @@ class GraphStore:
         self._stages.pop(stage, None)
 
     def _clear(self, cur, stage: str) -> None:
-        for table in ("affseg_done", "affseg_parts", "affseg_nodes", "affseg_edges"):
+        for table in ("affseg_done", "affseg_parts", "affseg_nodes", "affseg_edges", "affseg_fragments"):
             self._execute(cur, f"DELETE FROM {table} WHERE stage = ?", (stage,))
         self._execute(cur, "DELETE FROM affseg_lookup_entries WHERE name IN "
                            "(SELECT name FROM affseg_lookups WHERE stage = ?)", (stage,))
@@ -927,6 +958,91 @@ class GraphStore:
                 cur, f"SELECT {columns} FROM affseg_edges WHERE stage = ? ORDER BY block, u, v", (stage,)),
                 (np.int64, np.int64, np.int64, np.float64, np.float64, np.float64) + ((bytes,) if with_hist else ()))
         return _merge_rows(nodes, edges, with_hist)
+
+    # -- fragments -----------------------------------------------------------------------------
+
+    def write_fragments(self, block_id: int, ids, sizes, centres, *, stage: str) -> None:
+        """Store one block's fragments and mark it done, atomically and idempotently (a retried
+        write replaces the block's rows).
+
+        Parameters
+        ----------
+        block_id : int
+            The block (``0 <= block_id < 2**63``).
+        ids : (n,) uint64
+            Its fragment ids, each once.
+        sizes : (n,) int
+            Their voxel counts.
+        centres : (n, 3) or (n, 2) float
+            Their centres in voxel coordinates of the whole volume (zyx, or yx in 2D).
+        stage : str
+            A stage begun with :meth:`begin_stage`.
+
+        Raises
+        ------
+        InputError
+            For a stage not begun, a bad block id, arrays of other lengths, an id listed twice,
+            a size below 1, or centres that are not finite.
+        OutputExists
+            If the stage was begun again with another identity since this object began it.
+        """
+        stage = _check_stage_name(stage)
+        block = as_int(block_id, name="block_id", minimum=0, maximum=MAX_BLOCK_ID)
+        ids = uint64_to_sql(_as_ids(ids, name="ids"))
+        n = ids.shape[0]
+        sizes = _as_column(sizes, np.int64, name="sizes", length=n)
+        centres = np.asarray(centres, np.float64)
+        if centres.ndim != 2 or centres.shape[0] != n or centres.shape[1] not in (2, 3):
+            raise InputError(f"centres must have shape ({n}, 3) or ({n}, 2), got {centres.shape}")
+        if n and sizes.min() < 1:
+            i = int(np.argmin(sizes))
+            raise InputError(f"fragment sizes must be at least 1, got {int(sizes[i])} for id {int(sql_to_uint64(ids)[i])}")
+        if n and not np.isfinite(centres).all():
+            i = int(np.flatnonzero(~np.isfinite(centres).all(axis=1))[0])
+            raise InputError(f"fragment centres must be finite, got {centres[i].tolist()} for id "
+                             f"{int(sql_to_uint64(ids)[i])}")
+        unique, counts = np.unique(ids, return_counts=True)
+        if unique.shape[0] != n:
+            twice = int(sql_to_uint64(unique[counts > 1][:1])[0])
+            raise InputError(f"the fragments of block {block} list the id {twice} twice")
+        z = centres[:, 0].tolist() if centres.shape[1] == 3 else [None] * n
+        rows = zip([stage] * n, [block] * n, ids.tolist(), sizes.tolist(), z, centres[:, -2].tolist(),
+                   centres[:, -1].tolist())
+        with self._guard(), self._transaction(write=True) as cur:
+            self._check_stage(cur, stage)
+            self._execute(cur, "INSERT INTO affseg_parts (stage, block, histogram, nodes, edges) "
+                               "VALUES (?, ?, 0, ?, 0) ON CONFLICT (stage, block) DO UPDATE SET nodes = excluded.nodes",
+                          (stage, block, n))  # first: lock the block's row (writers of one block take turns)
+            self._execute(cur, "DELETE FROM affseg_fragments WHERE stage = ? AND block = ?", (stage, block))
+            self._backend.insert_many(cur, "affseg_fragments", ("stage", "block", "id", "size", "z", "y", "x"), rows)
+            self._mark(cur, stage, [block])
+
+    def read_fragments(self, stage: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every fragment written in ``stage``: ``(ids, sizes, centres)``, sorted by id.
+
+        Returns
+        -------
+        ids : (n,) uint64
+        sizes : (n,) int64
+        centres : (n, 3) or (n, 2) float64
+            Voxel coordinates, zyx (yx for 2D volumes). An id written by several blocks has
+            their sizes added and the size-weighted mean of their centres.
+        """
+        stage = _check_stage_name(stage)
+        with self._guard(), self._transaction(write=False) as cur:
+            self._execute(cur, "SELECT count(*) FROM affseg_fragments WHERE stage = ? AND z IS NULL", (stage,))
+            flat = cur.fetchone()[0] > 0
+            columns = "id, size, y, x" if flat else "id, size, z, y, x"
+            rows = _read_columns(self._backend.stream(
+                cur, f"SELECT {columns} FROM affseg_fragments WHERE stage = ? ORDER BY block, id", (stage,)),
+                (np.int64, np.int64) + (np.float64,) * (2 if flat else 3))
+        ids, index = np.unique(sql_to_uint64(rows[0]), return_inverse=True)
+        index = index.reshape(-1)
+        sizes = np.bincount(index, weights=rows[1], minlength=ids.shape[0]).astype(np.int64)
+        weighted = [np.bincount(index, weights=c * rows[1], minlength=ids.shape[0]) for c in rows[2:]]
+        centres = np.stack(weighted, axis=1) / np.maximum(sizes, 1)[:, None] if ids.shape[0] else \
+            np.zeros((0, len(rows) - 2))
+        return ids, sizes, centres
 
     # -- lookup tables -------------------------------------------------------------------------
 
