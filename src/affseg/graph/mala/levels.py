@@ -14,11 +14,16 @@ below ``t`` that the run stopped at ``t`` never reached.)
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 from numba import njit
 from numpy.typing import ArrayLike
 
 from ...errors import InputError
+
+if TYPE_CHECKING:
+    from .agglomeration import Agglomeration
 
 __all__ = ["join_levels"]
 
@@ -65,7 +70,7 @@ def _levels(n: int, a: np.ndarray, b: np.ndarray, key: np.ndarray, qu: np.ndarra
     return out
 
 
-def join_levels(agglomeration, u: ArrayLike, v: ArrayLike) -> np.ndarray:
+def join_levels(agglomeration: Agglomeration, u: ArrayLike, v: ArrayLike) -> np.ndarray:
     """The threshold of the first partition of ``agglomeration`` that holds ``u[i]`` and ``v[i]``
     in one segment.
 
