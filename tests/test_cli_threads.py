@@ -31,3 +31,32 @@ def test_the_machine_s_own_figures_give_a_valid_count(monkeypatch):
     import os
 
     assert 1 <= cpu_threads() <= len(os.sched_getaffinity(0))
+
+
+def test_busy_cores_are_measured_now_not_from_the_load_average(monkeypatch):
+    """A process spinning on one core counts as one busy core at once (the 1-minute load average
+    would take a minute to see it, and a minute to forget it)."""
+    import os
+    import subprocess
+    import sys
+
+    from affseg.cli import busy_cores
+
+    monkeypatch.delenv("AFFSEG_THREADS", raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    cores = len(os.sched_getaffinity(0))
+    quiet = busy_cores(0.3)
+    if quiet is None:
+        pytest.skip("no /proc/stat here (not Linux): cpu_threads uses the load average")
+    assert 0 <= quiet <= cores
+    spinner = subprocess.Popen([sys.executable, "-c", "import time\nend = time.time() + 20\nwhile time.time() < end: pass"])
+    try:
+        import time
+
+        time.sleep(1.0)  # the interpreter has started and spins
+        busy = busy_cores(0.5)
+    finally:
+        spinner.kill()
+        spinner.wait()
+    assert busy >= min(cores - 0.1, quiet + 0.5), (quiet, busy)  # (a busy machine has less room to show it)
+    assert cpu_threads(cores, busy) == max(1, min(cores, int(cores - busy + 0.5)))

@@ -591,18 +591,21 @@ def _train_kept(output: Path) -> str:
 
 def cpu_threads(cores: int | None = None, load: float | None = None) -> int:
     """Torch threads for a CPU run of train, predict or the demo: the cores not busy with other
-    work (the 1-minute load average), at least 1; ``OMP_NUM_THREADS`` or ``AFFSEG_THREADS`` when set.
+    work, at least 1; ``OMP_NUM_THREADS`` or ``AFFSEG_THREADS`` when set.
 
     Threads beyond the idle cores spin against the other processes: on the 2-core development
     machine with one core busy, an iteration of the demo's training took 1.6 s with 2 threads
-    and 0.7 s with 1 (0.3 s with 2 on idle cores).
+    and 0.7 s with 1 (0.3 s with 2 on idle cores). The busy cores are measured now (their busy
+    time over 0.2 s, :func:`busy_cores`), not by the 1-minute load average, which still counts a
+    job that ended a minute ago and made a command started after it run on one thread.
 
     Parameters
     ----------
     cores : int, optional
         Cores this process may use; default its CPU affinity.
     load : float, optional
-        Runnable processes on average; default ``os.getloadavg()[0]``.
+        Cores busy with other work; default :func:`busy_cores`, or the 1-minute load average
+        where that cannot be measured.
 
     Returns
     -------
@@ -613,8 +616,53 @@ def cpu_threads(cores: int | None = None, load: float | None = None) -> int:
         if os.environ.get(name, "").strip().isdigit() and int(os.environ[name]) > 0:
             return int(os.environ[name])
     cores = len(os.sched_getaffinity(0)) if cores is None else cores
-    load = os.getloadavg()[0] if load is None else load
+    if load is None:
+        load = busy_cores()
+    if load is None:
+        load = os.getloadavg()[0]
     return max(1, min(cores, int(cores - load + 0.5)))
+
+
+def busy_cores(window: float = 0.2) -> float | None:
+    """How many of this process's cores other work keeps busy now: their busy share of
+    ``/proc/stat`` time over ``window`` seconds while this process sleeps; None where there is
+    no ``/proc/stat`` (not Linux).
+
+    Parameters
+    ----------
+    window : float
+        Seconds to measure over.
+
+    Returns
+    -------
+    busy : float or None
+        Between 0 and the number of cores in this process's CPU affinity.
+    """
+    import time
+
+    wanted = {f"cpu{i}" for i in os.sched_getaffinity(0)}
+
+    def times() -> dict[str, tuple[int, int]]:
+        out = {}
+        with open("/proc/stat") as f:
+            for line in f:
+                name, *fields = line.split()
+                if name in wanted:
+                    values = [int(v) for v in fields[:8]]  # user nice system idle iowait irq softirq steal
+                    out[name] = (sum(values), values[3] + values[4])
+        return out
+
+    try:
+        before = times()
+        time.sleep(window)
+        after = times()
+    except (OSError, ValueError, IndexError):
+        return None
+    busy = 0.0
+    for name, (total, idle) in after.items():
+        if name in before and total > before[name][0]:
+            busy += 1 - (idle - before[name][1]) / (total - before[name][0])
+    return busy if after else None
 
 
 def use_cpu_threads() -> None:
