@@ -55,3 +55,14 @@ def test_bad_demo_numbers_are_refused_before_anything_is_written(tmp_path, monke
     err = capsys.readouterr().err
     assert named in err and err.count("\n") == 1
     assert list(tmp_path.iterdir()) == []  # no staging folder, no output
+
+
+def test_the_kernel_warming_process_runs_the_demo_s_segmentations():
+    """The demo compiles its segmentation kernels in a process beside the training; its failures
+    are swallowed there, so it is run here on its own (a process: it lowers its own priority)."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", "from affseg.demo import warm_kernels; warm_kernels(4, 'hist_quant_75')"],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr

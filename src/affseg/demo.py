@@ -5,10 +5,12 @@ public API.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -153,18 +155,79 @@ def _check_demo_args(args) -> None:
             raise InputError(f"--{name.replace('_', '-')} must be positive, got {' '.join(map(str, shape))}")
 
 
-def cmd_demo(args) -> int:
-    from .cli import print_table, use_cpu_threads
-    from .evaluation import best_threshold, evaluate, plot_split_merge
+def segment_demo(affs: np.ndarray, *, min_seed_distance: int, merge_function: str,
+                 between: Callable[[], object] | None = None) -> tuple:
+    """The demo's segmentations of its affinities (``DEMO_OFFSETS``): MALA (fragments of the
+    nearest-neighbour channels, the data's thresholds, agglomeration), then (after ``between()``)
+    the Mutex Watershed and GASP. Returns (fragments, thresholds, agglomeration, mws, gasp)."""
     from .graph.mala.agglomeration import agglomerate
     from .graph.mala.fragments import extract_fragments
     from .graph.signed.gasp import gasp
     from .graph.signed.mutex import mutex_watershed
+    from .pipeline import default_thresholds
+
+    offsets = np.array(DEMO_OFFSETS)
+    nearest = affs[:3]
+    fragments = extract_fragments(nearest, offsets[:3], min_seed_distance=min_seed_distance)
+    # the sweep spans the scores where the segmentation changes (none spent on a fully merged one)
+    thresholds = default_thresholds(nearest, fragments, offsets[:3], merge_function=merge_function)
+    agg = agglomerate(nearest, fragments, offsets[:3], thresholds=thresholds, merge_function=merge_function)
+    if between is not None:
+        between()
+    mws = mutex_watershed(affs, offsets, **DEMO_BIASES)
+    gasp_seg = gasp(affs, offsets, linkage="mean", fragments=fragments, **DEMO_BIASES)
+    return fragments, thresholds, agg, mws, gasp_seg
+
+
+def warm_kernels(min_seed_distance: int, merge_function: str) -> None:
+    """Run the demo's segmentations and scores on a small volume, so that numba compiles their
+    kernels into its cache (the first run's minute of compiling), in a process of its own at low
+    priority while the demo trains (:func:`cmd_demo`)."""
+    from .evaluation import evaluate
+    from .synthetic import make_volume
+
+    with contextlib.suppress(OSError):
+        os.nice(10)  # the training comes first: this uses what it leaves idle
+    vol = make_volume((8, 48, 48), seed=0, offsets=DEMO_OFFSETS)
+    affs = np.ascontiguousarray(vol.affs, dtype=np.float32)
+    _, _, agg, mws, gasp_seg = segment_demo(affs, min_seed_distance=min_seed_distance, merge_function=merge_function)
+    for seg in (agg.segmentation(0), mws, gasp_seg):
+        evaluate(seg, vol.labels)
+
+
+def _start_warming(args):
+    """The process of :func:`warm_kernels` (its output discarded; its failure changes nothing)."""
+    import subprocess
+
+    code = f"from affseg.demo import warm_kernels; warm_kernels({int(args.min_seed_distance)}, {args.merge_function!r})"
+    try:
+        return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    except OSError:
+        return None
+
+
+def _done_warming(warmer, timeout: float) -> None:
+    """Wait for the warming process (it has compiled what the next stages need), or stop it."""
+    import subprocess
+
+    if warmer is None:
+        return
+    try:
+        warmer.wait(timeout)
+    except subprocess.TimeoutExpired:
+        pass
+    if warmer.poll() is None:
+        warmer.kill()
+        warmer.wait()
+
+
+def cmd_demo(args) -> int:
+    from .cli import print_table, use_cpu_threads
+    from .evaluation import best_threshold, evaluate, plot_split_merge
     from .io import read_volume, write_json, write_volume
     from .learn.config import load_config
     from .learn.predict import predict
     from .learn.train import train
-    from .pipeline import default_thresholds
     from .synthetic import make_volume
 
     _check_demo_args(args)
@@ -177,6 +240,7 @@ def cmd_demo(args) -> int:
     staging = _staging_dir(out, args.overwrite)
     use_cpu_threads()
     started = time.perf_counter()
+    warmer = None
     try:
         _say(1, started, f"synthesizing a {_shape(args.train_shape)} training volume and a held-out {_shape(args.shape)} "
                 "test volume (EM-like raw with a missing and a low-contrast section, labels)")
@@ -191,20 +255,17 @@ def cmd_demo(args) -> int:
         _say(2, started, f"training a small 3D U-Net for {args.iterations} iterations on the CPU ({len(DEMO_OFFSETS)} "
                 "affinity channels: nearest neighbours and long range)")
         config = write_demo_config(staging, args.iterations, args.seed)
+        warmer = _start_warming(args)  # compiles the segmentation kernels beside the training
         run = train(load_config(config), staging / "run", progress=True, config_path=config)
         _say(3, started, "predicting affinities on the held-out volume, tile by tile")
         predict(run.last_checkpoint, str(data / "raw"), data, progress=True)
         affs, _ = read_volume(data / "affs")
-        offsets = np.array(DEMO_OFFSETS)
         _say(4, started, "MALA: watershed fragments, then agglomeration at each threshold")
-        nearest = affs[:3]
-        fragments = extract_fragments(nearest, offsets[:3], min_seed_distance=args.min_seed_distance)
-        # the sweep spans the scores where the segmentation changes (none spent on a fully merged one)
-        thresholds = default_thresholds(nearest, fragments, offsets[:3], merge_function=args.merge_function)
-        agg = agglomerate(nearest, fragments, offsets[:3], thresholds=thresholds, merge_function=args.merge_function)
-        _say(5, started, "Mutex Watershed on voxels and GASP on the fragments (signed graphs, long-range offsets)")
-        mws = mutex_watershed(affs, offsets, **DEMO_BIASES)
-        gasp_seg = gasp(affs, offsets, linkage="mean", fragments=fragments, **DEMO_BIASES)
+        _done_warming(warmer, timeout=300)
+        fragments, thresholds, agg, mws, gasp_seg = segment_demo(
+            affs, min_seed_distance=args.min_seed_distance, merge_function=args.merge_function,
+            between=lambda: _say(5, started, "Mutex Watershed on voxels and GASP on the fragments (signed graphs, "
+                                             "long-range offsets)"))
         _say(6, started, "scoring against the ground truth, writing volumes, plots and scores")
         # the thresholds as given (agglomerate's are float32): 0.1, not 0.10000000149011612
         mala_rows = [{"threshold": float(t), **evaluate(agg.segmentation(i), vol.labels)}
@@ -227,6 +288,7 @@ def cmd_demo(args) -> int:
                                              "train": {"iterations": run.iterations,
                                                        "checkpoint": str(out / run.last_checkpoint.relative_to(staging))}})
     except BaseException:
+        _done_warming(warmer, timeout=0)
         shutil.rmtree(staging, ignore_errors=True)
         raise
     _publish(staging, out)
