@@ -66,3 +66,40 @@ def test_the_kernel_warming_process_runs_the_demo_s_segmentations():
     done = subprocess.run([sys.executable, "-c", "from affseg.demo import warm_kernels; warm_kernels(4, 'hist_quant_75')"],
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
+
+
+def test_the_warm_run_compiles_every_kernel_the_demo_then_runs(tmp_path, monkeypatch):
+    """After warm_kernels, the demo's segmentations of affinities as predict writes them (float32
+    in zarr, another shape) and their scores need no new numba specialization: the warm run
+    compiled exactly what the demo runs."""
+    import os
+
+    import numba
+
+    from affseg.demo import DEMO_OFFSETS, segment_demo, warm_kernels
+    from affseg.evaluation import best_threshold, evaluate
+    from affseg.io import read_volume, write_volume
+    from affseg.synthetic import make_volume
+
+    monkeypatch.setattr(os, "nice", lambda increment: 0)  # (in this process: leave the test's priority alone)
+    warm_kernels(5, "hist_quant_75")
+
+    def signatures() -> dict:
+        import sys
+
+        return {f"{name}.{attr}": len(value.signatures)
+                for name, module in list(sys.modules.items()) if name.startswith("affseg")
+                for attr, value in list(vars(module).items()) if isinstance(value, numba.core.dispatcher.Dispatcher)}
+
+    before = signatures()
+    assert len(before) > 20
+    vol = make_volume((10, 56, 40), seed=3, defects=True)
+    write_volume(tmp_path / "d.zarr" / "affs", make_volume((10, 56, 40), seed=4, offsets=DEMO_OFFSETS).affs,
+                 axes=["c^", "z", "y", "x"])
+    affs, _ = read_volume(tmp_path / "d.zarr" / "affs")
+    _, thresholds, agg, mws, gasp_seg = segment_demo(affs, min_seed_distance=5, merge_function="hist_quant_75")
+    rows = [{"threshold": float(t), **evaluate(agg.segmentation(i), vol.labels)} for i, t in enumerate(thresholds)]
+    best_threshold(rows)
+    evaluate(mws, vol.labels), evaluate(gasp_seg, vol.labels)
+    after = signatures()
+    assert {k: v for k, v in after.items() if before.get(k) != v} == {}

@@ -9,6 +9,7 @@ import signal
 import sys
 import threading
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -615,15 +616,34 @@ def cpu_threads(cores: int | None = None, load: float | None = None) -> int:
     for name in ("AFFSEG_THREADS", "OMP_NUM_THREADS"):
         if os.environ.get(name, "").strip().isdigit() and int(os.environ[name]) > 0:
             return int(os.environ[name])
-    cores = len(os.sched_getaffinity(0)) if cores is None else cores
+    cores = _usable_cores() if cores is None else cores
     if load is None:
         load = busy_cores()
     if load is None:
-        load = os.getloadavg()[0]
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
     return max(1, min(cores, int(cores - load + 0.5)))
 
 
-def busy_cores(window: float = 0.2) -> float | None:
+def _affinity() -> set[int]:
+    getter = getattr(os, "sched_getaffinity", None)  # (Linux; elsewhere every CPU)
+    return set(getter(0)) if getter is not None else set(range(os.cpu_count() or 1))
+
+
+def _usable_cores() -> int:
+    """This process's cores: its CPU affinity, capped by a cgroup CPU quota (a container's)."""
+    import math
+
+    cores = len(_affinity())
+    try:
+        quota, period = open("/sys/fs/cgroup/cpu.max").read().split()[:2]  # cgroup v2: "max 100000" or "200000 100000"
+        if quota != "max":
+            cores = min(cores, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return cores
+
+
+def busy_cores(window: float = 0.2, cpus: Iterable[int] | None = None) -> float | None:
     """How many of this process's cores other work keeps busy now: their busy share of
     ``/proc/stat`` time over ``window`` seconds while this process sleeps; None where there is
     no ``/proc/stat`` (not Linux).
@@ -632,15 +652,17 @@ def busy_cores(window: float = 0.2) -> float | None:
     ----------
     window : float
         Seconds to measure over.
+    cpus : iterable of int, optional
+        The CPUs to measure; default this process's CPU affinity.
 
     Returns
     -------
     busy : float or None
-        Between 0 and the number of cores in this process's CPU affinity.
+        Between 0 and the number of CPUs measured (iowait counts as idle, steal as busy).
     """
     import time
 
-    wanted = {f"cpu{i}" for i in os.sched_getaffinity(0)}
+    wanted = {f"cpu{i}" for i in (_affinity() if cpus is None else cpus)}
 
     def times() -> dict[str, tuple[int, int]]:
         out = {}
@@ -660,8 +682,8 @@ def busy_cores(window: float = 0.2) -> float | None:
         return None
     busy = 0.0
     for name, (total, idle) in after.items():
-        if name in before and total > before[name][0]:
-            busy += 1 - (idle - before[name][1]) / (total - before[name][0])
+        if name in before and total > before[name][0]:  # (iowait may step back: clamp to [0, 1])
+            busy += min(1.0, max(0.0, 1 - (idle - before[name][1]) / (total - before[name][0])))
     return busy if after else None
 
 

@@ -186,7 +186,7 @@ def warm_kernels(min_seed_distance: int, merge_function: str) -> None:
     from .evaluation import evaluate
     from .synthetic import make_volume
 
-    with contextlib.suppress(OSError):
+    with contextlib.suppress(OSError, AttributeError):  # (no os.nice on Windows)
         os.nice(10)  # the training comes first: this uses what it leaves idle
     vol = make_volume((8, 48, 48), seed=0, offsets=DEMO_OFFSETS)
     affs = np.ascontiguousarray(vol.affs, dtype=np.float32)
@@ -201,7 +201,9 @@ def _start_warming(args):
 
     code = f"from affseg.demo import warm_kernels; warm_kernels({int(args.min_seed_distance)}, {args.merge_function!r})"
     try:
-        return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # -P: not the current folder first on sys.path (a numba.py there would shadow numba)
+        return subprocess.Popen([sys.executable, "-P", "-c", code], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
     except OSError:
         return None
 
@@ -261,7 +263,9 @@ def cmd_demo(args) -> int:
         predict(run.last_checkpoint, str(data / "raw"), data, progress=True)
         affs, _ = read_volume(data / "affs")
         _say(4, started, "MALA: watershed fragments, then agglomeration at each threshold")
-        _done_warming(warmer, timeout=300)
+        # idle cores finish its compiling in well under a minute; busy ones leave a nice-10 process
+        # little, and then this process compiles the rest itself
+        _done_warming(warmer, timeout=60)
         fragments, thresholds, agg, mws, gasp_seg = segment_demo(
             affs, min_seed_distance=args.min_seed_distance, merge_function=args.merge_function,
             between=lambda: _say(5, started, "Mutex Watershed on voxels and GASP on the fragments (signed graphs, "
