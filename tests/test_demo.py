@@ -103,3 +103,37 @@ def test_the_warm_run_compiles_every_kernel_the_demo_then_runs(tmp_path, monkeyp
     evaluate(mws, vol.labels), evaluate(gasp_seg, vol.labels)
     after = signatures()
     assert {k: v for k, v in after.items() if before.get(k) != v} == {}
+
+
+def test_the_warmer_ends_when_its_demo_is_gone(tmp_path):
+    """A demo killed by SIGTERM (no clean-up) leaves no warmer compiling behind."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    warmer_code = ("import time\nfrom affseg import demo\n"
+                   "demo.segment_demo = lambda *args, **kwargs: time.sleep(60)  # (stands in for the compiling)\n"
+                   "demo.warm_kernels(5, 'hist_quant_75', int(__import__('sys').argv[1]))\n")
+    (tmp_path / "warmer.py").write_text(warmer_code)
+    (tmp_path / "demo.py").write_text(  # a stand-in demo: starts the warmer, then waits to be killed
+        "import os, subprocess, sys, time\n"
+        f"w = subprocess.Popen([sys.executable, {str(tmp_path / 'warmer.py')!r}, str(os.getpid())])\n"
+        "print(w.pid, flush=True)\ntime.sleep(60)\n")
+    demo = subprocess.Popen([sys.executable, str(tmp_path / "demo.py")], stdout=subprocess.PIPE, text=True)
+    warmer = int(demo.stdout.readline())
+    time.sleep(3)  # the warmer has started and waits in the stand-in segmentation
+    demo.terminate()
+    demo.wait()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            state = open(f"/proc/{warmer}/stat").read().split()[2]
+        except FileNotFoundError:
+            break  # gone
+        if state == "Z":
+            break  # exited (a zombie until init reaps it)
+        time.sleep(0.5)
+    else:
+        os.kill(warmer, 9)
+        raise AssertionError("the warmer outlived its demo by 30 s")

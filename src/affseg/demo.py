@@ -179,13 +179,16 @@ def segment_demo(affs: np.ndarray, *, min_seed_distance: int, merge_function: st
     return fragments, thresholds, agg, mws, gasp_seg
 
 
-def warm_kernels(min_seed_distance: int, merge_function: str) -> None:
+def warm_kernels(min_seed_distance: int, merge_function: str, parent: int | None = None) -> None:
     """Run the demo's segmentations and scores on a small volume, so that numba compiles their
     kernels into its cache (the first run's minute of compiling), in a process of its own at low
-    priority while the demo trains (:func:`cmd_demo`)."""
+    priority while the demo trains (:func:`cmd_demo`); it ends as soon as the process ``parent``
+    is gone (a demo killed by SIGTERM leaves no warmer behind)."""
     from .evaluation import evaluate
     from .synthetic import make_volume
 
+    if parent is not None:
+        _end_with(parent)
     with contextlib.suppress(OSError, AttributeError):  # (no os.nice on Windows)
         os.nice(10)  # the training comes first: this uses what it leaves idle
     vol = make_volume((8, 48, 48), seed=0, offsets=DEMO_OFFSETS)
@@ -195,11 +198,24 @@ def warm_kernels(min_seed_distance: int, merge_function: str) -> None:
         evaluate(seg, vol.labels)
 
 
+def _end_with(parent: int) -> None:
+    """Exit this process once ``parent`` is no longer its parent (checked every second)."""
+    import threading
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
 def _start_warming(args):
     """The process of :func:`warm_kernels` (its output discarded; its failure changes nothing)."""
     import subprocess
 
-    code = f"from affseg.demo import warm_kernels; warm_kernels({int(args.min_seed_distance)}, {args.merge_function!r})"
+    code = (f"from affseg.demo import warm_kernels; "
+            f"warm_kernels({int(args.min_seed_distance)}, {args.merge_function!r}, {os.getpid()})")
     try:
         # -P: not the current folder first on sys.path (a numba.py there would shadow numba)
         return subprocess.Popen([sys.executable, "-P", "-c", code], stdout=subprocess.DEVNULL,
