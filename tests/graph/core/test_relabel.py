@@ -1,8 +1,11 @@
-"""relabel: the dense-table and the sorted-search paths, and the checks of the id lists."""
+"""relabel: the dense-table and the sorted-search paths, and the checks of the id lists;
+compact_fragments: its dense-table and hash paths against np.unique."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from affseg.errors import InputError
 from affseg.graph.core.relabel import relabel
@@ -54,3 +57,21 @@ def test_ids_above_the_listed_ones_keep_their_value():
     labels = np.array([[0, 5, 2**40], [7, 2**63, 5]], np.uint64)
     out = relabel(labels, [5, 7], [1, 2])
     np.testing.assert_array_equal(out, np.array([[0, 1, 2**40], [2, 2**63, 1]], np.uint64))
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.sampled_from([0, 1, 5, 2**20 + 3, 3 * 2**24 + 7, 2**40, 2**63 - 1, 2**63, 2**64 - 2, 2**64 - 1]),
+                min_size=0, max_size=300),
+       st.integers(0, 2**20))
+def test_compact_fragments_equals_np_unique_for_small_and_large_ids(values, shift):
+    """Both paths (a dense table for small ids, a hash of the distinct ids for large ones, as a
+    block's fragments have) give np.unique's ids and indices."""
+    from affseg.graph.core.relabel import compact_fragments
+
+    labels = np.array(values, dtype=np.uint64)
+    labels = np.where((labels > 0) & (labels < 2**63), labels + np.uint64(shift), labels)
+    index, ids = compact_fragments(labels)
+    expected = np.unique(np.concatenate([np.zeros(1, np.uint64), labels]))
+    np.testing.assert_array_equal(ids, expected)
+    assert index.dtype == np.uint32 and index.shape == labels.shape
+    np.testing.assert_array_equal(ids[index], labels)

@@ -74,13 +74,87 @@ def compact_fragments(fragments: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
         ids = np.zeros(n + 1, dtype=np.uint64)
         ids[1:] = np.flatnonzero(lut).astype(np.uint64)  # lut[0] == 0
         return index.reshape(fragments.shape), ids
-    uniq, inverse = np.unique(flat, return_inverse=True)
-    if uniq.size >= 2**32 - 1:
-        raise InputError(f"too many fragments ({uniq.size}) for 32-bit node indices")
-    if uniq[0] != 0:
-        uniq = np.concatenate([[np.uint64(0)], uniq])
-        inverse = inverse + 1
-    return inverse.astype(np.uint32).reshape(fragments.shape), uniq.astype(np.uint64)
+    # large ids (a block's fragments: block_id * voxels_per_block + k): a hash set of the few
+    # distinct ids, O(n), where np.unique would sort every voxel
+    flat = np.ascontiguousarray(flat, dtype=np.uint64)
+    keys = _distinct_ids(flat)
+    if keys.shape[0] >= 2**32 - 1:
+        raise InputError(f"too many fragments ({keys.shape[0]}) for 32-bit node indices")
+    ids = np.zeros(keys.shape[0] + 1, dtype=np.uint64)
+    ids[1:] = np.sort(keys)
+    index = np.empty(flat.shape[0], dtype=np.uint32)
+    _index_by_hash(flat, ids, index)
+    return index.reshape(fragments.shape), ids
+
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)  # Fibonacci hashing: the top bits of id * 2**64 / phi
+
+
+@njit(cache=True, nogil=True)
+def _slot(keys, value, shift):
+    """The slot of ``value`` in the open-addressing table ``keys`` (0 = empty): its own or the
+    empty one where it would go."""
+    mask = np.int64(keys.shape[0] - 1)
+    i = np.int64((value * _GOLDEN) >> shift)
+    while keys[i] != 0 and keys[i] != value:
+        i = (i + np.int64(1)) & mask
+    return i
+
+
+@njit(cache=True, nogil=True)
+def _distinct_ids(flat):
+    """The distinct non-zero ids of ``flat``, unordered."""
+    bits = 10
+    keys = np.zeros(1 << bits, dtype=np.uint64)
+    count = 0
+    last = np.uint64(0)
+    for k in range(flat.shape[0]):
+        value = flat[k]
+        if value == 0 or value == last:  # runs of one id are common: one lookup each
+            continue
+        last = value
+        i = _slot(keys, value, np.uint64(64 - bits))
+        if keys[i] == 0:
+            keys[i] = value
+            count += 1
+            if 2 * count > keys.shape[0]:  # keep the table at most half full
+                bits += 1
+                grown = np.zeros(1 << bits, dtype=np.uint64)
+                for old in keys:
+                    if old != 0:
+                        grown[_slot(grown, old, np.uint64(64 - bits))] = old
+                keys = grown
+    out = np.empty(count, dtype=np.uint64)
+    n = 0
+    for old in keys:
+        if old != 0:
+            out[n] = old
+            n += 1
+    return out
+
+
+@njit(cache=True, nogil=True)
+def _index_by_hash(flat, ids, out):
+    """``out[k]`` = the position of ``flat[k]`` in the sorted ``ids`` (``ids[0] == 0``, every id
+    of ``flat`` listed)."""
+    bits = 1
+    while (1 << bits) < 2 * ids.shape[0]:
+        bits += 1
+    shift = np.uint64(64 - bits)
+    keys = np.zeros(1 << bits, dtype=np.uint64)
+    rank = np.zeros(1 << bits, dtype=np.uint32)
+    for j in range(1, ids.shape[0]):
+        i = _slot(keys, ids[j], shift)
+        keys[i] = ids[j]
+        rank[i] = j
+    last = np.uint64(0)
+    last_rank = np.uint32(0)
+    for k in range(flat.shape[0]):
+        value = flat[k]
+        if value != last:
+            last = value
+            last_rank = rank[_slot(keys, value, shift)] if value != 0 else np.uint32(0)
+        out[k] = last_rank
 
 
 @njit(cache=True, nogil=True)
