@@ -635,7 +635,7 @@ def _usable_cores() -> int:
 
     cores = len(_affinity())
     try:
-        quota, period = open("/sys/fs/cgroup/cpu.max").read().split()[:2]  # cgroup v2: "max 100000" or "200000 100000"
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]  # cgroup v2: "max 100000" or "200000 100000"
         if quota != "max":
             cores = min(cores, max(1, math.ceil(int(quota) / int(period))))
     except (OSError, ValueError):
@@ -869,8 +869,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="mala: exact (default) agglomerates the whole region graph at once, equal to one pass on the "
                         "same fragments, holding every edge in memory (about 1.1 KiB each with hist_quant_*); "
                         "hierarchical (lsd's) agglomerates each block with its --context and joins the blocks' "
-                        "results, holding 3 numbers per joined edge: for graphs too large for one machine, close to "
-                        "exact but not equal (docs/blockwise.md)")
+                        "results, holding only the joined edges (about 100 bytes each): for graphs too large for one "
+                        "machine, close to exact at low thresholds, merging more at high ones (docs/blockwise.md)")
     b.add_argument("--context", type=_int_list, help="voxels read around each block, e.g. 8,32,32 (mala: for the "
                                                       "fragments, default 2 x min-seed-distance per axis, at most the "
                                                       "block; mws: where neighbouring runs are compared, default a "

@@ -606,15 +606,24 @@ def _fragment_table(fragments: np.ndarray, first: int, count: int, origin) -> tu
 
 def _statistics_task(block_id, affs_address, fragments_address, layout, offsets, histogram):
     from ..graph.mala.statistics import edge_statistics
+
+    affs, fragments, owned = _graph_region(layout.block(block_id), affs_address, fragments_address, context=False)
+    return edge_statistics(affs, fragments, offsets, owned=owned, histogram=histogram)
+
+
+def _graph_region(block, affs_address: str, fragments_address: str, *, context: bool):
+    """A block's affinities and fragments for its region graph: the write region (with
+    ``context``: the read region) and at least one voxel below it, whose contacts with the
+    write region's lowest voxels the block owns (see edge_statistics(owned=)); and the owned
+    region within them."""
     from ..io.volumes import open_staged
 
-    block = layout.block(block_id)
-    # one voxel below the write region: the contacts of its lowest voxels (see edge_statistics(owned=))
-    read = tuple(slice(max(0, w.start - 1), w.stop) for w in block.write)
+    outer = block.read if context else block.write
+    read = tuple(slice(max(0, min(r.start, w.start - 1)), r.stop) for r, w in zip(outer, block.write))
     owned = tuple(slice(w.start - r.start, w.stop - r.start) for w, r in zip(block.write, read))
     affs = np.asarray(_open(affs_address)[(slice(None),) + read])
     fragments = np.asarray(open_staged(fragments_address)[read])
-    return edge_statistics(affs, fragments, offsets, owned=owned, histogram=histogram)
+    return affs, fragments, owned
 
 
 def _scores_task(block_id, affs_address, fragments_address, layout, offsets, histogram, merge_function, thresholds):
@@ -624,14 +633,9 @@ def _scores_task(block_id, affs_address, fragments_address, layout, offsets, his
     from ..graph.mala.agglomeration import agglomerate_graph
     from ..graph.mala.levels import join_levels
     from ..graph.mala.statistics import EdgeStatistics, edge_statistics
-    from ..io.volumes import open_staged
 
-    block = layout.block(block_id)
-    # the context, and at least one voxel below the write region (the contacts of its lowest voxels)
-    read = tuple(slice(max(0, min(r.start, w.start - 1)), r.stop) for r, w in zip(block.read, block.write))
-    owned = tuple(slice(w.start - r.start, w.stop - r.start) for w, r in zip(block.write, read))
-    affs = np.asarray(_open(affs_address)[(slice(None),) + read])
-    fragments = np.asarray(open_staged(fragments_address)[read])
+    affs, fragments, owned = _graph_region(layout.block(block_id), affs_address, fragments_address, context=True)
+    # (two passes over the region: every contact it sees, and the ones the block owns)
     seen = edge_statistics(affs, fragments, offsets, histogram=histogram)
     own = edge_statistics(affs, fragments, offsets, owned=owned, histogram=False)
     level = join_levels(agglomerate_graph(seen, thresholds=thresholds, merge_function=merge_function), own.u, own.v)

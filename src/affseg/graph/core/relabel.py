@@ -1,7 +1,8 @@
 """Relabelling of label volumes: compact node indices, id maps, consecutive ids.
 
-One place for the dense-table-or-search choice: a lookup table when the largest id is small
-(below ``max(2**20, n / 4)``), a sorted search otherwise, so that ids near 2**64 cost no memory.
+One place for the dense-table choice: a lookup table when the largest id is small (below
+``max(2**20, n / 4)``); otherwise :func:`compact_fragments` hashes the few distinct ids and
+:func:`relabel` searches the sorted ones, so that ids near 2**64 cost no memory.
 
 Volumes are allocated by numpy and filled by the kernels: numpy asks the kernel for 2 MiB pages
 on large arrays, numba's own allocations get 4 KiB pages, whose faults made filling a fresh
