@@ -14,6 +14,15 @@ the block size, not the volume (run two shapes with the same blocks to see it).
     python benchmarks/bench_blockwise.py --mws-voi                        # Mutex Watershed blockwise vs one pass
     python benchmarks/bench_blockwise.py --voi --shape 64 256 256         # MALA and cc blockwise vs one pass
 
+    python benchmarks/bench_blockwise.py --stages --shape 64 512 512      # where the time goes, per stage
+
+``--stages`` runs everything in this process (numba on one thread) and times each stage: one
+pass (read, fragments, agglomerate, the segmentations, writing them) and ``mala_to_zarr`` with the
+tasks run serially here (``workers=0``) and on a LocalCluster of 1 and of 2 workers (each
+``Engine.map`` timed by its stage name; "client" is the rest: the store, the merged graph's
+agglomeration, staging and publishing; "cluster" the LocalCluster's start and close). Medians
+over the repeats, interleaved.
+
 ``--voi`` also runs MALA's hierarchical mode (``mode="hierarchical"``, lsd's) on the fragments of
 each exact blockwise run and scores it against the exact mode.
 
@@ -193,6 +202,73 @@ def mala_cc_voi(shape) -> None:
             row("", f"cc blocks {block_shape}", 0.5, seg, labels, whole)
 
 
+def stage_times(affs: str, block_shape, repeats: int) -> None:
+    """Print the median seconds of each stage of one pass and of MALA blockwise (in-process)."""
+    from affseg import agglomerate, extract_fragments
+    from affseg.blockwise.engine import Engine
+    from affseg.blockwise.pipeline import mala_to_zarr
+    from affseg.io import read_volume, write_volume
+
+    thresholds = [float(t) for t in THRESHOLDS]
+
+    class TimedEngine(Engine):
+        """An Engine that adds the wall time of each map to ``times[desc]``."""
+
+        def __init__(self, times, **kwargs):
+            super().__init__(**kwargs)
+            self.times = times
+
+        def map(self, function, items, *args, desc="blocks", **kwargs):
+            started = time.perf_counter()
+            super().map(function, items, *args, desc=desc, **kwargs)
+            self.times[desc] = self.times.get(desc, 0.0) + time.perf_counter() - started
+
+    def one_pass(out: Path) -> dict:
+        times, started = {}, time.perf_counter()
+        data, _ = read_volume(affs)
+        times["read"], started = time.perf_counter() - started, time.perf_counter()
+        fragments = extract_fragments(data)
+        times["fragments"], started = time.perf_counter() - started, time.perf_counter()
+        result = agglomerate(data, fragments, thresholds=thresholds)
+        times["agglomerate"], started = time.perf_counter() - started, time.perf_counter()
+        segmentations = [result.segmentation(i) for i in range(len(thresholds))]
+        times["segmentations"], started = time.perf_counter() - started, time.perf_counter()
+        for t, seg in zip(thresholds, segmentations):
+            write_volume(out / f"threshold_{t!r}", seg, chunks=tuple(block_shape))
+        times["write"] = time.perf_counter() - started
+        return times
+
+    def blockwise(out: Path, workers: int) -> dict:
+        times, started = {}, time.perf_counter()
+        engine = TimedEngine(times, workers=workers)
+        with engine:
+            entered = time.perf_counter()
+            mala_to_zarr(affs, str(out), thresholds=thresholds, block_shape=block_shape, context=10, engine=engine)
+            left = time.perf_counter()
+        total = time.perf_counter() - started
+        times["client"] = left - entered - sum(times.values())
+        times["cluster"] = total - (left - entered)
+        return times
+
+    runs = {"one pass": one_pass, "blockwise, in-process": lambda out: blockwise(out, 0),
+            "blockwise, 1 worker": lambda out: blockwise(out, 1),
+            "blockwise, 2 workers": lambda out: blockwise(out, 2)}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, fn in runs.items():  # numba's compiling, and the cache of every worker
+            fn(Path(tmp) / "warm" / name.replace(" ", "_").replace(",", "") / "seg.zarr")
+        results = {name: [] for name in runs}
+        for r in range(repeats):
+            for name, fn in runs.items():
+                results[name].append(fn(Path(tmp) / str(r) / name.replace(" ", "_").replace(",", "") / "seg.zarr"))
+    print(f"stages of {affs}, blocks {list(block_shape)}, context 10, thresholds {thresholds}; "
+          f"median seconds of {repeats} interleaved repeats")
+    for name, runs_times in results.items():
+        stages = list(runs_times[0])
+        medians = {s: statistics.median(t[s] for t in runs_times) for s in stages}
+        total = statistics.median(sum(t.values()) for t in runs_times)
+        print(f"{name:<22} total {total:6.2f}: " + ", ".join(f"{s} {v:.2f}" for s, v in medians.items()))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--shape", type=int, nargs=3, default=[64, 512, 512])
@@ -202,12 +278,19 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--mws-voi", action="store_true", help="the Mutex Watershed blockwise vs one pass (VOI)")
     p.add_argument("--voi", action="store_true", help="MALA and connected components blockwise vs one pass (VOI)")
+    p.add_argument("--stages", action="store_true", help="time each stage of one pass and of blockwise (in-process)")
     args = p.parse_args()
     if args.mws_voi:
         mws_voi(args.shape)
         return
     if args.voi:
         mala_cc_voi(args.shape)
+        return
+    if args.stages:
+        os.environ.update({"NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"})  # (before numba starts)
+        with tempfile.TemporaryDirectory() as tmp:
+            stage_times(args.data or make_data(Path(tmp), args.shape, args.block_shape, args.seed), args.block_shape,
+                        args.repeats)
         return
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)

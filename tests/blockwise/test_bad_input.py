@@ -183,3 +183,16 @@ def test_an_output_that_is_not_this_jobs(tmp_path, data, method):
         _segment(method, data / "affs", foreign / "seg", engine, overwrite=True)
     assert sorted(p.name for p in (tmp_path / "out.zarr").rglob("*")) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["foreign.zarr", "out.zarr"]  # no store created
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_an_output_in_a_folder_not_made_yet_is_written_there(data, tmp_path, method):
+    """As a one-pass output: the folders above the output container (and its default store) are
+    made, where they used to fail with an IndexError."""
+    out = tmp_path / "new" / "deeper" / "out.zarr" / "seg"
+    with Engine(workers=0) as engine:
+        _segment(method, data / "affs", out, engine)
+    assert (tmp_path / "new" / "deeper" / "out.zarr.graph.sqlite").is_file()
+    name = "threshold_0.5" if method == "mala" else None
+    seg, _ = read_volume(out / name if name else out)
+    assert seg.shape == SHAPE and seg.max() > 0

@@ -29,7 +29,7 @@ import numpy as np
 
 from .._checks import as_number, as_offsets
 from ..errors import InputError
-from ..graph.core.relabel import relabel
+from ..graph.core.relabel import relabel_by_tables, sorted_lookup
 from .components import merge_face_pairs
 from .layout import Block, BlockLayout
 
@@ -205,9 +205,10 @@ def mutex_watershed_blockwise(affs, offsets=None, *, block_shape: Sequence[int],
     pairs = [stitch_pairs(runs[block.id], block, runs[other], layout.block(other), overlap=overlap)
              for block in layout for other in neighbours(layout, block)]
     old, new = merge_face_pairs(pairs)
+    old, tables = sorted_lookup(old, [new])
     labels = np.zeros(shape, np.uint64)
     for block in layout:
-        labels[block.write] = relabel(runs[block.id][block.write_in_read], old, new)
+        labels[block.write] = next(relabel_by_tables(runs[block.id][block.write_in_read], old, tables))
     return labels
 
 

@@ -144,14 +144,20 @@ def _open_job(store, container, outputs: Sequence[str], stages: dict[str, dict],
     from ..io.volumes import check_replaceable
     from .store import default_store_path, open_store
 
-    url = store if store is not None else default_store_path(container)
     existing = [a for a in outputs if volume_exists(a)]
     for address in existing:
         check_replaceable(address, overwrite=True)  # refuses datasets affseg did not write
+    if store is not None:
+        url = store
+    else:  # beside the output container, whose folder is made as one-pass outputs' are
+        url = default_store_path(container)
+        if not existing:
+            url.parent.mkdir(parents=True, exist_ok=True)
     try:
         opened = open_store(url, create=not existing or overwrite)
-    except PathNotFound:  # outputs exist, and no store says they are ours
-        check_replaceable(existing[0], overwrite=False)
+    except PathNotFound:
+        if existing:  # outputs exist, and no store says they are ours
+            check_replaceable(existing[0], overwrite=False)
         raise
     try:
         stages = {name: _plain(identity) for name, identity in stages.items()}
@@ -234,13 +240,20 @@ def _restart_lost(store, done: dict, stages: dict, n: int, *, finished: bool, fi
 
 def _merge_stage(store, done: dict, key: str, *, pairs_stage: str, stage: str) -> tuple[np.ndarray, np.ndarray, int]:
     """The lookup that merges the blocks' labels (from the pairs of every block), read back if a
-    previous run stored it; also the number of times it was computed (0 or 1)."""
+    previous run stored it, in increasing order of the old ids; also the number of times it was
+    computed (0 or 1)."""
+    from ..graph.core.relabel import sorted_lookup
+
+    computed = 0
     if done[stage]:
-        return (*store.read_lookup(key), 0)
-    old_ids, new_ids = _lookup_from_pairs(store, pairs_stage)
-    store.write_lookup(key, old_ids, new_ids, stage=stage)
-    store.mark_done(stage, [0])
-    return old_ids, new_ids, 1
+        old_ids, new_ids = store.read_lookup(key)
+    else:
+        old_ids, new_ids = _lookup_from_pairs(store, pairs_stage)
+        store.write_lookup(key, old_ids, new_ids, stage=stage)
+        store.mark_done(stage, [0])
+        computed = 1
+    old_ids, new_ids = sorted_lookup(old_ids, [new_ids])  # (as the relabel tasks take them)
+    return old_ids, new_ids[0], computed
 
 
 def _publish(addresses: Sequence[str]) -> None:
@@ -276,12 +289,12 @@ def _pairs_task(block_id, affs_address, labels_address, layout, offsets, thresho
 
 
 def _relabel_task(block_id, labels_address, out_address, layout, old_ids, new_ids):
-    from ..graph.core.relabel import relabel
+    from ..graph.core.relabel import relabel_by_tables
     from ..io.volumes import open_staged
 
     block = layout.block(block_id)
     local = np.asarray(open_staged(labels_address)[block.write])
-    open_staged(out_address)[block.write] = relabel(local, old_ids, new_ids)
+    open_staged(out_address)[block.write] = next(relabel_by_tables(local, old_ids, [new_ids]))
 
 
 def connected_components_to_zarr(affs_address: str, out_address: str, offsets=None, *, threshold: float = 0.5,
@@ -421,12 +434,12 @@ def _mws_pairs_task(block_id, runs_address, layout, overlap):
 
 
 def _mws_relabel_task(block_id, runs_address, out_address, layout, old_ids, new_ids):
-    from ..graph.core.relabel import relabel
+    from ..graph.core.relabel import relabel_by_tables
     from ..io.volumes import open_staged
 
     block = layout.block(block_id)
     labels = _Run(open_staged(runs_address), block)[block.write_in_read]
-    open_staged(out_address)[block.write] = relabel(labels, old_ids, new_ids)
+    open_staged(out_address)[block.write] = next(relabel_by_tables(labels, old_ids, [new_ids]))
 
 
 def _check_mws_options(offsets: np.ndarray, options: dict) -> None:
@@ -591,16 +604,10 @@ def _fragments_task(block_id, affs_address, fragments_address, layout, offsets, 
 def _fragment_table(fragments: np.ndarray, first: int, count: int, origin) -> tuple[np.ndarray, ...]:
     """ids, sizes and centres (voxel coordinates of the volume) of the fragments ``first ..
     first + count - 1`` of a block whose write region starts at ``origin``."""
-    index = np.where(fragments > 0, fragments - np.uint64(first - 1), 0).astype(np.intp).ravel()
-    sizes = np.bincount(index, minlength=count + 1)[1:]
-    centres = np.empty((count, fragments.ndim))
-    for axis in range(fragments.ndim):
-        shape = [1] * fragments.ndim
-        shape[axis] = fragments.shape[axis]
-        coordinate = np.broadcast_to(np.arange(fragments.shape[axis], dtype=np.float64).reshape(shape),
-                                     fragments.shape).ravel()
-        centres[:, axis] = np.bincount(index, weights=coordinate, minlength=count + 1)[1:] / np.maximum(sizes, 1)
-        centres[:, axis] += origin[axis]
+    from ..graph.mala.fragments import sizes_and_centres
+
+    sizes, centres = sizes_and_centres(fragments, first, count)
+    centres += np.asarray(origin, np.float64)
     return np.arange(first, first + count, dtype=np.uint64), sizes, centres  # relabel_consecutive leaves no gap
 
 
@@ -659,13 +666,13 @@ def _lookups_from_levels(statistics, thresholds: np.ndarray) -> list[tuple[np.nd
 
 
 def _lookup_task(block_id, fragments_address, out_addresses, layout, fragment_ids, segment_ids):
-    from ..graph.core.relabel import relabel
+    from ..graph.core.relabel import relabel_by_tables
     from ..io.volumes import open_staged
 
     block = layout.block(block_id)
     fragments = np.asarray(open_staged(fragments_address)[block.write])
-    for address, segments in zip(out_addresses, segment_ids):
-        open_staged(address)[block.write] = relabel(fragments, fragment_ids, segments)
+    for address, segments in zip(out_addresses, relabel_by_tables(fragments, fragment_ids, segment_ids)):
+        open_staged(address)[block.write] = segments
 
 
 def mala_to_zarr(affs_address: str, out_group: str, offsets=None, *, thresholds: Sequence[float],
@@ -705,6 +712,7 @@ def mala_to_zarr(affs_address: str, out_group: str, offsets=None, *, thresholds:
         table (``store.read_fragments(stage)``: ids, sizes, centres) the fragments stage wrote.
     """
     from .._checks import as_thresholds
+    from ..graph.core.relabel import sorted_lookup
     from ..graph.mala.agglomeration import agglomerate_graph, parse_merge_function
     from ..io.volumes import stage_volume
     from ..methods import get_method
@@ -785,9 +793,9 @@ def mala_to_zarr(affs_address: str, out_group: str, offsets=None, *, thresholds:
                 stage_volume(address, shape=shape, dtype=np.uint64, chunks=chunks, **meta,
                              attrs={"method": "mala", "threshold": float(t), "merge_function": merge_function,
                                     **hierarchical})
-        fragment_ids = lookups[0][0] if lookups else np.zeros(0, np.uint64)
-        engine.map(_lookup_task, todo, fragments_address, outputs, layout, fragment_ids,
-                   [new for _, new in lookups], desc="relabel",
+        fragment_ids, segment_ids = sorted_lookup(lookups[0][0] if lookups else np.zeros(0, np.uint64),
+                                                  [new for _, new in lookups])
+        engine.map(_lookup_task, todo, fragments_address, outputs, layout, fragment_ids, segment_ids, desc="relabel",
                    on_result=lambda block_id, _: store.mark_done(stage["relabel"], [block_id]))
         computed["relabel"] = len(todo)
     _publish([fragments_address, *outputs])

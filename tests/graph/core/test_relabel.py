@@ -1,5 +1,6 @@
 """relabel: the dense-table and the sorted-search paths, and the checks of the id lists;
-compact_fragments: its dense-table and hash paths against np.unique."""
+compact_fragments: its dense-table and hash paths against np.unique; relabel_by_tables (the
+blockwise relabel: several tables, ids in any order through sorted_lookup) against relabel."""
 from __future__ import annotations
 
 import numpy as np
@@ -75,3 +76,30 @@ def test_compact_fragments_equals_np_unique_for_small_and_large_ids(values, shif
     np.testing.assert_array_equal(ids, expected)
     assert index.dtype == np.uint32 and index.shape == labels.shape
     np.testing.assert_array_equal(ids[index], labels)
+
+
+ID_POOL = [0, 1, 5, 9, 2**20 + 3, 3 * 2**24 + 7, 2**40, 2**63 - 1, 2**63, 2**64 - 2, 2**64 - 1]
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.sampled_from(ID_POOL), min_size=0, max_size=200),
+       st.lists(st.tuples(st.sampled_from(ID_POOL), st.integers(0, 2**64 - 1), st.integers(0, 2**64 - 1)),
+                min_size=0, max_size=8, unique_by=lambda t: t[0]),
+       st.booleans())
+def test_relabel_by_tables_equals_relabel_per_table(values, entries, two_dimensional):
+    """Every table gives relabel's volume: listed ids (in any order, 0 included) mapped, unlisted
+    ids (also the volume's ids missing from the tables, and tables naming ids the volume lacks)
+    kept, for small and large ids."""
+    from affseg.graph.core.relabel import relabel_by_tables, sorted_lookup
+
+    labels = np.array(values + [0] * (len(values) % 2), dtype=np.uint64)
+    labels = labels.reshape(2, -1) if two_dimensional and labels.size else labels.reshape(1, -1)
+    old = np.array([e[0] for e in entries], np.uint64)
+    tables = [np.array([e[1] for e in entries], np.uint64), np.array([e[2] for e in entries], np.uint64)]
+    sorted_ids, sorted_tables = sorted_lookup(old, tables)
+    assert sorted_tables.shape == (2, old.size) and np.all(np.diff(sorted_ids.astype(object)) > 0)
+    outs = list(relabel_by_tables(labels, sorted_ids, sorted_tables))
+    assert len(outs) == 2
+    for out, table in zip(outs, tables):
+        assert out.dtype == np.uint64 and out.shape == labels.shape
+        np.testing.assert_array_equal(out, relabel(labels, old, table))

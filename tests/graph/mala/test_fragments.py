@@ -137,3 +137,24 @@ def test_all_boundary_and_tiny_volumes():
 def test_bad_options_are_rejected(volume, kwargs, message):
     with pytest.raises(ValueError, match=message):
         extract_fragments(volume.affs, **kwargs)
+
+
+@pytest.mark.parametrize("shape", [(7,), (5, 9), (4, 6, 5)])
+def test_sizes_and_centres_equal_scipy(shape):
+    """The node table's sizes and centres of consecutive ids (as a block's), against
+    scipy.ndimage, in 1D to 3D, with ids absent from the volume (size 0, centre 0)."""
+    from scipy import ndimage
+
+    from affseg.graph.mala.fragments import sizes_and_centres
+
+    first, count = 2**40 + 1, 6
+    rng = np.random.default_rng(len(shape))
+    labels = rng.integers(0, count - 1, size=shape).astype(np.uint64)  # id first + count - 1 absent
+    fragments = np.where(labels > 0, labels + np.uint64(first - 1), np.uint64(0))
+    sizes, centres = sizes_and_centres(fragments, first, count)
+    ids = np.arange(1, count + 1)
+    np.testing.assert_array_equal(sizes, ndimage.sum_labels(np.ones(shape), labels, ids))
+    present = sizes > 0
+    expected = np.array(ndimage.center_of_mass(np.ones(shape), labels, ids[present])).reshape(-1, len(shape))
+    np.testing.assert_allclose(centres[present], expected, rtol=0, atol=1e-12)
+    assert (centres[~present] == 0).all() and centres.shape == (count, len(shape))

@@ -11,6 +11,8 @@ measurement, no script kept).
 """
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
+
 import numpy as np
 from numba import njit
 from numpy.typing import ArrayLike
@@ -194,6 +196,44 @@ def relabel_into(labels: np.ndarray, old_ids: np.ndarray, new_ids: np.ndarray, o
     dest[:] = flat
     dest[hit] = new_ids[order][pos[hit]]
     return out
+
+
+def relabel_by_tables(labels: np.ndarray, sorted_ids: np.ndarray,
+                      tables: Sequence[np.ndarray] | np.ndarray) -> Iterator[np.ndarray]:
+    """:func:`relabel` of one volume by several tables over the same ids, for a block of a large
+    volume whose tables list every fragment of the volume. Package-internal.
+
+    ``labels`` is a non-negative integer volume, ``sorted_ids`` uint64 in increasing order
+    without repeats, each table uint64 of its shape (``sorted_ids[i] -> table[i]``); yields one
+    new uint64 volume per table, unlisted ids keeping their value. The volume's few distinct ids
+    are found once (:func:`compact_fragments`) and looked up in ``sorted_ids``, so each table
+    costs a gather of the volume, not a search per voxel nor a sort of the tables.
+    """
+    index, present = compact_fragments(labels)
+    if sorted_ids.size:
+        at = np.searchsorted(sorted_ids, present).clip(0, sorted_ids.size - 1)
+        listed = sorted_ids[at] == present
+        at = at[listed]
+    else:
+        listed, at = np.zeros(present.shape, bool), np.zeros(0, np.intp)
+    for table in tables:
+        local = present.copy()
+        local[listed] = table[at]
+        yield local.take(index)
+
+
+def sorted_lookup(old_ids: np.ndarray, tables: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """``old_ids`` (no repeats) in increasing order and the tables in the same order, as one
+    ``(len(tables), len(old_ids))`` uint64 array, as :func:`relabel_by_tables` takes them (one
+    array, which a Dask client sends to its workers once). Package-internal."""
+    old_ids = np.asarray(old_ids, np.uint64)
+    stacked = np.zeros((len(tables), old_ids.size), np.uint64)
+    for row, table in zip(stacked, tables):
+        row[:] = table
+    if old_ids.size < 2 or bool((old_ids[1:] > old_ids[:-1]).all()):
+        return old_ids, stacked
+    order = np.argsort(old_ids, kind="stable")
+    return old_ids[order], stacked[:, order]
 
 
 def relabel(labels: ArrayLike, old_ids: ArrayLike, new_ids: ArrayLike) -> np.ndarray:

@@ -391,3 +391,38 @@ def merge_small_segments(affs: np.ndarray, offsets: np.ndarray, fragments: np.nd
     frozen = np.zeros(rag.ids.shape[0], bool) if frozen_ids is None else np.isin(rag.ids, frozen_ids)
     roots = _merge_small(rag.u, rag.v, mean, rag.sizes, min_size, frozen)
     return relabel(fragments, rag.ids, rag.ids[roots])
+
+
+@njit(cache=True, nogil=True)
+def _sizes_and_sums(flat, shape, first, count):
+    """Voxel counts and coordinate sums (float64, one column per axis) of ids ``first ..
+    first + count - 1`` in the C-ordered ``flat`` of a volume of ``shape``."""
+    ndim = len(shape)
+    sizes = np.zeros(count, np.int64)
+    sums = np.zeros((count, ndim), np.float64)
+    coordinate = np.zeros(ndim, np.int64)
+    for k in range(flat.shape[0]):
+        label = flat[k]
+        if label != 0:
+            i = np.int64(label - first)
+            sizes[i] += 1
+            for axis in range(ndim):
+                sums[i, axis] += coordinate[axis]
+        axis = ndim - 1  # the next voxel's coordinate, in C order
+        coordinate[axis] += 1
+        while axis > 0 and coordinate[axis] == shape[axis]:
+            coordinate[axis] = 0
+            axis -= 1
+            coordinate[axis] += 1
+    return sizes, sums
+
+
+def sizes_and_centres(fragments: np.ndarray, first: int, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sizes (int64) and centres (float64 voxel coordinates, one column per axis) of the fragments
+    ``first .. first + count - 1``, which must hold every non-zero id of ``fragments``, in one
+    pass and without coordinate volumes. Package-internal (blockwise node tables)."""
+    flat = np.ascontiguousarray(fragments, dtype=np.uint64).reshape(-1)
+    if count == 0:
+        return np.zeros(0, np.int64), np.zeros((0, fragments.ndim))
+    sizes, sums = _sizes_and_sums(flat, np.array(fragments.shape, np.int64), np.uint64(first), count)
+    return sizes, sums / np.maximum(sizes, 1)[:, None]
