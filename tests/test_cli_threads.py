@@ -56,3 +56,35 @@ def test_busy_cores_are_measured_now_not_from_the_load_average(monkeypatch):
         spinner.kill()
         spinner.wait()
     assert 0.8 <= busy <= 1.0, busy
+
+
+@pytest.mark.parametrize(("cpu_max", "expected"), [
+    ("max 100000\n", None), ("150000 100000\n", 2), ("50000 100000\n", 1), ("100000 100000\n", 1),
+    ("garbage\n", None), (None, None),
+])
+def test_a_cgroup_cpu_quota_caps_the_cores(cpu_max, expected, monkeypatch, tmp_path):
+    """A container's CPU quota (cgroup v2 ``cpu.max``) caps the cores, rounded up; "max", an
+    unreadable or absent file leave the CPU affinity."""
+    from affseg import cli
+
+    monkeypatch.setattr(cli, "_affinity", lambda: set(range(4)))
+    path = tmp_path / "cpu.max"
+    if cpu_max is not None:
+        path.write_text(cpu_max)
+    monkeypatch.setattr(cli, "_CPU_MAX", path)
+    assert cli._usable_cores() == (4 if expected is None else expected)
+
+
+def test_without_proc_stat_the_load_average_is_used(monkeypatch, tmp_path):
+    """busy_cores is None where /proc/stat cannot be read; cpu_threads then subtracts the
+    1-minute load average."""
+    from affseg import cli
+
+    monkeypatch.delenv("AFFSEG_THREADS", raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(cli, "_PROC_STAT", tmp_path / "absent")
+    assert cli.busy_cores(window=0.01) is None
+    monkeypatch.setattr(cli.os, "getloadavg", lambda: (2.6, 0.0, 0.0))
+    assert cpu_threads(4) == 1
+    monkeypatch.setattr(cli.os, "getloadavg", lambda: (0.4, 0.0, 0.0))
+    assert cpu_threads(4) == 4

@@ -629,13 +629,17 @@ def _affinity() -> set[int]:
     return set(getter(0)) if getter is not None else set(range(os.cpu_count() or 1))
 
 
+_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")  # cgroup v2: "max 100000" or "200000 100000"
+_PROC_STAT = Path("/proc/stat")
+
+
 def _usable_cores() -> int:
     """This process's cores: its CPU affinity, capped by a cgroup CPU quota (a container's)."""
     import math
 
     cores = len(_affinity())
     try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]  # cgroup v2: "max 100000" or "200000 100000"
+        quota, period = _CPU_MAX.read_text().split()[:2]
         if quota != "max":
             cores = min(cores, max(1, math.ceil(int(quota) / int(period))))
     except (OSError, ValueError):
@@ -666,7 +670,7 @@ def busy_cores(window: float = 0.2, cpus: Iterable[int] | None = None) -> float 
 
     def times() -> dict[str, tuple[int, int]]:
         out = {}
-        with open("/proc/stat") as f:
+        with open(_PROC_STAT) as f:
             for line in f:
                 name, *fields = line.split()
                 if name in wanted:

@@ -134,19 +134,16 @@ def _state_layer(name: str, spec: dict) -> dict:
             "segments": [str(int(k)) for k in spec["segments"]]}
 
 
-_SI_LENGTHS = {"m", "mm", "um", "µm", "nm", "pm"}
-
-
 def _neuroglancer_units(voxel_size: Sequence[float], units: Sequence[str] | None) -> tuple[list[float], list[str]]:
     """Scales and units neuroglancer takes: SI lengths as they are, other length names in nm (as
     ``affseg view`` shows them), anything else unitless."""
-    from ..view.layers import nm_per_unit
+    from ..view.layers import NEUROGLANCER_LENGTHS, nm_per_unit
 
     scales = [float(v) for v in voxel_size]
     if not units:
         return scales, [""] * len(scales)
     units = [str(u).strip() for u in units]
-    if all(u in _SI_LENGTHS for u in units):
+    if all(u in NEUROGLANCER_LENGTHS for u in units):
         return scales, units
     try:
         factors = nm_per_unit(units, "the report")

@@ -46,6 +46,7 @@ KINDS = ("image", "affinities", "segmentation")
 # length units to nm; a volume without units is taken to be in nm (affseg's default)
 _TO_NM = {"": 1.0, "nm": 1.0, "pm": 1e-3, "um": 1e3, "µm": 1e3, "μm": 1e3, "micrometer": 1e3, "micron": 1e3,
           "nanometer": 1.0, "mm": 1e6, "cm": 1e7, "m": 1e9}
+NEUROGLANCER_LENGTHS = frozenset({"m", "mm", "um", "µm", "nm", "pm"})  # of these, what neuroglancer takes as it is
 _RAW_NAMES = {"raw", "image", "img", "em"}
 
 
