@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
@@ -215,31 +215,107 @@ def test_flags_of_wrong_type_are_refused(kwargs):
 
 @pytest.mark.parametrize("saturated", [False, True])
 def test_single_label_opening_gives_the_counts_of_the_full_kernel(saturated):
-    """Both passes run their opening edges (inside objects) on a lean union-find, then the records;
-    on a volume with many objects and long lists that equals running every edge on the records."""
+    """An edge inside an object that joins two trees of that object's voxels alone runs on the
+    parents only (sizes are counts); on a volume with many objects and long lists, in the
+    sequences of both constrained passes and of the pair counts, that equals running every edge
+    through the trees' labels (the same sequences without the ``_INSIDE`` marks)."""
     from affseg.graph.malis.weights import (
+        _INSIDE,
+        _KEEP,
         _compact_labels,
-        _counts_in_order,
-        _descending_order,
-        _edges,
-        _same_label,
-        _single_label_prefix,
+        _grid,
+        _id_buffer,
+        _kruskal_counts,
+        _malis_sequence,
+        _pass_sequences,
+        _union_find,
     )
     from affseg.synthetic import make_volume
 
     vol = make_volume((12, 48, 48), seed=3)
     affs = np.round(vol.affs * 4) / 4 if saturated else vol.affs  # exact 0s and 1s: between edges at 1
-    compact, n_labels = _compact_labels(vol.labels)
     offsets = np.array([[-1, 0, 0], [0, -1, 0], [0, 0, -1], [0, -3, 0]])
-    full = np.concatenate([affs, affs[1:2]])
-    ids, deltas, n = _edges(vol.labels.shape, offsets)
-    same_label = _same_label(ids, compact, n, deltas)
-    order = _descending_order(full.ravel()[ids], np.arange(len(ids), dtype=np.int64))
-    within_first = np.concatenate([order[same_label[order]], order[~same_label[order]]])
-    for edges in (order, within_first):
-        prefix = _single_label_prefix(edges, same_label)
-        lean = _counts_in_order(compact, n_labels, ids[edges], deltas, full.size, prefix)
-        plain = _counts_in_order(compact, n_labels, ids[edges], deltas, full.size, 0)
-        np.testing.assert_array_equal(lean[0], plain[0])
-        np.testing.assert_array_equal(lean[1], plain[1])
-    assert _single_label_prefix(within_first, same_label) == np.count_nonzero(same_label) > len(ids) // 2
+    full = np.ascontiguousarray(np.concatenate([affs, affs[1:2]]), dtype=np.float32).ravel()
+    compact, n_labels = _compact_labels(vol.labels)
+    shape3, offsets3, deltas = _grid(vol.labels.shape, offsets)
+    no_mask = np.ones(1, bool)
+    pos, neg = _pass_sequences(full, compact, shape3, offsets3, deltas, no_mask, False, _id_buffer(full.size))
+    plain = _malis_sequence(full, compact, shape3, offsets3, deltas, no_mask, False, _id_buffer(full.size))
+    opening = []
+    for seq in (pos, neg, plain):
+        inside = (seq & _INSIDE) != 0
+        opening.append(np.argmin(inside) if not inside.all() else len(seq))
+        counts = []
+        for s in (seq, seq & ~_INSIDE):
+            same, diff = np.zeros(full.size), np.zeros(full.size)
+            _kruskal_counts(s, compact.copy(), n_labels, deltas, same, diff, *_union_find(compact.size))
+            counts.append((same, diff))
+        np.testing.assert_array_equal(counts[0][0], counts[1][0])
+        np.testing.assert_array_equal(counts[0][1], counts[1][1])
+        assert np.count_nonzero(seq & _KEEP) > 0
+    assert opening[0] > len(pos) // 2  # the positive pass opens with most of the edges
+
+
+@st.composite
+def malis_problems(draw):
+    """Small 2D or 3D problems: few labels (0 included), affinities with ties and exact 0s and
+    1s (or all distinct), optional voxel or affinity mask."""
+    ndim = draw(st.sampled_from([2, 3]))
+    shape = tuple(draw(st.integers(1, 5)) for _ in range(ndim - 1)) + (draw(st.integers(2, 6)),)
+    offsets = np.array(OFFSETS[ndim])
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    labels = rng.integers(0, draw(st.integers(1, 5)), size=shape).astype(np.uint64)
+    affs = rng.random((len(offsets),) + shape).astype(np.float32)
+    levels = draw(st.sampled_from([0, 1, 2, 4]))
+    if levels:
+        affs = (np.round(affs * levels) / levels).astype(np.float32)
+    kind = draw(st.sampled_from([None, "voxel", "affinity"]))
+    mask = None if kind is None else rng.random(shape if kind == "voxel" else affs.shape) < 0.7
+    return affs, labels, offsets, mask
+
+
+@settings(max_examples=60, deadline=None)
+@given(malis_problems())
+def test_random_problems_equal_brute_force(problem):
+    """Both kernels (pair counts and the two constrained passes) against the brute-force count,
+    on random small problems with ties, exact 0s and 1s, label 0 and masks."""
+    affs, labels, offsets, mask = problem
+    u, v, flat = grid_edge_list(labels.shape, offsets)
+    if mask is None:
+        ref_labels, known = labels, np.ones(len(flat), bool)
+    elif mask.ndim == labels.ndim:
+        ref_labels, known = np.where(mask, labels, 0), mask.ravel()[u] & mask.ravel()[v]
+    else:
+        ref_labels, known = labels, mask.ravel()[flat]
+    gt = affinities_from_labels(ref_labels, offsets)[0].ravel()[flat] == 1
+    a = affs.ravel()[flat]
+    within, between = gt & known, ~gt & known
+    same, diff = brute_force_counts(a, ref_labels, u, v)
+    got_same, got_diff = malis_pair_counts(affs, labels, offsets, mask=mask)
+    np.testing.assert_array_equal(got_same.ravel()[flat], np.where(known, same, 0))
+    np.testing.assert_array_equal(got_diff.ravel()[flat], np.where(known, diff, 0))
+    assert got_same.sum() == np.where(known, same, 0).sum()  # nothing off the grid
+    pos_same, _ = brute_force_counts(np.where(between, 0, a), ref_labels, u, v)
+    _, neg_diff = brute_force_counts(np.where(within, 1, a), ref_labels, u, v)
+    w_pos, w_neg = constrained_malis_weights(affs, labels, offsets, mask=mask, normalize=False)
+    np.testing.assert_array_equal(w_pos.ravel()[flat], np.where(within, pos_same, 0))
+    np.testing.assert_array_equal(w_neg.ravel()[flat], np.where(between, neg_diff, 0))
+    assert w_pos.sum() == np.where(within, pos_same, 0).sum()
+    assert w_neg.sum() == np.where(between, neg_diff, 0).sum()
+
+
+def test_constrained_long_label_lists_use_the_hash_table():
+    """Trees of many labels in both constrained passes (hashed lists, the table's growth)."""
+    rng = np.random.default_rng(6)
+    shape = (4, 9, 9)
+    labels = rng.integers(0, 40, size=shape).astype(np.uint64)
+    offsets = np.array(OFFSETS[3])
+    affs = (np.round(rng.random((len(offsets),) + shape) * 8) / 8).astype(np.float32)
+    u, v, flat = grid_edge_list(shape, offsets)
+    gt = affinities_from_labels(labels, offsets)[0].ravel()[flat] == 1
+    a = affs.ravel()[flat]
+    pos_same, _ = brute_force_counts(np.where(gt, a, 0), labels, u, v)
+    _, neg_diff = brute_force_counts(np.where(gt, 1, a), labels, u, v)
+    w_pos, w_neg = constrained_malis_weights(affs, labels, offsets, normalize=False)
+    np.testing.assert_array_equal(w_pos.ravel()[flat], np.where(gt, pos_same, 0))
+    np.testing.assert_array_equal(w_neg.ravel()[flat], np.where(gt, 0, neg_diff))

@@ -3,9 +3,16 @@
 Kruskal's algorithm over the edges in decreasing affinity builds the maximum spanning tree; the
 edge that joins two trees is the maximin edge of every voxel pair across them, so it receives
 the number of those pairs that carry the same ground-truth label (``same``) and different labels
-(``diff``). Each tree keeps its label counts in a list; the shorter list is merged into the
-longer one (counts found by scanning short lists and through a hash table for long ones), so
-the whole pass costs O(E log E + n log n) instead of the O(n^2) of counting pairs directly.
+(``diff``). A tree that holds one label keeps it and its count at its root; one that holds
+several keeps a list of (label, count) entries, and the shorter list is merged into the longer
+one (counts found by scanning short lists and through a hash table for long ones), so the whole
+pass costs O(E log E + n log n) instead of the O(n^2) of counting pairs directly.
+
+Each pass is one sequence of edge ids in processing order, built by one walk over the edges:
+only the edges with 0 < affinity < 1 are sorted (a radix sort, shared by the two passes of
+constrained MALIS); edges at 0 or 1, or forced there by a constrained pass, keep their index
+order. An edge inside an object (most edges of a volume) that joins two trees of that object's
+voxels alone needs only the union-find's 4-byte parents, which hold the trees' sizes.
 
 Ties are broken by edge index: channel-major, then raster order of ``u`` (documented in
 ``docs/conventions.md``). Ground-truth label 0 forms no pairs.
@@ -22,49 +29,35 @@ from ...errors import InputError
 from ..core.edges import edge_bounds, edge_ends, flat_steps
 from ..core.hashtable import hash_get, hash_put
 from ..core.prefetch import prefetch
-from ..core.unionfind import find
 
 __all__ = ["constrained_malis_weights", "malis_pair_counts", "malis_weights"]
 
 _SHORT = 8  # lists up to this length are scanned; longer ones are hashed
-_AHEAD = 16  # edges ahead whose voxel records are prefetched
+_AHEAD = 16  # edges ahead whose voxels' parents are prefetched
 _LOW = np.int64(0xFFFFFFFF)  # an entry packs its label (low 32 bits) and count (high 32 bits)
 _HIGH = ~_LOW
-_ONE_COUNT = np.int64(1) << 32
-LEAN_OPENING = 0.125  # share of the edges below which the lean union-find is skipped
+_VALUE_BITS = 30  # float32 in [0, 1] as bits: at most 0x3F800000 < 2**30
+_ONE_BITS = 0x3F800000
+_DIGIT = 10  # three radix passes of 10 bits cover the 30 bits of a value key
+_UNKNOWN, _WITHIN, _BETWEEN = 0, 1, 2  # edge classes, in the top 2 bits of a sort key
+_KEEP = np.int64(1) << 62  # in a pass's sequence: the pass keeps this edge's count
+_INSIDE = np.int64(1) << 61  # the edge joins two voxels of the same non-zero label
+_ID = _INSIDE - 1
+_INSIDE_BIT, _KEEP_BIT = 1 << _VALUE_BITS, 1 << (_VALUE_BITS + 1)  # the same, in a sort key
 
 
 # ---------------------------------------------------------------- kernels
 
 
 @njit(cache=True, nogil=True)
-def _radix_descending(bits, index_order):
-    """Stable order of ``bits`` (uint32), largest first; ties keep ``index_order`` (LSD radix)."""
-    n = index_order.shape[0]
-    keys = np.empty(n, np.uint32)
-    for i in range(n):
-        keys[i] = ~bits[index_order[i]]
-    order = index_order.copy()
-    tmp_order = np.empty_like(order)
-    tmp_keys = np.empty_like(keys)
-    for shift in (0, 11, 22):
-        counts = np.zeros(2049, np.int64)
-        for i in range(n):
-            counts[((keys[i] >> shift) & 2047) + 1] += 1
-        for b in range(2048):
-            counts[b + 1] += counts[b]
-        for i in range(n):
-            b = (keys[i] >> shift) & 2047
-            tmp_order[counts[b]] = order[i]
-            tmp_keys[counts[b]] = keys[i]
-            counts[b] += 1
-        order, tmp_order = tmp_order, order
-        keys, tmp_keys = tmp_keys, keys
-    return order
-
-
-# One record (a row of 8 int64, 64 bytes) per node keeps a merge within a few cache lines. Entries (a
-# label and its count in a tree's list) are indexed by node id: node i holds its own label at first.
+def _edge_count(shape, offsets):
+    """Number of edges inside a ``(z, y, x)`` volume (voxels whose partner lies inside)."""
+    nz, ny, nx = shape
+    total = 0
+    for c in range(offsets.shape[0]):
+        z0, z1, y0, y1, x0, x1 = edge_bounds(nz, ny, nx, offsets[c, 0], offsets[c, 1], offsets[c, 2])
+        total += max(0, z1 - z0) * max(0, y1 - y0) * max(0, x1 - x0)
+    return total
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -72,203 +65,419 @@ def _key(list_id, label, n_labels):
     return np.uint64(list_id) * np.uint64(n_labels + 1) + np.uint64(label) + np.uint64(1)
 
 
-@njit(cache=True, nogil=True, inline="always")
-def _find_entry(rec, list_id, label, hashed, keys, vals, n_labels):
-    if not hashed:
-        e = rec[list_id, 3]
-        while e >= 0:
-            if (rec[e, 6] & _LOW) == label:
-                return e
-            e = rec[e, 7]
-        return -1
-    return hash_get(keys, vals, _key(list_id, label, n_labels))
-
-
 @njit(cache=True, nogil=True)
-def _rehash(keys, vals, rec, n_labels):
-    """Rebuild the table from the long lists of the live trees (drops keys of dead lists)."""
-    keys[:] = 0
-    live = 0
-    for r in range(rec.shape[0]):
-        if rec[r, 0] == r:
-            lst = rec[r, 2]
-            if rec[lst, 4] > _SHORT:
-                e = rec[lst, 3]
-                while e >= 0:
-                    hash_put(keys, vals, _key(lst, rec[e, 6] & _LOW, n_labels), e)
-                    live += 1
-                    e = rec[e, 7]
-    return live
+def _pass_sequences(affs, labels, shape, offsets, deltas, known, has_known, ids):
+    """The edge sequences of the positive and the negative pass of constrained MALIS.
 
+    ``affs`` (float32) and ``known`` (bool, read if ``has_known``) are raveled ``(C, z, y, x)``
+    arrays; ``labels`` (int64) the raveled ``(z, y, x)`` ground truth. The positive pass keeps the
+    count of an edge inside an object (``W``: both voxels of one non-zero label, and known), the
+    negative pass that of an edge between objects (``B``: known, not ``W``); neither keeps an
+    unknown edge's (``U``).
 
-@njit(cache=True, nogil=True)
-def _edge_ids(shape, offsets):
-    """Ids ``c * n + u`` of the edges inside a ``(z, y, x)`` volume, channel-major then raster
-    order of ``u`` (the index of the edge's affinity in the raveled ``(C, z, y, x)`` array)."""
+    Positive: ``W``/``U`` at 1 (index order), ``W``/``U`` in (0, 1) by affinity (descending, ties
+    in index order), then ``B`` and everything at 0 (index order). Negative: ``W`` and everything
+    at 1 (index order), ``B``/``U`` in (0, 1) by affinity, then ``B``/``U`` at 0 (index order).
+
+    ``ids`` (uint32 if the ids fit, else int64; one per edge, its contents unused) carries the
+    ids through the sort. Returns ``pos, neg`` (int64, one entry per edge): edge id
+    ``c * n + u``, with ``_KEEP`` set where the pass keeps the edge's count and ``_INSIDE`` on ``W``
+    edges.
+    """
     nz, ny, nx = shape
     n = nz * ny * nx
-    total = 0
+    n_edges = _edge_count(shape, offsets)
+    pos = np.empty(n_edges, np.int64)
+    neg = np.empty(n_edges, np.int64)
+    keys = np.empty(n_edges, np.uint32)
+    counts = np.zeros((5, (1 << _DIGIT) + 1), np.int64)  # see _sort_into
+    digit_mask = np.uint32((1 << _DIGIT) - 1)
+    top = np.uint32(2 * _DIGIT)
+    bits = affs.view(np.uint32)
+    n_pos = 0  # W/U at 1, from the front
+    n_pos_tail = 0  # B and everything at 0, from the back (reversed below)
+    n_neg = 0  # W and everything at 1, from the front
+    n_neg_tail = 0  # B/U at 0, from the back
+    n_sort = 0
     for c in range(offsets.shape[0]):
         z0, z1, y0, y1, x0, x1 = edge_bounds(nz, ny, nx, offsets[c, 0], offsets[c, 1], offsets[c, 2])
-        total += max(0, z1 - z0) * max(0, y1 - y0) * max(0, x1 - x0)
-    ids = np.empty(total, np.int64)
+        step = deltas[c]
+        for z in range(z0, z1):
+            for y in range(y0, y1):
+                row = (z * ny + y) * nx
+                for x in range(x0, x1):
+                    u = row + x
+                    e = c * n + u
+                    lu = labels[u]
+                    cls = _WITHIN if lu != 0 and lu == labels[u + step] else _BETWEEN
+                    if has_known and not known[e]:
+                        cls = _UNKNOWN
+                    b = bits[e] & np.uint32(0x7FFFFFFF)  # -0.0 is 0
+                    # the edge as the positive and the negative pass see it
+                    p = e | (_KEEP | _INSIDE) if cls == _WITHIN else e
+                    q = e | (_KEEP if cls == _BETWEEN else (_INSIDE if cls == _WITHIN else 0))
+                    if b == _ONE_BITS:
+                        if cls == _BETWEEN:
+                            n_pos_tail += 1
+                            pos[n_edges - n_pos_tail] = p
+                        else:
+                            pos[n_pos] = p
+                            n_pos += 1
+                        neg[n_neg] = q
+                        n_neg += 1
+                    elif b == 0:
+                        n_pos_tail += 1
+                        pos[n_edges - n_pos_tail] = p
+                        if cls == _WITHIN:
+                            neg[n_neg] = q
+                            n_neg += 1
+                        else:
+                            n_neg_tail += 1
+                            neg[n_edges - n_neg_tail] = q
+                    else:
+                        key = np.uint32(_ONE_BITS) - b  # descending affinity
+                        keys[n_sort] = key | (np.uint32(cls) << np.uint32(_VALUE_BITS))
+                        ids[n_sort] = e
+                        n_sort += 1
+                        counts[0, (key & digit_mask) + 1] += 1
+                        counts[1, ((key >> np.uint32(_DIGIT)) & digit_mask) + 1] += 1
+                        if cls != _BETWEEN:  # sorted into the positive pass
+                            counts[3, (key >> top) + 1] += 1
+                        else:
+                            n_pos_tail += 1
+                            pos[n_edges - n_pos_tail] = p
+                        if cls != _WITHIN:  # sorted into the negative pass
+                            counts[4, (key >> top) + 1] += 1
+                        else:
+                            neg[n_neg] = q
+                            n_neg += 1
+    # the tails were filled from the back: restore their index order
+    pos[n_edges - n_pos_tail:] = pos[n_edges - n_pos_tail:][::-1].copy()
+    neg[n_edges - n_neg_tail:] = neg[n_edges - n_neg_tail:][::-1].copy()
+    _sort_into(keys[:n_sort], ids[:n_sort], counts, pos, n_pos, neg, n_neg, True)
+    return pos, neg
+
+
+@njit(cache=True, nogil=True)
+def _malis_sequence(affs, labels, shape, offsets, deltas, known, has_known, ids):
+    """The edges in decreasing affinity, ties in index order (see :func:`_pass_sequences` for
+    the arguments): ``_KEEP`` on the known ones, ``_INSIDE`` on those that join two voxels of the
+    same non-zero label."""
+    nz, ny, nx = shape
+    n = nz * ny * nx
+    n_edges = _edge_count(shape, offsets)
+    keys = np.empty(n_edges, np.uint32)
+    counts = np.zeros((5, (1 << _DIGIT) + 1), np.int64)  # see _sort_into
+    digit_mask = np.uint32((1 << _DIGIT) - 1)
+    bits = affs.view(np.uint32)
     k = 0
     for c in range(offsets.shape[0]):
         z0, z1, y0, y1, x0, x1 = edge_bounds(nz, ny, nx, offsets[c, 0], offsets[c, 1], offsets[c, 2])
+        step = deltas[c]
         for z in range(z0, z1):
             for y in range(y0, y1):
+                row = (z * ny + y) * nx
                 for x in range(x0, x1):
-                    ids[k] = c * n + (z * ny + y) * nx + x
+                    u = row + x
+                    e = c * n + u
+                    lu = labels[u]
+                    key = np.uint32(_ONE_BITS) - (bits[e] & np.uint32(0x7FFFFFFF))  # descending
+                    counts[0, (key & digit_mask) + 1] += 1
+                    counts[1, ((key >> np.uint32(_DIGIT)) & digit_mask) + 1] += 1
+                    counts[3, (key >> np.uint32(2 * _DIGIT)) + 1] += 1
+                    if lu != 0 and lu == labels[u + step]:
+                        key |= np.uint32(_INSIDE_BIT)
+                    if not has_known or known[e]:
+                        key |= np.uint32(_KEEP_BIT)
+                    keys[k] = key
+                    ids[k] = e
                     k += 1
-    return ids
+    sequence = np.empty(n_edges, np.int64)
+    _sort_into(keys, ids, counts, sequence, 0, sequence, 0, False)
+    return sequence
 
 
 @njit(cache=True, nogil=True)
-def _same_label(ids, labels, n, deltas):
-    """Per edge: whether both voxels carry the same non-zero label (ground-truth affinity 1)."""
-    out = np.empty(ids.shape[0], np.bool_)
-    inv_n = 1.0 / n
-    for k in range(ids.shape[0]):
-        u, v = edge_ends(ids[k], n, inv_n, deltas)
-        out[k] = labels[u] != 0 and labels[u] == labels[v]
-    return out
+def _sort_into(keys, ids, counts, pos, n_pos, neg, n_neg, split):
+    """Stable LSD radix sort of the edge ids ``ids`` by the low 30 bits of ``keys`` (ascending),
+    its last pass writing them into the pass sequences from ``pos[n_pos]`` and ``neg[n_neg]``.
 
-
-@njit(cache=True, nogil=True)
-def _single_label_trees(node_label, edge_ids, deltas, same):
-    """Kruskal over edges that each join two voxels of the same non-zero label (so every tree
-    holds one label and an edge's same-label pairs are the product of the trees' sizes, its
-    different-label pairs 0): a plain union-find on 4-byte parents and sizes, which stays in
-    cache where the 64-byte records of :func:`_kruskal_pair_counts` do not.
-
-    Returns the parents (roots are their own) and each root's size, for :func:`_records_of`.
+    ``counts[d, digit + 1]`` are the histograms of digits 0 and 1 (``d`` 0 and 1; a pass whose
+    digit is the same for all is skipped), ``counts[3]`` and ``counts[4]`` those of the last
+    digit over the edges that go to ``pos`` and to ``neg`` (row 2 is unused). The top 2 bits of a key: with ``split``, the edge's class (``W``
+    to ``pos`` with ``_KEEP | _INSIDE``, ``B`` to ``neg`` with ``_KEEP``, ``U`` to both, untagged,
+    see :func:`_pass_sequences`); else its ``_KEEP`` and ``_INSIDE`` bits, every edge to ``pos``.
     """
-    n_nodes = node_label.shape[0]
-    parent = np.arange(n_nodes).astype(np.int32)
-    size = np.ones(n_nodes, np.int32)
-    n_edges = edge_ids.shape[0]
-    inv_n = 1.0 / n_nodes
-    for k in range(n_edges):
-        if k + _AHEAD < n_edges:
-            u_ahead, v_ahead = edge_ends(edge_ids[k + _AHEAD], n_nodes, inv_n, deltas)
-            prefetch(parent, u_ahead)
-            prefetch(parent, v_ahead)
-        u, v = edge_ends(edge_ids[k], n_nodes, inv_n, deltas)
-        ru = find(parent, u)
-        rv = find(parent, v)
-        if ru == rv:
+    m = keys.shape[0]
+    digit_mask = np.uint32((1 << _DIGIT) - 1)
+    tmp_keys = np.empty_like(keys)
+    tmp_ids = np.empty_like(ids)
+    for d in range(2):
+        count = counts[d]
+        if count.max() == m:
             continue
-        same[edge_ids[k]] = np.float64(size[ru]) * np.float64(size[rv])
-        if size[ru] < size[rv]:
-            ru, rv = rv, ru
-        parent[rv] = ru
-        size[ru] += size[rv]
-    return parent, size
+        for b in range(count.shape[0] - 1):
+            count[b + 1] += count[b]
+        shift = np.uint32(d * _DIGIT)
+        for i in range(m):
+            b = (keys[i] >> shift) & digit_mask
+            j = count[b]
+            tmp_keys[j] = keys[i]
+            tmp_ids[j] = ids[i]
+            count[b] = j + 1
+        keys, tmp_keys = tmp_keys, keys
+        ids, tmp_ids = tmp_ids, ids
+    to_pos = counts[3]
+    to_neg = counts[4]
+    to_pos[0] = n_pos
+    to_neg[0] = n_neg
+    for b in range(to_pos.shape[0] - 1):
+        to_pos[b + 1] += to_pos[b]
+        to_neg[b + 1] += to_neg[b]
+    shift = np.uint32(2 * _DIGIT)
+    for i in range(m):
+        key = keys[i]
+        b = (key >> shift) & digit_mask
+        e = np.int64(ids[i])
+        tag = key >> np.uint32(_VALUE_BITS)
+        if not split:
+            j = to_pos[b]
+            pos[j] = e | (np.int64(tag) << 61)  # bit 30 -> _INSIDE, bit 31 -> _KEEP
+            to_pos[b] = j + 1
+            continue
+        if tag != _BETWEEN:
+            j = to_pos[b]
+            pos[j] = e | (_KEEP | _INSIDE) if tag == _WITHIN else e
+            to_pos[b] = j + 1
+        if tag != _WITHIN:
+            j = to_neg[b]
+            neg[j] = e | _KEEP if tag == _BETWEEN else e
+            to_neg[b] = j + 1
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _root(parent, i):
+    """Root of ``i`` in a forest whose roots hold minus their tree's size; halves the path."""
+    p = parent[i]
+    while p >= 0:
+        g = parent[p]
+        if g < 0:
+            return p
+        parent[i] = g
+        i = g
+        p = parent[i]
+    return i
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _scan(ent, head, label):
+    e = head
+    while e >= 0:
+        if (ent[e, 0] & _LOW) == label:
+            return e
+        e = ent[e, 1]
+    return -1
 
 
 @njit(cache=True, nogil=True)
-def _records_of(node_label, parent, size):
-    """Node records (see :func:`_kruskal_pair_counts`) of a forest of single-label trees: each
-    root's list holds one entry, its own, with the tree's label and size (0 entries if unlabelled)."""
-    n_nodes = node_label.shape[0]
-    rec = np.empty((n_nodes, 8), np.int64)
-    for i in range(n_nodes):
-        root = find(parent, i)
-        labelled = node_label[i] != 0
-        rec[i, 0] = root
-        rec[i, 1] = size[i] if root == i else 1
-        rec[i, 2] = i
-        rec[i, 3] = i if labelled else -1
-        rec[i, 4] = 1 if labelled else 0
-        rec[i, 5] = (size[i] if root == i else 1) if labelled else 0
-        rec[i, 6] = ((np.int64(size[i]) << 32) if root == i else _ONE_COUNT) | node_label[i]
-        rec[i, 7] = -1
-    return rec
+def _list_entry(ent, lst, list_id, label, keys, vals, n_labels):
+    """The entry of ``label`` in list ``list_id``, or -1: scanned if the list is short, else hashed."""
+    if lst[list_id, 1] <= _SHORT:
+        return _scan(ent, lst[list_id, 0], label)
+    return hash_get(keys, vals, _key(list_id, label, n_labels))
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _join(ma, mb, ra, rb, ent, lst, made, n_made, keys, vals, n_labels):
+    """Join trees ``ra`` and ``rb`` (roots) whose labels ``ma``, ``mb`` (``count << 32 | label``
+    or ``~list``, see :func:`_kruskal_counts`) are two different non-zero labels or include a
+    list. Returns the same-label and the different-label pairs joined, the joined tree's labels,
+    the number of lists made so far and the number of hash keys added."""
+    added = 0
+    if ma >= 0 and mb >= 0:  # two single labels, both non-zero and different: a new list
+        ent[ra, 0] = ma
+        ent[ra, 1] = rb
+        ent[rb, 0] = mb
+        ent[rb, 1] = -1
+        lst[ra, 0] = ra
+        lst[ra, 1] = 2
+        lst[ra, 2] = (ma >> 32) + (mb >> 32)
+        made[n_made] = ra
+        return 0, (ma >> 32) * (mb >> 32), ~ra, n_made + 1, 0
+    if ma >= 0 or mb >= 0:  # a single label joins a list
+        if ma < 0:
+            ma, mb, ra, rb = mb, ma, rb, ra
+        big = ~mb
+        count = ma >> 32
+        total = lst[big, 2]
+        lst[big, 2] = total + count
+        if count == 0:
+            return 0, 0, mb, n_made, 0
+        label = ma & _LOW
+        f = _list_entry(ent, lst, big, label, keys, vals, n_labels)
+        if f >= 0:
+            n_same = count * (ent[f, 0] >> 32)
+            ent[f, 0] += ma & _HIGH
+            return n_same, count * total - n_same, mb, n_made, 0
+        ent[ra, 0] = ma
+        ent[ra, 1] = lst[big, 0]
+        lst[big, 0] = ra
+        lst[big, 1] += 1
+        if lst[big, 1] > _SHORT + 1:
+            hash_put(keys, vals, _key(big, label, n_labels), ra)
+            added = 1
+        elif lst[big, 1] == _SHORT + 1:
+            added = _hash_list(ent, lst, big, keys, vals, n_labels)
+        return 0, count * total, mb, n_made, added
+    small, big = ~ma, ~mb
+    if lst[small, 1] > lst[big, 1]:
+        small, big = big, small
+    was_long = lst[big, 1] > _SHORT
+    n_same = 0
+    x = lst[small, 0]
+    while x >= 0:
+        nxt = ent[x, 1]
+        label = ent[x, 0] & _LOW
+        f = hash_get(keys, vals, _key(big, label, n_labels)) if was_long else _scan(ent, lst[big, 0], label)
+        if f >= 0:
+            n_same += (ent[x, 0] >> 32) * (ent[f, 0] >> 32)
+            ent[f, 0] += ent[x, 0] & _HIGH
+        else:
+            ent[x, 1] = lst[big, 0]
+            lst[big, 0] = x
+            lst[big, 1] += 1
+            if was_long:
+                hash_put(keys, vals, _key(big, label, n_labels), x)
+                added += 1
+        x = nxt
+    if not was_long and lst[big, 1] > _SHORT:
+        added += _hash_list(ent, lst, big, keys, vals, n_labels)
+    n_diff = lst[small, 2] * lst[big, 2] - n_same
+    lst[big, 2] += lst[small, 2]
+    lst[small, 1] = 0  # absorbed
+    return n_same, n_diff, ~big, n_made, added
 
 
 @njit(cache=True, nogil=True)
-def _kruskal_pair_counts(rec, n_labels, edge_ids, deltas, same, diff):
-    """Process the edges (ids ``c * n + u``, see :func:`_edge_ids`) in the given order, from
-    the forest in ``rec``; the edge joining two trees gets their pair counts, written at its id
-    in ``same`` and ``diff``.
+def _hash_list(ent, lst, list_id, keys, vals, n_labels):
+    """Put every entry of list ``list_id`` into the table; returns how many."""
+    added = 0
+    x = lst[list_id, 0]
+    while x >= 0:
+        hash_put(keys, vals, _key(list_id, ent[x, 0] & _LOW, n_labels), x)
+        added += 1
+        x = ent[x, 1]
+    return added
 
-    Record columns: 0 parent, 1 size, 2 list id (roots), 3 head, 4 length, 5 total labelled
-    (list ids), 6 count << 32 | label, 7 next (entries): 64 bytes.
+
+@njit(cache=True, nogil=True)
+def _rehash_lists(keys, vals, ent, lst, made, n_made, n_labels):
+    """Rebuild the table from the long live lists; drops absorbed lists from ``made``.
+    Returns the number of keys and of lists kept."""
+    keys[:] = 0
+    live = 0
+    kept = 0
+    for i in range(n_made):
+        list_id = made[i]
+        if lst[list_id, 1] > 0:
+            made[kept] = list_id
+            kept += 1
+            if lst[list_id, 1] > _SHORT:
+                live += _hash_list(ent, lst, list_id, keys, vals, n_labels)
+    return live, kept
+
+
+@njit(cache=True, nogil=True)
+def _kruskal_counts(seq, labels, n_labels, deltas, same, diff, parent, mixed):
+    """Kruskal over the edge sequence ``seq`` (see :func:`_pass_sequences`); a kept edge that
+    joins two trees gets their same-label pairs in ``same`` and their different-label pairs in
+    ``diff`` at its id (either may have length 0: not wanted).
+
+    ``parent`` (one per voxel, all -1) is the union-find: a root holds minus its tree's size, and
+    minus ``mixed`` more if the tree is mixed, i.e. not all its voxels carry one label (``mixed``
+    above the number of voxels). A tree that is not mixed holds its label in ``labels[root]``
+    (``labels``, int64 per voxel, is overwritten), and its size is its count: an edge inside an
+    object (``_INSIDE``, most of the edges of a volume) that joins two such trees needs nothing
+    but the parents. A mixed tree's ``labels[root]`` is ``count << 32 | label`` while it holds one
+    label (0 if none), or ``~list`` once it holds several: a list of entries (``count << 32 |
+    label``) kept in the slots of the roots whose trees brought them (each root's slot serves once).
     """
-    n_nodes = rec.shape[0]
+    n_nodes = labels.shape[0]
+    want_same = same.shape[0] > 0
+    want_diff = diff.shape[0] > 0
+    last = seq.shape[0] - 1  # nothing after the last kept edge changes the result
+    while last >= 0 and (seq[last] & _KEEP) == 0:
+        last -= 1
+    ent = np.empty((n_nodes, 2), np.int64)  # entry: count << 32 | label, next entry
+    lst = np.empty((n_nodes, 3), np.int64)  # list: head, length (0 once absorbed), labelled total
+    made = np.empty(n_nodes, np.int64)
+    n_made = 0
     capacity = 1024
     keys = np.zeros(capacity, np.uint64)
     vals = np.zeros(capacity, np.int64)
     used = 0
-    rec_flat = rec.reshape(-1)
-    n_edges = edge_ids.shape[0]
     inv_n = 1.0 / n_nodes
-    for k in range(n_edges):
-        if k + _AHEAD < n_edges:  # the records of an edge ahead: random voxels, not in cache
-            u_ahead, v_ahead = edge_ends(edge_ids[k + _AHEAD], n_nodes, inv_n, deltas)
-            prefetch(rec_flat, u_ahead * 8)
-            prefetch(rec_flat, v_ahead * 8)
-        u, v = edge_ends(edge_ids[k], n_nodes, inv_n, deltas)
-        ru = find(rec, u)
-        rv = find(rec, v)
+    for k in range(last + 1):
+        if k + _AHEAD <= last:
+            u_ahead, v_ahead = edge_ends(seq[k + _AHEAD] & _ID, n_nodes, inv_n, deltas)
+            prefetch(parent, u_ahead)
+            prefetch(parent, v_ahead)
+        x = seq[k]
+        e = x & _ID
+        u, v = edge_ends(e, n_nodes, inv_n, deltas)
+        ru = _root(parent, u)
+        rv = _root(parent, v)
         if ru == rv:
             continue
-        small, large = rec[ru, 2], rec[rv, 2]
-        if rec[small, 4] > rec[large, 4]:
-            small, large = large, small
-        was_long = rec[large, 4] > _SHORT
-        n_same = 0
-        x = rec[small, 3]
-        while x >= 0:
-            nxt = rec[x, 7]
-            label = rec[x, 6] & _LOW
-            f = _find_entry(rec, large, label, was_long, keys, vals, n_labels)
-            if f >= 0:
-                n_same += (rec[x, 6] >> 32) * (rec[f, 6] >> 32)
-                rec[f, 6] += rec[x, 6] & _HIGH
-            else:
-                rec[x, 7] = rec[large, 3]
-                rec[large, 3] = x
-                rec[large, 4] += 1
-                if was_long:
-                    hash_put(keys, vals, _key(large, label, n_labels), x)
-                    used += 1
-            x = nxt
-        if not was_long and rec[large, 4] > _SHORT:
-            x = rec[large, 3]
-            while x >= 0:
-                hash_put(keys, vals, _key(large, rec[x, 6] & _LOW, n_labels), x)
-                used += 1
-                x = rec[x, 7]
-        same[edge_ids[k]] = n_same
-        diff[edge_ids[k]] = rec[small, 5] * rec[large, 5] - n_same
-        rec[large, 5] += rec[small, 5]
-        if rec[ru, 1] < rec[rv, 1]:
+        pu = np.int64(parent[ru])
+        pv = np.int64(parent[rv])
+        if (x & _INSIDE) != 0 and pu > -mixed and pv > -mixed:  # two trees of the edge's label alone
+            if want_same and (x & _KEEP) != 0:
+                same[e] = np.float64(pu) * np.float64(pv)
+            if pu < pv:  # rv is the larger tree
+                ru, rv = rv, ru
+            parent[rv] = pu + pv
+            parent[ru] = rv
+            continue
+        size_u = -pu - mixed if pu <= -mixed else -pu
+        size_v = -pv - mixed if pv <= -mixed else -pv
+        ma = labels[ru] if pu <= -mixed else ((size_u << 32) | labels[ru] if labels[ru] != 0 else 0)
+        mb = labels[rv] if pv <= -mixed else ((size_v << 32) | labels[rv] if labels[rv] != 0 else 0)
+        if ma >= 0 and mb >= 0 and (ma == 0 or mb == 0 or ((ma ^ mb) & _LOW) == 0):
+            # at most one label on both sides together (a tree of no labels has 0)
+            n_same = (ma >> 32) * (mb >> 32)
+            n_diff = 0
+            m = ((ma | mb) & _LOW) | ((ma & _HIGH) + (mb & _HIGH))
+        else:
+            n_same, n_diff, m, n_made, added = _join(ma, mb, ru, rv, ent, lst, made, n_made, keys, vals, n_labels)
+            used += added
+        if (x & _KEEP) != 0:
+            if want_same:
+                same[e] = n_same
+            if want_diff:
+                diff[e] = n_diff
+        if size_u > size_v:  # rv is the larger tree
             ru, rv = rv, ru
-        rec[rv, 0] = ru
-        rec[ru, 1] += rec[rv, 1]
-        rec[ru, 2] = large
+        size = size_u + size_v
+        parent[ru] = rv
+        if m == 0 or (m > 0 and (m >> 32) == size):  # one label on every voxel, or none
+            parent[rv] = -size
+            labels[rv] = m & _LOW
+        else:
+            parent[rv] = -size - mixed
+            labels[rv] = m
         if 2 * used > capacity:
-            live = _rehash(keys, vals, rec, n_labels)
+            live, n_made = _rehash_lists(keys, vals, ent, lst, made, n_made, n_labels)
             while 4 * live > capacity:
                 capacity *= 2
             if keys.shape[0] != capacity:
                 keys = np.zeros(capacity, np.uint64)
                 vals = np.zeros(capacity, np.int64)
-                live = _rehash(keys, vals, rec, n_labels)
+                live, n_made = _rehash_lists(keys, vals, ent, lst, made, n_made, n_labels)
             used = live
 
 
 # ---------------------------------------------------------------- numpy API
-
-
-def _descending_order(values: np.ndarray, index_order: np.ndarray) -> np.ndarray:
-    """Stable order of float32 ``values`` >= 0, largest first; ties keep ``index_order``.
-
-    The bit patterns of non-negative floats sort like the floats (+ 0 turns -0.0 into 0.0).
-    """
-    bits = (np.asarray(values, np.float32) + np.float32(0)).view(np.uint32)
-    return _radix_descending(bits, index_order)
 
 
 def _compact_labels(labels: np.ndarray) -> tuple[np.ndarray, int]:
@@ -284,34 +493,25 @@ def _compact_labels(labels: np.ndarray) -> tuple[np.ndarray, int]:
     return compact, len(ids)
 
 
-def _edges(shape, offsets) -> tuple[np.ndarray, np.ndarray, int]:
-    """Edge ids (see :func:`_edge_ids`), the flat-index step of each channel, and the voxel count."""
+def _grid(shape, offsets) -> tuple[tuple[int, int, int], np.ndarray, np.ndarray]:
+    """A 2D problem as one z-section: the ``(z, y, x)`` shape, the offsets with a z column, and
+    the flat-index step of each channel."""
     shape3 = (1,) * (3 - len(shape)) + tuple(shape)
     offsets3 = np.concatenate([np.zeros((len(offsets), 3 - len(shape)), np.int64), offsets], axis=1)
-    return _edge_ids(shape3, offsets3), flat_steps(shape, offsets), int(np.prod(shape))
+    return shape3, offsets3, flat_steps(shape, offsets)
 
 
-def _counts_in_order(compact: np.ndarray, n_labels: int, edge_ids, deltas, n_edges_total: int,
-                     single_label: int = 0):
-    """Pair counts ``(same, diff)`` of every edge id (0 off the tree), edges in the given order.
-
-    The first ``single_label`` edges must each join two voxels of the same non-zero label: they
-    run on a lean union-find (same result, less memory traffic)."""
-    same = np.zeros(n_edges_total, np.float64)
-    diff = np.zeros(n_edges_total, np.float64)
-    if single_label < LEAN_OPENING * len(edge_ids):  # a short opening does not repay the records' rebuild
-        single_label = 0
-    parent, size = _single_label_trees(compact, edge_ids[:single_label], deltas, same)
-    rec = _records_of(compact, parent, size)
-    del parent, size
-    _kruskal_pair_counts(rec, n_labels, edge_ids[single_label:], deltas, same, diff)
-    return same, diff
+def _id_buffer(n_ids: int) -> np.ndarray:
+    """Room for ``n_ids`` edge ids in the sort: 4 bytes each where they fit (less to move)."""
+    return np.empty(n_ids, np.uint32 if n_ids <= 2**32 else np.int64)
 
 
-def _single_label_prefix(edges_in_order: np.ndarray, within: np.ndarray) -> int:
-    """How many of the first edges (indices into ``within``) join voxels of one non-zero label."""
-    outside = np.flatnonzero(~within[edges_in_order])
-    return int(outside[0]) if outside.size else len(edges_in_order)
+def _union_find(n: int) -> tuple[np.ndarray, int]:
+    """The parents of ``n`` single voxels for :func:`_kruskal_counts` and its mark of mixed
+    trees: 4 bytes each below 2**30 voxels."""
+    if n < 2**30:
+        return np.full(n, -1, np.int32), 2**30
+    return np.full(n, -1, np.int64), 2**40
 
 
 def _check(affs, labels, offsets, mask):
@@ -368,14 +568,16 @@ def malis_pair_counts(affs: ArrayLike, labels: ArrayLike, offsets: ArrayLike | N
     """
     affs, labels, offsets, mask = _check(affs, labels, offsets, mask)
     labels, known = _split_mask(mask, labels, offsets)
-    ids, deltas, _ = _edges(labels.shape, offsets)
-    order = _descending_order(affs.ravel()[ids], np.arange(len(ids), dtype=np.int64))
-    # edges of different objects come early in affinity order: no lean opening worth its set-up
-    same, diff = _counts_in_order(*_compact_labels(labels), ids[order], deltas, affs.size)
-    same, diff = same.reshape(affs.shape), diff.reshape(affs.shape)
-    if known is not None:
-        same, diff = same * known, diff * known
-    return same, diff
+    compact, n_labels = _compact_labels(labels)
+    shape3, offsets3, deltas = _grid(labels.shape, offsets)
+    has_known = known is not None
+    known = known.ravel() if has_known else np.ones(1, bool)
+    sequence = _malis_sequence(affs.ravel(), compact, shape3, offsets3, deltas, known, has_known,
+                               _id_buffer(affs.size))
+    same = np.zeros(affs.size, np.float64)
+    diff = np.zeros(affs.size, np.float64)
+    _kruskal_counts(sequence, compact, n_labels, deltas, same, diff, *_union_find(compact.size))
+    return same.reshape(affs.shape), diff.reshape(affs.shape)
 
 
 def constrained_malis_weights(affs: ArrayLike, labels: ArrayLike, offsets: ArrayLike | None = None, *,
@@ -415,33 +617,23 @@ def constrained_malis_weights(affs: ArrayLike, labels: ArrayLike, offsets: Array
     affs, labels, offsets, mask = _check(affs, labels, offsets, mask)
     normalize = as_flag(normalize, name="normalize")
     labels, known_edges = _split_mask(mask, labels, offsets)
-
     compact, n_labels = _compact_labels(labels)
-    ids, deltas, n = _edges(labels.shape, offsets)
-    values = affs.ravel()[ids]
-    same_label = _same_label(ids, compact, n, deltas)
-    known = np.ones(len(ids), bool) if known_edges is None else known_edges.ravel()[ids]
-    within = same_label & known
-    between = ~same_label & known
-    base = _descending_order(values, np.arange(len(ids), dtype=np.int64))
-    # positive pass: within-object edges by affinity, then every edge at 0 in index order
-    at_zero = between | (values == 0)
-    pos_order = np.concatenate([base[~at_zero[base]], np.flatnonzero(at_zero)])
-    # negative pass: every edge at 1 in index order, then the rest by affinity
-    at_one = within | (values == 1)
-    neg_order = np.concatenate([np.flatnonzero(at_one), base[~at_one[base]]])
-    del base
-    # both passes open with edges inside objects (most edges of a volume): single-label trees
-    w_pos, _ = _counts_in_order(compact, n_labels, ids[pos_order], deltas, affs.size,
-                                _single_label_prefix(pos_order, same_label))
-    _, w_neg = _counts_in_order(compact, n_labels, ids[neg_order], deltas, affs.size,
-                                _single_label_prefix(neg_order, same_label))
-    w_pos[ids[~within]] = 0  # weights on the wrong side of the ground truth
-    w_neg[ids[~between]] = 0
+    shape3, offsets3, deltas = _grid(labels.shape, offsets)
+    known = np.ones(1, bool) if known_edges is None else known_edges.ravel()
+    pos, neg = _pass_sequences(affs.ravel(), compact, shape3, offsets3, deltas, known, known_edges is not None,
+                               _id_buffer(affs.size))
+    unused = np.zeros(0, np.float64)
+    w_pos = np.zeros(affs.size, np.float64)
+    _kruskal_counts(pos, compact.copy(), n_labels, deltas, w_pos, unused, *_union_find(compact.size))
+    del pos
+    w_neg = np.zeros(affs.size, np.float64)
+    _kruskal_counts(neg, compact, n_labels, deltas, unused, w_neg, *_union_find(compact.size))
+    del neg, compact
     if normalize:
         for w in (w_pos, w_neg):
-            if w.sum() > 0:
-                w /= w.sum()
+            total = w.sum()
+            if total > 0:
+                w /= total
     return w_pos.reshape(affs.shape), w_neg.reshape(affs.shape)
 
 
