@@ -43,6 +43,30 @@ def test_a_scheduler_that_does_not_answer_is_named():
         pass
 
 
+def _worker_malloc_setting(_):
+    import os
+
+    return os.environ.get("MALLOC_TRIM_THRESHOLD_")
+
+
+@pytest.mark.parametrize(("ours", "expected"), [(None, None), ("65536", None), ("1000000", "1000000")])
+def test_workers_keep_glibc_s_adaptive_malloc_unless_the_user_set_it(monkeypatch, ours, expected):
+    """The embedded cluster's workers start without Dask's MALLOC_TRIM_THRESHOLD_=65536 (which
+    slows the block tasks' large temporaries), also when an earlier cluster's nanny left it in
+    this process; a value of the user's own reaches them. This process's setting is restored."""
+    import os
+
+    if ours is None:
+        monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
+    else:
+        monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", ours)
+    seen = []
+    with Engine(workers=1) as engine:
+        engine.map(_worker_malloc_setting, [0], on_result=lambda _, value: seen.append(value))
+    assert seen == [expected]
+    assert os.environ.get("MALLOC_TRIM_THRESHOLD_") == ours
+
+
 @pytest.mark.parametrize("merge_function", ["hist_quant_75", "max"])
 def test_mala_blockwise_agglomerates_like_one_pass_on_the_same_fragments(tmp_path, data, merge_function):
     from affseg import agglomerate

@@ -10,6 +10,7 @@ overwrite their own outputs only.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -71,8 +72,9 @@ class Engine:
             except (OSError, TimeoutError) as e:
                 raise InputError(f"the Dask scheduler at {self.scheduler} does not answer ({e})") from None
         else:
-            self._cluster = LocalCluster(n_workers=self.workers, threads_per_worker=1, processes=True,
-                                         dashboard_address=None, silence_logs=40)
+            with _glibc_malloc_defaults():
+                self._cluster = LocalCluster(n_workers=self.workers, threads_per_worker=1, processes=True,
+                                             dashboard_address=None, silence_logs=40)
             self.client = Client(self._cluster)
         return self
 
@@ -145,6 +147,32 @@ class Engine:
             for nxt in pending:
                 queue.add(submit(nxt))
                 break
+
+
+@contextlib.contextmanager
+def _glibc_malloc_defaults():
+    """Start the embedded cluster's workers without Dask's ``MALLOC_TRIM_THRESHOLD_=65536``.
+
+    Setting that variable turns off glibc's adaptive mmap threshold, so every large temporary
+    array of a block task is a fresh mapping whose pages fault in again, and the block tasks ran
+    slower in a worker than in the client process (``benchmarks/bench_blockwise.py --stages``;
+    docs/benchmarks.md). A value other than Dask's own (which its nanny also copies into this
+    process) is the user's and is kept; workers of a scheduler given by address keep theirs.
+    """
+    import dask
+
+    saved = os.environ.get("MALLOC_TRIM_THRESHOLD_")
+    if saved == _DASK_TRIM:
+        del os.environ["MALLOC_TRIM_THRESHOLD_"]
+    try:
+        with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
+            yield
+    finally:
+        if saved == _DASK_TRIM:
+            os.environ["MALLOC_TRIM_THRESHOLD_"] = saved
+
+
+_DASK_TRIM = "65536"
 
 
 def _large(value) -> bool:
