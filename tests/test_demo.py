@@ -57,32 +57,44 @@ def test_bad_demo_numbers_are_refused_before_anything_is_written(tmp_path, monke
     assert list(tmp_path.iterdir()) == []  # no staging folder, no output
 
 
-def test_the_kernel_warming_process_runs_the_demo_s_segmentations():
-    """The demo compiles its segmentation kernels in a process beside the training; its failures
-    are swallowed there, so it is run here on its own (a process: it lowers its own priority)."""
+@pytest.mark.parametrize("part", ["mala", "signed"])
+def test_the_kernel_warming_processes_run_the_demo_s_segmentations(part):
+    """The demo compiles its segmentation kernels in two processes beside the training; their
+    failures are swallowed there, so each is run here on its own (a process: it lowers its own
+    priority)."""
     import subprocess
     import sys
 
-    done = subprocess.run([sys.executable, "-c", "from affseg.demo import warm_kernels; warm_kernels(4, 'hist_quant_75')"],
-                          capture_output=True, text=True, timeout=600)
+    code = f"from affseg.demo import warm_kernels; warm_kernels(4, 'hist_quant_75', part={part!r})"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
 
 
+def test_an_unknown_warming_part_is_refused():
+    from affseg.demo import warm_kernels
+    from affseg.errors import InputError
+
+    with pytest.raises(InputError, match="part must be one of mala, signed, got 'gasp'"):
+        warm_kernels(4, "hist_quant_75", part="gasp")
+
+
 def test_the_warm_run_compiles_every_kernel_the_demo_then_runs(tmp_path, monkeypatch):
-    """After warm_kernels, the demo's segmentations of affinities as predict writes them (float32
-    in zarr, another shape) and their scores need no new numba specialization: the warm run
-    compiled exactly what the demo runs."""
+    """After warm_kernels' two parts, the demo's segmentations of affinities as predict writes
+    them (float32 in zarr, another shape) and their scores need no new numba specialization: the
+    warm runs compiled exactly what the demo runs (the signed part's fragments, made without
+    numba, included)."""
     import os
 
     import numba
 
-    from affseg.demo import DEMO_OFFSETS, segment_demo, warm_kernels
+    from affseg.demo import DEMO_OFFSETS, WARM_PARTS, segment_demo, warm_kernels
     from affseg.evaluation import best_threshold, evaluate
     from affseg.io import read_volume, write_volume
     from affseg.synthetic import make_volume
 
     monkeypatch.setattr(os, "nice", lambda increment: 0)  # (in this process: leave the test's priority alone)
-    warm_kernels(5, "hist_quant_75")
+    for part in WARM_PARTS:
+        warm_kernels(5, "hist_quant_75", part=part)
 
     def signatures() -> dict:
         import sys

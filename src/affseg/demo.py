@@ -160,10 +160,16 @@ def segment_demo(affs: np.ndarray, *, min_seed_distance: int, merge_function: st
     """The demo's segmentations of its affinities (``DEMO_OFFSETS``): MALA (fragments of the
     nearest-neighbour channels, the data's thresholds, agglomeration), then (after ``between()``)
     the Mutex Watershed and GASP. Returns (fragments, thresholds, agglomeration, mws, gasp)."""
+    fragments, thresholds, agg = _mala_demo(affs, min_seed_distance=min_seed_distance, merge_function=merge_function)
+    if between is not None:
+        between()
+    mws, gasp_seg = _signed_demo(affs, fragments)
+    return fragments, thresholds, agg, mws, gasp_seg
+
+
+def _mala_demo(affs: np.ndarray, *, min_seed_distance: int, merge_function: str) -> tuple:
     from .graph.mala.agglomeration import agglomerate
     from .graph.mala.fragments import extract_fragments
-    from .graph.signed.gasp import gasp
-    from .graph.signed.mutex import mutex_watershed
     from .pipeline import default_thresholds
 
     offsets = np.array(DEMO_OFFSETS)
@@ -172,30 +178,50 @@ def segment_demo(affs: np.ndarray, *, min_seed_distance: int, merge_function: st
     # the sweep spans the scores where the segmentation changes (none spent on a fully merged one)
     thresholds = default_thresholds(nearest, fragments, offsets[:3], merge_function=merge_function)
     agg = agglomerate(nearest, fragments, offsets[:3], thresholds=thresholds, merge_function=merge_function)
-    if between is not None:
-        between()
+    return fragments, thresholds, agg
+
+
+def _signed_demo(affs: np.ndarray, fragments: np.ndarray) -> tuple:
+    from .graph.signed.gasp import gasp
+    from .graph.signed.mutex import mutex_watershed
+
+    offsets = np.array(DEMO_OFFSETS)
     mws = mutex_watershed(affs, offsets, **DEMO_BIASES)
-    gasp_seg = gasp(affs, offsets, linkage="mean", fragments=fragments, **DEMO_BIASES)
-    return fragments, thresholds, agg, mws, gasp_seg
+    return mws, gasp(affs, offsets, linkage="mean", fragments=fragments, **DEMO_BIASES)
 
 
-def warm_kernels(min_seed_distance: int, merge_function: str, parent: int | None = None) -> None:
+WARM_PARTS = ("mala", "signed")
+"""The two halves of the demo's kernels that :func:`warm_kernels` compiles, each in a process."""
+
+
+def warm_kernels(min_seed_distance: int, merge_function: str, parent: int | None = None, *,
+                 part: str | None = None) -> None:
     """Run the demo's segmentations and scores on a small volume, so that numba compiles their
-    kernels into its cache (the first run's minute of compiling), in a process of its own at low
-    priority while the demo trains (:func:`cmd_demo`); it ends as soon as the process ``parent``
-    is gone (a demo killed by SIGTERM leaves no warmer behind)."""
+    kernels into its cache (the first run's minute of compiling), in processes of their own at
+    low priority while the demo trains (:func:`cmd_demo`); each ends as soon as the process
+    ``parent`` is gone (a demo killed by SIGTERM leaves no warmer behind). ``part`` (one of
+    ``WARM_PARTS``; default both) splits the work in two: MALA and the scores, and the signed
+    graphs (on fragments made without numba), so that two cores finish it once training ends."""
     from .evaluation import evaluate
     from .synthetic import make_volume
 
+    if part is not None and part not in WARM_PARTS:
+        raise InputError(f"part must be one of {', '.join(WARM_PARTS)}, got {part!r}")
     if parent is not None:
         _end_with(parent)
     with contextlib.suppress(OSError, AttributeError):  # (no os.nice on Windows)
         os.nice(10)  # the training comes first: this uses what it leaves idle
     vol = make_volume((8, 48, 48), seed=0, offsets=DEMO_OFFSETS)
     affs = np.ascontiguousarray(vol.affs, dtype=np.float32)
-    _, _, agg, mws, gasp_seg = segment_demo(affs, min_seed_distance=min_seed_distance, merge_function=merge_function)
-    for seg in (agg.segmentation(0), mws, gasp_seg):
-        evaluate(seg, vol.labels)
+    if part in (None, "mala"):
+        _, _, agg = _mala_demo(affs, min_seed_distance=min_seed_distance, merge_function=merge_function)
+        evaluate(agg.segmentation(0), vol.labels)
+    if part in (None, "signed"):
+        from scipy import ndimage
+
+        # fragments of the same dtype and layout as extract_fragments', without its kernels
+        fragments = ndimage.label(affs[:3].mean(axis=0) > 0.5)[0].astype(np.uint64)
+        _signed_demo(affs, fragments)
 
 
 def _end_with(parent: int) -> None:
@@ -210,12 +236,12 @@ def _end_with(parent: int) -> None:
     threading.Thread(target=watch, daemon=True).start()
 
 
-def _start_warming(args):
-    """The process of :func:`warm_kernels` (its output discarded; its failure changes nothing)."""
+def _start_warming(args, part: str):
+    """A process of :func:`warm_kernels` (its output discarded; its failure changes nothing)."""
     import subprocess
 
     code = (f"from affseg.demo import warm_kernels; "
-            f"warm_kernels({int(args.min_seed_distance)}, {args.merge_function!r}, {os.getpid()})")
+            f"warm_kernels({int(args.min_seed_distance)}, {args.merge_function!r}, {os.getpid()}, part={part!r})")
     try:
         # -P: not the current folder first on sys.path (a numba.py there would shadow numba)
         return subprocess.Popen([sys.executable, "-P", "-c", code], stdout=subprocess.DEVNULL,
@@ -258,7 +284,7 @@ def cmd_demo(args) -> int:
     staging = _staging_dir(out, args.overwrite)
     use_cpu_threads()
     started = time.perf_counter()
-    warmer = None
+    warmers = {}
     try:
         _say(1, started, f"synthesizing a {_shape(args.train_shape)} training volume and a held-out {_shape(args.shape)} "
                 "test volume (EM-like raw with a missing and a low-contrast section, labels)")
@@ -273,7 +299,9 @@ def cmd_demo(args) -> int:
         _say(2, started, f"training a small 3D U-Net for {args.iterations} iterations on the CPU ({len(DEMO_OFFSETS)} "
                 "affinity channels: nearest neighbours and long range)")
         config = write_demo_config(staging, args.iterations, args.seed)
-        warmer = _start_warming(args)  # compiles the segmentation kernels beside the training
+        # compiling the segmentation kernels beside the training, in two processes that both cores
+        # finish once it ends
+        warmers = {part: _start_warming(args, part) for part in WARM_PARTS}
         run = train(load_config(config), staging / "run", progress=True, config_path=config)
         _say(3, started, "predicting affinities on the held-out volume, tile by tile")
         predict(run.last_checkpoint, str(data / "raw"), data, progress=True)
@@ -281,11 +309,14 @@ def cmd_demo(args) -> int:
         _say(4, started, "MALA: watershed fragments, then agglomeration at each threshold")
         # idle cores finish its compiling in well under a minute; busy ones leave a nice-10 process
         # little, and then this process compiles the rest itself
-        _done_warming(warmer, timeout=60)
+        _done_warming(warmers["mala"], timeout=60)
+
+        def stage_5():
+            _say(5, started, "Mutex Watershed on voxels and GASP on the fragments (signed graphs, long-range offsets)")
+            _done_warming(warmers["signed"], timeout=60)
+
         fragments, thresholds, agg, mws, gasp_seg = segment_demo(
-            affs, min_seed_distance=args.min_seed_distance, merge_function=args.merge_function,
-            between=lambda: _say(5, started, "Mutex Watershed on voxels and GASP on the fragments (signed graphs, "
-                                             "long-range offsets)"))
+            affs, min_seed_distance=args.min_seed_distance, merge_function=args.merge_function, between=stage_5)
         _say(6, started, "scoring against the ground truth, writing volumes, plots and scores")
         # the thresholds as given (agglomerate's are float32): 0.1, not 0.10000000149011612
         mala_rows = [{"threshold": float(t), **evaluate(agg.segmentation(i), vol.labels)}
@@ -308,7 +339,8 @@ def cmd_demo(args) -> int:
                                              "train": {"iterations": run.iterations,
                                                        "checkpoint": str(out / run.last_checkpoint.relative_to(staging))}})
     except BaseException:
-        _done_warming(warmer, timeout=0)
+        for warmer in warmers.values():
+            _done_warming(warmer, timeout=0)
         shutil.rmtree(staging, ignore_errors=True)
         raise
     _publish(staging, out)
