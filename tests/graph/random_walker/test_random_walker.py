@@ -328,3 +328,302 @@ def test_probabilities_without_precision_are_an_input_error():
     seeds = np.array([[0, 0, 0], [3, 0, 4], [0, 0, 0]], np.uint64)
     with pytest.raises(InputError, match="too ill-conditioned in float64"):
         random_walker(weights, seeds, solver="direct")
+
+
+# ------------------------------------------------------------------------ assembly, multigrid
+
+
+def _numpy_assembly(weights, seeds, offsets, mask=None):
+    """The system as assembled before the numba kernels: edge lists, connected components and
+    scipy's COO to CSR conversion. Returns (unknown, laplacian, coupling)."""
+    from scipy import sparse
+    from scipy.sparse import csgraph
+
+    from affseg.graph.core.edges import edge_list
+
+    shape = seeds.shape
+    n = seeds.size
+    flat_seeds = seeds.reshape(-1)
+    seeded = np.flatnonzero(flat_seeds)
+    labels, seed_index = np.unique(flat_seeds[seeded], return_inverse=True)
+    label_index = np.full(n, -1, np.int64)
+    label_index[seeded] = seed_index
+    u, v, e = edge_list(shape, np.asarray(offsets, np.int64))
+    w = weights.reshape(-1)[e]
+    keep = w > 0
+    if mask is not None:
+        keep &= mask.reshape(-1)[u] & mask.reshape(-1)[v]
+    u, v, w = u[keep], v[keep], w[keep]
+    graph = sparse.coo_array((np.ones(u.size, np.int8), (u, v)), shape=(n, n))
+    _, component = csgraph.connected_components(graph, directed=False)
+    seeded_components = np.zeros(int(component.max()) + 1, bool)
+    seeded_components[component[seeded]] = True
+    unknown = np.flatnonzero(seeded_components[component] & (label_index < 0))
+    local = np.full(n, -1, np.int64)
+    local[unknown] = np.arange(unknown.size)
+    lu, lv = local[u], local[v]
+    size = unknown.size
+    diagonal = (np.bincount(lu[lu >= 0], weights=w[lu >= 0], minlength=size)
+                + np.bincount(lv[lv >= 0], weights=w[lv >= 0], minlength=size))
+    both = (lu >= 0) & (lv >= 0)
+    rows = np.concatenate([lu[both], lv[both], np.arange(size)])
+    cols = np.concatenate([lv[both], lu[both], np.arange(size)])
+    vals = np.concatenate([-w[both], -w[both], diagonal])
+    laplacian = sparse.csr_array((vals, (rows, cols)), shape=(size, size))
+    to_seed_v = (lu >= 0) & (label_index[v] >= 0)
+    to_seed_u = (lv >= 0) & (label_index[u] >= 0)
+    rows = np.concatenate([lu[to_seed_v], lv[to_seed_u]])
+    cols = np.concatenate([label_index[v[to_seed_v]], label_index[u[to_seed_u]]])
+    vals = np.concatenate([w[to_seed_v], w[to_seed_u]])
+    coupling = sparse.csr_array((vals, (rows, cols)), shape=(size, labels.size))
+    return unknown, laplacian, coupling
+
+
+@pytest.mark.parametrize(
+    "shape,offsets",
+    [
+        ((9, 11), [[-1, 0], [0, -1]]),
+        ((9, 11), LONG_RANGE_2D),
+        ((5, 6, 7), [[-1, 0, 0], [0, -1, 0], [0, 0, -1]]),
+        ((5, 6, 7), LONG_RANGE_3D),
+        ((5, 6, 7), [[-1, 0, 0], [0, -1, 0], [0, 0, -1], [1, 0, 0], [0, 2, -1]]),  # an edge twice
+    ],
+)
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_numba_assembly_equals_the_numpy_assembly_exactly(shape, offsets, seed):
+    rng = np.random.default_rng(seed)
+    weights = rng.uniform(0.0, 1.0, size=(len(offsets),) + shape) ** 3
+    weights[rng.random(weights.shape) < 0.2] = 0
+    mask = rng.random(shape) > 0.1 if seed else None
+    seeds = _random_seeds(shape, 3, seed)
+    seeds[rng.random(shape) < 0.08] = 2  # blobs of a label as well as single voxels
+    if mask is not None:
+        seeds[~mask] = 0
+    unknown, laplacian, coupling = _numpy_assembly(weights, seeds, offsets, mask)
+    system = RandomWalkerSystem(weights, seeds, offsets, mask=mask, solver="cg")
+    np.testing.assert_array_equal(system.unknown, unknown)
+    for ours, theirs in ((system.laplacian, laplacian), (system.coupling, coupling)):
+        assert ours.shape == theirs.shape
+        np.testing.assert_array_equal(ours.indptr, theirs.indptr)
+        np.testing.assert_array_equal(ours.indices, theirs.indices)
+        np.testing.assert_array_equal(ours.data, theirs.data)  # bit for bit
+    assert system.laplacian.indices.dtype == np.int32
+
+
+def test_multigrid_hierarchy_is_galerkin():
+    # every level: P = (I - omega D^-1 A) T of its aggregates, R = P^T and A_coarse = R A P
+    from scipy import sparse
+
+    from affseg.graph.random_walker.solver import _BlockMultigrid
+
+    image = _smooth_image((10, 40, 40), 3)
+    seeds = _random_seeds((10, 40, 40), 5, 4)
+    system = RandomWalkerSystem(image_weights(image), seeds, solver="cg", tol=1e-10)
+    multigrid = _BlockMultigrid(system.laplacian)
+    assert len(multigrid.matrices) >= 3 and multigrid.matrices[-1].shape[0] <= 500
+
+    def dense(csr):
+        return sparse.csr_array(csr.arrays[::-1], shape=csr.shape).toarray()
+
+    for level in range(len(multigrid.matrices) - 1):
+        a, p, r = dense(multigrid.matrices[level]), dense(multigrid.prolong[level]), dense(multigrid.restrict[level])
+        np.testing.assert_array_equal(r, p.T)
+        coarse = dense(multigrid.matrices[level + 1])
+        np.testing.assert_allclose(coarse, r @ a @ p, rtol=1e-12, atol=1e-12 * np.abs(coarse).max())
+        np.testing.assert_allclose(coarse, coarse.T, rtol=1e-12, atol=1e-14 * np.abs(coarse).max())
+        # the constant vector's smoothed candidate is reproduced by the tentative prolongator:
+        # every fine row with an aggregate has one, and every aggregate at least one row
+        assert np.all((p != 0).sum(axis=0) > 0)
+
+
+def test_single_voxel_seeds_match_skimage_in_3d():
+    # many scattered single-voxel seeds (the case where aggregation meets many Dirichlet rows)
+    shape = (10, 24, 26)
+    image = _smooth_image(shape, 11)
+    rng = np.random.default_rng(12)
+    seeds = np.zeros(shape, np.int64)
+    seeds.reshape(-1)[rng.choice(seeds.size, 60, replace=False)] = np.arange(60) % 6 + 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = skimage_rw(image, seeds, beta=130, mode="bf", return_full_prob=True)
+    seg, probs = random_walker(image_weights(image, beta=130), seeds, solver="cg", tol=1e-10,
+                               return_probabilities=True)
+    np.testing.assert_allclose(probs, expected, atol=1e-6)
+    np.testing.assert_array_equal(seg, np.arange(1, 7)[np.argmax(expected, axis=0)])
+
+
+def test_smoothed_prolongator_is_the_dense_formula():
+    # P = (I - omega D^-1 A) T with T pyamg's tentative prolongator of the same aggregates and the
+    # same smoothed candidate, omega = 4/3 over the Lanczos estimate of rho(D^-1 A)
+    from pyamg.aggregation import fit_candidates
+    from pyamg.amg_core import standard_aggregation
+    from scipy import sparse
+
+    from affseg.graph.random_walker._kernels import improve_candidate, lanczos_radius
+    from affseg.graph.random_walker.solver import _BlockMultigrid
+
+    image = _smooth_image((6, 20, 20), 7)
+    system = RandomWalkerSystem(image_weights(image), _random_seeds((6, 20, 20), 4, 8), solver="cg")
+    multigrid = _BlockMultigrid(system.laplacian)
+    indptr, indices, data = multigrid.matrices[0].arrays
+    n = system.unknown.size
+    aggregate, roots = np.empty(n, indices.dtype), np.empty(n, indices.dtype)
+    n_aggregates = standard_aggregation(n, indptr, indices, aggregate, roots)
+    assert n_aggregates == multigrid.matrices[1].shape[0]
+    candidate = np.ones(n)
+    improve_candidate(indptr, indices, data, candidate, 4)
+    rows = np.flatnonzero(aggregate >= 0)
+    aggregation = sparse.csr_array((np.ones(rows.size), (rows, aggregate[rows])), shape=(n, n_aggregates))
+    tentative, _ = fit_candidates(aggregation, candidate[:, None])
+    a = system.laplacian.toarray()
+    omega = (4.0 / 3.0) / lanczos_radius(indptr, indices, data, 10)
+    expected = (np.eye(n) - omega * a / np.diag(a)[:, None]) @ tentative.toarray()
+    ours = sparse.csr_array(multigrid.prolong[0].arrays[::-1], shape=(n, n_aggregates)).toarray()
+    np.testing.assert_allclose(ours, expected, rtol=1e-12, atol=1e-14)
+
+
+def test_block_cg_over_several_blocks_matches_the_direct_solver(monkeypatch):
+    import affseg.graph.random_walker.solver as rw
+
+    shape = (8, 24, 24)
+    weights = image_weights(_smooth_image(shape, 13))
+    seeds = _random_seeds(shape, 8, 14)
+    monkeypatch.setattr(rw, "_CG_BLOCK_BYTES", 1)  # the fewest columns per block: 3 blocks for 8 labels
+    system = RandomWalkerSystem(weights, seeds, solver="cg", tol=1e-12)
+    assert system.block_width() == rw._CG_MIN_BLOCK and system.block_width(8) == 3
+    exact = RandomWalkerSystem(weights, seeds, solver="direct").unknown_probabilities()
+    np.testing.assert_allclose(system.unknown_probabilities(), exact, atol=1e-9)
+    _, probs = random_walker(weights, seeds, solver="cg", tol=1e-12, return_probabilities=True)
+    _, probs_exact = random_walker(weights, seeds, solver="direct", return_probabilities=True)
+    np.testing.assert_allclose(probs, probs_exact, atol=1e-6)
+
+
+def _checkerboard(side, seed):
+    rng = np.random.default_rng(seed)
+    seeds = np.zeros((side, side), np.int64)
+    black = (np.add.outer(np.arange(side), np.arange(side)) % 2) == 0
+    seeds[black] = rng.integers(1, 4, int(black.sum()))
+    return seeds
+
+
+def test_checkerboard_seeds_give_a_diagonal_system_solved_exactly():
+    # every unknown's neighbours are seeds: L_U has no off-diagonal entry, nothing to aggregate
+    from affseg.graph.random_walker.solver import _BlockMultigrid
+
+    image = _smooth_image((60, 60), 15)
+    seeds = _checkerboard(60, 16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = skimage_rw(image, seeds, beta=130, mode="bf", return_full_prob=True)
+    weights = image_weights(image, beta=130)
+    for solver in ("cg", "direct"):
+        _, probs = random_walker(weights, seeds, solver=solver, tol=1e-10, return_probabilities=True)
+        np.testing.assert_allclose(probs, expected, atol=3e-8)
+    multigrid = _BlockMultigrid(RandomWalkerSystem(weights, seeds, solver="cg").laplacian)
+    assert len(multigrid.matrices) == 1 and multigrid.coarse is None
+
+
+def test_a_large_coarsest_level_is_not_factorised_densely():
+    # 20 000 unknowns without off-diagonal entries, and fragments of 2 unknowns cut off by
+    # zero-weight edges: the coarsest level is solved by its inverse diagonal
+    import affseg.graph.random_walker.solver as rw
+
+    seeds = _checkerboard(200, 17)
+    weights = image_weights(_smooth_image((200, 200), 18))
+    system = RandomWalkerSystem(weights, seeds, solver="cg", tol=1e-10)
+    multigrid = rw._BlockMultigrid(system.laplacian)
+    assert multigrid.matrices[-1].shape[0] == system.unknown.size > rw._MAX_DENSE
+    assert multigrid.coarse is None
+    np.testing.assert_allclose(system.unknown_probabilities(),
+                               RandomWalkerSystem(weights, seeds, solver="direct").unknown_probabilities(),
+                               atol=1e-12)
+    # pairs: seeds on the even columns, the odd columns cut into pairs of rows by zero weights
+    shape = (400, 60)
+    seeds = np.zeros(shape, np.int64)
+    seeds[:, 0::2] = np.random.default_rng(19).integers(1, 4, (shape[0], shape[1] // 2))
+    weights = image_weights(_smooth_image(shape, 20))
+    weights[0, 2::2, 1::2] = 0  # the edge (u, u - e_y) between row pairs
+    system = RandomWalkerSystem(weights, seeds, solver="cg", tol=1e-10)
+    multigrid = rw._BlockMultigrid(system.laplacian)
+    assert multigrid.matrices[-1].shape[0] <= rw._MAX_DENSE or multigrid.coarse is None
+    np.testing.assert_allclose(system.unknown_probabilities(),
+                               RandomWalkerSystem(weights, seeds, solver="direct").unknown_probabilities(),
+                               atol=1e-9)
+
+
+def test_tiny_weights_are_solved_or_an_input_error():
+    # weights far below float32's range inside a volume of ordinary ones: a clear answer, no crash
+    from affseg.errors import InputError
+
+    shape = (6, 30, 30)
+    weights = image_weights(_smooth_image(shape, 21))
+    weights[:, :, 10:20, 10:20] = 1e-40
+    seeds = _random_seeds(shape, 4, 22)
+    exact = random_walker(weights, seeds, solver="direct", return_probabilities=True)[1]
+    for tol in (1e-3, 1e-10):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                _, probs = random_walker(weights, seeds, solver="cg", tol=tol, return_probabilities=True)
+        except InputError:
+            continue
+        assert np.all(np.isfinite(probs))
+        if tol == 1e-10:
+            np.testing.assert_allclose(probs, exact, atol=1e-3)
+
+
+def test_sparse_product_counts_in_int64():
+    # a product may hold more entries than its int32 factors count: its indptr is int64, and
+    # the hierarchy narrows its arrays to int32 only where they fit
+    from scipy import sparse
+
+    from affseg.graph.random_walker._kernels import sparse_product, transpose_csr
+    from affseg.graph.random_walker.solver import _index_arrays
+
+    rng = np.random.default_rng(23)
+    a = sparse.random_array((30, 20), density=0.3, random_state=rng, format="csr")
+    b = sparse.random_array((20, 25), density=0.3, random_state=rng, format="csr")
+    a.sort_indices()
+    b.sort_indices()
+    arrays = [x.astype(np.int32) for x in (a.indptr, a.indices)] + [a.data]
+    barrays = [x.astype(np.int32) for x in (b.indptr, b.indices)] + [b.data]
+    indptr, indices, data = sparse_product(*arrays, *barrays, 25)
+    assert indptr.dtype == np.int64 and indices.dtype == np.int32
+    np.testing.assert_allclose(sparse.csr_array((data, indices, indptr), shape=(30, 25)).toarray(),
+                               (a @ b).toarray(), rtol=1e-14, atol=1e-15)
+    t_indptr, t_indices, t_data = transpose_csr(*arrays, 20)
+    assert t_indptr.dtype == np.int64
+    np.testing.assert_array_equal(sparse.csr_array((t_data, t_indices, t_indptr), shape=(20, 30)).toarray(),
+                                  a.toarray().T)
+    narrow = _index_arrays(indptr, indices, (30, 25))
+    assert narrow[0].dtype == narrow[1].dtype == np.int32
+    wide = _index_arrays(np.array([0, 2**31], np.int64), np.array([0, 1], np.int32), (1, 2))
+    assert wide[0].dtype == wide[1].dtype == np.int64
+
+
+def test_threads_solving_on_one_system_get_their_own_answers():
+    import threading
+
+    import numba
+
+    shape = (8, 30, 30)
+    weights = image_weights(_smooth_image(shape, 24))
+    seeds = _random_seeds(shape, 6, 25)
+    system = RandomWalkerSystem(weights, seeds, solver="cg", tol=1e-10)
+    rhs = [system.coupling[:, [k]].toarray() * (k + 1) for k in range(6)]
+    expected = [system.solve(r) for r in rhs]
+    if numba.threading_layer() == "workqueue":
+        pytest.skip("numba's workqueue threading layer does not allow concurrent parallel kernels")
+    results = [None] * len(rhs)
+
+    def work(k):
+        for _ in range(3):
+            results[k] = system.solve(rhs[k])
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(len(rhs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for ours, theirs in zip(results, expected):
+        np.testing.assert_array_equal(ours, theirs)

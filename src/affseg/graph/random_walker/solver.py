@@ -14,22 +14,34 @@ every label. Voxels outside the mask are unreached too. Zero weights remove edge
 """
 from __future__ import annotations
 
+import threading
 import warnings
 
 import numpy as np
 from numpy.typing import ArrayLike
 from scipy import sparse
-from scipy.sparse import csgraph
 
 from ..._checks import as_array, as_flag, as_labels, as_mask, as_number, as_offsets, as_spacing, describe
 from ...errors import InputError
-from ..core.edges import edge_list, edge_slices
+from ..core.edges import edge_slices
 from ._kernels import (
     cg_direction,
     cg_step,
     column_dots,
+    edge_weight_range,
+    improve_candidate,
     jacobi_sweep,
+    keep_columns,
+    lanczos_radius,
+    laplacian_csr,
+    prolong_add,
+    reached_voxels,
+    scale_rows,
+    seed_coupling,
+    smoothed_prolongator,
+    sparse_product,
     spmm,
+    transpose_csr,
 )
 from ._kernels import residual as block_residual
 
@@ -44,10 +56,19 @@ DIRECT_MAX_UNKNOWNS = {2: 250_000, 3: 40_000}
 MIN_AFFINITY_WEIGHT = 1e-6
 # columns solved together by the direct solver: bounds the dense right-hand sides in memory
 _DIRECT_BLOCK = 32
-# memory for the work arrays of block CG (8 blocks of unknowns x columns, float64), and the
-# fewest columns per block: wider blocks lose cache locality, narrower ones the shared matrix reads
-_CG_BLOCK_BYTES = 1 << 28
+# memory for the work arrays of block CG (8 blocks of unknowns x columns), and the fewest columns
+# per block: wider blocks lose cache locality, narrower ones the shared matrix reads
+_CG_BLOCK_BYTES = 1 << 26
 _CG_MIN_BLOCK = 3
+# the multigrid hierarchy: unknowns below which aggregation stops, the largest coarsest level
+# solved by a dense Cholesky factorisation (a larger one, or one without off-diagonal entries, is
+# solved by its inverse diagonal), most levels, Gauss-Seidel sweeps that smooth the
+# near-null-space candidate, Lanczos steps for the Jacobi weight
+_MAX_COARSE = 500
+_MAX_DENSE = 2000
+_MAX_LEVELS = 10
+_CANDIDATE_SWEEPS = 4
+_LANCZOS_STEPS = 10
 
 
 def image_weights(image: ArrayLike, *, beta: float = 130.0, spacing: ArrayLike | None = None,
@@ -139,7 +160,7 @@ class RandomWalkerSystem:
         Voxels outside take no part (no edges); seeds there are an error.
     solver : {"auto", "direct", "cg"}
         ``direct``: sparse LU (SuperLU) of ``L_U``, reused for all labels; ``cg``: conjugate
-        gradients preconditioned by smoothed-aggregation algebraic multigrid (pyamg), built once;
+        gradients preconditioned by smoothed-aggregation algebraic multigrid, built once;
         ``auto``: direct up to :data:`DIRECT_MAX_UNKNOWNS` unknowns, cg above.
     tol : float
         Relative residual ``|L_U x - b| <= tol |b|`` at which cg stops (unused by direct). A
@@ -186,52 +207,42 @@ class RandomWalkerSystem:
         self.labels, seed_index = np.unique(flat_seeds[seeded], return_inverse=True)
         self.label_index = np.full(n, -1, np.int64)
         self.label_index[seeded] = seed_index
-        u, v, e = edge_list(shape, offsets)
-        w = weights.reshape(-1)[e]
-        positive = w[w > 0]
-        self.weight_range = (float(positive.min()), float(positive.max())) if positive.size else (0.0, 0.0)
-        keep = w > 0
-        if mask is not None:
-            flat_mask = mask.reshape(-1)
-            keep &= flat_mask[u] & flat_mask[v]
-        u, v, w = u[keep], v[keep], w[keep]
-        del e, keep
-        self.unreached = ~self._reached(n, u, v, seeded)
+        flat_weights = weights.reshape(len(offsets), n)
+        shape3 = np.array((1,) * (3 - len(shape)) + tuple(shape), np.int64)
+        offsets3 = np.zeros((len(offsets), 3), np.int64)
+        offsets3[:, 3 - len(shape):] = offsets
+        self.weight_range = tuple(float(w) for w in edge_weight_range(flat_weights, offsets3, shape3))
+        active = np.ones(n, bool) if mask is None else np.ascontiguousarray(mask.reshape(-1))
+        self.unreached = ~reached_voxels(flat_weights, offsets3, shape3, active, seeded.astype(np.int64))
         self.unknown = np.flatnonzero(~self.unreached & (self.label_index < 0))
-        self.laplacian, self.coupling = self._assemble(n, u, v, w)
+        self.laplacian, self.coupling = self._assemble(flat_weights, offsets3, shape3, active)
         n_unknown = self.unknown.size
         if solver == "auto":
             solver = "direct" if n_unknown <= DIRECT_MAX_UNKNOWNS[len(shape)] else "cg"
         self.solver = solver
         self._factor = None
         self._preconditioner = None
+        self._setup_lock = threading.Lock()
         self.not_converged = 0
 
-    def _reached(self, n, u, v, seeded) -> np.ndarray:
-        graph = sparse.coo_array((np.ones(u.size, np.int8), (u, v)), shape=(n, n))
-        _, component = csgraph.connected_components(graph, directed=False)
-        seeded_components = np.zeros(int(component.max()) + 1, bool)
-        seeded_components[component[seeded]] = True
-        return seeded_components[component]
-
-    def _assemble(self, n, u, v, w):
-        local = np.full(n, -1, np.int64)
-        local[self.unknown] = np.arange(self.unknown.size)
-        lu, lv = local[u], local[v]
+    def _assemble(self, flat_weights, offsets3, shape3, active):
+        n = self.label_index.size
         size, k = self.unknown.size, self.labels.size
-        diagonal = (np.bincount(lu[lu >= 0], weights=w[lu >= 0], minlength=size)
-                    + np.bincount(lv[lv >= 0], weights=w[lv >= 0], minlength=size))
-        both = (lu >= 0) & (lv >= 0)
-        rows = np.concatenate([lu[both], lv[both], np.arange(size)])
-        cols = np.concatenate([lv[both], lu[both], np.arange(size)])
-        vals = np.concatenate([-w[both], -w[both], diagonal])
-        laplacian = sparse.csr_array((vals, (rows, cols)), shape=(size, size))
+        local = np.full(n, -1, np.int64)
+        local[self.unknown] = np.arange(size)
+        # the neighbours of a voxel in the order of their flat index: by the step of each direction
+        strides = np.array([shape3[1] * shape3[2], shape3[2], 1], np.int64)
+        steps = offsets3 @ strides
+        channels = np.arange(len(offsets3))
+        order = np.argsort(np.concatenate([steps, -steps]), kind="stable")
+        directions = np.concatenate([channels, -1 - channels])[order]
+        index_dtype = np.int32 if size * (directions.size + 1) < np.iinfo(np.int32).max else np.int64
+        indptr, indices, data = laplacian_csr(flat_weights, offsets3, shape3, active, self.unknown, local,
+                                              directions, np.empty(0, index_dtype))
+        laplacian = sparse.csr_array((data, indices, indptr), shape=(size, size))
+        laplacian.has_sorted_indices = True
         # edges from an unknown voxel to a seed feed the right-hand side of the seed's label
-        to_seed_v = (lu >= 0) & (self.label_index[v] >= 0)
-        to_seed_u = (lv >= 0) & (self.label_index[u] >= 0)
-        rows = np.concatenate([lu[to_seed_v], lv[to_seed_u]])
-        cols = np.concatenate([self.label_index[v[to_seed_v]], self.label_index[u[to_seed_u]]])
-        vals = np.concatenate([w[to_seed_v], w[to_seed_u]])
+        rows, cols, vals = seed_coupling(flat_weights, offsets3, shape3, active, local, self.label_index)
         coupling = sparse.csr_array((vals, (rows, cols)), shape=(size, k))
         return laplacian, coupling
 
@@ -239,11 +250,14 @@ class RandomWalkerSystem:
 
     def solve(self, rhs: np.ndarray) -> np.ndarray:
         """``L_U^{-1} rhs`` for ``rhs`` of shape ``(U,)`` or ``(U, m)`` (float64)."""
-        rhs = np.asarray(rhs, dtype=np.float64)
+        return self._solve(np.asarray(rhs, dtype=np.float64))
+
+    def _solve(self, rhs: np.ndarray, overwrite: bool = False) -> np.ndarray:
+        """:meth:`solve` of float64 ``rhs``; ``overwrite``: ``rhs`` may be used as work space."""
         if rhs.shape[0] != self.unknown.size:
             raise InputError(f"rhs has {rhs.shape[0]} rows, the system {self.unknown.size} unknowns")
         if self.unknown.size == 0:
-            return np.zeros_like(rhs)
+            return np.zeros(rhs.shape)
         columns = rhs.reshape(rhs.shape[0], -1)
         try:
             with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
@@ -253,7 +267,7 @@ class RandomWalkerSystem:
                         block = slice(start, start + _DIRECT_BLOCK)
                         out[:, block] = self._lu().solve(np.asfortranarray(columns[:, block]))
                 else:
-                    out = self._cg(columns)
+                    out = self._cg(columns, overwrite)
         except (RuntimeError, np.linalg.LinAlgError) as err:  # SuperLU: "exactly singular"; Cholesky
             raise self._singular() from err
         if not np.all(np.isfinite(out)):
@@ -268,40 +282,69 @@ class RandomWalkerSystem:
             "weights to 0 (which removes the edge) or raise them"
         )
 
-    def block_width(self) -> int:
-        """How many right-hand sides are solved together."""
+    def block_width(self, columns: int | None = None) -> int:
+        """How many right-hand sides are solved together.
+
+        The solver's budget (:data:`_DIRECT_BLOCK` columns for direct; for cg as many as fit
+        eight float64 work arrays of ``U`` rows in :data:`_CG_BLOCK_BYTES`, at least
+        :data:`_CG_MIN_BLOCK`). Given the number of ``columns`` to solve, the width that splits
+        them into the same number of blocks as the budget does, as evenly as possible (never
+        wider than the budget).
+        """
         if self.solver == "direct":
-            return _DIRECT_BLOCK
-        return max(_CG_MIN_BLOCK, _CG_BLOCK_BYTES // (8 * 8 * max(1, self.unknown.size)))
+            width = _DIRECT_BLOCK
+        else:
+            width = max(_CG_MIN_BLOCK, _CG_BLOCK_BYTES // (8 * 8 * max(1, self.unknown.size)))
+        if columns:
+            width = -(-columns // -(-columns // width))
+        return width
 
     def _lu(self):
-        if self._factor is None:
-            from scipy.sparse.linalg import splu
+        with self._setup_lock:
+            if self._factor is None:
+                from scipy.sparse.linalg import splu
 
-            self._factor = splu(sparse.csc_matrix(self.laplacian), permc_spec="MMD_AT_PLUS_A")
+                self._factor = splu(sparse.csc_matrix(self.laplacian), permc_spec="MMD_AT_PLUS_A")
         return self._factor
 
-    def _cg(self, columns: np.ndarray) -> np.ndarray:
-        out = np.zeros_like(columns)
-        width = self.block_width()
+    def _cg(self, columns: np.ndarray, overwrite: bool = False) -> np.ndarray:
         multigrid = self._amg()
+        width = self.block_width(columns.shape[1])
+        # the V-cycle's work arrays belong to this call (concurrent solves do not share them) and
+        # are freed with it (a system may be kept long, as the Learned Random Walker keeps it)
+        workspace = multigrid.workspace(min(width, columns.shape[1]))
+
+        def precondition(r, out):
+            return multigrid(r, out, workspace)
+
+        # level 0 of the hierarchy is L_U itself, already in the kernels' layout
+        if columns.shape[1] <= width:
+            work = columns if columns.flags.c_contiguous and overwrite else np.array(columns, order="C")
+            out, failed = _block_pcg(multigrid.matrices[0], work, precondition, self.tol)
+            self.not_converged += failed
+            return out
+        out = np.zeros(columns.shape)
         for start in range(0, columns.shape[1], width):
             block = slice(start, start + width)
-            # level 0 of the hierarchy is L_U itself, already in the kernels' layout
-            out[:, block], failed = _block_pcg(multigrid.matrices[0], columns[:, block], multigrid, self.tol)
+            work = np.array(columns[:, block], order="C")
+            out[:, block], failed = _block_pcg(multigrid.matrices[0], work, precondition, self.tol)
             self.not_converged += failed
         return out
 
     def _amg(self) -> _BlockMultigrid:
-        if self._preconditioner is None:
-            self._preconditioner = _BlockMultigrid(self.laplacian)
+        with self._setup_lock:  # built once, also when threads solve at the same time
+            if self._preconditioner is None:
+                self._preconditioner = _BlockMultigrid(self.laplacian)
         return self._preconditioner
 
     def unknown_probabilities(self, labels=None) -> np.ndarray:
-        """``(U, K)`` probabilities of the unknown voxels (the columns of ``labels`` indices)."""
+        """``(U, K)`` probabilities of the unknown voxels (the columns of ``labels`` indices), float64."""
         cols = np.arange(self.labels.size) if labels is None else np.asarray(labels)
-        rhs = self.coupling[:, cols].toarray() if cols.size else np.zeros((self.unknown.size, 0))
-        return self.solve(rhs)
+        rhs = np.zeros((self.unknown.size, cols.size))
+        if cols.size:
+            block = self.coupling[:, cols].tocoo()
+            rhs[block.row, block.col] = block.data
+        return self._solve(rhs, overwrite=True)
 
     def full(self, unknown_values: np.ndarray, seed_values: bool) -> np.ndarray:
         """``(K, n)`` values on all voxels: ``unknown_values`` (``(U, K)``) on the unknown ones,
@@ -331,19 +374,38 @@ class RandomWalkerSystem:
         return grad
 
 
+_INT32_MAX = np.iinfo(np.int32).max
+
+
+def _index_arrays(indptr: np.ndarray, indices: np.ndarray, shape) -> tuple[np.ndarray, np.ndarray]:
+    """``indptr`` and ``indices`` of a CSR matrix in int32 where the number of entries and both
+    dimensions fit, else in int64 (the kernels count in int64, so nothing overflows before)."""
+    index = np.int32 if max(int(indptr[-1]), *shape) < _INT32_MAX else np.int64
+    return indptr.astype(index, copy=False), indices.astype(index, copy=False)
+
+
 class _Csr:
-    """The arrays of a CSR matrix, for the block kernels."""
+    """The float64 arrays of a CSR matrix (sorted indices, int32 where they fit), for the block kernels."""
 
     def __init__(self, matrix):
         matrix = sparse.csr_array(matrix)
-        matrix.sort_indices()
+        if not matrix.has_sorted_indices:
+            matrix.sort_indices()
         self.shape = matrix.shape
-        self.arrays = (matrix.indptr.astype(np.int64), matrix.indices.astype(np.int64),
-                       matrix.data.astype(np.float64))
+        self.arrays = _index_arrays(matrix.indptr, matrix.indices, matrix.shape) + (
+            matrix.data.astype(np.float64, copy=False),)
+
+    @classmethod
+    def of(cls, arrays, shape) -> _Csr:
+        """From CSR arrays (sorted indices, any integer dtypes, float64 values)."""
+        self = cls.__new__(cls)
+        self.shape = tuple(shape)
+        self.arrays = _index_arrays(arrays[0], arrays[1], self.shape) + (arrays[2],)
+        return self
 
     def __matmul__(self, x: np.ndarray) -> np.ndarray:
         out = np.empty((self.shape[0], x.shape[1]))
-        spmm(*self.arrays, np.ascontiguousarray(x), out)
+        spmm(*self.arrays, np.ascontiguousarray(x, dtype=np.float64), out)
         return out
 
     def residual(self, x: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -351,81 +413,179 @@ class _Csr:
         block_residual(*self.arrays, x, b, out)
         return out
 
+    def is_diagonal(self) -> bool:
+        """Whether the matrix has no off-diagonal entries."""
+        indptr, indices, _ = self.arrays
+        rows = np.repeat(np.arange(self.shape[0]), np.diff(indptr))
+        return bool(np.all(indices == rows))
+
+    def diagonal(self) -> np.ndarray:
+        indptr, indices, data = self.arrays
+        return sparse.csr_array((data, indices, indptr), shape=self.shape).diagonal()
+
 
 class _BlockMultigrid:
-    """A V-cycle of smoothed-aggregation algebraic multigrid (pyamg's setup) applied to a block of
-    right-hand sides at once: every sparse product reads its matrix once for all columns.
+    """A V-cycle of smoothed-aggregation algebraic multigrid applied to a block of right-hand sides
+    at once: every sparse product reads its matrix once for all columns.
 
-    Damped Jacobi smoothing (one sweep before and after, omega 2/3: the spectrum of ``D^-1 L``
-    of a weighted graph Laplacian lies in [0, 2]) keeps the cycle symmetric, as CG needs; the
-    coarsest level is solved by a dense Cholesky factorisation.
+    The hierarchy is pyamg's default smoothed aggregation (Vanek, Mandel, Brezina 1996), built by
+    numba kernels in float64: aggregates of the matrix graph (pyamg's standard aggregation, all
+    connections strong), the constant candidate smoothed by 4 symmetric Gauss-Seidel sweeps, the
+    tentative prolongator smoothed by one Jacobi step of weight 4/3 over the spectral radius of
+    ``D^-1 A`` (Lanczos estimate), Galerkin coarse operators, down to :data:`_MAX_COARSE`
+    unknowns, or to a level without off-diagonal entries (nothing left to aggregate: e.g. every
+    unknown's neighbours are seeds). Indices are int32 where they fit. Damped Jacobi smoothing
+    in the cycle (one sweep before and after, omega 2/3: the spectrum of ``D^-1 L`` of a weighted
+    graph Laplacian lies in [0, 2]) keeps it symmetric, as CG needs. The coarsest level is
+    solved by a dense Cholesky factorisation up to :data:`_MAX_DENSE` unknowns; a diagonal one
+    (exactly) or a larger one (one Jacobi step, still symmetric positive definite) by its
+    inverse diagonal. Level 0 is ``L_U`` itself (its arrays, shared).
+
+    The object is read-only after its setup: the work arrays of a cycle come from
+    :meth:`workspace`, one per solve, so that threads may solve with it at the same time.
+
+    Raises
+    ------
+    numpy.linalg.LinAlgError
+        If a level's diagonal has no finite inverse in float64 (weights near float64's smallest
+        numbers), or the coarsest level is not positive definite in float64.
     """
 
     def __init__(self, laplacian):
-        import pyamg
+        from pyamg.amg_core import standard_aggregation
         from scipy.linalg import cho_factor
 
-        ml = pyamg.smoothed_aggregation_solver(sparse.csr_matrix(laplacian), symmetry="symmetric",
-                                               max_coarse=500, keep=False)
-        self.matrices = [_Csr(level.A) for level in ml.levels]
-        self.restrict = [_Csr(level.R) for level in ml.levels[:-1]]
-        self.prolong = [_Csr(level.P) for level in ml.levels[:-1]]
-        self.damped_inverse_diagonal = [(2.0 / 3.0) / sparse.csr_array(level.A).diagonal()
-                                        for level in ml.levels[:-1]]
-        self.coarse = cho_factor(ml.levels[-1].A.toarray())
+        level = _Csr(laplacian)
+        self.matrices, self.restrict, self.prolong, self.damped_inverse_diagonal = [level], [], [], []
+        candidate = np.ones(level.shape[0])
+        while level.shape[0] > _MAX_COARSE and len(self.matrices) < _MAX_LEVELS:
+            indptr, indices, data = level.arrays
+            n = level.shape[0]
+            aggregate, roots = np.empty(n, indices.dtype), np.empty(n, indices.dtype)
+            n_aggregates = standard_aggregation(n, indptr, indices, aggregate, roots)
+            if not 0 < n_aggregates < n:  # 0: no off-diagonal entries left
+                break
+            del roots
+            improve_candidate(indptr, indices, data, candidate, _CANDIDATE_SWEEPS)
+            rho = lanczos_radius(indptr, indices, data, _LANCZOS_STEPS)
+            p_arrays = smoothed_prolongator(indptr, indices, data, aggregate, n_aggregates, candidate,
+                                            (4.0 / 3.0) / rho)
+            candidate = p_arrays[3]
+            prolong = _Csr.of(p_arrays[:3], (n, n_aggregates))
+            restrict = _Csr.of(transpose_csr(*prolong.arrays, n_aggregates), (n_aggregates, n))
+            # the Galerkin operator R (A P): the product with A first reads A and P in row order
+            product = _Csr.of(sparse_product(*level.arrays, *prolong.arrays, n_aggregates), (n, n_aggregates))
+            coarse = sparse_product(*restrict.arrays, *product.arrays, n_aggregates)
+            del product
+            self.damped_inverse_diagonal.append(self._inverse(level.diagonal(), 2.0 / 3.0))
+            self.prolong.append(prolong)
+            self.restrict.append(restrict)
+            level = _Csr.of(coarse, (n_aggregates, n_aggregates))
+            self.matrices.append(level)
+        if level.shape[0] <= _MAX_DENSE and not level.is_diagonal():
+            self.coarse, self.coarse_inverse_diagonal = cho_factor(sparse.csr_array(level.arrays[::-1], shape=level.shape).toarray()), None
+        else:
+            self.coarse, self.coarse_inverse_diagonal = None, self._inverse(level.diagonal(), 1.0)
 
-    def __call__(self, b: np.ndarray) -> np.ndarray:
-        return self._cycle(0, np.ascontiguousarray(b))
+    @staticmethod
+    def _inverse(diagonal: np.ndarray, weight: float) -> np.ndarray:
+        with np.errstate(divide="ignore", over="ignore"):
+            inverse = weight / diagonal
+        if not np.all(np.isfinite(inverse) & (inverse > 0)):
+            raise np.linalg.LinAlgError("a diagonal entry of the multigrid hierarchy has no positive float64 inverse")
+        return inverse
 
-    def _cycle(self, level: int, b: np.ndarray) -> np.ndarray:
+    def workspace(self, columns: int) -> list[np.ndarray]:
+        """Work arrays for cycles of up to ``columns`` right-hand sides, three per level but the
+        coarsest: the level's smoothed iterate and the coarser level's right-hand side and
+        correction (flat float64)."""
+        return [np.empty(self.matrices[level + (name > 0)].shape[0] * columns)
+                for level in range(len(self.matrices) - 1) for name in range(3)]
+
+    def __call__(self, b: np.ndarray, out: np.ndarray, workspace: list[np.ndarray]) -> np.ndarray:
+        """One V-cycle from 0 for the columns of ``b`` (C-ordered float64) into ``out``, with the
+        work arrays of :meth:`workspace` (of at least as many columns)."""
+        self._cycle(0, b, out, workspace)
+        return out
+
+    def _cycle(self, level: int, b: np.ndarray, out: np.ndarray, workspace: list[np.ndarray]) -> None:
         from scipy.linalg import cho_solve
 
         if level == len(self.matrices) - 1:
-            return cho_solve(self.coarse, b)
+            if self.coarse is None:
+                scale_rows(self.coarse_inverse_diagonal, b, out)
+            else:  # not finite (overflow): CG's answer is checked for that
+                out[:] = cho_solve(self.coarse, b, check_finite=False)
+            return
+        columns = b.shape[1]
         a, dinv = self.matrices[level], self.damped_inverse_diagonal[level]
-        x = dinv[:, None] * b
-        x += self.prolong[level] @ self._cycle(level + 1, self.restrict[level] @ a.residual(x, b))
-        out = np.empty_like(x)
+        coarse_rows = self.matrices[level + 1].shape[0]
+        x, coarse_b, coarse_x = (flat[:rows * columns].reshape(rows, columns) for flat, rows in
+                                 zip(workspace[3 * level:3 * level + 3], (a.shape[0], coarse_rows, coarse_rows)))
+        scale_rows(dinv, b, x)
+        res = out  # out serves as the residual until the last sweep
+        block_residual(*a.arrays, x, b, res)
+        spmm(*self.restrict[level].arrays, res, coarse_b)
+        self._cycle(level + 1, coarse_b, coarse_x, workspace)
+        prolong_add(*self.prolong[level].arrays, coarse_x, x)
         jacobi_sweep(*a.arrays, dinv, x, b, out)
-        return out
 
 
 def _block_pcg(a: _Csr, b: np.ndarray, precondition, tol: float, maxiter: int = 1000) -> tuple[np.ndarray, int]:
-    """Preconditioned conjugate gradients for the columns of ``b`` side by side (each column has
-    its own step sizes); converged columns leave the block. Returns the solution and the number
-    of columns that missed ``|r| <= tol |b|``."""
-    b = np.ascontiguousarray(b)
-    x = np.zeros_like(b)
-    target = tol * np.linalg.norm(b, axis=0)
+    """Preconditioned conjugate gradients for the columns of ``b`` (C-ordered float64, overwritten)
+    side by side, each column with its own step sizes; converged columns leave the block.
+    ``precondition(r, out)`` writes the preconditioned ``r`` into ``out``. Returns the solution and the
+    number of columns that missed ``|r| <= tol |b|``."""
+    n, m = b.shape
+    target = tol * np.sqrt(np.einsum("ij,ij->j", b, b, dtype=np.float64))
     live = np.flatnonzero(target > 0)
     if live.size == 0:
-        return x, 0
-    r = b[:, live].copy()
-    z = precondition(r)
-    p = z.copy()
-    rz = np.empty(live.size)
-    column_dots(r, z, rz)
-    xs = np.zeros_like(r)
+        return np.zeros_like(b), 0
+    x = None  # the solution, made when the first columns converge before the others
+    k = live.size
+    # the work arrays, flat so that dropping columns compacts them in place: r starts as b
+    flat_r = b.reshape(-1)
+    if k < m:
+        keep_columns(flat_r, n, m, live)
+    flat_x, flat_p, flat_w = (np.zeros(n * k, b.dtype), np.empty(n * k, b.dtype), np.empty(n * k, b.dtype))
+
+    def views(k):
+        return tuple(flat[:n * k].reshape(n, k) for flat in (flat_r, flat_x, flat_p, flat_w))
+
+    r, xs, p, w = views(k)
+    precondition(r, w)
+    p[:] = w
+    rz = np.empty(k)
+    column_dots(r, w, rz)
     for _ in range(maxiter):
-        ap = a @ p
-        pap = np.empty(live.size)
-        column_dots(p, ap, pap)
+        spmm(*a.arrays, p, w)  # w = A p
+        pap = np.empty(k)
+        column_dots(p, w, pap)
         alpha = rz / pap
-        squared = np.empty(live.size)
-        cg_step(xs, r, p, ap, alpha, squared)
+        squared = np.empty(k)
+        cg_step(xs, r, p, w, alpha, squared)
         # a column is done at its tolerance, or when its residual vanished (exact preconditioner)
         done = (np.sqrt(squared) <= target[live]) | ~(rz > 0)
+        if done.all() and x is None and k == m:  # all at once: the work array is the solution
+            return xs, 0
         if done.any():
+            if x is None:
+                x = np.zeros_like(b)
             x[:, live[done]] = xs[:, done]
-            keep = ~done
-            live, r, p, xs, rz = live[keep], r[:, keep], p[:, keep], xs[:, keep], rz[keep]
-            if live.size == 0:
+            keep = np.flatnonzero(~done)
+            if keep.size == 0:
                 return x, 0
-        z = precondition(r)
-        rz_new = np.empty(live.size)
-        column_dots(r, z, rz_new)
-        cg_direction(z, p, rz_new / rz)
+            for flat in (flat_r, flat_x, flat_p):
+                keep_columns(flat, n, k, keep)
+            live, rz, k = live[keep], rz[keep], keep.size
+            r, xs, p, w = views(k)
+        precondition(r, w)  # w = M r
+        rz_new = np.empty(k)
+        column_dots(r, w, rz_new)
+        cg_direction(w, p, rz_new / rz)
         rz = rz_new
+    if x is None:
+        x = np.zeros_like(b)
     x[:, live] = xs
     return x, int(live.size)
 
@@ -513,7 +673,7 @@ def random_walker(
     elif system.unknown.size:
         top = np.full(system.unknown.size, -np.inf)
         arg = np.zeros(system.unknown.size, np.int64)
-        block = system.block_width()
+        block = system.block_width(n_labels)
         for start in range(0, n_labels, block):
             cols = np.arange(start, min(start + block, n_labels))
             x = system.unknown_probabilities(cols)
