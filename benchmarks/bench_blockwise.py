@@ -5,8 +5,9 @@
     python benchmarks/bench_blockwise.py --data my.zarr/affs              # someone else's volume
 
 Each run is a fresh ``affseg segment`` process on a zarr affinity volume (MALA: fragments +
-agglomeration, thresholds 0.3 0.5 0.7): the one-pass command, then ``--blockwise`` with 1 and
-with 2 worker processes. The repeats interleave the three; the table gives the median time, the
+agglomeration, thresholds 0.3 0.5 0.7): the one-pass command, then ``--blockwise`` with the
+blocks run in the command's own process (``--workers 0``, no Dask cluster) and with 1 and with 2
+worker processes. The repeats interleave the four; the table gives the median time, the
 median of the paired ratios, and the peak resident memory of the largest process of the run
 (the client or a worker: ``ru_maxrss`` of the children), which for blockwise runs is bounded by
 the block size, not the volume (run two shapes with the same blocks to see it).
@@ -299,6 +300,8 @@ def main() -> None:
         base = [sys.executable, "-m", "affseg.cli", "segment", affs]
         commands = {
             "one pass": base + ["{out}", "--thresholds", *THRESHOLDS],
+            "blockwise, in-process": base + ["{out}", "--thresholds", *THRESHOLDS, "--blockwise", "--block-shape",
+                                             block, "--workers", "0"],
             "blockwise, 1 worker": base + ["{out}", "--thresholds", *THRESHOLDS, "--blockwise", "--block-shape",
                                            block, "--workers", "1"],
             "blockwise, 2 workers": base + ["{out}", "--thresholds", *THRESHOLDS, "--blockwise", "--block-shape",
