@@ -125,8 +125,8 @@ def test_the_warmer_ends_when_its_demo_is_gone(tmp_path):
     import time
 
     warmer_code = ("import time\nfrom affseg import demo\n"
-                   "demo.segment_demo = lambda *args, **kwargs: time.sleep(60)  # (stands in for the compiling)\n"
-                   "demo.warm_kernels(5, 'hist_quant_75', int(__import__('sys').argv[1]))\n")
+                   "demo._mala_demo = lambda *args, **kwargs: time.sleep(60)  # (stands in for the compiling)\n"
+                   "demo.warm_kernels(5, 'hist_quant_75', int(__import__('sys').argv[1]), part='mala')\n")
     (tmp_path / "warmer.py").write_text(warmer_code)
     (tmp_path / "demo.py").write_text(  # a stand-in demo: starts the warmer, then waits to be killed
         "import os, subprocess, sys, time\n"

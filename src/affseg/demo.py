@@ -301,7 +301,8 @@ def cmd_demo(args) -> int:
         config = write_demo_config(staging, args.iterations, args.seed)
         # compiling the segmentation kernels beside the training, in two processes that both cores
         # finish once it ends
-        warmers = {part: _start_warming(args, part) for part in WARM_PARTS}
+        for part in WARM_PARTS:  # (one by one: an interrupt between them still stops the first)
+            warmers[part] = _start_warming(args, part)
         run = train(load_config(config), staging / "run", progress=True, config_path=config)
         _say(3, started, "predicting affinities on the held-out volume, tile by tile")
         predict(run.last_checkpoint, str(data / "raw"), data, progress=True)

@@ -155,17 +155,19 @@ def _glibc_malloc_defaults():
 
     Setting that variable turns off glibc's adaptive mmap threshold, so every large temporary
     array of a block task is a fresh mapping whose pages fault in again, and the block tasks ran
-    slower in a worker than in the client process (``benchmarks/bench_blockwise.py --stages``;
-    docs/benchmarks.md). A value other than Dask's own (which its nanny also copies into this
-    process) is the user's and is kept; workers of a scheduler given by address keep theirs.
+    slower in a worker than in the client process. A value other than Dask's own, in the
+    environment (Dask's nanny also copies its own into this process) or in the Dask config, is
+    the user's and is kept; workers of a scheduler given by address keep theirs.
     """
     import dask
 
+    key = "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_"
     saved = os.environ.get("MALLOC_TRIM_THRESHOLD_")
     if saved == _DASK_TRIM:
         del os.environ["MALLOC_TRIM_THRESHOLD_"]
+    ours = {key: None} if str(dask.config.get(key, None)) == _DASK_TRIM else {}
     try:
-        with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
+        with dask.config.set(ours):
             yield
     finally:
         if saved == _DASK_TRIM:

@@ -149,7 +149,7 @@ def test_sizes_and_centres_equal_scipy(shape):
 
     first, count = 2**40 + 1, 6
     rng = np.random.default_rng(len(shape))
-    labels = rng.integers(0, count - 1, size=shape).astype(np.uint64)  # id first + count - 1 absent
+    labels = rng.integers(0, count - 1, size=shape).astype(np.uint64)  # the last two ids absent
     fragments = np.where(labels > 0, labels + np.uint64(first - 1), np.uint64(0))
     sizes, centres = sizes_and_centres(fragments, first, count)
     ids = np.arange(1, count + 1)
@@ -158,3 +158,10 @@ def test_sizes_and_centres_equal_scipy(shape):
     expected = np.array(ndimage.center_of_mass(np.ones(shape), labels, ids[present])).reshape(-1, len(shape))
     np.testing.assert_allclose(centres[present], expected, rtol=0, atol=1e-12)
     assert (centres[~present] == 0).all() and centres.shape == (count, len(shape))
+
+    from affseg.errors import InputError
+
+    with pytest.raises(InputError, match=f"fragment id {first + count} is outside"):
+        sizes_and_centres(np.where(labels > 0, labels + np.uint64(first + 2), np.uint64(0)), first, count)
+    with pytest.raises(InputError, match=f"fragment id {first - 1} is outside"):
+        sizes_and_centres(np.full(shape, first - 1, np.uint64), first, count)

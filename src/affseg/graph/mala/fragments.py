@@ -419,9 +419,14 @@ def _sizes_and_sums(flat, shape, first, count):
 
 def sizes_and_centres(fragments: np.ndarray, first: int, count: int) -> tuple[np.ndarray, np.ndarray]:
     """Sizes (int64) and centres (float64 voxel coordinates, one column per axis) of the fragments
-    ``first .. first + count - 1``, which must hold every non-zero id of ``fragments``, in one
-    pass and without coordinate volumes. Package-internal (blockwise node tables)."""
+    ``first .. first + count - 1``, which must hold every non-zero id of ``fragments`` (else an
+    InputError naming the id), in one pass and without coordinate volumes. Package-internal
+    (blockwise node tables)."""
     flat = np.ascontiguousarray(fragments, dtype=np.uint64).reshape(-1)
+    ids = flat[flat != 0]
+    if ids.size and (int(ids.min()) < first or int(ids.max()) >= first + count):
+        outside = int(ids.min()) if int(ids.min()) < first else int(ids.max())
+        raise InputError(f"fragment id {outside} is outside {first}..{first + count - 1}")
     if count == 0:
         return np.zeros(0, np.int64), np.zeros((0, fragments.ndim))
     sizes, sums = _sizes_and_sums(flat, np.array(fragments.shape, np.int64), np.uint64(first), count)
