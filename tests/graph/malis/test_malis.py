@@ -86,6 +86,11 @@ def test_pair_counts_equal_brute_force(ndim, ties, seed):
 @pytest.mark.parametrize("seed", range(3))
 def test_constrained_passes_equal_brute_force(ndim, ties, seed):
     affs, labels, offsets = small_problem(seed + 10, ndim, ties)
+    _assert_constrained_passes_equal_brute_force(affs, labels, offsets)
+
+
+def _assert_constrained_passes_equal_brute_force(affs, labels, offsets):
+    """Unnormalised constrained MALIS weights equal the brute-force counts of both passes."""
     u, v, flat = grid_edge_list(labels.shape, offsets)
     gt = affinities_from_labels(labels, offsets)[0].ravel()[flat] == 1
     a = affs.ravel()[flat]
@@ -311,11 +316,4 @@ def test_constrained_long_label_lists_use_the_hash_table():
     labels = rng.integers(0, 40, size=shape).astype(np.uint64)
     offsets = np.array(OFFSETS[3])
     affs = (np.round(rng.random((len(offsets),) + shape) * 8) / 8).astype(np.float32)
-    u, v, flat = grid_edge_list(shape, offsets)
-    gt = affinities_from_labels(labels, offsets)[0].ravel()[flat] == 1
-    a = affs.ravel()[flat]
-    pos_same, _ = brute_force_counts(np.where(gt, a, 0), labels, u, v)
-    _, neg_diff = brute_force_counts(np.where(gt, 1, a), labels, u, v)
-    w_pos, w_neg = constrained_malis_weights(affs, labels, offsets, normalize=False)
-    np.testing.assert_array_equal(w_pos.ravel()[flat], np.where(gt, pos_same, 0))
-    np.testing.assert_array_equal(w_neg.ravel()[flat], np.where(gt, 0, neg_diff))
+    _assert_constrained_passes_equal_brute_force(affs, labels, offsets)

@@ -396,7 +396,8 @@ def merge_small_segments(affs: np.ndarray, offsets: np.ndarray, fragments: np.nd
 @njit(cache=True, nogil=True)
 def _sizes_and_sums(flat, shape, first, count):
     """Voxel counts and coordinate sums (float64, one column per axis) of ids ``first ..
-    first + count - 1`` in the C-ordered ``flat`` of a volume of ``shape``."""
+    first + count - 1`` in the C-ordered ``flat`` of a volume of ``shape``, and the first id
+    outside that range (0 if none: the sums are then incomplete)."""
     ndim = len(shape)
     sizes = np.zeros(count, np.int64)
     sums = np.zeros((count, ndim), np.float64)
@@ -404,6 +405,8 @@ def _sizes_and_sums(flat, shape, first, count):
     for k in range(flat.shape[0]):
         label = flat[k]
         if label != 0:
+            if label < first or label - first >= count:
+                return sizes, sums, label
             i = np.int64(label - first)
             sizes[i] += 1
             for axis in range(ndim):
@@ -414,7 +417,7 @@ def _sizes_and_sums(flat, shape, first, count):
             coordinate[axis] = 0
             axis -= 1
             coordinate[axis] += 1
-    return sizes, sums
+    return sizes, sums, np.uint64(0)
 
 
 def sizes_and_centres(fragments: np.ndarray, first: int, count: int) -> tuple[np.ndarray, np.ndarray]:
@@ -423,11 +426,7 @@ def sizes_and_centres(fragments: np.ndarray, first: int, count: int) -> tuple[np
     InputError naming the id), in one pass and without coordinate volumes. Package-internal
     (blockwise node tables)."""
     flat = np.ascontiguousarray(fragments, dtype=np.uint64).reshape(-1)
-    ids = flat[flat != 0]
-    if ids.size and (int(ids.min()) < first or int(ids.max()) >= first + count):
-        outside = int(ids.min()) if int(ids.min()) < first else int(ids.max())
-        raise InputError(f"fragment id {outside} is outside {first}..{first + count - 1}")
-    if count == 0:
-        return np.zeros(0, np.int64), np.zeros((0, fragments.ndim))
-    sizes, sums = _sizes_and_sums(flat, np.array(fragments.shape, np.int64), np.uint64(first), count)
+    sizes, sums, outside = _sizes_and_sums(flat, np.array(fragments.shape, np.int64), np.uint64(first), count)
+    if outside:
+        raise InputError(f"fragment id {int(outside)} is outside {first}..{first + count - 1}")
     return sizes, sums / np.maximum(sizes, 1)[:, None]

@@ -388,8 +388,7 @@ def scale_rows(damped_inverse_diagonal, b, out):
 
 @njit(cache=True, parallel=True, nogil=True)
 def cg_step(x, r, p, ap, alpha, squared_norm):
-    """``x += alpha p``, ``r -= alpha ap`` per column, and the squared norms of the new ``r``
-    (float64 sums)."""
+    """``x += alpha p``, ``r -= alpha ap`` per column, and the squared norms of the new ``r``."""
     n, m = r.shape
     chunks = (n + _CHUNK - 1) // _CHUNK
     partial = np.zeros((chunks, m))
@@ -398,21 +397,21 @@ def cg_step(x, r, p, ap, alpha, squared_norm):
             for j in range(m):
                 x[i, j] += alpha[j] * p[i, j]
                 r[i, j] -= alpha[j] * ap[i, j]
-                partial[chunk, j] += np.float64(r[i, j]) * r[i, j]
+                partial[chunk, j] += r[i, j] * r[i, j]
     for j in range(m):
         squared_norm[j] = partial[:, j].sum()
 
 
 @njit(cache=True, parallel=True, nogil=True)
 def column_dots(a, b, out):
-    """``out[j] = a[:, j] . b[:, j]`` (float64 sums)."""
+    """``out[j] = a[:, j] . b[:, j]``."""
     n, m = a.shape
     chunks = (n + _CHUNK - 1) // _CHUNK
     partial = np.zeros((chunks, m))
     for chunk in prange(chunks):
         for i in range(chunk * _CHUNK, min(n, (chunk + 1) * _CHUNK)):
             for j in range(m):
-                partial[chunk, j] += np.float64(a[i, j]) * b[i, j]
+                partial[chunk, j] += a[i, j] * b[i, j]
     for j in range(m):
         out[j] = partial[:, j].sum()
 
