@@ -165,3 +165,19 @@ def test_sizes_and_centres_equal_scipy(shape):
         sizes_and_centres(np.where(labels > 0, labels + np.uint64(first + 2), np.uint64(0)), first, count)
     with pytest.raises(InputError, match=f"fragment id {first - 1} is outside"):
         sizes_and_centres(np.full(shape, first - 1, np.uint64), first, count)
+
+
+def test_sizes_and_centres_of_ids_without_a_voxel():
+    """Known answers: an id of the range between present ones, and after them, has size 0 and
+    centre 0; an empty range gives empty tables, or an InputError if a non-zero id is present."""
+    from affseg.errors import InputError
+    from affseg.graph.mala.fragments import sizes_and_centres
+
+    fragments = np.array([[0, 7, 7], [9, 0, 7]], np.uint64)  # 8 and 10 absent
+    sizes, centres = sizes_and_centres(fragments, 7, 4)
+    np.testing.assert_array_equal(sizes, [3, 0, 1, 0])
+    np.testing.assert_array_equal(centres, [[1 / 3, 5 / 3], [0, 0], [1, 0], [0, 0]])
+    sizes, centres = sizes_and_centres(np.zeros((2, 3), np.uint64), 7, 0)
+    assert sizes.shape == (0,) and centres.shape == (0, 2)
+    with pytest.raises(InputError, match="fragment id 7 is outside"):
+        sizes_and_centres(fragments, 7, 0)

@@ -150,6 +150,20 @@ def test_flood_queue_index_type_widens_from_2_31_voxels(monkeypatch):
     np.testing.assert_array_equal(watershed.flood_levels(levels, seeds, None, n_levels=50), narrow)
 
 
+def test_seeded_watershed_refuses_more_than_2_32_voxels_before_any_copy():
+    from affseg.errors import InputError
+    from affseg.graph.mala import watershed
+
+    # the heap orders voxels by height << 32 | arrival: past 2**32 voxels the arrival count
+    # would overflow into the height bits (a wrong flooding order without a word); the check is
+    # on the shape alone (broadcast views: no memory behind them)
+    shape = (2**12 + 1, 2**10, 2**10)
+    heights = np.broadcast_to(np.float32(0), shape)
+    seeds = np.broadcast_to(np.uint64(0), shape)
+    with pytest.raises(InputError, match=r"heights has 4296015872 voxels \(shape \(4097, 1024, 1024\)\), more "
+                                         r"than the watershed's limit of 2\*\*32"):
+        watershed.seeded_watershed(heights, seeds)
+
 def test_kernel_options_are_checked():
     from affseg.graph.mala.watershed import MASKED, flood_levels
 

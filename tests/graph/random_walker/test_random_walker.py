@@ -319,6 +319,24 @@ def test_weights_beyond_float64_resolution_are_an_input_error(solver):
         random_walker(weights, seeds, [[0, -1]], solver=solver)
 
 
+@pytest.mark.parametrize("length", [6, 610])
+def test_multigrid_diagonal_without_float64_inverse_is_an_input_error(length):
+    from affseg.errors import InputError
+
+    # seed 1 -(1e-310)- u -(1e-310)- seed 2 beside a chain of weight-1 edges: u's diagonal entry
+    # 2e-310 has no finite float64 inverse. 6 voxels: the multigrid's only level is diagonal
+    # (every unknown's neighbours are seeds) and is solved by its inverse diagonal; 610: u sits
+    # on the first of several levels, in the Jacobi smoother's damped inverse diagonal. Either
+    # way a LinAlgError inside the preconditioner's setup, which must reach the caller as the
+    # documented InputError (the direct factor solves this system: p = 0.5 at u)
+    weights = np.ones((1, 1, length))
+    weights[0, 0, 0] = 0.0
+    weights[0, 0, 1:3] = 1e-310
+    seeds = np.zeros((1, length), np.uint64)
+    seeds[0, [0, 2, 3, -1]] = [1, 2, 1, 2]
+    with pytest.raises(InputError, match="singular in float64: the positive weights span 1e-310 to 1"):
+        random_walker(weights, seeds, [[0, -1]], solver="cg")
+
 def test_probabilities_without_precision_are_an_input_error():
     # weights spanning 1e-24..1 gave probabilities of -2e20 without a word
     from affseg.errors import InputError

@@ -423,7 +423,9 @@ def _sizes_and_sums(flat, shape, first, count):
 def sizes_and_centres(fragments: np.ndarray, first: int, count: int) -> tuple[np.ndarray, np.ndarray]:
     """Sizes (int64) and centres (float64 voxel coordinates, one column per axis) of the fragments
     ``first .. first + count - 1``, which must hold every non-zero id of ``fragments`` (else an
-    InputError naming the id), in one pass and without coordinate volumes. Package-internal
+    InputError naming the id), in one pass and without coordinate volumes. An id of the range
+    without a voxel gets size 0 and centre 0 (zeros in every column); ``count`` 0 gives empty
+    arrays (and an InputError if ``fragments`` holds any non-zero id). Package-internal
     (blockwise node tables)."""
     flat = np.ascontiguousarray(fragments, dtype=np.uint64).reshape(-1)
     sizes, sums, outside = _sizes_and_sums(flat, np.array(fragments.shape, np.int64), np.uint64(first), count)

@@ -35,7 +35,8 @@ def ordered_keys(values: ArrayLike) -> np.ndarray:
 def _flood(height_keys, labels, mask, in_plane):
     """Flood from the labelled voxels in order of (height, arrival); labels are set on arrival.
 
-    ``labels`` holds the seeds and is filled in place; voxels with ``mask == 0`` stay 0.
+    ``labels`` holds the seeds and is filled in place; voxels with ``mask == 0`` stay 0. At most
+    ``MAX_WATERSHED_VOXELS`` voxels: the arrival count shares the heap key with the height.
     """
     nz, ny, nx = labels.shape
     n = nz * ny * nx
@@ -210,6 +211,9 @@ def _flood_queue(lv, n_levels, flat, steps, queue, head, tail, words, summary):
             cursor = _next_level(words, summary, cursor, n_levels)
 
 MASKED = 2**32 - 1
+# seeded_watershed's heap key is height << 32 | arrival: the arrival count (at most the number of
+# voxels less one seed) must fit in 32 bits
+MAX_WATERSHED_VOXELS = 2**32
 FLOOD_AHEAD = 8  # queue places ahead whose neighbours are prefetched
 
 
@@ -301,12 +305,16 @@ def seeded_watershed(heights: ArrayLike, seeds: ArrayLike, *, mask: ArrayLike | 
     Raises
     ------
     InputError
-        If ``heights`` is not 2D or 3D or holds NaN or infinite values, or the seeds or the mask
-        do not fit it.
+        If ``heights`` is not 2D or 3D, has more than 2**32 voxels or holds NaN or infinite
+        values, or the seeds or the mask do not fit it.
     """
     heights = np.asarray(heights)
     if heights.ndim not in (2, 3):
         raise InputError(f"heights must be 2D or 3D, got shape {heights.shape}")
+    if heights.size > MAX_WATERSHED_VOXELS:  # on the shape alone, before any pass or copy
+        raise InputError(f"heights has {heights.size} voxels (shape {heights.shape}), more than the "
+                         "watershed's limit of 2**32 (its queue counts arrivals in 32 bits); use flood_levels "
+                         "(integer levels) or segment blockwise")
     if heights.size and not np.all(np.isfinite(heights)):
         raise InputError("heights contain NaN or infinite values")
     labels = as_labels(seeds, name="seeds", shape=heights.shape).copy()
