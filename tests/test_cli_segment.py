@@ -19,7 +19,7 @@ METHODS = {
     "mala": ["--thresholds", "0.3", "0.6", "--min-seed-distance", "4"],
     "cc": ["--thresholds", "0.3", "0.6"],
     "mws": ["--long-range-bias", "0.7"],
-    "gasp": ["--superpixels", "--min-seed-distance", "4"],
+    "gasp": ["--superpixels", "--min-seed-distance", "4", "--ties", "edge-order"],
     "rw": ["--thresholds", "0.3", "--min-seed-distance", "4"],
 }
 
@@ -66,6 +66,9 @@ def test_close_thresholds_get_their_own_datasets(tmp_path, data):
     (["--offsets", "[[-1,0,0],[0,-1]]"], "offsets"),
     (["--min-seed-distance", "0"], "min_seed_distance"),
     (["--method", "cc", "--bias", "0.4"], "--bias is not an option of --method cc"),
+    # one --ties flag, each method's own choices
+    (["--method", "mws", "--ties", "edge-order"], "unknown ties 'edge-order'"),
+    (["--method", "gasp", "--superpixels", "--ties", "agreement"], "ties 'agreement' needs a grid"),
 ])
 def test_bad_input_exits_2_and_writes_nothing(tmp_path, data, capsys, args, match):
     out = tmp_path / "out.zarr" / "seg"

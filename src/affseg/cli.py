@@ -779,21 +779,32 @@ def _add_method_flags(parser) -> None:
     registry = methods()
     parser.add_argument("--method", choices=list(registry), default="mala",
                         help="; ".join(f"{m.name}: {m.summary}" for m in registry.values()))
-    seen: dict[str, tuple] = {}
+    # one flag per option name; methods may declare the name differently (e.g. --ties: other
+    # choices and default per method): each method's own option checks the value it gets
+    seen: dict[str, list[tuple]] = {}
     for method in registry.values():
         for option in method.options:
-            seen.setdefault(option.name, (option, []))[1].append(method.name)
-    for name, (option, users) in seen.items():
-        default = "" if option.default is None or option.default is False else f"; default {option.default}"
-        help_text = f"{option.help} [{', '.join(users)}{default}]"
-        kwargs = {"dest": name, "default": None, "help": help_text}
+            declared = seen.setdefault(option.name, [])
+            users = next((u for o, u in declared if o == option), None)
+            if users is None:
+                declared.append((option, users := []))
+            users.append(method.name)
+    for name, declared in seen.items():
+        option = declared[0][0]
+        helps = []
+        for each, users in declared:
+            default = "" if each.default is None or each.default is False else f"; default {each.default}"
+            helps.append(f"{each.help} [{', '.join(users)}{default}]")
+        kwargs = {"dest": name, "default": None, "help": "; ".join(helps)}
         if option.kind == "bool":
             parser.add_argument(option.flag, action="store_true", **kwargs)
         elif option.kind == "ints":
             parser.add_argument(option.flag, type=int, nargs="+", **kwargs)
         else:
             kind = {"int": int, "float": float, "str": str}[option.kind]
-            parser.add_argument(option.flag, type=kind, choices=option.choices, **kwargs)
+            choices = None if any(o.choices is None for o, _ in declared) else \
+                list(dict.fromkeys(c for o, _ in declared for c in o.choices))
+            parser.add_argument(option.flag, type=kind, choices=choices, **kwargs)
     # the spelling of earlier versions
     parser.add_argument("--fragments-in-xy", dest="in_plane", action=_Deprecated, replacement="--in-plane",
                         help="deprecated spelling of --in-plane (accepted for one release)")

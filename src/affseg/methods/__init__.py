@@ -193,7 +193,7 @@ def methods_markdown() -> str:
     -------
     markdown : str
         Two tables: the methods (summary, thresholds, options) and every option (kind, default,
-        help; an option shared by several methods is listed once, as the first declares it).
+        help; an option that several methods declare alike is listed once).
     """
     lines = ["| method | what it does | thresholds | options |", "|---|---|---|---|"]
     for method in methods().values():
@@ -204,12 +204,12 @@ def methods_markdown() -> str:
         options = ", ".join(f"`{o.name}`" for o in method.options) or "none"
         lines.append(f"| `{method.name}` | {method.summary} | {has_thresholds} | {options} |")
     lines += ["", "| option | kind | default | what it does |", "|---|---|---|---|"]
-    seen = set()
+    seen = []
     for method in methods().values():
         for o in method.options:
-            if o.name in seen:
+            if o in seen:
                 continue
-            seen.add(o.name)
+            seen.append(o)
             kind = o.kind + (f" ({', '.join(o.choices)})" if o.choices else "")
             lines.append(f"| `{o.name}` (`{o.flag}`) | {kind} | `{o.default}` | {o.help} |")
     return "\n".join(lines) + "\n"

@@ -14,9 +14,12 @@ from affseg import (
     mutex_watershed,
     mutex_watershed_graph,
 )
+from affseg.conventions import affinities_from_labels
+from affseg.errors import InputError
 from affseg.graph.core.edges import edge_slices
 from affseg.graph.signed import _gasp_kernels
-from affseg.graph.signed.gasp import LINKAGES, signed_region_graph
+from affseg.graph.signed._mutex_kernels import edge_hashes
+from affseg.graph.signed.gasp import LINKAGES, TIE_ORDERS, signed_region_graph
 
 LINKAGE_OF = {
     "mean": lambda w, s: float(np.sum(w * s) / np.sum(s)),
@@ -64,9 +67,12 @@ def brute_force_gasp(n, uv, w, sizes, mergeable, linkage, cannot_link):
     return np.array(cluster), merges
 
 
-def kernel_merges(n, uv, w, sizes, mergeable, linkage, cannot_link):
+def kernel_merges(n, uv, w, sizes, mergeable, linkage, cannot_link, ties="edge-order"):
+    ranks = edge_hashes(len(w)).astype(np.int64) if ties == "hash" else np.zeros(len(w), np.int64)
+    sign_first = {"repulsive-first": _gasp_kernels.SIGN_REPULSIVE,
+                  "attractive-first": _gasp_kernels.SIGN_ATTRACTIVE}.get(ties, _gasp_kernels.SIGN_NONE)
     _, merged = _gasp_kernels.gasp(n, uv[:, 0].copy(), uv[:, 1].copy(), w, sizes, mergeable,
-                                        LINKAGES[linkage], cannot_link)
+                                   LINKAGES[linkage], cannot_link, ranks, sign_first)
     members = {i: {i} for i in range(n)}
     order = []
     for keep, gone in merged:
@@ -96,6 +102,89 @@ def test_merge_order_and_result_match_brute_force(linkage, cannot_link):
                             cannot_link=cannot_link)
         assert same_partition(labels, expected)
         assert kernel_merges(n, uv, w, sizes, mergeable, linkage, cannot_link) == expected_merges
+
+
+GRAPH_TIES = [t for t in TIE_ORDERS if t != "agreement"]
+
+
+@given(seed=st.integers(0, 2**32 - 1), linkage=st.sampled_from(sorted(LINKAGES)), cannot_link=st.booleans())
+def test_tie_orders_agree_where_nothing_ties(seed, linkage, cannot_link):
+    # continuous random weights (no equal priorities): every tie order gives the same merges
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(2, 12))
+    uv, w, sizes, mergeable = random_graph(rng, n)
+    expected = kernel_merges(n, uv, w, sizes, mergeable, linkage, cannot_link)
+    for ties in GRAPH_TIES:
+        assert kernel_merges(n, uv, w, sizes, mergeable, linkage, cannot_link, ties) == expected
+        labels = gasp_graph(n, uv, w, edge_sizes=sizes, mergeable=mergeable, linkage=linkage,
+                            cannot_link=cannot_link, ties=ties)
+        assert same_partition(labels, gasp_graph(n, uv, w, edge_sizes=sizes, mergeable=mergeable,
+                                                 linkage=linkage, cannot_link=cannot_link, ties="edge-order"))
+
+
+@given(seed=st.integers(0, 2**32 - 1), three_d=st.booleans(), cannot_link=st.booleans())
+def test_grid_tie_orders_agree_where_nothing_ties(seed, three_d, cannot_link):
+    rng = np.random.default_rng(seed)
+    offsets = [[-1, 0, 0], [0, -1, 0], [0, 0, -1], [-2, 0, 0], [0, -3, 0]] if three_d else [[-1, 0], [0, -1], [-3, 1]]
+    shape = (3, 7, 8) if three_d else (9, 10)
+    affs = rng.random((len(offsets),) + shape).astype(np.float32)
+    expected = gasp(affs, offsets, cannot_link=cannot_link, ties="edge-order")
+    for ties in TIE_ORDERS:
+        np.testing.assert_array_equal(gasp(affs, offsets, cannot_link=cannot_link, ties=ties), expected)
+
+
+def test_equal_priorities_leave_in_the_tie_order():
+    # disjoint edges of one weight: nothing interacts, so the merges follow the tie order alone
+    m = 40
+    uv = np.arange(2 * m, dtype=np.int64).reshape(m, 2)
+    w, sizes, mergeable = np.full(m, 0.5), np.ones(m), np.ones(m, bool)
+    order = {"edge-order": np.arange(m), "hash": np.argsort(edge_hashes(m), kind="stable")}
+    for ties, edges in order.items():
+        expected = [frozenset([frozenset([2 * e]), frozenset([2 * e + 1])]) for e in edges]
+        assert kernel_merges(2 * m, uv, w, sizes, mergeable, "mean", False, ties) == expected
+    assert not np.array_equal(order["hash"], order["edge-order"])
+
+
+def test_sign_first_decides_cannot_link_ties():
+    # a chain 0 - 1 - 2 (attractive) and a long-range repulsion 0 - 2 of the same |weight|, max
+    # linkage: taking the repulsion first keeps 0 and 2 apart, taking attraction first merges all
+    uv, w, mergeable = [[0, 1], [1, 2], [0, 2]], [0.5, 0.5, -0.5], [True, True, False]
+    expected = {"repulsive-first": [1, 1, 2], "attractive-first": [1, 1, 1], "edge-order": [1, 1, 1]}
+    for ties, labels in expected.items():
+        got = gasp_graph(3, uv, w, mergeable=mergeable, linkage="max", cannot_link=True, ties=ties)
+        np.testing.assert_array_equal(got, labels)
+
+
+@pytest.mark.parametrize("shape", [(8, 8), (12, 12)])
+def test_agreement_leaves_a_saturated_gap_in_a_membrane_for_last(shape):
+    # two objects split by a membrane of affinity 0 with one saturated (1) edge across it: by
+    # agreement the gap goes after every edge of the same weight, when the mean over the whole
+    # membrane keeps the objects apart; in edge order it merges first and drags a part across
+    labels = np.ones(shape, np.uint64)
+    labels[shape[0] // 2:] = 2
+    offsets = [[-1, 0], [0, -1]]
+    affs = affinities_from_labels(labels, offsets)[0].astype(np.float32)
+    affs[0, shape[0] // 2, 3] = 1
+    np.testing.assert_array_equal(gasp(affs, offsets, ties="agreement"), labels)
+    assert not same_partition(gasp(affs, offsets, ties="edge-order"), labels)
+
+
+def test_agreement_ignores_affinities_outside_the_mask():
+    rng = np.random.default_rng(5)
+    offsets = [[-1, 0, 0], [0, -1, 0], [0, 0, -1], [0, -3, 0]]
+    affs = rng.choice(np.array([0.0, 0.25, 1.0], np.float32), size=(4, 4, 9, 10))  # many ties
+    mask = rng.random((4, 9, 10)) < 0.8
+    changed = affs.copy()
+    changed[:, ~mask] = 1 - changed[:, ~mask]
+    np.testing.assert_array_equal(gasp(affs, offsets, mask=mask, ties="agreement"),
+                                  gasp(changed, offsets, mask=mask, ties="agreement"))
+
+
+def test_agreement_needs_a_grid():
+    with pytest.raises(InputError, match="'agreement' needs a grid's neighbourhoods"):
+        gasp_graph(3, [[0, 1]], [0.5], ties="agreement")
+    with pytest.raises(InputError, match="'agreement' needs a grid's neighbourhoods"):
+        gasp(np.ones((2, 4, 4), np.float32), fragments=np.ones((4, 4), np.uint64), ties="agreement")
 
 
 @pytest.mark.parametrize("cannot_link", [False, True])
@@ -173,7 +262,6 @@ def test_signed_region_graph_old_argument_order_is_deprecated():
 
 
 def test_grid_gasp_refuses_more_voxels_than_the_node_limit():
-    from affseg.errors import InputError
     from affseg.graph.signed.inputs import MAX_NODES, check_grid_nodes
 
     # regression: GASP on voxels made every voxel a node with no check of the kernels' limit;
@@ -184,6 +272,10 @@ def test_grid_gasp_refuses_more_voxels_than_the_node_limit():
         check_grid_nodes((1024, 2048, 1024), method="GASP")
     with pytest.raises(InputError, match="GASP on voxels"):
         check_grid_nodes((65536, 65536), method="GASP")
+    # ... and gasp checks it before converting the affinities (float64 -> float32: a 24 GiB copy)
+    huge = np.broadcast_to(np.float64(0.5), (3, 1024, 2048, 1024))
+    with pytest.raises(InputError, match=r"spatial shape \(1024, 2048, 1024\) has 2147483648 voxels"):
+        gasp(huge)
 
 
 def numpy_signed_region_graph(affs, offsets, fragments, bias):
@@ -294,11 +386,11 @@ def test_nan_edge_sizes_are_rejected():
         (3, [0.5], {"mergeable": ["no"]}, "mergeable must be booleans"),
         (3, [0.5], {"linkage": ["mean"]}, "unknown linkage"),
         (3, [0.5], {"cannot_link": "no"}, "cannot_link must be True or False"),
+        (3, [0.5], {"ties": "random"}, "ties must be one of"),
+        (3, [0.5], {"ties": None}, "ties must be one of"),
     ],
 )
 def test_graph_input_of_wrong_type_or_size_is_refused(num_nodes, w, kwargs, match):
-    from affseg.errors import InputError
-
     with pytest.raises(InputError, match=match):
         gasp_graph(num_nodes, [[0, 1]], w, **kwargs)
 
@@ -311,10 +403,9 @@ def test_graph_input_of_wrong_type_or_size_is_refused(num_nodes, w, kwargs, matc
         ({"linkage": None}, "unknown linkage"),
         ({"cannot_link": "yes"}, "cannot_link must be True or False"),
         ({"long_range_merges": 2}, "long_range_merges must be True or False"),
+        ({"ties": "random"}, "ties must be one of"),
     ],
 )
 def test_grid_options_of_wrong_type_are_refused(kwargs, match):
-    from affseg.errors import InputError
-
     with pytest.raises(InputError, match=match):
         gasp(np.full((2, 4, 5), 0.6, np.float32), **kwargs)

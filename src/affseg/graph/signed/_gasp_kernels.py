@@ -10,6 +10,10 @@ the first edge that is not positive. With constraints it is ordered by ``|linkag
 edge merges unless it is constrained, a non-positive one constrains its two clusters.
 Constraints live on the (unique) live edge between two clusters and are inherited by merged
 edges. Only mergeable (e.g. nearest-neighbour) edges may merge; the others can still constrain.
+
+Ties of the priority go by a key per heap entry, smaller first: a sign bit (``SIGN_*``: one sign
+first, for cannot-link ties of ``|linkage|``), then the edge's tie rank (a hash or the
+agreement of its neighbourhood, or 0), then the edge index, which the low 32 bits hold.
 """
 from __future__ import annotations
 
@@ -20,8 +24,11 @@ from ..core.edges import edge_bounds
 from ..core.hashtable import hash_fill, hash_get, hash_put, pair_key
 from ..core.heap import heap_pop_call, heap_push_call
 from ..core.unionfind import find
+from ._mutex_kernels import agreement, agreement_key
 
 MEAN, SUM, MAX, MIN, ABS_MAX = 0, 1, 2, 3, 4
+SIGN_NONE, SIGN_REPULSIVE, SIGN_ATTRACTIVE = 0, 1, 2  # which sign goes first among ties
+EDGE_BITS = 32  # the heap key's low bits: the edge index
 
 
 @njit(cache=True, nogil=True)
@@ -71,23 +78,43 @@ def pair_sums(nodes, affs, offsets, biases, local_channel, n_nodes):
 
 
 @njit(cache=True, nogil=True)
+def agreement_ranks(affs, offsets, bias, channel_starts, voxels, flat_mask, use_mask):
+    """The agreement tie rank of each grid edge: edges ``channel_starts[c]`` to
+    ``channel_starts[c + 1] - 1`` are channel ``c`` at the flat voxel indices ``voxels`` of a
+    ``(C, z, y, x)`` volume (see :func:`affseg.graph.signed._mutex_kernels.agreement`)."""
+    ranks = np.empty(voxels.shape[0], np.int64)
+    for c in range(offsets.shape[0]):
+        for e in range(channel_starts[c], channel_starts[c + 1]):
+            agree = agreement(affs, offsets, bias, c, voxels[e], flat_mask, use_mask)
+            ranks[e] = np.int64(agreement_key(agree, e))
+    return ranks
+
+
+@njit(cache=True, nogil=True)
 def _grown(arr, used):
     out = np.empty(4 * arr.shape[0], arr.dtype)
     out[:used] = arr[:used]
     return out
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _tie_key(e, val, rank, sign_first):
+    """The heap key of edge ``e`` with linkage ``val`` among equal priorities (smaller first)."""
+    later = (sign_first == SIGN_REPULSIVE and val > 0) or (sign_first == SIGN_ATTRACTIVE and val <= 0)
+    return (np.int64(later) << 62) | (rank[e] << EDGE_BITS) | e
+
+
 @njit(cache=True, nogil=True)
-def _heap_push(h_pri, h_edge, h_ver, size, pri, e, ver):
-    """Push into the heap, first on (priority, -edge): a min-heap on (-priority, edge) with the
+def _heap_push(h_pri, h_key, h_ver, size, pri, key, ver):
+    """Push into the heap, first on (priority, -key): a min-heap on (-priority, key) with the
     version as item; returns the (possibly grown) arrays."""
     if size >= h_pri.shape[0]:
         m = h_pri.shape[0] * 2
         p2, e2, v2 = np.empty(m), np.empty(m, np.int64), np.empty(m, np.int64)
-        p2[:size], e2[:size], v2[:size] = h_pri[:size], h_edge[:size], h_ver[:size]
-        h_pri, h_edge, h_ver = p2, e2, v2
-    heap_push_call(h_pri, h_edge, h_ver, size, -pri, e, ver)
-    return h_pri, h_edge, h_ver
+        p2[:size], e2[:size], v2[:size] = h_pri[:size], h_key[:size], h_ver[:size]
+        h_pri, h_key, h_ver = p2, e2, v2
+    heap_push_call(h_pri, h_key, h_ver, size, -pri, key, ver)
+    return h_pri, h_key, h_ver
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -118,9 +145,11 @@ def _merge_linkage(kind, g, f, val, acc, size):
 
 
 @njit(cache=True, nogil=True)
-def gasp(n_nodes, eu, ev, weights, sizes, mergeable, kind, cannot_link):
+def gasp(n_nodes, eu, ev, weights, sizes, mergeable, kind, cannot_link, rank, sign_first):
     """Run GASP; returns the union-find parent array (roots = clusters) and the merges in
-    order, as the (surviving, absorbed) roots of each."""
+    order, as the (surviving, absorbed) roots of each. ``rank`` (int64 per edge, below 2**30)
+    orders ties before the edge index, ``sign_first`` (``SIGN_*``) before the rank; at most
+    2**32 edges."""
     n_edges = eu.shape[0]
     eu = eu.copy()
     ev = ev.copy()
@@ -164,18 +193,20 @@ def gasp(n_nodes, eu, ev, weights, sizes, mergeable, kind, cannot_link):
             head[node] = 2 * e + side
             degree[node] += 1
     h_pri = np.empty(max(16, n_edges))
-    h_edge = np.empty(max(16, n_edges), dtype=np.int64)
+    h_key = np.empty(max(16, n_edges), dtype=np.int64)
     h_ver = np.empty(max(16, n_edges), dtype=np.int64)
     h_size = 0
     for e in range(n_edges):
         if not dead[e]:
             ok, pri = _queued(val[e], local[e], False, cannot_link)
             if ok:
-                h_pri, h_edge, h_ver = _heap_push(h_pri, h_edge, h_ver, h_size, pri, e, 0)
+                h_pri, h_key, h_ver = _heap_push(h_pri, h_key, h_ver, h_size, pri,
+                                                  _tie_key(e, val[e], rank, sign_first), 0)
                 h_size += 1
+    edge_mask = (np.int64(1) << EDGE_BITS) - 1
     while h_size > 0:
-        e, ver = h_edge[0], h_ver[0]
-        heap_pop_call(h_pri, h_edge, h_ver, h_size)
+        e, ver = h_key[0] & edge_mask, h_ver[0]
+        heap_pop_call(h_pri, h_key, h_ver, h_size)
         h_size -= 1
         if dead[e] or ver != version[e] or constrained[e]:
             continue
@@ -208,7 +239,8 @@ def gasp(n_nodes, eu, ev, weights, sizes, mergeable, kind, cannot_link):
                     version[g] += 1
                     ok, pri = _queued(val[g], local[g], constrained[g], cannot_link)
                     if ok:
-                        h_pri, h_edge, h_ver = _heap_push(h_pri, h_edge, h_ver, h_size, pri, g, version[g])
+                        h_pri, h_key, h_ver = _heap_push(h_pri, h_key, h_ver, h_size, pri,
+                                                          _tie_key(g, val[g], rank, sign_first), version[g])
                         h_size += 1
                 else:
                     if eu[f] == gone:

@@ -342,11 +342,17 @@ def _tie_key(entry, affs, offsets, bias, ties, flat_mask, use_mask):
     e = np.int64(entry & np.uint64(0x7FFFFFFF))
     if ties == TIES_HASH:
         return _hash_key(e)
-    h = _edge_hash(e)
     n = affs[0].size
-    agree = agreement(affs, offsets, bias, e // n, e % n, flat_mask, use_mask)
+    return agreement_key(agreement(affs, offsets, bias, e // n, e % n, flat_mask, use_mask), e)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def agreement_key(agree, edge_id):
+    """The ``2 * TIE_DIGIT``-bit tie key (smaller goes first) of an edge whose neighbourhood has
+    the :func:`agreement` ``agree``: stronger agreement first (``TIE_BUCKETS`` levels), then the
+    edge hash."""
     q = min(max(np.int64((agree + 1.0) * (TIE_BUCKETS // 2)), 0), TIE_BUCKETS - 1)
-    return np.uint64(TIE_BUCKETS - 1 - q) << np.uint64(TIE_DIGIT) | h
+    return np.uint64(TIE_BUCKETS - 1 - q) << np.uint64(TIE_DIGIT) | _edge_hash(edge_id)
 
 
 @njit(cache=True, nogil=True)

@@ -11,12 +11,31 @@ from ...errors import InputError
 from ..core.edges import as_3d, edge_slices
 from ..core.relabel import compact_fragments, relabel, relabel_consecutive
 from . import _gasp_kernels as k
-from ._mutex_kernels import labels_from_roots
+from ._mutex_kernels import edge_hashes, labels_from_roots
 from .inputs import as_edges, as_num_nodes, channel_biases, check_grid_nodes, is_long_range
 
-__all__ = ["LINKAGES", "gasp", "gasp_graph", "signed_region_graph"]
+__all__ = ["LINKAGES", "TIE_ORDERS", "gasp", "gasp_graph", "signed_region_graph"]
 
 LINKAGES = {"mean": k.MEAN, "sum": k.SUM, "max": k.MAX, "min": k.MIN, "abs_max": k.ABS_MAX}
+
+#: Orders of equal priorities (``docs/methods.md``, "GASP and the agglomeration queue: ties"):
+#: "agreement" (grids) the edges whose neighbourhood agrees most with their sign first (as the
+#: Mutex Watershed's), then a hash of the edge; "hash" (the default) a fixed pseudo-random
+#: order; "repulsive-first" / "attractive-first" one sign first (cannot-link ties of
+#: ``|interaction|``), then the edge order; "edge-order" the edge order alone (channel then
+#: raster on grids, the list order of graphs: affseg 0.1's rule). A merged interaction keeps
+#: the rank of its surviving edge.
+TIE_ORDERS = ("agreement", "hash", "repulsive-first", "attractive-first", "edge-order")
+_SIGN_FIRST = {"repulsive-first": k.SIGN_REPULSIVE, "attractive-first": k.SIGN_ATTRACTIVE}
+
+
+def _tie_order(ties, *, graph: bool) -> str:
+    allowed = [t for t in TIE_ORDERS if not (graph and t == "agreement")]
+    if not isinstance(ties, str) or ties not in allowed:
+        raise InputError(f"ties must be one of {allowed}, got {describe(ties)}"
+                         + (" ('agreement' needs a grid's neighbourhoods: not with fragments or graphs)"
+                            if ties == "agreement" else ""))
+    return ties
 
 
 def _linkage_code(linkage: str) -> int:
@@ -34,6 +53,7 @@ def gasp_graph(
     mergeable: ArrayLike | None = None,
     linkage: str = "mean",
     cannot_link: bool = False,
+    ties: str = "hash",
 ) -> np.ndarray:
     """GASP on an explicit signed graph.
 
@@ -58,6 +78,8 @@ def gasp_graph(
         Visit edges by ``|interaction|``: a repulsive one forbids its two clusters to merge
         later (as the Mutex Watershed does); otherwise stop at the first edge that is not
         attractive.
+    ties : {"hash", "repulsive-first", "attractive-first", "edge-order"}
+        Order of equal priorities (:data:`TIE_ORDERS`; the edge order is the list order).
 
     Returns
     -------
@@ -69,16 +91,17 @@ def gasp_graph(
     InputError
         If the graph is invalid (as for :func:`~affseg.graph.signed.mutex.mutex_watershed_graph`),
         ``edge_sizes`` are not positive finite numbers or ``mergeable`` not booleans (one per
-        edge), or ``linkage`` or ``cannot_link`` are invalid.
+        edge), ``linkage``, ``cannot_link`` or ``ties`` are invalid, or there are 2**32 edges or more.
     """
     num_nodes = as_num_nodes(num_nodes)
     code = _linkage_code(linkage)
+    ties = _tie_order(ties, graph=True)
     uv, w = as_edges(num_nodes, uv_ids, weights, name="uv_ids")
     sizes = _as_per_edge(edge_sizes, len(w), "edge_sizes", 1.0)
     if (sizes <= 0).any():
         raise InputError(f"edge_sizes must be positive, found {sizes.min()}")
     merge = _as_per_edge(mergeable, len(w), "mergeable", True).astype(bool)
-    return _run(num_nodes, uv, w, sizes, merge, code, as_flag(cannot_link, name="cannot_link"))
+    return _run(num_nodes, uv, w, sizes, merge, code, as_flag(cannot_link, name="cannot_link"), ties)
 
 
 def _as_per_edge(values, n: int, name: str, default) -> np.ndarray:
@@ -95,9 +118,16 @@ def _as_per_edge(values, n: int, name: str, default) -> np.ndarray:
     return arr.astype(np.float64) if isinstance(default, float) else arr != 0
 
 
-def _run(num_nodes, uv, w, sizes, merge, code, cannot_link):
+def _run(num_nodes, uv, w, sizes, merge, code, cannot_link, ties, ranks=None):
+    """GASP on validated edges; ``ranks``: the agreement ranks of grid edges."""
+    if len(w) >= 2**32:  # the heap keys hold the edge index in 32 bits
+        raise InputError(f"GASP takes fewer than 2**32 edges, got {len(w)}")
+    if ties == "hash":
+        ranks = edge_hashes(len(w)).astype(np.int64)
+    elif ranks is None:
+        ranks = np.zeros(len(w), np.int64)
     parent, _ = k.gasp(num_nodes, np.ascontiguousarray(uv[:, 0]), np.ascontiguousarray(uv[:, 1]),
-                    w, sizes, merge, code, bool(cannot_link))
+                       w, sizes, merge, code, bool(cannot_link), ranks, _SIGN_FIRST.get(ties, k.SIGN_NONE))
     return labels_from_roots(parent, np.zeros(1, np.uint64), False, np.ones(1, bool), False, 1)
 
 
@@ -112,6 +142,7 @@ def gasp(
     long_range_merges: bool = False,
     mask: ArrayLike | None = None,
     fragments: ArrayLike | None = None,
+    ties: str = "hash",
 ) -> np.ndarray:
     """GASP on the voxel grid graph of affinities, or on the region graph of ``fragments``.
 
@@ -141,6 +172,9 @@ def gasp(
         Voxels outside (zero) take part in no edge and get 0.
     fragments : (z, y, x) or (y, x) int array, optional
         Over-segmentation (0 = background, not a node) whose fragments are the nodes.
+    ties : {"hash", "agreement", "repulsive-first", "attractive-first", "edge-order"}
+        Order of equal priorities (saturated or uint8 affinities tie exactly; :data:`TIE_ORDERS`).
+        ``agreement`` is for voxels only (fragments have no neighbourhoods).
 
     Returns
     -------
@@ -152,8 +186,10 @@ def gasp(
     ------
     InputError
         If ``affs``, ``offsets``, the biases, ``mask``, ``fragments`` or an option are invalid, or
-        (without ``fragments``) the volume has more than 2**31 - 1 voxels.
+        (without ``fragments``) the volume has more than 2**31 - 1 voxels or 2**32 edges or more.
     """
+    if fragments is None and isinstance(affs, np.ndarray) and affs.ndim > 1:
+        check_grid_nodes(affs.shape[1:], method="GASP")  # before the affinities are converted (copied)
     affs, offsets = as_affinities(affs, offsets)
     shape = affs.shape[1:]
     code = _linkage_code(linkage)
@@ -161,12 +197,14 @@ def gasp(
     long_range_merges = as_flag(long_range_merges, name="long_range_merges")
     mask = as_mask(mask, shape)
     biases = channel_biases(offsets, bias, long_range_bias)
-    if fragments is not None:
+    on_graph = fragments is not None
+    ties = _tie_order(ties, graph=on_graph)
+    if on_graph:
         fragments = as_labels(fragments, name="fragments", shape=shape)
         if mask is not None:
             fragments = np.where(mask, fragments, 0)
         uv, w, sizes, local, ids = _signed_region_graph(affs, offsets, fragments, biases)
-        node_labels = _run(len(ids), uv, w, sizes, local | bool(long_range_merges), code, cannot_link)
+        node_labels = _run(len(ids), uv, w, sizes, local | bool(long_range_merges), code, cannot_link, ties)
         return relabel(fragments, ids, node_labels)
     n = check_grid_nodes(shape, method="GASP")
     index = np.arange(n, dtype=np.int64).reshape(shape)
@@ -181,11 +219,22 @@ def gasp(
         ws.append(affs[c][src][ok].astype(np.float64) - biases[c])
         local.append(np.full(int(ok.sum()), mergeable[c]))
     uv = np.stack([np.concatenate(us), np.concatenate(vs)], axis=1)
-    labels = _run(n, uv, np.concatenate(ws), np.ones(len(uv)), np.concatenate(local), code, cannot_link)
+    ranks = _agreement_ranks(affs, offsets, biases, us, mask) if ties == "agreement" else None
+    labels = _run(n, uv, np.concatenate(ws), np.ones(len(uv)), np.concatenate(local), code, cannot_link, ties,
+                  ranks)
     labels = labels.reshape(shape)
     if mask is not None:
         labels, _ = relabel_consecutive(np.where(mask, labels, 0))
     return labels
+
+
+def _agreement_ranks(affs, offsets, biases, voxels_per_channel, mask):
+    """The agreement tie ranks of the grid edges at ``voxels_per_channel`` (flat indices)."""
+    affs3, offsets3 = as_3d(affs, offsets)
+    starts = np.concatenate([[0], np.cumsum([len(v) for v in voxels_per_channel])]).astype(np.int64)
+    flat_mask = np.ones(1, bool) if mask is None else np.ascontiguousarray(mask).reshape(-1)
+    return k.agreement_ranks(np.ascontiguousarray(affs3), offsets3, np.asarray(biases, np.float64), starts,
+                             np.concatenate(voxels_per_channel), flat_mask, mask is not None)
 
 
 def signed_region_graph(
