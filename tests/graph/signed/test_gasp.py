@@ -409,3 +409,318 @@ def test_graph_input_of_wrong_type_or_size_is_refused(num_nodes, w, kwargs, matc
 def test_grid_options_of_wrong_type_are_refused(kwargs, match):
     with pytest.raises(InputError, match=match):
         gasp(np.full((2, 4, 5), 0.6, np.float32), **kwargs)
+
+
+# ---------------------------------------------------------------------------------- tie orders
+# A brute force that honours the tie order. Equal priorities go by the kernel's key: the sign
+# (``repulsive-first`` / ``attractive-first``, cannot-link ties of |interaction|), then the tie
+# rank of the edge that carries the interaction, then that edge's index. The carrier of a pair
+# of clusters is its first (lowest-index) edge at the start; when ``keep`` absorbs ``gone``
+# (the endpoint with more neighbouring clusters survives, the carrier's first endpoint on
+# equal counts), the pair (keep, x) keeps its carrier and (gone, x) joins it, or (gone, x)'s
+# carrier becomes (keep, x)'s when keep had no edge to x. The interactions are recomputed from
+# the original edges at every step; only abs_max between +a and -a depends on the folding
+# (the carrier's value stays on equal magnitude), so its sign is followed as the kernel folds.
+
+SIGN_FIRST = {"repulsive-first": _gasp_kernels.SIGN_REPULSIVE, "attractive-first": _gasp_kernels.SIGN_ATTRACTIVE}
+
+
+def tie_ranks(ties, m):
+    """The kernel's ranks of ``m`` graph edges for a graph tie order."""
+    return edge_hashes(m).astype(np.int64) if ties == "hash" else np.zeros(m, np.int64)
+
+
+def brute_force_gasp_with_ties(n, uv, w, sizes, mergeable, linkage, cannot_link, rank, sign_first):
+    cluster = list(range(n))
+
+    def interactions():
+        between = {}
+        for k, (u, v) in enumerate(uv):
+            if cluster[u] != cluster[v]:
+                between.setdefault(frozenset((cluster[u], cluster[v])), []).append(k)
+        return between
+
+    carrier = {pair: min(edges) for pair, edges in interactions().items()}
+    signed_abs_max = {}
+    for pair, edges in interactions().items():
+        value = w[edges[0]]
+        for f in edges[1:]:
+            value = w[f] if abs(w[f]) > abs(value) else value
+        signed_abs_max[pair] = value
+    constrained, merges = set(), []
+    while True:
+        between = interactions()
+        assert set(between) == set(carrier)
+        degree = {}
+        for pair in between:
+            for c in pair:
+                degree[c] = degree.get(c, 0) + 1
+        best = None
+        for pair, edges in between.items():
+            if pair in constrained:
+                continue
+            value = LINKAGE_OF[linkage](w[edges], sizes[edges])
+            if linkage == "abs_max":
+                assert abs(signed_abs_max[pair]) == abs(value)
+                value = signed_abs_max[pair]
+            local = bool(mergeable[edges].any())
+            if cannot_link and (local or value <= 0):
+                priority = abs(value)
+            elif not cannot_link and local:
+                priority = value
+            else:
+                continue
+            later = (sign_first == SIGN_FIRST["repulsive-first"] and value > 0) or \
+                    (sign_first == SIGN_FIRST["attractive-first"] and value <= 0)
+            key = (-priority, later, rank[carrier[pair]], carrier[pair])
+            if best is None or key < best[0]:
+                best = (key, pair, value, local)
+        if best is None:
+            break
+        _, pair, value, local = best
+        if value > 0 and local:
+            e = carrier.pop(pair)
+            signed_abs_max.pop(pair)
+            a, b = cluster[uv[e, 0]], cluster[uv[e, 1]]
+            keep, gone = (a, b) if degree[a] >= degree[b] else (b, a)
+            merges.append(frozenset([frozenset(i for i in range(n) if cluster[i] == keep),
+                                     frozenset(i for i in range(n) if cluster[i] == gone)]))
+            for old in [p for p in carrier if gone in p]:
+                (x,) = old - {gone}
+                new = frozenset((keep, x))
+                f, value_f = carrier.pop(old), signed_abs_max.pop(old)
+                if new in carrier:
+                    if abs(value_f) > abs(signed_abs_max[new]):
+                        signed_abs_max[new] = value_f
+                else:
+                    carrier[new], signed_abs_max[new] = f, value_f
+                if old in constrained:
+                    constrained.discard(old)
+                    constrained.add(new)
+            cluster = [keep if c == gone else c for c in cluster]
+        elif cannot_link:
+            constrained.add(pair)
+        else:
+            break
+    return np.array(cluster), merges
+
+
+def kernel_merges_with_ranks(n, uv, w, sizes, mergeable, linkage, cannot_link, rank, sign_first):
+    _, merged = _gasp_kernels.gasp(n, uv[:, 0].copy(), uv[:, 1].copy(), w, sizes, mergeable,
+                                   LINKAGES[linkage], cannot_link, rank, sign_first)
+    members = {i: {i} for i in range(n)}
+    order = []
+    for keep, gone in merged:
+        order.append(frozenset([frozenset(members[keep]), frozenset(members[gone])]))
+        members[keep] |= members.pop(gone)
+    return order
+
+
+def tied_graph(rng, n, parallel):
+    """Edges in both orientations (and parallel ones), weights of 4 values, integer sizes: the
+    sums of the mean and sum linkages are exact, so equal interactions tie exactly."""
+    if parallel:
+        m = int(rng.integers(1, 3 * n + 1))
+        u = rng.integers(0, n, m)
+        v = (u + rng.integers(1, n, m)) % n
+    else:
+        pairs = np.array([(a, b) for a in range(n) for b in range(a + 1, n)])
+        pairs = pairs[rng.random(len(pairs)) < 0.6] if len(pairs) > 1 else pairs
+        flip = rng.random(len(pairs)) < 0.5
+        u, v = np.where(flip, pairs[:, 1], pairs[:, 0]), np.where(flip, pairs[:, 0], pairs[:, 1])
+        order = rng.permutation(len(u))
+        u, v = u[order], v[order]
+    uv = np.stack([u, v], axis=1).astype(np.int64)
+    w = rng.choice(np.array([-1.0, -0.5, 0.5, 1.0]), len(uv))
+    sizes = rng.integers(1, 4, len(uv)).astype(np.float64)
+    mergeable = rng.random(len(uv)) < 0.75
+    return uv, w, sizes, mergeable
+
+
+@pytest.mark.parametrize("ties", GRAPH_TIES)
+@pytest.mark.parametrize("linkage", sorted(LINKAGES))
+@pytest.mark.parametrize("cannot_link", [False, True])
+def test_merge_order_with_ties_matches_brute_force(ties, linkage, cannot_link):
+    # weights from 4 values: equal priorities everywhere, so the tie order decides the merges
+    rng = np.random.default_rng([GRAPH_TIES.index(ties), len(linkage), cannot_link])
+    sign_first = SIGN_FIRST.get(ties, _gasp_kernels.SIGN_NONE)
+    for i in range(60):
+        n = int(rng.integers(2, 9))
+        uv, w, sizes, mergeable = tied_graph(rng, n, parallel=i % 3 == 0)
+        rank = tie_ranks(ties, len(w))
+        expected, expected_merges = brute_force_gasp_with_ties(n, uv, w, sizes, mergeable, linkage, cannot_link,
+                                                               rank, sign_first)
+        assert kernel_merges_with_ranks(n, uv, w, sizes, mergeable, linkage, cannot_link, rank,
+                                        sign_first) == expected_merges
+        if i % 3:  # no parallel edges: the public function too
+            labels = gasp_graph(n, uv, w, edge_sizes=sizes, mergeable=mergeable, linkage=linkage,
+                                cannot_link=cannot_link, ties=ties)
+            assert same_partition(labels, expected)
+
+
+@pytest.mark.parametrize("sign_first", [_gasp_kernels.SIGN_NONE, *SIGN_FIRST.values()])
+@pytest.mark.parametrize("cannot_link", [False, True])
+def test_largest_tie_ranks_keep_their_order(sign_first, cannot_link):
+    # ranks up to the kernel's limit (below 2**30, shifted by 32 bits under the sign bit 62):
+    # no overflow into the sign bit and no negative keys
+    rng = np.random.default_rng([sign_first, cannot_link])
+    for i in range(40):
+        n = int(rng.integers(2, 9))
+        uv, w, sizes, mergeable = tied_graph(rng, n, parallel=i % 2 == 0)
+        rank = rng.integers(2**30 - 4, 2**30, len(w)) if i % 4 < 2 else rng.integers(0, 2**30, len(w))
+        _, expected_merges = brute_force_gasp_with_ties(n, uv, w, sizes, mergeable, "mean", cannot_link,
+                                                        rank, sign_first)
+        assert kernel_merges_with_ranks(n, uv, w, sizes, mergeable, "mean", cannot_link, rank,
+                                        sign_first) == expected_merges
+
+
+def test_a_merged_interaction_carries_the_rank_of_its_surviving_edge():
+    # 0 - 1 merges first (weight 1); then {0, 1} - 2 and 3 - 4 tie at 0.5. Node 0 has more
+    # neighbours than 1, so it survives and the interaction {0, 1} - 2 keeps the rank of edge
+    # 0 - 2 (edge 1 - 2 folds into it): 3 - 4 (rank 3) goes second exactly when 0 - 2's rank is
+    # above 3, whatever the rank of 1 - 2
+    uv = np.array([[0, 1], [0, 2], [1, 2], [3, 4], [0, 5]], np.int64)
+    w, sizes, mergeable = np.array([1.0, 0.5, 0.5, 0.5, -1.0]), np.ones(5), np.ones(5, bool)
+    left, right = frozenset([frozenset([0, 1]), frozenset([2])]), frozenset([frozenset([3]), frozenset([4])])
+    for rank_02, rank_12, second in [(0, 5, left), (5, 0, right), (2, 9, left), (9, 2, right)]:
+        rank = np.array([0, rank_02, rank_12, 3, 0], np.int64)
+        merges = kernel_merges_with_ranks(6, uv, w, sizes, mergeable, "mean", False, rank, _gasp_kernels.SIGN_NONE)
+        assert merges[0] == frozenset([frozenset([0]), frozenset([1])]) and merges[1] == second
+        assert merges == brute_force_gasp_with_ties(6, uv, w, sizes, mergeable, "mean", False, rank,
+                                                    _gasp_kernels.SIGN_NONE)[1]
+
+
+def grid_edges(shape, offsets, mask):
+    """The grid edges as GASP lists them: channel, then raster order of the source voxel ``u``
+    (partner ``u + offset`` inside the volume, both ends inside the mask)."""
+    n = int(np.prod(shape))
+    flat = np.arange(n).reshape(shape)
+    edges = []
+    for c, o in enumerate(offsets):
+        for u in np.ndindex(*shape):
+            v = tuple(np.add(u, o))
+            if all(0 <= a < s for a, s in zip(v, shape)) and (mask is None or (mask[u] and mask[v])):
+                edges.append((c, u, flat[u], flat[v]))
+    return edges
+
+
+def agreement_by_definition(affs, offsets, bias, c, u, mask):
+    """The mean weight of channel ``c`` over ``u`` +- 1 along the axes where its offset is 0 (both
+    ends inside the volume and mask), negated for a repulsive edge."""
+    shape = affs.shape[1:]
+    total, count = 0.0, 0
+    for d in np.ndindex(*(3 if o == 0 else 1 for o in offsets[c])):
+        s = tuple(a + (b - 1 if o == 0 else 0) for a, b, o in zip(u, d, offsets[c]))
+        t = tuple(np.add(s, offsets[c]))
+        if all(0 <= a < n and 0 <= b < n for a, b, n in zip(s, t, shape)) and \
+                (mask is None or (mask[s] and mask[t])):
+            total += float(affs[(c, *s)])
+            count += 1
+    mean = total / count - bias[c]
+    return mean if float(affs[(c, *u)]) - bias[c] > 0 else -mean
+
+
+@pytest.mark.parametrize("three_d", [False, True])
+@pytest.mark.parametrize("masked", [False, True])
+def test_grid_agreement_ranks_are_those_of_each_edge_source_voxel(monkeypatch, three_d, masked):
+    # the ranks gasp hands to the kernel: per edge (in GASP's edge order) the agreement at its
+    # source voxel u of the flattened (z, y, x) volume, as the Mutex Watershed computes it
+    from affseg.graph.signed import _mutex_kernels
+    from affseg.graph.signed import gasp as gasp_module
+    from affseg.graph.signed.inputs import channel_biases
+
+    rng = np.random.default_rng([three_d, masked])
+    offsets = [[-1, 0, 0], [0, -1, 0], [0, 0, -1], [-2, 0, 0], [0, -3, 1]] if three_d else [[-1, 0], [0, -1], [-3, 1]]
+    shape = (3, 5, 6) if three_d else (7, 8)
+    affs = rng.choice(np.array([0.0, 0.25, 0.5, 0.75, 1.0], np.float32), size=(len(offsets),) + shape)
+    mask = rng.random(shape) < 0.8 if masked else None
+    biases = channel_biases(np.array(offsets), 0.4, 0.6)
+    seen = {}
+    kernel = gasp_module.k.gasp
+
+    def spy(*args):
+        seen["args"] = args
+        return kernel(*args)
+
+    monkeypatch.setattr(gasp_module.k, "gasp", spy)
+    gasp(affs, offsets, bias=0.4, long_range_bias=0.6, mask=mask, ties="agreement")
+    _, eu, ev, w, _, _, _, _, rank, _ = seen["args"]
+    edges, unmasked = grid_edges(shape, offsets, mask), grid_edges(shape, offsets, None)
+    assert len(rank) == len(edges)
+    affs3 = affs.reshape((len(offsets),) + (1,) * (3 - len(shape)) + shape)
+    offsets3 = np.array([[0] * (3 - len(shape)) + o for o in offsets], np.int64)
+    flat_mask = np.ones(1, bool) if mask is None else mask.reshape(-1)
+    for e, (c, u, fu, fv) in enumerate(edges):
+        assert (eu[e], ev[e]) == (fu, fv)
+        assert w[e] == np.float64(affs[(c, *u)]) - biases[c]
+        agree = agreement_by_definition(affs, offsets, biases, c, u, mask)
+        assert agree == _mutex_kernels.agreement(affs3, offsets3, biases, c, fu, flat_mask, mask is not None)
+        bucket = min(max(int((agree + 1.0) * (_mutex_kernels.TIE_BUCKETS // 2)), 0), _mutex_kernels.TIE_BUCKETS - 1)
+        assert rank[e] >> _mutex_kernels.TIE_DIGIT == _mutex_kernels.TIE_BUCKETS - 1 - bucket
+        # the hash part: of the edge's position in the list without a mask
+        edge_id = unmasked.index((c, u, fu, fv))
+        assert rank[e] & (_mutex_kernels.TIE_BUCKETS - 1) == \
+            edge_hashes(edge_id + 1)[edge_id] & np.uint64(_mutex_kernels.TIE_BUCKETS - 1)
+    gasp(affs, offsets, bias=0.4, long_range_bias=0.6, mask=mask, ties="hash")
+    hashes = edge_hashes(len(unmasked)).astype(np.int64)
+    np.testing.assert_array_equal(seen["args"][8], [hashes[unmasked.index(edge)] for edge in edges])
+
+
+@pytest.mark.parametrize("ties", TIE_ORDERS)
+@pytest.mark.parametrize("cannot_link", [False, True])
+def test_grid_gasp_with_ties_matches_brute_force(ties, cannot_link):
+    # saturated and quantised affinities on small grids (2D and 3D, with a mask): the partition
+    # of the brute force on the same edge list with the same ranks
+    from affseg.graph.signed._mutex_kernels import TIE_BUCKETS, TIE_DIGIT
+    from affseg.graph.signed.inputs import channel_biases, is_long_range
+
+    rng = np.random.default_rng([TIE_ORDERS.index(ties), cannot_link])
+    for three_d in (False, True):
+        offsets = [[-1, 0, 0], [0, -1, 0], [0, 0, -1], [0, -2, 0], [0, 0, -2]] if three_d else \
+            [[-1, 0], [0, -1], [-2, 0], [-1, 2]]
+        shape = (2, 3, 4) if three_d else (4, 5)
+        for _ in range(4):
+            affs = rng.choice(np.array([0.0, 0.25, 0.75, 1.0], np.float32), size=(len(offsets),) + shape)
+            mask = rng.random(shape) < 0.85
+            biases = channel_biases(np.array(offsets), 0.5)
+            edges = grid_edges(shape, offsets, mask)
+            uv = np.array([(fu, fv) for _, _, fu, fv in edges], np.int64)
+            w = np.array([np.float64(affs[(c, *u)]) - biases[c] for c, u, _, _ in edges])
+            mergeable = ~is_long_range(np.array(offsets))[[c for c, _, _, _ in edges]]
+            n = int(np.prod(shape))
+            unmasked = grid_edges(shape, offsets, None)
+            hashes = edge_hashes(len(unmasked))  # of the edges' positions in the list without a mask
+            if ties == "agreement":
+                rank = np.array([
+                    (TIE_BUCKETS - 1 - min(max(int((agreement_by_definition(affs, offsets, biases, c, u, mask) + 1.0)
+                                                   * (TIE_BUCKETS // 2)), 0), TIE_BUCKETS - 1)) << TIE_DIGIT
+                    | int(hashes[unmasked.index(edge)] & np.uint64(TIE_BUCKETS - 1))
+                    for edge in edges for c, u, _, _ in [edge]], np.int64)
+            elif ties == "hash":
+                rank = np.array([hashes[unmasked.index(edge)] for edge in edges], np.int64)
+            else:
+                rank = np.zeros(len(edges), np.int64)
+            expected, _ = brute_force_gasp_with_ties(n, uv, w, np.ones(len(w)), mergeable, "mean",
+                                                     cannot_link, rank, SIGN_FIRST.get(ties, _gasp_kernels.SIGN_NONE))
+            labels = gasp(affs, offsets, cannot_link=cannot_link, mask=mask, ties=ties)
+            assert same_partition(labels[mask], expected.reshape(shape)[mask])
+            assert (labels[~mask] == 0).all()
+
+
+@pytest.mark.parametrize("ties", TIE_ORDERS)
+@pytest.mark.parametrize("cannot_link", [False, True])
+def test_masking_one_part_leaves_the_segmentation_of_another_alone(ties, cannot_link):
+    # regression: the hash (and the hash part of agreement) was of the edge's position in the
+    # list of unmasked edges, so masking one voxel moved the tie order of every later edge and
+    # changed the segmentation of parts of the volume that no edge joins to it
+    rng = np.random.default_rng([TIE_ORDERS.index(ties), cannot_link])
+    offsets = [[-1, 0], [0, -1], [-2, 0], [0, -2]]
+    for _ in range(10):
+        affs = rng.choice(np.array([0.0, 0.25, 0.75, 1.0], np.float32), size=(4, 12, 8))
+        mask = np.ones((12, 8), bool)
+        mask[5] = False  # rows 0 - 4 and 6 - 11: no edge between them
+        less = mask.copy()
+        less[0, 0] = False
+        top, bottom = gasp(affs, offsets, mask=mask, cannot_link=cannot_link, ties=ties), \
+            gasp(affs, offsets, mask=less, cannot_link=cannot_link, ties=ties)
+        assert same_partition(top[6:], bottom[6:])

@@ -284,17 +284,17 @@ def _edge_hash(edge_id):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _hash_key(edge_id):
+def hash_key(edge_id):
     """A ``2 * TIE_DIGIT``-bit pseudo-random key of an edge id (two :func:`_edge_hash`)."""
     return _edge_hash(edge_id ^ 0x5BD1E995) << np.uint64(TIE_DIGIT) | _edge_hash(edge_id)
 
 
 @njit(cache=True, nogil=True)
 def edge_hashes(m):
-    """:func:`_hash_key` of the edge ids ``0 .. m - 1`` (the graph's hash tie order)."""
+    """:func:`hash_key` of the edge ids ``0 .. m - 1`` (the graph's hash tie order)."""
     out = np.empty(m, dtype=np.uint64)
     for e in range(m):
-        out[e] = _hash_key(e)
+        out[e] = hash_key(e)
     return out
 
 
@@ -338,10 +338,10 @@ def agreement(affs, offsets, bias, c, i, flat_mask, use_mask):
 @njit(cache=True, nogil=True, inline="always")
 def _tie_key(entry, affs, offsets, bias, ties, flat_mask, use_mask):
     """The ``2 * TIE_DIGIT``-bit tie key of an entry (smaller goes first): with ``TIES_AGREEMENT``
-    the :func:`agreement` (stronger first) above the edge hash, else :func:`_hash_key`."""
+    the :func:`agreement` (stronger first) above the edge hash, else :func:`hash_key`."""
     e = np.int64(entry & np.uint64(0x7FFFFFFF))
     if ties == TIES_HASH:
-        return _hash_key(e)
+        return hash_key(e)
     n = affs[0].size
     return agreement_key(agreement(affs, offsets, bias, e // n, e % n, flat_mask, use_mask), e)
 

@@ -73,7 +73,7 @@ def gasp_graph(
         edges) only contribute to the linkage and to constraints.
     linkage : {"mean", "sum", "max", "min", "abs_max"}
         How the interaction of two clusters is computed from the edges between them.
-        ``abs_max`` is the Mutex Watershed.
+        ``abs_max`` is the Mutex Watershed where no two weights tie in magnitude.
     cannot_link : bool
         Visit edges by ``|interaction|``: a repulsive one forbids its two clusters to merge
         later (as the Mutex Watershed does); otherwise stop at the first edge that is not
@@ -119,13 +119,11 @@ def _as_per_edge(values, n: int, name: str, default) -> np.ndarray:
 
 
 def _run(num_nodes, uv, w, sizes, merge, code, cannot_link, ties, ranks=None):
-    """GASP on validated edges; ``ranks``: the agreement ranks of grid edges."""
+    """GASP on validated edges; ``ranks``: the tie ranks of grid edges (hash or agreement)."""
     if len(w) >= 2**32:  # the heap keys hold the edge index in 32 bits
         raise InputError(f"GASP takes fewer than 2**32 edges, got {len(w)}")
-    if ties == "hash":
-        ranks = edge_hashes(len(w)).astype(np.int64)
-    elif ranks is None:
-        ranks = np.zeros(len(w), np.int64)
+    if ranks is None:
+        ranks = edge_hashes(len(w)).astype(np.int64) if ties == "hash" else np.zeros(len(w), np.int64)
     parent, _ = k.gasp(num_nodes, np.ascontiguousarray(uv[:, 0]), np.ascontiguousarray(uv[:, 1]),
                        w, sizes, merge, code, bool(cannot_link), ranks, _SIGN_FIRST.get(ties, k.SIGN_NONE))
     return labels_from_roots(parent, np.zeros(1, np.uint64), False, np.ones(1, bool), False, 1)
@@ -149,7 +147,7 @@ def gasp(
     Edge weights are ``affinity - bias`` (see :func:`~affseg.mutex_watershed` for ``bias`` and
     ``long_range_bias``). Nearest-neighbour edges may merge; long-range edges only weigh in
     and constrain, unless ``long_range_merges`` (then ``linkage="abs_max"`` equals the Mutex
-    Watershed). With ``fragments`` the nodes are fragments: see :func:`signed_region_graph`.
+    Watershed where no two weights tie in magnitude). With ``fragments`` the nodes are fragments: see :func:`signed_region_graph`.
 
     Parameters
     ----------
@@ -210,16 +208,21 @@ def gasp(
     index = np.arange(n, dtype=np.int64).reshape(shape)
     keep = np.ones(shape, bool) if mask is None else mask
     mergeable = ~is_long_range(offsets) | bool(long_range_merges)
-    us, vs, ws, local = [], [], [], []
+    us, vs, ws, local, ids = [], [], [], [], []
+    first_id = 0
     for c, o in enumerate(offsets):
         src, dst = edge_slices(o, shape)
         ok = keep[src] & keep[dst]
+        if ties in ("hash", "agreement"):  # the edge's position in the list without a mask
+            box = index[src].shape
+            ids.append(np.arange(first_id, first_id + ok.size, dtype=np.int64).reshape(box)[ok])
+            first_id += ok.size
         us.append(index[src][ok])
         vs.append(index[dst][ok])
         ws.append(affs[c][src][ok].astype(np.float64) - biases[c])
         local.append(np.full(int(ok.sum()), mergeable[c]))
     uv = np.stack([np.concatenate(us), np.concatenate(vs)], axis=1)
-    ranks = _agreement_ranks(affs, offsets, biases, us, mask) if ties == "agreement" else None
+    ranks = _grid_ranks(affs, offsets, biases, us, ids, mask, ties)
     labels = _run(n, uv, np.concatenate(ws), np.ones(len(uv)), np.concatenate(local), code, cannot_link, ties,
                   ranks)
     labels = labels.reshape(shape)
@@ -228,13 +231,21 @@ def gasp(
     return labels
 
 
-def _agreement_ranks(affs, offsets, biases, voxels_per_channel, mask):
-    """The agreement tie ranks of the grid edges at ``voxels_per_channel`` (flat indices)."""
-    affs3, offsets3 = as_3d(affs, offsets)
+def _grid_ranks(affs, offsets, biases, voxels_per_channel, ids_per_channel, mask, ties):
+    """The tie ranks of the grid edges at ``voxels_per_channel`` (flat indices) for "hash" and
+    "agreement" (None for the other orders). Their hash is of each edge's position in the edge
+    list of the volume without a mask (``ids_per_channel``): a mask then leaves the order of the
+    edges it keeps alone, and a 2D volume orders its edges as one section of 3D."""
+    if ties not in ("hash", "agreement"):
+        return None
+    ids = np.concatenate(ids_per_channel)
+    if ties == "hash":
+        return k.hash_ranks(ids)
     starts = np.concatenate([[0], np.cumsum([len(v) for v in voxels_per_channel])]).astype(np.int64)
+    affs3, offsets3 = as_3d(affs, offsets)
     flat_mask = np.ones(1, bool) if mask is None else np.ascontiguousarray(mask).reshape(-1)
     return k.agreement_ranks(np.ascontiguousarray(affs3), offsets3, np.asarray(biases, np.float64), starts,
-                             np.concatenate(voxels_per_channel), flat_mask, mask is not None)
+                             np.concatenate(voxels_per_channel), ids, flat_mask, mask is not None)
 
 
 def signed_region_graph(
