@@ -350,7 +350,9 @@ def agglomerate(
     merge_function : str
         ``mean``, ``max``, ``min``, ``hist_quant_Q`` or ``hist_quant_Q_initmax``.
     discretize_queue : int
-        Number of queue buckets (waterz: 256, at most 65536), or 0 for an exact priority queue.
+        Number of queue buckets (waterz: 256, at most 65536), or 0 for an exact priority queue
+        (better for ``mean`` on float affinities: docs/methods.md, "GASP and the agglomeration
+        queue: ties").
     return_region_graph : bool
         Also give the scored region graph of segments after each threshold.
     progress : callable, optional
