@@ -206,7 +206,7 @@ def test_cg_that_misses_its_tolerance_warns(monkeypatch):
     import affseg.graph.random_walker.solver as rw
 
     real = rw._block_pcg
-    monkeypatch.setattr(rw, "_block_pcg", lambda a, b, m, tol: real(a, b, m, tol, maxiter=1))
+    monkeypatch.setattr(rw, "_block_pcg", lambda a, b, m, tol, **kw: real(a, b, m, tol, maxiter=1, **kw))
     image = _smooth_image((30, 30), 7)
     with pytest.warns(RuntimeWarning, match=r"did not reach tol=1e-12 for 3 of 3 labels"):
         random_walker(image_weights(image), _random_seeds((30, 30), 3, 8), solver="cg", tol=1e-12)
@@ -428,6 +428,52 @@ def test_numba_assembly_equals_the_numpy_assembly_exactly(shape, offsets, seed):
     assert system.laplacian.indices.dtype == np.int32
 
 
+def test_a_label_that_touches_no_unknown_voxel_gets_zero_with_cg_as_with_direct():
+    # label 2's seed lies inside label-1 seeds: its right-hand side is 0, so cg hands over its
+    # column before any iteration (and the others at their own iterations)
+    rng = np.random.default_rng(0)
+    weights = rng.random((2, 20, 20)) + 0.1
+    seeds = np.zeros((20, 20), np.uint64)
+    seeds[0, 0], seeds[19, 19] = 1, 3
+    seeds[9:12, 9:12] = 1
+    seeds[10, 10] = 2
+    seg_cg, p_cg = random_walker(weights, seeds, solver="cg", tol=1e-10, return_probabilities=True)
+    seg_direct, p_direct = random_walker(weights, seeds, solver="direct", return_probabilities=True)
+    np.testing.assert_array_equal(seg_cg, seg_direct)
+    np.testing.assert_allclose(p_cg, p_direct, atol=1e-6)
+    unknown = seeds == 0
+    assert (p_cg[1][unknown] == 0).all() and p_cg[1][10, 10] == 1
+
+
+@pytest.mark.parametrize("columns", [1, 3, 4])
+def test_restriction_equals_the_transpose_product_on_any_number_of_threads(columns):
+    import numba
+    from scipy import sparse
+
+    from affseg.graph.random_walker._kernels import restrict
+
+    rng = np.random.default_rng(columns)
+    p = sparse.random(1000, 70, density=0.05, random_state=rng, format="csr")
+    p.sort_indices()
+    fine = rng.normal(size=(1000, columns))
+    expected = p.T @ fine
+    results = []
+    threads = numba.get_num_threads()
+    try:
+        for n_threads in sorted({1, threads}):
+            numba.set_num_threads(n_threads)
+            for extra_parts in (0, 3):
+                coarse = np.full((70, columns), np.nan)  # every entry is written
+                restrict(p.indptr, p.indices, p.data, fine, coarse, np.full((extra_parts, 70, columns), np.nan))
+                np.testing.assert_allclose(coarse, expected, rtol=1e-12, atol=1e-12)
+                if extra_parts:
+                    results.append(coarse)
+    finally:
+        numba.set_num_threads(threads)
+    for other in results[1:]:  # the same parts give the same bits on any number of threads
+        np.testing.assert_array_equal(other, results[0])
+
+
 def test_multigrid_hierarchy_is_galerkin():
     # every level: P = (I - omega D^-1 A) T of its aggregates, R = P^T and A_coarse = R A P
     from scipy import sparse
@@ -444,8 +490,8 @@ def test_multigrid_hierarchy_is_galerkin():
         return sparse.csr_array(csr.arrays[::-1], shape=csr.shape).toarray()
 
     for level in range(len(multigrid.matrices) - 1):
-        a, p, r = dense(multigrid.matrices[level]), dense(multigrid.prolong[level]), dense(multigrid.restrict[level])
-        np.testing.assert_array_equal(r, p.T)
+        a, p = dense(multigrid.matrices[level]), dense(multigrid.prolong[level])
+        r = p.T
         coarse = dense(multigrid.matrices[level + 1])
         np.testing.assert_allclose(coarse, r @ a @ p, rtol=1e-12, atol=1e-12 * np.abs(coarse).max())
         np.testing.assert_allclose(coarse, coarse.T, rtol=1e-12, atol=1e-14 * np.abs(coarse).max())

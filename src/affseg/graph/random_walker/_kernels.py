@@ -352,6 +352,30 @@ def prolong_add(indptr, indices, data, coarse, x):
 
 
 @njit(cache=True, parallel=True, nogil=True)
+def restrict(indptr, indices, data, fine, coarse, partial):
+    """``coarse = P^T @ fine`` for CSR ``P`` (n x n_coarse) without its transpose: the fine rows
+    in ``partial.shape[0] + 1`` equal parts, each scattered into its own sum (part 0 into
+    ``coarse``, the others into ``partial``, shape (parts - 1, n_coarse, m)), then added in part
+    order: the same sums in the same order on any number of threads."""
+    n, m = fine.shape
+    parts = partial.shape[0] + 1
+    for t in prange(parts):
+        into = coarse if t == 0 else partial[t - 1]
+        into[:, :] = 0.0
+        for i in range(t * n // parts, (t + 1) * n // parts):
+            for p in range(indptr[i], indptr[i + 1]):
+                j = indices[p]
+                v = data[p]
+                for c in range(m):
+                    into[j, c] += v * fine[i, c]
+    for chunk in prange((coarse.shape[0] + _CHUNK - 1) // _CHUNK):
+        for j in range(chunk * _CHUNK, min(coarse.shape[0], (chunk + 1) * _CHUNK)):
+            for t in range(parts - 1):
+                for c in range(m):
+                    coarse[j, c] += partial[t, j, c]
+
+
+@njit(cache=True, parallel=True, nogil=True)
 def residual(indptr, indices, data, x, b, out):
     """``out = b - A @ x``."""
     n, m = out.shape
@@ -569,11 +593,12 @@ def transpose_csr(indptr, indices, data, n_cols):
 
 
 @njit(cache=True, nogil=True)
-def sparse_product(a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, n_cols):
+def sparse_product(a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, n_cols, trim=True):
     """The CSR arrays of ``A @ B`` (``A``: n x k, ``B``: k x n_cols, CSR), column indices sorted,
     float64 values; row by row with a dense accumulator (Gustavson). ``indptr`` is int64 (the
     product may hold more entries than its factors' index dtype counts), ``indices`` in the dtype
-    of ``b_indices`` (column numbers of ``B``)."""
+    of ``b_indices`` (column numbers of ``B``). Without ``trim`` the indices and values are views
+    of the (larger) work buffers: no copy, for a product used once and dropped."""
     n = a_indptr.size - 1
     marker = np.full(n_cols, -1, np.int64)
     acc = np.zeros(n_cols)
@@ -616,7 +641,9 @@ def sparse_product(a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, n_c
             c_data[t] = acc[c_indices[t]]
             acc[c_indices[t]] = 0.0
         c_indptr[row + 1] = k
-    return c_indptr, c_indices[:k].copy(), c_data[:k].copy()
+    if trim:
+        return c_indptr, c_indices[:k].copy(), c_data[:k].copy()
+    return c_indptr, c_indices[:k], c_data[:k]
 
 
 @njit(cache=True, nogil=True)

@@ -36,6 +36,7 @@ from ._kernels import (
     laplacian_csr,
     prolong_add,
     reached_voxels,
+    restrict,
     scale_rows,
     seed_coupling,
     smoothed_prolongator,
@@ -69,6 +70,9 @@ _MAX_DENSE = 2000
 _MAX_LEVELS = 10
 _CANDIDATE_SWEEPS = 4
 _LANCZOS_STEPS = 10
+# the restriction P^T r sums the fine rows in this many parts (in parallel), fixed so that the
+# results do not depend on the number of threads
+_RESTRICT_PARTS = 4
 
 
 def image_weights(image: ArrayLike, *, beta: float = 130.0, spacing: ArrayLike | None = None,
@@ -337,14 +341,41 @@ class RandomWalkerSystem:
                 self._preconditioner = _BlockMultigrid(self.laplacian)
         return self._preconditioner
 
-    def unknown_probabilities(self, labels=None) -> np.ndarray:
-        """``(U, K)`` probabilities of the unknown voxels (the columns of ``labels`` indices), float64."""
+    def unknown_probabilities(self, labels=None, *, on_column=None) -> np.ndarray | None:
+        """``(U, K)`` probabilities of the unknown voxels (the columns of ``labels`` indices), float64.
+
+        With ``on_column``, each column is handed over instead, as ``on_column(j, values)`` (``j``
+        its place in ``labels``, ``values`` a ``(U,)`` view valid during the call), in the order
+        the columns are solved, and nothing is returned: one cg block then needs no array for
+        its whole solution."""
         cols = np.arange(self.labels.size) if labels is None else np.asarray(labels)
         rhs = np.zeros((self.unknown.size, cols.size))
         if cols.size:
             block = self.coupling[:, cols].tocoo()
             rhs[block.row, block.col] = block.data
-        return self._solve(rhs, overwrite=True)
+        if on_column is None:
+            return self._solve(rhs, overwrite=True)
+        if self.solver != "cg" or self.unknown.size == 0 or cols.size > self.block_width(cols.size):
+            x = self._solve(rhs, overwrite=True)
+            for j in range(cols.size):
+                on_column(j, x[:, j])
+            return None
+
+        def checked(j, values):
+            if not np.all(np.isfinite(values)):
+                raise self._singular()
+            on_column(j, values)
+
+        try:  # (the hierarchy's setup may find the system singular too)
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                multigrid = self._amg()
+                workspace = multigrid.workspace(cols.size)
+                _, failed = _block_pcg(multigrid.matrices[0], rhs, lambda r, out: multigrid(r, out, workspace),
+                                       self.tol, on_done=checked)
+        except (RuntimeError, np.linalg.LinAlgError) as err:
+            raise self._singular() from err
+        self.not_converged += failed
+        return None
 
     def full(self, unknown_values: np.ndarray, seed_values: bool) -> np.ndarray:
         """``(K, n)`` values on all voxels: ``unknown_values`` (``(U, K)``) on the unknown ones,
@@ -456,7 +487,7 @@ class _BlockMultigrid:
         from scipy.linalg import cho_factor
 
         level = _Csr(laplacian)
-        self.matrices, self.restrict, self.prolong, self.damped_inverse_diagonal = [level], [], [], []
+        self.matrices, self.prolong, self.damped_inverse_diagonal = [level], [], []
         candidate = np.ones(level.shape[0])
         while level.shape[0] > _MAX_COARSE and len(self.matrices) < _MAX_LEVELS:
             indptr, indices, data = level.arrays
@@ -472,14 +503,14 @@ class _BlockMultigrid:
                                             (4.0 / 3.0) / rho)
             candidate = p_arrays[3]
             prolong = _Csr.of(p_arrays[:3], (n, n_aggregates))
-            restrict = _Csr.of(transpose_csr(*prolong.arrays, n_aggregates), (n_aggregates, n))
-            # the Galerkin operator R (A P): the product with A first reads A and P in row order
-            product = _Csr.of(sparse_product(*level.arrays, *prolong.arrays, n_aggregates), (n, n_aggregates))
-            coarse = sparse_product(*restrict.arrays, *product.arrays, n_aggregates)
-            del product
+            # the Galerkin operator P^T (A P): the product with A first reads A and P in row order;
+            # P^T is kept only for it (the cycle restricts with P itself: less memory)
+            transposed = _Csr.of(transpose_csr(*prolong.arrays, n_aggregates), (n_aggregates, n))
+            product = _Csr.of(sparse_product(*level.arrays, *prolong.arrays, n_aggregates, False), (n, n_aggregates))
+            coarse = sparse_product(*transposed.arrays, *product.arrays, n_aggregates)
+            del product, transposed
             self.damped_inverse_diagonal.append(self._inverse(level.diagonal(), 2.0 / 3.0))
             self.prolong.append(prolong)
-            self.restrict.append(restrict)
             level = _Csr.of(coarse, (n_aggregates, n_aggregates))
             self.matrices.append(level)
         if level.shape[0] <= _MAX_DENSE and not level.is_diagonal():
@@ -496,11 +527,15 @@ class _BlockMultigrid:
         return inverse
 
     def workspace(self, columns: int) -> list[np.ndarray]:
-        """Work arrays for cycles of up to ``columns`` right-hand sides, three per level but the
-        coarsest: the level's smoothed iterate and the coarser level's right-hand side and
-        correction (flat float64)."""
-        return [np.empty(self.matrices[level + (name > 0)].shape[0] * columns)
-                for level in range(len(self.matrices) - 1) for name in range(3)]
+        """Work arrays for cycles of up to ``columns`` right-hand sides, four per level but the
+        coarsest: the level's smoothed iterate, the coarser level's right-hand side and
+        correction (flat float64), and the restriction's partial sums (:func:`restrict`)."""
+        work = []
+        for level in range(len(self.matrices) - 1):
+            coarse_rows = self.matrices[level + 1].shape[0]
+            work += [np.empty(self.matrices[level].shape[0] * columns), np.empty(coarse_rows * columns),
+                     np.empty(coarse_rows * columns), np.empty((_RESTRICT_PARTS - 1) * coarse_rows * columns)]
+        return work
 
     def __call__(self, b: np.ndarray, out: np.ndarray, workspace: list[np.ndarray]) -> np.ndarray:
         """One V-cycle from 0 for the columns of ``b`` (C-ordered float64) into ``out``, with the
@@ -521,26 +556,37 @@ class _BlockMultigrid:
         a, dinv = self.matrices[level], self.damped_inverse_diagonal[level]
         coarse_rows = self.matrices[level + 1].shape[0]
         x, coarse_b, coarse_x = (flat[:rows * columns].reshape(rows, columns) for flat, rows in
-                                 zip(workspace[3 * level:3 * level + 3], (a.shape[0], coarse_rows, coarse_rows)))
+                                 zip(workspace[4 * level:4 * level + 3], (a.shape[0], coarse_rows, coarse_rows)))
+        capacity = workspace[4 * level + 1].size // coarse_rows  # the columns the workspace was made for
+        extra_parts = workspace[4 * level + 3].size // (coarse_rows * capacity)
+        partial = workspace[4 * level + 3][:extra_parts * coarse_rows * columns].reshape(extra_parts, coarse_rows,
+                                                                                          columns)
         scale_rows(dinv, b, x)
         res = out  # out serves as the residual until the last sweep
         block_residual(*a.arrays, x, b, res)
-        spmm(*self.restrict[level].arrays, res, coarse_b)
+        restrict(*self.prolong[level].arrays, res, coarse_b, partial)
         self._cycle(level + 1, coarse_b, coarse_x, workspace)
         prolong_add(*self.prolong[level].arrays, coarse_x, x)
         jacobi_sweep(*a.arrays, dinv, x, b, out)
 
 
-def _block_pcg(a: _Csr, b: np.ndarray, precondition, tol: float, maxiter: int = 1000) -> tuple[np.ndarray, int]:
+def _block_pcg(a: _Csr, b: np.ndarray, precondition, tol: float, maxiter: int = 1000, *,
+               on_done=None) -> tuple[np.ndarray | None, int]:
     """Preconditioned conjugate gradients for the columns of ``b`` (C-ordered float64, overwritten)
     side by side, each column with its own step sizes; converged columns leave the block.
     ``precondition(r, out)`` writes the preconditioned ``r`` into ``out``. Returns the solution and the
-    number of columns that missed ``|r| <= tol |b|``."""
+    number of columns that missed ``|r| <= tol |b|``; with ``on_done``, each column's solution is
+    handed to ``on_done(column, values)`` when it leaves the block (a view, valid during the call)
+    and the solution returned is None."""
     n, m = b.shape
     target = tol * np.sqrt(np.einsum("ij,ij->j", b, b, dtype=np.float64))
     live = np.flatnonzero(target > 0)
+    if live.size < m and on_done is not None:  # a zero right-hand side: the solution is 0
+        zeros = np.zeros(n)
+        for column in np.flatnonzero(~(target > 0)):
+            on_done(int(column), zeros)
     if live.size == 0:
-        return np.zeros_like(b), 0
+        return (None if on_done is not None else np.zeros_like(b)), 0
     x = None  # the solution, made when the first columns converge before the others
     k = live.size
     # the work arrays, flat so that dropping columns compacts them in place: r starts as b
@@ -566,15 +612,19 @@ def _block_pcg(a: _Csr, b: np.ndarray, precondition, tol: float, maxiter: int = 
         cg_step(xs, r, p, w, alpha, squared)
         # a column is done at its tolerance, or when its residual vanished (exact preconditioner)
         done = (np.sqrt(squared) <= target[live]) | ~(rz > 0)
-        if done.all() and x is None and k == m:  # all at once: the work array is the solution
+        if done.all() and x is None and k == m and on_done is None:  # all at once: the work array is the solution
             return xs, 0
         if done.any():
-            if x is None:
-                x = np.zeros_like(b)
-            x[:, live[done]] = xs[:, done]
+            if on_done is not None:
+                for d in np.flatnonzero(done):
+                    on_done(int(live[d]), xs[:, d])
+            else:
+                if x is None:
+                    x = np.zeros_like(b)
+                x[:, live[done]] = xs[:, done]
             keep = np.flatnonzero(~done)
             if keep.size == 0:
-                return x, 0
+                return x, 0  # (None with on_done)
             for flat in (flat_r, flat_x, flat_p):
                 keep_columns(flat, n, k, keep)
             live, rz, k = live[keep], rz[keep], keep.size
@@ -584,6 +634,10 @@ def _block_pcg(a: _Csr, b: np.ndarray, precondition, tol: float, maxiter: int = 
         column_dots(r, w, rz_new)
         cg_direction(w, p, rz_new / rz)
         rz = rz_new
+    if on_done is not None:
+        for d in range(k):
+            on_done(int(live[d]), xs[:, d])
+        return None, int(live.size)
     if x is None:
         x = np.zeros_like(b)
     x[:, live] = xs
@@ -674,19 +728,23 @@ def random_walker(
         top = np.full(system.unknown.size, -np.inf)
         arg = np.zeros(system.unknown.size, np.int64)
         block = system.block_width(n_labels)
-        for start in range(0, n_labels, block):
-            cols = np.arange(start, min(start + block, n_labels))
-            x = system.unknown_probabilities(cols)
+
+        def take(k, x):
+            """Fold the probabilities ``x`` of label ``k`` into the running best (ties: the smaller
+            label, whatever order the labels come in)."""
             if x.size and (x.min() < -0.01 or x.max() > 1.01):  # probabilities: far off means no precision left
                 if system.solver == "cg" and tol > 1e-4:
                     raise InputError(f"cg at tol={tol} gave probabilities in [{x.min():.3g}, {x.max():.3g}]: "
                                      "use a smaller tol or solver='direct'")
                 raise system._singular("too ill-conditioned")
-            for j, k in enumerate(cols):
-                better = x[:, j] > top
-                top[better], arg[better] = x[better, j], k
-                if return_probabilities:  # rounding (or cg's tolerance) may step just outside [0, 1]
-                    probabilities[k, system.unknown] = np.clip(x[:, j], 0.0, 1.0)
+            better = (x > top) | ((x == top) & (k < arg))
+            top[better], arg[better] = x[better], k
+            if return_probabilities:  # rounding (or cg's tolerance) may step just outside [0, 1]
+                probabilities[k, system.unknown] = np.clip(x, 0.0, 1.0)
+
+        for start in range(0, n_labels, block):
+            cols = np.arange(start, min(start + block, n_labels))
+            system.unknown_probabilities(cols, on_column=lambda j, x, cols=cols: take(int(cols[j]), x))
         best[system.unknown] = arg
         if system.not_converged:
             warnings.warn(f"conjugate gradients did not reach tol={tol} for {system.not_converged} of "
