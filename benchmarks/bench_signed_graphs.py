@@ -163,14 +163,15 @@ def benchmark(spec: str, seed: int, repeats: int, ties: list[str] = ()) -> None:
           f"(page faults): affseg {ours['all_system_seconds']}, mwatershed {ref['all_system_seconds']}")
 
 
-def profile(spec: str, seed: int) -> None:
-    """Stages of affseg's Mutex Watershed and of GASP on fragments, timed one by one."""
+def profile(spec: str, seed: int, ties: str = "agreement") -> None:
+    """Stages of affseg's Mutex Watershed (with the tie order ``ties``) and of GASP on fragments,
+    timed one by one."""
     pin_to_one_core()
     from affseg import extract_fragments, mutex_watershed
     from affseg.graph.core.edges import flat_steps
     from affseg.graph.signed import _gasp_kernels, _mutex_kernels
     from affseg.graph.signed.gasp import _signed_region_graph
-    from affseg.graph.signed.mutex import channel_biases
+    from affseg.graph.signed.mutex import TIE_ORDERS, channel_biases
 
     affs, _, _, desc = load_input(spec, OFFSETS, seed=seed)
     affs = np.ascontiguousarray(affs)
@@ -190,9 +191,12 @@ def profile(spec: str, seed: int) -> None:
 
     clipped = float(np.mean((affs == 0) | (affs == 1)))
     print(f"affinities exactly 0 or 1 (|weight| {BIAS}, ties): {clipped:.1%}")
+    print(f"tie order: {ties}")
+    ties = TIE_ORDERS[ties]
     packed, scratch, n_repulsive = timed("MWS: edges radix-sorted by |weight|", _mutex_kernels.grid_edges, affs,
-                                         offsets, biases, ones, np.ones(len(offsets)), 0, no_mask, False)
-    timed("MWS: ties of the sort key put in exact order", _mutex_kernels.exact_order, packed, affs, biases)
+                                         offsets, biases, ones, np.ones(len(offsets)), 0, no_mask, False, ties)
+    timed("MWS: ties put in exact and tie order", _mutex_kernels.exact_order, packed, affs, biases,
+          offsets=offsets, scratch=scratch, ties=ties)
     entries = timed("MWS: entries compacted to 32 bits", _mutex_kernels.compact, packed)
     n_edges = len(packed)
     spare = (_mutex_kernels.spare_bytes(scratch), _mutex_kernels.spare_bytes(packed, entries.nbytes))
@@ -209,8 +213,10 @@ def profile(spec: str, seed: int) -> None:
     fragments = timed("GASP: extract_fragments", extract_fragments, affs, OFFSETS)
     uv, w, sizes, local, ids = timed("GASP: signed region graph of the fragments, all offsets",
                                      _signed_region_graph, affs, offsets, fragments, biases)
+    ranks = _mutex_kernels.edge_hashes(len(w)).astype(np.int64)  # gasp's default ties="hash"
     timed(f"GASP: mean linkage on {len(ids)} fragments, {len(uv)} edges", _gasp_kernels.gasp, len(ids),
-          uv[:, 0].copy(), uv[:, 1].copy(), w, sizes, local, _gasp_kernels.MEAN, False)
+          uv[:, 0].copy(), uv[:, 1].copy(), w, sizes, local, _gasp_kernels.MEAN, False, ranks,
+          _gasp_kernels.SIGN_NONE)
 
 
 def main() -> None:
@@ -221,7 +227,8 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="time affseg's stages instead")
     parser.add_argument("--ties", nargs="+", default=[], metavar="ORDER",
                         choices=["agreement", "hash", "repulsive-first", "attractive-first"],
-                        help="also run the Mutex Watershed with these tie orders (interleaved with the rest)")
+                        help="also run the Mutex Watershed with these tie orders (interleaved with the rest); "
+                             "with --profile, profile the first instead of the default agreement")
     parser.add_argument("--worker", nargs=2, metavar=("METHOD", "DIR"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -229,7 +236,7 @@ def main() -> None:
         return
     if args.profile:
         os.environ.setdefault("NUMBA_NUM_THREADS", "1")
-        profile(args.input, args.seed)
+        profile(args.input, args.seed, args.ties[0] if args.ties else "agreement")
         return
     benchmark(args.input, args.seed, args.repeats, args.ties)
 
