@@ -691,3 +691,327 @@ def test_threads_solving_on_one_system_get_their_own_answers():
         t.join()
     for ours, theirs in zip(results, expected):
         np.testing.assert_array_equal(ours, theirs)
+
+
+def _restriction_in_parts(p, fine, parts):
+    """``P^T fine`` summed as :func:`restrict` documents it: the fine rows in ``parts`` equal
+    parts, each summed row by row, then the parts added in order."""
+    n, m = fine.shape
+    sums = []
+    for t in range(parts):
+        into = np.zeros((p.shape[1], m))
+        for i in range(t * n // parts, (t + 1) * n // parts):
+            for q in range(p.indptr[i], p.indptr[i + 1]):
+                into[p.indices[q]] += p.data[q] * fine[i]
+        sums.append(into)
+    total = sums[0]
+    for other in sums[1:]:
+        total = total + other
+    return total
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 3, 5, 37])
+@pytest.mark.parametrize("columns", [1, 2, 3, 4])
+def test_restriction_sums_fixed_parts_in_order_for_any_size(n, columns):
+    # fewer fine rows than parts, rows without entries, a coarse column no row reaches; the
+    # partial sums are a slice of a larger work array holding stale values (as in the V-cycle)
+    import numba
+    from scipy import sparse
+
+    from affseg.graph.random_walker._kernels import restrict
+    from affseg.graph.random_walker.solver import _RESTRICT_PARTS
+
+    rng = np.random.default_rng(100 * n + columns)
+    n_coarse = 4
+    dense = rng.normal(size=(n, n_coarse)) * (rng.random((n, n_coarse)) < 0.5)
+    dense[::3] = 0  # empty rows
+    dense[:, 2] = 0
+    p = sparse.csr_array(dense)
+    p.sort_indices()
+    fine = rng.normal(size=(n, columns))
+    expected = _restriction_in_parts(p, fine, _RESTRICT_PARTS)
+    np.testing.assert_allclose(expected, dense.T @ fine, rtol=1e-13, atol=1e-13)
+    threads = numba.get_num_threads()
+    try:
+        for n_threads in sorted({1, threads}):
+            numba.set_num_threads(n_threads)
+            for index in (np.int32, np.int64):
+                coarse = np.full((n_coarse, columns), np.nan)
+                work = np.full((_RESTRICT_PARTS - 1) * n_coarse * 4 + 5, np.nan)  # made for 4 columns
+                partial = work[:(_RESTRICT_PARTS - 1) * n_coarse * columns].reshape(-1, n_coarse, columns)
+                restrict(p.indptr.astype(index), p.indices.astype(index), p.data, fine, coarse, partial)
+                np.testing.assert_array_equal(coarse, expected)  # the same bits on any number of threads
+    finally:
+        numba.set_num_threads(threads)
+
+
+def _multigrid_of(shape, n_labels, seed):
+    from affseg.graph.random_walker.solver import _BlockMultigrid
+
+    system = RandomWalkerSystem(image_weights(_smooth_image(shape, seed)), _random_seeds(shape, n_labels, seed + 1),
+                                solver="cg", tol=1e-10)
+    return system, _BlockMultigrid(system.laplacian)
+
+
+def _reference_cycle(multigrid, level, b):
+    """The V-cycle of :class:`_BlockMultigrid` with scipy's sparse products (``P^T`` formed)."""
+    from scipy import sparse
+    from scipy.linalg import cho_solve
+
+    if level == len(multigrid.matrices) - 1:
+        if multigrid.coarse is None:
+            return multigrid.coarse_inverse_diagonal[:, None] * b
+        return cho_solve(multigrid.coarse, b)
+    a = sparse.csr_array(multigrid.matrices[level].arrays[::-1], shape=multigrid.matrices[level].shape)
+    p = sparse.csr_array(multigrid.prolong[level].arrays[::-1], shape=multigrid.prolong[level].shape)
+    dinv = multigrid.damped_inverse_diagonal[level][:, None]
+    x = dinv * b
+    x = x + p @ _reference_cycle(multigrid, level + 1, p.T @ (b - a @ x))
+    return x + dinv * (b - a @ x)
+
+
+def test_v_cycle_with_fewer_columns_than_its_workspace():
+    # block cg drops converged columns: the cycle then runs on fewer columns than its work
+    # arrays were made for, and must give the bits of a workspace made for those columns
+    # (the dense coarsest solve of several columns at once need not give each column's bits alone)
+    system, multigrid = _multigrid_of((10, 40, 40), 4, 30)
+    assert len(multigrid.matrices) >= 3 and multigrid.coarse is not None
+    rng = np.random.default_rng(31)
+    b = rng.normal(size=(system.unknown.size, 4))
+    workspace = multigrid.workspace(4)
+    for flat in workspace:
+        flat[:] = np.nan  # nothing stale may be read
+    for columns in (4, 2, 1, 3, 4):
+        block = np.ascontiguousarray(b[:, :columns])
+        out = np.full(block.shape, np.nan)
+        multigrid(block, out, workspace)
+        fitted = np.full(block.shape, np.nan)
+        multigrid(block, fitted, multigrid.workspace(columns))
+        np.testing.assert_array_equal(out, fitted)
+        np.testing.assert_allclose(out, _reference_cycle(multigrid, 0, block), rtol=1e-10,
+                                   atol=1e-12 * np.abs(out).max())
+
+
+def _block_cg_problem(shape, n_labels, seed):
+    from affseg.graph.random_walker.solver import _block_pcg
+
+    system, multigrid = _multigrid_of(shape, n_labels, seed)
+    rhs = system.coupling.toarray()
+    workspace = multigrid.workspace(rhs.shape[1] + 2)
+    counter = [0]
+
+    def precondition(r, out):
+        counter[0] += 1
+        return multigrid(r, out, workspace)
+
+    def solve(b, tol, maxiter=1000):
+        """(solution, failed) without a callback, and the hand-overs ``(column, values, cycles)``
+        with one, its return value and failures."""
+        plain, failed = _block_pcg(multigrid.matrices[0], np.array(b, order="C"), precondition, tol, maxiter)
+        handed = []
+        counter[0] = 0
+        result = _block_pcg(multigrid.matrices[0], np.array(b, order="C"), precondition, tol, maxiter,
+                            on_done=lambda j, values: handed.append((j, values.copy(), counter[0])))
+        return plain, failed, handed, result
+
+    return rhs, solve
+
+
+@pytest.mark.parametrize("maxiter", [1000, 3])
+def test_block_cg_hands_over_each_column_once_with_the_solution_it_returns(maxiter):
+    # zero right-hand sides, columns converging at different iterations, columns stopped by
+    # maxiter: each one handed over once, as the bits the solver returns without a callback
+    rhs, solve = _block_cg_problem((8, 30, 30), 5, 32)
+    rng = np.random.default_rng(33)
+    b = np.column_stack([rhs[:, 0], np.zeros(rhs.shape[0]), rhs[:, 1:], rng.normal(size=rhs.shape[0]),
+                         np.zeros(rhs.shape[0])])
+    plain, failed, handed, result = solve(b, 1e-10, maxiter)
+    assert result == (None, failed)
+    assert sorted(j for j, _, _ in handed) == list(range(b.shape[1]))
+    assert [(j, cycles) for j, _, cycles in handed[:2]] == [(1, 0), (b.shape[1] - 1, 0)]  # zeros, at once
+    for j, values, _ in handed:
+        np.testing.assert_array_equal(values, plain[:, j])
+    assert (plain[:, [1, -1]] == 0).all()
+    if maxiter == 3:
+        assert failed == b.shape[1] - 2
+    else:
+        assert failed == 0
+        assert len({cycles for j, _, cycles in handed if j not in (1, b.shape[1] - 1)}) > 1  # one at a time
+
+
+def test_block_cg_hands_over_columns_that_converge_together_or_are_all_zero():
+    # a diagonal system: the preconditioner is exact, every column converges at the first step
+    from affseg.graph.random_walker.solver import _block_pcg, _BlockMultigrid
+
+    seeds = _checkerboard(40, 34)
+    system = RandomWalkerSystem(image_weights(_smooth_image((40, 40), 35)), seeds, solver="cg", tol=1e-10)
+    multigrid = _BlockMultigrid(system.laplacian)
+    rhs = system.coupling.toarray()
+    workspace = multigrid.workspace(rhs.shape[1])
+
+    def precondition(r, out):
+        return multigrid(r, out, workspace)
+
+    plain, failed = _block_pcg(multigrid.matrices[0], rhs.copy(), precondition, 1e-10)
+    handed = []
+    result = _block_pcg(multigrid.matrices[0], rhs.copy(), precondition, 1e-10,
+                        on_done=lambda j, values: handed.append((j, values.copy())))
+    assert result == (None, 0) and failed == 0
+    assert [j for j, _ in handed] == list(range(rhs.shape[1]))
+    for j, values in handed:
+        np.testing.assert_array_equal(values, plain[:, j])
+    handed.clear()
+    result = _block_pcg(multigrid.matrices[0], np.zeros_like(rhs), precondition, 1e-10,
+                        on_done=lambda j, values: handed.append((j, values.copy())))
+    assert result == (None, 0) and [j for j, _ in handed] == list(range(rhs.shape[1]))
+    assert all((values == 0).all() and values.shape == (rhs.shape[0],) for _, values in handed)
+
+
+@pytest.mark.parametrize("solver", ["cg", "direct"])
+@pytest.mark.parametrize("blocks", [1, 3])
+def test_unknown_probabilities_hands_over_what_it_returns(monkeypatch, solver, blocks):
+    import affseg.graph.random_walker.solver as rw
+
+    if blocks > 1:
+        monkeypatch.setattr(rw, "_CG_BLOCK_BYTES", 1)  # 3 columns a block
+    shape = (8, 30, 30)
+    weights = image_weights(_smooth_image(shape, 36))
+    seeds = _random_seeds(shape, 7, 37)
+    system = RandomWalkerSystem(weights, seeds, solver=solver, tol=1e-8)
+    expected = system.unknown_probabilities([6, 0, 3, 4])
+    handed = {}
+
+    def take(j, values):
+        assert j not in handed and values.shape == (system.unknown.size,)
+        handed[j] = values.copy()
+
+    assert system.unknown_probabilities([6, 0, 3, 4], on_column=take) is None
+    assert sorted(handed) == [0, 1, 2, 3]
+    for j, values in handed.items():
+        np.testing.assert_array_equal(values, expected[:, j])
+    assert system.not_converged == 0
+
+
+def test_unknown_probabilities_counts_columns_that_miss_the_tolerance(monkeypatch):
+    import affseg.graph.random_walker.solver as rw
+
+    real = rw._block_pcg
+    monkeypatch.setattr(rw, "_block_pcg", lambda a, b, m, tol, **kw: real(a, b, m, tol, maxiter=2, **kw))
+    shape = (8, 30, 30)
+    weights = image_weights(_smooth_image(shape, 38))
+    seeds = _random_seeds(shape, 5, 39)
+    plain = RandomWalkerSystem(weights, seeds, solver="cg", tol=1e-12)
+    expected = plain.unknown_probabilities()
+    handed = RandomWalkerSystem(weights, seeds, solver="cg", tol=1e-12)
+    got = np.full_like(expected, np.nan)
+    handed.unknown_probabilities(on_column=lambda j, values: got.__setitem__((slice(None), j), values))
+    np.testing.assert_array_equal(got, expected)
+    assert handed.not_converged == plain.not_converged == 5
+
+
+class _CallbackError(Exception):
+    pass
+
+
+@pytest.mark.parametrize("solver", ["cg", "direct"])
+@pytest.mark.parametrize("error", [_CallbackError, RuntimeError, np.linalg.LinAlgError])
+def test_an_exception_in_the_column_callback_propagates_as_it_is(solver, error):
+    # not turned into the solver's own error (a singular system) on the way out
+    from affseg.graph.random_walker.solver import _block_pcg
+
+    shape = (8, 30, 30)
+    system = RandomWalkerSystem(image_weights(_smooth_image(shape, 40)), _random_seeds(shape, 5, 41),
+                                solver=solver, tol=1e-8)
+    calls = []
+
+    def fail(j, values):
+        calls.append(j)
+        if len(calls) == 2:
+            raise error("from the callback")
+
+    with pytest.raises(error, match="from the callback") as raised:
+        system.unknown_probabilities(on_column=fail)
+    assert raised.type is error and raised.value.__cause__ is None and len(calls) == 2
+    if solver == "cg":
+        calls.clear()
+        multigrid = system._amg()
+        workspace = multigrid.workspace(5)
+        with pytest.raises(error, match="from the callback"):
+            _block_pcg(multigrid.matrices[0], system.coupling.toarray(), lambda r, out: multigrid(r, out, workspace),
+                       1e-8, on_done=fail)
+        assert len(calls) == 2
+
+
+@pytest.mark.parametrize("solver", ["cg", "direct"])
+def test_the_column_callback_runs_under_the_callers_floating_point_settings(solver):
+    # the solver silences overflow inside its iterations, not in the caller's code
+    shape = (8, 30, 30)
+    system = RandomWalkerSystem(image_weights(_smooth_image(shape, 42)), _random_seeds(shape, 3, 43),
+                                solver=solver, tol=1e-8)
+
+    def divide(j, values):
+        return np.float64(1.0) / np.float64(0.0)
+
+    with np.errstate(divide="raise"), pytest.raises(FloatingPointError):
+        system.unknown_probabilities(on_column=divide)
+
+
+def _tied_walk(n, seed):
+    """Weights and seeds on a (3, n) grid whose middle row is unknown, each of its voxels joined
+    only to the seed above and the seed below, by the same power of two: probability exactly
+    1/2 for each of the two labels (or 1 where they are the same), on either solver."""
+    rng = np.random.default_rng(seed)
+    seeds = np.zeros((3, n), np.int64)
+    seeds[0] = rng.integers(1, 6, n)
+    seeds[2] = rng.integers(1, 6, n)
+    seeds[0, :5], seeds[2, :5] = [1, 2, 3, 4, 5], [5, 4, 3, 2, 1]  # every label, both ways round
+    weights = np.zeros((2, 3, n))  # no edge along a row
+    weights[0, 1] = weights[0, 2] = 2.0 ** rng.integers(-3, 3, n)  # (u, u - e_y)
+    return weights, seeds
+
+
+@pytest.mark.parametrize("solver", ["cg", "direct"])
+@pytest.mark.parametrize("order", ["solved", "reversed"])
+def test_exact_ties_go_to_the_smaller_label_whatever_order_the_columns_come_in(monkeypatch, solver, order):
+    import affseg.graph.random_walker.solver as rw
+
+    arrived = []
+    if order == "reversed":  # hand the columns of each block over last first
+        real = rw.RandomWalkerSystem.unknown_probabilities
+
+        def reversed_columns(self, labels=None, *, on_column=None):
+            x = real(self, labels)
+            for j in reversed(range(x.shape[1])):
+                arrived.append(j)
+                on_column(j, x[:, j])
+
+        monkeypatch.setattr(rw.RandomWalkerSystem, "unknown_probabilities", reversed_columns)
+    weights, seeds = _tied_walk(600, 44)
+    seg, probs = random_walker(weights, seeds, solver=solver, tol=1e-8, return_probabilities=True)
+    above, below = seeds[0] - 1, seeds[2] - 1
+    columns = np.arange(seeds.shape[1])
+    split = above != below
+    assert (probs[above[split], 1, columns[split]] == 0.5).all()  # exact ties
+    assert (probs[below[split], 1, columns[split]] == 0.5).all()
+    np.testing.assert_array_equal(seg[1], np.minimum(seeds[0], seeds[2]))
+    if order == "reversed":
+        assert arrived[:2] == [4, 3]
+
+
+def test_cg_gives_the_same_bits_on_any_number_of_threads():
+    import numba
+
+    shape = (10, 40, 40)
+    weights = image_weights(_smooth_image(shape, 45))
+    seeds = _random_seeds(shape, 6, 46)
+    threads = numba.get_num_threads()
+    results = []
+    try:
+        for n_threads in sorted({1, threads}):
+            numba.set_num_threads(n_threads)
+            results.append(random_walker(weights, seeds, solver="cg", tol=1e-6, return_probabilities=True))
+    finally:
+        numba.set_num_threads(threads)
+    for seg, probs in results[1:]:
+        np.testing.assert_array_equal(seg, results[0][0])
+        np.testing.assert_array_equal(probs, results[0][1])

@@ -347,7 +347,8 @@ class RandomWalkerSystem:
         With ``on_column``, each column is handed over instead, as ``on_column(j, values)`` (``j``
         its place in ``labels``, ``values`` a ``(U,)`` view valid during the call), in the order
         the columns are solved, and nothing is returned: one cg block then needs no array for
-        its whole solution."""
+        its whole solution. ``on_column`` runs under the caller's floating-point error settings,
+        and an exception it raises propagates unchanged."""
         cols = np.arange(self.labels.size) if labels is None else np.asarray(labels)
         rhs = np.zeros((self.unknown.size, cols.size))
         if cols.size:
@@ -361,10 +362,19 @@ class RandomWalkerSystem:
                 on_column(j, x[:, j])
             return None
 
+        # on_column runs under the caller's floating-point settings, and what it raises passes
+        # through as it is (not as the solver's own failure)
+        caller_errors, raised = np.geterr(), []
+
         def checked(j, values):
             if not np.all(np.isfinite(values)):
                 raise self._singular()
-            on_column(j, values)
+            try:
+                with np.errstate(**caller_errors):
+                    on_column(j, values)
+            except BaseException as err:
+                raised.append(err)
+                raise
 
         try:  # (the hierarchy's setup may find the system singular too)
             with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
@@ -373,6 +383,8 @@ class RandomWalkerSystem:
                 _, failed = _block_pcg(multigrid.matrices[0], rhs, lambda r, out: multigrid(r, out, workspace),
                                        self.tol, on_done=checked)
         except (RuntimeError, np.linalg.LinAlgError) as err:
+            if raised and err is raised[0]:
+                raise
             raise self._singular() from err
         self.not_converged += failed
         return None
