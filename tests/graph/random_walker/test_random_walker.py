@@ -665,6 +665,30 @@ def test_sparse_product_counts_in_int64():
     assert wide[0].dtype == wide[1].dtype == np.int64
 
 
+def test_threads_count_every_column_that_misses_its_tolerance(monkeypatch):
+    import threading
+
+    import affseg.graph.random_walker.solver as rw
+
+    real = rw._block_pcg
+    monkeypatch.setattr(rw, "_block_pcg", lambda a, b, m, tol, **kw: real(a, b, m, tol, maxiter=1, **kw))
+    shape = (8, 30, 30)
+    system = RandomWalkerSystem(image_weights(_smooth_image(shape, 24)), _random_seeds(shape, 6, 25), solver="cg",
+                                tol=1e-12)
+    rhs = [system.coupling[:, [k]].toarray() for k in range(6)]
+
+    def work(k):
+        for _ in range(20):
+            system.solve(rhs[k])
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(len(rhs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert system.not_converged == 6 * 20
+
+
 def test_threads_solving_on_one_system_get_their_own_answers():
     import threading
 

@@ -228,6 +228,7 @@ class RandomWalkerSystem:
         self._preconditioner = None
         self._setup_lock = threading.Lock()
         self.not_converged = 0
+        self._count_lock = threading.Lock()
 
     def _assemble(self, flat_weights, offsets3, shape3, active):
         n = self.label_index.size
@@ -325,15 +326,19 @@ class RandomWalkerSystem:
         if columns.shape[1] <= width:
             work = columns if columns.flags.c_contiguous and overwrite else np.array(columns, order="C")
             out, failed = _block_pcg(multigrid.matrices[0], work, precondition, self.tol)
-            self.not_converged += failed
+            self._count_not_converged(failed)
             return out
         out = np.zeros(columns.shape)
         for start in range(0, columns.shape[1], width):
             block = slice(start, start + width)
             work = np.array(columns[:, block], order="C")
             out[:, block], failed = _block_pcg(multigrid.matrices[0], work, precondition, self.tol)
-            self.not_converged += failed
+            self._count_not_converged(failed)
         return out
+
+    def _count_not_converged(self, failed: int) -> None:
+        with self._count_lock:  # threads may solve with one system at the same time
+            self.not_converged += failed
 
     def _amg(self) -> _BlockMultigrid:
         with self._setup_lock:  # built once, also when threads solve at the same time
@@ -386,7 +391,7 @@ class RandomWalkerSystem:
             if raised and err is raised[0]:
                 raise
             raise self._singular() from err
-        self.not_converged += failed
+        self._count_not_converged(failed)
         return None
 
     def full(self, unknown_values: np.ndarray, seed_values: bool) -> np.ndarray:
