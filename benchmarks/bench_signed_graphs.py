@@ -170,7 +170,7 @@ def profile(spec: str, seed: int, ties: str = "agreement") -> None:
     from affseg import extract_fragments, mutex_watershed
     from affseg.graph.core.edges import flat_steps
     from affseg.graph.signed import _gasp_kernels, _mutex_kernels
-    from affseg.graph.signed.gasp import _signed_region_graph
+    from affseg.graph.signed.gasp import _signed_region_graph, graph_tie_ranks
     from affseg.graph.signed.mutex import TIE_ORDERS, channel_biases
 
     affs, _, _, desc = load_input(spec, OFFSETS, seed=seed)
@@ -213,7 +213,7 @@ def profile(spec: str, seed: int, ties: str = "agreement") -> None:
     fragments = timed("GASP: extract_fragments", extract_fragments, affs, OFFSETS)
     uv, w, sizes, local, ids = timed("GASP: signed region graph of the fragments, all offsets",
                                      _signed_region_graph, affs, offsets, fragments, biases)
-    ranks = _mutex_kernels.edge_hashes(len(w)).astype(np.int64)  # gasp's default ties="hash"
+    ranks = graph_tie_ranks("hash", len(w))  # gasp's default ties
     timed(f"GASP: mean linkage on {len(ids)} fragments, {len(uv)} edges", _gasp_kernels.gasp, len(ids),
           uv[:, 0].copy(), uv[:, 1].copy(), w, sizes, local, _gasp_kernels.MEAN, False, ranks,
           _gasp_kernels.SIGN_NONE)

@@ -78,6 +78,14 @@ def test_bad_input_exits_2_and_writes_nothing(tmp_path, data, capsys, args, matc
     assert not out.exists()
 
 
+def test_one_ties_flag_shows_each_methods_default(capsys):
+    with pytest.raises(SystemExit):
+        main(["segment", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "[gasp; default hash]" in text and "[mws; default agreement]" in text
+    assert "{agreement,hash,repulsive-first,attractive-first,edge-order}" in text
+
+
 def test_output_that_would_replace_the_input_is_refused(tmp_path, data, capsys):
     copy = tmp_path / "d.zarr"
     assert main(["synth", str(copy), "--shape", "4", "16", "16"]) == 0

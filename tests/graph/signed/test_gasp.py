@@ -19,7 +19,8 @@ from affseg.errors import InputError
 from affseg.graph.core.edges import edge_slices
 from affseg.graph.signed import _gasp_kernels
 from affseg.graph.signed._mutex_kernels import edge_hashes
-from affseg.graph.signed.gasp import LINKAGES, TIE_ORDERS, signed_region_graph
+from affseg.graph.signed.gasp import _SIGN_FIRST as SIGN_FIRST
+from affseg.graph.signed.gasp import LINKAGES, TIE_ORDERS, graph_tie_ranks, signed_region_graph
 
 LINKAGE_OF = {
     "mean": lambda w, s: float(np.sum(w * s) / np.sum(s)),
@@ -67,18 +68,21 @@ def brute_force_gasp(n, uv, w, sizes, mergeable, linkage, cannot_link):
     return np.array(cluster), merges
 
 
-def kernel_merges(n, uv, w, sizes, mergeable, linkage, cannot_link, ties="edge-order"):
-    ranks = edge_hashes(len(w)).astype(np.int64) if ties == "hash" else np.zeros(len(w), np.int64)
-    sign_first = {"repulsive-first": _gasp_kernels.SIGN_REPULSIVE,
-                  "attractive-first": _gasp_kernels.SIGN_ATTRACTIVE}.get(ties, _gasp_kernels.SIGN_NONE)
+def kernel_merges_with_ranks(n, uv, w, sizes, mergeable, linkage, cannot_link, rank, sign_first):
+    """The kernel's merges in order, each as the pair of node sets it joined."""
     _, merged = _gasp_kernels.gasp(n, uv[:, 0].copy(), uv[:, 1].copy(), w, sizes, mergeable,
-                                   LINKAGES[linkage], cannot_link, ranks, sign_first)
+                                   LINKAGES[linkage], cannot_link, rank, sign_first)
     members = {i: {i} for i in range(n)}
     order = []
     for keep, gone in merged:
         order.append(frozenset([frozenset(members[keep]), frozenset(members[gone])]))
         members[keep] |= members.pop(gone)
     return order
+
+
+def kernel_merges(n, uv, w, sizes, mergeable, linkage, cannot_link, ties="edge-order"):
+    return kernel_merges_with_ranks(n, uv, w, sizes, mergeable, linkage, cannot_link,
+                                    graph_tie_ranks(ties, len(w)), SIGN_FIRST.get(ties, _gasp_kernels.SIGN_NONE))
 
 
 def random_graph(rng, n):
@@ -178,6 +182,23 @@ def test_agreement_ignores_affinities_outside_the_mask():
     changed[:, ~mask] = 1 - changed[:, ~mask]
     np.testing.assert_array_equal(gasp(affs, offsets, mask=mask, ties="agreement"),
                                   gasp(changed, offsets, mask=mask, ties="agreement"))
+
+
+def test_2_32_edges_are_refused_before_any_work():
+    from affseg.graph.signed import gasp as gasp_module
+
+    # the heap keys hold the edge index in 32 bits; a broadcast view has that length without memory
+    with pytest.raises(InputError, match="fewer than 2\\*\\*32 edges, got 4294967296"):
+        gasp_module._run(3, None, np.broadcast_to(0.5, (2**32,)), None, None, 0, False, "hash")
+
+
+def test_method_options_offer_the_tie_orders_of_the_functions():
+    from affseg.graph.signed.mutex import TIE_ORDERS as MWS_TIE_ORDERS
+    from affseg.methods import get_method
+
+    # the method modules spell the choices out (importing the kernels would load numba)
+    assert get_method("gasp").option("ties").choices == TIE_ORDERS
+    assert get_method("mws").option("ties").choices == tuple(MWS_TIE_ORDERS)
 
 
 def test_agreement_needs_a_grid():
@@ -422,12 +443,6 @@ def test_grid_options_of_wrong_type_are_refused(kwargs, match):
 # the original edges at every step; only abs_max between +a and -a depends on the folding
 # (the carrier's value stays on equal magnitude), so its sign is followed as the kernel folds.
 
-SIGN_FIRST = {"repulsive-first": _gasp_kernels.SIGN_REPULSIVE, "attractive-first": _gasp_kernels.SIGN_ATTRACTIVE}
-
-
-def tie_ranks(ties, m):
-    """The kernel's ranks of ``m`` graph edges for a graph tie order."""
-    return edge_hashes(m).astype(np.int64) if ties == "hash" else np.zeros(m, np.int64)
 
 
 def brute_force_gasp_with_ties(n, uv, w, sizes, mergeable, linkage, cannot_link, rank, sign_first):
@@ -505,17 +520,6 @@ def brute_force_gasp_with_ties(n, uv, w, sizes, mergeable, linkage, cannot_link,
     return np.array(cluster), merges
 
 
-def kernel_merges_with_ranks(n, uv, w, sizes, mergeable, linkage, cannot_link, rank, sign_first):
-    _, merged = _gasp_kernels.gasp(n, uv[:, 0].copy(), uv[:, 1].copy(), w, sizes, mergeable,
-                                   LINKAGES[linkage], cannot_link, rank, sign_first)
-    members = {i: {i} for i in range(n)}
-    order = []
-    for keep, gone in merged:
-        order.append(frozenset([frozenset(members[keep]), frozenset(members[gone])]))
-        members[keep] |= members.pop(gone)
-    return order
-
-
 def tied_graph(rng, n, parallel):
     """Edges in both orientations (and parallel ones), weights of 4 values, integer sizes: the
     sums of the mean and sum linkages are exact, so equal interactions tie exactly."""
@@ -547,7 +551,7 @@ def test_merge_order_with_ties_matches_brute_force(ties, linkage, cannot_link):
     for i in range(60):
         n = int(rng.integers(2, 9))
         uv, w, sizes, mergeable = tied_graph(rng, n, parallel=i % 3 == 0)
-        rank = tie_ranks(ties, len(w))
+        rank = graph_tie_ranks(ties, len(w))
         expected, expected_merges = brute_force_gasp_with_ties(n, uv, w, sizes, mergeable, linkage, cannot_link,
                                                                rank, sign_first)
         assert kernel_merges_with_ranks(n, uv, w, sizes, mergeable, linkage, cannot_link, rank,

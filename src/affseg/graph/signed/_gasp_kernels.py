@@ -24,7 +24,7 @@ from ..core.edges import edge_bounds
 from ..core.hashtable import hash_fill, hash_get, hash_put, pair_key
 from ..core.heap import heap_pop_call, heap_push_call
 from ..core.unionfind import find
-from ._mutex_kernels import agreement, agreement_key, hash_key
+from ._mutex_kernels import agreement, agreement_key
 
 MEAN, SUM, MAX, MIN, ABS_MAX = 0, 1, 2, 3, 4
 SIGN_NONE, SIGN_REPULSIVE, SIGN_ATTRACTIVE = 0, 1, 2  # which sign goes first among ties
@@ -82,21 +82,12 @@ def agreement_ranks(affs, offsets, bias, channel_starts, voxels, edge_ids, flat_
     """The agreement tie rank of each grid edge: edges ``channel_starts[c]`` to
     ``channel_starts[c + 1] - 1`` are channel ``c`` at the flat voxel indices ``voxels`` of a
     ``(C, z, y, x)`` volume (see :func:`affseg.graph.signed._mutex_kernels.agreement`); the hash
-    below the agreement is of ``edge_ids`` (:func:`hash_ranks`)."""
+    below the agreement is of ``edge_ids`` (:func:`~affseg.graph.signed._mutex_kernels.hash_key`)."""
     ranks = np.empty(voxels.shape[0], np.int64)
     for c in range(offsets.shape[0]):
         for e in range(channel_starts[c], channel_starts[c + 1]):
             agree = agreement(affs, offsets, bias, c, voxels[e], flat_mask, use_mask)
             ranks[e] = np.int64(agreement_key(agree, edge_ids[e]))
-    return ranks
-
-
-@njit(cache=True, nogil=True)
-def hash_ranks(edge_ids):
-    """The hash tie rank (the Mutex Watershed's 22-bit hash key) of each of ``edge_ids`` (int64)."""
-    ranks = np.empty(edge_ids.shape[0], np.int64)
-    for e in range(edge_ids.shape[0]):
-        ranks[e] = np.int64(hash_key(edge_ids[e]))
     return ranks
 
 

@@ -290,12 +290,17 @@ def hash_key(edge_id):
 
 
 @njit(cache=True, nogil=True)
-def edge_hashes(m):
-    """:func:`hash_key` of the edge ids ``0 .. m - 1`` (the graph's hash tie order)."""
-    out = np.empty(m, dtype=np.uint64)
-    for e in range(m):
-        out[e] = hash_key(e)
+def hash_keys(edge_ids):
+    """:func:`hash_key` of each of ``edge_ids`` (int64)."""
+    out = np.empty(edge_ids.shape[0], dtype=np.uint64)
+    for e in range(edge_ids.shape[0]):
+        out[e] = hash_key(edge_ids[e])
     return out
+
+
+def edge_hashes(m: int) -> np.ndarray:
+    """:func:`hash_key` of the edge ids ``0 .. m - 1`` (the graph's hash tie order)."""
+    return hash_keys(np.arange(m, dtype=np.int64))
 
 
 @njit(cache=True, nogil=True)

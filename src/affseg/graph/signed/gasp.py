@@ -11,7 +11,7 @@ from ...errors import InputError
 from ..core.edges import as_3d, edge_slices
 from ..core.relabel import compact_fragments, relabel, relabel_consecutive
 from . import _gasp_kernels as k
-from ._mutex_kernels import edge_hashes, labels_from_roots
+from ._mutex_kernels import edge_hashes, hash_keys, labels_from_roots
 from .inputs import as_edges, as_num_nodes, channel_biases, check_grid_nodes, is_long_range
 
 __all__ = ["LINKAGES", "TIE_ORDERS", "gasp", "gasp_graph", "signed_region_graph"]
@@ -118,12 +118,18 @@ def _as_per_edge(values, n: int, name: str, default) -> np.ndarray:
     return arr.astype(np.float64) if isinstance(default, float) else arr != 0
 
 
+def graph_tie_ranks(ties: str, m: int) -> np.ndarray:
+    """The kernel's tie ranks (int64) of ``m`` edges in list order: their hash for "hash", else 0
+    (the sign orders and the edge order need no rank)."""
+    return edge_hashes(m).astype(np.int64) if ties == "hash" else np.zeros(m, np.int64)
+
+
 def _run(num_nodes, uv, w, sizes, merge, code, cannot_link, ties, ranks=None):
     """GASP on validated edges; ``ranks``: the tie ranks of grid edges (hash or agreement)."""
     if len(w) >= 2**32:  # the heap keys hold the edge index in 32 bits
         raise InputError(f"GASP takes fewer than 2**32 edges, got {len(w)}")
     if ranks is None:
-        ranks = edge_hashes(len(w)).astype(np.int64) if ties == "hash" else np.zeros(len(w), np.int64)
+        ranks = graph_tie_ranks(ties, len(w))
     parent, _ = k.gasp(num_nodes, np.ascontiguousarray(uv[:, 0]), np.ascontiguousarray(uv[:, 1]),
                        w, sizes, merge, code, bool(cannot_link), ranks, _SIGN_FIRST.get(ties, k.SIGN_NONE))
     return labels_from_roots(parent, np.zeros(1, np.uint64), False, np.ones(1, bool), False, 1)
@@ -240,7 +246,7 @@ def _grid_ranks(affs, offsets, biases, voxels_per_channel, ids_per_channel, mask
         return None
     ids = np.concatenate(ids_per_channel)
     if ties == "hash":
-        return k.hash_ranks(ids)
+        return hash_keys(ids).astype(np.int64)
     starts = np.concatenate([[0], np.cumsum([len(v) for v in voxels_per_channel])]).astype(np.int64)
     affs3, offsets3 = as_3d(affs, offsets)
     flat_mask = np.ones(1, bool) if mask is None else np.ascontiguousarray(mask).reshape(-1)
