@@ -327,28 +327,56 @@ def _row_product(indptr, indices, data, x, i, acc):
         acc[j] = _row_dot1(indptr, indices, data, x, i, j)
 
 
+# what a pass over the rows of a CSR matrix writes (:func:`_row_pass`)
+_SET, _ADD, _RESIDUAL, _JACOBI = 0, 1, 2, 3
+
+
 @njit(cache=True, parallel=True, nogil=True)
-def spmm(indptr, indices, data, x, out):
-    """``out = A @ x`` for CSR ``A`` and C-ordered ``x`` of shape (n, m)."""
+def _row_pass(indptr, indices, data, x, out, mode, b, damped_inverse_diagonal):
+    """One pass over CSR ``A`` for C-ordered ``x`` of shape (n, m), row chunks in parallel:
+    ``out`` = ``A x`` (``_SET``), ``out + A x`` (``_ADD``), ``b - A x`` (``_RESIDUAL``), or
+    ``x + D^-1 omega (b - A x)`` (``_JACOBI``)."""
     n, m = out.shape
     for chunk in prange((n + _CHUNK - 1) // _CHUNK):
         acc = np.empty(m)
         for i in range(chunk * _CHUNK, min(n, (chunk + 1) * _CHUNK)):
             _row_product(indptr, indices, data, x, i, acc)
-            for j in range(m):
-                out[i, j] = acc[j]
+            if mode == _SET:
+                for j in range(m):
+                    out[i, j] = acc[j]
+            elif mode == _ADD:
+                for j in range(m):
+                    out[i, j] += acc[j]
+            elif mode == _RESIDUAL:
+                for j in range(m):
+                    out[i, j] = b[i, j] - acc[j]
+            else:
+                d = damped_inverse_diagonal[i]
+                for j in range(m):
+                    out[i, j] = x[i, j] + d * (b[i, j] - acc[j])
 
 
-@njit(cache=True, parallel=True, nogil=True)
+_NO_DIAGONAL = np.empty(0)
+
+
+def spmm(indptr, indices, data, x, out):
+    """``out = A @ x`` for CSR ``A`` and C-ordered ``x`` of shape (n, m)."""
+    _row_pass(indptr, indices, data, x, out, _SET, out, _NO_DIAGONAL)
+
+
 def prolong_add(indptr, indices, data, coarse, x):
     """``x += P @ coarse`` for CSR ``P``."""
-    n, m = x.shape
-    for chunk in prange((n + _CHUNK - 1) // _CHUNK):
-        acc = np.empty(m)
-        for i in range(chunk * _CHUNK, min(n, (chunk + 1) * _CHUNK)):
-            _row_product(indptr, indices, data, coarse, i, acc)
-            for j in range(m):
-                x[i, j] += acc[j]
+    _row_pass(indptr, indices, data, coarse, x, _ADD, x, _NO_DIAGONAL)
+
+
+def residual(indptr, indices, data, x, b, out):
+    """``out = b - A @ x``."""
+    _row_pass(indptr, indices, data, x, out, _RESIDUAL, b, _NO_DIAGONAL)
+
+
+def jacobi_sweep(indptr, indices, data, damped_inverse_diagonal, x, b, out):
+    """``out = x + D^-1 omega (b - A @ x)``, one damped Jacobi sweep (one pass over ``A``)."""
+    _row_pass(indptr, indices, data, x, out, _JACOBI, b, damped_inverse_diagonal)
 
 
 @njit(cache=True, parallel=True, nogil=True)
@@ -373,31 +401,6 @@ def restrict(indptr, indices, data, fine, coarse, partial):
             for t in range(parts - 1):
                 for c in range(m):
                     coarse[j, c] += partial[t, j, c]
-
-
-@njit(cache=True, parallel=True, nogil=True)
-def residual(indptr, indices, data, x, b, out):
-    """``out = b - A @ x``."""
-    n, m = out.shape
-    for chunk in prange((n + _CHUNK - 1) // _CHUNK):
-        acc = np.empty(m)
-        for i in range(chunk * _CHUNK, min(n, (chunk + 1) * _CHUNK)):
-            _row_product(indptr, indices, data, x, i, acc)
-            for j in range(m):
-                out[i, j] = b[i, j] - acc[j]
-
-
-@njit(cache=True, parallel=True, nogil=True)
-def jacobi_sweep(indptr, indices, data, damped_inverse_diagonal, x, b, out):
-    """``out = x + D^-1 omega (b - A @ x)``, one damped Jacobi sweep (one pass over ``A``)."""
-    n, m = out.shape
-    for chunk in prange((n + _CHUNK - 1) // _CHUNK):
-        acc = np.empty(m)
-        for i in range(chunk * _CHUNK, min(n, (chunk + 1) * _CHUNK)):
-            _row_product(indptr, indices, data, x, i, acc)
-            d = damped_inverse_diagonal[i]
-            for j in range(m):
-                out[i, j] = x[i, j] + d * (b[i, j] - acc[j])
 
 
 @njit(cache=True, parallel=True, nogil=True)
