@@ -92,6 +92,68 @@ def test_mala_blockwise_agglomerates_like_one_pass_on_the_same_fragments(tmp_pat
         np.testing.assert_array_equal(results[0][f"threshold_{t}"], single.segmentation(i))
 
 
+@pytest.mark.parametrize("positive", [False, True], ids=["-e_d", "+e_d"])
+def test_stored_region_graph_equals_one_pass_statistics(tmp_path, positive):
+    """The edges inside each block (stored with its fragments) and across its lower faces (the
+    region-graph stage) merge to the statistics of one pass over the whole volume, bit for bit:
+    every contact counted once, with blocks split along every axis, a mask, and nearest-neighbour
+    affinities to ``-e_d`` or to ``+e_d``."""
+    from affseg.blockwise.pipeline import mala_to_zarr
+    from affseg.blockwise.store import open_store
+    from affseg.graph.mala.statistics import edge_statistics
+
+    offsets = [[1, 0, 0], [0, 1, 0], [0, 0, 1], [0, 0, -3]] if positive else OFFSETS
+    vol = make_volume((12, 40, 48), seed=5, offsets=offsets)
+    path = tmp_path / "data.zarr"
+    write_affs_and_mask(path, vol.affs, offsets, chunks=(len(offsets), 4, 8, 16))
+    out, store_path = tmp_path / "out.zarr" / "seg", tmp_path / "store.sqlite"
+    with Engine(workers=0) as engine:
+        summary = mala_to_zarr(str(path / "affs"), str(out), thresholds=[0.5], block_shape=(4, 16, 16),
+                               context=(2, 4, 4), engine=engine, store=str(store_path),
+                               mask_address=str(path / "mask"), fragment_options={"min_seed_distance": 4})
+    assert summary["blocks"] == 3 * 3 * 3
+    fragments = read_volume(out / "fragments")[0]
+    whole = edge_statistics(vol.affs, fragments, offsets)
+    with open_store(store_path) as store:
+        stored = store.read_statistics(["mala:seg:inside", "mala:seg:region_graph"])
+        faces = store.read_statistics("mala:seg:region_graph")
+    assert faces.num_nodes == 0 and 0 < faces.num_edges < whole.num_edges
+    for name in ("node_ids", "node_sizes", "u", "v", "count", "sum", "max", "min", "histogram"):
+        np.testing.assert_array_equal(getattr(stored, name), getattr(whole, name), err_msg=name)
+
+
+def test_fragments_stored_without_their_inside_edges_get_them(tmp_path, data):
+    """Blocks whose fragments are done but whose inside edges are not (a store of an older run,
+    or a crash between the two writes) get them from the stored fragments: the same result."""
+    from affseg.blockwise.pipeline import mala_to_zarr
+    from affseg.blockwise.store import open_store
+
+    path, _, _ = data
+    options = dict(thresholds=[0.3, 0.7], block_shape=(8, 32, 32), context=(2, 8, 8),
+                   fragment_options={"min_seed_distance": 6})
+    with Engine(workers=0) as engine:
+        mala_to_zarr(str(path / "affs"), str(tmp_path / "ref.zarr" / "seg"), engine=engine, **options)
+
+    class StopBeforeFaces(Engine):
+        def map(self, function, items, *args, desc="blocks", **kwargs):
+            if desc.startswith("region graph"):
+                raise KeyboardInterrupt
+            return super().map(function, items, *args, desc=desc, **kwargs)
+
+    out, store_path = tmp_path / "out.zarr" / "seg", tmp_path / "out.sqlite"
+    with pytest.raises(KeyboardInterrupt), StopBeforeFaces(workers=0) as engine:
+        mala_to_zarr(str(path / "affs"), str(out), engine=engine, store=str(store_path), **options)
+    with open_store(store_path) as store:
+        assert len(store.done_blocks("mala:seg:fragments")) == 8
+        store.reset_stage("mala:seg:inside")
+    with Engine(workers=0) as engine:
+        summary = mala_to_zarr(str(path / "affs"), str(out), engine=engine, store=str(store_path), **options)
+    assert summary["computed"] == {"fragments": 0, "inside": 8, "region_graph": 8, "agglomerate": 1, "relabel": 8}
+    for name in ("fragments", "threshold_0.3", "threshold_0.7"):
+        np.testing.assert_array_equal(read_volume(out / name)[0], read_volume(tmp_path / "ref.zarr" / "seg" / name)[0],
+                                      err_msg=name)
+
+
 @pytest.mark.parametrize("merge_function", ["hist_quant_75", "max"])
 def test_hierarchical_mala_equals_exact_where_every_block_sees_the_volume(tmp_path, data, merge_function):
     """lsd's mode: with a context as large as the block, each of the 2 x 2 x 2 blocks agglomerates the
@@ -189,13 +251,14 @@ def test_a_killed_client_resumes_redoing_only_unfinished_blocks(tmp_path, data):
                                context=(2, 6, 6), engine=engine, store=str(store_path),
                                fragment_options={"min_seed_distance": 5})
     assert summary["blocks"] == 64 and summary["computed"]["fragments"] == 64 - len(done)
+    assert summary["computed"]["inside"] == 64 - len(done)  # (stored with each block's fragments)
     for name in ("fragments", "threshold_0.3", "threshold_0.7"):
         np.testing.assert_array_equal(read_volume(out / name)[0], read_volume(reference / name)[0], err_msg=name)
     with Engine(workers=0) as engine:  # again: everything is done
         again = mala_to_zarr(str(path / "affs"), str(out), thresholds=[0.3, 0.7], block_shape=(4, 16, 16),
                              context=(2, 6, 6), engine=engine, store=str(store_path),
                              fragment_options={"min_seed_distance": 5})
-    assert again["computed"] == {"fragments": 0, "region_graph": 0, "agglomerate": 0, "relabel": 0}
+    assert again["computed"] == {"fragments": 0, "inside": 0, "region_graph": 0, "agglomerate": 0, "relabel": 0}
     for name in ("fragments", "threshold_0.3", "threshold_0.7"):  # the finished outputs are not staged again
         np.testing.assert_array_equal(read_volume(out / name)[0], read_volume(reference / name)[0], err_msg=name)
     assert not [p.name for p in out.iterdir() if p.name.startswith(".")]
@@ -265,11 +328,11 @@ def test_one_store_serves_several_mala_outputs_and_a_removed_output_is_made_agai
     assert run("c", [0.3, 0.7])["computed"]["fragments"] == 8
     for name in ("fragments", "threshold_0.3", "threshold_0.7"):
         np.testing.assert_array_equal(read_volume(container / "a" / name)[0], read_volume(container / "c" / name)[0])
-    assert run("a", [0.3, 0.7])["computed"] == {"fragments": 0, "region_graph": 0, "agglomerate": 0, "relabel": 0}
+    assert run("a", [0.3, 0.7])["computed"] == {"fragments": 0, "inside": 0, "region_graph": 0, "agglomerate": 0, "relabel": 0}
     expected = read_volume(container / "a" / "threshold_0.7")[0]
     shutil.rmtree(container / "a" / "threshold_0.7")
     again = run("a", [0.3, 0.7])
-    assert again["computed"] == {"fragments": 8, "region_graph": 8, "agglomerate": 1, "relabel": 8}
+    assert again["computed"] == {"fragments": 8, "inside": 8, "region_graph": 8, "agglomerate": 1, "relabel": 8}
     np.testing.assert_array_equal(read_volume(container / "a" / "threshold_0.7")[0], expected)
     assert first["fragments"] == again["fragments"]
 

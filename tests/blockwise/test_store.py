@@ -358,6 +358,24 @@ def test_stages_are_kept_apart(store):
     assert set(store.stages()) == {"region_graph", "fragments"}
 
 
+def test_several_stages_merge_in_block_then_stage_order(store):
+    """A block's parts in two stages (its inside and its faces, say) merge as merge_edge_statistics
+    of the parts in block order, a block's parts in the order the stages are given: bitwise,
+    float sums included, whatever order they were written in."""
+    parts = {(block, stage): random_statistics(10 * block + k, ids=[1, 2, 3, 4, 5])
+             for block in (0, 1, 2) for k, stage in enumerate(("inside", "faces"))}
+    store.begin_stage("inside", IDENTITY)
+    store.begin_stage("faces", IDENTITY)
+    for block, stage in sorted(parts, reverse=True):
+        store.write_block(block, parts[block, stage], stage=stage)
+    for stages in (["inside", "faces"], ["faces", "inside"]):
+        expected = merge_edge_statistics([parts[block, stage] for block in (0, 1, 2) for stage in stages])
+        assert_same_statistics(store.read_statistics(stages), expected)
+    assert_same_statistics(store.read_statistics(["faces", "faces"]), store.read_statistics("faces"))
+    with pytest.raises(InputError, match="at least one stage"):
+        store.read_statistics([])
+
+
 # ---------------------------------------------------------------------------------------------
 # done records and identities
 

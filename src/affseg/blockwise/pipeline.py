@@ -585,9 +585,12 @@ MALA_MODES = ("exact", "hierarchical")
 """How blockwise MALA agglomerates: the whole region graph at once, or lsd's block by block."""
 
 
-def _fragments_task(block_id, affs_address, fragments_address, layout, offsets, options, mask_address):
+def _fragments_task(block_id, affs_address, fragments_address, layout, offsets, options, mask_address, histogram):
+    """One block's fragments, written; returns their table and, unless ``histogram`` is None, the
+    statistics of the region-graph edges inside the block (its faces come later)."""
     from ..graph.core.relabel import relabel_consecutive
     from ..graph.mala.fragments import extract_fragments
+    from ..graph.mala.statistics import edge_statistics
     from ..io.volumes import open_staged
 
     block = layout.block(block_id)
@@ -598,7 +601,11 @@ def _fragments_task(block_id, affs_address, fragments_address, layout, offsets, 
     first = layout.id_offset(block_id) + 1
     fragments, count = relabel_consecutive(fragments, start=first)
     open_staged(fragments_address)[block.write] = fragments
-    return _fragment_table(fragments, first, count, [w.start for w in block.write])
+    table = _fragment_table(fragments, first, count, [w.start for w in block.write])
+    if histogram is None:
+        return table, None
+    # (while the block's affinities and fragments are in memory: no second read of them)
+    return table, edge_statistics(affs[(slice(None),) + block.write_in_read], fragments, offsets, histogram=histogram)
 
 
 def _fragment_table(fragments: np.ndarray, first: int, count: int, origin) -> tuple[np.ndarray, ...]:
@@ -611,22 +618,68 @@ def _fragment_table(fragments: np.ndarray, first: int, count: int, origin) -> tu
     return np.arange(first, first + count, dtype=np.uint64), sizes, centres  # relabel_consecutive leaves no gap
 
 
-def _statistics_task(block_id, affs_address, fragments_address, layout, offsets, histogram):
+def _inside_task(block_id, affs_address, fragments_address, layout, offsets, histogram):
+    """The statistics of the region-graph edges inside a block (both voxels of every contact in
+    its write region), from its stored fragments: for blocks whose fragments a run before this
+    one stored without them."""
     from ..graph.mala.statistics import edge_statistics
-
-    affs, fragments, owned = _graph_region(layout.block(block_id), affs_address, fragments_address, context=False)
-    return edge_statistics(affs, fragments, offsets, owned=owned, histogram=histogram)
-
-
-def _graph_region(block, affs_address: str, fragments_address: str, *, context: bool):
-    """A block's affinities and fragments for its region graph: the write region (with
-    ``context``: the read region) and at least one voxel below it, whose contacts with the
-    write region's lowest voxels the block owns (see edge_statistics(owned=)); and the owned
-    region within them."""
     from ..io.volumes import open_staged
 
-    outer = block.read if context else block.write
-    read = tuple(slice(max(0, min(r.start, w.start - 1)), r.stop) for r, w in zip(outer, block.write))
+    block = layout.block(block_id)
+    affs = np.asarray(_open(affs_address)[(slice(None),) + block.write])
+    return edge_statistics(affs, np.asarray(open_staged(fragments_address)[block.write]), offsets,
+                           histogram=histogram)
+
+
+def _lower_faces(block):
+    """Per axis along which a block has a lower neighbour: the two voxel layers across that face
+    (the neighbour's last, the block's first) over the block's write region, and the block's
+    layer within them."""
+    for axis, w in enumerate(block.write):
+        if w.start == 0:
+            continue
+        slab = tuple(slice(w.start - 1, w.start + 1) if a == axis else s for a, s in enumerate(block.write))
+        own = tuple(slice(1, 2) if a == axis else slice(0, s.stop - s.start) for a, s in enumerate(block.write))
+        yield slab, own
+
+
+def _faces_task(block_id, affs_address, fragments_address, layout, offsets, histogram):
+    """The statistics of the region-graph edges across a block's lower faces: contacts whose
+    upper voxel (the one carrying the affinity) is the block's, the lower one its neighbour's.
+    With the edges inside each block (:func:`_fragments_task`), every contact of the volume is
+    counted once. No nodes: each block's come with its inside."""
+    from dataclasses import replace
+
+    from ..graph.mala.statistics import HISTOGRAM_BINS, EdgeStatistics, edge_statistics, merge_edge_statistics
+    from ..io.volumes import open_staged
+
+    block = layout.block(block_id)
+    affs_volume, fragments_volume = _open(affs_address), open_staged(fragments_address)
+    per_block = np.uint64(layout.voxels_per_block)
+    no_nodes = {"node_ids": np.zeros(0, np.uint64), "node_sizes": np.zeros(0, np.int64)}
+    faces = []
+    for slab, own in _lower_faces(block):
+        stats = edge_statistics(np.asarray(affs_volume[(slice(None),) + slab]), np.asarray(fragments_volume[slab]),
+                                offsets, owned=own, histogram=histogram)
+        # (the contacts within the block's layer are inside edges: both ends are its fragments)
+        across = (stats.u - np.uint64(1)) // per_block != (stats.v - np.uint64(1)) // per_block
+        faces.append(replace(stats, **no_nodes, u=stats.u[across], v=stats.v[across], count=stats.count[across],
+                             sum=stats.sum[across], max=stats.max[across], min=stats.min[across],
+                             histogram=None if stats.histogram is None else stats.histogram[across]))
+    if faces:  # (faces towards different neighbours share no edge)
+        return merge_edge_statistics(faces)
+    return EdgeStatistics(**no_nodes, u=np.zeros(0, np.uint64), v=np.zeros(0, np.uint64), count=np.zeros(0, np.int64),
+                          sum=np.zeros(0), max=np.zeros(0, np.float32), min=np.zeros(0, np.float32),
+                          histogram=np.zeros((0, HISTOGRAM_BINS), np.uint32) if histogram else None)
+
+
+def _graph_region(block, affs_address: str, fragments_address: str):
+    """A block's affinities and fragments for its region graph with context: the read region
+    and at least one voxel below the write region, whose contacts with the write region's lowest
+    voxels the block owns (see edge_statistics(owned=)); and the owned region within them."""
+    from ..io.volumes import open_staged
+
+    read = tuple(slice(max(0, min(r.start, w.start - 1)), r.stop) for r, w in zip(block.read, block.write))
     owned = tuple(slice(w.start - r.start, w.stop - r.start) for w, r in zip(block.write, read))
     affs = np.asarray(_open(affs_address)[(slice(None),) + read])
     fragments = np.asarray(open_staged(fragments_address)[read])
@@ -641,7 +694,7 @@ def _scores_task(block_id, affs_address, fragments_address, layout, offsets, his
     from ..graph.mala.levels import join_levels
     from ..graph.mala.statistics import EdgeStatistics, edge_statistics
 
-    affs, fragments, owned = _graph_region(layout.block(block_id), affs_address, fragments_address, context=True)
+    affs, fragments, owned = _graph_region(layout.block(block_id), affs_address, fragments_address)
     # (two passes over the region: every contact it sees, and the ones the block owns)
     seen = edge_statistics(affs, fragments, offsets, histogram=histogram)
     own = edge_statistics(affs, fragments, offsets, owned=owned, histogram=False)
@@ -673,6 +726,32 @@ def _lookup_task(block_id, fragments_address, out_addresses, layout, fragment_id
     fragments = np.asarray(open_staged(fragments_address)[block.write])
     for address, segments in zip(out_addresses, relabel_by_tables(fragments, fragment_ids, segment_ids)):
         open_staged(address)[block.write] = segments
+
+
+def _load_agglomeration_kernels(merge_function: str, thresholds: np.ndarray, histogram: bool):
+    """Load (or compile) the agglomeration's numba kernels in a thread, by agglomerating a graph of
+    two edges, while the blocks run: the client would otherwise spend about a second on it after
+    the last block. Returns the started thread (its errors are left to the real call)."""
+    import threading
+
+    from ..graph.mala.agglomeration import agglomerate_graph
+    from ..graph.mala.statistics import HISTOGRAM_BINS, EdgeStatistics
+
+    values = np.array([0.25, 0.75])
+    tiny = EdgeStatistics(node_ids=np.array([1, 2, 3], np.uint64), node_sizes=np.ones(3, np.int64),
+                          u=np.array([1, 2], np.uint64), v=np.array([2, 3], np.uint64), count=np.ones(2, np.int64),
+                          sum=values, max=values.astype(np.float32), min=values.astype(np.float32),
+                          histogram=np.eye(2, HISTOGRAM_BINS, 64, np.uint32) if histogram else None)
+
+    def load():
+        try:
+            agglomerate_graph(tiny, thresholds=thresholds, merge_function=merge_function)
+        except Exception:  # (the real call reports it)
+            pass
+
+    thread = threading.Thread(target=load, name="affseg-load-agglomeration", daemon=True)
+    thread.start()
+    return thread
 
 
 def mala_to_zarr(affs_address: str, out_group: str, offsets=None, *, thresholds: Sequence[float],
@@ -736,12 +815,15 @@ def mala_to_zarr(affs_address: str, out_group: str, offsets=None, *, thresholds:
                                        thresholds=thresholds.tolist(), **hierarchical)
     key = f"mala:{_stage_key(dataset.rpartition('/')[0] or '.')}"  # one store serves every output group
     graph_stage = "scores" if hierarchical else "region_graph"
-    stage = {s: f"{key}:{s}" for s in ("fragments", graph_stage, "agglomerate", "relabel")}
+    stage = {s: f"{key}:{s}" for s in ("fragments", "inside", graph_stage, "agglomerate", "relabel")}
     stage["region_graph"] = stage[graph_stage]
+    # exact: the edges inside each block come with its fragments, the region-graph stage adds
+    # those across its faces ("faces": stores of the one-stage graph are refused, not misread)
     graph_identity = (_identity(layout, **inputs, fragments=options, merge_function=merge_function,
                                 thresholds=thresholds.tolist(), **hierarchical) if hierarchical else
-                      _identity(layout, **inputs, fragments=options, histogram=with_histogram))
+                      _identity(layout, **inputs, fragments=options, histogram=with_histogram, faces=True))
     stages = {stage["fragments"]: _identity(layout, **inputs, fragments=options),
+              **({} if hierarchical else {stage["inside"]: graph_identity}),
               stage["region_graph"]: graph_identity,
               stage["agglomerate"]: final_identity, stage["relabel"]: final_identity}
     store, done = _open_job(store, container, [f"{out_group}/{name}" for name in names], stages, stage["relabel"],
@@ -757,22 +839,40 @@ def mala_to_zarr(affs_address: str, out_group: str, offsets=None, *, thresholds:
                                  scratch=fragments_address, last=stage["relabel"], outputs=outputs,
                                  products=[fragments_address, *outputs])
         todo = _pending(done, stage["fragments"], n)
+        loading = (_load_agglomeration_kernels(merge_function, thresholds, with_histogram)
+                   if not hierarchical and not done[stage["agglomerate"]] else None)
         if not finished:  # (a finished job's fragments may be published already: not staged again)
             stage_volume(fragments_address, shape=shape, dtype=np.uint64, chunks=chunks, **meta,
                          attrs={"method": "mala", **options})
+
+        def store_fragments(block_id, result):
+            table, inside = result
+            if inside is not None:  # first: a crash between the two leaves the fragments to redo
+                store.write_block(block_id, inside, stage=stage["inside"])
+            store.write_fragments(block_id, *table, stage=stage["fragments"])
+
         engine.map(_fragments_task, todo, affs_address, fragments_address, layout, offsets, options, mask_address,
-                   desc="fragments",
-                   on_result=lambda block_id, table: store.write_fragments(block_id, *table, stage=stage["fragments"]))
+                   None if hierarchical else with_histogram, desc="fragments", on_result=store_fragments)
         computed["fragments"] = len(todo)
+        if not hierarchical and not finished:  # fragments stored without their inside edges (by an older run)
+            todo = sorted(set(range(n)) - store.done_blocks(stage["inside"]))
+            engine.map(_inside_task, todo, affs_address, fragments_address, layout, offsets, with_histogram,
+                       desc="region graph (inside blocks)",
+                       on_result=lambda block_id, stats: store.write_block(block_id, stats, stage=stage["inside"]))
+            computed["inside"] = len(todo) + computed["fragments"]
+        elif not hierarchical:
+            computed["inside"] = 0
         todo = _pending(done, stage["region_graph"], n)
         task, task_options = ((_scores_task, (with_histogram, merge_function, thresholds))
-                              if hierarchical else (_statistics_task, (with_histogram,)))
+                              if hierarchical else (_faces_task, (with_histogram,)))
         engine.map(task, todo, affs_address, fragments_address, layout, offsets, *task_options,
-                   desc="block agglomeration" if hierarchical else "region graph",
+                   desc="block agglomeration" if hierarchical else "region graph (faces)",
                    on_result=lambda block_id, stats: store.write_block(block_id, stats, stage=stage["region_graph"]))
         computed[graph_stage] = len(todo)
         # merged in block order: the same every run
-        statistics = store.read_statistics(stage["region_graph"], histogram=with_histogram and not hierarchical)
+        statistics = store.read_statistics(stage["region_graph"] if hierarchical else
+                                           [stage["inside"], stage["region_graph"]],
+                                           histogram=with_histogram and not hierarchical)
         tables = [f"{key}:threshold_{float(t)!r}" for t in thresholds]
         if done[stage["agglomerate"]]:
             lookups = [store.read_lookup(name) for name in tables]
@@ -780,6 +880,8 @@ def mala_to_zarr(affs_address: str, out_group: str, offsets=None, *, thresholds:
         elif hierarchical:
             lookups = _lookups_from_levels(statistics, thresholds)
         else:
+            if loading is not None:
+                loading.join()
             result = agglomerate_graph(statistics, thresholds=thresholds, merge_function=merge_function)
             lookups = [(result.fragment_ids, result.segment_ids[i]) for i in range(len(thresholds))]
         if not done[stage["agglomerate"]]:

@@ -65,7 +65,7 @@ import re
 import sqlite3
 import threading
 import weakref
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -921,18 +921,20 @@ class GraphStore:
                                 ("stage", "block", "u", "v", "count", "sum", "max", "min", "histogram"), edge_rows)
             self._mark(cur, stage, [block])
 
-    def read_statistics(self, stage: str = "region_graph", *, histogram: bool = True) -> EdgeStatistics:
-        """The statistics of all blocks written in ``stage``, merged.
+    def read_statistics(self, stage: str | Sequence[str] = "region_graph", *,
+                        histogram: bool = True) -> EdgeStatistics:
+        """The statistics of all blocks written in ``stage`` (or in several stages), merged.
 
         Equal (bitwise, float sums included) to
         :func:`~affseg.graph.mala.statistics.merge_edge_statistics` of the blocks' statistics in
-        increasing block order: node sizes, counts, sums and histograms add up; max of the
-        maxima, min of the minima.
+        increasing block order (a block's parts in several stages: in the order of ``stage``):
+        node sizes, counts, sums and histograms add up; max of the maxima, min of the
+        minima.
 
         Parameters
         ----------
-        stage : str
-            The stage the blocks were written in.
+        stage : str or sequence of str
+            The stage (or stages) the blocks were written in.
         histogram : bool
             Also read the histograms (1 KiB per edge in memory); they are None anyway if any
             block was written without them.
@@ -942,22 +944,26 @@ class GraphStore:
         statistics : EdgeStatistics
             Empty if no block was written.
         """
-        stage = _check_stage_name(stage)
+        names = [stage] if isinstance(stage, str) else list(stage) if isinstance(stage, (list, tuple)) else [stage]
+        names = list(dict.fromkeys(_check_stage_name(name) for name in names))
+        if not names:
+            raise InputError("read_statistics needs at least one stage, got none")
         histogram = as_flag(histogram, name="histogram")
+        among = f"stage IN ({', '.join('?' * len(names))})"
         with self._guard(), self._transaction(write=False) as cur:
-            self._execute(cur, "SELECT count(*), min(histogram) FROM affseg_parts WHERE stage = ?", (stage,))
+            self._execute(cur, f"SELECT count(*), min(histogram) FROM affseg_parts WHERE {among}", tuple(names))
             parts, all_hist = cur.fetchone()
             with_hist = histogram and (not parts or bool(all_hist))
             if not parts:
                 return _empty_statistics(with_hist)
             nodes = _read_columns(self._backend.stream(
-                cur, "SELECT id, size FROM affseg_nodes WHERE stage = ? ORDER BY block, id", (stage,)),
-                (np.int64, np.int64))
-            columns = "u, v, count, sum, max, min" + (", histogram" if with_hist else "")
-            edges = _read_columns(self._backend.stream(
-                cur, f"SELECT {columns} FROM affseg_edges WHERE stage = ? ORDER BY block, u, v", (stage,)),
-                (np.int64, np.int64, np.int64, np.float64, np.float64, np.float64) + ((bytes,) if with_hist else ()))
-        return _merge_rows(nodes, edges, with_hist)
+                cur, f"SELECT id, size FROM affseg_nodes WHERE {among}", tuple(names)), (np.int64, np.int64))
+            columns = "block, u, v, count, sum, max, min" + (", histogram" if with_hist else "")
+            dtypes = (np.int64,) * 4 + (np.float64,) * 3 + ((bytes,) if with_hist else ())
+            # stage by stage, in the order given; _merge_rows orders the rows by block
+            edges = [_read_columns(self._backend.stream(
+                cur, f"SELECT {columns} FROM affseg_edges WHERE stage = ?", (name,)), dtypes) for name in names]
+        return _merge_rows(nodes, _concatenate_columns(edges, dtypes), with_hist)
 
     # -- fragments -----------------------------------------------------------------------------
 
@@ -1126,11 +1132,24 @@ def _read_columns(chunks: Iterable[list[tuple]], dtypes: tuple) -> list:
     return out
 
 
+def _concatenate_columns(parts: list[list], dtypes: tuple) -> list:
+    """The columns of several :func:`_read_columns` results, one after the other."""
+    out: list = []
+    for k, dtype in enumerate(dtypes):
+        if dtype is bytes:
+            out.append((np.concatenate([p[k][0] for p in parts]), b"".join(p[k][1] for p in parts)))
+        else:
+            out.append(np.concatenate([p[k] for p in parts]))
+    return out
+
+
 def _merge_rows(nodes: list, edges: list, with_hist: bool) -> EdgeStatistics:
-    """Rows of several blocks (in block order) merged as merge_edge_statistics merges parts."""
+    """Rows of several blocks (``edges[0]``: their block; rows of one block in the order its parts
+    are to be merged) merged as merge_edge_statistics merges the parts in block order."""
     node_ids, node_index = np.unique(sql_to_uint64(nodes[0]), return_inverse=True)
     node_sizes = np.zeros(node_ids.shape[0], np.int64)
     np.add.at(node_sizes, node_index.reshape(-1), nodes[1])
+    block, edges = edges[0], edges[1:]
     n = edges[0].shape[0]
     if n == 0:
         empty = _empty_statistics(with_hist)
@@ -1139,7 +1158,7 @@ def _merge_rows(nodes: list, edges: list, with_hist: bool) -> EdgeStatistics:
     u, v = sql_to_uint64(edges[0]), sql_to_uint64(edges[1])
     count, total = edges[2], edges[3]
     top, bottom = edges[4].astype(np.float32), edges[5].astype(np.float32)
-    order = np.lexsort((v, u))  # stable: an edge's rows stay in block order, as its parts would
+    order = np.lexsort((block, v, u))  # stable: an edge's rows in block order, then as they came
     su, sv = u[order], v[order]
     first = np.ones(n, bool)
     first[1:] = (su[1:] != su[:-1]) | (sv[1:] != sv[:-1])

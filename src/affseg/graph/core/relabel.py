@@ -216,10 +216,13 @@ def relabel_by_tables(labels: np.ndarray, sorted_ids: np.ndarray,
         at = at[listed]
     else:
         listed, at = np.zeros(present.shape, bool), np.zeros(0, np.intp)
+    flat = index.reshape(-1)
     for table in tables:
         local = present.copy()
         local[listed] = table[at]
-        yield local.take(index)
+        out = np.empty(index.shape, np.uint64)
+        _relabel_dense(flat, local, out.reshape(-1))  # (numpy's take would copy the uint32 index to intp)
+        yield out
 
 
 def sorted_lookup(old_ids: np.ndarray, tables: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -318,7 +321,8 @@ def relabel_consecutive(labels: ArrayLike, *, start: int = 1) -> tuple[np.ndarra
     start = as_int(start, name="start", minimum=1)
     index, ids = compact_fragments(labels)
     check_id_range(start, len(ids) - 1, name="start")
-    out = index.astype(np.uint64)
-    if start != 1:
-        out[index != 0] += np.uint64(start - 1)
+    new_ids = np.arange(start - 1, start - 1 + len(ids), dtype=np.uint64)
+    new_ids[0] = 0
+    out = np.empty(index.shape, np.uint64)
+    _relabel_dense(index.reshape(-1), new_ids, out.reshape(-1))
     return out, len(ids) - 1
