@@ -16,6 +16,7 @@ the block size, not the volume (run two shapes with the same blocks to see it).
     python benchmarks/bench_blockwise.py --voi --shape 64 256 256         # MALA and cc blockwise vs one pass
 
     python benchmarks/bench_blockwise.py --stages --shape 64 512 512      # where the time goes, per stage
+    python benchmarks/bench_blockwise.py --parallel --repeats 5           # what 2 processes get from this machine
 
 ``--stages`` runs everything in this process (numba on one thread) and times each stage: one
 pass (read, fragments, agglomerate, the segmentations, writing them) and ``mala_to_zarr`` with the
@@ -23,6 +24,11 @@ tasks run serially here (``workers=0``) and on a LocalCluster of 1 and of 2 work
 ``Engine.map`` timed by its stage name; "client" is the rest: the store, the merged graph's
 agglomeration, staging and publishing; "cluster" the LocalCluster's start and close). Medians
 over the repeats, interleaved.
+
+``--parallel`` measures what two processes computing at once get from this machine, the bound on
+the scaling from one worker to two: the seconds of ``extract_fragments`` of one block in one
+process alone, and in each of two processes started together (each a fresh process, numba on one
+thread; repeats interleaved), and the throughput of the two against one.
 
 ``--voi`` also runs MALA's hierarchical mode (``mode="hierarchical"``, lsd's) on the fragments of
 each exact blockwise run and scores it against the exact mode.
@@ -270,6 +276,38 @@ def stage_times(affs: str, block_shape, repeats: int) -> None:
         print(f"{name:<22} total {total:6.2f}: " + ", ".join(f"{s} {v:.2f}" for s, v in medians.items()))
 
 
+_ONE_BLOCK = """
+import sys, time
+import numpy as np
+from affseg.graph.mala.fragments import extract_fragments
+from affseg.io import open_volume
+with open_volume(sys.argv[1]) as vol:  # (one block read, not the volume)
+    affs = np.asarray(vol.data[(slice(None),) + tuple(slice(0, int(b)) for b in sys.argv[2:])])
+extract_fragments(affs[:, :8, :16, :16])  # (numba's kernels loaded)
+started = time.perf_counter()
+extract_fragments(affs)
+print(time.perf_counter() - started)
+"""
+
+
+def parallel_throughput(affs: str, block_shape, repeats: int) -> None:
+    """Print the seconds of extract_fragments of one block alone and in two processes at once."""
+    command = [sys.executable, "-c", _ONE_BLOCK, affs, *map(str, block_shape)]
+    env = {**os.environ, "NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+    subprocess.run(command, check=True, env=env, capture_output=True)  # warm the numba cache
+    alone, together = [], []
+    for _ in range(repeats):
+        alone.append(float(subprocess.run(command, check=True, env=env, capture_output=True, text=True).stdout))
+        pair = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True) for _ in range(2)]
+        together.append([float(p.communicate()[0]) for p in pair])
+    print(f"extract_fragments of one block {list(block_shape)} of {affs}, {repeats} interleaved repeats")
+    print(f"alone: median {statistics.median(alone):.2f} s; two at once: median "
+          f"{statistics.median(min(t) for t in together):.2f} and {statistics.median(max(t) for t in together):.2f} s")
+    gains = [2 * a / max(t) for a, t in zip(alone, together)]
+    print(f"two processes do {statistics.median(gains):.2f}x the work of one in the same time (median of paired "
+          "runs: 2 x alone / slower of the two)")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--shape", type=int, nargs=3, default=[64, 512, 512])
@@ -280,12 +318,19 @@ def main() -> None:
     p.add_argument("--mws-voi", action="store_true", help="the Mutex Watershed blockwise vs one pass (VOI)")
     p.add_argument("--voi", action="store_true", help="MALA and connected components blockwise vs one pass (VOI)")
     p.add_argument("--stages", action="store_true", help="time each stage of one pass and of blockwise (in-process)")
+    p.add_argument("--parallel", action="store_true",
+                   help="extract_fragments of one block alone and in two processes at once (the scaling's bound)")
     args = p.parse_args()
     if args.mws_voi:
         mws_voi(args.shape)
         return
     if args.voi:
         mala_cc_voi(args.shape)
+        return
+    if args.parallel:
+        with tempfile.TemporaryDirectory() as tmp:
+            parallel_throughput(args.data or make_data(Path(tmp), args.shape, args.block_shape, args.seed),
+                                args.block_shape, args.repeats)
         return
     if args.stages:
         os.environ.update({"NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"})  # (before numba starts)

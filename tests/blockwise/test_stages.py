@@ -122,26 +122,28 @@ def test_stored_region_graph_equals_one_pass_statistics(tmp_path, positive):
         np.testing.assert_array_equal(getattr(stored, name), getattr(whole, name), err_msg=name)
 
 
-def test_fragments_stored_without_their_inside_edges_get_them(tmp_path, data):
-    """Blocks whose fragments are done but whose inside edges are not (a store of an older run,
-    or a crash between the two writes) get them from the stored fragments: the same result."""
+def test_fragments_kept_without_their_inside_edges_get_them(tmp_path, data):
+    """Blocks whose fragments are done but whose inside edges are not (kept fragments of a rerun
+    with overwrite over an older store, or with a merge function that needs histograms) get them
+    from the stored fragments: the same statistics, bit for bit, and the same result."""
     from affseg.blockwise.pipeline import mala_to_zarr
     from affseg.blockwise.store import open_store
 
     path, _, _ = data
-    options = dict(thresholds=[0.3, 0.7], block_shape=(8, 32, 32), context=(2, 8, 8),
+    options = dict(thresholds=[0.3, 0.7], block_shape=(8, 32, 32), context=(2, 8, 8), merge_function="mean",
                    fragment_options={"min_seed_distance": 6})
+    reference, reference_store = tmp_path / "ref.zarr" / "seg", tmp_path / "ref.sqlite"
     with Engine(workers=0) as engine:
-        mala_to_zarr(str(path / "affs"), str(tmp_path / "ref.zarr" / "seg"), engine=engine, **options)
+        mala_to_zarr(str(path / "affs"), str(reference), engine=engine, store=str(reference_store), **options)
 
-    class StopBeforeFaces(Engine):
+    class StopAfterFragments(Engine):
         def map(self, function, items, *args, desc="blocks", **kwargs):
-            if desc.startswith("region graph"):
+            if desc != "fragments":
                 raise KeyboardInterrupt
             return super().map(function, items, *args, desc=desc, **kwargs)
 
     out, store_path = tmp_path / "out.zarr" / "seg", tmp_path / "out.sqlite"
-    with pytest.raises(KeyboardInterrupt), StopBeforeFaces(workers=0) as engine:
+    with pytest.raises(KeyboardInterrupt), StopAfterFragments(workers=0) as engine:
         mala_to_zarr(str(path / "affs"), str(out), engine=engine, store=str(store_path), **options)
     with open_store(store_path) as store:
         assert len(store.done_blocks("mala:seg:fragments")) == 8
@@ -149,9 +151,35 @@ def test_fragments_stored_without_their_inside_edges_get_them(tmp_path, data):
     with Engine(workers=0) as engine:
         summary = mala_to_zarr(str(path / "affs"), str(out), engine=engine, store=str(store_path), **options)
     assert summary["computed"] == {"fragments": 0, "inside": 8, "region_graph": 8, "agglomerate": 1, "relabel": 8}
+    stages = ["mala:seg:inside", "mala:seg:region_graph"]
+    with open_store(store_path) as store, open_store(reference_store) as expected_store:
+        got, expected = store.read_statistics(stages), expected_store.read_statistics(stages)
+    for name in ("node_ids", "node_sizes", "u", "v", "count", "sum", "max", "min", "histogram"):
+        np.testing.assert_array_equal(getattr(got, name), getattr(expected, name), err_msg=name)
     for name in ("fragments", "threshold_0.3", "threshold_0.7"):
-        np.testing.assert_array_equal(read_volume(out / name)[0], read_volume(tmp_path / "ref.zarr" / "seg" / name)[0],
-                                      err_msg=name)
+        np.testing.assert_array_equal(read_volume(out / name)[0], read_volume(reference / name)[0], err_msg=name)
+
+
+def test_a_store_of_the_one_stage_region_graph_is_refused_not_misread(tmp_path, data):
+    """A store whose region-graph stage holds every edge of each block (affseg before the inside
+    edges came with the fragments) is refused unless overwrite: read with the inside stage it
+    would count the inside edges twice."""
+    from affseg.blockwise.pipeline import mala_to_zarr
+    from affseg.blockwise.store import open_store
+    from affseg.errors import OutputExists
+
+    path, _, _ = data
+    options = dict(thresholds=[0.5], block_shape=(8, 32, 32), context=(2, 8, 8),
+                   fragment_options={"min_seed_distance": 6})
+    out, store_path = tmp_path / "out.zarr" / "seg", tmp_path / "out.sqlite"
+    with Engine(workers=0) as engine:
+        mala_to_zarr(str(path / "affs"), str(out), engine=engine, store=str(store_path), **options)
+    with open_store(store_path) as store:  # the identity the older layout recorded
+        identity = store.identity("mala:seg:region_graph")
+        del identity["parameters"]["faces"]
+        store.begin_stage("mala:seg:region_graph", identity, overwrite=True)
+    with pytest.raises(OutputExists, match="faces"), Engine(workers=0) as engine:
+        mala_to_zarr(str(path / "affs"), str(out), engine=engine, store=str(store_path), **options)
 
 
 @pytest.mark.parametrize("merge_function", ["hist_quant_75", "max"])

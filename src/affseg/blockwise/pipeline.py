@@ -620,8 +620,9 @@ def _fragment_table(fragments: np.ndarray, first: int, count: int, origin) -> tu
 
 def _inside_task(block_id, affs_address, fragments_address, layout, offsets, histogram):
     """The statistics of the region-graph edges inside a block (both voxels of every contact in
-    its write region), from its stored fragments: for blocks whose fragments a run before this
-    one stored without them."""
+    its write region), from its stored fragments: for blocks whose fragments are kept while their
+    inside edges are not (a rerun with ``overwrite`` over a store of the one-stage region graph,
+    or with a merge function that needs histograms where the fragments' run did not)."""
     from ..graph.mala.statistics import edge_statistics
     from ..io.volumes import open_staged
 
@@ -650,7 +651,7 @@ def _faces_task(block_id, affs_address, fragments_address, layout, offsets, hist
     counted once. No nodes: each block's come with its inside."""
     from dataclasses import replace
 
-    from ..graph.mala.statistics import HISTOGRAM_BINS, EdgeStatistics, edge_statistics, merge_edge_statistics
+    from ..graph.mala.statistics import edge_statistics, empty_edge_statistics, merge_edge_statistics
     from ..io.volumes import open_staged
 
     block = layout.block(block_id)
@@ -666,11 +667,8 @@ def _faces_task(block_id, affs_address, fragments_address, layout, offsets, hist
         faces.append(replace(stats, **no_nodes, u=stats.u[across], v=stats.v[across], count=stats.count[across],
                              sum=stats.sum[across], max=stats.max[across], min=stats.min[across],
                              histogram=None if stats.histogram is None else stats.histogram[across]))
-    if faces:  # (faces towards different neighbours share no edge)
-        return merge_edge_statistics(faces)
-    return EdgeStatistics(**no_nodes, u=np.zeros(0, np.uint64), v=np.zeros(0, np.uint64), count=np.zeros(0, np.int64),
-                          sum=np.zeros(0), max=np.zeros(0, np.float32), min=np.zeros(0, np.float32),
-                          histogram=np.zeros((0, HISTOGRAM_BINS), np.uint32) if histogram else None)
+    # (faces towards different neighbours share no edge)
+    return merge_edge_statistics(faces) if faces else empty_edge_statistics(histogram=histogram)
 
 
 def _graph_region(block, affs_address: str, fragments_address: str):
@@ -854,11 +852,12 @@ def mala_to_zarr(affs_address: str, out_group: str, offsets=None, *, thresholds:
         engine.map(_fragments_task, todo, affs_address, fragments_address, layout, offsets, options, mask_address,
                    None if hierarchical else with_histogram, desc="fragments", on_result=store_fragments)
         computed["fragments"] = len(todo)
-        if not hierarchical and not finished:  # fragments stored without their inside edges (by an older run)
+        if not hierarchical and not finished:  # fragments kept without their inside edges (_inside_task)
             todo = sorted(set(range(n)) - store.done_blocks(stage["inside"]))
-            engine.map(_inside_task, todo, affs_address, fragments_address, layout, offsets, with_histogram,
-                       desc="region graph (inside blocks)",
-                       on_result=lambda block_id, stats: store.write_block(block_id, stats, stage=stage["inside"]))
+            if todo:
+                engine.map(_inside_task, todo, affs_address, fragments_address, layout, offsets, with_histogram,
+                           desc="region graph (inside blocks)",
+                           on_result=lambda block_id, stats: store.write_block(block_id, stats, stage=stage["inside"]))
             computed["inside"] = len(todo) + computed["fragments"]
         elif not hierarchical:
             computed["inside"] = 0

@@ -65,7 +65,7 @@ import re
 import sqlite3
 import threading
 import weakref
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -74,7 +74,7 @@ import numpy as np
 
 from .._checks import as_flag, as_int, describe
 from ..errors import AffsegError, CorruptInput, InputError, OutputExists, PathNotFound
-from ..graph.mala.statistics import HISTOGRAM_BINS, EdgeStatistics
+from ..graph.mala.statistics import HISTOGRAM_BINS, EdgeStatistics, empty_edge_statistics
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -573,14 +573,6 @@ def _encode_histograms(histogram: np.ndarray) -> list[bytes]:
 # the store
 
 
-def _empty_statistics(histogram: bool) -> EdgeStatistics:
-    ids = np.zeros(0, np.uint64)
-    return EdgeStatistics(node_ids=ids, node_sizes=np.zeros(0, np.int64), u=ids, v=ids.copy(),
-                          count=np.zeros(0, np.int64), sum=np.zeros(0, np.float64), max=np.zeros(0, np.float32),
-                          min=np.zeros(0, np.float32),
-                          histogram=np.zeros((0, HISTOGRAM_BINS), np.uint32) if histogram else None)
-
-
 class GraphStore:
     """A region graph, lookup tables and block-done records in SQLite or PostgreSQL.
 
@@ -921,7 +913,7 @@ class GraphStore:
                                 ("stage", "block", "u", "v", "count", "sum", "max", "min", "histogram"), edge_rows)
             self._mark(cur, stage, [block])
 
-    def read_statistics(self, stage: str | Sequence[str] = "region_graph", *,
+    def read_statistics(self, stage: str | list[str] | tuple[str, ...] = "region_graph", *,
                         histogram: bool = True) -> EdgeStatistics:
         """The statistics of all blocks written in ``stage`` (or in several stages), merged.
 
@@ -933,8 +925,8 @@ class GraphStore:
 
         Parameters
         ----------
-        stage : str or sequence of str
-            The stage (or stages) the blocks were written in.
+        stage : str or list of str
+            The stage (or stages, each read once) the blocks were written in.
         histogram : bool
             Also read the histograms (1 KiB per edge in memory); they are None anyway if any
             block was written without them.
@@ -944,8 +936,9 @@ class GraphStore:
         statistics : EdgeStatistics
             Empty if no block was written.
         """
-        names = [stage] if isinstance(stage, str) else list(stage) if isinstance(stage, (list, tuple)) else [stage]
-        names = list(dict.fromkeys(_check_stage_name(name) for name in names))
+        if not isinstance(stage, (str, list, tuple)):
+            raise InputError(f"stage must be a stage name or a list of them, got {describe(stage)}")
+        names = list(dict.fromkeys(_check_stage_name(name) for name in ([stage] if isinstance(stage, str) else stage)))
         if not names:
             raise InputError("read_statistics needs at least one stage, got none")
         histogram = as_flag(histogram, name="histogram")
@@ -955,15 +948,17 @@ class GraphStore:
             parts, all_hist = cur.fetchone()
             with_hist = histogram and (not parts or bool(all_hist))
             if not parts:
-                return _empty_statistics(with_hist)
+                return empty_edge_statistics(histogram=with_hist)
             nodes = _read_columns(self._backend.stream(
                 cur, f"SELECT id, size FROM affseg_nodes WHERE {among}", tuple(names)), (np.int64, np.int64))
             columns = "block, u, v, count, sum, max, min" + (", histogram" if with_hist else "")
             dtypes = (np.int64,) * 4 + (np.float64,) * 3 + ((bytes,) if with_hist else ())
             # stage by stage, in the order given; _merge_rows orders the rows by block
-            edges = [_read_columns(self._backend.stream(
+            parts = [_read_columns(self._backend.stream(
                 cur, f"SELECT {columns} FROM affseg_edges WHERE stage = ?", (name,)), dtypes) for name in names]
-        return _merge_rows(nodes, _concatenate_columns(edges, dtypes), with_hist)
+        edges = parts[0] if len(parts) == 1 else _concatenate_columns(parts, dtypes)
+        del parts  # (the merge below needs the memory)
+        return _merge_rows(nodes, edges, with_hist)
 
     # -- fragments -----------------------------------------------------------------------------
 
@@ -1152,7 +1147,7 @@ def _merge_rows(nodes: list, edges: list, with_hist: bool) -> EdgeStatistics:
     block, edges = edges[0], edges[1:]
     n = edges[0].shape[0]
     if n == 0:
-        empty = _empty_statistics(with_hist)
+        empty = empty_edge_statistics(histogram=with_hist)
         return EdgeStatistics(node_ids=node_ids, node_sizes=node_sizes, u=empty.u, v=empty.v, count=empty.count,
                               sum=empty.sum, max=empty.max, min=empty.min, histogram=empty.histogram)
     u, v = sql_to_uint64(edges[0]), sql_to_uint64(edges[1])

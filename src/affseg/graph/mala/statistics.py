@@ -99,6 +99,15 @@ def _contact_statistics(ptr, contact_aff, bins, with_histogram):
     return total, hi, lo, hist
 
 
+def empty_edge_statistics(*, histogram: bool) -> EdgeStatistics:
+    """No nodes, no edges (with an empty histogram array if ``histogram``). Package-internal."""
+    ids = np.zeros(0, np.uint64)
+    return EdgeStatistics(node_ids=ids, node_sizes=np.zeros(0, np.int64), u=ids, v=ids.copy(),
+                          count=np.zeros(0, np.int64), sum=np.zeros(0, np.float64), max=np.zeros(0, np.float32),
+                          min=np.zeros(0, np.float32),
+                          histogram=np.zeros((0, HISTOGRAM_BINS), np.uint32) if histogram else None)
+
+
 def edge_statistics(affs: ArrayLike, fragments: ArrayLike, offsets: ArrayLike | None = None, *,
                     owned: tuple[slice, ...] | None = None, histogram: bool = True,
                     keep_contacts: bool = False) -> EdgeStatistics:
