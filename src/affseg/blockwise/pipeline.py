@@ -655,20 +655,24 @@ def _faces_task(block_id, affs_address, fragments_address, layout, offsets, hist
     from ..io.volumes import open_staged
 
     block = layout.block(block_id)
-    affs_volume, fragments_volume = _open(affs_address), open_staged(fragments_address)
+    faces = list(_lower_faces(block))
+    if faces:  # one read of the block and the layers below it: its chunks decoded once, not per face
+        region = tuple(slice(max(0, w.start - 1), w.stop) for w in block.write)
+        affs = np.asarray(_open(affs_address)[(slice(None),) + region])
+        fragments = np.asarray(open_staged(fragments_address)[region])
     per_block = np.uint64(layout.voxels_per_block)
     no_nodes = {"node_ids": np.zeros(0, np.uint64), "node_sizes": np.zeros(0, np.int64)}
-    faces = []
-    for slab, own in _lower_faces(block):
-        stats = edge_statistics(np.asarray(affs_volume[(slice(None),) + slab]), np.asarray(fragments_volume[slab]),
-                                offsets, owned=own, histogram=histogram)
+    parts = []
+    for slab, own in faces:
+        at = tuple(slice(s.start - r.start, s.stop - r.start) for s, r in zip(slab, region))
+        stats = edge_statistics(affs[(slice(None),) + at], fragments[at], offsets, owned=own, histogram=histogram)
         # (the contacts within the block's layer are inside edges: both ends are its fragments)
         across = (stats.u - np.uint64(1)) // per_block != (stats.v - np.uint64(1)) // per_block
-        faces.append(replace(stats, **no_nodes, u=stats.u[across], v=stats.v[across], count=stats.count[across],
+        parts.append(replace(stats, **no_nodes, u=stats.u[across], v=stats.v[across], count=stats.count[across],
                              sum=stats.sum[across], max=stats.max[across], min=stats.min[across],
                              histogram=None if stats.histogram is None else stats.histogram[across]))
     # (faces towards different neighbours share no edge)
-    return merge_edge_statistics(faces) if faces else empty_edge_statistics(histogram=histogram)
+    return merge_edge_statistics(parts) if parts else empty_edge_statistics(histogram=histogram)
 
 
 def _graph_region(block, affs_address: str, fragments_address: str):
