@@ -374,6 +374,8 @@ def test_several_stages_merge_in_block_then_stage_order(store):
     assert_same_statistics(store.read_statistics(["faces", "faces"]), store.read_statistics("faces"))
     with pytest.raises(InputError, match="at least one stage"):
         store.read_statistics([])
+    with pytest.raises(InputError, match="a stage name or a list of them"):
+        store.read_statistics({"inside", "faces"})
 
 
 # ---------------------------------------------------------------------------------------------

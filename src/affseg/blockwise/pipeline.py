@@ -633,13 +633,16 @@ def _inside_task(block_id, affs_address, fragments_address, layout, offsets, his
 
 
 def _lower_faces(block):
-    """Per axis along which a block has a lower neighbour: the two voxel layers across that face
-    (the neighbour's last, the block's first) over the block's write region, and the block's
-    layer within them."""
+    """Per axis along which a block has a lower neighbour, as slices of the block's write region
+    grown by one voxel layer below (:func:`_faces_task` reads that region): the two layers
+    across the face (the neighbour's last, the block's first) over the write region, and the
+    block's layer within them."""
+    below = [int(w.start > 0) for w in block.write]
     for axis, w in enumerate(block.write):
         if w.start == 0:
             continue
-        slab = tuple(slice(w.start - 1, w.start + 1) if a == axis else s for a, s in enumerate(block.write))
+        slab = tuple(slice(0, 2) if a == axis else slice(below[a], below[a] + s.stop - s.start)
+                     for a, s in enumerate(block.write))
         own = tuple(slice(1, 2) if a == axis else slice(0, s.stop - s.start) for a, s in enumerate(block.write))
         yield slab, own
 
@@ -664,8 +667,7 @@ def _faces_task(block_id, affs_address, fragments_address, layout, offsets, hist
     no_nodes = {"node_ids": np.zeros(0, np.uint64), "node_sizes": np.zeros(0, np.int64)}
     parts = []
     for slab, own in faces:
-        at = tuple(slice(s.start - r.start, s.stop - r.start) for s, r in zip(slab, region))
-        stats = edge_statistics(affs[(slice(None),) + at], fragments[at], offsets, owned=own, histogram=histogram)
+        stats = edge_statistics(affs[(slice(None),) + slab], fragments[slab], offsets, owned=own, histogram=histogram)
         # (the contacts within the block's layer are inside edges: both ends are its fragments)
         across = (stats.u - np.uint64(1)) // per_block != (stats.v - np.uint64(1)) // per_block
         parts.append(replace(stats, **no_nodes, u=stats.u[across], v=stats.v[across], count=stats.count[across],
@@ -732,8 +734,8 @@ def _lookup_task(block_id, fragments_address, out_addresses, layout, fragment_id
 
 def _load_agglomeration_kernels(merge_function: str, thresholds: np.ndarray, histogram: bool):
     """Load (or compile) the agglomeration's numba kernels in a thread, by agglomerating a graph of
-    two edges, while the blocks run: the client would otherwise spend about a second on it after
-    the last block. Returns the started thread (its errors are left to the real call)."""
+    two edges, while the blocks run: the client would otherwise load them after the last block.
+    Returns the started thread (its errors are left to the real call)."""
     import threading
 
     from ..graph.mala.agglomeration import agglomerate_graph
