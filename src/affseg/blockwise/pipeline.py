@@ -702,7 +702,8 @@ def _scores_task(block_id, affs_address, fragments_address, layout, offsets, his
     # (two passes over the region: every contact it sees, and the ones the block owns)
     seen = edge_statistics(affs, fragments, offsets, histogram=histogram)
     own = edge_statistics(affs, fragments, offsets, owned=owned, histogram=False)
-    level = join_levels(agglomerate_graph(seen, thresholds=thresholds, merge_function=merge_function), own.u, own.v)
+    level = join_levels(agglomerate_graph(seen, thresholds=thresholds, merge_function=merge_function,
+                                          overwrite_statistics=True), own.u, own.v)
     keep = np.isfinite(level)
     # stored as statistics: the contacts' count and sum, and the join level as max and min
     return EdgeStatistics(node_ids=own.node_ids, node_sizes=own.node_sizes, u=own.u[keep], v=own.v[keep],
@@ -749,7 +750,8 @@ def _load_agglomeration_kernels(merge_function: str, thresholds: np.ndarray, his
 
     def load():
         try:
-            agglomerate_graph(tiny, thresholds=thresholds, merge_function=merge_function)
+            # (as the real call: the same kernels)
+            agglomerate_graph(tiny, thresholds=thresholds, merge_function=merge_function, overwrite_statistics=True)
         except Exception:  # (the real call reports it)
             pass
 
@@ -887,7 +889,9 @@ def mala_to_zarr(affs_address: str, out_group: str, offsets=None, *, thresholds:
         else:
             if loading is not None:
                 loading.join()
-            result = agglomerate_graph(statistics, thresholds=thresholds, merge_function=merge_function)
+            # the merged histograms (1 KiB per edge) are the agglomeration's state, not copied
+            result = agglomerate_graph(statistics, thresholds=thresholds, merge_function=merge_function,
+                                       overwrite_statistics=True)
             lookups = [(result.fragment_ids, result.segment_ids[i]) for i in range(len(thresholds))]
         if not done[stage["agglomerate"]]:
             for name, (old, new) in zip(tables, lookups):

@@ -1160,15 +1160,15 @@ def _merge_rows(nodes: list, edges: list, with_hist: bool) -> EdgeStatistics:
     starts = np.flatnonzero(first)
     histogram = None
     if with_hist:
+        from ._kernels import add_packed_histograms
+
         lengths, data = edges[6]
-        lengths = lengths // _HIST_RECORD.itemsize
-        records = np.frombuffer(data, _HIST_RECORD)
         group = np.empty(n, np.int64)
         group[order] = np.cumsum(first) - 1
         histogram = np.zeros((starts.shape[0], HISTOGRAM_BINS), np.uint32)
-        flat = np.repeat(group, lengths) * HISTOGRAM_BINS + records["bin"]
-        # 1-D, aligned operands: numpy's fast add.at (the 5-byte records' counts are unaligned)
-        np.add.at(histogram.reshape(-1), flat, np.ascontiguousarray(records["count"]))
+        # from the packed records as they came (no array per record: the merged graph's dense
+        # histograms, 1 KiB per edge, are the largest thing in memory here)
+        add_packed_histograms(histogram, group, lengths // _HIST_RECORD.itemsize, np.frombuffer(data, np.uint8))
     return EdgeStatistics(
         node_ids=node_ids, node_sizes=node_sizes, u=su[starts], v=sv[starts],
         count=np.add.reduceat(count[order], starts), sum=np.add.reduceat(total[order], starts),

@@ -85,6 +85,53 @@ def test_graph_agglomeration_equals_the_volume_one(synthetic, merge_function, qu
         graph.segmentation(0)
 
 
+@pytest.mark.parametrize("merge_function", ["hist_quant_75", "hist_quant_50_initmax", "max", "mean"])
+def test_overwriting_the_statistics_gives_the_same_agglomeration(synthetic, merge_function):
+    affs, fragments = synthetic
+    thresholds = [0.1, 0.5, 0.9]
+    stats = merge_edge_statistics([edge_statistics(affs, fragments)])
+    kept = agglomerate_graph(stats, thresholds=thresholds, merge_function=merge_function)
+    assert np.array_equal(stats.histogram, edge_statistics(affs, fragments).histogram)  # untouched by default
+    before = stats.histogram.copy(), stats.count.copy(), stats.sum.copy()
+    overwritten = agglomerate_graph(stats, thresholds=thresholds, merge_function=merge_function,
+                                    overwrite_statistics=True)
+    np.testing.assert_array_equal(overwritten.segment_ids, kept.segment_ids)
+    np.testing.assert_array_equal(overwritten.merge_history, kept.merge_history)
+    changed = not (np.array_equal(stats.histogram, before[0]) and np.array_equal(stats.count, before[1]))
+    # merged in place only by the histogram functions that start from the histograms
+    assert changed == (merge_function == "hist_quant_75")
+    np.testing.assert_array_equal(stats.sum, before[2])
+
+
+def test_overwriting_the_statistics_saves_a_copy_of_the_histograms(synthetic):
+    import tracemalloc
+
+    affs, fragments = synthetic
+    peaks = {}
+    for overwrite in (False, True):
+        stats = merge_edge_statistics([edge_statistics(affs, fragments)])
+        agglomerate_graph(stats, thresholds=[0.5], merge_function="hist_quant_75")  # (compiled before measuring)
+        stats = merge_edge_statistics([edge_statistics(affs, fragments)])
+        tracemalloc.start()
+        agglomerate_graph(stats, thresholds=[0.5], merge_function="hist_quant_75", overwrite_statistics=overwrite)
+        peaks[overwrite] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    assert peaks[False] >= stats.histogram.nbytes > peaks[True]
+
+
+def test_statistics_that_cannot_be_work_space_are_copied(synthetic):
+    affs, fragments = synthetic
+    stats = merge_edge_statistics([edge_statistics(affs, fragments)])
+    kept = agglomerate_graph(stats, thresholds=[0.5], merge_function="hist_quant_75")
+    stats.histogram.flags.writeable = False
+    before = stats.count.copy()
+    again = agglomerate_graph(stats, thresholds=[0.5], merge_function="hist_quant_75", overwrite_statistics=True)
+    np.testing.assert_array_equal(again.segment_ids, kept.segment_ids)
+    np.testing.assert_array_equal(stats.count, before)
+    with pytest.raises(InputError, match="overwrite_statistics"):
+        agglomerate_graph(stats, thresholds=[0.5], overwrite_statistics="yes")
+
+
 def test_mean_is_exact_with_contacts_and_close_from_sums(synthetic):
     affs, fragments = synthetic
     thresholds = [0.2, 0.4, 0.6]
