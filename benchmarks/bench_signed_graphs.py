@@ -5,6 +5,7 @@
     python benchmarks/bench_signed_graphs.py --profile     # where the time goes, one core
     python benchmarks/bench_signed_graphs.py --input curves          # another generator
     python benchmarks/bench_signed_graphs.py --input my.zarr/affs,labels=my.zarr/labels
+    python benchmarks/bench_signed_graphs.py --uint8 --methods affseg-mws mwatershed --repeats 3
 
 Input (--input, see benchmarks/inputs.py; default affseg.synthetic): noisy affinities for the
 offsets 3 nearest neighbours, [-3, 0, 0], [0, -9, 0], [0, 0, -9] (a file must hold these six,
@@ -14,7 +15,9 @@ Each method runs in its own process pinned to one core; time and peak resident m
 the process's memory after loading the input) cover the segmentation call, including
 mwatershed's float64 weights. Scores (VOI, ARAND against the synthetic labels) are computed
 afterwards, untimed (skipped for a file without labels). mwatershed labels voxels without any attractive edge 0; for its scores
-each of those voxels is a segment of its own, as in affseg.
+each of those voxels is a segment of its own, as in affseg. ``--uint8`` rounds the affinities to
+``k / 255`` first, as stored by lsd and most pipelines (every method gets the same values: exact
+ties of ``|weight|`` everywhere); ``--methods`` runs a subset.
 """
 from __future__ import annotations
 
@@ -116,17 +119,22 @@ def worker(method: str, data_dir: Path) -> dict:
             "peak_mb": peak_whole, "scores": scores}
 
 
-def benchmark(spec: str, seed: int, repeats: int, ties: list[str] = ()) -> None:
+def benchmark(spec: str, seed: int, repeats: int, ties: list[str] = (), *, uint8: bool = False,
+              only: list[str] = ()) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = Path(tmp)
         affs, labels, _, desc = load_input(spec, OFFSETS, seed=seed)
+        if uint8:
+            affs = np.round(np.clip(affs, 0, 1) * 255) / 255
+            desc += "; rounded to k / 255 (uint8)"
         np.save(data_dir / "affs.npy", np.ascontiguousarray(affs, dtype=np.float32))
         if labels is not None:
             np.save(data_dir / "labels.npy", labels)
         del affs, labels
         run_in_process(["--worker", "affseg-mws", str(data_dir)], script=__file__)  # warm numba's cache
         # repeats interleave the methods, so that a slow spell of the machine hits all of them
-        methods = {**METHODS, **{f"{TIE_PREFIX}{t}": f"affseg mutex_watershed ties={t}" for t in ties}}
+        methods = {**{m: name for m, name in METHODS.items() if not only or m in only},
+                   **{f"{TIE_PREFIX}{t}": f"affseg mutex_watershed ties={t}" for t in ties}}
         runs = {method: [] for method in methods}
         for _ in range(repeats):
             for method in methods:
@@ -149,11 +157,16 @@ def benchmark(spec: str, seed: int, repeats: int, ties: list[str] = ()) -> None:
                   f"{s['voi_split']:>11.3f}{s['voi_merge']:>11.3f}{s['voi']:>8.3f}{s['arand']:>8.3f}")
         print(f"{methods[method]:<44}{r['seconds']:>10.2f}{r['peak_mb']:>11.0f}{r['peak_increase_mb']:>11.0f}"
               f"{scores}")
-    ours, ref = rows["affseg-mws"], rows["mwatershed"]
+    if "affseg-mws" not in rows:
+        return
+    ours = rows["affseg-mws"]
     for t in ties:  # each tie order against the default, paired run by run
         other = rows[f"{TIE_PREFIX}{t}"]["all_seconds"]
         ratio = float(np.median([o / d for d, o in zip(ours["all_seconds"], other)]))
         print(f"ties={t}: median time ratio to the default of the {repeats} paired runs {ratio:.2f}")
+    if "mwatershed" not in rows:
+        return
+    ref = rows["mwatershed"]
     paired = [r / o for o, r in zip(ours["all_seconds"], ref["all_seconds"])]
     print(f"Mutex Watershed: speed-up {ref['seconds'] / ours['seconds']:.1f}x (fastest runs), median of the "
           f"{repeats} paired runs {float(np.median(paired)):.1f}x; peak memory ratio (affseg / mwatershed) "
@@ -163,7 +176,7 @@ def benchmark(spec: str, seed: int, repeats: int, ties: list[str] = ()) -> None:
           f"(page faults): affseg {ours['all_system_seconds']}, mwatershed {ref['all_system_seconds']}")
 
 
-def profile(spec: str, seed: int, ties: str = "agreement") -> None:
+def profile(spec: str, seed: int, ties: str = "agreement", *, uint8: bool = False) -> None:
     """Stages of affseg's Mutex Watershed (with the tie order ``ties``) and of GASP on fragments,
     timed one by one."""
     pin_to_one_core()
@@ -174,6 +187,9 @@ def profile(spec: str, seed: int, ties: str = "agreement") -> None:
     from affseg.graph.signed.mutex import TIE_ORDERS, channel_biases
 
     affs, _, _, desc = load_input(spec, OFFSETS, seed=seed)
+    if uint8:
+        affs = (np.round(np.clip(affs, 0, 1) * 255) / 255).astype(np.float32)
+        desc += "; rounded to k / 255 (uint8)"
     affs = np.ascontiguousarray(affs)
     print(f"input: {desc}")
     offsets = np.asarray(OFFSETS)
@@ -229,6 +245,9 @@ def main() -> None:
                         choices=["agreement", "hash", "repulsive-first", "attractive-first"],
                         help="also run the Mutex Watershed with these tie orders (interleaved with the rest); "
                              "with --profile, profile the first instead of the default agreement")
+    parser.add_argument("--uint8", action="store_true", help="round the affinities to k / 255 first (as stored)")
+    parser.add_argument("--methods", nargs="+", default=[], metavar="METHOD", choices=list(METHODS),
+                        help="run only these methods (default: all)")
     parser.add_argument("--worker", nargs=2, metavar=("METHOD", "DIR"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -236,9 +255,9 @@ def main() -> None:
         return
     if args.profile:
         os.environ.setdefault("NUMBA_NUM_THREADS", "1")
-        profile(args.input, args.seed, args.ties[0] if args.ties else "agreement")
+        profile(args.input, args.seed, args.ties[0] if args.ties else "agreement", uint8=args.uint8)
         return
-    benchmark(args.input, args.seed, args.repeats, args.ties)
+    benchmark(args.input, args.seed, args.repeats, args.ties, uint8=args.uint8, only=args.methods)
 
 
 if __name__ == "__main__":

@@ -190,6 +190,62 @@ def test_grid_edge_order_is_exact_strength_then_tie_order_then_channel_and_voxel
     np.testing.assert_array_equal(entries >> np.uint32(31), w <= 0)
 
 
+@pytest.mark.parametrize("shape", [(5, 6, 7), (1, 8, 9), (3, 1, 6), (2, 2, 2)])
+@pytest.mark.parametrize("masked", [False, True])
+def test_channel_agreement_levels_equal_each_edges_agreement(shape, masked):
+    # the raster-order levels of the agreement tie order (row by row where the window is inside)
+    # against agreement() of each edge: the same bits, borders, long-range and diagonal offsets
+    from affseg.graph.core.edges import edge_bounds
+    from affseg.graph.signed import _mutex_kernels as kernels
+
+    rng = np.random.default_rng(sum(shape) + masked)
+    offsets = np.array([[-1, 0, 0], [0, -1, 0], [0, 0, -1], [-2, 0, 0], [0, -3, 0], [0, 0, -4], [0, -1, -1],
+                        [-1, 1, -1], [1, 0, 0]], np.int64)
+    affs = rng.choice(np.array([0.0, 1.0, 0.25, 0.5], np.float32), size=(len(offsets), *shape))
+    affs[:, ::2] = rng.random((len(offsets), (shape[0] + 1) // 2, *shape[1:]))
+    bias = rng.random(len(offsets))
+    mask = rng.random(shape) < 0.8 if masked else np.ones((1, 1, 1), bool)
+    flat_mask = mask.reshape(-1)
+    n = int(np.prod(shape))
+    for c, offset in enumerate(offsets):
+        level = np.full(n, 9999, np.uint16)
+        kernels.channel_agreement_levels(affs, offsets, bias, c, flat_mask, masked, level)
+        z0, z1, y0, y1, x0, x1 = edge_bounds(*shape, *offset.tolist())
+        inside = np.zeros(shape, bool)
+        inside[z0:z1, y0:y1, x0:x1] = True
+        for i in np.flatnonzero(inside):
+            agree = kernels.agreement(affs, offsets, bias, c, i, flat_mask, masked)
+            assert level[i] == kernels.agreement_key(agree, 0) >> np.uint64(11), (c, i)
+        assert (level[~inside.reshape(-1)] == 9999).all()  # voxels without the edge are left alone
+
+
+@pytest.mark.parametrize("lengths", [[1, 33, 32, 1, 34, 65, 2, 33], [33], [32], [40, 1, 1, 1, 100], [5] * 30 + [33]])
+def test_agreement_tie_keys_go_to_exactly_the_runs_over_32(lengths):
+    # the long runs are found by probing the sorted keys: every run of 33 or more entries, at any
+    # place, gets its entries' agreement keys; shorter runs are left alone
+    from affseg.graph.signed import _mutex_kernels as kernels
+
+    n = sum(lengths)
+    rng = np.random.default_rng(n)
+    affs = rng.random((2, 1, 1, n)).astype(np.float32)
+    offsets = np.array([[0, 0, -1], [0, 0, -2]], np.int64)
+    bias = np.array([0.5, 0.4])
+    run = np.repeat(np.arange(len(lengths)), lengths)
+    # edges of both channels (x >= 2: both exist), in edge order within a run as the sort leaves them
+    edge = rng.integers(0, 2, n) * n + rng.integers(2, n, n)
+    edge = np.concatenate([np.sort(edge[run == r]) for r in range(len(lengths))])
+    packed = (run.astype(np.uint64) << np.uint64(kernels.KEY_SHIFT + 1)) | edge.astype(np.uint64)
+    packed |= (rng.random(n) < 0.5).astype(np.uint64) << np.uint64(31)  # repulsive bits do not split runs
+    other = np.full(n, 2**64 - 1, np.uint64)
+    kernels._agreement_tie_keys(packed, other, affs, offsets, bias, np.ones(1, bool), False)
+    long_run = np.repeat(np.array(lengths) > 32, lengths)
+    assert (other[~long_run] == 2**64 - 1).all()
+    for j in np.flatnonzero(long_run):
+        c, i = divmod(int(edge[j]), n)
+        agree = kernels.agreement(affs, offsets, bias, c, i, np.ones(1, bool), False)
+        assert other[j] == kernels.agreement_key(agree, int(edge[j]))
+
+
 @given(st.floats(0, 1, exclude_max=True), st.floats(0, 1, exclude_max=True))
 def test_sort_key_is_monotone_and_exact_where_not_flagged(a, b):
     from affseg.graph.signed import _mutex_kernels as kernels

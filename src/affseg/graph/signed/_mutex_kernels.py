@@ -52,6 +52,10 @@ KEY_BINADE_ZERO = 992  # float64 biased exponent of 2**-31: binade 1 is [2**-30,
 TIES_AGREEMENT, TIES_HASH, TIES_REPULSIVE, TIES_ATTRACTIVE = 0, 1, 2, 3
 TIE_DIGIT = 11  # bits per counting-sort pass of the tie order: the radix sort's digit width
 TIE_BUCKETS = 1 << TIE_DIGIT
+# a channel's agreement levels are computed for all its edges (raster order, about 20-30 ns an
+# edge) when the long tie runs hold more than this fraction of them; else edge by edge (about
+# 120 ns each in a run's order, and more when many runs share the channel): one-off timings
+LEVELS_FRACTION = 0.25
 
 
 # ---------------------------------------------------------------------------------- edge order
@@ -250,6 +254,8 @@ def exact_order(packed, affs, bias, *, offsets=None, scratch=None, ties=TIES_ATT
 
 @njit(cache=True, nogil=True)
 def _exact_order(packed, other, affs, offsets, bias, ties, flat_mask, use_mask):
+    if ties == TIES_AGREEMENT:
+        _agreement_tie_keys(packed, other, affs, offsets, bias, flat_mask, use_mask)
     n = affs[0].size
     flat = affs.reshape(-1)
     m = packed.shape[0]
@@ -314,11 +320,19 @@ def agreement(affs, offsets, bias, c, i, flat_mask, use_mask):
     across the window, so the edges of a thin boundary agree with each other while a gap or a
     speck of noise disagrees with its surround.
     """
+    _, _, ny, nx = affs.shape
+    z, rest = divmod(i, ny * nx)
+    y, x = divmod(rest, nx)
+    return _agreement_at(affs, offsets, bias, c, z, y, x, flat_mask, use_mask)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _agreement_at(affs, offsets, bias, c, z, y, x, flat_mask, use_mask):
+    """:func:`agreement` of the edge of channel ``c`` at voxel ``(z, y, x)``."""
     _, nz, ny, nx = affs.shape
     oz, oy, ox = offsets[c, 0], offsets[c, 1], offsets[c, 2]
     z0, z1, y0, y1, x0, x1 = edge_bounds(nz, ny, nx, oz, oy, ox)
-    z, rest = divmod(i, ny * nx)
-    y, x = divmod(rest, nx)
+    i = (z * ny + y) * nx + x
     # the window's rows: x is contiguous, so a window along x reads one cache line per row
     za, zb = (max(z - 1, z0), min(z + 2, z1)) if oz == 0 else (z, z + 1)
     ya, yb = (max(y - 1, y0), min(y + 2, y1)) if oy == 0 else (y, y + 1)
@@ -352,12 +366,166 @@ def _tie_key(entry, affs, offsets, bias, ties, flat_mask, use_mask):
 
 
 @njit(cache=True, nogil=True, inline="always")
+def _agreement_level(agree):
+    """The agreement ``agree`` in ``TIE_BUCKETS`` levels, stronger agreement lower."""
+    q = min(max(np.int64((agree + 1.0) * (TIE_BUCKETS // 2)), 0), TIE_BUCKETS - 1)
+    return TIE_BUCKETS - 1 - q
+
+
+@njit(cache=True, nogil=True, inline="always")
 def agreement_key(agree, edge_id):
     """The ``2 * TIE_DIGIT``-bit tie key (smaller goes first) of an edge whose neighbourhood has
     the :func:`agreement` ``agree``: stronger agreement first (``TIE_BUCKETS`` levels), then the
     edge hash."""
-    q = min(max(np.int64((agree + 1.0) * (TIE_BUCKETS // 2)), 0), TIE_BUCKETS - 1)
-    return np.uint64(TIE_BUCKETS - 1 - q) << np.uint64(TIE_DIGIT) | _edge_hash(edge_id)
+    return np.uint64(_agreement_level(agree)) << np.uint64(TIE_DIGIT) | _edge_hash(edge_id)
+
+
+@njit(cache=True, nogil=True)
+def channel_agreement_levels(affs, offsets, bias, c, flat_mask, use_mask, level):
+    """``level[i]`` = :func:`_agreement_level` of the :func:`agreement` of edge ``(c, i)``, for
+    every voxel ``i`` of the flat volume whose channel-``c`` edge lies inside it (the others are
+    left alone); the same bits as :func:`agreement` edge by edge.
+
+    In raster order, and where the window lies inside the volume (no mask) row by row with the
+    window's values added in :func:`agreement`'s order, a loop over x that vectorises: a few ns
+    per edge, where :func:`agreement` called in the order of a tied run reads the volume at
+    random (the runs of quantised affinities hold edges from everywhere).
+    """
+    _, nz, ny, nx = affs.shape
+    oz, oy, ox = offsets[c, 0], offsets[c, 1], offsets[c, 2]
+    z0, z1, y0, y1, x0, x1 = edge_bounds(nz, ny, nx, oz, oy, ox)
+    # the window's axes (offset 0 there; an axis of length 1 clips the window to the voxel)
+    rz, ry, rx = (1 if oz == 0 and nz > 1 else 0), (1 if oy == 0 and ny > 1 else 0), (1 if ox == 0 and nx > 1 else 0)
+    deltas = np.empty(27, dtype=np.int64)
+    k = 0
+    for dz in range(-rz, rz + 1):  # agreement()'s order: z, then y, then x
+        for dy in range(-ry, ry + 1):
+            for dx in range(-rx, rx + 1):
+                deltas[k] = (dz * ny + dy) * nx + dx
+                k += 1
+    # voxels whose whole window lies inside the volume (along its axes the edges all exist)
+    zi0, zi1 = max(z0, rz), min(z1, nz - rz)
+    yi0, yi1 = max(y0, ry), min(y1, ny - ry)
+    xi0, xi1 = max(x0, rx), min(x1, nx - rx)
+    flat = affs.reshape(-1)
+    base = c * nz * ny * nx
+    b = bias[c]
+    total = np.empty(nx, dtype=np.float64)
+    for z in range(z0, z1):
+        for y in range(y0, y1):
+            row = (z * ny + y) * nx
+            if not use_mask and zi0 <= z < zi1 and yi0 <= y < yi1 and xi0 < xi1:
+                total[xi0:xi1] = 0.0
+                for w in range(k):
+                    start = base + row + deltas[w]
+                    for x in range(xi0, xi1):
+                        total[x] += flat[start + x]
+                for x in range(xi0, xi1):
+                    mean = total[x] / k - b
+                    level[row + x] = _agreement_level(mean if np.float64(flat[base + row + x]) - b > 0 else -mean)
+                # the row's ends, where the window is cut: agreement() itself
+                _levels_by_agreement(affs, offsets, bias, c, flat_mask, use_mask, level, z, y, x0, xi0)
+                _levels_by_agreement(affs, offsets, bias, c, flat_mask, use_mask, level, z, y, xi1, x1)
+            else:
+                _levels_by_agreement(affs, offsets, bias, c, flat_mask, use_mask, level, z, y, x0, x1)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _levels_by_agreement(affs, offsets, bias, c, flat_mask, use_mask, level, z, y, start, stop):
+    """``level`` of the voxels ``(z, y, start .. stop - 1)``, each by :func:`agreement`."""
+    row = (z * affs.shape[2] + y) * affs.shape[3]
+    for x in range(start, stop):
+        level[row + x] = _agreement_level(_agreement_at(affs, offsets, bias, c, z, y, x, flat_mask, use_mask))
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _run_around(packed, j, low):
+    """``(start, end)`` of the run of equal sort keys (sorted ``packed``) that holds entry ``j``,
+    not reaching below ``low``: by galloping, then bisecting, both ways."""
+    key = packed[j] >> np.uint64(KEY_SHIFT + 1)
+    m = packed.shape[0]
+    inside, step = j, 1  # forward: inside is in the run, inside + step beyond it (or the end)
+    while inside + step < m and (packed[inside + step] >> np.uint64(KEY_SHIFT + 1)) == key:
+        inside += step
+        step *= 2
+    outside = min(inside + step, m)
+    while outside - inside > 1:
+        middle = (inside + outside) // 2
+        if (packed[middle] >> np.uint64(KEY_SHIFT + 1)) == key:
+            inside = middle
+        else:
+            outside = middle
+    end = outside
+    inside, step = j, 1  # backward
+    while inside - step >= low and (packed[inside - step] >> np.uint64(KEY_SHIFT + 1)) == key:
+        inside -= step
+        step *= 2
+    outside = max(inside - step, low - 1)
+    while inside - outside > 1:
+        middle = (inside + outside) // 2
+        if (packed[middle] >> np.uint64(KEY_SHIFT + 1)) == key:
+            inside = middle
+        else:
+            outside = middle
+    return inside, end
+
+
+@njit(cache=True, nogil=True)
+def _agreement_tie_keys(packed, other, affs, offsets, bias, flat_mask, use_mask):
+    """The agreement tie key (:func:`agreement_key`) of every entry of a run of more than
+    ``SHORT_RUN`` equal sort keys, into ``other`` at the entry's place (the only runs that
+    :func:`_tie_order` puts in agreement order; it reads them from there).
+
+    A run's entries come in edge id order (channel, then raster), so one pass per channel over
+    the runs, with :func:`channel_agreement_levels` of that channel, serves them all: the
+    volume is read in raster order whatever the number of runs.
+    """
+    m = packed.shape[0]
+    runs = np.empty((16, 2), dtype=np.int64)  # (start, end) of each long run; grown by doubling
+    n_long = 0
+    # probes SHORT_RUN + 1 apart (or at the end of the run found last) land in every long run;
+    # a probe's run is found by galloping over the sorted keys: few reads where runs are short
+    probe, last_end = 0, 0
+    while probe < m:
+        start, end = _run_around(packed, probe, last_end)
+        if end - start > SHORT_RUN:
+            if n_long == runs.shape[0]:
+                grown = np.empty((2 * n_long, 2), dtype=np.int64)
+                grown[:n_long] = runs
+                runs = grown
+            runs[n_long, 0], runs[n_long, 1] = start, end
+            n_long += 1
+            last_end = end
+        probe = max(probe + SHORT_RUN + 1, end)
+    if n_long == 0:
+        return
+    cursor = runs[:n_long, 0].copy()
+    end = runs[:n_long, 1].copy()
+    n = affs[0].size
+    level = np.empty(0, dtype=np.uint16)
+    for c in range(affs.shape[0]):
+        count = 0
+        for r in range(n_long):
+            j = cursor[r]
+            while j < end[r] and np.int64(packed[j] & np.uint64(0x7FFFFFFF)) < (c + 1) * n:
+                j += 1
+            count += j - cursor[r]
+        # the channel's levels where the runs hold many of its edges, else the edges one by one
+        whole = count > LEVELS_FRACTION * n
+        if whole:
+            if level.shape[0] == 0:
+                level = np.empty(n, dtype=np.uint16)
+            channel_agreement_levels(affs, offsets, bias, c, flat_mask, use_mask, level)
+        for r in range(n_long):
+            j = cursor[r]
+            while j < end[r]:
+                e = np.int64(packed[j] & np.uint64(0x7FFFFFFF))
+                if e >= (c + 1) * n:
+                    break
+                other[j] = (np.uint64(level[e - c * n]) << np.uint64(TIE_DIGIT) | _edge_hash(e) if whole else
+                            agreement_key(agreement(affs, offsets, bias, c, e - c * n, flat_mask, use_mask), e))
+                j += 1
+            cursor[r] = j
 
 
 @njit(cache=True, nogil=True)
@@ -372,10 +540,11 @@ def _tie_order(run, other, starts, affs, offsets, bias, ties, flat_mask, use_mas
     m = run.shape[0]
     low = np.uint64((1 << KEY_SHIFT) - 1)
     # a short run is a coincidence of float values, a long one saturation or quantisation: only
-    # long runs pay for the agreement's reads (their edges come in raster order, so cheaply)
+    # long runs pay for the agreement, whose keys _agreement_tie_keys left in ``other``
     mode = TIES_HASH if m <= SHORT_RUN else ties
     for j in range(m):
-        key = _tie_key(run[j], affs, offsets, bias, mode, flat_mask, use_mask)
+        key = other[j] if mode == TIES_AGREEMENT else _tie_key(run[j], affs, offsets, bias, mode, flat_mask,
+                                                                 use_mask)
         run[j] = key << np.uint64(KEY_SHIFT) | (run[j] & low)
     if m <= SHORT_RUN:  # stable insertion sort on the key bits: no bucket arrays to clear
         for j in range(1, m):
