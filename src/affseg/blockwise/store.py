@@ -1163,6 +1163,9 @@ def _merge_rows(nodes: list, edges: list, with_hist: bool) -> EdgeStatistics:
         from ._kernels import add_packed_histograms
 
         lengths, data = edges[6]
+        if lengths.sum() != len(data) or np.any(lengths % _HIST_RECORD.itemsize):
+            raise CorruptInput(f"the store's histogram blobs hold {len(data)} bytes where their lengths add up to "
+                             f"{int(lengths.sum())} in whole {_HIST_RECORD.itemsize}-byte records: the store is damaged")
         group = np.empty(n, np.int64)
         group[order] = np.cumsum(first) - 1
         histogram = np.zeros((starts.shape[0], HISTOGRAM_BINS), np.uint32)

@@ -210,7 +210,7 @@ def test_channel_agreement_levels_equal_each_edges_agreement(shape, masked):
     for c, offset in enumerate(offsets):
         level = np.full(n, 9999, np.uint16)
         kernels.channel_agreement_levels(affs, offsets, bias, c, flat_mask, masked, level)
-        z0, z1, y0, y1, x0, x1 = edge_bounds(*shape, *offset.tolist())
+        z0, z1, y0, y1, x0, x1 = (max(b, 0) for b in edge_bounds(*shape, *offset.tolist()))  # (no wrap-around)
         inside = np.zeros(shape, bool)
         inside[z0:z1, y0:y1, x0:x1] = True
         for i in np.flatnonzero(inside):
@@ -244,6 +244,21 @@ def test_agreement_tie_keys_go_to_exactly_the_runs_over_32(lengths):
         c, i = divmod(int(edge[j]), n)
         agree = kernels.agreement(affs, offsets, bias, c, i, np.ones(1, bool), False)
         assert other[j] == kernels.agreement_key(agree, int(edge[j]))
+
+
+def test_agreement_ties_refuse_runs_out_of_edge_order():
+    # entries sorted with attractive-first ties hold, within one key, the attractive edges of every
+    # channel before the repulsive ones: the agreement's pass per channel would misread them
+    from affseg.graph.signed import _mutex_kernels as kernels
+
+    affs = np.zeros((2, 1, 8, 8), np.float32)
+    affs[:, :, :, ::2] = 1.0  # |w| = 0.5 everywhere, both signs in both channels
+    offsets = np.array([[0, 0, -1], [0, -1, 0]])
+    bias = np.full(2, 0.5)
+    packed, _, _ = kernels.grid_edges(affs, offsets, bias, np.ones((2, 3), np.int64), np.ones(2), 0,
+                                      np.ones((1, 1, 1), bool), False, kernels.TIES_ATTRACTIVE)
+    with pytest.raises(ValueError, match="edge id order"):
+        kernels.exact_order(packed, affs, bias, offsets=offsets, ties=kernels.TIES_AGREEMENT)
 
 
 @given(st.floats(0, 1, exclude_max=True), st.floats(0, 1, exclude_max=True))

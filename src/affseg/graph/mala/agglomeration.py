@@ -421,11 +421,13 @@ def agglomerate_graph(
     progress : callable, optional
         As for :func:`agglomerate`.
     overwrite_statistics : bool
-        Let a ``hist_quant_*`` agglomeration merge the histograms in ``statistics.histogram``
-        and ``statistics.count`` themselves instead of in a copy (1 KiB per edge less memory);
-        both hold garbage afterwards. Only where they are writeable, C-contiguous uint32 and
-        int64 arrays; otherwise they are copied as without it. The other merge functions copy
-        12 bytes per edge at most and never change ``statistics``.
+        Let a ``hist_quant_*`` agglomeration (not ``*_initmax``) merge the histograms in
+        ``statistics.histogram`` and ``statistics.count`` themselves instead of in a copy
+        (1 KiB per edge less memory); both hold garbage afterwards (on disk, for a writeable
+        memory map). Only where they are writeable, C-contiguous uint32 and int64 arrays;
+        otherwise they are copied as without it. The other merge functions never change
+        ``statistics`` (``*_initmax`` starts from a histogram of each edge's largest contact:
+        1 KiB per edge anyway).
 
     Returns
     -------

@@ -232,10 +232,10 @@ def _scatter(src, dst, d, starts):
 def exact_order(packed, affs, bias, *, offsets=None, scratch=None, ties=TIES_ATTRACTIVE, mask=None):
     """Put runs of equal sort keys in the tie order, then in exact float64 ``|w|`` order, in place.
 
-    With ``TIES_AGREEMENT`` or ``TIES_HASH`` (edges from ``grid_edges(..., ties)``, whose key
-    leaves both signs in one run) each run of two or more edges is first put in the order of
-    :func:`_tie_key` (:func:`_tie_order`: by the hash alone for runs of at most ``SHORT_RUN``
-    edges). ``scratch`` is a buffer at least as long as ``packed``, ``offsets`` (C, 3) the
+    With ``TIES_AGREEMENT`` or ``TIES_HASH`` (edges from ``grid_edges(..., ties)`` with the same
+    ``ties``, whose key leaves both signs in one run and keeps each run in edge id order, which
+    the agreement's pass per channel needs) each run of two or more edges is first put in the tie
+    order (:func:`_tie_order`: by the hash alone for runs of at most ``SHORT_RUN`` edges). ``scratch`` is a buffer at least as long as ``packed``, ``offsets`` (C, 3) the
     channels' offsets, ``mask`` the voxel mask of the edges (the agreement ignores the edges
     outside it). Then only entries flagged inexact can differ from their run's key value
     (:func:`_key_value`), so only they are looked up (random reads) and sorted; the exact ones
@@ -355,17 +355,6 @@ def _agreement_at(affs, offsets, bias, c, z, y, x, flat_mask, use_mask):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _tie_key(entry, affs, offsets, bias, ties, flat_mask, use_mask):
-    """The ``2 * TIE_DIGIT``-bit tie key of an entry (smaller goes first): with ``TIES_AGREEMENT``
-    the :func:`agreement` (stronger first) above the edge hash, else :func:`hash_key`."""
-    e = np.int64(entry & np.uint64(0x7FFFFFFF))
-    if ties == TIES_HASH:
-        return hash_key(e)
-    n = affs[0].size
-    return agreement_key(agreement(affs, offsets, bias, e // n, e % n, flat_mask, use_mask), e)
-
-
-@njit(cache=True, nogil=True, inline="always")
 def _agreement_level(agree):
     """The agreement ``agree`` in ``TIE_BUCKETS`` levels, stronger agreement lower."""
     q = min(max(np.int64((agree + 1.0) * (TIE_BUCKETS // 2)), 0), TIE_BUCKETS - 1)
@@ -387,9 +376,9 @@ def channel_agreement_levels(affs, offsets, bias, c, flat_mask, use_mask, level)
     left alone); the same bits as :func:`agreement` edge by edge.
 
     In raster order, and where the window lies inside the volume (no mask) row by row with the
-    window's values added in :func:`agreement`'s order, a loop over x that vectorises: a few ns
-    per edge, where :func:`agreement` called in the order of a tied run reads the volume at
-    random (the runs of quantised affinities hold edges from everywhere).
+    window's values added in :func:`agreement`'s order, in loops over x: 15-20 ns per edge,
+    where :func:`agreement` called in the order of a tied run reads the volume at random (the
+    runs of quantised affinities hold edges from everywhere).
     """
     _, nz, ny, nx = affs.shape
     oz, oy, ox = offsets[c, 0], offsets[c, 1], offsets[c, 2]
@@ -483,7 +472,7 @@ def _agreement_tie_keys(packed, other, affs, offsets, bias, flat_mask, use_mask)
     m = packed.shape[0]
     runs = np.empty((16, 2), dtype=np.int64)  # (start, end) of each long run; grown by doubling
     n_long = 0
-    # probes SHORT_RUN + 1 apart (or at the end of the run found last) land in every long run;
+    # each probe SHORT_RUN + 1 after the last (or at the end of its run, if later) lands in every long run;
     # a probe's run is found by galloping over the sorted keys: few reads where runs are short
     probe, last_end = 0, 0
     while probe < m:
@@ -522,6 +511,8 @@ def _agreement_tie_keys(packed, other, affs, offsets, bias, flat_mask, use_mask)
                 e = np.int64(packed[j] & np.uint64(0x7FFFFFFF))
                 if e >= (c + 1) * n:
                     break
+                if e < c * n:  # (a run not in edge id order: entries of grid_edges with other ties)
+                    raise ValueError("exact_order with the agreement ties needs runs in edge id order")
                 other[j] = (np.uint64(level[e - c * n]) << np.uint64(TIE_DIGIT) | _edge_hash(e) if whole else
                             agreement_key(agreement(affs, offsets, bias, c, e - c * n, flat_mask, use_mask), e))
                 j += 1
@@ -530,8 +521,9 @@ def _agreement_tie_keys(packed, other, affs, offsets, bias, flat_mask, use_mask)
 
 @njit(cache=True, nogil=True)
 def _tie_order(run, other, starts, affs, offsets, bias, ties, flat_mask, use_mask):
-    """Put a run in :func:`_tie_key` order, stable (key ties keep the run's order), in place;
-    runs of at most ``SHORT_RUN`` edges by the hash key alone.
+    """Put a run in the tie order, stable (key ties keep the run's order), in place: by the
+    agreement key that :func:`_agreement_tie_keys` left in ``other`` (``TIES_AGREEMENT``, runs
+    of more than ``SHORT_RUN`` edges), else by :func:`hash_key`.
 
     The key replaces the run's (equal) sort keys in the entries; short runs are then sorted by
     insertion, longer ones by two counting-sort passes on digits 0 and 1 through ``other`` (the
@@ -543,8 +535,7 @@ def _tie_order(run, other, starts, affs, offsets, bias, ties, flat_mask, use_mas
     # long runs pay for the agreement, whose keys _agreement_tie_keys left in ``other``
     mode = TIES_HASH if m <= SHORT_RUN else ties
     for j in range(m):
-        key = other[j] if mode == TIES_AGREEMENT else _tie_key(run[j], affs, offsets, bias, mode, flat_mask,
-                                                                 use_mask)
+        key = other[j] if mode == TIES_AGREEMENT else hash_key(np.int64(run[j] & np.uint64(0x7FFFFFFF)))
         run[j] = key << np.uint64(KEY_SHIFT) | (run[j] & low)
     if m <= SHORT_RUN:  # stable insertion sort on the key bits: no bucket arrays to clear
         for j in range(1, m):
