@@ -8,9 +8,10 @@ Each run is a fresh ``affseg segment`` process on a zarr affinity volume (MALA: 
 agglomeration, thresholds 0.3 0.5 0.7): the one-pass command, then ``--blockwise`` with the
 blocks run in the command's own process (``--workers 0``, no Dask cluster) and with 1 and with 2
 worker processes. The repeats interleave the four; the table gives the median time, the
-median of the paired ratios, and the peak resident memory of the largest process of the run
-(the client or a worker: ``ru_maxrss`` of the children), which for blockwise runs is bounded by
-the block size, not the volume (run two shapes with the same blocks to see it).
+median of the paired ratios, the peak resident memory of the largest process of the run (the
+client or a worker: ``ru_maxrss`` of the children) and that of the largest Dask worker alone (as
+the command prints it at the end), which is bounded by the block size, not the volume (run two
+shapes with the same blocks to see it).
 
     python benchmarks/bench_blockwise.py --mws-voi                        # Mutex Watershed blockwise vs one pass
     python benchmarks/bench_blockwise.py --voi --shape 64 256 256         # MALA and cc blockwise vs one pass
@@ -44,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -67,17 +69,21 @@ def make_data(folder: Path, shape, block_shape, seed: int) -> str:
     return str(address)
 
 
-_PEAK = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL, "
-         "stderr=subprocess.DEVNULL); print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+_PEAK = ("import resource, subprocess, sys; out = subprocess.run(sys.argv[1:], check=True, stdout=subprocess.PIPE, "
+         "stderr=subprocess.DEVNULL, text=True).stdout; "
+         "print(*[line for line in out.splitlines() if line.startswith('peak memory of the Dask workers')]); "
+         "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
 
 
-def run(command: list[str]) -> tuple[float, float]:
-    """Wall seconds and the peak RSS (MB) of the largest process the command started (measured by
-    a fresh wrapper process, so that each run has its own peak)."""
+def run(command: list[str]) -> tuple[float, float, float | None]:
+    """Wall seconds, the peak RSS (MB) of the largest process the command started (measured by a
+    fresh wrapper process, so that each run has its own peak) and the largest Dask worker's peak
+    (MiB, as the command prints it; None without workers)."""
     started = time.perf_counter()
     out = subprocess.run([sys.executable, "-c", _PEAK, *command], check=True, capture_output=True, text=True)
     seconds = time.perf_counter() - started
-    return seconds, int(out.stdout.split()[-1]) / 1024
+    workers = re.search(r"peak memory of the Dask workers: (\d+) MiB", out.stdout)
+    return seconds, int(out.stdout.split()[-1]) / 1024, float(workers.group(1)) if workers else None
 
 
 MWS_OFFSETS = [[-1, 0, 0], [0, -1, 0], [0, 0, -1], [-2, 0, 0], [0, -8, 0], [0, 0, -8]]  # the demo's
@@ -354,6 +360,7 @@ def main() -> None:
         }
         times = {name: [] for name in commands}
         peaks = {name: 0.0 for name in commands}
+        worker_peaks = {name: None for name in commands}
         env = {**os.environ, "NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
         os.environ.update(env)
         for name, command in commands.items():  # warm the numba cache once
@@ -362,16 +369,20 @@ def main() -> None:
         for r in range(args.repeats):
             for name, command in commands.items():
                 out = folder / f"out{r}.zarr" / name.replace(" ", "_").replace(",", "")
-                seconds, peak = run([c.format(out=str(out)) for c in command])
+                seconds, peak, worker_peak = run([c.format(out=str(out)) for c in command])
                 times[name].append(seconds)
                 peaks[name] = max(peaks[name], peak)
+                if worker_peak is not None:
+                    worker_peaks[name] = max(worker_peaks[name] or 0.0, worker_peak)
         one = times["one pass"]
         print(f"volume {affs} (shape {args.shape if not args.data else 'as stored'}), blocks {args.block_shape}, "
               f"{args.repeats} interleaved repeats")
-        print(f"{'run':<22} {'median s':>9} {'vs one pass':>12} {'peak MB':>8}")
+        print(f"{'run':<22} {'median s':>9} {'vs one pass':>12} {'peak MB':>8} {'worker MiB':>11}")
         for name in commands:
             ratio = statistics.median(t / o for t, o in zip(times[name], one))
-            print(f"{name:<22} {statistics.median(times[name]):>9.2f} {ratio:>11.2f}x {peaks[name]:>8.0f}")
+            worker = "-" if worker_peaks[name] is None else f"{worker_peaks[name]:.0f}"
+            print(f"{name:<22} {statistics.median(times[name]):>9.2f} {ratio:>11.2f}x {peaks[name]:>8.0f} "
+                  f"{worker:>11}")
         scaling = statistics.median(a / b for a, b in zip(times["blockwise, 1 worker"], times["blockwise, 2 workers"]))
         print(f"2 workers are {scaling:.2f}x faster than 1 (median of paired runs)")
 

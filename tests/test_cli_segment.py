@@ -2,6 +2,7 @@
 resuming an interrupted output, and runs killed at random points."""
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -247,7 +248,9 @@ def test_blockwise_mutex_watershed_command_equals_the_library(tmp_path, data, ca
     out = tmp_path / "blocks.zarr" / "seg"
     assert main(["segment", str(data / "affs"), str(out), "--method", "mws", "--blockwise", "--block-shape",
                  "2,16,16", "--context", "1,4,4", "--workers", "1", "--bias", "0.4"]) == 0
-    assert "the stitch merged" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "the stitch merged" in printed
+    assert re.search(r"peak memory of the Dask workers: \d+ MiB \(the largest of 1,", printed)
     affs, _ = read_volume(data / "affs")
     expected = mutex_watershed_blockwise(affs, json.loads(OFFSETS), block_shape=(2, 16, 16), context=(1, 4, 4),
                                          bias=0.4)

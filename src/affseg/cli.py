@@ -53,7 +53,9 @@ def _refuse_blockwise_flags(args, *extra: tuple[str, object]) -> None:
 @contextlib.contextmanager
 def _blockwise_engine(args, out: str):
     """The Dask engine of a blockwise command, entered: Ctrl-C says that the store keeps the
-    finished blocks of ``out``; the dashboard's address is printed when there is one."""
+    finished blocks of ``out``; the dashboard's address is printed when there is one, and at the
+    end the workers' peak memory (what a block of this shape needs, for sizing a cluster's
+    workers)."""
     from .blockwise.engine import Engine
 
     store = args.db or "the graph store"
@@ -62,6 +64,10 @@ def _blockwise_engine(args, out: str):
         if engine.dashboard:
             print(f"Dask dashboard: {engine.dashboard}")
         yield engine
+        peaks = engine.worker_peak_memory()
+        if peaks:
+            print(f"peak memory of the Dask workers: {max(peaks.values()) / 2**20:.0f} MiB (the largest of "
+                  f"{len(peaks)}, each since it started)")
 
 
 # ------------------------------------------------------------------ synth

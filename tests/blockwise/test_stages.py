@@ -67,6 +67,24 @@ def test_workers_keep_glibc_s_adaptive_malloc_unless_the_user_set_it(monkeypatch
     assert os.environ.get("MALLOC_TRIM_THRESHOLD_") == ours
 
 
+def _touch_megabytes(megabytes):
+    import numpy as np
+
+    return int(np.ones(megabytes << 17).sum())  # float64: 8 bytes each, every page touched
+
+
+def test_worker_peak_memory_sees_what_the_blocks_held():
+    with Engine(workers=1) as engine:
+        before = engine.worker_peak_memory()
+        engine.map(_touch_megabytes, [300])
+        after = engine.worker_peak_memory()
+    assert len(before) == len(after) == 1
+    (start,), (peak,) = before.values(), after.values()
+    assert peak - start >= 250 * 2**20  # the 300 MiB array (a margin: the worker may have freed some before)
+    with Engine(workers=0) as engine:
+        assert engine.worker_peak_memory() == {}  # no workers: the blocks ran in this process
+
+
 @pytest.mark.parametrize("merge_function", ["hist_quant_75", "max"])
 def test_mala_blockwise_agglomerates_like_one_pass_on_the_same_fragments(tmp_path, data, merge_function):
     from affseg import agglomerate

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -90,6 +91,17 @@ class Engine:
         """The Dask dashboard's address, where there is one."""
         return getattr(self.client, "dashboard_link", None) if self.client is not None else None
 
+    def worker_peak_memory(self) -> dict[str, int]:
+        """Each worker's peak resident memory in bytes since the worker started, by address.
+
+        Empty for the serial engine, or where the workers cannot tell (no ``resource`` module).
+        Workers of a scheduler given by address may have run other jobs before this one.
+        """
+        if self.client is None:
+            return {}
+        peaks = self.client.run(_peak_resident_bytes)
+        return {address: int(peak) for address, peak in peaks.items() if peak}
+
     def map(self, function: Callable[..., Any], items: Iterable[Any], *args, on_result=None, desc: str = "blocks",
             total: int | None = None, **kwargs) -> None:
         """Run ``function(item, *args, **kwargs)`` for every item; ``on_result(item, result)`` is
@@ -147,6 +159,27 @@ class Engine:
             for nxt in pending:
                 queue.add(submit(nxt))
                 break
+
+
+def _peak_resident_bytes() -> int:
+    """This process's peak resident memory in bytes (0 where the platform does not say).
+
+    Linux: ``VmHWM``, the peak of this process's own memory; ``ru_maxrss`` would start at the
+    parent's resident memory, which a spawned worker inherits over exec.
+    """
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        import resource
+    except ImportError:  # (Windows)
+        return 0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024  # (bytes on macOS, KiB elsewhere)
 
 
 @contextlib.contextmanager
