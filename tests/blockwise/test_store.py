@@ -279,6 +279,21 @@ def test_uint64_extremes_round_trip(store):
     assert got_old.tolist() == EXTREMES and got_new.tolist() == EXTREMES[::-1]
 
 
+def test_a_histogram_blob_cut_short_is_a_damaged_store(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "store.sqlite"
+    with open_store(path, create=True) as opened:
+        opened.begin_stage("region_graph", IDENTITY)
+        opened.write_block(0, random_statistics(4))
+    with sqlite3.connect(path) as db:  # every blob loses its last byte
+        db.execute("UPDATE affseg_edges SET histogram = substr(histogram, 1, length(histogram) - 1)")
+    with open_store(path) as opened:
+        with pytest.raises(CorruptInput, match="damaged"):
+            opened.read_statistics()
+        assert opened.read_statistics(histogram=False).num_edges > 0  # the rest still reads
+
+
 def test_merging_blocks_equals_merge_edge_statistics(store):
     vol, fragments, layout, parts = volume_blocks()
     store.begin_stage("region_graph", stage_identity(layout, method="hist_quant_50"))

@@ -58,6 +58,7 @@ to worker processes, which reopen it; it also reconnects by itself after a ``for
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -1147,9 +1148,7 @@ def _merge_rows(nodes: list, edges: list, with_hist: bool) -> EdgeStatistics:
     block, edges = edges[0], edges[1:]
     n = edges[0].shape[0]
     if n == 0:
-        empty = empty_edge_statistics(histogram=with_hist)
-        return EdgeStatistics(node_ids=node_ids, node_sizes=node_sizes, u=empty.u, v=empty.v, count=empty.count,
-                              sum=empty.sum, max=empty.max, min=empty.min, histogram=empty.histogram)
+        return dataclasses.replace(empty_edge_statistics(histogram=with_hist), node_ids=node_ids, node_sizes=node_sizes)
     u, v = sql_to_uint64(edges[0]), sql_to_uint64(edges[1])
     count, total = edges[2], edges[3]
     top, bottom = edges[4].astype(np.float32), edges[5].astype(np.float32)
@@ -1163,9 +1162,10 @@ def _merge_rows(nodes: list, edges: list, with_hist: bool) -> EdgeStatistics:
         from ._kernels import add_packed_histograms
 
         lengths, data = edges[6]
-        if lengths.sum() != len(data) or np.any(lengths % _HIST_RECORD.itemsize):
-            raise CorruptInput(f"the store's histogram blobs hold {len(data)} bytes where their lengths add up to "
-                             f"{int(lengths.sum())} in whole {_HIST_RECORD.itemsize}-byte records: the store is damaged")
+        cut = np.flatnonzero(lengths % _HIST_RECORD.itemsize)
+        if cut.size:  # (the kernel below would read past them)
+            raise CorruptInput(f"{cut.size} histogram blobs of the store are not whole {_HIST_RECORD.itemsize}-byte "
+                               f"records (one has {int(lengths[cut[0]])} bytes): the store is damaged")
         group = np.empty(n, np.int64)
         group[order] = np.cumsum(first) - 1
         histogram = np.zeros((starts.shape[0], HISTOGRAM_BINS), np.uint32)

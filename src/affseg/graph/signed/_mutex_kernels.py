@@ -52,7 +52,7 @@ KEY_BINADE_ZERO = 992  # float64 biased exponent of 2**-31: binade 1 is [2**-30,
 TIES_AGREEMENT, TIES_HASH, TIES_REPULSIVE, TIES_ATTRACTIVE = 0, 1, 2, 3
 TIE_DIGIT = 11  # bits per counting-sort pass of the tie order: the radix sort's digit width
 TIE_BUCKETS = 1 << TIE_DIGIT
-# a channel's agreement levels are computed for all its edges (raster order, about 20-30 ns an
+# a channel's agreement levels are computed for all its edges (raster order, 15-30 ns an
 # edge) when the long tie runs hold more than this fraction of them; else edge by edge (about
 # 120 ns each in a run's order, and more when many runs share the channel): one-off timings
 LEVELS_FRACTION = 0.25
@@ -270,8 +270,7 @@ def _exact_order(packed, other, affs, offsets, bias, ties, flat_mask, use_mask):
             if j - run_start > 1:
                 value = _key_value(packed[run_start])
                 if ties >= 0:  # the sort key's bits are free from here: tie_order reuses them
-                    _tie_order(packed[run_start:j], other[run_start:j], starts, affs, offsets, bias, ties,
-                               flat_mask, use_mask)
+                    _tie_order(packed[run_start:j], other[run_start:j], starts, ties)
                 if n_inexact > 0:
                     if j - run_start <= SHORT_RUN:
                         _exact_order_short_run(packed[run_start:j], value, scratch, flat, bias, n)
@@ -376,7 +375,7 @@ def channel_agreement_levels(affs, offsets, bias, c, flat_mask, use_mask, level)
     left alone); the same bits as :func:`agreement` edge by edge.
 
     In raster order, and where the window lies inside the volume (no mask) row by row with the
-    window's values added in :func:`agreement`'s order, in loops over x: 15-20 ns per edge,
+    window's values added in :func:`agreement`'s order, in loops over x: 15-30 ns per edge,
     where :func:`agreement` called in the order of a tied run reads the volume at random (the
     runs of quantised affinities hold edges from everywhere).
     """
@@ -437,26 +436,27 @@ def _run_around(packed, j, low):
     while inside + step < m and (packed[inside + step] >> np.uint64(KEY_SHIFT + 1)) == key:
         inside += step
         step *= 2
-    outside = min(inside + step, m)
-    while outside - inside > 1:
-        middle = (inside + outside) // 2
-        if (packed[middle] >> np.uint64(KEY_SHIFT + 1)) == key:
-            inside = middle
-        else:
-            outside = middle
-    end = outside
+    end = _run_edge(packed, key, inside, min(inside + step, m))
     inside, step = j, 1  # backward
     while inside - step >= low and (packed[inside - step] >> np.uint64(KEY_SHIFT + 1)) == key:
         inside -= step
         step *= 2
-    outside = max(inside - step, low - 1)
-    while inside - outside > 1:
+    start = _run_edge(packed, key, inside, max(inside - step, low - 1)) + 1
+    return start, end
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _run_edge(packed, key, inside, outside):
+    """Bisect between an entry ``inside`` the run of sort key ``key`` and an index ``outside``
+    it (either side; an array end's outer neighbour is fine): the run's first index beyond it
+    in that direction."""
+    while abs(outside - inside) > 1:
         middle = (inside + outside) // 2
         if (packed[middle] >> np.uint64(KEY_SHIFT + 1)) == key:
             inside = middle
         else:
             outside = middle
-    return inside, end
+    return outside
 
 
 @njit(cache=True, nogil=True)
@@ -520,7 +520,7 @@ def _agreement_tie_keys(packed, other, affs, offsets, bias, flat_mask, use_mask)
 
 
 @njit(cache=True, nogil=True)
-def _tie_order(run, other, starts, affs, offsets, bias, ties, flat_mask, use_mask):
+def _tie_order(run, other, starts, ties):
     """Put a run in the tie order, stable (key ties keep the run's order), in place: by the
     agreement key that :func:`_agreement_tie_keys` left in ``other`` (``TIES_AGREEMENT``, runs
     of more than ``SHORT_RUN`` edges), else by :func:`hash_key`.
