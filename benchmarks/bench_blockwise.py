@@ -3,13 +3,16 @@
     python benchmarks/bench_blockwise.py                                  # synthetic 64 x 512 x 512
     python benchmarks/bench_blockwise.py --shape 32 256 256 --repeats 1   # a quick look
     python benchmarks/bench_blockwise.py --data my.zarr/affs              # someone else's volume
+    python benchmarks/bench_blockwise.py --spawned                        # also workers spawned as Dask's default
 
 Each run is a fresh ``affseg segment`` process on a zarr affinity volume (MALA: fragments +
 agglomeration, thresholds 0.3 0.5 0.7): the one-pass command, then ``--blockwise`` with the
 blocks run in the command's own process (``--workers 0``, no Dask cluster) and with 1 and with 2
 worker processes. The repeats interleave the four; the table gives the median time, the
 median of the paired ratios, the peak resident memory of the largest process of the run (the
-client or a worker: ``ru_maxrss`` of the children) and that of the largest Dask worker alone (as
+client or a worker: ``ru_maxrss`` of the children, and the workers' own figure, since workers
+forked from affseg's worker server are not the command's children) and that of the largest Dask
+worker alone (as
 the command prints it at the end), which is bounded by the block size, not the volume (run two
 shapes with the same blocks to see it).
 
@@ -75,15 +78,18 @@ _PEAK = ("import resource, subprocess, sys; out = subprocess.run(sys.argv[1:], c
          "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
 
 
-def run(command: list[str]) -> tuple[float, float, float | None]:
+def run(command: list[str], env: dict | None = None) -> tuple[float, float, float | None]:
     """Wall seconds, the peak RSS (MB) of the largest process the command started (measured by a
     fresh wrapper process, so that each run has its own peak) and the largest Dask worker's peak
     (MiB, as the command prints it; None without workers)."""
     started = time.perf_counter()
-    out = subprocess.run([sys.executable, "-c", _PEAK, *command], check=True, capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-c", _PEAK, *command], check=True, capture_output=True, text=True,
+                         env=None if env is None else {**os.environ, **env})
     seconds = time.perf_counter() - started
     workers = re.search(r"peak memory of the Dask workers: (\d+) MiB", out.stdout)
-    return seconds, int(out.stdout.split()[-1]) / 1024, float(workers.group(1)) if workers else None
+    worker = float(workers.group(1)) if workers else None
+    children = int(out.stdout.split()[-1]) / 1024
+    return seconds, max(children, worker or 0.0), worker  # (both MiB)
 
 
 MWS_OFFSETS = [[-1, 0, 0], [0, -1, 0], [0, 0, -1], [-2, 0, 0], [0, -8, 0], [0, 0, -8]]  # the demo's
@@ -324,6 +330,9 @@ def main() -> None:
     p.add_argument("--mws-voi", action="store_true", help="the Mutex Watershed blockwise vs one pass (VOI)")
     p.add_argument("--voi", action="store_true", help="MALA and connected components blockwise vs one pass (VOI)")
     p.add_argument("--stages", action="store_true", help="time each stage of one pass and of blockwise (in-process)")
+    p.add_argument("--spawned", action="store_true",
+                   help="also run 1 and 2 workers spawned as Dask does by default (each a fresh interpreter), "
+                        "not forked from affseg's worker server")
     p.add_argument("--parallel", action="store_true",
                    help="extract_fragments of one block alone and in two processes at once (the scaling's bound)")
     args = p.parse_args()
@@ -358,6 +367,12 @@ def main() -> None:
             "blockwise, 2 workers": base + ["{out}", "--thresholds", *THRESHOLDS, "--blockwise", "--block-shape",
                                             block, "--workers", "2"],
         }
+        envs = {}
+        if args.spawned:  # (a DASK_ variable for the start method: Dask's spawn, see Engine)
+            for workers in (1, 2):
+                name = f"{workers} worker{'s' * (workers > 1)}, spawned"
+                commands[name] = commands[f"blockwise, {workers} worker{'s' * (workers > 1)}"]
+                envs[name] = {"DASK_DISTRIBUTED__WORKER__MULTIPROCESSING_METHOD": "spawn"}
         times = {name: [] for name in commands}
         peaks = {name: 0.0 for name in commands}
         worker_peaks = {name: None for name in commands}
@@ -365,11 +380,12 @@ def main() -> None:
         os.environ.update(env)
         for name, command in commands.items():  # warm the numba cache once
             subprocess.run([c.format(out=str(folder / "warm.zarr" / name.replace(" ", "_").replace(",", "")))
-                            for c in command], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            for c in command], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                           env={**os.environ, **envs.get(name, {})})
         for r in range(args.repeats):
             for name, command in commands.items():
                 out = folder / f"out{r}.zarr" / name.replace(" ", "_").replace(",", "")
-                seconds, peak, worker_peak = run([c.format(out=str(out)) for c in command])
+                seconds, peak, worker_peak = run([c.format(out=str(out)) for c in command], envs.get(name))
                 times[name].append(seconds)
                 peaks[name] = max(peaks[name], peak)
                 if worker_peak is not None:
@@ -383,8 +399,11 @@ def main() -> None:
             worker = "-" if worker_peaks[name] is None else f"{worker_peaks[name]:.0f}"
             print(f"{name:<22} {statistics.median(times[name]):>9.2f} {ratio:>11.2f}x {peaks[name]:>8.0f} "
                   f"{worker:>11}")
-        scaling = statistics.median(a / b for a, b in zip(times["blockwise, 1 worker"], times["blockwise, 2 workers"]))
-        print(f"2 workers are {scaling:.2f}x faster than 1 (median of paired runs)")
+        for one_worker, two in (("blockwise, 1 worker", "blockwise, 2 workers"),
+                                ("1 worker, spawned", "2 workers, spawned")):
+            if two in times:
+                scaling = statistics.median(a / b for a, b in zip(times[one_worker], times[two]))
+                print(f"{two}: {scaling:.2f}x faster than {one_worker} (median of paired runs)")
 
 
 if __name__ == "__main__":

@@ -60,7 +60,7 @@ def _blockwise_engine(args, out: str):
 
     store = args.db or "the graph store"
     args.interrupt_note = lambda: f"{store} records the finished blocks of {out}: rerun the same command to resume"
-    with Engine(workers=args.workers, scheduler=args.scheduler, progress=True) as engine:
+    with Engine(workers=args.workers, scheduler=args.scheduler, progress=True, fork_workers=True) as engine:
         if engine.dashboard:
             print(f"Dask dashboard: {engine.dashboard}")
         yield engine
@@ -1114,6 +1114,10 @@ def _run_command(args, interrupts: _Interrupts) -> int:
             print(f"warning: {note}", file=sys.stderr)
         try:
             try:
+                if getattr(args, "blockwise", False) and args.workers != 0 and args.scheduler is None:
+                    from .blockwise.engine import start_worker_server
+
+                    start_worker_server()  # (its loading runs beside the command's checks)
                 return args.func(args)
             except Exception as e:  # raised because of the interrupt, e.g. numba's SystemError around it
                 if interrupts.requested:

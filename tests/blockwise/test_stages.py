@@ -1,4 +1,6 @@
 """Blockwise stages on zarr volumes with real worker processes (Dask LocalCluster)."""
+import sys
+
 import numpy as np
 import pytest
 from conftest import kill_when_done, same_partition, write_affs_and_mask
@@ -51,9 +53,10 @@ def _worker_malloc_setting(_):
 
 @pytest.mark.parametrize(("ours", "expected"), [(None, None), ("65536", None), ("1000000", "1000000")])
 def test_workers_keep_glibc_s_adaptive_malloc_unless_the_user_set_it(monkeypatch, ours, expected):
-    """The embedded cluster's workers start without Dask's MALLOC_TRIM_THRESHOLD_=65536 (which
-    slows the block tasks' large temporaries), also when an earlier cluster's nanny left it in
-    this process; a value of the user's own reaches them. This process's setting is restored."""
+    """The embedded cluster's spawned workers start without Dask's MALLOC_TRIM_THRESHOLD_=65536
+    (which slows the block tasks' large temporaries), also when an earlier cluster's nanny left
+    it in this process; a value of the user's own reaches them. This process's setting is
+    restored. (Forked workers: test_forked_workers_start_with_the_environment_of_the_command.)"""
     import os
 
     if ours is None:
@@ -61,10 +64,211 @@ def test_workers_keep_glibc_s_adaptive_malloc_unless_the_user_set_it(monkeypatch
     else:
         monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", ours)
     seen = []
-    with Engine(workers=1) as engine:
+    with Engine(workers=1, fork_workers=False) as engine:
         engine.map(_worker_malloc_setting, [0], on_result=lambda _, value: seen.append(value))
     assert seen == [expected]
     assert os.environ.get("MALLOC_TRIM_THRESHOLD_") == ours
+
+
+_FORKED = """
+import json, os, sys
+from affseg.blockwise.engine import Engine
+
+def probe():
+    import os, sys
+    return {"malloc": os.environ.get("MALLOC_TRIM_THRESHOLD_"), "hash": hash("affseg"),
+            "fragments_imported": "affseg.graph.mala.fragments" in sys.modules, "parent": os.getppid(),
+            "parent_threads": len(os.listdir(f"/proc/{os.getppid()}/task"))}
+
+if __name__ == "__main__":
+    with Engine(workers=1, fork_workers=sys.argv[1] == "fork") as engine:
+        (seen,) = engine.client.run(probe).values()
+    print(json.dumps({**seen, "client": os.getpid(), "malloc_after": os.environ.get("MALLOC_TRIM_THRESHOLD_")}))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="workers are forked on Linux only")
+@pytest.mark.parametrize(("ours", "expected"), [(None, None), ("65536", None), ("1000000", "1000000")])
+def test_forked_workers_start_with_the_environment_of_the_command(tmp_path, ours, expected):
+    """Forked from a server that imported the block tasks' modules (before any block ran) and
+    runs one thread (what fork needs), not from the client; with the environment a spawned
+    worker gets (Dask's hash seed in effect, no MALLOC_TRIM_THRESHOLD_ of Dask's, a user's own
+    kept). A fresh process each: the server is one per process, started with the environment of
+    its first use."""
+    import json
+    import os
+    import subprocess
+
+    script = tmp_path / "forked.py"
+    script.write_text(_FORKED)
+    env = {k: v for k, v in os.environ.items() if k not in ("MALLOC_TRIM_THRESHOLD_", "PYTHONHASHSEED")}
+    env.update({} if ours is None else {"MALLOC_TRIM_THRESHOLD_": ours})
+    seen = {}
+    for start in ("fork", "spawn"):
+        out = subprocess.run([sys.executable, str(script), start], env=env, capture_output=True, text=True,
+                             timeout=300)
+        assert out.returncode == 0, out.stderr
+        seen[start] = json.loads(out.stdout.splitlines()[-1])
+    dask_seed = subprocess.run([sys.executable, "-c", "print(hash('affseg'))"], env={**env, "PYTHONHASHSEED": "6640"},
+                               capture_output=True, text=True, check=True).stdout
+    for start in ("fork", "spawn"):
+        assert seen[start]["malloc"] == expected and seen[start]["hash"] == int(dask_seed)
+        assert seen[start]["malloc_after"] == ours
+    assert seen["fork"]["fragments_imported"] and not seen["spawn"]["fragments_imported"]
+    assert seen["fork"]["parent"] != seen["fork"]["client"] and seen["fork"]["parent_threads"] == 1
+    assert seen["spawn"]["parent"] == seen["spawn"]["client"]
+
+
+_CACHED_ONLY = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+import kernel
+from affseg.blockwise._preload import run_cached_only
+
+loaded = run_cached_only(kernel.double, 21)
+before = len(kernel.double.overloads)
+print(json.dumps({"loaded": loaded, "overloads": before, "value": int(kernel.double(21))}))
+"""
+
+
+def test_the_worker_server_loads_kernels_from_numba_s_cache_and_never_compiles(tmp_path):
+    """run_cached_only: a kernel missing from numba's cache is not compiled (the call is
+    abandoned, and the kernel compiles normally afterwards); one in the cache is loaded. Fresh
+    processes: numba's cache is per process."""
+    import json
+    import os
+    import subprocess
+
+    (tmp_path / "kernel.py").write_text("from numba import njit\n\n@njit(cache=True)\ndef double(x):\n"
+                                        "    return 2 * x\n")
+    script = tmp_path / "cached_only.py"
+    script.write_text(_CACHED_ONLY)
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "cache")}
+    runs = []
+    for _ in range(2):
+        out = subprocess.run([sys.executable, str(script), str(tmp_path)], env=env, capture_output=True, text=True,
+                             timeout=300)
+        assert out.returncode == 0, out.stderr
+        runs.append(json.loads(out.stdout.splitlines()[-1]))
+    assert runs[0] == {"loaded": False, "overloads": 0, "value": 42}  # not compiled by run_cached_only
+    assert runs[1] == {"loaded": True, "overloads": 1, "value": 42}  # the first run's own call cached it
+
+
+def _fail_to_start():
+    raise RuntimeError("no cluster today")
+
+
+_SERVER_EXIT = """
+import atexit, os, sys
+atexit.register(lambda: print("teardown of", "server" if os.getpid() == server else "child", flush=True))
+server = os.getpid()
+import affseg.blockwise._worker  # (what the server imports)
+child = os.fork()
+if child == 0:
+    sys.exit(3)
+_, status = os.waitpid(child, 0)
+print("child exit code", os.waitstatus_to_exitcode(status), flush=True)
+sys.exit(5)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="workers are forked on Linux only")
+def test_the_worker_server_leaves_without_the_interpreter_s_exit(tmp_path):
+    """The server skips the interpreter's exit (its atexit hook, the first to run, ends it), so
+    that a pipe on a command's output closes with the command; a process forked from it exits
+    normally, with its own code."""
+    import subprocess
+
+    script = tmp_path / "server_exit.py"
+    script.write_text(_SERVER_EXIT)
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert out.stdout.splitlines() == ["teardown of child", "child exit code 3"], out.stderr
+    assert out.returncode == 0  # (not 5: left at once)
+
+
+def test_without_a_worker_server_the_workers_are_spawned(monkeypatch):
+    """A server that cannot start (here: multiprocessing refuses; e.g. a socket path under a
+    long TMPDIR) leaves the start to Dask's spawn: the blocks still run."""
+    import os
+    from multiprocessing import forkserver
+
+    from affseg.blockwise import engine as engine_module
+
+    def refuse():
+        raise OSError("AF_UNIX path too long")
+
+    monkeypatch.setattr(engine_module, "_SERVER", None)
+    monkeypatch.setattr(forkserver, "ensure_running", refuse)
+    assert engine_module.start_worker_server() is False
+    with Engine(workers=1, fork_workers=True) as engine:
+        (parent,) = engine.client.run(os.getppid).values()
+        seen = []
+        engine.map(_worker_malloc_setting, [0], on_result=lambda _, value: seen.append(value))
+    assert parent == os.getpid() and seen == [None]
+
+
+def test_the_environment_of_the_workers_keeps_the_user_s_settings(monkeypatch):
+    """Dask's pre-spawn environment as the nanny computes it, without its MALLOC_TRIM_THRESHOLD_
+    (also where an earlier nanny left it in os.environ), with a value and a hash seed of the
+    user's Dask config kept."""
+    import dask
+
+    from affseg.blockwise.engine import _pre_spawn_environment
+
+    for name in ("MALLOC_TRIM_THRESHOLD_", "PYTHONHASHSEED", "OMP_NUM_THREADS"):
+        monkeypatch.delenv(name, raising=False)
+    environ = _pre_spawn_environment()
+    assert "MALLOC_TRIM_THRESHOLD_" not in environ and environ["PYTHONHASHSEED"] == "6640"
+    assert environ["OMP_NUM_THREADS"] == "1"
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "65536")  # (an earlier nanny's)
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": 1000000,
+                          "distributed.nanny.pre-spawn-environ.PYTHONHASHSEED": 7}):
+        environ = _pre_spawn_environment()
+    assert environ["MALLOC_TRIM_THRESHOLD_"] == "1000000" and environ["PYTHONHASHSEED"] == "7"
+    assert environ["OMP_NUM_THREADS"] == "2"
+
+
+def test_a_start_that_comes_too_late_is_closed():
+    """An interrupt while waiting for the cluster: the start's thread closes what it started."""
+    import threading
+
+    from affseg.blockwise.engine import _Background
+
+    go, closed = threading.Event(), []
+
+    def start():
+        go.wait()
+        return "cluster"
+
+    background = _Background(start, cleanup=closed.append, name="test")
+    assert background.running()
+    background.abandon()
+    go.set()
+    background._thread.join()
+    assert closed == ["cluster"]
+    finished = _Background(lambda: "early", cleanup=closed.append, name="test")
+    finished._thread.join()
+    finished.abandon()  # (already there: closed at once)
+    assert closed == ["cluster", "early"]
+
+
+def test_an_embedded_cluster_that_fails_to_start_fails_at_its_first_use(monkeypatch):
+    """The cluster starts in a thread while the caller checks its inputs: its error is raised
+    where the client is first needed (here map), or at the end of the with block."""
+    monkeypatch.setattr(Engine, "_start_local_cluster", lambda self: _fail_to_start())
+    ran = []
+    with pytest.raises(RuntimeError, match="no cluster today"):
+        with Engine(workers=1) as engine:
+            ran.append("checks")  # (the body runs: __enter__ did not wait)
+            engine.map(_worker_malloc_setting, [0])
+    assert ran == ["checks"]
+    with pytest.raises(RuntimeError, match="no cluster today"):
+        with Engine(workers=1):
+            pass
+    with pytest.raises(ValueError, match="the body's"):  # (the body's error is the one reported)
+        with Engine(workers=1):
+            raise ValueError("the body's")
 
 
 def _touch_megabytes(megabytes):

@@ -18,7 +18,7 @@ from typing import Any
 
 from ..errors import InputError
 
-__all__ = ["Engine"]
+__all__ = ["Engine", "start_worker_server"]
 
 
 class Engine:
@@ -41,10 +41,21 @@ class Engine:
     order_seed : int, optional
         Submit the items of every :meth:`map` in a random order drawn from this seed (to check
         that a result does not depend on the order of the blocks); default: in the order given.
+    fork_workers : bool
+        On Linux, fork the embedded cluster's workers from a server process that loaded the block
+        tasks once (:func:`start_worker_server`, which says what that changes for the whole
+        process); default: Dask's configured start method (``spawn`` by default), each worker a
+        fresh interpreter. The command line forks them.
+
+    The embedded cluster starts in a thread: :meth:`__enter__` returns at once, and the first
+    use of :attr:`client` (e.g. :meth:`map`) waits for it and raises its errors. The environment
+    and Dask settings its workers start with are set in :meth:`__enter__` and kept until
+    :meth:`__exit__` (``MALLOC_TRIM_THRESHOLD_`` and Dask's config restored then).
     """
 
     def __init__(self, *, workers: int | None = None, scheduler: str | None = None, window: int | None = None,
-                 progress: bool = False, connect_timeout: float = 10.0, order_seed: int | None = None):
+                 progress: bool = False, connect_timeout: float = 10.0, order_seed: int | None = None,
+                 fork_workers: bool = False):
         if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 0):
             raise InputError(f"workers must be a number >= 0, got {workers!r}")
         if scheduler is not None and (not isinstance(scheduler, str) or "://" not in scheduler):
@@ -55,8 +66,8 @@ class Engine:
         if order_seed is not None and (isinstance(order_seed, bool) or not isinstance(order_seed, int)):
             raise InputError(f"order_seed must be an integer, got {order_seed!r}")
         self.order_seed = order_seed
-        self.client = None
-        self._cluster = None
+        self.fork_workers = bool(fork_workers)
+        self._client = self._cluster = self._starting = self._settings = None
 
     @property
     def serial(self) -> bool:
@@ -65,30 +76,80 @@ class Engine:
     def __enter__(self) -> Engine:
         if self.serial:
             return self
-        from distributed import Client, LocalCluster
-
         if self.scheduler is not None:
+            from distributed import Client
+
             try:
-                self.client = Client(self.scheduler, timeout=self.connect_timeout)
+                self._client = Client(self.scheduler, timeout=self.connect_timeout)
             except (OSError, TimeoutError) as e:
                 raise InputError(f"the Dask scheduler at {self.scheduler} does not answer ({e})") from None
-        else:
-            with _glibc_malloc_defaults():
-                self._cluster = LocalCluster(n_workers=self.workers, threads_per_worker=1, processes=True,
-                                             dashboard_address=None, silence_logs=40)
-            self.client = Client(self._cluster)
+            return self
+        import dask
+
+        forked = self.fork_workers and start_worker_server()  # (first: its imports run beside ours)
+        import distributed  # noqa: F401
+
+        # The environment and the Dask config the workers start with are set here, not in the
+        # thread below while the caller's code runs, and kept while the engine is open (a worker
+        # that Dask restarts starts the same way).
+        self._settings = contextlib.ExitStack()
+        self._settings.enter_context(_glibc_malloc_defaults())
+        if forked:
+            self._settings.enter_context(dask.config.set({"distributed.worker.multiprocessing-method": "forkserver"}))
+        os.environ.update(_pre_spawn_environment())  # (what Dask's nanny sets in this process anyway)
+        # (started in a thread: the caller checks its inputs while the workers start)
+        self._starting = _Background(self._start_local_cluster, cleanup=_close_all, name="affseg-start-cluster")
         return self
 
+    def _start_local_cluster(self):
+        from distributed import Client, LocalCluster
+
+        cluster = LocalCluster(n_workers=self.workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                               silence_logs=40)
+        try:
+            return cluster, Client(cluster)
+        except BaseException:
+            cluster.close()
+            raise
+
+    @property
+    def client(self):
+        """The ``distributed.Client`` (None for the serial engine), once the embedded cluster started."""
+        if self._starting is not None:
+            self._cluster, self._client = self._starting.result()  # (the start's error, raised here)
+            self._starting = None
+        return self._client
+
     def __exit__(self, *exc) -> None:
-        if self.client is not None:
-            self.client.close()
-        if self._cluster is not None:
-            self._cluster.close()
-        self.client = self._cluster = None
+        try:
+            client = self.client
+        except BaseException:  # (the start failed, or an interrupt came while waiting for it)
+            client = None
+            if self._starting is not None and self._starting.running():
+                self._starting.abandon()  # (its thread closes what it starts)
+            self._starting = None
+            if exc[0] is None:
+                self._restore_settings()
+                raise
+        try:
+            if client is not None:
+                client.close()
+            if self._cluster is not None:
+                self._cluster.close()
+        finally:
+            self._client = self._cluster = None
+            self._restore_settings()
+
+    def _restore_settings(self) -> None:
+        if self._settings is not None:
+            settings, self._settings = self._settings, None
+            settings.close()
 
     @property
     def dashboard(self) -> str | None:
-        """The Dask dashboard's address, where there is one."""
+        """The Dask dashboard's address, where there is one (an embedded cluster has none)."""
+        if self.scheduler is None:
+            return None
         return getattr(self.client, "dashboard_link", None) if self.client is not None else None
 
     def worker_peak_memory(self) -> dict[str, int]:
@@ -208,6 +269,161 @@ def _glibc_malloc_defaults():
 
 
 _DASK_TRIM = "65536"
+
+
+def start_worker_server() -> bool:
+    """Start, now, the process from which :class:`Engine` forks its workers (Linux), once.
+
+    A multiprocessing forkserver that imports Dask's worker and the block tasks' modules once
+    and loads a MALA block's numba kernels from numba's cache (:mod:`affseg.blockwise._preload`);
+    each worker is then forked from it with them in memory, instead of being a fresh interpreter
+    that loads them before its first block (Dask's default start, ``spawn``), and leaves without
+    the interpreter's exit. The command line calls it first thing, so that this loading runs
+    beside the command's own start.
+
+    It is one server per process, and multiprocessing's: later ``forkserver`` processes of this
+    process (its default start method from Python 3.14) fork from it too, with its environment
+    and affseg imported. Its environment is the one a spawned worker would get (Dask's
+    ``distributed.nanny.pre-spawn-environ``, without its ``MALLOC_TRIM_THRESHOLD_``; see
+    :func:`_glibc_malloc_defaults`) and stays as it was at the start: a variable changed later
+    reaches the workers' ``os.environ`` only where Dask's nanny sets it, and modules changed
+    later (a reinstall) reach them only in a new process.
+
+    Returns
+    -------
+    bool
+        Whether the server runs: not off Linux, nor where
+        ``distributed.worker.multiprocessing-method`` is set to another method than Dask's default
+        ``spawn`` or by the variable ``DASK_DISTRIBUTED__WORKER__MULTIPROCESSING_METHOD`` (that
+        setting then applies), nor where it could not start (e.g. a socket path under a long
+        ``TMPDIR``). Where this process already ran a forkserver of its own, the workers fork
+        from that one and import what they need.
+    """
+    global _SERVER
+    if _SERVER is None:
+        _SERVER = False
+        if _forks_workers():
+            try:
+                import multiprocessing
+                from multiprocessing import forkserver
+
+                multiprocessing.get_context("forkserver").set_forkserver_preload([_WORKER_PRELOAD])
+                with _worker_environment():
+                    forkserver.ensure_running()
+                _SERVER = True
+            except Exception:  # (Dask's spawn then starts the workers, as without a server)
+                pass
+    return _SERVER
+
+
+_SERVER: bool | None = None
+_WORKER_PRELOAD = "affseg.blockwise._worker"
+
+
+def _forks_workers() -> bool:
+    """Whether this platform and Dask's settings leave the start of the workers to affseg."""
+    import dask
+
+    # (Dask's default is not in the config until distributed is imported; a user's setting is,
+    # and a DASK_ variable asks for Dask's method even where it names the default)
+    method = dask.config.get("distributed.worker.multiprocessing-method", "spawn")
+    chosen = "DASK_DISTRIBUTED__WORKER__MULTIPROCESSING_METHOD" in os.environ
+    return sys.platform.startswith("linux") and method == "spawn" and not chosen
+
+
+_DASK_PRE_SPAWN = {"MALLOC_TRIM_THRESHOLD_": _DASK_TRIM, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+                   "OPENBLAS_NUM_THREADS": "1"}
+"""distributed.yaml's ``distributed.nanny.pre-spawn-environ`` (before distributed is imported)."""
+
+
+def _pre_spawn_environment() -> dict[str, str]:
+    """What Dask's nanny sets in ``os.environ`` before it starts a worker: its
+    ``pre-spawn-environ`` (values already in ``os.environ`` win) and its ``PYTHONHASHSEED``;
+    without Dask's ``MALLOC_TRIM_THRESHOLD_``, also where an earlier nanny left it here."""
+    import dask
+
+    configured = {**_DASK_PRE_SPAWN, **(dask.config.get("distributed.nanny.pre-spawn-environ", None) or {})}
+    environ = {}
+    for name, value in configured.items():
+        current = os.environ.get(name)
+        if name == "MALLOC_TRIM_THRESHOLD_" and current == _DASK_TRIM:
+            current = None  # (an earlier nanny's)
+        chosen = current if current is not None else None if value is None else str(value)
+        if chosen is not None and not (name == "MALLOC_TRIM_THRESHOLD_" and chosen == _DASK_TRIM):
+            environ[name] = chosen
+    if environ.get("PYTHONHASHSEED") in (None, "0"):
+        environ["PYTHONHASHSEED"] = "6640"  # (Dask's, for hashes that agree between workers)
+    return environ
+
+
+@contextlib.contextmanager
+def _worker_environment():
+    """``os.environ`` set to :func:`_pre_spawn_environment` (and no leftover of Dask's
+    ``MALLOC_TRIM_THRESHOLD_``) inside the block, as it was after it."""
+    environ = _pre_spawn_environment()
+    saved = {name: os.environ.get(name) for name in [*environ, "MALLOC_TRIM_THRESHOLD_"]}
+    os.environ.update(environ)
+    if "MALLOC_TRIM_THRESHOLD_" not in environ:
+        os.environ.pop("MALLOC_TRIM_THRESHOLD_", None)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+class _Background:
+    """``function()`` run in a daemon thread; :meth:`result` waits for it and returns its value or
+    raises its exception. After :meth:`abandon`, ``cleanup(value)`` is called on a value that
+    comes too late for the caller."""
+
+    def __init__(self, function, *, cleanup, name: str):
+        import threading
+
+        self._lock = threading.Lock()
+        self._outcome = None
+        self._abandoned = False
+        self._cleanup = cleanup
+        self._thread = threading.Thread(target=self._run, args=(function,), name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self, function):
+        try:
+            outcome = (True, function())
+        except BaseException as e:  # (re-raised in the caller's thread)
+            outcome = (False, e)
+        with self._lock:
+            self._outcome = outcome
+            late = self._abandoned and outcome[0]
+        if late:
+            self._cleanup(outcome[1])
+
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def abandon(self) -> None:
+        with self._lock:
+            self._abandoned = True
+            ready = self._outcome is not None and self._outcome[0]
+        if ready:
+            self._cleanup(self._outcome[1])
+
+    def result(self):
+        self._thread.join()
+        ok, value = self._outcome
+        if not ok:
+            raise value
+        return value
+
+
+def _close_all(started) -> None:
+    """Close the client and the cluster of a start that came too late."""
+    cluster, client = started
+    client.close()
+    cluster.close()
 
 
 def _large(value) -> bool:
