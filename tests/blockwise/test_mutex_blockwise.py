@@ -188,9 +188,11 @@ def test_a_killed_client_resumes_redoing_only_unfinished_blocks(tmp_path, data):
     np.testing.assert_array_equal(read_volume(lost / "out.zarr" / "seg")[0], reference)
 
 
-def test_a_worker_killed_mid_run_changes_nothing(tmp_path, data):
+@pytest.mark.parametrize("fork_workers", [False, True])
+def test_a_worker_killed_mid_run_changes_nothing(tmp_path, data, fork_workers):
     """kill -9 of one of 2 Dask worker processes while blocks run: Dask reschedules its tasks on
-    the other worker (and the nanny restarts it); the result is the same bits."""
+    the other worker (and the nanny restarts it); the result is the same bits. Also with the
+    workers forked from affseg's worker server (the command line's), which forks the new one."""
     import os
     import threading
 
@@ -216,14 +218,18 @@ def test_a_worker_killed_mid_run_changes_nothing(tmp_path, data):
                 return
             time.sleep(0.005)
 
-    with Engine(workers=2, order_seed=5) as engine:
+    with Engine(workers=2, order_seed=5, fork_workers=fork_workers) as engine:
         victim = min(engine.client.run(os.getpid).values())
+        parents = set(engine.client.run(os.getppid).values())
         thread = threading.Thread(target=kill_after_the_first_block, args=(victim,), daemon=True)
         thread.start()
         summary = mutex_watershed_to_zarr(str(path / "affs"), str(out), **BLOCKS, engine=engine,
                                           mask_address=str(path / "mask"), store=str(store_path), **BIASES)
         thread.join()
         assert victim not in engine.client.run(os.getpid).values()
+        assert set(engine.client.run(os.getppid).values()) == parents  # (the restarted one too)
+    forked_from_server = parents != {os.getpid()}
+    assert forked_from_server == (fork_workers and sys.platform.startswith("linux"))
     assert 1 <= killed["after"] < 36, "the kill should land while the blocks run"
     assert summary["computed"] == {"blocks": 36, "pairs": 36, "stitch": 1, "relabel": 36}
     np.testing.assert_array_equal(read_volume(out)[0], reference)
