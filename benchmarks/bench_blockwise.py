@@ -12,9 +12,8 @@ worker processes. The repeats interleave the four; the table gives the median ti
 median of the paired ratios, the peak resident memory of the largest process of the run (the
 client or a worker: ``ru_maxrss`` of the children, and the workers' own figure, since workers
 forked from affseg's worker server are not the command's children) and that of the largest Dask
-worker alone (as
-the command prints it at the end), which is bounded by the block size, not the volume (run two
-shapes with the same blocks to see it).
+worker alone (as the command prints it at the end), which is bounded by the block size, not the
+volume (run two shapes with the same blocks to see it).
 
     python benchmarks/bench_blockwise.py --mws-voi                        # Mutex Watershed blockwise vs one pass
     python benchmarks/bench_blockwise.py --voi --shape 64 256 256         # MALA and cc blockwise vs one pass
@@ -26,8 +25,10 @@ shapes with the same blocks to see it).
 pass (read, fragments, agglomerate, the segmentations, writing them) and ``mala_to_zarr`` with the
 tasks run serially here (``workers=0``) and on a LocalCluster of 1 and of 2 workers (each
 ``Engine.map`` timed by its stage name; "client" is the rest: the store, the merged graph's
-agglomeration, staging and publishing; "cluster" the LocalCluster's start and close). Medians
-over the repeats, interleaved.
+agglomeration, staging and publishing; "cluster" the LocalCluster's start, waited for before the
+stages, and its close). The workers are spawned, Dask's default (``Engine``'s from Python); the
+command line forks them from affseg's worker server (compare with ``--spawned``). Medians over
+the repeats, interleaved.
 
 ``--parallel`` measures what two processes computing at once get from this machine, the bound on
 the scaling from one worker to two: the seconds of ``extract_fragments`` of one block in one
@@ -261,6 +262,7 @@ def stage_times(affs: str, block_shape, repeats: int) -> None:
         times, started = {}, time.perf_counter()
         engine = TimedEngine(times, workers=workers)
         with engine:
+            _ = engine.client  # (the cluster starts in a thread: its start is counted as "cluster")
             entered = time.perf_counter()
             mala_to_zarr(affs, str(out), thresholds=thresholds, block_shape=block_shape, context=10, engine=engine)
             left = time.perf_counter()

@@ -229,28 +229,40 @@ def test_the_environment_of_the_workers_keeps_the_user_s_settings(monkeypatch):
     assert environ["OMP_NUM_THREADS"] == "2"
 
 
-def test_a_start_that_comes_too_late_is_closed():
-    """An interrupt while waiting for the cluster: the start's thread closes what it started."""
-    import threading
+class _Closable:
+    def __init__(self, name, closed):
+        self.name, self.closed = name, closed
 
-    from affseg.blockwise.engine import _Background
+    def close(self):
+        self.closed.append(self.name)
+
+
+def test_a_start_that_comes_too_late_is_closed():
+    """An interrupt while waiting for the cluster: the start, when it succeeds, is closed (the
+    client, then the cluster); one that failed leaves nothing to close."""
+    import threading
+    from concurrent.futures import Future
+
+    from affseg.blockwise.engine import _close_when_started, _in_thread
 
     go, closed = threading.Event(), []
 
     def start():
         go.wait()
-        return "cluster"
+        return _Closable("cluster", closed), _Closable("client", closed)
 
-    background = _Background(start, cleanup=closed.append, name="test")
-    assert background.running()
-    background.abandon()
+    starting = _in_thread(start, name="test")
+    _close_when_started(starting)
+    finished = threading.Event()
+    starting.add_done_callback(lambda _: finished.set())  # (runs after the closing one)
+    assert closed == []  # (not started yet)
     go.set()
-    background._thread.join()
-    assert closed == ["cluster"]
-    finished = _Background(lambda: "early", cleanup=closed.append, name="test")
-    finished._thread.join()
-    finished.abandon()  # (already there: closed at once)
-    assert closed == ["cluster", "early"]
+    assert finished.wait(60)
+    assert closed == ["client", "cluster"]
+    failed = Future()
+    failed.set_exception(RuntimeError("no cluster"))
+    _close_when_started(failed)  # (nothing to close, nothing raised)
+    assert closed == ["client", "cluster"]
 
 
 def test_an_embedded_cluster_that_fails_to_start_fails_at_its_first_use(monkeypatch):

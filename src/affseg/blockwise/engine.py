@@ -98,7 +98,7 @@ class Engine:
             self._settings.enter_context(dask.config.set({"distributed.worker.multiprocessing-method": "forkserver"}))
         os.environ.update(_pre_spawn_environment())  # (what Dask's nanny sets in this process anyway)
         # (started in a thread: the caller checks its inputs while the workers start)
-        self._starting = _Background(self._start_local_cluster, cleanup=_close_all, name="affseg-start-cluster")
+        self._starting = _in_thread(self._start_local_cluster, name="affseg-start-cluster")
         return self
 
     def _start_local_cluster(self):
@@ -125,8 +125,7 @@ class Engine:
             client = self.client
         except BaseException:  # (the start failed, or an interrupt came while waiting for it)
             client = None
-            if self._starting is not None and self._starting.running():
-                self._starting.abandon()  # (its thread closes what it starts)
+            _close_when_started(self._starting)  # (a start still under way: closed when it ends)
             self._starting = None
             if exc[0] is None:
                 self._restore_settings()
@@ -343,14 +342,12 @@ def _pre_spawn_environment() -> dict[str, str]:
     import dask
 
     configured = {**_DASK_PRE_SPAWN, **(dask.config.get("distributed.nanny.pre-spawn-environ", None) or {})}
-    environ = {}
-    for name, value in configured.items():
-        current = os.environ.get(name)
-        if name == "MALLOC_TRIM_THRESHOLD_" and current == _DASK_TRIM:
-            current = None  # (an earlier nanny's)
-        chosen = current if current is not None else None if value is None else str(value)
-        if chosen is not None and not (name == "MALLOC_TRIM_THRESHOLD_" and chosen == _DASK_TRIM):
-            environ[name] = chosen
+    current = dict(os.environ)
+    if current.get("MALLOC_TRIM_THRESHOLD_") == _DASK_TRIM:
+        del current["MALLOC_TRIM_THRESHOLD_"]  # (an earlier nanny's)
+    environ = {name: current.get(name, str(value)) for name, value in configured.items() if value is not None}
+    if environ.get("MALLOC_TRIM_THRESHOLD_") == _DASK_TRIM:
+        del environ["MALLOC_TRIM_THRESHOLD_"]
     if environ.get("PYTHONHASHSEED") in (None, "0"):
         environ["PYTHONHASHSEED"] = "6640"  # (Dask's, for hashes that agree between workers)
     return environ
@@ -375,55 +372,34 @@ def _worker_environment():
                 os.environ[name] = value
 
 
-class _Background:
-    """``function()`` run in a daemon thread; :meth:`result` waits for it and returns its value or
-    raises its exception. After :meth:`abandon`, ``cleanup(value)`` is called on a value that
-    comes too late for the caller."""
+def _in_thread(function, *, name: str):
+    """A ``concurrent.futures.Future`` of ``function()``, run in a daemon thread of its own."""
+    import threading
+    from concurrent.futures import Future
 
-    def __init__(self, function, *, cleanup, name: str):
-        import threading
+    future = Future()
 
-        self._lock = threading.Lock()
-        self._outcome = None
-        self._abandoned = False
-        self._cleanup = cleanup
-        self._thread = threading.Thread(target=self._run, args=(function,), name=name, daemon=True)
-        self._thread.start()
-
-    def _run(self, function):
+    def run():
         try:
-            outcome = (True, function())
-        except BaseException as e:  # (re-raised in the caller's thread)
-            outcome = (False, e)
-        with self._lock:
-            self._outcome = outcome
-            late = self._abandoned and outcome[0]
-        if late:
-            self._cleanup(outcome[1])
+            future.set_result(function())
+        except BaseException as e:  # (raised by future.result(), in the caller's thread)
+            future.set_exception(e)
 
-    def running(self) -> bool:
-        return self._thread.is_alive()
-
-    def abandon(self) -> None:
-        with self._lock:
-            self._abandoned = True
-            ready = self._outcome is not None and self._outcome[0]
-        if ready:
-            self._cleanup(self._outcome[1])
-
-    def result(self):
-        self._thread.join()
-        ok, value = self._outcome
-        if not ok:
-            raise value
-        return value
+    threading.Thread(target=run, name=name, daemon=True).start()
+    return future
 
 
-def _close_all(started) -> None:
-    """Close the client and the cluster of a start that came too late."""
-    cluster, client = started
-    client.close()
-    cluster.close()
+def _close_when_started(starting) -> None:
+    """Close the client and the cluster of a start that nobody waits for any more, as soon as
+    (or if) it succeeds."""
+
+    def close(done):
+        if done.exception() is None:
+            cluster, client = done.result()
+            client.close()
+            cluster.close()
+
+    starting.add_done_callback(close)
 
 
 def _large(value) -> bool:
