@@ -446,17 +446,19 @@ def test_a_label_that_touches_no_unknown_voxel_gets_zero_with_cg_as_with_direct(
 
 
 @pytest.mark.parametrize("columns", [1, 3, 4])
-def test_restriction_equals_the_transpose_product_on_any_number_of_threads(columns):
+def test_restriction_of_the_residual_equals_the_transpose_product_on_any_number_of_threads(columns):
     import numba
     from scipy import sparse
 
-    from affseg.graph.random_walker._kernels import restrict
+    from affseg.graph.random_walker._kernels import residual_restrict
 
     rng = np.random.default_rng(columns)
+    a = sparse.random(1000, 1000, density=0.01, random_state=rng, format="csr")
     p = sparse.random(1000, 70, density=0.05, random_state=rng, format="csr")
+    a.sort_indices()
     p.sort_indices()
-    fine = rng.normal(size=(1000, columns))
-    expected = p.T @ fine
+    x, b = rng.normal(size=(2, 1000, columns))
+    expected = p.T @ (b - a @ x)
     results = []
     threads = numba.get_num_threads()
     try:
@@ -464,7 +466,8 @@ def test_restriction_equals_the_transpose_product_on_any_number_of_threads(colum
             numba.set_num_threads(n_threads)
             for extra_parts in (0, 3):
                 coarse = np.full((70, columns), np.nan)  # every entry is written
-                restrict(p.indptr, p.indices, p.data, fine, coarse, np.full((extra_parts, 70, columns), np.nan))
+                residual_restrict(a.indptr, a.indices, a.data, x, b, p.indptr, p.indices, p.data, coarse,
+                                  np.full((extra_parts, 70, columns), np.nan))
                 np.testing.assert_allclose(coarse, expected, rtol=1e-12, atol=1e-12)
                 if extra_parts:
                     results.append(coarse)
@@ -551,10 +554,10 @@ def test_block_cg_over_several_blocks_matches_the_direct_solver(monkeypatch):
 
     shape = (8, 24, 24)
     weights = image_weights(_smooth_image(shape, 13))
-    seeds = _random_seeds(shape, 8, 14)
-    monkeypatch.setattr(rw, "_CG_BLOCK_BYTES", 1)  # the fewest columns per block: 3 blocks for 8 labels
+    seeds = _random_seeds(shape, 9, 14)
+    monkeypatch.setattr(rw, "_CG_BLOCK_BYTES", 1)  # the fewest columns per block: 3 blocks for 9 labels
     system = RandomWalkerSystem(weights, seeds, solver="cg", tol=1e-12)
-    assert system.block_width() == rw._CG_MIN_BLOCK and system.block_width(8) == 3
+    assert system.block_width() == rw._CG_MIN_BLOCK == 4 and system.block_width(9) == 3
     exact = RandomWalkerSystem(weights, seeds, solver="direct").unknown_probabilities()
     np.testing.assert_allclose(system.unknown_probabilities(), exact, atol=1e-9)
     _, probs = random_walker(weights, seeds, solver="cg", tol=1e-12, return_probabilities=True)
@@ -717,9 +720,20 @@ def test_threads_solving_on_one_system_get_their_own_answers():
         np.testing.assert_array_equal(ours, theirs)
 
 
+def _residual_rows(a, x, b):
+    """``b - A x`` summed as the kernels do: each row's entries in order, from 0."""
+    out = np.empty_like(b)
+    for i in range(b.shape[0]):
+        acc = np.zeros(b.shape[1])
+        for q in range(a.indptr[i], a.indptr[i + 1]):
+            acc = acc + a.data[q] * x[a.indices[q]]
+        out[i] = b[i] - acc
+    return out
+
+
 def _restriction_in_parts(p, fine, parts):
-    """``P^T fine`` summed as :func:`restrict` documents it: the fine rows in ``parts`` equal
-    parts, each summed row by row, then the parts added in order."""
+    """``P^T fine`` summed as :func:`residual_restrict` documents it: the fine rows in ``parts``
+    equal parts, each summed row by row, then the parts added in order."""
     n, m = fine.shape
     sums = []
     for t in range(parts):
@@ -742,7 +756,7 @@ def test_restriction_sums_fixed_parts_in_order_for_any_size(n, columns):
     import numba
     from scipy import sparse
 
-    from affseg.graph.random_walker._kernels import restrict
+    from affseg.graph.random_walker._kernels import residual_restrict
     from affseg.graph.random_walker.solver import _RESTRICT_PARTS
 
     rng = np.random.default_rng(100 * n + columns)
@@ -752,9 +766,13 @@ def test_restriction_sums_fixed_parts_in_order_for_any_size(n, columns):
     dense[:, 2] = 0
     p = sparse.csr_array(dense)
     p.sort_indices()
-    fine = rng.normal(size=(n, columns))
-    expected = _restriction_in_parts(p, fine, _RESTRICT_PARTS)
-    np.testing.assert_allclose(expected, dense.T @ fine, rtol=1e-13, atol=1e-13)
+    a = sparse.csr_array(rng.normal(size=(n, n)) * (rng.random((n, n)) < 0.3))
+    a.sort_indices()
+    x, b = rng.normal(size=(2, n, columns))
+    residual = _residual_rows(a, x, b)
+    np.testing.assert_allclose(residual, b - a @ x, rtol=1e-13, atol=1e-13)
+    expected = _restriction_in_parts(p, residual, _RESTRICT_PARTS)
+    np.testing.assert_allclose(expected, dense.T @ residual, rtol=1e-13, atol=1e-13)
     threads = numba.get_num_threads()
     try:
         for n_threads in sorted({1, threads}):
@@ -763,10 +781,115 @@ def test_restriction_sums_fixed_parts_in_order_for_any_size(n, columns):
                 coarse = np.full((n_coarse, columns), np.nan)
                 work = np.full((_RESTRICT_PARTS - 1) * n_coarse * 4 + 5, np.nan)  # made for 4 columns
                 partial = work[:(_RESTRICT_PARTS - 1) * n_coarse * columns].reshape(-1, n_coarse, columns)
-                restrict(p.indptr.astype(index), p.indices.astype(index), p.data, fine, coarse, partial)
+                residual_restrict(a.indptr.astype(index), a.indices.astype(index), a.data, x, b,
+                                  p.indptr.astype(index), p.indices.astype(index), p.data, coarse, partial)
                 np.testing.assert_array_equal(coarse, expected)  # the same bits on any number of threads
     finally:
         numba.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("columns", [1, 3, 4, 5])
+def test_product_with_dots_gives_the_bits_of_the_product_then_the_dots(columns):
+    from scipy import sparse
+
+    from affseg.graph.random_walker._kernels import column_dots, spmm, spmm_dots
+
+    rng = np.random.default_rng(40 + columns)
+    a = sparse.random(1500, 1500, density=0.01, random_state=rng, format="csr")  # several row chunks
+    x = rng.normal(size=(1500, columns))
+    out, dots = np.full_like(x, np.nan), np.full(columns, np.nan)
+    spmm_dots(a.indptr, a.indices, a.data, x, out, dots)
+    expected, expected_dots = np.empty_like(x), np.empty(columns)
+    spmm(a.indptr, a.indices, a.data, x, expected)
+    column_dots(x, expected, expected_dots)
+    np.testing.assert_array_equal(out, expected)
+    np.testing.assert_array_equal(dots, expected_dots)
+    np.testing.assert_allclose(out, a @ x, rtol=1e-12, atol=1e-12)
+
+
+def test_fold_label_keeps_the_first_best_label_and_clips_the_probabilities():
+    from affseg.graph.random_walker._kernels import fold_label
+
+    rng = np.random.default_rng(41)
+    columns = np.round(rng.uniform(-0.005, 1.005, size=(4, 300)), 2)  # ties between labels
+    unknown = np.sort(rng.choice(1000, 300, replace=False))
+    top, best = np.full(300, -np.inf), np.zeros(300, np.int64)
+    rows = np.full((4, 1000), -1.0, np.float32)
+    for k in (2, 0, 3, 1):  # any order of the labels
+        low, high = fold_label(columns[k], k, top, best, rows[k], unknown)
+        assert (low, high) == (columns[k].min(), columns[k].max())
+    # ties: the smaller label index, as numpy's argmax picks the first
+    np.testing.assert_array_equal(best, columns.argmax(axis=0))
+    np.testing.assert_array_equal(top, columns.max(axis=0))
+    np.testing.assert_array_equal(rows[:, unknown], np.clip(columns, 0, 1).astype(np.float32))
+    assert (np.delete(rows, unknown, axis=1) == -1).all()
+    fold_label(columns[0], 0, top, best, np.empty(0, np.float32), unknown)  # no probabilities kept
+
+
+def _sweep_order(bounds, backward):
+    """The rows in the order :func:`gauss_seidel` documents: the even parts, then the odd ones,
+    each part's rows in increasing order; backward the exact reverse."""
+    parts = [np.arange(bounds[t], bounds[t + 1]) for t in range(len(bounds) - 1)]
+    order = np.concatenate(parts[0::2] + parts[1::2]) if parts else np.zeros(0, np.int64)
+    return order[::-1] if backward else order
+
+
+def _gauss_seidel_rows(a, inverse, x, b, order):
+    """One Gauss-Seidel sweep row by row in ``order``, each row's sum as the kernels make it."""
+    x = x.copy()
+    for i in order:
+        acc = np.zeros(b.shape[1])
+        for q in range(a.indptr[i], a.indptr[i + 1]):
+            acc = acc + a.data[q] * x[a.indices[q]]
+        x[i] = x[i] + inverse[i] * (b[i] - acc)
+    return x
+
+
+@pytest.mark.parametrize("parts", [1, 2, 3, 6])
+@pytest.mark.parametrize("columns", [1, 3, 4])
+def test_gauss_seidel_sweeps_rows_in_the_documented_order_on_any_number_of_threads(parts, columns):
+    # a banded symmetric matrix split into parts no shorter than its bandwidth: the sweep is a
+    # sequential Gauss-Seidel sweep in the order of the parts, bit for bit, on 1 or all threads,
+    # and the backward sweep is the exact reverse
+    import numba
+    from scipy import sparse
+
+    from affseg.graph.random_walker._kernels import gauss_seidel
+
+    rng = np.random.default_rng(10 * parts + columns)
+    n, band = 61, 5
+    off = sparse.random(n, n, density=0.2, random_state=rng, format="csr")
+    off = sparse.triu(off, 1) - sparse.triu(off, band + 1)
+    a = sparse.csr_array(off + off.T + sparse.diags(np.full(n, 3.0)))
+    a.sort_indices()
+    bounds = np.arange(parts + 1) * n // parts
+    assert np.diff(bounds).min() >= band
+    inverse = 1.0 / a.diagonal()
+    x, b = rng.normal(size=(2, n, columns))
+    threads = numba.get_num_threads()
+    try:
+        for backward in (False, True):
+            expected = _gauss_seidel_rows(a, inverse, x, b, _sweep_order(bounds, backward))
+            for n_threads in sorted({1, threads}):
+                numba.set_num_threads(n_threads)
+                out = x.copy()
+                gauss_seidel(a.indptr, a.indices, a.data, inverse, out, b, bounds, backward)
+                np.testing.assert_array_equal(out, expected)
+    finally:
+        numba.set_num_threads(threads)
+
+
+def test_sweep_parts_are_no_shorter_than_the_bandwidth():
+    from scipy import sparse
+
+    from affseg.graph.random_walker.solver import _SWEEP_PARTS, _Csr, _sweep_parts
+
+    for n, band in [(1000, 10), (1000, 300), (1000, 999), (5, 0), (1, 0)]:
+        a = _Csr(sparse.diags([np.ones(n - band), np.ones(n), np.ones(n - band)], [-band, 0, band]) if band
+                 else sparse.identity(n))
+        bounds = _sweep_parts(a)
+        assert bounds[0] == 0 and bounds[-1] == n and np.all(np.diff(bounds) >= max(1, band))
+        assert len(bounds) - 1 == max(1, min(_SWEEP_PARTS, n // max(1, band)))
 
 
 def _multigrid_of(shape, n_labels, seed):
@@ -778,9 +901,11 @@ def _multigrid_of(shape, n_labels, seed):
 
 
 def _reference_cycle(multigrid, level, b):
-    """The V-cycle of :class:`_BlockMultigrid` with scipy's sparse products (``P^T`` formed)."""
+    """The V-cycle of :class:`_BlockMultigrid` with scipy: ``P^T`` formed, each Gauss-Seidel sweep
+    a triangular solve of the matrix permuted to the order of the parts."""
     from scipy import sparse
     from scipy.linalg import cho_solve
+    from scipy.sparse.linalg import spsolve_triangular
 
     if level == len(multigrid.matrices) - 1:
         if multigrid.coarse is None:
@@ -788,10 +913,32 @@ def _reference_cycle(multigrid, level, b):
         return cho_solve(multigrid.coarse, b)
     a = sparse.csr_array(multigrid.matrices[level].arrays[::-1], shape=multigrid.matrices[level].shape)
     p = sparse.csr_array(multigrid.prolong[level].arrays[::-1], shape=multigrid.prolong[level].shape)
-    dinv = multigrid.damped_inverse_diagonal[level][:, None]
-    x = dinv * b
+    order = _sweep_order(multigrid.parts[level], False)
+    permuted = sparse.csr_array(a[order][:, order])
+
+    def sweep(x, lower):
+        triangle = sparse.tril(permuted) if lower else sparse.triu(permuted)
+        step = np.zeros_like(x)
+        step[order] = spsolve_triangular(sparse.csr_matrix(triangle), (b - a @ x)[order], lower=lower)
+        return x + step
+
+    x = np.zeros_like(b)
+    for _ in range(multigrid.sweeps(level)):
+        x = sweep(x, True)
     x = x + p @ _reference_cycle(multigrid, level + 1, p.T @ (b - a @ x))
-    return x + dinv * (b - a @ x)
+    for _ in range(multigrid.sweeps(level)):
+        x = sweep(x, False)
+    return x
+
+
+def test_v_cycle_is_symmetric():
+    # CG needs a symmetric preconditioner: <M u, v> = <u, M v>
+    system, multigrid = _multigrid_of((10, 40, 40), 4, 35)
+    assert len(multigrid.matrices) >= 3 and max(len(bounds) for bounds in multigrid.parts) > 2
+    rng = np.random.default_rng(36)
+    u, v = rng.normal(size=(2, system.unknown.size, 1))
+    mu, mv = (multigrid(np.ascontiguousarray(w), np.empty_like(w), multigrid.workspace(1)) for w in (u, v))
+    assert abs(float(mu[:, 0] @ v[:, 0]) - float(u[:, 0] @ mv[:, 0])) <= 1e-10 * abs(float(mu[:, 0] @ v[:, 0]))
 
 
 def test_v_cycle_with_fewer_columns_than_its_workspace():
@@ -847,8 +994,9 @@ def test_block_cg_hands_over_each_column_once_with_the_solution_it_returns(maxit
     # maxiter: each one handed over once, as the bits the solver returns without a callback
     rhs, solve = _block_cg_problem((8, 30, 30), 5, 32)
     rng = np.random.default_rng(33)
+    # (the constant column converges a cycle or two after the others)
     b = np.column_stack([rhs[:, 0], np.zeros(rhs.shape[0]), rhs[:, 1:], rng.normal(size=rhs.shape[0]),
-                         np.zeros(rhs.shape[0])])
+                         np.ones(rhs.shape[0]), np.zeros(rhs.shape[0])])
     plain, failed, handed, result = solve(b, 1e-10, maxiter)
     assert result == (None, failed)
     assert sorted(j for j, _, _ in handed) == list(range(b.shape[1]))

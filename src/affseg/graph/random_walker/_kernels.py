@@ -4,7 +4,8 @@ sparse-matrix times block-of-columns products of its multigrid CG.
 The assembly reads the weights on the grid directly (no edge lists): reachability from the seeds,
 ``L_U`` in CSR with sorted column indices (int32 where they fit), and the seed coupling in the
 order of the edges. The solve kernels read each matrix row once for all columns (float64
-vectors), fuse the residual and Jacobi updates, and split the rows over the available cores.
+vectors), fuse the residual with the restriction, and split the rows over the available cores in
+fixed parts, so that no result depends on the number of threads.
 The multigrid setup kernels count the entries of the matrices they build in int64 (the caller
 narrows them to int32 where they fit), so that a product never overflows the index dtype of its
 factors.
@@ -156,67 +157,59 @@ def laplacian_csr(weights, offsets, shape, active, unknown, local, directions, i
     size = unknown.size
     n_dir = directions.size
     indptr = np.zeros(size + 1, index_dtype_sample.dtype)
-    cols = np.empty(n_dir + 1, np.int64)
-    vals = np.empty(n_dir + 1)
-    # pass 1: row lengths; pass 2: the entries
-    for fill in range(2):
-        if fill == 1:
-            for r in range(size):
-                indptr[r + 1] += indptr[r]
-            indices = np.empty(indptr[size], index_dtype_sample.dtype)
-            data = np.empty(indptr[size])
-        for r in range(size):
-            u = unknown[r]
-            z, y, x = _coordinates(u, shape)
-            as_u = 0.0
-            as_v = 0.0
-            for c in range(offsets.shape[0]):
+    # one pass into arrays for the most entries a row can have (the caller's index dtype holds
+    # that many), returned as views of their filled part
+    indices = np.empty(size * (n_dir + 1), index_dtype_sample.dtype)
+    data = np.empty(size * (n_dir + 1))
+    k = 0
+    for r in range(size):
+        u = unknown[r]
+        z, y, x = _coordinates(u, shape)
+        as_u = 0.0
+        as_v = 0.0
+        for c in range(offsets.shape[0]):
+            v = _shifted(z, y, x, offsets[c], 1, shape)
+            if v >= 0 and weights[c, u] > 0 and active[v]:
+                as_u += weights[c, u]
+        for c in range(offsets.shape[0]):
+            v = _shifted(z, y, x, offsets[c], -1, shape)
+            if v >= 0 and weights[c, v] > 0 and active[v]:
+                as_v += weights[c, v]
+        start = k
+        diagonal_done = False
+        for d in range(n_dir):
+            c = directions[d]
+            if c >= 0:
                 v = _shifted(z, y, x, offsets[c], 1, shape)
-                if v >= 0 and weights[c, u] > 0 and active[v]:
-                    as_u += weights[c, u]
-            for c in range(offsets.shape[0]):
-                v = _shifted(z, y, x, offsets[c], -1, shape)
-                if v >= 0 and weights[c, v] > 0 and active[v]:
-                    as_v += weights[c, v]
-            k = 0
-            diagonal_done = False
-            for d in range(n_dir):
-                c = directions[d]
-                if c >= 0:
-                    v = _shifted(z, y, x, offsets[c], 1, shape)
-                    w = weights[c, u] if v >= 0 else 0.0
-                else:
-                    v = _shifted(z, y, x, offsets[-1 - c], -1, shape)
-                    w = weights[-1 - c, v] if v >= 0 else 0.0
-                if v < 0 or not w > 0 or not active[v] or local[v] < 0:
-                    continue
-                if not diagonal_done and v > u:
-                    cols[k], vals[k] = r, as_u + as_v
-                    k += 1
-                    diagonal_done = True
-                if k > 0 and cols[k - 1] == local[v]:  # the same edge from both of its channels
-                    vals[k - 1] += -w
-                else:
-                    cols[k], vals[k] = local[v], -w
-                    k += 1
-            if not diagonal_done:
-                cols[k], vals[k] = r, as_u + as_v
-                k += 1
-            if fill == 0:
-                indptr[r + 1] = k
+                w = weights[c, u] if v >= 0 else 0.0
             else:
-                start = indptr[r]
-                for j in range(k):
-                    indices[start + j] = cols[j]
-                    data[start + j] = vals[j]
-    return indptr, indices, data
+                v = _shifted(z, y, x, offsets[-1 - c], -1, shape)
+                w = weights[-1 - c, v] if v >= 0 else 0.0
+            if v < 0 or not w > 0 or not active[v] or local[v] < 0:
+                continue
+            if not diagonal_done and v > u:
+                indices[k], data[k] = r, as_u + as_v
+                k += 1
+                diagonal_done = True
+            if k > start and indices[k - 1] == local[v]:  # the same edge from both of its channels
+                data[k - 1] += -w
+            else:
+                indices[k], data[k] = local[v], -w
+                k += 1
+        if not diagonal_done:
+            indices[k], data[k] = r, as_u + as_v
+            k += 1
+        indptr[r + 1] = k
+    return indptr, indices[:k], data[:k]
 
 
 @njit(cache=True, nogil=True)
-def seed_coupling(weights, offsets, shape, active, local, label_index):
+def seed_coupling(weights, offsets, shape, active, local, label_index, seeded):
     """The entries of ``B`` (unknown voxel, seed label, weight), one per edge from an unknown voxel
     to a seed, in the order of the edge list (channel by channel, voxels in increasing order):
-    first the edges ``(u, seed)``, then the edges ``(seed, v)``.
+    first the edges ``(u, seed)``, then the edges ``(seed, v)``. Only the seeds' edges are read
+    (an edge ``(u, seed)`` of channel ``c`` starts at ``seed - offsets[c]``, so increasing seeds
+    give increasing ``u``).
 
     Parameters
     ----------
@@ -228,6 +221,8 @@ def seed_coupling(weights, offsets, shape, active, local, label_index):
         Row of each unknown voxel, -1 elsewhere.
     label_index : (n,) int64
         Label index of each seed, -1 elsewhere.
+    seeded : (S,) int64
+        Flat indices of the seeds, increasing.
 
     Returns
     -------
@@ -242,20 +237,20 @@ def seed_coupling(weights, offsets, shape, active, local, label_index):
             count = 0
         for side in range(2):
             for c in range(offsets.shape[0]):
-                for u in range(weights.shape[1]):
-                    w = weights[c, u]
-                    if not w > 0 or (local[u] < 0 and label_index[u] < 0):
+                for seed in seeded:
+                    z, y, x = _coordinates(seed, shape)
+                    # side 0: the edge (u, seed) with u = seed - offset; side 1: (seed, v), v = seed + offset
+                    other = _shifted(z, y, x, offsets[c], 1 if side == 1 else -1, shape)
+                    if other < 0 or local[other] < 0 or not (active[seed] and active[other]):
                         continue
-                    v = _neighbour(u, offsets[c], shape)
-                    if v < 0 or not (active[u] and active[v]):
+                    w = weights[c, other] if side == 0 else weights[c, seed]
+                    if not w > 0:
                         continue
-                    unknown, seed = (u, v) if side == 0 else (v, u)
-                    if local[unknown] >= 0 and label_index[seed] >= 0:
-                        if fill == 1:
-                            rows[count] = local[unknown]
-                            cols[count] = label_index[seed]
-                            vals[count] = w
-                        count += 1
+                    if fill == 1:
+                        rows[count] = local[other]
+                        cols[count] = label_index[seed]
+                        vals[count] = w
+                    count += 1
     return rows, cols, vals
 
 
@@ -328,14 +323,13 @@ def _row_product(indptr, indices, data, x, i, acc):
 
 
 # what a pass over the rows of a CSR matrix writes (:func:`_row_pass`)
-_SET, _ADD, _RESIDUAL, _JACOBI = 0, 1, 2, 3
+_SET, _ADD = 0, 1
 
 
 @njit(cache=True, parallel=True, nogil=True)
-def _row_pass(indptr, indices, data, x, out, mode, b, damped_inverse_diagonal):
+def _row_pass(indptr, indices, data, x, out, mode):
     """One pass over CSR ``A`` for C-ordered ``x`` of shape (n, m), row chunks in parallel:
-    ``out`` = ``A x`` (``_SET``), ``out + A x`` (``_ADD``), ``b - A x`` (``_RESIDUAL``), or
-    ``x + D^-1 omega (b - A x)`` (``_JACOBI``)."""
+    ``out`` = ``A x`` (``_SET``) or ``out + A x`` (``_ADD``)."""
     n, m = out.shape
     for chunk in prange((n + _CHUNK - 1) // _CHUNK):
         acc = np.empty(m)
@@ -344,58 +338,89 @@ def _row_pass(indptr, indices, data, x, out, mode, b, damped_inverse_diagonal):
             if mode == _SET:
                 for j in range(m):
                     out[i, j] = acc[j]
-            elif mode == _ADD:
+            else:
                 for j in range(m):
                     out[i, j] += acc[j]
-            elif mode == _RESIDUAL:
-                for j in range(m):
-                    out[i, j] = b[i, j] - acc[j]
-            else:
-                d = damped_inverse_diagonal[i]
-                for j in range(m):
-                    out[i, j] = x[i, j] + d * (b[i, j] - acc[j])
-
-
-_NO_DIAGONAL = np.empty(0)
 
 
 def spmm(indptr, indices, data, x, out):
     """``out = A @ x`` for CSR ``A`` and C-ordered ``x`` of shape (n, m)."""
-    _row_pass(indptr, indices, data, x, out, _SET, out, _NO_DIAGONAL)
+    _row_pass(indptr, indices, data, x, out, _SET)
 
 
 def prolong_add(indptr, indices, data, coarse, x):
     """``x += P @ coarse`` for CSR ``P``."""
-    _row_pass(indptr, indices, data, coarse, x, _ADD, x, _NO_DIAGONAL)
-
-
-def residual(indptr, indices, data, x, b, out):
-    """``out = b - A @ x``."""
-    _row_pass(indptr, indices, data, x, out, _RESIDUAL, b, _NO_DIAGONAL)
-
-
-def jacobi_sweep(indptr, indices, data, damped_inverse_diagonal, x, b, out):
-    """``out = x + D^-1 omega (b - A @ x)``, one damped Jacobi sweep (one pass over ``A``)."""
-    _row_pass(indptr, indices, data, x, out, _JACOBI, b, damped_inverse_diagonal)
+    _row_pass(indptr, indices, data, coarse, x, _ADD)
 
 
 @njit(cache=True, parallel=True, nogil=True)
-def restrict(indptr, indices, data, fine, coarse, partial):
-    """``coarse = P^T @ fine`` for CSR ``P`` (n x n_coarse) without its transpose: the fine rows
-    in ``partial.shape[0] + 1`` equal parts, each scattered into its own sum (part 0 into
-    ``coarse``, the others into ``partial``, shape (parts - 1, n_coarse, m)), then added in part
-    order: the same sums in the same order on any number of threads."""
-    n, m = fine.shape
+def spmm_dots(indptr, indices, data, x, out, dots):
+    """``out = A @ x`` and ``dots[j] = x[:, j] . out[:, j]`` in the same pass: the bits of
+    :func:`spmm` followed by :func:`column_dots` (the same chunks, summed in the same order)."""
+    n, m = out.shape
+    chunks = (n + _CHUNK - 1) // _CHUNK
+    partial = np.zeros((chunks, m))
+    for chunk in prange(chunks):
+        acc = np.empty(m)
+        for i in range(chunk * _CHUNK, min(n, (chunk + 1) * _CHUNK)):
+            _row_product(indptr, indices, data, x, i, acc)
+            for j in range(m):
+                out[i, j] = acc[j]
+                partial[chunk, j] += x[i, j] * acc[j]
+    for j in range(m):
+        dots[j] = partial[:, j].sum()
+
+
+@njit(cache=True, parallel=True, nogil=True)
+def gauss_seidel(indptr, indices, data, inverse_diagonal, x, b, bounds, backward):
+    """One Gauss-Seidel sweep for ``A x = b`` in place on ``x`` (n, m), in a fixed order of parts.
+
+    The rows are split into the parts ``bounds[t] .. bounds[t + 1]``, and a row of part ``t`` must
+    couple only rows of parts ``t - 1 .. t + 1`` (the caller chooses parts at least as long as the
+    matrix's bandwidth). Forward: the even parts (in parallel: they share no row), then the odd
+    ones, each part's rows in increasing order; backward (``backward=True``): the exact reverse,
+    the adjoint sweep, so that a forward pre-smoothing and a backward post-smoothing keep the
+    V-cycle symmetric. Every row is updated after the same rows as in one thread: the result does
+    not depend on the number of threads.
+    """
+    parts = bounds.size - 1
+    m = x.shape[1]
+    for phase in range(2):
+        parity = 1 - phase if backward else phase
+        for q in prange((parts - parity + 1) // 2):
+            t = parity + 2 * q
+            acc = np.empty(m)
+            low, high = bounds[t], bounds[t + 1]
+            for k in range(high - low):
+                i = high - 1 - k if backward else low + k
+                _row_product(indptr, indices, data, x, i, acc)
+                d = inverse_diagonal[i]
+                for j in range(m):
+                    x[i, j] += d * (b[i, j] - acc[j])
+
+
+@njit(cache=True, parallel=True, nogil=True)
+def residual_restrict(a_indptr, a_indices, a_data, x, b, p_indptr, p_indices, p_data, coarse, partial):
+    """``coarse = P^T (b - A x)`` for CSR ``A`` (n x n) and ``P`` (n x n_coarse), without storing the
+    residual or forming ``P^T``: the fine rows in ``partial.shape[0] + 1`` equal parts, each
+    scattered into its own sum (part 0 into ``coarse``, the others into ``partial``, shape
+    (parts - 1, n_coarse, m)), then added in part order: the same sums in the same order on any
+    number of threads."""
+    n, m = x.shape
     parts = partial.shape[0] + 1
     for t in prange(parts):
         into = coarse if t == 0 else partial[t - 1]
         into[:, :] = 0.0
+        acc = np.empty(m)
         for i in range(t * n // parts, (t + 1) * n // parts):
-            for p in range(indptr[i], indptr[i + 1]):
-                j = indices[p]
-                v = data[p]
+            _row_product(a_indptr, a_indices, a_data, x, i, acc)
+            for c in range(m):
+                acc[c] = b[i, c] - acc[c]
+            for p in range(p_indptr[i], p_indptr[i + 1]):
+                j = p_indices[p]
+                v = p_data[p]
                 for c in range(m):
-                    into[j, c] += v * fine[i, c]
+                    into[j, c] += v * acc[c]
     for chunk in prange((coarse.shape[0] + _CHUNK - 1) // _CHUNK):
         for j in range(chunk * _CHUNK, min(coarse.shape[0], (chunk + 1) * _CHUNK)):
             for t in range(parts - 1):
@@ -404,11 +429,11 @@ def restrict(indptr, indices, data, fine, coarse, partial):
 
 
 @njit(cache=True, parallel=True, nogil=True)
-def scale_rows(damped_inverse_diagonal, b, out):
-    """``out = D^-1 omega b``, the first Jacobi sweep from 0."""
+def scale_rows(inverse_diagonal, b, out):
+    """``out = D^-1 b``, the coarsest level's solve where it is diagonal."""
     n, m = out.shape
     for i in prange(n):
-        d = damped_inverse_diagonal[i]
+        d = inverse_diagonal[i]
         for j in range(m):
             out[i, j] = d * b[i, j]
 
@@ -450,6 +475,26 @@ def cg_direction(z, p, beta):
     for i in prange(n):
         for j in range(m):
             p[i, j] = z[i, j] + beta[j] * p[i, j]
+
+
+@njit(cache=True, nogil=True)
+def fold_label(x, label, top, best, probabilities, unknown):
+    """Fold the probabilities ``x`` (U,) of seed label index ``label`` into the running maximum
+    ``top`` and its label index ``best`` (ties: the smaller index), and write ``x`` clipped to
+    [0, 1] into ``probabilities[unknown]`` (skipped when ``probabilities`` is empty). Returns the
+    smallest and largest value of ``x``."""
+    low, high = np.inf, -np.inf
+    keep = probabilities.size > 0
+    for i in range(x.size):
+        v = x[i]
+        low = min(low, v)
+        high = max(high, v)
+        if v > top[i] or (v == top[i] and label < best[i]):
+            top[i] = v
+            best[i] = label
+        if keep:
+            probabilities[unknown[i]] = min(max(v, 0.0), 1.0)
+    return low, high
 
 
 @njit(cache=True, nogil=True)
@@ -596,19 +641,31 @@ def transpose_csr(indptr, indices, data, n_cols):
 
 
 @njit(cache=True, nogil=True)
-def sparse_product(a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, n_cols, trim=True):
-    """The CSR arrays of ``A @ B`` (``A``: n x k, ``B``: k x n_cols, CSR), column indices sorted,
-    float64 values; row by row with a dense accumulator (Gustavson). ``indptr`` is int64 (the
-    product may hold more entries than its factors' index dtype counts), ``indices`` in the dtype
-    of ``b_indices`` (column numbers of ``B``). Without ``trim`` the indices and values are views
-    of the (larger) work buffers: no copy, for a product used once and dropped."""
+def sparse_product(a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, n_cols):
+    """The CSR arrays of ``A @ B`` (``A``: n x k, ``B``: k x n_cols, CSR), float64 values; row by
+    row with a dense accumulator (Gustavson), in two passes: the entries are counted first, so
+    the arrays are made at their size. A row's column indices come in the order they are first
+    reached (deterministic, not sorted: the kernels need no order, sorting took half the time of
+    a product, and the sparse products of a sorted coarse level were no faster). ``indptr`` is
+    int64 (the product may hold more entries than its factors' index dtype counts), ``indices``
+    in the dtype of ``b_indices`` (column numbers of ``B``)."""
     n = a_indptr.size - 1
     marker = np.full(n_cols, -1, np.int64)
-    acc = np.zeros(n_cols)
     c_indptr = np.zeros(n + 1, np.int64)
-    capacity = max(16, 2 * np.int64(a_indptr[n]))
-    c_indices = np.empty(capacity, b_indices.dtype)
-    c_data = np.empty(capacity)
+    k = 0
+    for row in range(n):
+        for q in range(a_indptr[row], a_indptr[row + 1]):
+            i = a_indices[q]
+            for s in range(b_indptr[i], b_indptr[i + 1]):
+                col = b_indices[s]
+                if marker[col] != row:
+                    marker[col] = row
+                    k += 1
+        c_indptr[row + 1] = k
+    c_indices = np.empty(k, b_indices.dtype)
+    c_data = np.empty(k)
+    acc = np.zeros(n_cols)
+    marker[:] = -1
     k = 0
     for row in range(n):
         start = k
@@ -619,34 +676,23 @@ def sparse_product(a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, n_c
                 col = b_indices[s]
                 if marker[col] != row:
                     marker[col] = row
-                    if k == capacity:  # grow
-                        capacity *= 2
-                        grown = np.empty(capacity, b_indices.dtype)
-                        grown[:k] = c_indices[:k]
-                        c_indices = grown
-                        grown_data = np.empty(capacity)
-                        grown_data[:k] = c_data[:k]
-                        c_data = grown_data
                     c_indices[k] = col
                     k += 1
                 acc[col] += value * b_data[s]
-        if k - start > 32:
-            c_indices[start:k].sort()
-        else:  # insertion sort: rows are short
-            for t in range(start + 1, k):
-                moving = c_indices[t]
-                u = t - 1
-                while u >= start and c_indices[u] > moving:
-                    c_indices[u + 1] = c_indices[u]
-                    u -= 1
-                c_indices[u + 1] = moving
         for t in range(start, k):
             c_data[t] = acc[c_indices[t]]
             acc[c_indices[t]] = 0.0
-        c_indptr[row + 1] = k
-    if trim:
-        return c_indptr, c_indices[:k].copy(), c_data[:k].copy()
-    return c_indptr, c_indices[:k], c_data[:k]
+    return c_indptr, c_indices, c_data
+
+
+@njit(cache=True, nogil=True)
+def bandwidth(indptr, indices):
+    """The largest distance ``|j - i|`` of an entry ``(i, j)`` of a CSR matrix from the diagonal."""
+    widest = 0
+    for i in range(indptr.size - 1):
+        for p in range(indptr[i], indptr[i + 1]):
+            widest = max(widest, abs(np.int64(indices[p]) - i))
+    return widest
 
 
 @njit(cache=True, nogil=True)

@@ -25,26 +25,28 @@ from ..._checks import as_array, as_flag, as_labels, as_mask, as_number, as_offs
 from ...errors import InputError
 from ..core.edges import edge_slices
 from ._kernels import (
+    bandwidth,
     cg_direction,
     cg_step,
     column_dots,
     edge_weight_range,
+    fold_label,
+    gauss_seidel,
     improve_candidate,
-    jacobi_sweep,
     keep_columns,
     lanczos_radius,
     laplacian_csr,
     prolong_add,
     reached_voxels,
-    restrict,
+    residual_restrict,
     scale_rows,
     seed_coupling,
     smoothed_prolongator,
     sparse_product,
     spmm,
+    spmm_dots,
     transpose_csr,
 )
-from ._kernels import residual as block_residual
 
 __all__ = ["RandomWalkerSystem", "image_weights", "random_walker"]
 
@@ -57,10 +59,11 @@ DIRECT_MAX_UNKNOWNS = {2: 250_000, 3: 40_000}
 MIN_AFFINITY_WEIGHT = 1e-6
 # columns solved together by the direct solver: bounds the dense right-hand sides in memory
 _DIRECT_BLOCK = 32
-# memory for the work arrays of block CG (8 blocks of unknowns x columns), and the fewest columns
-# per block: wider blocks lose cache locality, narrower ones the shared matrix reads
+# memory for the work arrays of block CG (5 blocks of unknowns x columns: CG's four, and about one
+# for the coarse levels' arrays), and the fewest columns per block: 4, as many as one pass of the
+# sparse products keeps in registers (a 3-column block costs about 1.4x as much per column)
 _CG_BLOCK_BYTES = 1 << 26
-_CG_MIN_BLOCK = 3
+_CG_MIN_BLOCK = 4
 # the multigrid hierarchy: unknowns below which aggregation stops, the largest coarsest level
 # solved by a dense Cholesky factorisation (a larger one, or one without off-diagonal entries, is
 # solved by its inverse diagonal), most levels, Gauss-Seidel sweeps that smooth the
@@ -73,6 +76,12 @@ _LANCZOS_STEPS = 10
 # the restriction P^T r sums the fine rows in this many parts (in parallel), fixed so that the
 # results do not depend on the number of threads
 _RESTRICT_PARTS = 4
+# Gauss-Seidel sweeps before and after the coarse correction, on the finest level and on the
+# coarser ones (their sweeps are cheap, and they set how fast the cycle converges as much as
+# the finest level's), and the most parts a sweep runs in parallel
+_FINE_SWEEPS = 1
+_COARSE_SWEEPS = 2
+_SWEEP_PARTS = 16
 
 
 def image_weights(image: ArrayLike, *, beta: float = 130.0, spacing: ArrayLike | None = None,
@@ -247,7 +256,8 @@ class RandomWalkerSystem:
         laplacian = sparse.csr_array((data, indices, indptr), shape=(size, size))
         laplacian.has_sorted_indices = True
         # edges from an unknown voxel to a seed feed the right-hand side of the seed's label
-        rows, cols, vals = seed_coupling(flat_weights, offsets3, shape3, active, local, self.label_index)
+        rows, cols, vals = seed_coupling(flat_weights, offsets3, shape3, active, local, self.label_index,
+                                         np.flatnonzero(self.label_index >= 0))
         coupling = sparse.csr_array((vals, (rows, cols)), shape=(size, k))
         return laplacian, coupling
 
@@ -291,7 +301,7 @@ class RandomWalkerSystem:
         """How many right-hand sides are solved together.
 
         The solver's budget (:data:`_DIRECT_BLOCK` columns for direct; for cg as many as fit
-        eight float64 work arrays of ``U`` rows in :data:`_CG_BLOCK_BYTES`, at least
+        five float64 work arrays of ``U`` rows in :data:`_CG_BLOCK_BYTES`, at least
         :data:`_CG_MIN_BLOCK`). Given the number of ``columns`` to solve, the width that splits
         them into the same number of blocks as the budget does, as evenly as possible (never
         wider than the budget).
@@ -299,7 +309,7 @@ class RandomWalkerSystem:
         if self.solver == "direct":
             width = _DIRECT_BLOCK
         else:
-            width = max(_CG_MIN_BLOCK, _CG_BLOCK_BYTES // (8 * 8 * max(1, self.unknown.size)))
+            width = max(_CG_MIN_BLOCK, _CG_BLOCK_BYTES // (5 * 8 * max(1, self.unknown.size)))
         if columns:
             width = -(-columns // -(-columns // width))
         return width
@@ -433,7 +443,9 @@ def _index_arrays(indptr: np.ndarray, indices: np.ndarray, shape) -> tuple[np.nd
 
 
 class _Csr:
-    """The float64 arrays of a CSR matrix (sorted indices, int32 where they fit), for the block kernels."""
+    """The float64 arrays of a CSR matrix (no duplicate entries, int32 indices where they fit), for
+    the block kernels. ``L_U``'s column indices are sorted, the coarse levels' come in the order
+    of :func:`sparse_product`: the kernels need no order, only a fixed one."""
 
     def __init__(self, matrix):
         matrix = sparse.csr_array(matrix)
@@ -445,7 +457,7 @@ class _Csr:
 
     @classmethod
     def of(cls, arrays, shape) -> _Csr:
-        """From CSR arrays (sorted indices, any integer dtypes, float64 values)."""
+        """From CSR arrays (no duplicate entries, any integer dtypes, float64 values)."""
         self = cls.__new__(cls)
         self.shape = tuple(shape)
         self.arrays = _index_arrays(arrays[0], arrays[1], self.shape) + (arrays[2],)
@@ -454,11 +466,6 @@ class _Csr:
     def __matmul__(self, x: np.ndarray) -> np.ndarray:
         out = np.empty((self.shape[0], x.shape[1]))
         spmm(*self.arrays, np.ascontiguousarray(x, dtype=np.float64), out)
-        return out
-
-    def residual(self, x: np.ndarray, b: np.ndarray) -> np.ndarray:
-        out = np.empty_like(b)
-        block_residual(*self.arrays, x, b, out)
         return out
 
     def is_diagonal(self) -> bool:
@@ -482,12 +489,15 @@ class _BlockMultigrid:
     tentative prolongator smoothed by one Jacobi step of weight 4/3 over the spectral radius of
     ``D^-1 A`` (Lanczos estimate), Galerkin coarse operators, down to :data:`_MAX_COARSE`
     unknowns, or to a level without off-diagonal entries (nothing left to aggregate: e.g. every
-    unknown's neighbours are seeds). Indices are int32 where they fit. Damped Jacobi smoothing
-    in the cycle (one sweep before and after, omega 2/3: the spectrum of ``D^-1 L`` of a weighted
-    graph Laplacian lies in [0, 2]) keeps it symmetric, as CG needs. The coarsest level is
-    solved by a dense Cholesky factorisation up to :data:`_MAX_DENSE` unknowns; a diagonal one
-    (exactly) or a larger one (one Jacobi step, still symmetric positive definite) by its
-    inverse diagonal. Level 0 is ``L_U`` itself (its arrays, shared).
+    unknown's neighbours are seeds). Indices are int32 where they fit. The cycle smooths by
+    Gauss-Seidel (:data:`_FINE_SWEEPS` sweeps on the finest level, :data:`_COARSE_SWEEPS` on the
+    others), forward from 0 before the coarse correction and backward after it, the exact
+    adjoint, so that the cycle is symmetric, as CG needs; each level's rows are swept in up to
+    :data:`_SWEEP_PARTS` parts no shorter than the level's bandwidth, the even parts in parallel,
+    then the odd ones (:func:`gauss_seidel`), in the same order on any number of threads. The
+    coarsest level is solved by a dense Cholesky factorisation up to :data:`_MAX_DENSE`
+    unknowns; a diagonal one (exactly) or a larger one (one Jacobi step, still symmetric
+    positive definite) by its inverse diagonal. Level 0 is ``L_U`` itself (its arrays, shared).
 
     The object is read-only after its setup: the work arrays of a cycle come from
     :meth:`workspace`, one per solve, so that threads may solve with it at the same time.
@@ -504,7 +514,7 @@ class _BlockMultigrid:
         from scipy.linalg import cho_factor
 
         level = _Csr(laplacian)
-        self.matrices, self.prolong, self.damped_inverse_diagonal = [level], [], []
+        self.matrices, self.prolong, self.inverse_diagonal, self.parts = [level], [], [], []
         candidate = np.ones(level.shape[0])
         while level.shape[0] > _MAX_COARSE and len(self.matrices) < _MAX_LEVELS:
             indptr, indices, data = level.arrays
@@ -523,42 +533,47 @@ class _BlockMultigrid:
             # the Galerkin operator P^T (A P): the product with A first reads A and P in row order;
             # P^T is kept only for it (the cycle restricts with P itself: less memory)
             transposed = _Csr.of(transpose_csr(*prolong.arrays, n_aggregates), (n_aggregates, n))
-            product = _Csr.of(sparse_product(*level.arrays, *prolong.arrays, n_aggregates, False), (n, n_aggregates))
+            product = _Csr.of(sparse_product(*level.arrays, *prolong.arrays, n_aggregates), (n, n_aggregates))
             coarse = sparse_product(*transposed.arrays, *product.arrays, n_aggregates)
             del product, transposed
-            self.damped_inverse_diagonal.append(self._inverse(level.diagonal(), 2.0 / 3.0))
+            self.inverse_diagonal.append(self._inverse(level.diagonal()))
+            self.parts.append(_sweep_parts(level))
             self.prolong.append(prolong)
             level = _Csr.of(coarse, (n_aggregates, n_aggregates))
             self.matrices.append(level)
         if level.shape[0] <= _MAX_DENSE and not level.is_diagonal():
             self.coarse, self.coarse_inverse_diagonal = cho_factor(sparse.csr_array(level.arrays[::-1], shape=level.shape).toarray()), None
         else:
-            self.coarse, self.coarse_inverse_diagonal = None, self._inverse(level.diagonal(), 1.0)
+            self.coarse, self.coarse_inverse_diagonal = None, self._inverse(level.diagonal())
 
     @staticmethod
-    def _inverse(diagonal: np.ndarray, weight: float) -> np.ndarray:
+    def _inverse(diagonal: np.ndarray) -> np.ndarray:
         with np.errstate(divide="ignore", over="ignore"):
-            inverse = weight / diagonal
+            inverse = 1.0 / diagonal
         if not np.all(np.isfinite(inverse) & (inverse > 0)):
             raise np.linalg.LinAlgError("a diagonal entry of the multigrid hierarchy has no positive float64 inverse")
         return inverse
 
     def workspace(self, columns: int) -> list[np.ndarray]:
-        """Work arrays for cycles of up to ``columns`` right-hand sides, four per level but the
-        coarsest: the level's smoothed iterate, the coarser level's right-hand side and
-        correction (flat float64), and the restriction's partial sums (:func:`restrict`)."""
+        """Work arrays for cycles of up to ``columns`` right-hand sides, three per level but the
+        coarsest: the coarser level's right-hand side and correction (flat float64), and the
+        restriction's partial sums (:func:`residual_restrict`)."""
         work = []
         for level in range(len(self.matrices) - 1):
             coarse_rows = self.matrices[level + 1].shape[0]
-            work += [np.empty(self.matrices[level].shape[0] * columns), np.empty(coarse_rows * columns),
-                     np.empty(coarse_rows * columns), np.empty((_RESTRICT_PARTS - 1) * coarse_rows * columns)]
+            work += [np.empty(coarse_rows * columns), np.empty(coarse_rows * columns),
+                     np.empty((_RESTRICT_PARTS - 1) * coarse_rows * columns)]
         return work
 
     def __call__(self, b: np.ndarray, out: np.ndarray, workspace: list[np.ndarray]) -> np.ndarray:
-        """One V-cycle from 0 for the columns of ``b`` (C-ordered float64) into ``out``, with the
-        work arrays of :meth:`workspace` (of at least as many columns)."""
+        """One V-cycle from 0 for the columns of ``b`` (C-ordered float64) into ``out`` (C-ordered,
+        not ``b``), with the work arrays of :meth:`workspace` (of at least as many columns)."""
         self._cycle(0, b, out, workspace)
         return out
+
+    def sweeps(self, level: int) -> int:
+        """Gauss-Seidel sweeps before and after the coarse correction on ``level``."""
+        return _FINE_SWEEPS if level == 0 else _COARSE_SWEEPS
 
     def _cycle(self, level: int, b: np.ndarray, out: np.ndarray, workspace: list[np.ndarray]) -> None:
         from scipy.linalg import cho_solve
@@ -570,21 +585,33 @@ class _BlockMultigrid:
                 out[:] = cho_solve(self.coarse, b, check_finite=False)
             return
         columns = b.shape[1]
-        a, dinv = self.matrices[level], self.damped_inverse_diagonal[level]
+        a, inverse, parts = self.matrices[level], self.inverse_diagonal[level], self.parts[level]
+        prolong = self.prolong[level].arrays
         coarse_rows = self.matrices[level + 1].shape[0]
-        x, coarse_b, coarse_x = (flat[:rows * columns].reshape(rows, columns) for flat, rows in
-                                 zip(workspace[4 * level:4 * level + 3], (a.shape[0], coarse_rows, coarse_rows)))
-        capacity = workspace[4 * level + 1].size // coarse_rows  # the columns the workspace was made for
-        extra_parts = workspace[4 * level + 3].size // (coarse_rows * capacity)
-        partial = workspace[4 * level + 3][:extra_parts * coarse_rows * columns].reshape(extra_parts, coarse_rows,
+        coarse_b, coarse_x = (flat[:coarse_rows * columns].reshape(coarse_rows, columns)
+                              for flat in workspace[3 * level:3 * level + 2])
+        capacity = workspace[3 * level].size // coarse_rows  # the columns the workspace was made for
+        extra_parts = workspace[3 * level + 2].size // (coarse_rows * capacity)
+        partial = workspace[3 * level + 2][:extra_parts * coarse_rows * columns].reshape(extra_parts, coarse_rows,
                                                                                           columns)
-        scale_rows(dinv, b, x)
-        res = out  # out serves as the residual until the last sweep
-        block_residual(*a.arrays, x, b, res)
-        restrict(*self.prolong[level].arrays, res, coarse_b, partial)
+        out[:] = 0.0
+        for _ in range(self.sweeps(level)):
+            gauss_seidel(*a.arrays, inverse, out, b, parts, False)
+        residual_restrict(*a.arrays, out, b, *prolong, coarse_b, partial)
         self._cycle(level + 1, coarse_b, coarse_x, workspace)
-        prolong_add(*self.prolong[level].arrays, coarse_x, x)
-        jacobi_sweep(*a.arrays, dinv, x, b, out)
+        prolong_add(*prolong, coarse_x, out)
+        for _ in range(self.sweeps(level)):
+            gauss_seidel(*a.arrays, inverse, out, b, parts, True)
+
+
+def _sweep_parts(matrix: _Csr) -> np.ndarray:
+    """The bounds of the parts a Gauss-Seidel sweep of ``matrix`` runs in (:func:`gauss_seidel`):
+    up to :data:`_SWEEP_PARTS` equal ranges of rows, each at least as long as the matrix's
+    bandwidth (the largest distance of an entry from the diagonal), so that a part's rows couple
+    only its neighbour parts' rows; one part where the bandwidth allows no more."""
+    n = matrix.shape[0]
+    count = max(1, min(_SWEEP_PARTS, n // max(1, bandwidth(*matrix.arrays[:2]))))
+    return np.arange(count + 1, dtype=np.int64) * n // count
 
 
 def _block_pcg(a: _Csr, b: np.ndarray, precondition, tol: float, maxiter: int = 1000, *,
@@ -621,9 +648,8 @@ def _block_pcg(a: _Csr, b: np.ndarray, precondition, tol: float, maxiter: int = 
     rz = np.empty(k)
     column_dots(r, w, rz)
     for _ in range(maxiter):
-        spmm(*a.arrays, p, w)  # w = A p
         pap = np.empty(k)
-        column_dots(p, w, pap)
+        spmm_dots(*a.arrays, p, w, pap)  # w = A p, and p . w
         alpha = rz / pap
         squared = np.empty(k)
         cg_step(xs, r, p, w, alpha, squared)
@@ -745,19 +771,19 @@ def random_walker(
         top = np.full(system.unknown.size, -np.inf)
         arg = np.zeros(system.unknown.size, np.int64)
         block = system.block_width(n_labels)
+        no_row = np.empty(0, np.float32)
 
         def take(k, x):
             """Fold the probabilities ``x`` of label ``k`` into the running best (ties: the smaller
-            label, whatever order the labels come in)."""
-            if x.size and (x.min() < -0.01 or x.max() > 1.01):  # probabilities: far off means no precision left
+            label, whatever order the labels come in) and, clipped to [0, 1] (rounding, or cg's
+            tolerance, may step just outside), into the probabilities returned."""
+            low, high = fold_label(x, k, top, arg, probabilities[k] if return_probabilities else no_row,
+                                   system.unknown)
+            if low < -0.01 or high > 1.01:  # probabilities: far off means no precision left
                 if system.solver == "cg" and tol > 1e-4:
-                    raise InputError(f"cg at tol={tol} gave probabilities in [{x.min():.3g}, {x.max():.3g}]: "
+                    raise InputError(f"cg at tol={tol} gave probabilities in [{low:.3g}, {high:.3g}]: "
                                      "use a smaller tol or solver='direct'")
                 raise system._singular("too ill-conditioned")
-            better = (x > top) | ((x == top) & (k < arg))
-            top[better], arg[better] = x[better], k
-            if return_probabilities:  # rounding (or cg's tolerance) may step just outside [0, 1]
-                probabilities[k, system.unknown] = np.clip(x, 0.0, 1.0)
 
         for start in range(0, n_labels, block):
             cols = np.arange(start, min(start + block, n_labels))
