@@ -557,12 +557,28 @@ def test_block_cg_over_several_blocks_matches_the_direct_solver(monkeypatch):
     seeds = _random_seeds(shape, 9, 14)
     monkeypatch.setattr(rw, "_CG_BLOCK_BYTES", 1)  # the fewest columns per block: 3 blocks for 9 labels
     system = RandomWalkerSystem(weights, seeds, solver="cg", tol=1e-12)
-    assert system.block_width() == rw._CG_MIN_BLOCK == 4 and system.block_width(9) == 3
+    assert system.block_width() == rw._CG_MIN_BLOCK == 4 and system.block_width(9) == 4  # 4, 4 and 1
     exact = RandomWalkerSystem(weights, seeds, solver="direct").unknown_probabilities()
     np.testing.assert_allclose(system.unknown_probabilities(), exact, atol=1e-9)
     _, probs = random_walker(weights, seeds, solver="cg", tol=1e-12, return_probabilities=True)
     _, probs_exact = random_walker(weights, seeds, solver="direct", return_probabilities=True)
     np.testing.assert_allclose(probs, probs_exact, atol=1e-6)
+
+
+@pytest.mark.parametrize("unknowns, columns, width", [
+    (300_000, 20, 4),  # budget 5 (five arrays of 64 MiB): 4
+    (150_000, 20, 8),  # budget 11: 8, so 3 blocks of 8, 8, 4 (not 7, 7, 6)
+    (150_000, 9, 8),   # 2 blocks: 5 columns each rounded up to 8
+    (150_000, 3, 3),   # one block of 3: never wider than the columns
+    (10_000, 50, 50),  # budget 167: one block
+])
+def test_block_width_is_a_multiple_of_four_within_the_budget(monkeypatch, unknowns, columns, width):
+    import affseg.graph.random_walker.solver as rw
+
+    system = RandomWalkerSystem.__new__(RandomWalkerSystem)
+    system.solver, system.unknown = "cg", np.zeros(unknowns, np.int64)
+    assert system.block_width(columns) == width
+    assert system.block_width() % 4 == 0 and system.block_width() >= rw._CG_MIN_BLOCK
 
 
 def _checkerboard(side, seed):

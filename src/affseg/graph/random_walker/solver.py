@@ -301,17 +301,22 @@ class RandomWalkerSystem:
         """How many right-hand sides are solved together.
 
         The solver's budget (:data:`_DIRECT_BLOCK` columns for direct; for cg as many as fit
-        five float64 work arrays of ``U`` rows in :data:`_CG_BLOCK_BYTES`, at least
-        :data:`_CG_MIN_BLOCK`). Given the number of ``columns`` to solve, the width that splits
-        them into the same number of blocks as the budget does, as evenly as possible (never
-        wider than the budget).
+        five float64 work arrays of ``U`` rows in :data:`_CG_BLOCK_BYTES`, rounded down to a
+        multiple of 4, at least :data:`_CG_MIN_BLOCK`). Given the number of ``columns`` to
+        solve, the width that splits them into the same number of blocks as the budget does,
+        as evenly as possible, rounded up to a multiple of 4 within the budget (and at most
+        ``columns``): the sparse products keep 4 columns in registers, and a pass of 4 columns
+        and one of 2 cost more per column than passes of 4 alone (the last block may then be
+        narrower).
         """
         if self.solver == "direct":
             width = _DIRECT_BLOCK
         else:
-            width = max(_CG_MIN_BLOCK, _CG_BLOCK_BYTES // (5 * 8 * max(1, self.unknown.size)))
+            budget = _CG_BLOCK_BYTES // (5 * 8 * max(1, self.unknown.size))
+            width = max(_CG_MIN_BLOCK, budget - budget % 4)
         if columns:
-            width = -(-columns // -(-columns // width))
+            even = -(-columns // -(-columns // width))
+            width = min(width, even + -even % 4, columns)
         return width
 
     def _lu(self):
