@@ -38,13 +38,6 @@ def _shifted(z, y, x, offset, sign, shape):
     return (zz * shape[1] + yy) * shape[2] + xx
 
 
-@njit(cache=True, nogil=True, inline="always")
-def _neighbour(i, offset, shape):
-    """Flat index of voxel ``i + offset`` in a C-ordered 3D volume of ``shape``, -1 outside."""
-    z, y, x = _coordinates(i, shape)
-    return _shifted(z, y, x, offset, 1, shape)
-
-
 @njit(cache=True, nogil=True)
 def edge_weight_range(weights, offsets, shape):
     """Smallest and largest positive weight over the edges inside the volume.
