@@ -1186,6 +1186,33 @@ def test_exact_ties_go_to_the_smaller_label_whatever_order_the_columns_come_in(m
         assert arrived[:2] == [4, 3]
 
 
+def test_cg_probabilities_have_the_same_float64_bits_on_any_number_of_threads():
+    # the float64 solution itself, not only its float32 rounding: every sum of the solve (the
+    # dot products of CG included) is made in the same order on 1 thread and on all of them
+    import numba
+
+    rng = np.random.default_rng(1)
+    shape = (12, 30, 30)
+    offsets = np.array([[-1, 0, 0], [0, -1, 0], [0, 0, -1], [0, -3, 0], [0, 0, -3], [-2, 0, 0], [0, 4, 1]])
+    weights = rng.random((len(offsets),) + shape) + 0.05
+    seeds = np.zeros(shape, np.int64)
+    where = rng.choice(seeds.size, 40, replace=False)
+    seeds.reshape(-1)[where] = rng.integers(1, 7, 40)
+    mask = rng.random(shape) < 0.9
+    mask.reshape(-1)[where] = True
+    system = RandomWalkerSystem(weights, seeds, offsets, mask=mask, solver="cg", tol=1e-8)
+    threads = numba.get_num_threads()
+    results = []
+    try:
+        for n_threads in sorted({1, 2, threads}):
+            numba.set_num_threads(min(n_threads, numba.config.NUMBA_NUM_THREADS))
+            results.append(system.unknown_probabilities(np.arange(4)))
+    finally:
+        numba.set_num_threads(threads)
+    for other in results[1:]:
+        np.testing.assert_array_equal(other, results[0])
+
+
 def test_cg_gives_the_same_bits_on_any_number_of_threads():
     import numba
 

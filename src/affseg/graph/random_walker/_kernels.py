@@ -346,10 +346,22 @@ def prolong_add(indptr, indices, data, coarse, x):
     _row_pass(indptr, indices, data, coarse, x, _ADD)
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _sum_chunks(partial, out):
+    """``out[j] = sum of partial[:, j]`` in chunk order, in one thread: ``.sum()`` inside a
+    parallel kernel becomes a parallel reduction, whose order follows the number of threads."""
+    for j in range(partial.shape[1]):
+        total = 0.0
+        for chunk in range(partial.shape[0]):
+            total += partial[chunk, j]
+        out[j] = total
+
+
 @njit(cache=True, parallel=True, nogil=True)
 def spmm_dots(indptr, indices, data, x, out, dots):
     """``out = A @ x`` and ``dots[j] = x[:, j] . out[:, j]`` in the same pass: the bits of
-    :func:`spmm` followed by :func:`column_dots` (the same chunks, summed in the same order)."""
+    :func:`spmm` followed by :func:`column_dots` (the same chunks, summed in the same order, on
+    any number of threads)."""
     n, m = out.shape
     chunks = (n + _CHUNK - 1) // _CHUNK
     partial = np.zeros((chunks, m))
@@ -360,8 +372,7 @@ def spmm_dots(indptr, indices, data, x, out, dots):
             for j in range(m):
                 out[i, j] = acc[j]
                 partial[chunk, j] += x[i, j] * acc[j]
-    for j in range(m):
-        dots[j] = partial[:, j].sum()
+    _sum_chunks(partial, dots)
 
 
 @njit(cache=True, parallel=True, nogil=True)
@@ -423,7 +434,8 @@ def residual_restrict(a_indptr, a_indices, a_data, x, b, p_indptr, p_indices, p_
 
 @njit(cache=True, parallel=True, nogil=True)
 def scale_rows(inverse_diagonal, b, out):
-    """``out = D^-1 b``, the coarsest level's solve where it is diagonal."""
+    """``out = D^-1 b``: the coarsest level's solve where it has no dense factorisation (exact
+    where it is diagonal, one Jacobi step from 0 where it is too large)."""
     n, m = out.shape
     for i in prange(n):
         d = inverse_diagonal[i]
@@ -443,8 +455,7 @@ def cg_step(x, r, p, ap, alpha, squared_norm):
                 x[i, j] += alpha[j] * p[i, j]
                 r[i, j] -= alpha[j] * ap[i, j]
                 partial[chunk, j] += r[i, j] * r[i, j]
-    for j in range(m):
-        squared_norm[j] = partial[:, j].sum()
+    _sum_chunks(partial, squared_norm)
 
 
 @njit(cache=True, parallel=True, nogil=True)
@@ -457,8 +468,7 @@ def column_dots(a, b, out):
         for i in range(chunk * _CHUNK, min(n, (chunk + 1) * _CHUNK)):
             for j in range(m):
                 partial[chunk, j] += a[i, j] * b[i, j]
-    for j in range(m):
-        out[j] = partial[:, j].sum()
+    _sum_chunks(partial, out)
 
 
 @njit(cache=True, parallel=True, nogil=True)

@@ -449,8 +449,9 @@ def _index_arrays(indptr: np.ndarray, indices: np.ndarray, shape) -> tuple[np.nd
 
 class _Csr:
     """The float64 arrays of a CSR matrix (no duplicate entries, int32 indices where they fit), for
-    the block kernels. ``L_U``'s column indices are sorted, the coarse levels' come in the order
-    of :func:`sparse_product`: the kernels need no order, only a fixed one."""
+    the block kernels. ``L_U``'s column indices are sorted, those of the prolongators and coarse
+    levels come in the order their kernels make them: the kernels need no order, only a fixed
+    one."""
 
     def __init__(self, matrix):
         matrix = sparse.csr_array(matrix)
