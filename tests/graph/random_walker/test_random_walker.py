@@ -337,6 +337,24 @@ def test_multigrid_diagonal_without_float64_inverse_is_an_input_error(length):
     with pytest.raises(InputError, match="singular in float64: the positive weights span 1e-310 to 1"):
         random_walker(weights, seeds, [[0, -1]], solver="cg")
 
+@pytest.mark.parametrize("solver, tol, message", [("cg", 1e-3, "use a smaller tol or solver='direct'"),
+                                                   ("cg", 1e-5, "too ill-conditioned in float64"),
+                                                   ("direct", 1e-3, "too ill-conditioned in float64")])
+def test_probabilities_far_outside_zero_one_name_the_remedy(monkeypatch, solver, tol, message):
+    # a label's probabilities 0.5 below 0: with a loose cg tolerance the tol is to blame, else
+    # the weights (the check reads the range that fold_label returns)
+    import affseg.graph.random_walker.solver as rw
+    from affseg.errors import InputError
+
+    def off_range(x, label, top, best, probabilities, unknown):
+        return -0.5, 1.0
+
+    monkeypatch.setattr(rw, "fold_label", off_range)
+    shape = (4, 12, 12)
+    with pytest.raises(InputError, match=message):
+        random_walker(image_weights(_smooth_image(shape, 60)), _random_seeds(shape, 3, 61), solver=solver, tol=tol)
+
+
 def test_probabilities_without_precision_are_an_input_error():
     # weights spanning 1e-24..1 gave probabilities of -2e20 without a word
     from affseg.errors import InputError

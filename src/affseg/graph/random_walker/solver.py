@@ -43,7 +43,6 @@ from ._kernels import (
     seed_coupling,
     smoothed_prolongator,
     sparse_product,
-    spmm,
     spmm_dots,
     transpose_csr,
 )
@@ -468,11 +467,6 @@ class _Csr:
         self.shape = tuple(shape)
         self.arrays = _index_arrays(arrays[0], arrays[1], self.shape) + (arrays[2],)
         return self
-
-    def __matmul__(self, x: np.ndarray) -> np.ndarray:
-        out = np.empty((self.shape[0], x.shape[1]))
-        spmm(*self.arrays, np.ascontiguousarray(x, dtype=np.float64), out)
-        return out
 
     def is_diagonal(self) -> bool:
         """Whether the matrix has no off-diagonal entries."""
