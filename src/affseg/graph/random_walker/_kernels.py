@@ -646,29 +646,25 @@ def transpose_csr(indptr, indices, data, n_cols):
 @njit(cache=True, nogil=True)
 def sparse_product(a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, n_cols):
     """The CSR arrays of ``A @ B`` (``A``: n x k, ``B``: k x n_cols, CSR), float64 values; row by
-    row with a dense accumulator (Gustavson), in two passes: the entries are counted first, so
-    the arrays are made at their size. A row's column indices come in the order they are first
-    reached (deterministic, not sorted: the kernels need no order, sorting took half the time of
-    a product, and the sparse products of a sorted coarse level were no faster). ``indptr`` is
+    row with a dense accumulator (Gustavson), in one pass. The entries go into arrays sized for
+    the most the product can have (the sum of the ``B`` rows each entry of ``A`` reaches), whose
+    pages past the entries written are never touched, so never resident: the views returned
+    hold that allocation (copy them to free it; counting the entries first took a second pass,
+    some 40 % of a product). A row's column indices come in the order they are first reached
+    (deterministic, not sorted: the kernels need no order, sorting took half the time of a
+    product, and the sparse products of a sorted coarse level were no faster). ``indptr`` is
     int64 (the product may hold more entries than its factors' index dtype counts), ``indices``
     in the dtype of ``b_indices`` (column numbers of ``B``)."""
     n = a_indptr.size - 1
-    marker = np.full(n_cols, -1, np.int64)
+    bound = 0
+    for q in range(a_indptr[n]):
+        i = a_indices[q]
+        bound += b_indptr[i + 1] - b_indptr[i]
     c_indptr = np.zeros(n + 1, np.int64)
-    k = 0
-    for row in range(n):
-        for q in range(a_indptr[row], a_indptr[row + 1]):
-            i = a_indices[q]
-            for s in range(b_indptr[i], b_indptr[i + 1]):
-                col = b_indices[s]
-                if marker[col] != row:
-                    marker[col] = row
-                    k += 1
-        c_indptr[row + 1] = k
-    c_indices = np.empty(k, b_indices.dtype)
-    c_data = np.empty(k)
+    c_indices = np.empty(bound, b_indices.dtype)
+    c_data = np.empty(bound)
     acc = np.zeros(n_cols)
-    marker[:] = -1
+    marker = np.full(n_cols, -1, np.int64)
     k = 0
     for row in range(n):
         start = k
@@ -685,7 +681,8 @@ def sparse_product(a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, n_c
         for t in range(start, k):
             c_data[t] = acc[c_indices[t]]
             acc[c_indices[t]] = 0.0
-    return c_indptr, c_indices, c_data
+        c_indptr[row + 1] = k
+    return c_indptr, c_indices[:k], c_data[:k]
 
 
 @njit(cache=True, nogil=True)
@@ -710,11 +707,16 @@ def lanczos_radius(indptr, indices, data, steps):
             if indices[p] == i and data[p] > 0:
                 scale[i] = 1.0 / np.sqrt(data[p])
     v = np.empty(n)
+    norm = 0.0
     for i in range(n):
         v[i] = ((i * 2654435761 + 12345) % 4294967296) / 4294967296.0 - 0.5
-    v /= np.linalg.norm(v)
+        norm += v[i] * v[i]
+    norm = np.sqrt(norm)
+    for i in range(n):
+        v[i] /= norm
+    # each step's vector operations fused into three passes, with no temporary arrays
     v_old = np.zeros(n)
-    w = np.zeros(n)
+    w = np.empty(n)
     alphas = np.zeros(steps)
     betas = np.zeros(steps)
     beta = 0.0
@@ -723,20 +725,25 @@ def lanczos_radius(indptr, indices, data, steps):
     for k in range(steps):
         for i in range(n):
             scaled[i] = scale[i] * v[i]
+        alpha = 0.0
         for i in range(n):
             acc = 0.0
             for p in range(indptr[i], indptr[i + 1]):
                 acc += data[p] * scaled[indices[p]]
             w[i] = scale[i] * acc - beta * v_old[i]
-        alpha = w @ v
-        w -= alpha * v
+            alpha += w[i] * v[i]
+        squared = 0.0
+        for i in range(n):
+            w[i] -= alpha * v[i]
+            squared += w[i] * w[i]
         alphas[k] = alpha
-        beta = np.linalg.norm(w)
+        beta = np.sqrt(squared)
         betas[k] = beta
         if beta < 1e-12:
             break
-        v_old[:] = v
-        v[:] = w / beta
+        for i in range(n):
+            v_old[i] = v[i]
+            v[i] = w[i] / beta
     size = k + 1
     tri = np.zeros((size, size))
     for t in range(size):
