@@ -9,6 +9,7 @@ create databases). No mocks: every test talks to a real database, several to rea
 """
 from __future__ import annotations
 
+import dataclasses
 import glob
 import itertools
 import multiprocessing
@@ -154,7 +155,7 @@ class Backend:
     def __init__(self, name: str, new_url, raw):
         self.name = name
         self.new_url = new_url  # () -> a location with no store yet
-        self.raw = raw  # (url, [statements]) -> None, through the plain driver
+        self.raw = raw  # (url, [statement or (statement, parameters)]) -> None, through the plain driver
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -168,7 +169,7 @@ def backend(request, tmp_path) -> Backend:
         def raw(url, statements):
             with sqlite3.connect(url) as conn:
                 for statement in statements:
-                    conn.execute(statement)
+                    conn.execute(*((statement,) if isinstance(statement, str) else statement))
             conn.close()
 
         return Backend("sqlite", new_url, raw)
@@ -179,7 +180,10 @@ def backend(request, tmp_path) -> Backend:
 
         with psycopg.connect(url, autocommit=True) as conn:
             for statement in statements:
-                conn.execute(statement)
+                if isinstance(statement, str):
+                    conn.execute(statement)
+                else:
+                    conn.execute(statement[0].replace("?", "%s"), statement[1])
 
     return Backend("postgresql", server.new_database, raw_pg)
 
@@ -279,19 +283,54 @@ def test_uint64_extremes_round_trip(store):
     assert got_old.tolist() == EXTREMES and got_new.tolist() == EXTREMES[::-1]
 
 
-def test_a_histogram_blob_cut_short_is_a_damaged_store(tmp_path):
-    import sqlite3
-
-    path = tmp_path / "store.sqlite"
-    with open_store(path, create=True) as opened:
+@pytest.mark.parametrize("column", ["histogram", "histogram_counts", "histogram_counts NULL", "u", "node_sizes"])
+def test_a_block_graph_blob_cut_short_is_a_damaged_store(backend, column):
+    url = backend.new_url()
+    with open_store(url, create=True) as opened:
         opened.begin_stage("region_graph", IDENTITY)
         opened.write_block(0, random_statistics(4))
-    with sqlite3.connect(path) as db:  # every blob loses its last byte
-        db.execute("UPDATE affseg_edges SET histogram = substr(histogram, 1, length(histogram) - 1)")
-    with open_store(path) as opened:
-        with pytest.raises(CorruptInput, match="damaged"):
+    cut = "substr(?, 1, length(?) - 1)" if backend.name == "sqlite" else "substring(? from 1 for length(?) - 1)"
+    column, null = column.split()[0], column.endswith("NULL")
+    backend.raw(url, [f"UPDATE affseg_block_graphs SET {column} = {'NULL' if null else cut.replace('?', column)}"])
+    with open_store(url) as opened:
+        with pytest.raises(CorruptInput, match=r"block 0 .*damaged"):
             opened.read_statistics()
-        assert opened.read_statistics(histogram=False).num_edges > 0  # the rest still reads
+        if column.startswith("histogram"):
+            assert opened.read_statistics(histogram=False).num_edges > 0  # the rest still reads
+
+
+def test_large_blocks_are_split_into_rows(backend, monkeypatch):
+    import affseg.blockwise.store as store_module
+
+    _, _, layout, parts = volume_blocks()
+    url = backend.new_url()
+    with open_store(url, create=True) as opened:
+        opened.begin_stage("region_graph", IDENTITY)
+        for block in layout:
+            opened.write_block(block.id, parts[block.id])
+        whole = opened.read_statistics()
+        monkeypatch.setattr(store_module, "BLOCK_GRAPH_BYTES", 100)  # an edge or two a row
+        for block in layout:
+            opened.write_block(block.id, parts[block.id])  # (a retry: its rows replaced)
+        assert_same_statistics(opened.read_statistics(), whole)
+        assert_same_statistics(opened.read_statistics(histogram=False), dataclasses.replace(whole, histogram=None))
+        # without histograms, and an empty block
+        opened.begin_stage("plain", IDENTITY)
+        plain = [dataclasses.replace(parts[block.id], histogram=None) for block in layout]
+        for block in layout:
+            opened.write_block(block.id, plain[block.id], stage="plain")
+        opened.write_block(len(layout), stage="plain", statistics=EdgeStatistics(
+            node_ids=np.zeros(0, np.uint64), node_sizes=np.zeros(0, np.int64), u=np.zeros(0, np.uint64),
+            v=np.zeros(0, np.uint64), count=np.zeros(0, np.int64), sum=np.zeros(0), max=np.zeros(0, np.float32),
+            min=np.zeros(0, np.float32), histogram=None))
+        assert_same_statistics(opened.read_statistics("plain"), merge_edge_statistics(plain))
+    if backend.name == "sqlite":
+        with sqlite3.connect(url) as conn:
+            rows, blocks, nodes = conn.execute("SELECT count(*), count(DISTINCT block), sum(nodes) FROM "
+                                               "affseg_block_graphs WHERE stage = 'region_graph'").fetchone()
+            assert blocks == len(layout) and rows > 2 * blocks
+            assert nodes == sum(parts[block.id].node_ids.shape[0] for block in layout)
+        conn.close()
 
 
 def test_merging_blocks_equals_merge_edge_statistics(store):
@@ -669,23 +708,62 @@ def test_fragment_tables(store):
     assert 9 not in store.done_blocks("fragments")
 
 
-def test_a_version_1_store_is_brought_up_to_date_keeping_its_data(backend):
+def legacy_rows(stage: str, block: int, statistics: EdgeStatistics) -> list[tuple]:
+    """INSERT statements of one block as a store of schema version 1 or 2 held it: a row per node
+    and per edge, each histogram a blob of packed (uint8 bin, uint32 count) records."""
+    record = np.dtype([("bin", "u1"), ("count", "<u4")])
+    statements = [("INSERT INTO affseg_parts (stage, block, histogram, nodes, edges) VALUES (?, ?, 1, ?, ?)",
+                   (stage, block, statistics.node_ids.shape[0], statistics.u.shape[0])),
+                  ("INSERT INTO affseg_done (stage, block) VALUES (?, ?)", (stage, block))]
+    for node, size in zip(uint64_to_sql(statistics.node_ids).tolist(), statistics.node_sizes.tolist()):
+        statements.append(("INSERT INTO affseg_nodes (stage, block, id, size) VALUES (?, ?, ?, ?)",
+                           (stage, block, node, size)))
+    for e in range(statistics.u.shape[0]):
+        bins = np.flatnonzero(statistics.histogram[e])
+        records = np.empty(bins.shape[0], record)
+        records["bin"], records["count"] = bins, statistics.histogram[e, bins]
+        statements.append(("INSERT INTO affseg_edges (stage, block, u, v, count, sum, max, min, histogram) "
+                           "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                           (stage, block, int(uint64_to_sql(statistics.u[e:e + 1])[0]),
+                            int(uint64_to_sql(statistics.v[e:e + 1])[0]), int(statistics.count[e]),
+                            float(statistics.sum[e]), float(statistics.max[e]), float(statistics.min[e]),
+                            records.tobytes())))
+    return statements
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_an_older_store_is_brought_up_to_date_keeping_its_data(backend, version):
     url = backend.new_url()
     _, _, _, parts = volume_blocks()
     with open_store(url, create=True) as store:
         store.begin_stage("region_graph", IDENTITY)
-        store.write_block(5, parts[5])
-    backend.raw(url, ["DROP TABLE affseg_fragments", "UPDATE affseg_meta SET value = '1' WHERE key = 'version'"])
-    with open_store(url) as store:  # as a store of the previous affseg
-        assert_same_statistics(store.read_statistics(), merge_edge_statistics([parts[5]]))
-        assert store.done_blocks("region_graph") == {5}
+    dropped = ["affseg_block_graphs"] + (["affseg_fragments"] if version == 1 else [])
+    backend.raw(url, [f"DROP TABLE {table}" for table in dropped] +
+                [f"UPDATE affseg_meta SET value = '{version}' WHERE key = 'version'"] +
+                legacy_rows("region_graph", 5, parts[5]) + legacy_rows("region_graph", 6, parts[6]))
+    with open_store(url) as store:  # as a store of the previous affseg, its blocks as rows
+        assert_same_statistics(store.read_statistics(), merge_edge_statistics([parts[5], parts[6]]))
+        assert store.done_blocks("region_graph") == {5, 6}
+        store.write_block(7, parts[7])  # as arrays, beside the rows
+        store.write_block(6, parts[6])  # its rows replaced
+        assert_same_statistics(store.read_statistics(), merge_edge_statistics([parts[5], parts[6], parts[7]]))
+        # a block's rows in one stage and its arrays in another merge in the order of the stages
+        store.begin_stage("faces", IDENTITY)
+        store.write_block(5, parts[8], stage="faces")
+        assert_same_statistics(store.read_statistics(["region_graph", "faces"]),
+                               merge_edge_statistics([parts[5], parts[8], parts[6], parts[7]]))
+        assert_same_statistics(store.read_statistics(["faces", "region_graph"]),
+                               merge_edge_statistics([parts[8], parts[5], parts[6], parts[7]]))
         store.begin_stage("fragments", IDENTITY)
         store.write_fragments(0, [1], [1], [[0, 0, 0]], stage="fragments")
-    with open_store(url) as store:  # (a store left at version 1 with the table would be refused here)
+    with open_store(url) as store:  # (a store left at an older version with the tables would be refused here)
         assert store.read_fragments("fragments")[0].tolist() == [1]
+        store.reset_stage("region_graph")
+        assert store.read_statistics().num_edges == 0
     if backend.name == "sqlite":
         with sqlite3.connect(url) as conn:
-            assert conn.execute("SELECT value FROM affseg_meta WHERE key = 'version'").fetchone() == ("2",)
+            assert conn.execute("SELECT value FROM affseg_meta WHERE key = 'version'").fetchone() == ("3",)
+            assert conn.execute("SELECT count(*) FROM affseg_edges").fetchone() == (0,)
         conn.close()
 
 
@@ -711,6 +789,23 @@ def test_foreign_database_is_refused_untouched(backend):
         with sqlite3.connect(url) as conn:  # not switched to WAL either
             assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
         conn.close()
+
+
+@pytest.mark.parametrize("version, dropped, match", [
+    ("2", "affseg_fragments", "incomplete.*lacks affseg_fragments"),  # (version 2 had it)
+    ("3", "affseg_block_graphs", "incomplete.*lacks affseg_block_graphs"),
+    ("2", None, "schema version 2, this affseg reads version 3"),  # (version 2 lacked the block graphs)
+    ("4", None, "schema version 4, this affseg reads version 3")])
+def test_a_store_whose_tables_do_not_fit_its_version_is_refused(backend, version, dropped, match):
+    url = backend.new_url()
+    open_store(url, create=True).close()
+    statements = [f"UPDATE affseg_meta SET value = '{version}' WHERE key = 'version'"]
+    statements += [f"DROP TABLE {dropped}"] if dropped else []
+    statements += ["CREATE TABLE affseg_of_a_later_version (x INTEGER)"] if version == "4" else []
+    backend.raw(url, statements)
+    for create in (False, True):
+        with pytest.raises(CorruptInput, match=match):
+            open_store(url, create=create)
 
 
 def test_other_schema_version_or_damaged_schema_is_refused(backend):

@@ -15,12 +15,17 @@ One interface, :class:`GraphStore`, opened by :func:`open_store`, with two back 
 
 What is stored (every row belongs to a *stage*, e.g. ``"region_graph"``):
 
-- **nodes** ``(stage, block, id, size)`` and **edges** ``(stage, block, u, v, count, sum, max,
-  min, histogram)``: each block's :class:`~affseg.graph.mala.statistics.EdgeStatistics` as written
-  by :meth:`GraphStore.write_block`; :meth:`GraphStore.read_statistics` merges them over the
-  blocks exactly as :func:`~affseg.graph.mala.statistics.merge_edge_statistics` does (sizes, counts,
+- **block graphs** ``(stage, block, part, nodes, edges, node_ids, node_sizes, u, v, count, sum,
+  max, min, histogram_counts, histogram)``: each block's
+  :class:`~affseg.graph.mala.statistics.EdgeStatistics` as written by
+  :meth:`GraphStore.write_block`, as arrays in blobs (one row per block, more where its edges
+  pass :data:`BLOCK_GRAPH_BYTES`); :meth:`GraphStore.read_statistics` merges them over the blocks
+  exactly as :func:`~affseg.graph.mala.statistics.merge_edge_statistics` does (sizes, counts,
   sums and histograms add up, max of maxima, min of minima; bitwise equal, also the float sums,
-  since rows are merged in block order).
+  since the blocks are merged in block order). Stores of schema version 1 and 2 kept a row per
+  node and per edge (**nodes** ``(stage, block, id, size)``, **edges** ``(stage, block, u, v,
+  count, sum, max, min, histogram)``); those rows are still read, and a block written again
+  replaces them.
 - **fragments** ``(stage, block, id, size, z, y, x)``: the node table of a fragments stage, each
   fragment's voxel count and centre (the mean of its voxels' indices in the whole volume, zyx;
   ``z`` is NULL in 2D), by :meth:`GraphStore.write_fragments` and
@@ -32,7 +37,8 @@ What is stored (every row belongs to a *stage*, e.g. ``"region_graph"``):
   another identity (:class:`~affseg.errors.OutputExists`) unless ``overwrite=True``.
 - **meta** ``(key, value)``: the schema's name and version; a database with other tables, or
   another version, is refused (:class:`~affseg.errors.CorruptInput`) before any work, except a
-  store of version 1, which is brought to version 2 (its fragments table added) when opened.
+  store of an older version, which is brought to the current one when opened (the tables added
+  since: fragments in version 2, block graphs in version 3).
 
 Storage decisions:
 
@@ -42,11 +48,16 @@ Storage decisions:
   (:func:`uint64_to_sql`, :func:`sql_to_uint64`). SQL ordering of those columns is therefore not
   uint64 ordering beyond 2**63: nothing here relies on it (merging and sorting happen in numpy
   after the conversion back).
-- **histograms** (256 bins of uint32 per edge) are stored sparsely, one blob per edge row: the
-  non-zero bins only, in increasing bin order, as packed little-endian records
-  ``(bin: uint8, count: uint32)`` of 5 bytes (an empty blob is an all-zero histogram; NULL means
-  the block was written without histograms, and then the merged statistics have none).
-- **max / min** are stored as double precision (a float32 converts to it and back exactly).
+- **block graph arrays** are the little-endian bytes of their values: ids, sizes, ``u``, ``v``
+  and counts int64 (ids with the bits of their uint64, as above), sums float64, max and min
+  float32. A blob whose length does not fit its row's counts is a damaged store
+  (:class:`~affseg.errors.CorruptInput`).
+- **histograms** (256 bins of uint32 per edge) are stored sparsely: the non-zero bins only, in
+  increasing bin order, as packed little-endian records ``(bin: uint8, count: uint32)`` of 5
+  bytes, one edge after the other, with the number of records of each edge in
+  ``histogram_counts`` (uint16); NULL means the block was written without histograms, and then
+  the merged statistics have none. (The edge rows of version 1 and 2 stores hold one edge's
+  records each, and their max and min as double precision.)
 - **Atomic, idempotent block writes**: one transaction per block replaces that block's rows of
   the stage (delete, then insert) and marks it done, so a block written twice (a worker retried
   after a crash) counts once, and a block is done exactly when its statistics are committed.
@@ -60,6 +71,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -88,16 +100,22 @@ __all__ = [
 ]
 
 SCHEMA_NAME = "affseg graph store"
-SCHEMA_VERSION = 2  # 2: the fragments table (version 1 stores are brought up to it)
+SCHEMA_VERSION = 3  # 2: the fragments table; 3: block graphs as arrays (older stores are brought up to it)
 CONNECT_TIMEOUT_S = 5  # PostgreSQL: seconds to wait for the server before refusing the URL
 BUSY_TIMEOUT_MS = 120_000  # SQLite: how long a writer waits for another one
 MAX_BLOCK_ID = 2**63 - 1
 FETCH_ROWS = 50_000  # rows converted to arrays at a time when reading
 _HIST_RECORD = np.dtype([("bin", "u1"), ("count", "<u4")])  # packed: 5 bytes
 _STAGE_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,200}$")
+BLOCK_GRAPH_BYTES = 2**28  # about the most bytes of node or of edge arrays in one row of affseg_block_graphs
+BLOCK_GRAPH_ROWS = 8  # rows of affseg_block_graphs fetched at a time when reading
 _TABLES = ("affseg_meta", "affseg_stages", "affseg_done", "affseg_parts", "affseg_nodes", "affseg_edges",
-           "affseg_lookups", "affseg_lookup_entries", "affseg_fragments")
-_ADDED_IN_2 = {"affseg_fragments"}
+           "affseg_lookups", "affseg_lookup_entries", "affseg_fragments", "affseg_block_graphs")
+_ADDED = {2: ("affseg_fragments",), 3: ("affseg_block_graphs",)}  # the tables each schema version added
+# the arrays of a block graph row: (column, dtype), little-endian; "edges" ones have one value per edge
+_NODE_ARRAYS = (("node_ids", "<i8"), ("node_sizes", "<i8"))
+_EDGE_ARRAYS = (("u", "<i8"), ("v", "<i8"), ("count", "<i8"), ("sum", "<f8"), ("max", "<f4"), ("min", "<f4"))
+_HIST_COUNTS = "<u2"  # records per edge in the histogram blob (at most 256)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -340,8 +358,8 @@ class _Backend:
     def insert_many(self, cur, table: str, columns: tuple[str, ...], rows: Iterable[tuple]) -> None:
         raise NotImplementedError
 
-    def stream(self, cur, statement: str, params: tuple) -> Iterator[list[tuple]]:
-        """The rows of a SELECT, in lists of at most FETCH_ROWS."""
+    def stream(self, cur, statement: str, params: tuple, rows: int = FETCH_ROWS) -> Iterator[list[tuple]]:
+        """The rows of a SELECT, in lists of at most ``rows``."""
         raise NotImplementedError
 
     def tables(self, cur) -> set[str]:
@@ -433,10 +451,10 @@ class _SQLite(_Backend):
         marks = ", ".join("?" * len(columns))
         cur.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows)
 
-    def stream(self, cur, statement, params):
+    def stream(self, cur, statement, params, rows=FETCH_ROWS):
         cur.execute(statement, params)
-        while rows := cur.fetchmany(FETCH_ROWS):
-            yield rows
+        while fetched := cur.fetchmany(rows):
+            yield fetched
 
     def tables(self, cur) -> set[str]:
         rows = cur.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'view') "
@@ -501,12 +519,13 @@ class _Postgres(_Backend):
     def sql(self, statement: str) -> str:
         return statement.replace("?", "%s")
 
-    def stream(self, cur, statement, params):
+    def stream(self, cur, statement, params, rows=FETCH_ROWS):
         assert self.conn is not None
-        with self.conn.cursor(name="affseg_stream") as server_side:  # rows come as they are fetched
+        # rows come as they are fetched; in binary, so that blobs are not sent as hex text
+        with self.conn.cursor(name="affseg_stream", binary=True) as server_side:
             server_side.execute(self.sql(statement), params)
-            while rows := server_side.fetchmany(FETCH_ROWS):
-                yield rows
+            while fetched := server_side.fetchmany(rows):
+                yield fetched
 
     def insert_many(self, cur, table, columns, rows) -> None:
         with cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
@@ -544,30 +563,105 @@ def _ddl(backend: _Backend) -> list[str]:
         "CREATE TABLE affseg_lookups (name TEXT PRIMARY KEY, stage TEXT NOT NULL, size BIGINT NOT NULL)",
         "CREATE TABLE affseg_lookup_entries (name TEXT NOT NULL, old BIGINT NOT NULL, new BIGINT NOT NULL, "
         f"PRIMARY KEY (name, old)){s}",
-        *_fragments_ddl(backend),
+        *(statement for version in sorted(_ADDED) for statement in _added_ddl(backend, version)),
     ]
 
 
-def _fragments_ddl(backend: _Backend) -> list[str]:
-    return ["CREATE TABLE affseg_fragments (stage TEXT NOT NULL, block BIGINT NOT NULL, id BIGINT NOT NULL, "
-            "size BIGINT NOT NULL, z DOUBLE PRECISION, y DOUBLE PRECISION NOT NULL, x DOUBLE PRECISION NOT NULL, "
-            f"PRIMARY KEY (stage, block, id)){backend.table_suffix}"]
+def _added_ddl(backend: _Backend, version: int) -> list[str]:
+    """The CREATE TABLE statements of the tables schema ``version`` added."""
+    b, s = backend.blob, backend.table_suffix
+    if version == 2:
+        return ["CREATE TABLE affseg_fragments (stage TEXT NOT NULL, block BIGINT NOT NULL, id BIGINT NOT NULL, "
+                "size BIGINT NOT NULL, z DOUBLE PRECISION, y DOUBLE PRECISION NOT NULL, x DOUBLE PRECISION NOT NULL, "
+                f"PRIMARY KEY (stage, block, id)){s}"]
+    arrays = ", ".join(f"{name} {b} NOT NULL" for name, _ in _NODE_ARRAYS + _EDGE_ARRAYS)
+    return ["CREATE TABLE affseg_block_graphs (stage TEXT NOT NULL, block BIGINT NOT NULL, part INTEGER NOT NULL, "
+            f"nodes BIGINT NOT NULL, edges BIGINT NOT NULL, {arrays}, histogram_counts {b}, histogram {b}, "
+            f"PRIMARY KEY (stage, block, part)){s}"]
 
 
 # ---------------------------------------------------------------------------------------------
-# histograms
+# block graphs
 
 
-def _encode_histograms(histogram: np.ndarray) -> list[bytes]:
-    """One blob per row: the non-zero bins as packed (uint8 bin, uint32 LE count) records."""
-    rows, bins = np.nonzero(histogram)
-    records = np.empty(rows.shape[0], _HIST_RECORD)
-    records["bin"] = bins
-    records["count"] = histogram[rows, bins]
-    buffer = records.tobytes()
-    ends = np.cumsum(np.bincount(rows, minlength=histogram.shape[0])) * _HIST_RECORD.itemsize
-    starts = np.concatenate([[0], ends[:-1]])
-    return [buffer[a:b] for a, b in zip(starts.tolist(), ends.tolist())]
+def _block_graph_rows(node_ids: np.ndarray, sizes: np.ndarray, edges: tuple, histogram: np.ndarray | None) -> list[tuple]:
+    """The rows of one block's graph in affseg_block_graphs, without stage and block: ``(part, nodes,
+    edges, *arrays, histogram_counts, histogram)``, each array the bytes of its little-endian
+    values (:data:`_NODE_ARRAYS`, :data:`_EDGE_ARRAYS`); the histograms as the number of non-zero
+    bins of each edge (uint16) and their packed records (:data:`_HIST_RECORD`, in increasing bin
+    order), or both NULL. The nodes and the edges are each split into parts of about
+    :data:`BLOCK_GRAPH_BYTES` at most (SQLite and PostgreSQL refuse values over 1 GB); part ``k``
+    holds the ``k``-th of each (or none)."""
+    n = edges[0].shape[0]
+    per_edge = np.full(n, sum(np.dtype(dtype).itemsize for _, dtype in _EDGE_ARRAYS), np.int64)
+    if histogram is not None:
+        flat = np.flatnonzero(histogram != 0)  # (edge by edge, bins increasing)
+        counts = np.bincount(flat // HISTOGRAM_BINS, minlength=n)
+        first = np.concatenate([[0], np.cumsum(counts)])  # each edge's first record
+        records = np.empty(flat.shape[0], _HIST_RECORD)
+        records["bin"] = flat % HISTOGRAM_BINS
+        records["count"] = histogram.reshape(-1)[flat]
+        per_edge += np.dtype(_HIST_COUNTS).itemsize + _HIST_RECORD.itemsize * counts
+    edge_bounds = _part_bounds(np.cumsum(per_edge))
+    per_node = sum(np.dtype(dtype).itemsize for _, dtype in _NODE_ARRAYS)
+    node_bounds = _part_bounds(np.arange(1, node_ids.shape[0] + 1) * per_node)
+    rows = []
+    for part in range(max(len(edge_bounds), len(node_bounds)) - 1):  # (a part past either's last: none of it)
+        low, high = edge_bounds[part:part + 2] if part + 1 < len(edge_bounds) else (n, n)
+        start, stop = node_bounds[part:part + 2] if part + 1 < len(node_bounds) else (0, 0)
+        arrays = [np.ascontiguousarray(a[start:stop], dtype).tobytes()
+                  for a, (_, dtype) in zip((node_ids, sizes), _NODE_ARRAYS)]
+        arrays += [np.ascontiguousarray(a[low:high], dtype).tobytes() for a, (_, dtype) in zip(edges, _EDGE_ARRAYS)]
+        hist: list[bytes | None] = [None, None]
+        if histogram is not None:
+            hist = [counts[low:high].astype(_HIST_COUNTS).tobytes(), records[first[low]:first[high]].tobytes()]
+        rows.append((part, stop - start, high - low, *arrays, *hist))
+    return rows
+
+
+def _part_bounds(cumulative_bytes: np.ndarray) -> list[int]:
+    """Where to cut items of the given cumulative sizes into parts of about
+    :data:`BLOCK_GRAPH_BYTES` at most: ``[0, ..., len]`` (``[0, 0]`` for no items)."""
+    total = int(cumulative_bytes[-1]) if cumulative_bytes.shape[0] else 0
+    cuts = np.searchsorted(cumulative_bytes, np.arange(1, 1 + total // BLOCK_GRAPH_BYTES) * BLOCK_GRAPH_BYTES)
+    n = cumulative_bytes.shape[0]
+    return [0, *sorted(set(cuts.tolist()) - {0, n}), n]
+
+
+def _parse_block_graphs(rows: Iterable[tuple], with_hist: bool, where: str) -> tuple[list, list]:
+    """Rows of affseg_block_graphs (``block, nodes, edges, *arrays[, histogram_counts, histogram]``)
+    as the columns :func:`_merge_rows` takes: ``[ids, sizes]`` and ``[block, u, v, count, sum,
+    max, min(, (bytes per edge, joined records))]``; a blob of the wrong length is a damaged
+    store (CorruptInput)."""
+    names = [name for name, _ in _NODE_ARRAYS + _EDGE_ARRAYS]
+    dtypes = [np.dtype(dtype) for _, dtype in _NODE_ARRAYS + _EDGE_ARRAYS]
+    columns: list[list] = [[] for _ in range(len(names) + 1)]  # + the block of each edge
+    lengths, records = [], []
+    for row in rows:
+        block, nodes, n = row[0], row[1], row[2]
+        for k, (blob, dtype) in enumerate(zip(row[3:3 + len(names)], dtypes)):
+            count = nodes if k < len(_NODE_ARRAYS) else n
+            if len(blob) != count * dtype.itemsize:
+                raise CorruptInput(f"the {names[k]} of block {block} in the {where} hold {len(blob)} bytes, not "
+                                   f"{count} values of {dtype.itemsize}: the store is damaged")
+            columns[k].append(np.frombuffer(blob, dtype).astype(dtype.newbyteorder("="), copy=False))
+        columns[-1].append(np.full(n, block, np.int64))
+        if with_hist:
+            counts_blob, data = row[3 + len(names)], row[4 + len(names)]
+            whole = counts_blob is not None and len(counts_blob) == n * np.dtype(_HIST_COUNTS).itemsize
+            counts = np.frombuffer(counts_blob, _HIST_COUNTS) if whole else None
+            if counts is None or data is None or len(data) != int(counts.sum(dtype=np.int64)) * _HIST_RECORD.itemsize:
+                raise CorruptInput(f"the histograms of block {block} in the {where} are not {n} edges' packed "
+                                   f"records: the store is damaged")
+            lengths.append(counts.astype(np.int64) * _HIST_RECORD.itemsize)
+            records.append(bytes(data))
+    arrays = [np.concatenate(c) if c else np.zeros(0, dtype.newbyteorder("="))
+              for c, dtype in zip(columns, dtypes + [np.dtype(np.int64)])]
+    nodes = arrays[:len(_NODE_ARRAYS)]
+    edges = [arrays[-1], *arrays[len(_NODE_ARRAYS):-1]]
+    if with_hist:
+        edges.append((np.concatenate(lengths) if lengths else np.zeros(0, np.int64), b"".join(records)))
+    return nodes, edges
 
 
 # ---------------------------------------------------------------------------------------------
@@ -630,8 +724,10 @@ class GraphStore:
                 self._change_schema("empty", _ddl(backend) + [
                     ("INSERT INTO affseg_meta (key, value) VALUES (?, ?), (?, ?)",
                      ("schema", SCHEMA_NAME, "version", str(SCHEMA_VERSION)))])
-            elif state == "version 1":  # one way: the affseg of version 1 no longer opens the store
-                self._change_schema("version 1", _fragments_ddl(backend) + [
+            elif state != "current":  # an older version, one way: its affseg no longer opens the store
+                old = int(state.split()[1])
+                added = [ddl for version in range(old + 1, SCHEMA_VERSION + 1) for ddl in _added_ddl(backend, version)]
+                self._change_schema(state, added + [
                     ("UPDATE affseg_meta SET value = ? WHERE key = ?", (str(SCHEMA_VERSION), "version"))])
             elif isinstance(backend, _SQLite):
                 backend.set_modes()
@@ -658,31 +754,34 @@ class GraphStore:
         self._pid = os.getpid()
 
     def _inspect(self, cur) -> str:
-        """``"empty"``, ``"current"`` (this schema and version) or ``"version 1"`` (a store to bring
-        up to date); raises CorruptInput for anything else."""
+        """``"empty"``, ``"current"`` (this schema and version) or ``"version N"`` (an older version's
+        store, to bring up to date); raises CorruptInput for anything else."""
         where = self._backend.describe()
         tables = self._backend.tables(cur)
         if not tables:
             return "empty"
+        meta: dict = {}
+        if "affseg_meta" in tables:
+            cur.execute("SELECT key, value FROM affseg_meta")
+            meta = dict(cur.fetchall())
+        ours, version = meta.get("schema") == SCHEMA_NAME, str(meta.get("version"))
+        newer = ours and version.isdigit() and int(version) > SCHEMA_VERSION  # (it may have tables of its own)
         foreign = sorted(tables - set(_TABLES))
-        if foreign:
+        if foreign and not newer:
             shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
             raise CorruptInput(f"the {where} is not an affseg graph store: it holds other tables ({shown}); "
                                f"{self._backend.elsewhere}")
         missing = sorted(set(_TABLES) - tables)
-        if set(missing) == _ADDED_IN_2:
-            cur.execute("SELECT key, value FROM affseg_meta")
-            meta = dict(cur.fetchall())
-            if meta.get("schema") == SCHEMA_NAME and meta.get("version") == "1":
-                return "version 1"
-        if missing:
+        old = {str(v): v for v in range(1, SCHEMA_VERSION)}.get(version) if ours else None
+        if missing and old is not None and set(missing) == {
+                name for added in range(old + 1, SCHEMA_VERSION + 1) for name in _ADDED[added]}:
+            return f"version {old}"
+        if missing and not newer:
             raise CorruptInput(f"the {where} is an incomplete affseg graph store: it lacks {', '.join(missing)}")
-        cur.execute("SELECT key, value FROM affseg_meta")
-        meta = dict(cur.fetchall())
-        if meta.get("schema") != SCHEMA_NAME:
+        if not ours:
             raise CorruptInput(f"the {where} is not an affseg graph store (schema {meta.get('schema')!r})")
-        if meta.get("version") != str(SCHEMA_VERSION):
-            raise CorruptInput(f"the {where} has graph-store schema version {meta.get('version')}, this affseg "
+        if version != str(SCHEMA_VERSION):
+            raise CorruptInput(f"the {where} has graph-store schema version {version}, this affseg "
                                f"reads version {SCHEMA_VERSION}: use the affseg that wrote it, or a new store")
         return "current"
 
@@ -777,7 +876,8 @@ class GraphStore:
         self._stages.pop(stage, None)
 
     def _clear(self, cur, stage: str) -> None:
-        for table in ("affseg_done", "affseg_parts", "affseg_nodes", "affseg_edges", "affseg_fragments"):
+        for table in ("affseg_done", "affseg_parts", "affseg_nodes", "affseg_edges", "affseg_block_graphs",
+                      "affseg_fragments"):
             self._execute(cur, f"DELETE FROM {table} WHERE stage = ?", (stage,))
         self._execute(cur, "DELETE FROM affseg_lookup_entries WHERE name IN "
                            "(SELECT name FROM affseg_lookups WHERE stage = ?)", (stage,))
@@ -882,24 +982,24 @@ class GraphStore:
         total = _as_column(statistics.sum, np.float64, name="statistics.sum", length=n)
         top = _as_column(statistics.max, np.float32, name="statistics.max", length=n)
         bottom = _as_column(statistics.min, np.float32, name="statistics.min", length=n)
-        if statistics.histogram is None:
-            blobs: list[bytes | None] = [None] * n
-        else:
+        hist = None
+        if statistics.histogram is not None:
             hist = np.asarray(statistics.histogram)
             if hist.shape != (n, HISTOGRAM_BINS) or hist.dtype.kind not in "iu":
                 raise InputError(f"statistics.histogram must be ({n}, {HISTOGRAM_BINS}) integers, got "
                                  f"{hist.dtype} of shape {hist.shape}")
             if hist.size and (hist.min() < 0 or hist.max() > 2**32 - 1):
                 raise InputError("statistics.histogram must hold counts in [0, 2**32)")
-            blobs = _encode_histograms(hist.astype(np.uint32, copy=False))
+            hist = hist.astype(np.uint32, copy=False)
         if np.unique(node_ids).shape[0] != node_ids.shape[0]:
             raise InputError(f"statistics of block {block} list a node twice")
-        if n and np.unique(np.stack([u, v], axis=1), axis=0).shape[0] != n:
+        su, sv = (a[np.lexsort((v, u))] for a in (u, v))
+        if n and np.any((su[1:] == su[:-1]) & (sv[1:] == sv[:-1])):
             raise InputError(f"statistics of block {block} list an edge twice")
-        node_rows = zip([stage] * node_ids.shape[0], [block] * node_ids.shape[0], node_ids.tolist(), sizes.tolist())
-        edge_rows = zip([stage] * n, [block] * n, u.tolist(), v.tolist(), count.tolist(), total.tolist(),
-                        top.tolist(), bottom.tolist(), blobs)
-        backend = self._backend
+        rows = [(stage, block, *row) for row in _block_graph_rows(node_ids, sizes, (u, v, count, total, top, bottom),
+                                                                  hist)]
+        columns = ("stage", "block", "part", "nodes", "edges", *(name for name, _ in _NODE_ARRAYS + _EDGE_ARRAYS),
+                   "histogram_counts", "histogram")
         with self._guard(), self._transaction(write=True) as cur:
             self._check_stage(cur, stage)
             # first: lock the block's row, so that two writers of one block take turns
@@ -907,11 +1007,10 @@ class GraphStore:
                                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (stage, block) DO UPDATE SET "
                                "histogram = excluded.histogram, nodes = excluded.nodes, edges = excluded.edges",
                           (stage, block, int(statistics.histogram is not None), int(node_ids.shape[0]), n))
-            self._execute(cur, "DELETE FROM affseg_nodes WHERE stage = ? AND block = ?", (stage, block))
-            self._execute(cur, "DELETE FROM affseg_edges WHERE stage = ? AND block = ?", (stage, block))
-            backend.insert_many(cur, "affseg_nodes", ("stage", "block", "id", "size"), node_rows)
-            backend.insert_many(cur, "affseg_edges",
-                                ("stage", "block", "u", "v", "count", "sum", "max", "min", "histogram"), edge_rows)
+            for table in ("affseg_block_graphs", "affseg_nodes", "affseg_edges"):  # (the last two: older stores)
+                self._execute(cur, f"DELETE FROM {table} WHERE stage = ? AND block = ?", (stage, block))
+            cur.executemany(self._backend.sql(f"INSERT INTO affseg_block_graphs ({', '.join(columns)}) VALUES "
+                                              f"({', '.join('?' * len(columns))})"), rows)
             self._mark(cur, stage, [block])
 
     def read_statistics(self, stage: str | list[str] | tuple[str, ...] = "region_graph", *,
@@ -944,22 +1043,47 @@ class GraphStore:
             raise InputError("read_statistics needs at least one stage, got none")
         histogram = as_flag(histogram, name="histogram")
         among = f"stage IN ({', '.join('?' * len(names))})"
+        where = self._backend.describe()
         with self._guard(), self._transaction(write=False) as cur:
             self._execute(cur, f"SELECT count(*), min(histogram) FROM affseg_parts WHERE {among}", tuple(names))
             parts, all_hist = cur.fetchone()
             with_hist = histogram and (not parts or bool(all_hist))
             if not parts:
                 return empty_edge_statistics(histogram=with_hist)
-            nodes = _read_columns(self._backend.stream(
-                cur, f"SELECT id, size FROM affseg_nodes WHERE {among}", tuple(names)), (np.int64, np.int64))
-            columns = "block, u, v, count, sum, max, min" + (", histogram" if with_hist else "")
-            dtypes = (np.int64,) * 4 + (np.float64,) * 3 + ((bytes,) if with_hist else ())
+            arrays = ", ".join(name for name, _ in _NODE_ARRAYS + _EDGE_ARRAYS)
+            hist = ", histogram_counts, histogram" if with_hist else ""
             # stage by stage, in the order given; _merge_rows orders the rows by block
-            parts = [_read_columns(self._backend.stream(
-                cur, f"SELECT {columns} FROM affseg_edges WHERE stage = ?", (name,)), dtypes) for name in names]
-        edges = parts[0] if len(parts) == 1 else _concatenate_columns(parts, dtypes)
-        del parts  # (the merge below needs the memory)
+            node_parts, edge_parts = [], []
+            for name in names:
+                nodes, edges = _parse_block_graphs(itertools.chain.from_iterable(self._backend.stream(
+                    cur, f"SELECT block, nodes, edges, {arrays}{hist} FROM affseg_block_graphs WHERE stage = ? "
+                         "ORDER BY block, part", (name,), BLOCK_GRAPH_ROWS)), with_hist, where)
+                node_parts.append(nodes)
+                edge_parts.append(edges)
+                if self._has_rows(cur, "affseg_nodes", name) or self._has_rows(cur, "affseg_edges", name):
+                    node_parts.append(self._legacy_nodes(cur, name))  # blocks written before schema version 3
+                    edge_parts.append(self._legacy_edges(cur, name, with_hist))
+        edge_dtypes = (np.int64,) * 4 + (np.float64, np.float32, np.float32) + ((bytes,) if with_hist else ())
+        nodes = _concatenate_columns(node_parts, (np.int64, np.int64))
+        edges = _concatenate_columns(edge_parts, edge_dtypes)
+        del edge_parts  # (the merge below needs the memory)
         return _merge_rows(nodes, edges, with_hist)
+
+    def _has_rows(self, cur, table: str, stage: str) -> bool:
+        self._execute(cur, f"SELECT 1 FROM {table} WHERE stage = ? LIMIT 1", (stage,))
+        return cur.fetchone() is not None
+
+    def _legacy_nodes(self, cur, stage: str) -> list:
+        """The nodes of the blocks a store of schema version 1 or 2 wrote as rows."""
+        return _read_columns(self._backend.stream(
+            cur, "SELECT id, size FROM affseg_nodes WHERE stage = ?", (stage,)), (np.int64, np.int64))
+
+    def _legacy_edges(self, cur, stage: str, with_hist: bool) -> list:
+        """The edges of the blocks a store of schema version 1 or 2 wrote as rows (one an edge)."""
+        columns = "block, u, v, count, sum, max, min" + (", histogram" if with_hist else "")
+        dtypes = (np.int64,) * 4 + (np.float64,) * 3 + ((bytes,) if with_hist else ())
+        return _read_columns(self._backend.stream(
+            cur, f"SELECT {columns} FROM affseg_edges WHERE stage = ?", (stage,)), dtypes)
 
     # -- fragments -----------------------------------------------------------------------------
 
@@ -1130,6 +1254,8 @@ def _read_columns(chunks: Iterable[list[tuple]], dtypes: tuple) -> list:
 
 def _concatenate_columns(parts: list[list], dtypes: tuple) -> list:
     """The columns of several :func:`_read_columns` results, one after the other."""
+    if len(parts) == 1:
+        return parts[0]
     out: list = []
     for k, dtype in enumerate(dtypes):
         if dtype is bytes:
@@ -1140,8 +1266,8 @@ def _concatenate_columns(parts: list[list], dtypes: tuple) -> list:
 
 
 def _merge_rows(nodes: list, edges: list, with_hist: bool) -> EdgeStatistics:
-    """Rows of several blocks (``edges[0]``: their block; rows of one block in the order its parts
-    are to be merged) merged as merge_edge_statistics merges the parts in block order."""
+    """Rows of several blocks (``edges[0]``: their block; rows of one block in the order its stages
+    are to be merged) merged as merge_edge_statistics merges the blocks' statistics in block order."""
     node_ids, node_index = np.unique(sql_to_uint64(nodes[0]), return_inverse=True)
     node_sizes = np.zeros(node_ids.shape[0], np.int64)
     np.add.at(node_sizes, node_index.reshape(-1), nodes[1])
@@ -1151,7 +1277,7 @@ def _merge_rows(nodes: list, edges: list, with_hist: bool) -> EdgeStatistics:
         return dataclasses.replace(empty_edge_statistics(histogram=with_hist), node_ids=node_ids, node_sizes=node_sizes)
     u, v = sql_to_uint64(edges[0]), sql_to_uint64(edges[1])
     count, total = edges[2], edges[3]
-    top, bottom = edges[4].astype(np.float32), edges[5].astype(np.float32)
+    top, bottom = edges[4].astype(np.float32, copy=False), edges[5].astype(np.float32, copy=False)
     order = np.lexsort((block, v, u))  # stable: an edge's rows in block order, then as they came
     su, sv = u[order], v[order]
     first = np.ones(n, bool)
