@@ -631,8 +631,9 @@ def _part_bounds(cumulative_bytes: np.ndarray) -> list[int]:
 def _parse_block_graphs(rows: Iterable[tuple], with_hist: bool, where: str) -> tuple[list, list]:
     """Rows of affseg_block_graphs (``block, nodes, edges, *arrays[, histogram_counts, histogram]``)
     as the columns :func:`_merge_rows` takes: ``[ids, sizes]`` and ``[block, u, v, count, sum,
-    max, min(, (bytes per edge, joined records))]``; a blob of the wrong length is a damaged
-    store (CorruptInput)."""
+    max, min(, (bytes per edge, [(edges, records), ...]))]``, each row's records kept as they
+    came (joining them would hold them twice); a blob of the wrong length is a damaged store
+    (CorruptInput)."""
     names = [name for name, _ in _NODE_ARRAYS + _EDGE_ARRAYS]
     dtypes = [np.dtype(dtype) for _, dtype in _NODE_ARRAYS + _EDGE_ARRAYS]
     columns: list[list] = [[] for _ in range(len(names) + 1)]  # + the block of each edge
@@ -654,13 +655,13 @@ def _parse_block_graphs(rows: Iterable[tuple], with_hist: bool, where: str) -> t
                 raise CorruptInput(f"the histograms of block {block} in the {where} are not {n} edges' packed "
                                    f"records: the store is damaged")
             lengths.append(counts.astype(np.int64) * _HIST_RECORD.itemsize)
-            records.append(bytes(data))
+            records.append((n, data))
     arrays = [np.concatenate(c) if c else np.zeros(0, dtype.newbyteorder("="))
               for c, dtype in zip(columns, dtypes + [np.dtype(np.int64)])]
     nodes = arrays[:len(_NODE_ARRAYS)]
     edges = [arrays[-1], *arrays[len(_NODE_ARRAYS):-1]]
     if with_hist:
-        edges.append((np.concatenate(lengths) if lengths else np.zeros(0, np.int64), b"".join(records)))
+        edges.append((np.concatenate(lengths) if lengths else np.zeros(0, np.int64), records))
     return nodes, edges
 
 
@@ -1232,8 +1233,9 @@ class GraphStore:
 
 
 def _read_columns(chunks: Iterable[list[tuple]], dtypes: tuple) -> list:
-    """Rows fetched in chunks as one array per column (a ``bytes`` column: (lengths, joined bytes)),
-    converted chunk by chunk so that few Python objects live at once."""
+    """Rows fetched in chunks as one array per column (a ``bytes`` column: (lengths, [(rows, joined
+    bytes)]), as :func:`_merge_rows` takes it), converted chunk by chunk so that few Python objects
+    live at once."""
     pieces: list[list] = [[] for _ in dtypes]
     for rows in chunks:
         columns = list(zip(*rows))
@@ -1246,7 +1248,7 @@ def _read_columns(chunks: Iterable[list[tuple]], dtypes: tuple) -> list:
     for k, dtype in enumerate(dtypes):
         if dtype is bytes:
             lengths = np.concatenate([p[0] for p in pieces[k]]) if pieces[k] else np.zeros(0, np.int64)
-            out.append((lengths, b"".join(p[1] for p in pieces[k])))
+            out.append((lengths, [(lengths.shape[0], b"".join(p[1] for p in pieces[k]))]))
         else:
             out.append(np.concatenate(pieces[k]) if pieces[k] else np.zeros(0, dtype))
     return out
@@ -1259,7 +1261,7 @@ def _concatenate_columns(parts: list[list], dtypes: tuple) -> list:
     out: list = []
     for k, dtype in enumerate(dtypes):
         if dtype is bytes:
-            out.append((np.concatenate([p[k][0] for p in parts]), b"".join(p[k][1] for p in parts)))
+            out.append((np.concatenate([p[k][0] for p in parts]), [chunk for p in parts for chunk in p[k][1]]))
         else:
             out.append(np.concatenate([p[k] for p in parts]))
     return out
@@ -1287,7 +1289,7 @@ def _merge_rows(nodes: list, edges: list, with_hist: bool) -> EdgeStatistics:
     if with_hist:
         from ._kernels import add_packed_histograms
 
-        lengths, data = edges[6]
+        lengths, chunks = edges[6]
         cut = np.flatnonzero(lengths % _HIST_RECORD.itemsize)
         if cut.size:  # (the kernel below would read past them)
             raise CorruptInput(f"{cut.size} histogram blobs of the store are not whole {_HIST_RECORD.itemsize}-byte "
@@ -1297,7 +1299,11 @@ def _merge_rows(nodes: list, edges: list, with_hist: bool) -> EdgeStatistics:
         histogram = np.zeros((starts.shape[0], HISTOGRAM_BINS), np.uint32)
         # from the packed records as they came (no array per record: the merged graph's dense
         # histograms, 1 KiB per edge, are the largest thing in memory here)
-        add_packed_histograms(histogram, group, lengths // _HIST_RECORD.itemsize, np.frombuffer(data, np.uint8))
+        start = 0
+        for rows, data in chunks:
+            add_packed_histograms(histogram, group[start:start + rows],
+                                  lengths[start:start + rows] // _HIST_RECORD.itemsize, np.frombuffer(data, np.uint8))
+            start += rows
     return EdgeStatistics(
         node_ids=node_ids, node_sizes=node_sizes, u=su[starts], v=sv[starts],
         count=np.add.reduceat(count[order], starts), sum=np.add.reduceat(total[order], starts),
