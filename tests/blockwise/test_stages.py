@@ -119,6 +119,45 @@ def test_forked_workers_start_with_the_environment_of_the_command(tmp_path, ours
     assert seen["spawn"]["parent"] == seen["spawn"]["client"]
 
 
+_CLI_FORKED = """
+import json, os, sys
+from affseg.blockwise import engine as engine_module
+from affseg.cli import main
+
+seen = {}
+enter = engine_module.Engine.__enter__
+
+def probing_enter(self):  # the command's own engine, asked where its worker came from
+    entered = enter(self)
+    (seen["parent"],) = entered.client.run(os.getppid).values()
+    return entered
+
+if __name__ == "__main__":
+    engine_module.Engine.__enter__ = probing_enter
+    code = main(["synth", sys.argv[1], "--shape", "4", "32", "32", "--blockwise", "--block-shape", "4,32,32",
+                 "--workers", "1"])
+    print(json.dumps({"code": code, "client": os.getpid(), **seen}))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="workers are forked on Linux only")
+def test_the_command_line_forks_its_workers_from_the_server(tmp_path):
+    """``affseg ... --blockwise --workers N`` starts the worker server and forks its workers from
+    it (the library's Engine spawns them by default): the worker's parent is neither the
+    command's process nor absent."""
+    import json
+    import subprocess
+
+    script = tmp_path / "cli_forked.py"
+    script.write_text(_CLI_FORKED)
+    out = subprocess.run([sys.executable, str(script), str(tmp_path / "s.zarr")], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr
+    seen = json.loads(out.stdout.splitlines()[-1])
+    assert seen["code"] == 0 and seen["parent"] not in (seen["client"], 1)
+    assert (tmp_path / "s.zarr" / "affs").is_dir()
+
+
 _CACHED_ONLY = """
 import json, sys
 sys.path.insert(0, sys.argv[1])
