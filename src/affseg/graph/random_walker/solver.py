@@ -534,11 +534,11 @@ class _BlockMultigrid:
             # P^T is kept only for it (the cycle restricts with P itself: less memory)
             transposed = _Csr.of(transpose_csr(*prolong.arrays, n_aggregates), (n_aggregates, n))
             product = _Csr.of(sparse_product(*level.arrays, *prolong.arrays, n_aggregates), (n, n_aggregates))
-            indptr, indices, data = sparse_product(*transposed.arrays, *product.arrays, n_aggregates)
+            c_indptr, c_indices, c_data = sparse_product(*transposed.arrays, *product.arrays, n_aggregates)
             del product, transposed
             # exact-size copies: the product's arrays are views of allocations sized for the most
             # entries it could have had (virtual memory, but kept for the life of the hierarchy)
-            coarse = (indptr, indices.copy(), data.copy())
+            coarse = (c_indptr, c_indices.copy(), c_data.copy())
             self.inverse_diagonal.append(self._inverse(level.diagonal()))
             self.parts.append(_sweep_parts(level))
             self.prolong.append(prolong)
