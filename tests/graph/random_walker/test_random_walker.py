@@ -337,6 +337,7 @@ def test_multigrid_diagonal_without_float64_inverse_is_an_input_error(length):
     with pytest.raises(InputError, match="singular in float64: the positive weights span 1e-310 to 1"):
         random_walker(weights, seeds, [[0, -1]], solver="cg")
 
+
 @pytest.mark.parametrize("solver, tol, message", [("cg", 1e-3, "use a smaller tol or solver='direct'"),
                                                    ("cg", 1e-5, "too ill-conditioned in float64"),
                                                    ("direct", 1e-3, "too ill-conditioned in float64")])
